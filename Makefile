@@ -1,0 +1,60 @@
+# The front door: `make demo` runs the system, `make test` proves it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install infra-up infra-down kafka-up kafka-down redis-up redis-down \
+        topics lint test test-unit demo bench chaos docs clean
+
+help:
+	@echo "make demo       run the three services on local Kafka and Redis, driving clinics through the lifecycle"
+	@echo "make test       lint, then every test against real Kafka and Redis (started when needed)"
+	@echo "make lint       ruff and mypy"
+	@echo "make infra-up   start local Kafka (KRaft) and Redis; infra-down stops them"
+	@echo "make docs       regenerate docs/asyncapi.yaml and docs/schemas/"
+
+$(INSTALLED): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) (3.11) is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(INSTALLED)
+
+kafka-up:
+	@bash infra/kafka.sh up
+kafka-down:
+	@bash infra/kafka.sh down
+redis-up:
+	@bash infra/redis.sh up
+redis-down:
+	@bash infra/redis.sh down
+
+infra-up: kafka-up redis-up
+infra-down: kafka-down redis-down
+
+topics: install kafka-up
+	$(BIN)/kapctl topics apply
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+compose-tool:
+	@command -v docker-compose >/dev/null || bash infra/install-compose.sh
+
+test: install lint compose-tool infra-up
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+docs: install
+	$(BIN)/python -m ops.docs
+
+clean: infra-down
+	rm -rf .infra $(VENV)

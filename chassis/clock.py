@@ -1,0 +1,80 @@
+"""Injected time. Every instant is UTC; clinics show it in their own zone."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from chassis.config import ServiceSettings
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep(self, duration: timedelta) -> None: ...
+
+    def real_seconds(self, duration: timedelta) -> float:
+        """How long `duration` of this clock's time lasts on the wall."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, duration: timedelta) -> None:
+        await asyncio.sleep(max(duration.total_seconds(), 0.0))
+
+    def real_seconds(self, duration: timedelta) -> float:
+        return duration.total_seconds()
+
+
+class ScaledClock:
+    """Simulated time starting at `origin` when the wall clock read `anchor`."""
+
+    def __init__(self, origin: datetime, anchor: datetime, scale: float) -> None:
+        self._origin = origin.astimezone(UTC)
+        self._anchor = anchor.astimezone(UTC)
+        self._scale = scale
+
+    def now(self) -> datetime:
+        elapsed = datetime.now(UTC) - self._anchor
+        return self._origin + elapsed * self._scale
+
+    async def sleep(self, duration: timedelta) -> None:
+        await asyncio.sleep(max(self.real_seconds(duration), 0.0))
+
+    def real_seconds(self, duration: timedelta) -> float:
+        return duration.total_seconds() / self._scale
+
+
+class FrozenClock:
+    """A clock that moves only when told: for unit tests."""
+
+    def __init__(self, at: datetime) -> None:
+        self._now = at.astimezone(UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, by: timedelta) -> None:
+        self._now += by
+
+    async def sleep(self, duration: timedelta) -> None:
+        self.advance(duration)
+        await asyncio.sleep(0)
+
+    def real_seconds(self, duration: timedelta) -> float:
+        return 0.0
+
+
+def clock_from(settings: ServiceSettings) -> Clock:
+    if settings.clock_origin is None and settings.clock_scale == 1.0:
+        return SystemClock()
+    started = datetime.now(UTC)
+    return ScaledClock(
+        origin=settings.clock_origin or started,
+        anchor=settings.clock_anchor or started,
+        scale=settings.clock_scale,
+    )

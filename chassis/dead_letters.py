@@ -1,0 +1,155 @@
+"""Bounded retries, then the dead-letter topic: a bad message never stalls its partition.
+
+Three outcomes for a message whose handler raises:
+- the infrastructure is down (Redis, Kafka): nothing is wrong with the message,
+  so it is not dead-lettered; after a short backoff the error propagates and the
+  subscriber's NACK_ON_ERROR policy rewinds the partition to redeliver it;
+- the message itself is bad (invalid JSON, schema, envelope, or rejected by the
+  domain): dead-lettered at once, retrying cannot help;
+- anything else: retried with exponential backoff, dead-lettered after the last
+  attempt.
+A dead letter is published with acks=all before the offset is committed, so it is
+never lost; if that publish fails the message is redelivered instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotEnoughReplicasError
+from faststream import BaseMiddleware
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.envelope import EnvelopeError
+from shared.topics import DLQ_SUFFIX
+
+if TYPE_CHECKING:
+    from aiokafka import ConsumerRecord
+    from faststream.kafka import KafkaBroker
+    from faststream.message import StreamMessage
+    from faststream.types import AsyncFuncAny
+
+log = logging.getLogger(__name__)
+
+HEADER_ERROR = "kap_dlq_error"
+HEADER_ERROR_TYPE = "kap_dlq_error_type"
+HEADER_SERVICE = "kap_dlq_service"
+HEADER_ATTEMPTS = "kap_dlq_attempts"
+HEADER_TOPIC = "kap_dlq_topic"
+HEADER_PARTITION = "kap_dlq_partition"
+HEADER_OFFSET = "kap_dlq_offset"
+HEADER_DEAD_AT = "kap_dlq_dead_at"
+
+
+class Rejected(Exception):
+    """The message is well-formed but makes no sense here (e.g. for the client's state)."""
+
+
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    ValidationError,
+    EnvelopeError,
+    Rejected,
+    json.JSONDecodeError,
+    UnicodeDecodeError,
+)
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NotEnoughReplicasError,
+    ConnectionError,
+)
+
+
+@dataclass(frozen=True)
+class DeadLetterPolicy:
+    attempts: int = 3
+    first_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.first_backoff_s * 2.0 ** (attempt - 1), self.max_backoff_s)
+
+
+def dead_letter_middleware(
+    service: str, policy: DeadLetterPolicy, broker: KafkaBroker
+) -> type[BaseMiddleware]:
+    class DeadLetterMiddleware(BaseMiddleware):
+        async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    return await call_next(msg)
+                except INFRASTRUCTURE_ERRORS as error:
+                    log.warning(
+                        "infrastructure unavailable (%s); will redeliver", type(error).__name__
+                    )
+                    await asyncio.sleep(policy.max_backoff_s)
+                    raise
+                except PERMANENT_ERRORS as error:
+                    await _dead_letter(broker, service, msg, error, attempt)
+                    return None
+                except Exception as error:
+                    if attempt >= policy.attempts:
+                        await _dead_letter(broker, service, msg, error, attempt)
+                        return None
+                    await asyncio.sleep(policy.backoff(attempt))
+
+    return DeadLetterMiddleware
+
+
+def describe(error: BaseException) -> str:
+    """A one-line reason, without the offending values (they may hold PHI)."""
+    if isinstance(error, ValidationError):
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or '<body>'}: {e['msg']}" for e in error.errors()
+        ]
+        return "invalid payload: " + "; ".join(problems[:10])
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}"[:1000]
+
+
+async def _dead_letter(
+    broker: KafkaBroker,
+    service: str,
+    msg: StreamMessage[Any],
+    error: BaseException,
+    attempts: int,
+) -> None:
+    record: ConsumerRecord[bytes, bytes] = msg.raw_message
+    headers = {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
+    headers.update(
+        {
+            HEADER_ERROR: describe(error),
+            HEADER_ERROR_TYPE: type(error).__name__,
+            HEADER_SERVICE: service,
+            HEADER_ATTEMPTS: str(attempts),
+            HEADER_TOPIC: record.topic,
+            HEADER_PARTITION: str(record.partition),
+            HEADER_OFFSET: str(record.offset),
+            HEADER_DEAD_AT: datetime.now(UTC).isoformat(),
+        }
+    )
+    await broker.publish(
+        record.value or b"",
+        topic=record.topic + DLQ_SUFFIX,
+        key=record.key,
+        headers=headers,
+    )
+    log.error(
+        "dead-lettered %s[%d]@%d after %d attempt(s): %s",
+        record.topic,
+        record.partition,
+        record.offset,
+        attempts,
+        type(error).__name__,
+    )

@@ -1,0 +1,79 @@
+"""The Kafka broker every service uses, and topics applied from `shared.topics`."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+
+from chassis.config import ServiceSettings
+from chassis.dead_letters import DeadLetterPolicy, dead_letter_middleware
+from shared.topics import ALL, Topic
+
+log = logging.getLogger(__name__)
+
+
+def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
+    """A broker that waits for every in-sync replica and never duplicates on retry."""
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"kap-{service}",
+        acks="all",
+        enable_idempotence=True,
+        allow_auto_create_topics=False,
+        # Commit only after the handler's effect is done; an error rewinds the
+        # partition (see chassis.dead_letters for what is retried or dead-lettered).
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        logger=logging.getLogger(f"kap.{service}.kafka"),
+    )
+    broker.add_middleware(dead_letter_middleware(service, DeadLetterPolicy(), broker))
+    return broker
+
+
+def group_id(service: str) -> str:
+    """One consumer group per service: replicas share its partitions."""
+    return f"kap-{service}"
+
+
+def _new_topics(topics: tuple[Topic, ...], replication_factor: int) -> list[NewTopic]:
+    min_isr = str(min(2, replication_factor))
+    wanted = []
+    for topic in topics:
+        config = {**topic.kafka_config(), "min.insync.replicas": min_isr}
+        wanted.append(NewTopic(topic.name, topic.partitions, replication_factor, config))
+        wanted.append(NewTopic(topic.dead_letters, topic.partitions, replication_factor, config))
+    return wanted
+
+
+async def apply_topics(
+    bootstrap_servers: str,
+    replication_factor: int = 1,
+    topics: tuple[Topic, ...] = ALL,
+) -> list[str]:
+    """Create every missing topic (and its dead-letter topic); return the names created.
+
+    Idempotent, and safe when several replicas start at once: a topic another
+    process created first counts as present.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in _new_topics(topics, replication_factor) if t.name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(missing)
+        created = []
+        for name, code, *message in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TopicAlreadyExistsError.errno:
+                raise RuntimeError(f"could not create topic {name}: error {code} {message}")
+        if created:
+            log.info("created %d topics", len(created))
+        return created
+    finally:
+        await admin.close()

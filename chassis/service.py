@@ -1,0 +1,115 @@
+"""The one way a KAP service is assembled and run.
+
+`ServiceRuntime` holds what every service has (settings, clock, broker, Redis,
+publisher); `http_app` wraps a service's routes with health, readiness and the
+broker's lifecycle; `serve` runs it under uvicorn, which drains in-flight work
+and commits on SIGTERM before the process exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Response
+from faststream.kafka import KafkaBroker
+from redis.asyncio import Redis
+
+from chassis.clock import Clock, clock_from
+from chassis.config import ServiceSettings
+from chassis.events import EventPublisher
+from chassis.kafka import apply_topics, make_broker
+from chassis.logs import configure_logging
+
+
+@dataclass
+class ServiceRuntime:
+    name: str
+    settings: ServiceSettings
+    clock: Clock
+    broker: KafkaBroker
+    redis: Redis
+    publisher: EventPublisher
+
+    @classmethod
+    def create(
+        cls, name: str, settings: ServiceSettings, clock: Clock | None = None
+    ) -> ServiceRuntime:
+        """Build every client without connecting any (that happens at start-up)."""
+        broker = make_broker(settings, name)
+        return cls(
+            name=name,
+            settings=settings,
+            clock=clock or clock_from(settings),
+            broker=broker,
+            redis=Redis.from_url(settings.redis_url, decode_responses=True),
+            publisher=EventPublisher(broker, name),
+        )
+
+    async def start(self) -> None:
+        await apply_topics(
+            self.settings.kafka_bootstrap_servers, self.settings.topic_replication_factor
+        )
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        await self.redis.aclose()
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"kafka": False, "redis": False}
+        # Any failure to answer means not ready; the reason is in the client's log.
+        with contextlib.suppress(Exception):
+            checks["kafka"] = bool(await self.broker.ping(timeout=2.0))
+        with contextlib.suppress(Exception):
+            checks["redis"] = bool(await self.redis.ping())
+        return checks
+
+
+def health_routes(runtime: ServiceRuntime) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.name}
+
+    @router.get("/readyz", summary="Kafka and Redis answer")
+    async def readyz(response: Response) -> dict[str, object]:
+        checks = await runtime.readiness()
+        ready = all(checks.values())
+        response.status_code = 200 if ready else 503
+        return {"ready": ready, "checks": checks}
+
+    return router
+
+
+def http_app(runtime: ServiceRuntime, *, title: str, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    app.include_router(health_routes(runtime))
+    for router in routers:
+        app.include_router(router)
+    app.state.runtime = runtime
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:
+    configure_logging(service, settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Local single-node Apache Kafka (KRaft, broker+controller) on 127.0.0.1.
+#   infra/kafka.sh up|down|status|logs [-f]
+# Jars come from Maven Central (infra/kafka/pom.xml) instead of a tarball/Docker.
+# Env: KAFKA_VERSION (4.1.1), KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
+#      KAFKA_START_TIMEOUT (60 s).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"   # seconds; raise on very slow machines
+
+CONF="$REPO_ROOT/infra/kafka"
+STATE="$INFRA_STATE/kafka"
+LIBS="$STATE/libs"
+DATA="$STATE/data"
+LOG="$STATE/kafka.log"
+PIDFILE="$STATE/kafka.pid"
+MAIN_CLASS="kafka.Kafka"
+
+require_java() {
+  local spec=""
+  command -v java >/dev/null &&
+    spec="$(java -XshowSettings:properties -version 2>&1 | sed -n 's/.*java.specification.version = //p')"
+  [[ "${spec%%.*}" =~ ^[0-9]+$ ]] && ((${spec%%.*} >= 17)) ||
+    die "Java 17+ is required to run local Kafka (install: apt-get install -y openjdk-17-jre-headless)"
+}
+
+# Fetch the broker classpath once; reused while it holds the requested version.
+fetch_jars() {
+  [[ -f "$LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]] && return 0
+  command -v mvn >/dev/null ||
+    die "Maven is required to download the Kafka jars (install: apt-get install -y maven)"
+  echo "downloading Kafka $KAFKA_VERSION jars from Maven Central..."
+  # Download into a temp dir and swap it in, so a failed or different-version
+  # download never leaves a half-filled or mixed classpath behind.
+  rm -rf "$LIBS.tmp"
+  mvn -B -Dstyle.color=never -f "$CONF/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DoutputDirectory="$LIBS.tmp" >"$STATE/mvn.log" 2>&1 ||
+    die "could not download Kafka jars from Maven Central (network?) — see .infra/kafka/mvn.log"
+  rm -rf "$LIBS" && mv "$LIBS.tmp" "$LIBS"
+}
+
+java_cmd() { java -cp "$LIBS/*" "$@"; }
+
+render_config() {
+  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+      -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+      -e "s|@DATA_DIR@|$DATA|g" \
+      "$CONF/server.properties.template" >"$STATE/server.properties"
+}
+
+# KRaft needs the log dir formatted with a cluster id once; later starts reuse it.
+format_storage() {
+  [[ -f "$DATA/meta.properties" ]] && return 0
+  local cluster_id
+  cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null)"
+  java_cmd kafka.tools.StorageTool format -t "$cluster_id" \
+    -c "$STATE/server.properties" >"$STATE/format.log" 2>&1 ||
+    die "formatting Kafka storage failed — see .infra/kafka/format.log"
+}
+
+# Ready = the server logged its startup AND the client port accepts connections.
+wait_ready() {
+  local pid="$1" i
+  for ((i = 0; i < START_TIMEOUT * 2; i++)); do
+    if grep -q "Kafka Server started" "$LOG" 2>/dev/null && port_open "$KAFKA_PORT"; then
+      local version
+      version="$(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$LOG" | tail -1)"
+      echo "kafka ${version:-$KAFKA_VERSION} up on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+      return 0
+    fi
+    alive "$pid" || { echo "error: kafka exited during startup; last log lines:" >&2; break; }
+    sleep 0.5
+  done
+  alive "$pid" && echo "error: kafka not ready after ${START_TIMEOUT}s (pid $pid left running; \`$0 down\` stops it); last log lines:" >&2
+  tail -n 20 "$LOG" >&2 2>/dev/null || true
+  [[ -s "$STATE/stdout.log" ]] && tail -n 20 "$STATE/stdout.log" >&2
+  exit 1
+}
+
+cmd_up() {
+  local pid
+  lock_state "$STATE"
+  if pid="$(live_pid "$PIDFILE" "$MAIN_CLASS")"; then
+    if port_open "$KAFKA_PORT"; then
+      echo "kafka already running on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+      exit 0
+    fi
+    wait_ready "$pid"   # ours but still starting (e.g. a concurrent `up`)
+    exit 0
+  fi
+  rm -f "$PIDFILE"      # stale (process gone or pid recycled)
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    port_open "$p" && die "port $p on 127.0.0.1 is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+  done
+
+  require_java
+  fetch_jars
+  render_config
+  format_storage
+
+  # Keep the previous run's log for post-mortems; readiness grep needs a fresh one.
+  [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"
+  # setsid+nohup: detach from the caller's session so the broker outlives this
+  # shell. The inner bash records its own pid, then execs java (same pid).
+  setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+    java -Xms256m -Xmx512m -Djava.awt.headless=true \
+      -Dkafka.logs.dir="$STATE" -Dlog4j2.configurationFile="$CONF/log4j2.properties" \
+      -cp "$LIBS/*" "$MAIN_CLASS" "$STATE/server.properties" \
+    >"$STATE/stdout.log" 2>&1 </dev/null 9>&- &
+  for _ in {1..50}; do [[ -s "$PIDFILE" ]] && break; sleep 0.1; done
+  wait_ready "$(cat "$PIDFILE")"
+}
+
+cmd_down() {
+  local pid
+  lock_state "$STATE"
+  if pid="$(live_pid "$PIDFILE" "$MAIN_CLASS")"; then
+    stop_pid "$pid" 20   # TERM = controlled shutdown, flushes logs
+    echo "kafka stopped (pid $pid)"
+  else
+    echo "kafka not running"
+  fi
+  rm -f "$PIDFILE"
+}
+
+cmd_status() {
+  local pid
+  if pid="$(live_pid "$PIDFILE" "$MAIN_CLASS")" && port_open "$KAFKA_PORT"; then
+    echo "kafka running on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+  elif [[ -n "${pid:-}" ]]; then
+    echo "kafka starting or unresponsive (pid $pid, port $KAFKA_PORT closed)"; exit 1
+  else
+    echo "kafka not running"; exit 1
+  fi
+}
+
+cmd_logs() {
+  [[ -f "$LOG" ]] || die "no log yet ($LOG)"
+  if [[ "${1:-}" == "-f" ]]; then tail -n 50 -F "$LOG"; else tail -n 50 "$LOG"; fi
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  logs) shift; cmd_logs "$@" ;;
+  *) echo "usage: $0 up|down|status|logs [-f]" >&2; exit 2 ;;
+esac

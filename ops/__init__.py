@@ -1,0 +1,1 @@
+"""Operator tooling (`kapctl`): talks to Kafka and Redis, never imports a service."""

@@ -1,0 +1,278 @@
+"""Every fact the KAP services publish, as frozen pydantic models.
+
+Names are past-tense facts. Readers are tolerant: unknown fields are ignored, so
+a producer may add optional fields inside a major version (see docs/schemas).
+Instants are UTC; clinics show them in their own IANA time zone.
+"""
+
+from __future__ import annotations
+
+from datetime import date, time
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+ClinicId = Annotated[
+    str,
+    Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="Clinic slug, e.g. 'lisbon'"),
+]
+Channel = Literal["email", "sms"]
+
+
+class AppointmentKind(StrEnum):
+    CONSULTATION = "consultation"
+    PREPARATION = "preparation"
+    MEDICINE = "medicine"
+    INTEGRATION = "integration"
+    BOOSTER = "booster"
+
+
+class AppointmentStatus(StrEnum):
+    """FHIR R4 Appointment.status values the lifecycle uses."""
+
+    BOOKED = "booked"
+    FULFILLED = "fulfilled"
+    CANCELLED = "cancelled"
+    NOSHOW = "noshow"
+
+
+class Contraindication(StrEnum):
+    UNCONTROLLED_HYPERTENSION = "uncontrolled_hypertension"
+    VASCULAR_DISEASE = "aneurysmal_vascular_disease_or_avm"
+    INTRACEREBRAL_HAEMORRHAGE = "intracerebral_haemorrhage_history"
+    PREGNANCY_OR_BREASTFEEDING = "pregnancy_or_breastfeeding"
+    PSYCHOSIS_OR_MANIA = "active_psychosis_or_mania"
+    SUBSTANCE_USE = "substance_use_disorder_last_3_months"
+
+
+class Phq9Band(StrEnum):
+    """PHQ-9 severity by the cut points 5/10/15/20."""
+
+    MINIMAL = "minimal"
+    MILD = "mild"
+    MODERATE = "moderate"
+    MODERATELY_SEVERE = "moderately_severe"
+    SEVERE = "severe"
+
+
+class Contract(BaseModel):
+    """Frozen and tolerant: extra fields from newer producers are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Event(Contract):
+    """A fact about one client of one clinic, at one instant."""
+
+    clinic_id: ClinicId
+    client_id: UUID = Field(description="Pseudonymous client id; the Kafka message key")
+    occurred_at: AwareDatetime = Field(description="When the fact happened (UTC)")
+
+
+# --- value objects ---------------------------------------------------------
+
+
+class Contact(Contract):
+    """How to reach a client. Internal topics only: never on a public topic."""
+
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=320)
+    phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$", description="E.164")
+    preferred_channel: Channel = "email"
+    sms_consent: bool = False
+
+
+class PreferredTime(Contract):
+    """A weekly window in clinic-local time when the client can attend."""
+
+    weekday: int = Field(ge=0, le=6, description="0 = Monday")
+    start: time
+    end: time
+
+
+class Appointment(Contract):
+    appointment_id: UUID
+    kind: AppointmentKind
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    therapist_id: str
+    room_id: str | None = None
+    dose_number: int | None = Field(default=None, ge=1, description="Medicine sessions only")
+
+
+class BoosterPlan(Contract):
+    """Every `interval_days` for `count` boosters, then monthly until stopped."""
+
+    interval_days: int = Field(default=14, ge=1, le=90)
+    count: int = Field(default=4, ge=0, le=52)
+    then_monthly: bool = True
+
+
+# --- intake ----------------------------------------------------------------
+
+
+class ConsultationRequested(Event):
+    contact: Contact
+    preferred_times: tuple[PreferredTime, ...] = ()
+    repeat_request: bool = Field(
+        default=False, description="The same person asked before; client_id is theirs"
+    )
+
+
+class ConsultationHeld(Event):
+    outcome: Literal["proceed_to_screening", "not_proceeding", "no_show"]
+
+
+class ScreeningCompleted(Event):
+    eligible: bool
+    contraindications: tuple[Contraindication, ...] = ()
+
+
+class ClientEnrolled(Event):
+    consent_recorded_at: AwareDatetime
+    phq9_total: int = Field(ge=0, le=27)
+    phq9_band: Phq9Band
+    gad7_total: int = Field(ge=0, le=21)
+
+
+class ClinicalAlertRaised(Event):
+    """Urgent: staff are told at once, outside any send window."""
+
+    reason: Literal["phq9_item9_positive"]
+    phq9_item9: int = Field(ge=1, le=3)
+    raised_during: Literal["enrolment", "session"]
+
+
+class ContactPreferencesChanged(Event):
+    """A client opted out of (or back into) a channel; honoured at once."""
+
+    channel: Channel
+    opted_out: bool
+
+
+# --- scheduler -------------------------------------------------------------
+
+
+class ConsultationBooked(Event):
+    appointment: Appointment
+
+
+class ConsultationBookingFailed(Event):
+    reason: str
+    earliest_available_at: AwareDatetime | None = None
+
+
+class CourseBooked(Event):
+    course_id: UUID
+    therapist_id: str
+    window_ends_on: date = Field(description="Last clinic-local day of the course window")
+    appointments: tuple[Appointment, ...]
+
+
+class CourseBookingFailed(Event):
+    reason: str
+    earliest_fit_on: date | None = Field(
+        default=None, description="Earliest clinic-local day a full course would fit"
+    )
+
+
+class SessionScheduled(Event):
+    course_id: UUID
+    appointment: Appointment
+
+
+class SessionRescheduled(Event):
+    course_id: UUID
+    appointment: Appointment
+    previous_starts_at: AwareDatetime
+    within_window: bool = True
+
+
+class SessionCancelled(Event):
+    course_id: UUID
+    appointment_id: UUID
+    kind: AppointmentKind
+    late: bool = Field(description="Cancelled inside the cancellation window")
+
+
+class SessionCompleted(Event):
+    course_id: UUID
+    appointment_id: UUID
+    kind: AppointmentKind
+    dose_number: int | None = None
+    ride_home_confirmed: bool
+    phq9_total: int | None = Field(default=None, ge=0, le=27)
+
+
+class SessionMissed(Event):
+    course_id: UUID
+    appointment_id: UUID
+    kind: AppointmentKind
+
+
+class CourseCompleted(Event):
+    course_id: UUID
+    medicine_sessions_completed: int = Field(ge=0)
+
+
+class BoosterPlanSet(Event):
+    course_id: UUID
+    plan: BoosterPlan
+    first_due_at: AwareDatetime | None
+
+
+class BoosterDue(Event):
+    course_id: UUID
+    booster_number: int = Field(ge=1)
+    due_at: AwareDatetime
+
+
+class BoostersStopped(Event):
+    course_id: UUID
+    reason: Literal["stopped_by_care_team", "discharged"]
+
+
+# --- notifier --------------------------------------------------------------
+
+
+class NotificationSent(Event):
+    notification_id: UUID
+    message_kind: str
+    channel: Channel
+    cause_event_id: str
+
+
+class NotificationFailed(Event):
+    notification_id: UUID
+    message_kind: str
+    channel: Channel
+    cause_event_id: str
+    reason: str
+    permanent: bool
+
+
+# --- public (partner) events: pseudonymous ids, times, statuses, kinds only --
+
+
+class ClientStage(StrEnum):
+    CONSULTATION_REQUESTED = "consultation_requested"
+    CONSULTATION_BOOKED = "consultation_booked"
+    ENROLLED = "enrolled"
+    COURSE_BOOKED = "course_booked"
+    COURSE_COMPLETED = "course_completed"
+    BOOSTER_DUE = "booster_due"
+    BOOSTERS_STOPPED = "boosters_stopped"
+
+
+class ClientStageReached(Event):
+    stage: ClientStage
+
+
+class AppointmentStatusChanged(Event):
+    appointment_id: UUID
+    kind: AppointmentKind
+    status: AppointmentStatus
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime

@@ -1,0 +1,223 @@
+"""Every topic, defined once: name, the event it carries, who produces it, how it is kept.
+
+Names follow `<domain>.<entity>.<event>.v<major>`. A breaking change to an event
+is a new major version, hence a new topic. Topics under `public.` are for
+partners and carry no PHI. Every message is keyed by client id, so one client's
+events stay in order within a topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared import events as ev
+
+Service = Literal["intake", "scheduler", "notifier"]
+
+DAY_MS = 24 * 60 * 60 * 1000
+LIFECYCLE_PARTITIONS = 6
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    event: type[ev.Event]
+    producer: Service
+    description: str
+    partitions: int = LIFECYCLE_PARTITIONS
+    retention_days: int = 30
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def public(self) -> bool:
+        return self.name.startswith("public.")
+
+    @property
+    def dead_letters(self) -> str:
+        return self.name + DLQ_SUFFIX
+
+    def kafka_config(self) -> dict[str, str]:
+        return {
+            "cleanup.policy": "delete",
+            "retention.ms": str(self.retention_days * DAY_MS),
+            **self.config,
+        }
+
+
+def _topic(name: str, event: type[ev.Event], producer: Service, description: str) -> Topic:
+    return Topic(name=name, event=event, producer=producer, description=description)
+
+
+CONSULTATION_REQUESTED = _topic(
+    "intake.consultation.requested.v1",
+    ev.ConsultationRequested,
+    "intake",
+    "A person asked for a free consultation (carries contact details).",
+)
+CONSULTATION_HELD = _topic(
+    "intake.consultation.held.v1",
+    ev.ConsultationHeld,
+    "intake",
+    "The clinic recorded the consultation's outcome.",
+)
+SCREENING_COMPLETED = _topic(
+    "intake.screening.completed.v1",
+    ev.ScreeningCompleted,
+    "intake",
+    "Screening finished: eligible, or not with the contraindications found.",
+)
+CLIENT_ENROLLED = _topic(
+    "intake.client.enrolled.v1",
+    ev.ClientEnrolled,
+    "intake",
+    "Consent and baseline measures recorded; the client may be booked.",
+)
+CONTACT_PREFERENCES_CHANGED = _topic(
+    "intake.contact.preferences-changed.v1",
+    ev.ContactPreferencesChanged,
+    "intake",
+    "A client opted out of, or back into, a channel.",
+)
+CLINICAL_ALERT_RAISED = _topic(
+    "clinical.alert.raised.v1",
+    ev.ClinicalAlertRaised,
+    "intake",
+    "Urgent alert for clinic staff (PHQ-9 item 9 non-zero).",
+)
+CONSULTATION_BOOKED = _topic(
+    "scheduler.consultation.booked.v1",
+    ev.ConsultationBooked,
+    "scheduler",
+    "A free consultation was booked with a therapist.",
+)
+CONSULTATION_BOOKING_FAILED = _topic(
+    "scheduler.consultation.booking-failed.v1",
+    ev.ConsultationBookingFailed,
+    "scheduler",
+    "No consultation slot fitted the client's preferred times.",
+)
+COURSE_BOOKED = _topic(
+    "scheduler.course.booked.v1",
+    ev.CourseBooked,
+    "scheduler",
+    "A whole course (preparation, medicine, integration) was booked.",
+)
+COURSE_BOOKING_FAILED = _topic(
+    "scheduler.course.booking-failed.v1",
+    ev.CourseBookingFailed,
+    "scheduler",
+    "A full course did not fit; says why and the earliest day one would.",
+)
+SESSION_SCHEDULED = _topic(
+    "scheduler.session.scheduled.v1",
+    ev.SessionScheduled,
+    "scheduler",
+    "One appointment was added to a course.",
+)
+SESSION_RESCHEDULED = _topic(
+    "scheduler.session.rescheduled.v1",
+    ev.SessionRescheduled,
+    "scheduler",
+    "An appointment moved.",
+)
+SESSION_CANCELLED = _topic(
+    "scheduler.session.cancelled.v1",
+    ev.SessionCancelled,
+    "scheduler",
+    "An appointment was cancelled (late inside the cancellation window).",
+)
+SESSION_COMPLETED = _topic(
+    "scheduler.session.completed.v1",
+    ev.SessionCompleted,
+    "scheduler",
+    "An appointment was held.",
+)
+SESSION_MISSED = _topic(
+    "scheduler.session.missed.v1",
+    ev.SessionMissed,
+    "scheduler",
+    "The client did not attend.",
+)
+COURSE_COMPLETED = _topic(
+    "scheduler.course.completed.v1",
+    ev.CourseCompleted,
+    "scheduler",
+    "The last medicine session of a course was held.",
+)
+BOOSTER_PLAN_SET = _topic(
+    "scheduler.booster.plan-set.v1",
+    ev.BoosterPlanSet,
+    "scheduler",
+    "The booster plan was set or changed.",
+)
+BOOSTER_DUE = _topic(
+    "scheduler.booster.due.v1",
+    ev.BoosterDue,
+    "scheduler",
+    "A booster is due (announced once, at its clinic-local instant).",
+)
+BOOSTERS_STOPPED = _topic(
+    "scheduler.booster.stopped.v1",
+    ev.BoostersStopped,
+    "scheduler",
+    "No further boosters will be announced.",
+)
+NOTIFICATION_SENT = _topic(
+    "notifier.notification.sent.v1",
+    ev.NotificationSent,
+    "notifier",
+    "A message was accepted by its channel (SMTP server or SMS provider).",
+)
+NOTIFICATION_FAILED = _topic(
+    "notifier.notification.failed.v1",
+    ev.NotificationFailed,
+    "notifier",
+    "A message could not be sent; says why and whether it is final.",
+)
+PUBLIC_STAGE_REACHED = _topic(
+    "public.client.stage-reached.v1",
+    ev.ClientStageReached,
+    "scheduler",
+    "Partner feed: a client reached a lifecycle stage (pseudonymous).",
+)
+PUBLIC_APPOINTMENT_STATUS = _topic(
+    "public.appointment.status-changed.v1",
+    ev.AppointmentStatusChanged,
+    "scheduler",
+    "Partner feed: an appointment's FHIR status changed (pseudonymous).",
+)
+
+ALL: tuple[Topic, ...] = (
+    CONSULTATION_REQUESTED,
+    CONSULTATION_HELD,
+    SCREENING_COMPLETED,
+    CLIENT_ENROLLED,
+    CONTACT_PREFERENCES_CHANGED,
+    CLINICAL_ALERT_RAISED,
+    CONSULTATION_BOOKED,
+    CONSULTATION_BOOKING_FAILED,
+    COURSE_BOOKED,
+    COURSE_BOOKING_FAILED,
+    SESSION_SCHEDULED,
+    SESSION_RESCHEDULED,
+    SESSION_CANCELLED,
+    SESSION_COMPLETED,
+    SESSION_MISSED,
+    COURSE_COMPLETED,
+    BOOSTER_PLAN_SET,
+    BOOSTER_DUE,
+    BOOSTERS_STOPPED,
+    NOTIFICATION_SENT,
+    NOTIFICATION_FAILED,
+    PUBLIC_STAGE_REACHED,
+    PUBLIC_APPOINTMENT_STATUS,
+)
+
+BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL}
+BY_EVENT: dict[type[ev.Event], Topic] = {topic.event: topic for topic in ALL}
+
+
+def topic_for(event: ev.Event) -> Topic:
+    return BY_EVENT[type(event)]

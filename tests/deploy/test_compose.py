@@ -1,0 +1,99 @@
+"""docker-compose.yml cannot run here (no Docker engine), so it is checked instead:
+by a real compose implementation's validator, and against what the services read."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chassis.config import ServiceSettings
+from services.intake.config import Settings as IntakeSettings
+from services.notifier.config import Settings as NotifierSettings
+from services.scheduler.config import Settings as SchedulerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "intake": IntakeSettings,
+    "scheduler": SchedulerSettings,
+    "notifier": NotifierSettings,
+}
+
+
+def compose(*args: str) -> str:
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose is needed to validate docker-compose.yml (make compose-tool)"
+    result = subprocess.run(
+        [tool, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, Any]:
+    return yaml.safe_load(compose("config"))
+
+
+def env_names(settings: type[ServiceSettings]) -> dict[str, bool]:
+    """Every variable the settings read, and whether it is required."""
+    return {
+        str(field.validation_alias): field.is_required() for field in settings.model_fields.values()
+    }
+
+
+def test_compose_file_is_valid_for_a_real_compose_implementation() -> None:
+    compose("config", "--quiet")
+
+
+def test_cluster_profile_is_valid_with_three_brokers_replication_3_and_min_isr_2() -> None:
+    config = yaml.safe_load(
+        compose(
+            "--env-file", str(ROOT / "compose" / "cluster.env"), "--profile", "cluster", "config"
+        )
+    )
+    brokers = [name for name in config["services"] if name.startswith("kafka")]
+    assert sorted(brokers) == ["kafka", "kafka-2", "kafka-3"]
+    for name in brokers:
+        env = config["services"][name]["environment"]
+        assert str(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == "3"
+        assert str(env["KAFKA_MIN_INSYNC_REPLICAS"]) == "2"
+    assert config["services"]["scheduler"]["environment"]["KAP_TOPIC_REPLICATION_FACTOR"] == "3"
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_compose_sets_only_variables_the_service_reads_and_all_it_requires(
+    resolved: dict[str, Any], service: str
+) -> None:
+    given = set(resolved["services"][service]["environment"])
+    readable = env_names(SETTINGS[service])
+    assert given <= set(readable), f"{service}: compose sets unread {given - set(readable)}"
+    required = {name for name, is_required in readable.items() if is_required}
+    assert required <= given, f"{service}: compose misses required {required - given}"
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_scaled_services_have_no_fixed_names_or_host_ports(
+    resolved: dict[str, Any], service: str
+) -> None:
+    definition = resolved["services"][service]
+    assert "container_name" not in definition
+    for port in definition.get("ports", []):
+        published = port.get("published") if isinstance(port, dict) else None
+        assert not published, f"{service} publishes a fixed host port {published}"
+
+
+def test_services_wait_for_healthy_kafka_and_redis(resolved: dict[str, Any]) -> None:
+    for service in SETTINGS:
+        depends = resolved["services"][service]["depends_on"]
+        assert depends["kafka"]["condition"] == "service_healthy"
+        assert depends["redis"]["condition"] == "service_healthy"
+        assert "healthcheck" in resolved["services"][service]

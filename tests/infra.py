@@ -1,0 +1,121 @@
+"""Where the tests find real Kafka and Redis, in this order:
+
+1. the services named by KAFKA_BOOTSTRAP_SERVERS / REDIS_URL;
+2. containers, when a Docker daemon answers (testcontainers);
+3. the project's local processes (infra/kafka.sh, infra/redis.sh), started on demand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+REDIS_IMAGE = "redis:7.4"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    origin: str  # "environment", "testcontainers" or "local"
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=2)
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _local(script: str) -> None:
+    result = subprocess.run(
+        ["bash", str(ROOT / "infra" / script), "up"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"infra/{script} up failed: {result.stdout}{result.stderr}".strip())
+
+
+@contextlib.contextmanager
+def kafka() -> Iterator[Endpoint]:
+    if address := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield Endpoint(address, "environment")
+    elif docker_answers():
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.waiting_utils import wait_for_logs
+
+        port = _free_port()
+        container = (
+            DockerContainer(KAFKA_IMAGE)
+            .with_bind_ports(9092, port)
+            .with_env("KAFKA_NODE_ID", "1")
+            .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
+            .with_env("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+            .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://127.0.0.1:{port}")
+            .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+            .with_env(
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+            )
+            .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+            .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+            .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+            .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+            .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+            .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+        )
+        with container:
+            wait_for_logs(container, "Kafka Server started", timeout=120)
+            yield Endpoint(f"127.0.0.1:{port}", "testcontainers")
+    else:
+        _local("kafka.sh")
+        yield Endpoint(f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}", "local")
+
+
+@contextlib.contextmanager
+def redis() -> Iterator[Endpoint]:
+    if url := os.environ.get("REDIS_URL"):
+        yield Endpoint(url, "environment")
+    elif docker_answers():
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.waiting_utils import wait_for_logs
+
+        container = (
+            DockerContainer(REDIS_IMAGE)
+            .with_exposed_ports(6379)
+            .with_command("redis-server --appendonly yes")
+        )
+        with container:
+            wait_for_logs(container, "Ready to accept connections", timeout=60)
+            port = container.get_exposed_port(6379)
+            yield Endpoint(
+                f"redis://{container.get_container_host_ip()}:{port}/0", "testcontainers"
+            )
+    else:
+        _local("redis.sh")
+        yield Endpoint(f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0", "local")
+
+
+def local_kafka_version() -> str | None:
+    """The version of the locally assembled broker, from its jar's name."""
+    libs = ROOT / ".infra" / "kafka" / "libs"
+    for jar in sorted(libs.glob("kafka_2.13-*.jar")):
+        return jar.stem.removeprefix("kafka_2.13-")
+    return None
