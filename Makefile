@@ -54,7 +54,7 @@ test-unit: install
 	$(BIN)/pytest -q tests/unit
 
 docs: install
-	$(BIN)/python -m ops.docs
+	$(BIN)/python -m ops.contracts
 
 clean: infra-down
 	rm -rf .infra $(VENV)

@@ -2,12 +2,13 @@
 
 Every message is keyed by client id and carries CloudEvents headers. An event
 caused by another gets a deterministic id (see shared.envelope.derived_event_id),
-so a redelivered cause republishes byte-identical ids that consumers deduplicate.
+so a redelivered cause republishes the same ids, which consumers deduplicate.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated
 
 from faststream import Context, Depends
 from faststream.kafka import KafkaBroker
@@ -15,13 +16,30 @@ from faststream.kafka.message import KafkaMessage
 
 from shared.envelope import HEADER_CONTENT_TYPE, Envelope, new_event_id
 from shared.events import Event
-from shared.topics import topic_for
+from shared.topics import Topic, topic_for
+
+if TYPE_CHECKING:
+    from faststream.kafka.publisher.usecase import DefaultPublisher
 
 
 class EventPublisher:
-    def __init__(self, broker: KafkaBroker, service: str) -> None:
-        self._broker = broker
+    """Publishes the events of the topics a service declares it produces.
+
+    Declaring each topic as a FastStream publisher (with its event as schema) is
+    what puts it in the AsyncAPI document.
+    """
+
+    def __init__(self, broker: KafkaBroker, service: str, produces: Iterable[Topic]) -> None:
         self._source = f"/kap/{service}"
+        self._publishers: dict[str, DefaultPublisher] = {
+            topic.name: broker.publisher(
+                topic.name,
+                title=f"{topic.name}:publish",
+                description=topic.description,
+                schema=topic.event,
+            )
+            for topic in produces
+        }
 
     def envelope_for(
         self,
@@ -32,19 +50,21 @@ class EventPublisher:
         event_id: str | None = None,
         correlation_id: str | None = None,
     ) -> Envelope:
+        """The envelope of `event`: derived from its cause, or the root of a journey."""
         topic = topic_for(event)
+        type_ = f"kap.{topic.name}"
         if cause is not None:
             return cause.caused(
                 role=f"{topic.name}#{role}" if role else topic.name,
                 source=self._source,
-                type=f"kap.{topic.name}",
+                type=type_,
                 time=event.occurred_at,
             )
         id_ = event_id or new_event_id()
         return Envelope(
             id=id_,
             source=self._source,
-            type=f"kap.{topic.name}",
+            type=type_,
             time=event.occurred_at,
             subject=str(event.client_id),
             clinic_id=event.clinic_id,
@@ -53,14 +73,17 @@ class EventPublisher:
 
     async def publish(self, event: Event, envelope: Envelope) -> None:
         """Publish and wait for the broker's acknowledgement (acks=all)."""
+        topic = topic_for(event)
+        publisher = self._publishers.get(topic.name)
+        if publisher is None:
+            raise LookupError(f"{self._source} does not declare {topic.name} among its topics")
         headers = {
             name: value.decode()
             for name, value in envelope.to_headers()
             if name != HEADER_CONTENT_TYPE
         }
-        await self._broker.publish(
+        await publisher.publish(
             event,
-            topic=topic_for(event).name,
             key=str(event.client_id).encode(),
             headers=headers,
             correlation_id=envelope.correlation_id,

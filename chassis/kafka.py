@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -38,20 +39,27 @@ def group_id(service: str) -> str:
     return f"kap-{service}"
 
 
-def _new_topics(topics: tuple[Topic, ...], replication_factor: int) -> list[NewTopic]:
+def _new_topics(topics: Sequence[Topic], replication_factor: int) -> list[NewTopic]:
     min_isr = str(min(2, replication_factor))
     wanted = []
     for topic in topics:
         config = {**topic.kafka_config(), "min.insync.replicas": min_isr}
-        wanted.append(NewTopic(topic.name, topic.partitions, replication_factor, config))
-        wanted.append(NewTopic(topic.dead_letters, topic.partitions, replication_factor, config))
+        wanted += [
+            NewTopic(
+                name,
+                num_partitions=topic.partitions,
+                replication_factor=replication_factor,
+                topic_configs=config,
+            )
+            for name in (topic.name, topic.dead_letters)
+        ]
     return wanted
 
 
 async def apply_topics(
     bootstrap_servers: str,
     replication_factor: int = 1,
-    topics: tuple[Topic, ...] = ALL,
+    topics: Sequence[Topic] = ALL,
 ) -> list[str]:
     """Create every missing topic (and its dead-letter topic); return the names created.
 

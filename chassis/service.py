@@ -23,11 +23,12 @@ from chassis.config import ServiceSettings
 from chassis.events import EventPublisher
 from chassis.kafka import apply_topics, make_broker
 from chassis.logs import configure_logging
+from shared.topics import Service, produced_by
 
 
 @dataclass
 class ServiceRuntime:
-    name: str
+    name: Service
     settings: ServiceSettings
     clock: Clock
     broker: KafkaBroker
@@ -36,7 +37,7 @@ class ServiceRuntime:
 
     @classmethod
     def create(
-        cls, name: str, settings: ServiceSettings, clock: Clock | None = None
+        cls, name: Service, settings: ServiceSettings, clock: Clock | None = None
     ) -> ServiceRuntime:
         """Build every client without connecting any (that happens at start-up)."""
         broker = make_broker(settings, name)
@@ -46,7 +47,7 @@ class ServiceRuntime:
             clock=clock or clock_from(settings),
             broker=broker,
             redis=Redis.from_url(settings.redis_url, decode_responses=True),
-            publisher=EventPublisher(broker, name),
+            publisher=EventPublisher(broker, name, produced_by(name)),
         )
 
     async def start(self) -> None:

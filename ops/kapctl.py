@@ -28,7 +28,7 @@ def _topics_apply(args: argparse.Namespace) -> int:
 def _topics_list(_: argparse.Namespace) -> int:
     width = max(len(t.name) for t in ALL)
     for topic in ALL:
-        name, producer = f"{topic.name:<{width}}", f"{topic.producer:<9}"
+        name, producer = f"{topic.name:<{width}}", f"{','.join(topic.producers):<9}"
         print(f"{name}  {topic.partitions:>2}p  {producer}  {topic.description}")
     return 0
 

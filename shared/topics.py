@@ -24,7 +24,7 @@ DLQ_SUFFIX = ".dlq"
 class Topic:
     name: str
     event: type[ev.Event]
-    producer: Service
+    producers: tuple[Service, ...]
     description: str
     partitions: int = LIFECYCLE_PARTITIONS
     retention_days: int = 30
@@ -46,8 +46,11 @@ class Topic:
         }
 
 
-def _topic(name: str, event: type[ev.Event], producer: Service, description: str) -> Topic:
-    return Topic(name=name, event=event, producer=producer, description=description)
+def _topic(
+    name: str, event: type[ev.Event], producers: Service | tuple[Service, ...], description: str
+) -> Topic:
+    producers = producers if isinstance(producers, tuple) else (producers,)
+    return Topic(name=name, event=event, producers=producers, description=description)
 
 
 CONSULTATION_REQUESTED = _topic(
@@ -221,3 +224,7 @@ BY_EVENT: dict[type[ev.Event], Topic] = {topic.event: topic for topic in ALL}
 
 def topic_for(event: ev.Event) -> Topic:
     return BY_EVENT[type(event)]
+
+
+def produced_by(service: Service) -> tuple[Topic, ...]:
+    return tuple(topic for topic in ALL if service in topic.producers)

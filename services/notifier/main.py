@@ -7,8 +7,9 @@ from fastapi import FastAPI
 from chassis.clock import Clock
 from chassis.service import ServiceRuntime, http_app, serve
 from services.notifier.config import Settings
+from shared.topics import Service
 
-SERVICE = "notifier"
+SERVICE: Service = "notifier"
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:

@@ -1,0 +1,79 @@
+"""A partner's view of the KAP platform: read the public topics, nothing else.
+
+Uses only aiokafka and jsonschema plus the published JSON Schemas (docs/schemas);
+it imports nothing from the project, as a partner's code would not.
+
+    python examples/partner_consumer.py --bootstrap 127.0.0.1:9092 --group acme-analytics
+
+Each message is printed as one JSON line with its CloudEvents attributes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from aiokafka import AIOKafkaConsumer
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+PUBLIC_TOPICS = ("public.client.stage-reached.v1", "public.appointment.status-changed.v1")
+
+
+def load_validators(schemas: Path = SCHEMAS) -> dict[str, jsonschema.Draft202012Validator]:
+    return {
+        topic: jsonschema.Draft202012Validator(json.loads((schemas / f"{topic}.json").read_text()))
+        for topic in PUBLIC_TOPICS
+    }
+
+
+async def public_events(
+    bootstrap: str, group: str, *, from_beginning: bool = False
+) -> AsyncIterator[dict[str, Any]]:
+    """Validated public events, committed after the caller has taken each one."""
+    validators = load_validators()
+    consumer = AIOKafkaConsumer(
+        *PUBLIC_TOPICS,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    await consumer.start()
+    try:
+        async for record in consumer:
+            headers = {k: v.decode() for k, v in record.headers}
+            payload = json.loads(record.value)
+            # A tolerant reader: validation checks what we rely on; extra fields pass.
+            validators[record.topic].validate(payload)
+            yield {
+                "topic": record.topic,
+                "id": headers.get("ce_id"),
+                "type": headers.get("ce_type"),
+                "time": headers.get("ce_time"),
+                "clinic": headers.get("ce_clinicid"),
+                "data": payload,
+            }
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--group", default="partner-example")
+    parser.add_argument("--from-beginning", action="store_true")
+    args = parser.parse_args()
+    async for event in public_events(
+        args.bootstrap, args.group, from_beginning=args.from_beginning
+    ):
+        print(json.dumps(event), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,101 @@
+"""One valid instance of every event, as JSON a producer would send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared import events as ev
+
+CLIENT = "0b6f1d1e-7c55-4f5e-9d0a-3f1c2b9e8a10"
+COURSE = "6a1e4c2b-1f3d-4e5a-8b9c-0d1e2f3a4b5c"
+APPOINTMENT = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
+BASE = {"clinic_id": "lisbon", "client_id": CLIENT, "occurred_at": "2026-03-27T10:00:00Z"}
+APPOINTMENT_JSON = {
+    "appointment_id": APPOINTMENT,
+    "kind": "medicine",
+    "starts_at": "2026-03-30T08:00:00Z",
+    "ends_at": "2026-03-30T11:00:00Z",
+    "therapist_id": "t-ana",
+    "room_id": "recliner-1",
+    "dose_number": 1,
+}
+SESSION = {"course_id": COURSE, "appointment_id": APPOINTMENT, "kind": "medicine"}
+
+SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
+    ev.ConsultationRequested: {
+        "contact": {
+            "name": "Ada Example",
+            "email": "ada@example.org",
+            "phone": "+351912345678",
+            "preferred_channel": "sms",
+            "sms_consent": True,
+        },
+        "preferred_times": [{"weekday": 1, "start": "09:00:00", "end": "12:00:00"}],
+    },
+    ev.ConsultationHeld: {"outcome": "proceed_to_screening"},
+    ev.ScreeningCompleted: {"eligible": False, "contraindications": ["pregnancy_or_breastfeeding"]},
+    ev.ClientEnrolled: {
+        "consent_recorded_at": "2026-03-27T09:55:00Z",
+        "phq9_total": 16,
+        "phq9_band": "moderately_severe",
+        "gad7_total": 11,
+    },
+    ev.ContactPreferencesChanged: {"channel": "sms", "opted_out": True},
+    ev.ClinicalAlertRaised: {
+        "reason": "phq9_item9_positive",
+        "phq9_item9": 1,
+        "raised_during": "enrolment",
+    },
+    ev.ConsultationBooked: {"appointment": {**APPOINTMENT_JSON, "kind": "consultation"}},
+    ev.ConsultationBookingFailed: {"reason": "no therapist free in the preferred times"},
+    ev.CourseBooked: {
+        "course_id": COURSE,
+        "therapist_id": "t-ana",
+        "window_ends_on": "2026-04-19",
+        "appointments": [APPOINTMENT_JSON],
+    },
+    ev.CourseBookingFailed: {"reason": "no room free", "earliest_fit_on": "2026-05-04"},
+    ev.SessionScheduled: {"course_id": COURSE, "appointment": APPOINTMENT_JSON},
+    ev.SessionRescheduled: {
+        "course_id": COURSE,
+        "appointment": APPOINTMENT_JSON,
+        "previous_starts_at": "2026-03-29T08:00:00Z",
+    },
+    ev.SessionCancelled: {**SESSION, "late": True},
+    ev.SessionCompleted: {**SESSION, "dose_number": 1, "ride_home_confirmed": True},
+    ev.SessionMissed: SESSION,
+    ev.CourseCompleted: {"course_id": COURSE, "medicine_sessions_completed": 6},
+    ev.BoosterPlanSet: {
+        "course_id": COURSE,
+        "plan": {"interval_days": 14, "count": 4, "then_monthly": True},
+        "first_due_at": "2026-05-04T08:00:00Z",
+    },
+    ev.BoosterDue: {"course_id": COURSE, "booster_number": 1, "due_at": "2026-05-04T08:00:00Z"},
+    ev.BoostersStopped: {"course_id": COURSE, "reason": "discharged"},
+    ev.NotificationSent: {
+        "notification_id": APPOINTMENT,
+        "message_kind": "reminder_24h",
+        "channel": "email",
+        "cause_event_id": "e1",
+    },
+    ev.NotificationFailed: {
+        "notification_id": APPOINTMENT,
+        "message_kind": "reminder_24h",
+        "channel": "sms",
+        "cause_event_id": "e1",
+        "reason": "no SMS consent",
+        "permanent": True,
+    },
+    ev.ClientStageReached: {"stage": "course_booked"},
+    ev.AppointmentStatusChanged: {
+        "appointment_id": APPOINTMENT,
+        "kind": "medicine",
+        "status": "fulfilled",
+        "starts_at": "2026-03-30T08:00:00Z",
+        "ends_at": "2026-03-30T11:00:00Z",
+    },
+}
+
+
+def sample_json(event_type: type[ev.Event]) -> dict[str, Any]:
+    return {**BASE, **SAMPLES[event_type]}
