@@ -17,10 +17,17 @@ from shared.topics import ALL, Topic
 log = logging.getLogger(__name__)
 
 
-def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
-    """A broker that waits for every in-sync replica and never duplicates on retry."""
+def make_broker(
+    settings: ServiceSettings, service: str, request_timeout_ms: int = 40_000
+) -> KafkaBroker:
+    """A broker that waits for every in-sync replica and never duplicates on retry.
+
+    `request_timeout_ms` also bounds how long a publish waits for an absent
+    broker before failing (its batch is then dropped, not sent later).
+    """
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
+        request_timeout_ms=request_timeout_ms,
         client_id=f"kap-{service}",
         acks="all",
         enable_idempotence=True,

@@ -18,9 +18,11 @@ from fastapi import APIRouter, FastAPI, Response
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
+from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock, clock_from
 from chassis.config import ServiceSettings
 from chassis.events import EventPublisher
+from chassis.http import install_error_handlers
 from chassis.kafka import apply_topics, make_broker
 from chassis.logs import configure_logging
 from shared.topics import Service, produced_by
@@ -40,7 +42,7 @@ class ServiceRuntime:
         cls, name: Service, settings: ServiceSettings, clock: Clock | None = None
     ) -> ServiceRuntime:
         """Build every client without connecting any (that happens at start-up)."""
-        broker = make_broker(settings, name)
+        broker = make_broker(settings, name, settings.kafka_request_timeout_ms)
         return cls(
             name=name,
             settings=settings,
@@ -97,10 +99,12 @@ def http_app(runtime: ServiceRuntime, *, title: str, routers: Sequence[APIRouter
             await runtime.stop()
 
     app = FastAPI(title=title, version="1", lifespan=lifespan)
+    install_error_handlers(app)
     app.include_router(health_routes(runtime))
     for router in routers:
         app.include_router(router)
     app.state.runtime = runtime
+    app.state.clinics = ClinicDirectory(runtime.settings.clinics_file)
     return app
 
 

@@ -14,11 +14,16 @@ log = logging.getLogger("tests")
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+def kafka_endpoint() -> Iterator[infra.Endpoint]:
     with infra.kafka() as endpoint:
         log.info("kafka at %s (%s)", endpoint.address, endpoint.origin)
         os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", endpoint.address)
-        yield endpoint.address
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_endpoint: infra.Endpoint) -> str:
+    return kafka_endpoint.address
 
 
 @pytest.fixture(scope="session")

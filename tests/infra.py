@@ -113,6 +113,19 @@ def redis() -> Iterator[Endpoint]:
         yield Endpoint(f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0", "local")
 
 
+def restart_local(script: str, action: str) -> None:
+    """Stop or start one of the project's local processes (fault tests)."""
+    result = subprocess.run(
+        ["bash", str(ROOT / "infra" / script), action],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"infra/{script} {action} failed: {result.stdout}{result.stderr}")
+
+
 def local_kafka_version() -> str | None:
     """The version of the locally assembled broker, from its jar's name."""
     libs = ROOT / ".infra" / "kafka" / "libs"

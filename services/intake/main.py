@@ -6,7 +6,9 @@ from fastapi import FastAPI
 
 from chassis.clock import Clock
 from chassis.service import ServiceRuntime, http_app, serve
+from services.intake.api import Intake, routes
 from services.intake.config import Settings
+from services.intake.store import IntakeStore
 from shared.topics import Service
 
 SERVICE: Service = "intake"
@@ -15,7 +17,10 @@ SERVICE: Service = "intake"
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
-    return http_app(runtime, title="KAP intake")
+    intake = Intake(
+        store=IntakeStore(runtime.redis), publisher=runtime.publisher, clock=runtime.clock
+    )
+    return http_app(runtime, title="KAP intake", routers=[routes(intake)])
 
 
 def run() -> None:

@@ -1,0 +1,100 @@
+"""What the integration tests share: clinics, running apps, reading topics back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import FastAPI
+
+from chassis.clinics import hash_api_key
+
+CLINICS = {
+    "lisbon": {"name": "Lisbon KAP", "timezone": "Europe/Lisbon", "key": "lisbon-key-123"},
+    "boston": {"name": "Boston KAP", "timezone": "America/New_York", "key": "boston-key-456"},
+}
+
+
+def write_clinics(path: Path, clinics: dict[str, dict[str, Any]] = CLINICS) -> Path:
+    entries = [
+        {
+            "id": clinic_id,
+            "name": spec["name"],
+            "timezone": spec["timezone"],
+            "api_key_sha256": hash_api_key(spec["key"]),
+            "staff_email": f"staff@{clinic_id}.example",
+            **spec.get("sections", {}),
+        }
+        for clinic_id, spec in clinics.items()
+    ]
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def auth(clinic_id: str) -> dict[str, str]:
+    return {"X-API-Key": CLINICS[clinic_id]["key"]}
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan run (broker started), and an HTTP client for it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def topic_messages(
+    bootstrap: str, topic: str, *, key: str | None = None, wait_s: float = 10.0, expect: int = 1
+) -> list[dict[str, Any]]:
+    """Every message on `topic` (for one key if given), read from the start.
+
+    Reads until `expect` messages were found and the end of every partition was
+    reached, or for at most `wait_s` seconds; the caller asserts on what came back.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    if key is None or (record.key or b"").decode() == key:
+                        found.append(
+                            {
+                                "key": (record.key or b"").decode(),
+                                "value": json.loads(record.value),
+                                "headers": {k: v.decode() for k, v in record.headers},
+                            }
+                        )
+            if len(found) >= expect:
+                ends = await consumer.end_offsets(partitions)
+                if all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+                    break
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
