@@ -95,7 +95,7 @@ async def test_an_eligible_person_is_enrolled_with_every_step_published(
     assert enrolment["value"]["phq9_total"] == 14
     assert (
         await topic_messages(
-            kafka_bootstrap, topics.CLINICAL_ALERT_RAISED.name, key=client, timeout=1
+            kafka_bootstrap, topics.CLINICAL_ALERT_RAISED.name, key=client, wait_s=1
         )
         == []
     )
