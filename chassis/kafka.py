@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -92,3 +93,18 @@ async def apply_topics(
         return created
     finally:
         await admin.close()
+
+
+def subscribe(broker: KafkaBroker, service: str, topic: Topic) -> Any:
+    """Subscribe `service`'s consumer group to `topic`, from the start for a new group.
+
+    Use as a decorator on a handler; commits follow the broker's ack policy
+    (after the handler, see make_broker).
+    """
+    return broker.subscriber(
+        topic.name,
+        group_id=group_id(service),
+        auto_offset_reset="earliest",
+        title=f"{topic.name}:{service}",
+        description=f"{service} reacts: {topic.description}",
+    )

@@ -8,10 +8,12 @@ and commits on SIGTERM before the process exits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
@@ -52,13 +54,24 @@ class ServiceRuntime:
             publisher=EventPublisher(broker, name, produced_by(name)),
         )
 
+    workers: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
     async def start(self) -> None:
         await apply_topics(
             self.settings.kafka_bootstrap_servers, self.settings.topic_replication_factor
         )
         await self.broker.start()
+        self._tasks = [
+            asyncio.create_task(worker(), name=worker.__name__) for worker in self.workers
+        ]
 
     async def stop(self) -> None:
+        # Background loops first (they publish through the broker), then the
+        # broker, which finishes in-flight handlers and commits before closing.
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.broker.stop()
         await self.redis.aclose()
 
