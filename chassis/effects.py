@@ -42,14 +42,17 @@ class EffectLog:
         return f"{self._service}:{{{envelope.clinic_id}}}:handled:{envelope.id}"
 
     async def replayed(self, cause: Envelope) -> bool:
-        """True when `cause` was handled before; its outputs are published again."""
-        raw = await self._redis.get(self._key(cause))
+        """True when `cause` was handled before; outputs not yet confirmed are published again."""
+        key = self._key(cause)
+        raw, published = await self._redis.mget(key, key + ":published")
         if raw is None:
             return False
-        for item in json.loads(raw):
-            topic = BY_NAME[item["topic"]]
-            event = topic.event.model_validate(item["event"])
-            await self._publisher.publish(event, Envelope.model_validate(item["envelope"]))
+        if published is None:
+            outputs = []
+            for item in json.loads(raw):
+                event = BY_NAME[item["topic"]].event.model_validate(item["event"])
+                outputs.append(Output(event, Envelope.model_validate(item["envelope"])))
+            await self.publish(cause, outputs)
         return True
 
     def record(self, tx: Pipeline, cause: Envelope, outputs: Sequence[Output]) -> None:
@@ -64,6 +67,8 @@ class EffectLog:
         ]
         tx.set(self._key(cause), json.dumps(payload), ex=REMEMBER_S)
 
-    async def publish(self, outputs: Sequence[Output]) -> None:
+    async def publish(self, cause: Envelope, outputs: Sequence[Output]) -> None:
         for output in outputs:
             await self._publisher.publish(output.event, output.envelope)
+        # Only a crash before this line makes a redelivery publish the outputs again.
+        await self._redis.set(self._key(cause) + ":published", "1", ex=REMEMBER_S)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -95,16 +95,28 @@ async def apply_topics(
         await admin.close()
 
 
-def subscribe(broker: KafkaBroker, service: str, topic: Topic) -> Any:
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
+
+
+def subscribe(broker: KafkaBroker, service: str, topic: Topic) -> Callable[[Handler], Handler]:
     """Subscribe `service`'s consumer group to `topic`, from the start for a new group.
 
     Use as a decorator on a handler; commits follow the broker's ack policy
     (after the handler, see make_broker).
     """
-    return broker.subscriber(
+    subscriber = broker.subscriber(
         topic.name,
         group_id=group_id(service),
         auto_offset_reset="earliest",
+        # Each subscription is one member of the service's group; a short
+        # heartbeat lets a joining member's rebalance finish in about a second.
+        heartbeat_interval_ms=500,
         title=f"{topic.name}:{service}",
         description=f"{service} reacts: {topic.description}",
     )
+
+    def register(handler: Handler) -> Handler:
+        subscriber(handler)
+        return handler
+
+    return register

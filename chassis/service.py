@@ -38,6 +38,7 @@ class ServiceRuntime:
     broker: KafkaBroker
     redis: Redis
     publisher: EventPublisher
+    clinics: ClinicDirectory
 
     @classmethod
     def create(
@@ -52,6 +53,7 @@ class ServiceRuntime:
             broker=broker,
             redis=Redis.from_url(settings.redis_url, decode_responses=True),
             publisher=EventPublisher(broker, name, produced_by(name)),
+            clinics=ClinicDirectory(settings.clinics_file),
         )
 
     workers: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
@@ -117,7 +119,7 @@ def http_app(runtime: ServiceRuntime, *, title: str, routers: Sequence[APIRouter
     for router in routers:
         app.include_router(router)
     app.state.runtime = runtime
-    app.state.clinics = ClinicDirectory(runtime.settings.clinics_file)
+    app.state.clinics = runtime.clinics
     return app
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -76,6 +76,11 @@ class Booked:
     ends_at: datetime
 
 
+def text(value: Any) -> str:
+    """Redis replies as str (decode_responses) or bytes, depending on the client."""
+    return value if isinstance(value, str) else bytes(value).decode()
+
+
 def _epoch(instant: datetime) -> int:
     return int(instant.timestamp())
 
@@ -114,8 +119,7 @@ class BookingLedger:
         index, other = await self._reserve(keys=keys, args=args)
         if int(index) == 0:
             return None
-        other = other if isinstance(other, str) else other.decode()
-        return Conflict(claims[int(index) - 1], UUID(other.split("|")[2]))
+        return Conflict(claims[int(index) - 1], UUID(text(other).split("|")[2]))
 
     async def release(self, clinic_id: str, claims: Sequence[Claim]) -> None:
         async with self._redis.pipeline(transaction=True) as tx:
@@ -134,8 +138,7 @@ class BookingLedger:
         )
         found = []
         for member in members:
-            text = member if isinstance(member, str) else member.decode()
-            start, end, appointment = text.split("|")
+            start, end, appointment = text(member).split("|")
             if int(end) > _epoch(since):
                 found.append(
                     Booked(

@@ -5,8 +5,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from chassis.clock import Clock
+from chassis.effects import EffectLog
 from chassis.service import ServiceRuntime, http_app, serve
+from services.scheduler import handlers
+from services.scheduler.api import routes
 from services.scheduler.config import Settings
+from services.scheduler.operations import Scheduler
+from services.scheduler.store import SchedulerStore
+from services.scheduler.timers import booster_timer
 from shared.topics import Service
 
 SERVICE: Service = "scheduler"
@@ -15,7 +21,16 @@ SERVICE: Service = "scheduler"
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
-    return http_app(runtime, title="KAP scheduler")
+    scheduler = Scheduler(
+        store=SchedulerStore(runtime.redis),
+        clinics=runtime.clinics,
+        publisher=runtime.publisher,
+        effects=EffectLog(runtime.redis, SERVICE, runtime.publisher),
+        clock=runtime.clock,
+    )
+    handlers.register(runtime.broker, scheduler)
+    runtime.workers.append(booster_timer(scheduler, settings.timer_poll_ms / 1000))
+    return http_app(runtime, title="KAP scheduler", routers=[routes(scheduler)])
 
 
 def run() -> None:

@@ -1,0 +1,177 @@
+"""The scheduler's HTTP API: a clinic's calendar, availability, and its clients' sessions."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from chassis.clinics import AuthorisedClinic
+from services.scheduler.domain import ClinicCalendar, CoursePolicy, OpeningHours, Room, Therapist
+from services.scheduler.domain_plans import PlanFailure
+from services.scheduler.lifecycle import ClientSchedule, Refused
+from services.scheduler.operations import COURSE_HORIZON_DAYS, Scheduler
+from services.scheduler.planner import find_consultation_slot, plan_course
+from services.scheduler.store import ClientBusy
+from shared import events as ev
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CalendarIn(Input):
+    opening_hours: OpeningHours
+    therapists: tuple[Therapist, ...] = ()
+    rooms: tuple[Room, ...] = ()
+    closures: frozenset[date] = frozenset()
+    policy: CoursePolicy = CoursePolicy()
+
+
+class CompletionIn(Input):
+    ride_home_confirmed: bool = Field(description="A driver takes the client home (rule 8)")
+    phq9_total: int | None = Field(default=None, ge=0, le=27)
+    phq9_item9: int | None = Field(default=None, ge=0, le=3)
+
+
+class RescheduleIn(Input):
+    new_starts_at: AwareDatetime
+
+
+class BoosterPlanIn(Input):
+    interval_days: int = Field(default=14, ge=1, le=90)
+    count: int = Field(default=4, ge=0, le=52)
+    then_monthly: bool = True
+
+
+def schedule_view(schedule: ClientSchedule) -> dict[str, Any]:
+    course = schedule.course
+    view: dict[str, Any] = {
+        "client_id": str(schedule.client_id),
+        "consultation": schedule.consultation.model_dump(mode="json")
+        if schedule.consultation
+        else None,
+        "consultation_status": schedule.consultation_status,
+        "course": None,
+    }
+    if course is not None:
+        view["course"] = {
+            "course_id": str(course.plan.course_id),
+            "therapist_id": course.plan.therapist_id,
+            "window_ends_on": course.plan.window_ends_on.isoformat(),
+            "appointments": [
+                {**a.model_dump(mode="json"), "status": course.status_of(a.appointment_id)}
+                for a in course.plan.appointments
+            ],
+            "completed_at": course.completed_at.isoformat() if course.completed_at else None,
+            "booster_plan": course.booster_plan.model_dump() if course.booster_plan else None,
+            "next_booster": course.next_booster,
+            "next_booster_due_at": course.next_booster_due_at.isoformat()
+            if course.next_booster_due_at
+            else None,
+            "boosters_stopped": course.boosters_stopped,
+        }
+    return view
+
+
+def routes(scheduler: Scheduler) -> APIRouter:
+    router = APIRouter(prefix="/v1/clinics/{clinic_id}", tags=["scheduler"])
+
+    async def guarded(call: Any) -> Any:
+        try:
+            return await call
+        except Refused as refused:
+            raise HTTPException(409, str(refused)) from refused
+        except LookupError as missing:
+            raise HTTPException(404, "not found") from missing
+        except ClientBusy as busy:
+            raise HTTPException(409, "the client is being changed; retry") from busy
+
+    @router.get("/calendar", summary="Opening hours, therapists, rooms and course policy")
+    async def read_calendar(clinic: AuthorisedClinic) -> dict[str, Any]:
+        return (await scheduler.calendar(clinic.id)).model_dump(mode="json")
+
+    @router.put("/calendar", summary="Change therapists, rooms, hours or policy")
+    async def change_calendar(clinic: AuthorisedClinic, body: CalendarIn) -> dict[str, Any]:
+        calendar = ClinicCalendar(clinic_id=clinic.id, timezone=clinic.timezone, **dict(body))
+        await scheduler.store.save_calendar(calendar)
+        return calendar.model_dump(mode="json")
+
+    @router.get("/availability", summary="The earliest consultation and course start")
+    async def availability(
+        clinic: AuthorisedClinic,
+        since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    ) -> dict[str, Any]:
+        calendar = await scheduler.calendar(clinic.id)
+        start = since or scheduler.clock.now()
+        nobody = UUID(int=0)
+        bookings = await scheduler.store.bookings(calendar, nobody, start, COURSE_HORIZON_DAYS)
+        slot = find_consultation_slot(calendar, bookings, (), start)
+        plan = plan_course(calendar, bookings, nobody, start)
+        return {
+            "earliest_consultation": slot.model_dump(mode="json") if slot else None,
+            "earliest_course": None
+            if isinstance(plan, PlanFailure)
+            else {
+                "first_session_at": plan.appointments[0].starts_at.isoformat(),
+                "therapist_id": plan.therapist_id,
+                "window_ends_on": plan.window_ends_on.isoformat(),
+            },
+        }
+
+    @router.get("/clients/{client_id}/schedule", summary="A client's appointments and boosters")
+    async def read_schedule(clinic: AuthorisedClinic, client_id: UUID) -> dict[str, Any]:
+        schedule = await scheduler.store.load(clinic.id, client_id)
+        if schedule is None:
+            raise HTTPException(404, "not found")
+        return schedule_view(schedule)
+
+    @router.post("/appointments/{appointment_id}/completion", summary="The session was held")
+    async def complete(
+        clinic: AuthorisedClinic, appointment_id: UUID, body: CompletionIn
+    ) -> dict[str, Any]:
+        schedule = await guarded(
+            scheduler.complete(
+                clinic.id,
+                appointment_id,
+                ride_home_confirmed=body.ride_home_confirmed,
+                phq9_total=body.phq9_total,
+                phq9_item9=body.phq9_item9,
+            )
+        )
+        return schedule_view(schedule)
+
+    @router.post("/appointments/{appointment_id}/missed", summary="The client did not attend")
+    async def missed(clinic: AuthorisedClinic, appointment_id: UUID) -> dict[str, Any]:
+        schedule, problem = await guarded(scheduler.drop(clinic.id, appointment_id, missed=True))
+        return {**schedule_view(schedule), "replanned": problem is None, "problem": problem}
+
+    @router.post("/appointments/{appointment_id}/cancellation", summary="Cancel a session")
+    async def cancel(clinic: AuthorisedClinic, appointment_id: UUID) -> dict[str, Any]:
+        schedule, problem = await guarded(scheduler.drop(clinic.id, appointment_id, missed=False))
+        return {**schedule_view(schedule), "replanned": problem is None, "problem": problem}
+
+    @router.post("/appointments/{appointment_id}/reschedule", summary="Move a session")
+    async def reschedule(
+        clinic: AuthorisedClinic, appointment_id: UUID, body: RescheduleIn
+    ) -> dict[str, Any]:
+        schedule = await guarded(
+            scheduler.reschedule(clinic.id, appointment_id, body.new_starts_at)
+        )
+        return schedule_view(schedule)
+
+    @router.put("/clients/{client_id}/booster-plan", summary="Set or change the booster plan")
+    async def set_boosters(
+        clinic: AuthorisedClinic, client_id: UUID, body: BoosterPlanIn
+    ) -> dict[str, Any]:
+        plan = ev.BoosterPlan(**body.model_dump())
+        return schedule_view(await guarded(scheduler.set_boosters(clinic.id, client_id, plan)))
+
+    @router.delete("/clients/{client_id}/booster-plan", summary="Stop boosters")
+    async def stop_boosters(clinic: AuthorisedClinic, client_id: UUID) -> dict[str, Any]:
+        return schedule_view(await guarded(scheduler.set_boosters(clinic.id, client_id, None)))
+
+    return router

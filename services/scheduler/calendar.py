@@ -1,0 +1,245 @@
+"""Clinic-local days and the free time of therapists and rooms on them.
+
+A local range [a, b) on a day becomes the UTC span whose every instant shows a wall time in
+[a, b) on that day. Around a DST change that span is one hour shorter or longer than b - a,
+while a block of N minutes is always N real minutes: that is what keeps a 180-minute session
+inside 09:00-17:00 local on the morning the clocks change.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import accumulate
+from math import ceil, floor
+from operator import attrgetter
+from zoneinfo import ZoneInfo
+
+from services.scheduler.domain import ClinicCalendar, Interval, TimeRange
+from services.scheduler.domain_plans import Bookings
+from services.scheduler.domain_spans import Span, Spans, intersect, merge, subtract
+from shared.events import Appointment, PreferredTime
+
+_DAY = 24 * 3600
+
+
+def epoch(at: datetime) -> int:
+    return floor(at.timestamp())
+
+
+def instant(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _both_folds(day: date, wall: time, tz: ZoneInfo) -> tuple[int, int]:
+    at = datetime.combine(day, wall, tzinfo=tz)
+    return epoch(at), epoch(at.replace(fold=1))
+
+
+def local_start(day: date, wall: time, tz: ZoneInfo) -> int:
+    """The first instant from which the wall clock reads `wall` or later, without going back.
+
+    For a repeated wall time that is its second occurrence; for one skipped by a DST gap, a
+    point at or after the gap. Either way a range only ever shrinks, never leaks outside.
+    """
+    return max(_both_folds(day, wall, tz))
+
+
+def local_end(day: date, wall: time, tz: ZoneInfo) -> int:
+    return min(_both_folds(day, wall, tz))
+
+
+def week_of(day: date) -> date:
+    """The Monday that starts `day`'s calendar week."""
+    return day - timedelta(days=day.weekday())
+
+
+def _seconds(wall: time) -> int:
+    return wall.hour * 3600 + wall.minute * 60 + wall.second
+
+
+class Timeline:
+    """Busy intervals over weeks, cut to the part overlapping one day.
+
+    Converting an aware datetime to epoch seconds costs more than everything else done with
+    it, so only the intervals a query actually touches are converted.
+    """
+
+    def __init__(self, intervals: Iterable[Interval]) -> None:
+        self._ordered = sorted(intervals, key=attrgetter("starts_at"))
+        self._starts = [i.starts_at for i in self._ordered]
+        # The latest end so far: sorted even when intervals overlap, so it can be bisected.
+        self._reach = list(accumulate((i.ends_at for i in self._ordered), max))
+
+    def during(self, start: datetime, end: datetime) -> Spans:
+        """Sorted by start, possibly overlapping: `subtract` takes them as they are."""
+        first = bisect_right(self._reach, start)
+        last = bisect_left(self._starts, end, lo=first)
+        return tuple(
+            (floor(i.starts_at.timestamp()), ceil(i.ends_at.timestamp()))  # rounded outwards
+            for i in self._ordered[first:last]
+        )
+
+
+class FreeTime:
+    """When each therapist and room is free on a local day, for one client.
+
+    Built once per planning call; every answer is cached per (resource, day), so trying
+    twenty therapists over the same weeks computes each day's free time once. Bookings may
+    include the appointments listed in `own` (a course being re-planned): they are ignored.
+    """
+
+    def __init__(
+        self, calendar: ClinicCalendar, bookings: Bookings, own: Iterable[Appointment] = ()
+    ) -> None:
+        self.tz = calendar.tz
+        self._calendar = calendar
+        self._therapists = {t.id: t for t in calendar.therapists}
+        own = tuple(own)
+        self._therapist_busy = {
+            t.id: Timeline(
+                [*t.time_off, *_others(bookings.therapists.get(t.id, ()), own, therapist=t.id)]
+            )
+            for t in calendar.therapists
+        }
+        self._room_busy = {
+            r.id: Timeline(_others(bookings.rooms.get(r.id, ()), own, room=r.id))
+            for r in calendar.rooms
+        }
+        self._client_busy = Timeline(_others(bookings.client, own))
+        self._workdays = {
+            t.id: frozenset(
+                weekday
+                for weekday in range(7)
+                for mine in t.availability.on(weekday)
+                for clinic in calendar.opening_hours.on(weekday)
+                if mine.start < clinic.end and clinic.start < mine.end
+            )
+            for t in calendar.therapists
+        }
+        self._frames: dict[date, Span] = {}
+        self._opening: dict[date, Spans] = {}
+        self._with_therapist: dict[tuple[str, date], Spans] = {}
+        self._room: dict[tuple[str, date], Spans] = {}
+        self._client: dict[date, Spans] = {}
+        self._weekly_hours: dict[tuple[str, int], Spans] = {}
+
+    def frame(self, day: date) -> Span:
+        """The day from local midnight to the next; also the origin of its slot grid."""
+        span = self._frames.get(day)
+        if span is None:
+            midnight = time(0)
+            span = (
+                local_start(day, midnight, self.tz),
+                local_start(day + timedelta(days=1), midnight, self.tz),
+            )
+            self._frames[day] = span
+        return span
+
+    def day_of(self, seconds: int) -> date:
+        return datetime.fromtimestamp(seconds, self.tz).date()
+
+    def local_spans(self, day: date, ranges: Iterable[TimeRange | PreferredTime]) -> Spans:
+        midnight, next_midnight = self.frame(day)
+        if next_midnight - midnight == _DAY:
+            # No DST change that day: wall time is a fixed offset from local midnight.
+            spans = ((midnight + _seconds(r.start), midnight + _seconds(r.end)) for r in ranges)
+        else:
+            spans = (
+                (local_start(day, r.start, self.tz), local_end(day, r.end, self.tz)) for r in ranges
+            )
+        return merge((s, e) for s, e in spans if s < e)
+
+    def opening(self, day: date) -> Spans:
+        spans = self._opening.get(day)
+        if spans is None:
+            closed = day in self._calendar.closures
+            hours = () if closed else self._calendar.opening_hours.on(day.weekday())
+            spans = self._opening[day] = self.local_spans(day, hours)
+        return spans
+
+    def workdays(self, therapist_id: str) -> frozenset[int]:
+        """The weekdays on which the therapist's hours meet the clinic's."""
+        return self._workdays.get(therapist_id, frozenset())
+
+    def with_therapist(self, therapist_id: str, day: date) -> Spans:
+        """When the client and this therapist are both free, inside opening hours."""
+        key = (therapist_id, day)
+        spans = self._with_therapist.get(key)
+        if spans is None:
+            spans = self._with_therapist[key] = self._free_with_therapist(therapist_id, day)
+        return spans
+
+    def _free_with_therapist(self, therapist_id: str, day: date) -> Spans:
+        available = self._working(therapist_id, day)
+        if not available:
+            return ()
+        start, end = self._frame_instants(day)
+        free = subtract(available, self._therapist_busy[therapist_id].during(start, end))
+        return subtract(free, self.client_busy(day))
+
+    def _working(self, therapist_id: str, day: date) -> Spans:
+        """The therapist's hours inside the clinic's, that day."""
+        therapist = self._therapists.get(therapist_id)
+        opening = self.opening(day)
+        if therapist is None or not opening:
+            return ()
+        midnight, next_midnight = self.frame(day)
+        if next_midnight - midnight != _DAY:
+            return intersect(
+                opening, self.local_spans(day, therapist.availability.on(day.weekday()))
+            )
+        # On an ordinary day the answer is the same every week, shifted to that midnight.
+        key = (therapist_id, day.weekday())
+        offsets = self._weekly_hours.get(key)
+        if offsets is None:
+            hours = therapist.availability.on(day.weekday())
+            offsets = intersect(
+                self.local_spans(day, self._calendar.opening_hours.on(day.weekday())),
+                self.local_spans(day, hours),
+            )
+            offsets = self._weekly_hours[key] = tuple(
+                (s - midnight, e - midnight) for s, e in offsets
+            )
+        return tuple((midnight + s, midnight + e) for s, e in offsets)
+
+    def client_busy(self, day: date) -> Spans:
+        spans = self._client.get(day)
+        if spans is None:
+            spans = self._client[day] = self._client_busy.during(*self._frame_instants(day))
+        return spans
+
+    def _frame_instants(self, day: date) -> tuple[datetime, datetime]:
+        start, end = self.frame(day)
+        return instant(start), instant(end)
+
+    def room(self, room_id: str, day: date) -> Spans:
+        key = (room_id, day)
+        spans = self._room.get(key)
+        if spans is None:
+            opening = self.opening(day)
+            if opening:
+                start, end = self._frame_instants(day)
+                opening = subtract(opening, self._room_busy[room_id].during(start, end))
+            spans = self._room[key] = opening
+        return spans
+
+
+def _others(
+    booked: Iterable[Interval],
+    own: tuple[Appointment, ...],
+    *,
+    therapist: str | None = None,
+    room: str | None = None,
+) -> list[Interval]:
+    """`booked` without the intervals that are one of `own`'s appointments."""
+    if not own:
+        return list(booked)
+    mine = {
+        (a.starts_at, a.ends_at)
+        for a in own
+        if (therapist is None or a.therapist_id == therapist)
+        and (room is None or a.room_id == room)
+    }
+    return [i for i in booked if (i.starts_at, i.ends_at) not in mine]

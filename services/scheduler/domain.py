@@ -1,0 +1,211 @@
+"""The clinic's scheduling configuration: hours, therapists, rooms, closures and course policy.
+
+Loaded from the clinic's JSON configuration and changed through the HTTP API, so every model
+validates itself and rejects unknown fields (a typo in a config file must not pass silently).
+Wall-clock times (`time`, `date`) are clinic-local; instants are aware and normalised to UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from itertools import pairwise
+from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    field_validator,
+    model_validator,
+)
+
+from shared.events import AppointmentKind, BoosterPlan, ClinicId
+
+Weekday = Annotated[int, Field(ge=0, le=6, description="0 = Monday")]
+ResourceId = Annotated[str, Field(min_length=1, max_length=64)]
+IntegrationPattern = Literal["after_every_dose", "after_doses_1_2_then_every_second"]
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TimeRange(Config):
+    """A clinic-local wall-clock range within one day, [start, end); never crosses midnight."""
+
+    start: time
+    end: time
+
+    @model_validator(mode="after")
+    def _ordered_wall_times(self) -> Self:
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("wall-clock times carry no zone: the clinic's time zone applies")
+        if self.start >= self.end:
+            raise ValueError("start must be before end (a range cannot cross midnight)")
+        return self
+
+
+class WeeklyHours(RootModel[dict[Weekday, tuple[TimeRange, ...]]]):
+    """Local ranges per weekday (JSON keys "0".."6", 0 = Monday); an absent weekday is closed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @field_validator("root")
+    @classmethod
+    def _sorted_without_overlap(
+        cls, days: dict[int, tuple[TimeRange, ...]]
+    ) -> dict[int, tuple[TimeRange, ...]]:
+        tidy: dict[int, tuple[TimeRange, ...]] = {}
+        for weekday, ranges in days.items():
+            ordered = tuple(sorted(ranges, key=lambda r: r.start))
+            for earlier, later in pairwise(ordered):
+                if later.start < earlier.end:
+                    raise ValueError(f"ranges overlap on weekday {weekday}")
+            if ordered:
+                tidy[weekday] = ordered
+        return tidy
+
+    def on(self, weekday: int) -> tuple[TimeRange, ...]:
+        return self.root.get(weekday, ())
+
+
+# The clinic's hours and a therapist's availability have the same shape.
+OpeningHours = WeeklyHours
+
+
+class Interval(Config):
+    """A span of real time, [starts_at, ends_at), stored in UTC."""
+
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _in_utc(cls, instant: datetime) -> datetime:
+        return instant.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.starts_at >= self.ends_at:
+            raise ValueError("starts_at must be before ends_at")
+        return self
+
+
+class Therapist(Config):
+    """Time off is a list of aware instants, not local dates: a half-day absence or a
+    multi-day leave are both one interval, and an instant means the same in every zone."""
+
+    id: ResourceId
+    display_name: str = Field(min_length=1, max_length=200)
+    availability: WeeklyHours
+    time_off: tuple[Interval, ...] = ()
+
+
+class Room(Config):
+    """A treatment room with a recliner; only medicine sessions need one."""
+
+    id: ResourceId
+    name: str = Field(min_length=1, max_length=200)
+
+
+class CoursePolicy(Config):
+    """The clinic's course rules; defaults are the protocol's (docs: kap-protocol.md)."""
+
+    consultation_minutes: int = Field(default=30, ge=5, le=240)
+    preparation_sessions: int = Field(default=1, ge=1, le=5)
+    preparation_minutes: int = Field(default=60, ge=5, le=480)
+    medicine_sessions: int = Field(default=6, ge=1, le=12)
+    medicine_minutes: int = Field(default=180, ge=30, le=480)
+    min_hours_between_doses: int = Field(
+        default=48, ge=0, le=24 * 14, description="Start to start, in real hours"
+    )
+    max_doses_per_week: int = Field(
+        default=2, ge=1, le=7, description="Per clinic-local calendar week, Monday to Sunday"
+    )
+    course_window_days: int = Field(default=21, ge=1, le=42)
+    integration_minutes: int = Field(default=60, ge=5, le=480)
+    integration_days_after: tuple[int, int] = Field(
+        default=(1, 3), description="Earliest and latest clinic-local day after each dose"
+    )
+    integration_pattern: IntegrationPattern = "after_every_dose"
+    cancellation_window_hours: int = Field(default=48, ge=0, le=24 * 14)
+    slot_step_minutes: int = Field(default=15, ge=5, le=60)
+    booster: BoosterPlan = BoosterPlan()
+    booster_due_local_time: time = time(9, 0)
+
+    @field_validator("integration_days_after")
+    @classmethod
+    def _integration_days_ordered(cls, days: tuple[int, int]) -> tuple[int, int]:
+        # Day 0 is excluded: a course has at most one session per client per local day.
+        earliest, latest = days
+        if not 1 <= earliest <= latest <= 14:
+            raise ValueError("integration days must satisfy 1 <= earliest <= latest <= 14")
+        return days
+
+    @field_validator("slot_step_minutes")
+    @classmethod
+    def _step_divides_an_hour(cls, minutes: int) -> int:
+        # So the grid stays on round local times when a DST change shifts the clock an hour.
+        if 60 % minutes:
+            raise ValueError("slot_step_minutes must divide 60")
+        return minutes
+
+    @model_validator(mode="after")
+    def _doses_fit_the_window(self) -> Self:
+        shortest_days = (self.medicine_sessions - 1) * self.min_hours_between_doses / 24
+        if shortest_days >= self.course_window_days:
+            raise ValueError("the doses cannot fit the course window at the minimum spacing")
+        return self
+
+    def integration_follows(self, dose_number: int) -> bool:
+        if self.integration_pattern == "after_every_dose":
+            return True
+        return dose_number <= 2 or dose_number % 2 == 0
+
+    def minutes_of(self, kind: AppointmentKind) -> int:
+        match kind:
+            case AppointmentKind.CONSULTATION:
+                return self.consultation_minutes
+            case AppointmentKind.PREPARATION:
+                return self.preparation_minutes
+            case AppointmentKind.MEDICINE:
+                return self.medicine_minutes
+            case AppointmentKind.INTEGRATION:
+                return self.integration_minutes
+        raise ValueError(f"the course policy sets no length for {kind} sessions")
+
+
+class ClinicCalendar(Config):
+    clinic_id: ClinicId
+    timezone: str = Field(description="IANA zone, e.g. 'Europe/Lisbon'")
+    opening_hours: WeeklyHours
+    therapists: tuple[Therapist, ...] = ()
+    rooms: tuple[Room, ...] = ()
+    closures: frozenset[date] = Field(default=frozenset(), description="Closed local dates")
+    policy: CoursePolicy = CoursePolicy()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as unknown:
+            raise ValueError(f"unknown IANA time zone {name!r}") from unknown
+        return name
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Self:
+        for what, ids in (
+            ("therapist", [t.id for t in self.therapists]),
+            ("room", [r.id for r in self.rooms]),
+        ):
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"{what} ids must be unique")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)  # ZoneInfo caches instances per key

@@ -1,0 +1,27 @@
+"""The scheduler's subscriptions: thin, each hands its event to an operation."""
+
+from __future__ import annotations
+
+from faststream.kafka import KafkaBroker
+
+from chassis.events import CurrentEnvelope
+from chassis.kafka import subscribe
+from services.scheduler.operations import Scheduler
+from shared import events as ev
+from shared import topics
+
+SERVICE = "scheduler"
+
+
+def register(broker: KafkaBroker, scheduler: Scheduler) -> None:
+    @subscribe(broker, SERVICE, topics.CONSULTATION_REQUESTED)
+    async def book_consultation(event: ev.ConsultationRequested, envelope: CurrentEnvelope) -> None:
+        await scheduler.on_consultation_requested(event, envelope)
+
+    @subscribe(broker, SERVICE, topics.CONSULTATION_HELD)
+    async def close_consultation(event: ev.ConsultationHeld, envelope: CurrentEnvelope) -> None:
+        await scheduler.on_consultation_held(event, envelope)
+
+    @subscribe(broker, SERVICE, topics.CLIENT_ENROLLED)
+    async def book_course(event: ev.ClientEnrolled, envelope: CurrentEnvelope) -> None:
+        await scheduler.on_client_enrolled(event, envelope)

@@ -1,0 +1,338 @@
+"""A client's schedule and how it moves: consultation, course, sessions, boosters.
+
+Pure: every function takes the time it needs and returns the new schedule with
+the events it causes; the handlers and the API persist and publish them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, TypedDict
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.scheduler.boosters import BoosterDueAt, next_booster_due
+from services.scheduler.domain import ClinicCalendar
+from services.scheduler.domain_plans import CoursePlan, Replan
+from shared import events as ev
+from shared.events import AppointmentKind as Kind
+from shared.events import AppointmentStatus as Status
+
+
+class Refused(Exception):
+    """The request makes no sense for this client's schedule (HTTP 409)."""
+
+
+class Course(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    plan: CoursePlan
+    statuses: dict[str, Status] = Field(default_factory=dict)
+    completed_at: AwareDatetime | None = None
+    booster_plan: ev.BoosterPlan | None = None
+    next_booster: int | None = Field(default=None, description="Number of the pending booster")
+    next_booster_due_at: AwareDatetime | None = None
+    boosters_stopped: bool = False
+
+    def status_of(self, appointment_id: UUID) -> Status:
+        return self.statuses.get(str(appointment_id), Status.BOOKED)
+
+    def appointment(self, appointment_id: UUID) -> ev.Appointment:
+        for appointment in self.plan.appointments:
+            if appointment.appointment_id == appointment_id:
+                return appointment
+        raise Refused("the session is not part of this course")
+
+    def doses_held(self) -> int:
+        return sum(
+            1
+            for a in self.plan.appointments
+            if a.kind == Kind.MEDICINE and self.status_of(a.appointment_id) == Status.FULFILLED
+        )
+
+
+class ClientSchedule(BaseModel):
+    """The scheduler's record of one client (ids and times only: no contact data)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    clinic_id: str
+    client_id: UUID
+    correlation_id: str
+    preferred_times: tuple[ev.PreferredTime, ...] = ()
+    consultation: ev.Appointment | None = None
+    consultation_status: Status | None = None
+    course: Course | None = None
+
+
+class _Base(TypedDict):
+    clinic_id: str
+    client_id: UUID
+    occurred_at: datetime
+
+
+def _base(schedule: ClientSchedule, now: datetime) -> _Base:
+    return {"clinic_id": schedule.clinic_id, "client_id": schedule.client_id, "occurred_at": now}
+
+
+def stage(
+    schedule: ClientSchedule, reached: ev.ClientStage, now: datetime
+) -> ev.ClientStageReached:
+    return ev.ClientStageReached(**_base(schedule, now), stage=reached)
+
+
+def status_changed(
+    schedule: ClientSchedule, appointment: ev.Appointment, status: Status, now: datetime
+) -> ev.AppointmentStatusChanged:
+    return ev.AppointmentStatusChanged(
+        **_base(schedule, now),
+        appointment_id=appointment.appointment_id,
+        kind=appointment.kind,
+        status=status,
+        starts_at=appointment.starts_at,
+        ends_at=appointment.ends_at,
+    )
+
+
+def course_booked(
+    schedule: ClientSchedule, plan: CoursePlan, now: datetime
+) -> tuple[ClientSchedule, list[ev.Event]]:
+    updated = schedule.model_copy(update={"course": Course(plan=plan)})
+    booked = ev.CourseBooked(
+        **_base(schedule, now),
+        course_id=plan.course_id,
+        therapist_id=plan.therapist_id,
+        window_ends_on=plan.window_ends_on,
+        appointments=plan.appointments,
+    )
+    events: list[ev.Event] = [booked, stage(schedule, ev.ClientStage.COURSE_BOOKED, now)]
+    events += [status_changed(schedule, a, Status.BOOKED, now) for a in plan.appointments]
+    return updated, events
+
+
+def _course(schedule: ClientSchedule) -> Course:
+    if schedule.course is None:
+        raise Refused("the client has no course")
+    return schedule.course
+
+
+def _with_status(schedule: ClientSchedule, appointment_id: UUID, status: Status) -> ClientSchedule:
+    course = _course(schedule)
+    statuses = {**course.statuses, str(appointment_id): status}
+    return schedule.model_copy(update={"course": course.model_copy(update={"statuses": statuses})})
+
+
+def _require_booked(course: Course, appointment: ev.Appointment) -> None:
+    status = course.status_of(appointment.appointment_id)
+    if status != Status.BOOKED:
+        raise Refused(f"the session is already {status.value}")
+
+
+def complete_session(
+    schedule: ClientSchedule,
+    appointment_id: UUID,
+    *,
+    ride_home_confirmed: bool,
+    phq9_total: int | None,
+    phq9_item9: int | None,
+    calendar: ClinicCalendar,
+    now: datetime,
+) -> tuple[ClientSchedule, list[ev.Event]]:
+    course = _course(schedule)
+    appointment = course.appointment(appointment_id)
+    _require_booked(course, appointment)
+    if now < appointment.starts_at:
+        raise Refused("a session cannot be completed before it starts")
+    if appointment.kind == Kind.MEDICINE and not ride_home_confirmed:
+        # Protocol rule 8: no confirmed ride, no session; it is proposed for rescheduling.
+        raise Refused("no confirmed ride home: the session cannot be held; reschedule it")
+    updated = _with_status(schedule, appointment_id, Status.FULFILLED)
+    events: list[ev.Event] = []
+    if phq9_item9:
+        events.append(
+            ev.ClinicalAlertRaised(
+                **_base(schedule, now),
+                reason="phq9_item9_positive",
+                phq9_item9=phq9_item9,
+                raised_during="session",
+            )
+        )
+    events += [
+        ev.SessionCompleted(
+            **_base(schedule, now),
+            course_id=course.plan.course_id,
+            appointment_id=appointment_id,
+            kind=appointment.kind,
+            dose_number=appointment.dose_number,
+            ride_home_confirmed=ride_home_confirmed,
+            phq9_total=phq9_total,
+        ),
+        status_changed(schedule, appointment, Status.FULFILLED, now),
+    ]
+    done = _course(updated)
+    if done.completed_at is None and done.doses_held() >= calendar.policy.medicine_sessions:
+        updated, more = _complete_course(updated, calendar, now)
+        events += more
+    return updated, events
+
+
+def _complete_course(
+    schedule: ClientSchedule, calendar: ClinicCalendar, now: datetime
+) -> tuple[ClientSchedule, list[ev.Event]]:
+    course = _course(schedule).model_copy(update={"completed_at": now})
+    schedule = schedule.model_copy(update={"course": course})
+    completed = ev.CourseCompleted(
+        **_base(schedule, now),
+        course_id=course.plan.course_id,
+        medicine_sessions_completed=course.doses_held(),
+    )
+    schedule, plan_set = set_booster_plan(schedule, calendar.policy.booster, calendar, now)
+    return schedule, [
+        completed,
+        stage(schedule, ev.ClientStage.COURSE_COMPLETED, now),
+        *plan_set,
+    ]
+
+
+def set_booster_plan(
+    schedule: ClientSchedule, plan: ev.BoosterPlan, calendar: ClinicCalendar, now: datetime
+) -> tuple[ClientSchedule, list[ev.Event]]:
+    """Set or change the plan; the next booster counts from the course's completion."""
+    course = _course(schedule)
+    if course.completed_at is None:
+        raise Refused("boosters follow a completed course")
+    upcoming = next_booster_due(
+        course.completed_at, plan, calendar.tz, now, calendar.policy.booster_due_local_time
+    )
+    course = course.model_copy(
+        update={
+            "booster_plan": plan,
+            "boosters_stopped": False,
+            "next_booster": upcoming.number if upcoming else None,
+            "next_booster_due_at": upcoming.due_at if upcoming else None,
+        }
+    )
+    event = ev.BoosterPlanSet(
+        **_base(schedule, now),
+        course_id=course.plan.course_id,
+        plan=plan,
+        first_due_at=upcoming.due_at if upcoming else None,
+    )
+    return schedule.model_copy(update={"course": course}), [event]
+
+
+def stop_boosters(
+    schedule: ClientSchedule,
+    reason: Literal["stopped_by_care_team", "discharged"],
+    now: datetime,
+) -> tuple[ClientSchedule, list[ev.Event]]:
+    course = _course(schedule)
+    if course.boosters_stopped:
+        return schedule, []
+    course = course.model_copy(
+        update={"boosters_stopped": True, "next_booster": None, "next_booster_due_at": None}
+    )
+    stopped = ev.BoostersStopped(
+        **_base(schedule, now),
+        course_id=course.plan.course_id,
+        reason=reason,
+    )
+    return schedule.model_copy(update={"course": course}), [
+        stopped,
+        stage(schedule, ev.ClientStage.BOOSTERS_STOPPED, now),
+    ]
+
+
+def booster_fired(
+    schedule: ClientSchedule, number: int, calendar: ClinicCalendar, now: datetime
+) -> tuple[ClientSchedule, list[ev.Event]]:
+    """Announce booster `number` once and arm the next one."""
+    course = _course(schedule)
+    if (
+        course.next_booster != number
+        or course.next_booster_due_at is None
+        or course.booster_plan is None
+    ):
+        return schedule, []  # already announced, or the plan changed meanwhile
+    due_at = course.next_booster_due_at
+    upcoming: BoosterDueAt | None = next_booster_due(
+        course.completed_at or due_at,
+        course.booster_plan,
+        calendar.tz,
+        due_at,
+        calendar.policy.booster_due_local_time,
+    )
+    course = course.model_copy(
+        update={
+            "next_booster": upcoming.number if upcoming else None,
+            "next_booster_due_at": upcoming.due_at if upcoming else None,
+        }
+    )
+    due = ev.BoosterDue(
+        **_base(schedule, now),
+        course_id=course.plan.course_id,
+        booster_number=number,
+        due_at=due_at,
+    )
+    return schedule.model_copy(update={"course": course}), [
+        due,
+        stage(schedule, ev.ClientStage.BOOSTER_DUE, now),
+    ]
+
+
+def session_dropped(
+    schedule: ClientSchedule,
+    appointment_id: UUID,
+    *,
+    missed: bool,
+    late: bool,
+    now: datetime,
+) -> tuple[ClientSchedule, list[ev.Event]]:
+    """A no-show or a cancellation: the session is over; the course may need it again."""
+    course = _course(schedule)
+    appointment = course.appointment(appointment_id)
+    _require_booked(course, appointment)
+    if missed and now < appointment.starts_at:
+        raise Refused("a session cannot be missed before it starts")
+    status = Status.NOSHOW if missed else Status.CANCELLED
+    updated = _with_status(schedule, appointment_id, status)
+    ids = {"course_id": course.plan.course_id, "appointment_id": appointment_id}
+    fact: ev.Event = (
+        ev.SessionMissed(**_base(schedule, now), **ids, kind=appointment.kind)
+        if missed
+        else ev.SessionCancelled(**_base(schedule, now), **ids, kind=appointment.kind, late=late)
+    )
+    return updated, [fact, status_changed(schedule, appointment, status, now)]
+
+
+def replanned(
+    schedule: ClientSchedule, replan: Replan, now: datetime
+) -> tuple[ClientSchedule, list[ev.Event]]:
+    """The course after a reschedule: moved sessions and replacements for dropped ones."""
+    course = _course(schedule)
+    previous = {a.appointment_id: a for a in course.plan.appointments}
+    updated = schedule.model_copy(
+        update={"course": course.model_copy(update={"plan": replan.plan})}
+    )
+    events: list[ev.Event] = []
+    for moved in replan.rescheduled:
+        events += [
+            ev.SessionRescheduled(
+                **_base(schedule, now),
+                course_id=course.plan.course_id,
+                appointment=moved,
+                previous_starts_at=previous[moved.appointment_id].starts_at,
+            ),
+            status_changed(schedule, moved, Status.BOOKED, now),
+        ]
+    for added in replan.added:
+        events += [
+            ev.SessionScheduled(
+                **_base(schedule, now),
+                course_id=course.plan.course_id,
+                appointment=added,
+            ),
+            status_changed(schedule, added, Status.BOOKED, now),
+        ]
+    return updated, events

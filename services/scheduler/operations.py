@@ -1,0 +1,387 @@
+"""What the scheduler does, whichever door the request came in by (events or HTTP).
+
+Each operation locks the client, reads their schedule and the clinic calendar,
+asks the pure domain what changes, holds resources in the booking ledger, then
+records and publishes. Event-driven operations commit first and publish after,
+with the effect log making a redelivery republish the same outputs; HTTP and
+timer operations publish first (deterministic ids) and commit after, so a
+failure answers 503 or fires again with nothing half-done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID, uuid5
+
+from chassis.clinics import ClinicDirectory
+from chassis.clock import Clock
+from chassis.dead_letters import Rejected
+from chassis.effects import EffectLog, Output
+from chassis.events import EventPublisher
+from services.scheduler import lifecycle
+from services.scheduler.domain import ClinicCalendar
+from services.scheduler.domain_course import course_steps
+from services.scheduler.domain_plans import DropSession, MoveSession, PlanFailure, Replan
+from services.scheduler.domain_replan import replan_after_reschedule
+from services.scheduler.ledger import claims_for
+from services.scheduler.lifecycle import ClientSchedule, Refused
+from services.scheduler.planner import find_consultation_slot, is_late_cancellation, plan_course
+from services.scheduler.store import SchedulerStore
+from shared import events as ev
+from shared.envelope import EVENT_ID_NAMESPACE, Envelope, derived_event_id
+
+# Racing replicas may take a slot between planning and holding it; plan again.
+BOOKING_ATTEMPTS = 5
+CONSULTATION_HORIZON_DAYS = 28
+COURSE_HORIZON_DAYS = 120
+
+
+Change = tuple[ClientSchedule, list[ev.Event]]
+Decide = Callable[[ClientSchedule, datetime], Awaitable[Change]]
+AnyChange = Callable[[ClientSchedule, datetime], Change | Awaitable[Change]]
+
+
+class UnknownClinic(Rejected):
+    pass
+
+
+@dataclass
+class Scheduler:
+    store: SchedulerStore
+    clinics: ClinicDirectory
+    publisher: EventPublisher
+    effects: EffectLog
+    clock: Clock
+
+    # --- calendars --------------------------------------------------------
+
+    async def calendar(self, clinic_id: str) -> ClinicCalendar:
+        clinic = self.clinics.get(clinic_id)
+        if clinic is None:
+            raise UnknownClinic(f"unknown clinic {clinic_id!r}")
+        override = await self.store.calendar_override(clinic_id)
+        section = override or clinic.section("scheduler")
+        return ClinicCalendar.model_validate(
+            {**section, "clinic_id": clinic.id, "timezone": clinic.timezone}
+        )
+
+    # --- reacting to events -------------------------------------------------
+
+    async def on_consultation_requested(
+        self, event: ev.ConsultationRequested, cause: Envelope
+    ) -> None:
+        async def decide(
+            schedule: ClientSchedule, now: datetime
+        ) -> tuple[ClientSchedule, list[ev.Event]]:
+            if schedule.consultation is not None:
+                return schedule, []  # the same person asking again: already booked
+            calendar = await self.calendar(event.clinic_id)
+            schedule = schedule.model_copy(update={"preferred_times": event.preferred_times})
+            requested = lifecycle.stage(schedule, ev.ClientStage.CONSULTATION_REQUESTED, now)
+            appointment_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/consultation")
+            for _ in range(BOOKING_ATTEMPTS):
+                bookings = await self.store.bookings(
+                    calendar, event.client_id, now, CONSULTATION_HORIZON_DAYS, [appointment_id]
+                )
+                slot = find_consultation_slot(
+                    calendar, bookings, event.preferred_times, now, CONSULTATION_HORIZON_DAYS
+                )
+                if slot is None:
+                    failed = ev.ConsultationBookingFailed(
+                        clinic_id=event.clinic_id,
+                        client_id=event.client_id,
+                        occurred_at=now,
+                        reason="no therapist is free in the preferred times in the next 4 weeks",
+                    )
+                    return schedule, [requested, failed]
+                appointment = ev.Appointment(
+                    appointment_id=appointment_id,
+                    kind=ev.AppointmentKind.CONSULTATION,
+                    starts_at=slot.starts_at,
+                    ends_at=slot.ends_at,
+                    therapist_id=slot.therapist_id,
+                )
+                claims = claims_for(event.client_id, [appointment])
+                if await self.store.ledger.reserve(event.clinic_id, claims) is None:
+                    booked = schedule.model_copy(
+                        update={
+                            "consultation": appointment,
+                            "consultation_status": ev.AppointmentStatus.BOOKED,
+                        }
+                    )
+                    return booked, [
+                        requested,
+                        ev.ConsultationBooked(
+                            clinic_id=event.clinic_id,
+                            client_id=event.client_id,
+                            occurred_at=now,
+                            appointment=appointment,
+                        ),
+                        lifecycle.stage(schedule, ev.ClientStage.CONSULTATION_BOOKED, now),
+                        lifecycle.status_changed(
+                            schedule, appointment, ev.AppointmentStatus.BOOKED, now
+                        ),
+                    ]
+            raise RuntimeError("consultation slot kept being taken; will retry")
+
+        await self._react(event, cause, decide)
+
+    async def on_consultation_held(self, event: ev.ConsultationHeld, cause: Envelope) -> None:
+        async def decide(
+            schedule: ClientSchedule, now: datetime
+        ) -> tuple[ClientSchedule, list[ev.Event]]:
+            appointment = schedule.consultation
+            if appointment is None or schedule.consultation_status != ev.AppointmentStatus.BOOKED:
+                return schedule, []
+            status = (
+                ev.AppointmentStatus.NOSHOW
+                if event.outcome == "no_show"
+                else ev.AppointmentStatus.FULFILLED
+            )
+            updated = schedule.model_copy(update={"consultation_status": status})
+            return updated, [lifecycle.status_changed(schedule, appointment, status, now)]
+
+        await self._react(event, cause, decide)
+
+    async def on_client_enrolled(self, event: ev.ClientEnrolled, cause: Envelope) -> None:
+        async def decide(
+            schedule: ClientSchedule, now: datetime
+        ) -> tuple[ClientSchedule, list[ev.Event]]:
+            enrolled = lifecycle.stage(schedule, ev.ClientStage.ENROLLED, now)
+            if schedule.course is not None:
+                return schedule, [enrolled]
+            calendar = await self.calendar(event.clinic_id)
+            course_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/course")
+            preferred = schedule.consultation.therapist_id if schedule.consultation else None
+            not_before = now + timedelta(hours=1)
+            # Ids an earlier, interrupted attempt at this very course may hold already.
+            own = [uuid5(course_id, step.name) for step in course_steps(calendar.policy)]
+            for _ in range(BOOKING_ATTEMPTS):
+                bookings = await self.store.bookings(
+                    calendar, event.client_id, now, COURSE_HORIZON_DAYS + 42, own
+                )
+                plan = plan_course(calendar, bookings, course_id, not_before, preferred)
+                if isinstance(plan, PlanFailure):
+                    return schedule, [
+                        enrolled,
+                        ev.CourseBookingFailed(
+                            clinic_id=event.clinic_id,
+                            client_id=event.client_id,
+                            occurred_at=now,
+                            reason=plan.reason,
+                            earliest_fit_on=plan.earliest_fit_on,
+                        ),
+                    ]
+                claims = claims_for(event.client_id, plan.appointments)
+                if await self.store.ledger.reserve(event.clinic_id, claims) is None:
+                    updated, events = lifecycle.course_booked(schedule, plan, now)
+                    return updated, [enrolled, *events]
+            raise RuntimeError("course slots kept being taken; will retry")
+
+        await self._react(event, cause, decide)
+
+    async def _react(self, event: ev.Event, cause: Envelope, decide: Decide) -> None:
+        if await self.effects.replayed(cause):
+            return
+        async with self.store.locked(event.clinic_id, event.client_id):
+            schedule = await self.store.load(event.clinic_id, event.client_id) or ClientSchedule(
+                clinic_id=event.clinic_id,
+                client_id=event.client_id,
+                correlation_id=cause.correlation_id,
+            )
+            updated, events = await decide(schedule, self.clock.now())
+            outputs = [
+                Output(e, self.publisher.envelope_for(e, cause=cause, role=_role(e, i)))
+                for i, e in enumerate(events)
+            ]
+            async with self.store.transaction() as tx:
+                self.store.save(tx, updated)
+                self.effects.record(tx, cause, outputs)
+                await tx.execute()
+        await self.effects.publish(cause, outputs)
+
+    # --- requests from the clinic -------------------------------------------
+
+    async def complete(
+        self,
+        clinic_id: str,
+        appointment_id: UUID,
+        *,
+        ride_home_confirmed: bool,
+        phq9_total: int | None,
+        phq9_item9: int | None,
+    ) -> ClientSchedule:
+        calendar = await self.calendar(clinic_id)
+
+        def change(schedule: ClientSchedule, now: datetime) -> Change:
+            return lifecycle.complete_session(
+                schedule,
+                appointment_id,
+                ride_home_confirmed=ride_home_confirmed,
+                phq9_total=phq9_total,
+                phq9_item9=phq9_item9,
+                calendar=calendar,
+                now=now,
+            )
+
+        return await self._request(clinic_id, appointment_id, "completed", change)
+
+    async def drop(
+        self, clinic_id: str, appointment_id: UUID, *, missed: bool
+    ) -> tuple[ClientSchedule, str | None]:
+        """A no-show or cancellation; the course is re-planned inside its window if it can be."""
+        calendar = await self.calendar(clinic_id)
+        note: list[str] = []
+
+        async def change(schedule: ClientSchedule, now: datetime) -> Change:
+            course = schedule.course
+            if course is None:
+                raise Refused("the client has no course")
+            start = course.appointment(appointment_id).starts_at
+            late = not missed and is_late_cancellation(start, now, calendar.policy)
+            updated, events = lifecycle.session_dropped(
+                schedule, appointment_id, missed=missed, late=late, now=now
+            )
+            await self.store.ledger.release(
+                clinic_id, claims_for(schedule.client_id, [course.appointment(appointment_id)])
+            )
+            replan = await self._replan(
+                calendar, updated, DropSession(appointment_id=appointment_id), now
+            )
+            if isinstance(replan, PlanFailure):
+                note.append(replan.reason)
+                return updated, events
+            updated, more = lifecycle.replanned(updated, replan, now)
+            return updated, events + more
+
+        action = "missed" if missed else "cancelled"
+        schedule = await self._request(clinic_id, appointment_id, action, change)
+        return schedule, note[0] if note else None
+
+    async def reschedule(
+        self, clinic_id: str, appointment_id: UUID, new_starts_at: datetime
+    ) -> ClientSchedule:
+        calendar = await self.calendar(clinic_id)
+
+        async def change(schedule: ClientSchedule, now: datetime) -> Change:
+            move = MoveSession(appointment_id=appointment_id, new_starts_at=new_starts_at)
+            replan = await self._replan(calendar, schedule, move, now)
+            if isinstance(replan, PlanFailure):
+                raise Refused(replan.reason)
+            return lifecycle.replanned(schedule, replan, now)
+
+        return await self._request(
+            clinic_id, appointment_id, f"moved-{new_starts_at.isoformat()}", change
+        )
+
+    async def _replan(
+        self,
+        calendar: ClinicCalendar,
+        schedule: ClientSchedule,
+        change: MoveSession | DropSession,
+        now: datetime,
+    ) -> Replan | PlanFailure:
+        course = schedule.course
+        if course is None:
+            raise Refused("the client has no course")
+        for _ in range(BOOKING_ATTEMPTS):
+            own = [a.appointment_id for a in course.plan.appointments]
+            bookings = await self.store.bookings(
+                calendar, schedule.client_id, now, COURSE_HORIZON_DAYS, own
+            )
+            replan = replan_after_reschedule(calendar, bookings, course.plan, change, now)
+            if isinstance(replan, PlanFailure):
+                return replan
+            before = {a.appointment_id: a for a in course.plan.appointments}
+            changed = [*replan.rescheduled, *replan.added]
+            old = [before[a.appointment_id] for a in replan.rescheduled]
+            await self.store.ledger.release(calendar.clinic_id, claims_for(schedule.client_id, old))
+            conflict = await self.store.ledger.reserve(
+                calendar.clinic_id, claims_for(schedule.client_id, changed)
+            )
+            if conflict is None:
+                return replan
+            # Someone took a slot meanwhile: hold the old times again and retry.
+            await self.store.ledger.reserve(calendar.clinic_id, claims_for(schedule.client_id, old))
+        raise Refused("the calendar keeps changing; retry")
+
+    async def set_boosters(
+        self, clinic_id: str, client_id: UUID, plan: ev.BoosterPlan | None
+    ) -> ClientSchedule:
+        calendar = await self.calendar(clinic_id)
+
+        def change(schedule: ClientSchedule, now: datetime) -> Change:
+            if plan is None:
+                return lifecycle.stop_boosters(schedule, "stopped_by_care_team", now)
+            return lifecycle.set_booster_plan(schedule, plan, calendar, now)
+
+        action = f"boosters-{plan.model_dump_json() if plan else 'stopped'}"
+        return await self._for_client(clinic_id, client_id, action, change)
+
+    async def _request(
+        self, clinic_id: str, appointment_id: UUID, action: str, change: AnyChange
+    ) -> ClientSchedule:
+        client_id = await self.store.client_of(clinic_id, appointment_id)
+        if client_id is None:
+            raise LookupError("not found")
+        return await self._for_client(clinic_id, client_id, f"{appointment_id}/{action}", change)
+
+    async def _for_client(
+        self, clinic_id: str, client_id: UUID, action: str, change: AnyChange
+    ) -> ClientSchedule:
+        async with self.store.locked(clinic_id, client_id):
+            schedule = await self.store.load(clinic_id, client_id)
+            if schedule is None:
+                raise LookupError("not found")
+            result = change(schedule, self.clock.now())
+            updated, events = result if isinstance(result, tuple) else await result
+            await self._publish_derived(updated, events, action)
+            async with self.store.transaction() as tx:
+                self.store.save(tx, updated)
+                await tx.execute()
+        return updated
+
+    async def _publish_derived(
+        self, schedule: ClientSchedule, events: Sequence[ev.Event], action: str
+    ) -> None:
+        """Ids derive from the client and the action, so a retried request reproduces them."""
+        for index, event in enumerate(events):
+            envelope = self.publisher.envelope_for(
+                event,
+                event_id=derived_event_id(f"{schedule.client_id}/{action}", _role(event, index)),
+                correlation_id=schedule.correlation_id,
+            )
+            await self.publisher.publish(event, envelope)
+
+    # --- boosters -------------------------------------------------------------
+
+    async def fire_due_boosters(self, clinic_id: str) -> int:
+        now = self.clock.now()
+        lease = now + timedelta(seconds=self.clock_seconds(30))
+        fired = 0
+        for client_id, number in await self.store.claim_due_boosters(clinic_id, now, lease):
+            calendar = await self.calendar(clinic_id)
+            async with self.store.locked(clinic_id, client_id):
+                schedule = await self.store.load(clinic_id, client_id)
+                if schedule is None or schedule.course is None:
+                    continue
+                updated, events = lifecycle.booster_fired(schedule, number, calendar, now)
+                course_id = schedule.course.plan.course_id
+                await self._publish_derived(updated, events, f"{course_id}/booster-{number}")
+                async with self.store.transaction() as tx:
+                    self.store.booster_done(tx, clinic_id, client_id, number)
+                    self.store.save(tx, updated)
+                    await tx.execute()
+                fired += bool(events)
+        return fired
+
+    def clock_seconds(self, real_seconds: float) -> float:
+        """`real_seconds` of wall time in this clock's time (leases count in real time)."""
+        one = self.clock.real_seconds(timedelta(seconds=1)) or 1.0
+        return real_seconds / one
+
+
+def _role(event: ev.Event, index: int) -> str:
+    return f"{type(event).__name__}-{index}"

@@ -1,0 +1,249 @@
+"""Finding a consultation slot and planning a KAP course. Pure: time is always passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from math import ceil
+from uuid import UUID, uuid5
+
+from services.scheduler.calendar import FreeTime, instant
+from services.scheduler.domain import ClinicCalendar, CoursePolicy
+from services.scheduler.domain_course import (
+    MEDICINE,
+    PREPARATION,
+    CourseWalk,
+    Placed,
+    Seats,
+    Step,
+    Want,
+    course_steps,
+    earliest_course_end,
+)
+from services.scheduler.domain_plans import Bookings, CoursePlan, PlanFailure, Slot
+from services.scheduler.domain_spans import earliest_fit, intersect
+from shared.events import Appointment, PreferredTime
+
+COURSE_HORIZON_DAYS = 120
+EARLIEST_FIT_HORIZON_DAYS = 365
+
+
+def find_consultation_slot(
+    calendar: ClinicCalendar,
+    bookings: Bookings,
+    preferred_times: Sequence[PreferredTime],
+    not_before: datetime,
+    horizon_days: int = 28,
+) -> Slot | None:
+    """The earliest consultation with any therapist inside the client's preferred weekly
+    windows (any opening hour if they gave none); ties go to the therapist listed first."""
+    free = FreeTime(calendar, bookings)
+    length = calendar.policy.consultation_minutes * 60
+    grid = calendar.policy.slot_step_minutes * 60
+    lower = ceil(not_before.timestamp())
+    first_day = free.day_of(lower)
+    for offset in range(horizon_days):
+        day = first_day + timedelta(days=offset)
+        windows = free.opening(day)
+        if preferred_times:
+            wanted = [p for p in preferred_times if p.weekday == day.weekday()]
+            windows = free.local_spans(day, wanted)
+        if not windows:
+            continue
+        origin = free.frame(day)[0]
+        best: tuple[int, str] | None = None
+        for therapist in calendar.therapists:
+            spans = intersect(free.with_therapist(therapist.id, day), windows)
+            start = earliest_fit(spans, lower, length, origin, grid)
+            if start is not None and (best is None or start < best[0]):
+                best = (start, therapist.id)
+        if best is not None:
+            start, therapist_id = best
+            return Slot(
+                starts_at=instant(start), ends_at=instant(start + length), therapist_id=therapist_id
+            )
+    return None
+
+
+def is_late_cancellation(appointment_start: datetime, now: datetime, policy: CoursePolicy) -> bool:
+    """Cancelled less than the cancellation window before the start (exactly on it is not)."""
+    return appointment_start - now < timedelta(hours=policy.cancellation_window_hours)
+
+
+def plan_course(
+    calendar: ClinicCalendar,
+    bookings: Bookings,
+    course_id: UUID,
+    not_before: datetime,
+    preferred_therapist: str | None = None,
+    horizon_days: int = COURSE_HORIZON_DAYS,
+) -> CoursePlan | PlanFailure:
+    """The whole course: preparation, doses and integrations, by the policy's rules.
+
+    Each therapist alone is tried first (the preferred one first); the plan that finishes
+    earliest wins, ties going to the earlier-tried therapist. Only if nobody can take the
+    whole course are therapists mixed, session by session, keeping the first dose's
+    therapist whenever they are free that day. Appointment ids derive from `course_id`, so
+    planning the same course again yields the same ids.
+    """
+    if not calendar.rooms:
+        return PlanFailure(reason="the clinic has no room for medicine sessions")
+    if not calendar.therapists:
+        return PlanFailure(reason="the clinic has no therapists")
+    planner = _CoursePlanner(calendar, bookings, ceil(not_before.timestamp()))
+    therapists = _preferred_first(calendar, preferred_therapist)
+    first_days = planner.first_dose_days(horizon_days)
+    placed = planner.single_therapist(therapists, first_days) or planner.mixed(
+        therapists, first_days
+    )
+    if placed is not None:
+        return _course_plan(calendar, course_id, placed)
+    later = planner.first_dose_days(EARLIEST_FIT_HORIZON_DAYS)[len(first_days) :]
+    found = planner.mixed(therapists, later)
+    return PlanFailure(
+        reason=f"no full course fits in the next {horizon_days} days",
+        earliest_fit_on=found[0].day if found else None,
+    )
+
+
+def _preferred_first(calendar: ClinicCalendar, preferred: str | None) -> tuple[str, ...]:
+    ids = [t.id for t in calendar.therapists]
+    return tuple(sorted(ids, key=lambda therapist: therapist != preferred))
+
+
+class _CoursePlanner:
+    def __init__(self, calendar: ClinicCalendar, bookings: Bookings, not_before: int) -> None:
+        self.policy = calendar.policy
+        self.seats = Seats(FreeTime(calendar, bookings), calendar)
+        self.not_before = not_before
+        steps = course_steps(self.policy)
+        self.preparations = [s for s in steps if s.kind is PREPARATION]
+        self.after_first_dose = [Want(s) for s in steps[len(self.preparations) + 1 :]]
+
+    def first_dose_days(self, horizon_days: int) -> list[date]:
+        # Every preparation needs a day of its own before the first dose.
+        today = self.seats.free.day_of(self.not_before)
+        first = len(self.preparations)
+        return [today + timedelta(days=n) for n in range(first, horizon_days + 1)]
+
+    def single_therapist(
+        self, therapists: Sequence[str], first_days: Sequence[date]
+    ) -> list[Placed] | None:
+        """Each therapist's earliest-starting course; the earliest to finish wins, ties going
+        to the therapist tried first. Days go in the outer loop so that the first course found
+        bounds all later searches: nothing ending after it is of any use."""
+        best: list[Placed] | None = None
+        best_rank = len(therapists)
+        searching = [
+            (rank, therapist)
+            for rank, therapist in enumerate(therapists)
+            if self._could_ever_work_alone(therapist)
+        ]
+        for day in first_days:
+            if best is not None and self._cannot_end_before(day, best[-1].end):
+                break
+            still_searching = []
+            for rank, therapist in searching:
+                deadline = None
+                if best is not None:
+                    deadline = best[-1].end + (1 if rank < best_rank else 0)
+                course = self._course_from(day, (therapist,), deadline)
+                if course is None:
+                    still_searching.append((rank, therapist))
+                else:
+                    best, best_rank = course, rank
+            searching = still_searching
+        return best
+
+    def _cannot_end_before(self, first_dose_day: date, end: int) -> bool:
+        start = self.seats.free.frame(first_dose_day)[0]
+        dose = Placed(Step(MEDICINE, 1), start, start, first_dose_day, "")
+        return earliest_course_end(self.seats, dose, doses_that_week=1) >= end
+
+    def mixed(self, therapists: Sequence[str], first_days: Sequence[date]) -> list[Placed] | None:
+        for day in first_days:
+            course = self._course_from(day, therapists, deadline=None)
+            if course is not None:
+                return course
+        return None
+
+    def _course_from(
+        self, day: date, pool: Sequence[str], deadline: int | None
+    ) -> list[Placed] | None:
+        first_dose = self.seats.earliest(Step(MEDICINE, 1), day, self.not_before, pool)
+        if first_dose is None or not self._enough_days_after(day, pool):
+            return None
+        # The course stays with the first dose's therapist whenever they are free that day.
+        pool = sorted(pool, key=lambda therapist: therapist != first_dose.therapist_id)
+        preparations = self._preparations_before(first_dose, pool)
+        if preparations is None:
+            return None
+        walk = CourseWalk(
+            self.seats,
+            not_before=self.not_before,
+            pool=pool,
+            last_day=day + timedelta(days=self.policy.course_window_days - 1),
+            deadline=deadline,
+        )
+        course = walk.walk([*preparations, first_dose], self.after_first_dose)
+        if course is None or (deadline is not None and course[-1].end >= deadline):
+            return None
+        return course
+
+    def _could_ever_work_alone(self, therapist: str) -> bool:
+        """Whether the therapist's working weekdays could ever hold a whole course: every
+        session after the first dose needs a day of its own inside the window."""
+        workdays = self.seats.free.workdays(therapist)
+        window = range(1, self.policy.course_window_days)
+        return any(
+            sum((first + offset) % 7 in workdays for offset in window) >= len(self.after_first_dose)
+            for first in range(7)
+        )
+
+    def _enough_days_after(self, first_dose_day: date, pool: Sequence[str]) -> bool:
+        """A quick necessary test before walking: every later session needs its own day in
+        the window on which someone in `pool` has time for a session."""
+        needed = len(self.after_first_dose)
+        for offset in range(1, self.policy.course_window_days):
+            day = first_dose_day + timedelta(days=offset)
+            needed -= any(self.seats.has_time(therapist, day) for therapist in pool)
+            if needed <= 0:
+                return True
+        return False
+
+    def _preparations_before(self, first_dose: Placed, pool: Sequence[str]) -> list[Placed] | None:
+        """Each preparation as late as it can be: close to the dose it prepares for."""
+        placed: list[Placed] = []
+        day = first_dose.day
+        earliest_day = self.seats.free.day_of(self.not_before)
+        for step in reversed(self.preparations):
+            found = None
+            while found is None:
+                day -= timedelta(days=1)
+                if day < earliest_day:
+                    return None
+                found = self.seats.latest(step, day, self.not_before, pool)
+            placed.insert(0, found)
+        return placed
+
+
+def _course_plan(calendar: ClinicCalendar, course_id: UUID, placed: Sequence[Placed]) -> CoursePlan:
+    first_dose = next(p for p in placed if p.step.kind is MEDICINE)
+    return CoursePlan(
+        course_id=course_id,
+        therapist_id=first_dose.therapist_id,
+        window_ends_on=first_dose.day + timedelta(days=calendar.policy.course_window_days - 1),
+        appointments=tuple(appointment(course_id, p) for p in placed),
+    )
+
+
+def appointment(course_id: UUID, placed: Placed, appointment_id: UUID | None = None) -> Appointment:
+    return Appointment(
+        appointment_id=appointment_id or uuid5(course_id, placed.step.name),
+        kind=placed.step.kind,
+        starts_at=instant(placed.start),
+        ends_at=instant(placed.end),
+        therapist_id=placed.therapist_id,
+        room_id=placed.room_id,
+        dose_number=placed.step.number if placed.step.kind is MEDICINE else None,
+    )

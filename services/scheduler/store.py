@@ -1,0 +1,162 @@
+"""The scheduler's Redis state: client schedules, appointment index, calendars, booster timers.
+
+Every key carries the `{clinic_id}` hash tag (see ledger.py for the bookings).
+Booster timers are one sorted set per clinic scored by due instant; a Lua script
+claims due entries with a lease so that, with several replicas polling, each
+booster is handled by one of them, and one that died mid-way is taken over when
+its lease runs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from services.scheduler.domain import ClinicCalendar, Interval
+from services.scheduler.domain_plans import Bookings
+from services.scheduler.ledger import BookingLedger, Resource, text
+from services.scheduler.lifecycle import ClientSchedule
+
+LOCK_TIMEOUT_S = 30.0
+LOCK_WAIT_S = 20.0
+LEASE_S = 30
+
+_CLAIM_DUE = """
+-- KEYS[1] due set, KEYS[2] in-flight set. ARGV: now, lease deadline, limit.
+local expired = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", ARGV[1])
+for _, member in ipairs(expired) do
+  redis.call("ZREM", KEYS[2], member)
+  redis.call("ZADD", KEYS[1], ARGV[1], member)
+end
+local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do
+  redis.call("ZREM", KEYS[1], member)
+  redis.call("ZADD", KEYS[2], ARGV[2], member)
+end
+return due
+"""
+
+
+def key(clinic_id: str, *parts: str) -> str:
+    return ":".join(("sched", f"{{{clinic_id}}}", *parts))
+
+
+class ClientBusy(Exception):
+    pass
+
+
+class SchedulerStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.ledger = BookingLedger(redis)
+        self._claim_due = redis.register_script(_CLAIM_DUE)
+
+    # --- client schedules -------------------------------------------------
+
+    async def load(self, clinic_id: str, client_id: UUID) -> ClientSchedule | None:
+        raw = await self.redis.get(key(clinic_id, "client", str(client_id)))
+        return ClientSchedule.model_validate_json(raw) if raw else None
+
+    async def client_of(self, clinic_id: str, appointment_id: UUID) -> UUID | None:
+        found = await self.redis.get(key(clinic_id, "appointment", str(appointment_id)))
+        return UUID(text(found)) if found else None
+
+    def save(self, tx: Pipeline, schedule: ClientSchedule) -> None:
+        """Add the schedule, its appointment index and its booster timer to `tx`."""
+        clinic, client = schedule.clinic_id, str(schedule.client_id)
+        tx.set(key(clinic, "client", client), schedule.model_dump_json())
+        appointments = [schedule.consultation] if schedule.consultation else []
+        if schedule.course:
+            appointments += list(schedule.course.plan.appointments)
+        for appointment in appointments:
+            tx.set(key(clinic, "appointment", str(appointment.appointment_id)), client)
+        course = schedule.course
+        if course and course.next_booster and course.next_booster_due_at:
+            member = f"{client}|{course.next_booster}"
+            tx.zadd(
+                key(clinic, "boosters", "due"), {member: course.next_booster_due_at.timestamp()}
+            )
+        tx.sadd(key(clinic, "clients"), client)
+
+    def transaction(self) -> Pipeline:
+        return self.redis.pipeline(transaction=True)
+
+    @asynccontextmanager
+    async def locked(self, clinic_id: str, client_id: UUID) -> AsyncIterator[None]:
+        """One change at a time per client, across replicas and the API."""
+        lock = self.redis.lock(
+            key(clinic_id, "lock", str(client_id)),
+            timeout=LOCK_TIMEOUT_S,
+            blocking_timeout=LOCK_WAIT_S,
+        )
+        if not await lock.acquire():
+            raise ClientBusy(str(client_id))
+        try:
+            yield
+        finally:
+            await lock.release()
+
+    # --- calendars --------------------------------------------------------
+
+    async def calendar_override(self, clinic_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(key(clinic_id, "calendar"))
+        return ClinicCalendar.model_validate_json(raw).model_dump(mode="json") if raw else None
+
+    async def save_calendar(self, calendar: ClinicCalendar) -> None:
+        await self.redis.set(key(calendar.clinic_id, "calendar"), calendar.model_dump_json())
+
+    async def bookings(
+        self,
+        calendar: ClinicCalendar,
+        client_id: UUID,
+        since: datetime,
+        days: int,
+        ignore: Iterable[UUID] = (),
+    ) -> Bookings:
+        """What is taken over the planning horizon, less the caller's own appointments."""
+        until = since + timedelta(days=days)
+        ignored = set(ignore)
+        clinic = calendar.clinic_id
+
+        async def taken(resource: Resource, resource_id: str) -> tuple[Interval, ...]:
+            booked = await self.ledger.booked(clinic, resource, resource_id, since, until)
+            return tuple(
+                Interval(starts_at=b.starts_at, ends_at=b.ends_at)
+                for b in booked
+                if b.appointment_id not in ignored
+            )
+
+        return Bookings(
+            therapists={t.id: await taken("therapist", t.id) for t in calendar.therapists},
+            rooms={r.id: await taken("room", r.id) for r in calendar.rooms},
+            client=await taken("client", str(client_id)),
+        )
+
+    # --- booster timers ---------------------------------------------------
+
+    async def claim_due_boosters(
+        self, clinic_id: str, now: datetime, lease_until: datetime, limit: int = 50
+    ) -> list[tuple[UUID, int]]:
+        members = await self._claim_due(
+            keys=[key(clinic_id, "boosters", "due"), key(clinic_id, "boosters", "inflight")],
+            args=[now.timestamp(), lease_until.timestamp(), limit],
+        )
+        claimed = []
+        for member in members:
+            client, number = text(member).split("|")
+            claimed.append((UUID(client), int(number)))
+        return claimed
+
+    def booster_done(self, tx: Pipeline, clinic_id: str, client_id: UUID, number: int) -> None:
+        member = f"{client_id}|{number}"
+        tx.zrem(key(clinic_id, "boosters", "inflight"), member)
+        tx.zrem(key(clinic_id, "boosters", "due"), member)
+
+    async def pending_boosters(self, clinic_id: str) -> int:
+        return int(await self.redis.zcard(key(clinic_id, "boosters", "due")))

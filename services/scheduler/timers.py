@@ -1,0 +1,27 @@
+"""The booster timer loop: every replica polls; the claim script shares the work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from services.scheduler.operations import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+def booster_timer(scheduler: Scheduler, poll_s: float) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def fire_boosters_when_due() -> None:
+        while True:
+            for clinic in scheduler.clinics.all():
+                try:
+                    fired = await scheduler.fire_due_boosters(clinic.id)
+                    if fired:
+                        log.info("boosters due announced", extra={"clinic_id": clinic.id})
+                except Exception:  # the loop must outlive Redis or Kafka hiccups
+                    log.exception("booster timer round failed", extra={"clinic_id": clinic.id})
+            await asyncio.sleep(poll_s)
+
+    return fire_boosters_when_due
