@@ -53,6 +53,9 @@ test: install lint compose-tool infra-up
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
+demo: install infra-up
+	$(BIN)/python -m ops.demo
+
 docs: install
 	$(BIN)/python -m ops.contracts
 

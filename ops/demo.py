@@ -1,0 +1,434 @@
+"""`make demo`: real clinics moving people from a consultation request to boosters.
+
+Starts the local SMTP server, the SMS provider and the three services as
+separate processes (the commands and environment docker-compose uses), on a
+scaled clock shared by all of them (one clinic day per real second by
+default), then acts as the clinics' staff over HTTP for a few dozen people.
+At the end it checks what really happened by reading Kafka, Redis and the
+mailbox, and prints `DEMO {json}` as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import time
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from chassis.clock import ScaledClock
+from ops import audit, demo_clinics
+from ops.stack import ROOT, SERVICES, Stack
+from shared import topics
+
+ORIGIN = datetime(2026, 3, 16, 6, 0, tzinfo=UTC)  # a Monday morning in Lisbon
+STAGES = (
+    "requested",
+    "consultation",
+    "screened",
+    "enrolled",
+    "course",
+    "sessions",
+    "completed",
+    "booster",
+)
+FIRST_NAMES = ("Ada", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana", "Ines", "Jonas")
+
+
+@dataclass
+class Person:
+    run: str  # the same Redis and Kafka serve many runs: each run's people are new
+    number: int
+    clinic: str
+    eligible: bool
+    misses_a_dose: bool
+    reschedules: bool
+    item9: int
+    sms: bool
+    windows: list[dict[str, Any]]
+
+    @property
+    def email(self) -> str:
+        return f"person{self.number}.{self.run}.{self.clinic}@demo.example"
+
+    def request(self) -> dict[str, Any]:
+        return {
+            "name": f"{FIRST_NAMES[self.number % len(FIRST_NAMES)]} Demo{self.number}",
+            "email": self.email,
+            "phone": f"+3519{zlib.crc32(self.email.encode()) % 10**8:08d}",
+            "preferred_channel": "sms" if self.sms else "email",
+            "sms_consent": self.sms,
+            "preferred_times": self.windows,
+        }
+
+
+@dataclass
+class Tally:
+    progress: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    clients: dict[str, str] = field(default_factory=dict)  # client id -> clinic
+    expected: Counter[str] = field(default_factory=Counter)  # topic -> accepted requests
+    completed_appointments: set[str] = field(default_factory=set)
+    ineligible: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def reached(self, clinic: str, stage: str, n: int = 1) -> None:
+        self.progress[clinic][stage] += n
+
+
+def people(count: int, seed: int, run: str) -> list[Person]:
+    rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not secrets
+    clinics = list(demo_clinics.CLINICS)
+    crowd = []
+    for number in range(count):
+        days = rng.sample(range(5), 2)
+        hour = rng.choice((9, 11, 14, 16))
+        crowd.append(
+            Person(
+                run=run,
+                number=number,
+                clinic=clinics[number % len(clinics)],
+                eligible=rng.random() > 0.2,
+                misses_a_dose=rng.random() < 0.15,
+                reschedules=rng.random() < 0.15,
+                item9=1 if number == 5 else 0,
+                sms=rng.random() < 0.4,
+                windows=[
+                    {"weekday": d, "start": f"{hour:02d}:00", "end": f"{hour + 2:02d}:00"}
+                    for d in days
+                ],
+            )
+        )
+    return crowd
+
+
+class Staff:
+    """Clinic staff at the front desk: HTTP calls, retried politely on 503/409."""
+
+    def __init__(self, intake: str, scheduler: str, clock: ScaledClock, tally: Tally) -> None:
+        self.http = httpx.AsyncClient(timeout=30)
+        self.intake, self.scheduler, self.clock, self.tally = intake, scheduler, clock, tally
+
+    async def call(self, method: str, url: str, clinic: str, **kw: Any) -> httpx.Response:
+        headers = {"X-API-Key": demo_clinics.api_key(clinic), **kw.pop("headers", {})}
+        for attempt in range(30):
+            response = await self.http.request(method, url, headers=headers, **kw)
+            if response.status_code not in (503, 409) or "retry" not in response.text:
+                return response
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2))
+        return response
+
+    async def until(self, instant: datetime) -> None:
+        await asyncio.sleep(max(self.clock.real_seconds(instant - self.clock.now()), 0) + 0.05)
+
+    async def schedule(
+        self, clinic: str, client: str, ready: str, wait_s: float = 60
+    ) -> dict[str, Any] | None:
+        url = f"{self.scheduler}/v1/clinics/{clinic}/clients/{client}/schedule"
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            response = await self.call("GET", url, clinic)
+            if response.status_code == 200 and response.json().get(ready):
+                return dict(response.json())
+            await asyncio.sleep(0.2)
+        return None
+
+    async def journey(self, person: Person, boosters_until: datetime) -> None:
+        clinic, tally = person.clinic, self.tally
+        base = f"{self.intake}/v1/clinics/{clinic}"
+        key = {"Idempotency-Key": f"demo-{person.email}"}
+        requested = await self.call(
+            "POST", f"{base}/consultation-requests", clinic, json=person.request(), headers=key
+        )
+        if requested.status_code != 202:
+            tally.refused["consultation_request"] += 1
+            return
+        client = requested.json()["client_id"]
+        tally.clients[client] = clinic
+        tally.expected[topics.CONSULTATION_REQUESTED.name] += 1
+        tally.reached(clinic, "requested")
+        schedule = await self.schedule(clinic, client, "consultation")
+        if schedule is None:
+            return
+        tally.reached(clinic, "consultation")
+        await self.until(datetime.fromisoformat(schedule["consultation"]["ends_at"]))
+        client_url = f"{base}/clients/{client}"
+        await self.call(
+            "POST",
+            f"{client_url}/consultation-outcome",
+            clinic,
+            json={"outcome": "proceed_to_screening"},
+        )
+        screening = {
+            "systolic_bp": 128 if person.eligible else 156,
+            "diastolic_bp": 82 if person.eligible else 97,
+            "pregnant_or_breastfeeding": False,
+            "active_psychosis_or_mania": False,
+            "substance_use_disorder_last_3_months": False,
+            "aneurysmal_vascular_disease_or_avm": False,
+            "intracerebral_haemorrhage_history": False,
+        }
+        screened = await self.call("POST", f"{client_url}/screening", clinic, json=screening)
+        tally.expected[topics.SCREENING_COMPLETED.name] += screened.status_code == 202
+        tally.reached(clinic, "screened")
+        if not person.eligible:
+            tally.ineligible += 1
+            return
+        phq9 = [2, 2, 2, 1, 2, 1, 1, 1, person.item9]
+        enrolled = await self.call(
+            "POST",
+            f"{client_url}/enrolment",
+            clinic,
+            json={"consent_given": True, "phq9": phq9, "gad7": [1, 2, 1, 1, 2, 1, 1]},
+        )
+        if enrolled.status_code != 202:
+            tally.refused["enrolment"] += 1
+            return
+        tally.expected[topics.CLIENT_ENROLLED.name] += 1
+        tally.reached(clinic, "enrolled")
+        schedule = await self.schedule(clinic, client, "course")
+        if schedule is None:
+            return
+        tally.reached(clinic, "course")
+        await self.attend(person, clinic, client, schedule)
+        await self.await_booster(clinic, client, boosters_until)
+
+    async def attend(
+        self, person: Person, clinic: str, client: str, schedule: dict[str, Any]
+    ) -> None:
+        appointments = f"{self.scheduler}/v1/clinics/{clinic}/appointments"
+        missed = rescheduled = False
+        while schedule["course"]["completed_at"] is None:
+            booked = sorted(
+                (a for a in schedule["course"]["appointments"] if a["status"] == "booked"),
+                key=lambda a: a["starts_at"],
+            )
+            if not booked:
+                return
+            upcoming = booked[0]
+            if person.reschedules and not rescheduled and upcoming.get("dose_number") == 3:
+                rescheduled = True
+                later = datetime.fromisoformat(upcoming["starts_at"]) + timedelta(days=1)
+                if self.clock.now() < later - timedelta(days=2):
+                    moved = await self.call(
+                        "POST",
+                        f"{appointments}/{upcoming['appointment_id']}/reschedule",
+                        clinic,
+                        json={"new_starts_at": later.isoformat()},
+                    )
+                    if moved.status_code == 200:
+                        schedule = moved.json()
+                        continue
+            await self.until(datetime.fromisoformat(upcoming["ends_at"]))
+            appointment = upcoming["appointment_id"]
+            if person.misses_a_dose and not missed and upcoming.get("dose_number") == 2:
+                missed = True
+                response = await self.call("POST", f"{appointments}/{appointment}/missed", clinic)
+            else:
+                response = await self.call(
+                    "POST",
+                    f"{appointments}/{appointment}/completion",
+                    clinic,
+                    json={"ride_home_confirmed": True, "phq9_total": 9},
+                )
+                if response.status_code == 200:
+                    self.tally.completed_appointments.add(appointment)
+                    self.tally.reached(clinic, "sessions")
+            if response.status_code != 200:
+                self.tally.refused["session"] += 1
+                return
+            schedule = response.json()
+        self.tally.expected[topics.COURSE_COMPLETED.name] += 1
+        self.tally.reached(clinic, "completed")
+
+    async def await_booster(self, clinic: str, client: str, until: datetime) -> None:
+        schedule = await self.schedule(clinic, client, "course")
+        course = (schedule or {}).get("course") or {}
+        due = course.get("next_booster_due_at")
+        if not due or datetime.fromisoformat(due) > until:
+            return
+        await self.until(datetime.fromisoformat(due))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            schedule = await self.schedule(clinic, client, "course")
+            if schedule and (schedule["course"]["next_booster"] or 0) > 1:
+                self.tally.reached(clinic, "booster")
+                return
+            await asyncio.sleep(0.2)
+
+
+async def live_view(tally: Tally, clock: ScaledClock, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        day = clock.now().strftime("%a %d %b")
+        parts = [
+            f"{clinic}: "
+            + " ".join(f"{stage[:5]} {tally.progress[clinic][stage]:>2}" for stage in STAGES)
+            for clinic in demo_clinics.CLINICS
+        ]
+        print(f"[{day}] " + " | ".join(parts), flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=3)
+
+
+async def drive(
+    stack: Stack, clock: ScaledClock, crowd: list[Person], bootstrap: str, redis_url: str
+) -> dict[str, Any]:
+    tally = Tally()
+    staff = Staff(stack.url("intake"), stack.url("scheduler"), clock, tally)
+    boosters_until = clock.now() + timedelta(days=80)
+    stop = asyncio.Event()
+    view = asyncio.create_task(live_view(tally, clock, stop))
+    started = time.monotonic()
+    try:
+        journeys = [staff.journey(person, boosters_until) for person in crowd]
+        await asyncio.wait_for(asyncio.gather(*journeys), timeout=200)
+    finally:
+        stop.set()
+        await view
+        await staff.http.aclose()
+    # Let the notifier send what is due by now, then read what really happened.
+    await settle(bootstrap, tally)
+    journal = await audit.read_journal(bootstrap, tally.clients)
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        double = await audit.double_bookings(redis, demo_clinics.CLINICS)
+    finally:
+        await redis.aclose()
+    return report(stack, tally, journal, double, time.monotonic() - started)
+
+
+async def settle(bootstrap: str, tally: Tally, quiet_s: float = 4.0, wait_s: float = 30.0) -> None:
+    deadline, last, still = time.monotonic() + wait_s, -1, 0.0
+    while time.monotonic() < deadline and still < quiet_s:
+        journal = await audit.read_journal(bootstrap, tally.clients)
+        sent = len(journal.of(topics.NOTIFICATION_SENT.name))
+        still = still + 1.0 if sent == last else 0.0
+        last = sent
+        await asyncio.sleep(1.0)
+
+
+def report(
+    stack: Stack, tally: Tally, journal: audit.Journal, double: int, elapsed: float
+) -> dict[str, Any]:
+    lost = 0
+    for topic, accepted in tally.expected.items():
+        lost += max(accepted - len(journal.clients_with(topic)), 0)
+    completed_seen = {r.value["appointment_id"] for r in journal.of(topics.SESSION_COMPLETED.name)}
+    lost += len(tally.completed_appointments - completed_seen)
+    booked_or_failed = journal.clients_with(topics.COURSE_BOOKED.name) | journal.clients_with(
+        topics.COURSE_BOOKING_FAILED.name
+    )
+    lost += len(journal.clients_with(topics.CLIENT_ENROLLED.name) - booked_or_failed)
+    summary = {
+        "clients": len(tally.clients),
+        "consultations_booked": len(journal.clients_with(topics.CONSULTATION_BOOKED.name)),
+        "ineligible": tally.ineligible,
+        "enrolled": len(journal.clients_with(topics.CLIENT_ENROLLED.name)),
+        "courses_booked": len(journal.clients_with(topics.COURSE_BOOKED.name)),
+        "sessions_completed": len(completed_seen),
+        "sessions_missed": journal.distinct(topics.SESSION_MISSED.name),
+        "sessions_rescheduled": journal.distinct(topics.SESSION_RESCHEDULED.name),
+        "courses_completed": len(journal.clients_with(topics.COURSE_COMPLETED.name)),
+        "boosters_due": journal.distinct(topics.BOOSTER_DUE.name),
+        "clinical_alerts": journal.distinct(topics.CLINICAL_ALERT_RAISED.name),
+        "notifications_sent": len(
+            {r.value["notification_id"] for r in journal.of(topics.NOTIFICATION_SENT.name)}
+        ),
+        "notifications_failed": len(
+            {r.value["notification_id"] for r in journal.of(topics.NOTIFICATION_FAILED.name)}
+        ),
+        "duplicate_notifications": audit.duplicate_mails(stack.maildir)
+        + audit.duplicate_sms(stack.sms_log),
+        "double_bookings": double,
+        "lost_events": lost,
+        "refused": dict(tally.refused),
+        "seconds": round(elapsed, 1),
+    }
+    example = next(
+        (c for c in tally.clients if c in journal.clients_with(topics.COURSE_COMPLETED.name)),
+        next(iter(tally.clients), None),
+    )
+    if example:
+        print(f"\nTimeline of client {example} ({tally.clients[example]}):")
+        for record in journal.timeline(example):
+            print(f"  {record.time[:19]}  {record.topic}")
+    mails = len(list(stack.maildir.glob("*.eml")))
+    print(f"\nSent mail: {mails} messages, one .eml file each, in {stack.maildir}")
+    print(f"SMS: {stack.sms_log}")
+    return summary
+
+
+def adds_up(summary: dict[str, Any]) -> bool:
+    eligible = summary["clients"] - summary["ineligible"]
+    return bool(
+        summary["clients"] > 0
+        and summary["courses_booked"] == eligible
+        and summary["duplicate_notifications"] == 0
+        and summary["double_bookings"] == 0
+        and summary["lost_events"] == 0
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--people", type=int, default=36)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--day-seconds", type=float, default=1.0, help="real seconds per clinic day"
+    )
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".infra" / "demo")
+    parser.add_argument("--kafka", default="127.0.0.1:9092")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    run = args.workdir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    clinics = demo_clinics.write(run / "clinics.json")
+    anchor = datetime.now(UTC)
+    scale = 86400 / args.day_seconds
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": args.kafka,
+        "REDIS_URL": args.redis,
+        "KAP_CLINICS_FILE": str(clinics),
+        "KAP_CLOCK_SCALE": str(scale),
+        "KAP_CLOCK_ORIGIN": ORIGIN.isoformat(),
+        "KAP_CLOCK_ANCHOR": anchor.isoformat(),
+        "KAP_LOG_LEVEL": "INFO",
+    }
+    clock = ScaledClock(origin=ORIGIN, anchor=anchor, scale=scale)
+    pace = f"one clinic day per {args.day_seconds:g} s"
+    print(f"demo: {args.people} people, 3 clinics, {pace}; logs in {run}/logs", flush=True)
+    stack = Stack(workdir=run, env=env)
+    try:
+        with stack.running():
+            urls = ", ".join(f"{name} {stack.url(name)}" for name in SERVICES)
+            print(f"demo: services ready ({urls})", flush=True)
+            summary = asyncio.run(
+                drive(
+                    stack, clock, people(args.people, args.seed, run.name), args.kafka, args.redis
+                )
+            )
+    except KeyboardInterrupt:
+        print("demo: interrupted; everything it started has been stopped", file=sys.stderr)
+        return 130
+    ok = adds_up(summary)
+    print(
+        f"\nSummary: {summary['clients']} people, {summary['courses_booked']} courses booked, "
+        f"{summary['courses_completed']} completed, {summary['boosters_due']} boosters due, "
+        f"{summary['notifications_sent']} notifications sent; "
+        f"counts add up: {'yes' if ok else 'NO'}"
+    )
+    print("DEMO " + json.dumps(summary, sort_keys=True), flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The demo's clinics: three time zones, two daylight-saving changes inside the demo period."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+WEEKDAYS_8_TO_19 = {str(d): [{"start": "08:00", "end": "19:00"}] for d in range(5)}
+SATURDAY_MORNING = {"5": [{"start": "09:00", "end": "13:00"}]}
+
+
+def _calendar(therapists: int, rooms: int) -> dict[str, Any]:
+    team = [
+        {"id": f"t-{n}", "display_name": f"Therapist {n}", "availability": WEEKDAYS_8_TO_19}
+        for n in range(1, therapists + 1)
+    ]
+    # One part-timer who works Tuesdays and Thursdays only.
+    team.append(
+        {
+            "id": "t-part-time",
+            "display_name": "Part-time therapist",
+            "availability": {
+                "1": [{"start": "09:00", "end": "17:00"}],
+                "3": [{"start": "09:00", "end": "17:00"}],
+            },
+        }
+    )
+    return {
+        "opening_hours": {**WEEKDAYS_8_TO_19, **SATURDAY_MORNING},
+        "therapists": team,
+        "rooms": [{"id": f"recliner-{n}", "name": f"Recliner {n}"} for n in range(1, rooms + 1)],
+    }
+
+
+CLINICS: dict[str, dict[str, Any]] = {
+    # Clocks go forward on 29 March 2026.
+    "lisbon": {"name": "Lisbon Integrative Care", "timezone": "Europe/Lisbon"},
+    # Already on summer time (8 March); no change in the demo period.
+    "boston": {"name": "Back Bay Wellness", "timezone": "America/New_York"},
+    # Clocks go back on 5 April 2026.
+    "sydney": {"name": "Harbour Mind Clinic", "timezone": "Australia/Sydney"},
+}
+
+
+def api_key(clinic_id: str) -> str:
+    return f"demo-{clinic_id}-key"
+
+
+def write(path: Path) -> Path:
+    entries = [
+        {
+            "id": clinic_id,
+            **spec,
+            "api_key_sha256": hashlib.sha256(api_key(clinic_id).encode()).hexdigest(),
+            "staff_email": f"care-team@{clinic_id}.clinic.example",
+            "scheduler": _calendar(therapists=4, rooms=3),
+        }
+        for clinic_id, spec in CLINICS.items()
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entries, indent=2))
+    return path

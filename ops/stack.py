@@ -1,0 +1,189 @@
+"""Run the whole system as separate processes on this machine.
+
+The same commands and environment as docker-compose (`kap-intake`, ...), plus
+the local SMTP server and SMS provider. Used by `make demo`, the end-to-end
+tests, chaos and the benchmark. Everything started is stopped on exit, also
+on Ctrl-C; replicas of a service are just more processes in its group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SERVICES = ("intake", "scheduler", "notifier")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    http_port: int | None = None
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(  # noqa: S603 - our own console scripts
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,  # Ctrl-C in the terminal reaches the runner only
+        )
+        log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive and self.popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, sig)
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        if self.popen is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(timeout=5)
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(f"{self.name} exited; see {self.log_path}")
+            if self.http_port is None:
+                return
+            with contextlib.suppress(OSError):
+                ready = f"http://127.0.0.1:{self.http_port}/readyz"
+                with urllib.request.urlopen(ready, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f} s; see {self.log_path}")
+
+
+@dataclass
+class Stack:
+    """The three services (N replicas each), the SMTP server and the SMS provider."""
+
+    workdir: Path
+    env: dict[str, str]
+    replicas: int = 1
+    processes: list[Process] = field(default_factory=list)
+    smtp_port: int = field(default_factory=free_port)
+    sms_port: int = field(default_factory=free_port)
+
+    @property
+    def maildir(self) -> Path:
+        return self.workdir / "mail"
+
+    @property
+    def sms_log(self) -> Path:
+        return self.workdir / "sms.jsonl"
+
+    def service_env(self) -> dict[str, str]:
+        """What docker-compose sets, pointed at this machine's Kafka, Redis, SMTP and SMS."""
+        return {
+            **os.environ,
+            **self.env,
+            "KAP_SMTP_HOST": "127.0.0.1",
+            "KAP_SMTP_PORT": str(self.smtp_port),
+            "KAP_SMS_API_URL": f"http://127.0.0.1:{self.sms_port}",
+        }
+
+    def url(self, service: str, replica: int = 0) -> str:
+        process = next(p for p in self.processes if p.name == f"{service}-{replica}")
+        return f"http://127.0.0.1:{process.http_port}"
+
+    def start(self) -> None:
+        python = str(BIN / "python")
+        self.processes += [
+            Process(
+                "smtp",
+                [
+                    python,
+                    "-m",
+                    "ops.mailcatcher",
+                    "--port",
+                    str(self.smtp_port),
+                    "--maildir",
+                    str(self.maildir),
+                ],
+                dict(os.environ),
+                self.workdir / "logs" / "smtp.log",
+            ),
+            Process(
+                "sms",
+                [
+                    python,
+                    "-m",
+                    "ops.sms_sink",
+                    "--port",
+                    str(self.sms_port),
+                    "--log",
+                    str(self.sms_log),
+                ],
+                dict(os.environ),
+                self.workdir / "logs" / "sms.log",
+            ),
+        ]
+        for service in SERVICES:
+            for replica in range(self.replicas):
+                self.processes.append(self.service_process(service, replica))
+        for process in self.processes:
+            process.start()
+        for process in self.processes:
+            process.wait_ready()
+
+    def service_process(self, service: str, replica: int, port: int | None = None) -> Process:
+        port = port or free_port()
+        env = {**self.service_env(), "KAP_HTTP_PORT": str(port)}
+        return Process(
+            f"{service}-{replica}",
+            [str(BIN / f"kap-{service}")],
+            env,
+            self.workdir / "logs" / f"{service}-{replica}.log",
+            http_port=port,
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Stack]:
+        previous = signal.getsignal(signal.SIGTERM)
+        # A SIGTERM to the runner stops the stack like Ctrl-C does.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+            signal.signal(signal.SIGTERM, previous)

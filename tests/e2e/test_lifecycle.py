@@ -1,0 +1,159 @@
+"""The whole system as separate processes on real Kafka, Redis and SMTP: several
+people from a consultation request to their first booster."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from redis.asyncio import Redis
+
+from chassis.clock import ScaledClock
+from ops import audit, demo_clinics
+from ops.demo import ORIGIN, Person, Staff, Tally, people
+from ops.mailcatcher import read_mails
+from ops.stack import Stack
+from shared import topics
+
+pytestmark = pytest.mark.integration
+DAY_SECONDS = 0.5
+JOURNEY = [
+    topics.CONSULTATION_REQUESTED,
+    topics.CONSULTATION_BOOKED,
+    topics.CONSULTATION_HELD,
+    topics.SCREENING_COMPLETED,
+    topics.CLIENT_ENROLLED,
+    topics.COURSE_BOOKED,
+    topics.SESSION_COMPLETED,
+    topics.COURSE_COMPLETED,
+    topics.BOOSTER_DUE,
+]
+
+
+ANCHOR = datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def clock() -> ScaledClock:
+    """The driver's view of the services' scaled clock (same origin, anchor and scale)."""
+    return ScaledClock(origin=ORIGIN, anchor=ANCHOR, scale=86400 / DAY_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    clock: ScaledClock,
+) -> Iterator[Stack]:
+    workdir: Path = tmp_path_factory.mktemp("e2e")
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "REDIS_URL": redis_url,
+        "KAP_CLINICS_FILE": str(demo_clinics.write(workdir / "clinics.json")),
+        "KAP_CLOCK_SCALE": str(86400 / DAY_SECONDS),
+        "KAP_CLOCK_ORIGIN": ORIGIN.isoformat(),
+        "KAP_CLOCK_ANCHOR": ANCHOR.isoformat(),
+    }
+    stack = Stack(workdir=workdir, env=env)
+    with stack.running():
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def crowd() -> list[Person]:
+    crowd = people(40, seed=11, run=uuid.uuid4().hex[:8])
+    chosen = [p for p in crowd if p.eligible][:5]
+    chosen += [p for p in crowd if not p.eligible][:1]
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def journeys(stack: Stack, clock: ScaledClock, crowd: list[Person]) -> Tally:
+    async def run() -> Tally:
+        tally = Tally()
+        staff = Staff(stack.url("intake"), stack.url("scheduler"), clock, tally)
+        try:
+            until = clock.now() + timedelta(days=90)
+            await asyncio.wait_for(
+                asyncio.gather(*(staff.journey(p, until) for p in crowd)), timeout=240
+            )
+        finally:
+            await staff.http.aclose()
+        return tally
+
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def journal(journeys: Tally, kafka_bootstrap: str) -> audit.Journal:
+    async def settled() -> audit.Journal:
+        await asyncio.sleep(3)  # the notifier sends what fell due at the last steps
+        return await audit.read_journal(kafka_bootstrap, journeys.clients)
+
+    return asyncio.run(settled())
+
+
+def test_every_eligible_person_goes_from_request_to_booster_with_events_in_order(
+    journeys: Tally, journal: audit.Journal, crowd: list[Person]
+) -> None:
+    eligible = sum(p.eligible for p in crowd)
+    assert len(journal.clients_with(topics.BOOSTER_DUE.name)) == eligible
+    for client in journal.clients_with(topics.COURSE_BOOKED.name):
+        timeline = journal.timeline(client)
+        firsts = [next(r.time for r in timeline if r.topic == t.name) for t in JOURNEY]
+        assert firsts == sorted(firsts), f"out of order for {client}"
+        assert len(journal.of(topics.SESSION_COMPLETED.name)) >= 6 * eligible
+
+
+def test_an_ineligible_person_gets_no_course(journeys: Tally, journal: audit.Journal) -> None:
+    screened_out = {
+        r.key for r in journal.of(topics.SCREENING_COMPLETED.name) if not r.value["eligible"]
+    }
+    assert len(screened_out) == 1
+    assert not screened_out & journal.clients_with(topics.COURSE_BOOKED.name)
+
+
+def test_each_person_received_the_right_mails_once(
+    stack: Stack, journeys: Tally, journal: audit.Journal, crowd: list[Person]
+) -> None:
+    mails = read_mails(stack.maildir)
+    assert audit.duplicate_mails(stack.maildir) == 0
+    for person in crowd:
+        received = [str(m["Subject"]) for m in mails if person.email in str(m["To"])]
+        if person.sms:
+            continue  # their messages went by text
+        assert any("consultation request" in s for s in received), received
+        assert any("consultation is booked" in s for s in received), received
+        if person.eligible:
+            assert any("are booked" in s for s in received), received
+            assert any(s.startswith("Reminder:") for s in received), received
+            assert any("next appointment" in s for s in received), received
+
+
+def test_no_resource_was_double_booked(journeys: Tally, redis_url: str) -> None:
+    async def count() -> int:
+        redis = Redis.from_url(redis_url, decode_responses=True)
+        try:
+            return await audit.double_bookings(redis, demo_clinics.CLINICS)
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(count()) == 0
+
+
+def test_boosters_fall_due_at_nine_clinic_time_fourteen_days_after_the_course(
+    journeys: Tally, journal: audit.Journal
+) -> None:
+    completed = {r.key: r.value for r in journal.of(topics.COURSE_COMPLETED.name)}
+    for record in journal.of(topics.BOOSTER_DUE.name):
+        zone = ZoneInfo(demo_clinics.CLINICS[journeys.clients[record.key]]["timezone"])
+        due = datetime.fromisoformat(record.value["due_at"]).astimezone(zone)
+        done = datetime.fromisoformat(completed[record.key]["occurred_at"]).astimezone(zone)
+        assert (due.hour, due.minute) == (9, 0)
+        assert due.date() == done.date() + timedelta(days=14)
