@@ -14,7 +14,7 @@ from faststream import Context, Depends
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 
-from shared.envelope import HEADER_CONTENT_TYPE, Envelope, new_event_id
+from shared.envelope import HEADER_CONTENT_TYPE, Envelope, EnvelopeError, new_event_id
 from shared.events import Event
 from shared.topics import Topic, topic_for
 
@@ -91,7 +91,12 @@ class EventPublisher:
 
 
 def _envelope_of(message: KafkaMessage = Context("message")) -> Envelope:
-    return Envelope.from_headers(message.headers)
+    envelope = Envelope.from_headers(message.headers)
+    topic = getattr(message.raw_message, "topic", None)
+    # One event type per topic: anything else on it is not for this handler.
+    if topic and envelope.type != f"kap.{topic}":
+        raise EnvelopeError(f"event type {envelope.type!r} does not belong on {topic}")
+    return envelope
 
 
 CurrentEnvelope = Annotated[Envelope, Depends(_envelope_of)]

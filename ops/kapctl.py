@@ -1,24 +1,30 @@
-"""kapctl: the operator's command line for a KAP deployment."""
+"""kapctl: the operator's command line for a KAP deployment.
+
+Every command talks to Kafka (and the clinics file); none needs a service's code.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+from pathlib import Path
 
+from chassis.clinics import Clinic
 from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics
+from ops import audit, operations
 from shared.topics import ALL
 
 
+def _bootstrap(args: argparse.Namespace) -> str:
+    return str(args.bootstrap or ServiceSettings().kafka_bootstrap_servers)
+
+
 def _topics_apply(args: argparse.Namespace) -> int:
-    settings = ServiceSettings()
-    created = asyncio.run(
-        apply_topics(
-            args.bootstrap or settings.kafka_bootstrap_servers,
-            args.replication_factor or settings.topic_replication_factor,
-        )
-    )
+    replication = args.replication_factor or ServiceSettings().topic_replication_factor
+    created = asyncio.run(apply_topics(_bootstrap(args), replication))
     print(f"{len(created)} topic(s) created, {2 * len(ALL) - len(created)} already present")
     for name in created:
         print(f"  + {name}")
@@ -33,22 +39,116 @@ def _topics_list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _lag(args: argparse.Namespace) -> int:
+    lags = asyncio.run(
+        operations.consumer_lag(_bootstrap(args), args.group or operations.SERVICE_GROUPS)
+    )
+    if args.json:
+        print(json.dumps([{**vars(lag), "lag": lag.behind} for lag in lags]))
+        return 0
+    print(f"{'group':<15} {'topic':<42} {'part':>4} {'committed':>9} {'end':>9} {'lag':>6}")
+    for lag in lags:
+        if lag.behind or args.all:
+            print(
+                f"{lag.group:<15} {lag.topic:<42} {lag.partition:>4} "
+                f"{lag.committed:>9} {lag.end:>9} {lag.behind:>6}"
+            )
+    total = sum(lag.behind for lag in lags)
+    print(f"total lag: {total} message(s) across {len(lags)} partition(s)")
+    return 0
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    letters = asyncio.run(operations.dead_letters(_bootstrap(args), args.topic))
+    for letter in letters[-args.limit :]:
+        print(json.dumps(letter.summary()))
+    print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    replayed = asyncio.run(
+        operations.replay_dead_letters(_bootstrap(args), args.topic, args.client or ())
+    )
+    print(f"replayed {replayed} dead letter(s) to their topics")
+    return 0
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    journal = asyncio.run(audit.read_journal(_bootstrap(args), [args.client_id]))
+    for record in journal.timeline(args.client_id):
+        print(f"{record.time}  {record.topic:<42} {record.id}")
+    return 0
+
+
+def _clinics_upsert(args: argparse.Namespace) -> int:
+    path = Path(args.file or ServiceSettings().clinics_file)
+    clinic = {"id": args.id}
+    for field in ("name", "timezone", "staff_email"):
+        if getattr(args, field):
+            clinic[field] = getattr(args, field)
+    if args.section_file:
+        clinic.update(json.loads(Path(args.section_file).read_text()))
+    action = operations.upsert_clinic(path, clinic, args.api_key)
+    # Whatever was written must load: refuse to leave a file the services would reject.
+    entries = json.loads(path.read_text())
+    Clinic.model_validate(next(e for e in entries if e["id"] == args.id))
+    print(f"clinic {args.id} {action} in {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="kapctl", description="Operate a KAP deployment.")
-    commands = root.add_subparsers(dest="command", required=True)
-
-    topics = commands.add_parser("topics", help="the topics defined in shared.topics")
-    topic_commands = topics.add_subparsers(dest="action", required=True)
-    apply = topic_commands.add_parser("apply", help="create missing topics and dead-letter topics")
-    apply.add_argument(
+    root.add_argument(
         "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
     )
+    commands = root.add_subparsers(dest="command", required=True)
+
+    topics = commands.add_parser("topics", help="the topics defined in shared/topics.py")
+    topic_commands = topics.add_subparsers(dest="action", required=True)
+    apply = topic_commands.add_parser("apply", help="create missing topics and dead-letter topics")
     apply.add_argument(
         "--replication-factor", type=int, help="(default: $KAP_TOPIC_REPLICATION_FACTOR)"
     )
     apply.set_defaults(run=_topics_apply)
-    listing = topic_commands.add_parser("list", help="print the topic catalogue")
-    listing.set_defaults(run=_topics_list)
+    topic_commands.add_parser("list", help="print the topic catalogue").set_defaults(
+        run=_topics_list
+    )
+
+    lag = commands.add_parser("lag", help="consumer lag per group and partition")
+    lag.add_argument("--group", action="append", help="a consumer group (default: every service's)")
+    lag.add_argument("--all", action="store_true", help="also partitions with no lag")
+    lag.add_argument("--json", action="store_true", help="machine-readable output")
+    lag.set_defaults(run=_lag)
+
+    dlq = commands.add_parser("dlq", help="dead letters: list and replay")
+    dlq_commands = dlq.add_subparsers(dest="action", required=True)
+    listing = dlq_commands.add_parser("list", help="dead letters with their reasons (JSON lines)")
+    listing.add_argument("--topic", help="only those of this original topic")
+    listing.add_argument("--limit", type=int, default=100, help="the newest N (default 100)")
+    listing.set_defaults(run=_dlq_list)
+    replay = dlq_commands.add_parser("replay", help="send dead letters back to their topic, once")
+    replay.add_argument("--topic", help="only those of this original topic")
+    replay.add_argument("--client", action="append", help="only this client's letters (repeatable)")
+    replay.set_defaults(run=_dlq_replay)
+
+    timeline = commands.add_parser("timeline", help="a client's events, read from the topics")
+    timeline.add_argument("client_id")
+    timeline.set_defaults(run=_timeline)
+
+    clinics = commands.add_parser("clinics", help="the clinics file")
+    clinic_commands = clinics.add_subparsers(dest="action", required=True)
+    upsert = clinic_commands.add_parser("upsert", help="add or update a clinic")
+    upsert.add_argument("id")
+    upsert.add_argument("--name")
+    upsert.add_argument("--timezone", help="IANA zone, e.g. Europe/Lisbon")
+    upsert.add_argument("--staff-email", dest="staff_email")
+    upsert.add_argument("--api-key", help="stored as its SHA-256 only")
+    upsert.add_argument(
+        "--section-file", help="JSON with per-service sections (scheduler, notifier)"
+    )
+    upsert.add_argument("--file", help="the clinics file (default: $KAP_CLINICS_FILE)")
+    upsert.set_defaults(run=_clinics_upsert)
     return root
 
 
@@ -56,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (OSError, ConnectionError) as error:
+    except (OSError, ConnectionError, ValueError) as error:
         print(f"kapctl: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a one-line answer, not a stack trace, for operators
+        print(f"kapctl: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

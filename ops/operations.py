@@ -1,0 +1,196 @@
+"""What kapctl does against a live deployment: lag, dead letters, timelines, clinics.
+
+Talks to Kafka (and the clinics file) only; imports no service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.topics import ALL, BY_NAME, DLQ_SUFFIX
+
+SERVICE_GROUPS = ("kap-scheduler", "kap-notifier")
+REPLAY_GROUP = "kapctl-dlq-replay"
+DLQ_PREFIX = "kap_dlq_"
+
+
+@dataclass(frozen=True)
+class Lag:
+    group: str
+    topic: str
+    partition: int
+    committed: int
+    end: int
+
+    @property
+    def behind(self) -> int:
+        return max(self.end - max(self.committed, 0), 0)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    dlq_topic: str
+    partition: int
+    offset: int
+    key: str
+    headers: dict[str, str]
+    value: bytes
+
+    @property
+    def original_topic(self) -> str:
+        return self.headers.get(f"{DLQ_PREFIX}topic", self.dlq_topic.removesuffix(DLQ_SUFFIX))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dlq": f"{self.dlq_topic}[{self.partition}]@{self.offset}",
+            "from": f"{self.original_topic}[{self.headers.get(f'{DLQ_PREFIX}partition')}]"
+            f"@{self.headers.get(f'{DLQ_PREFIX}offset')}",
+            "service": self.headers.get(f"{DLQ_PREFIX}service"),
+            "attempts": self.headers.get(f"{DLQ_PREFIX}attempts"),
+            "error": self.headers.get(f"{DLQ_PREFIX}error"),
+            "dead_at": self.headers.get(f"{DLQ_PREFIX}dead_at"),
+            "key": self.key,
+        }
+
+
+async def consumer_lag(bootstrap: str, groups: Iterable[str] = SERVICE_GROUPS) -> list[Lag]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        lags = []
+        for group in groups:
+            committed = await admin.list_consumer_group_offsets(group)
+            if not committed:
+                continue
+            ends = await consumer.end_offsets(list(committed))
+            for tp, meta in sorted(committed.items()):
+                lags.append(Lag(group, tp.topic, tp.partition, meta.offset, ends[tp]))
+        return lags
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    await consumer._client.force_metadata_update()
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in consumer.partitions_for_topic(topic) or ()
+    ]
+
+
+def dlq_topics(original: str | None = None) -> list[str]:
+    names = [original] if original else [t.name for t in ALL]
+    for name in names:
+        if name not in BY_NAME:
+            raise ValueError(f"unknown topic {name!r} (see `kapctl topics list`)")
+    return [name + DLQ_SUFFIX for name in names]
+
+
+async def dead_letters(bootstrap: str, original: str | None = None) -> list[DeadLetter]:
+    """Every dead letter still kept, oldest first per topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: list[DeadLetter] = []
+    try:
+        partitions = await _partitions(consumer, dlq_topics(original))
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            for records in (await consumer.getmany(*remaining, timeout_ms=500)).values():
+                found += [_dead_letter(r) for r in records]
+            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+        return found
+    finally:
+        await consumer.stop()
+
+
+def _dead_letter(record: Any) -> DeadLetter:
+    return DeadLetter(
+        record.topic,
+        record.partition,
+        record.offset,
+        (record.key or b"").decode("utf-8", "replace"),
+        {k: v.decode("utf-8", "replace") for k, v in record.headers},
+        record.value or b"",
+    )
+
+
+async def replay_dead_letters(
+    bootstrap: str, original: str | None = None, clients: Iterable[str] = ()
+) -> int:
+    """Send dead letters back to their topic.
+
+    Without `clients`, every letter not replayed before: the replay group commits
+    what went, so a second run sends nothing again. With `clients`, exactly the
+    letters of those clients, chosen by hand (the group is left untouched).
+    """
+    if chosen := set(clients):
+        letters = [d for d in await dead_letters(bootstrap, original) if d.key in chosen]
+        return await _republish(bootstrap, letters)
+    consumer = AIOKafkaConsumer(
+        *dlq_topics(original),
+        bootstrap_servers=bootstrap,
+        group_id=REPLAY_GROUP,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    replayed = 0
+    try:
+        while batches := await consumer.getmany(timeout_ms=2000):
+            letters = [_dead_letter(r) for records in batches.values() for r in records]
+            replayed += await _republish(bootstrap, letters)
+            await consumer.commit()
+        return replayed
+    finally:
+        await consumer.stop()
+
+
+async def _republish(bootstrap: str, letters: list[DeadLetter]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for letter in letters:
+            headers = [
+                (k, v.encode()) for k, v in letter.headers.items() if not k.startswith(DLQ_PREFIX)
+            ]
+            await producer.send_and_wait(
+                letter.original_topic, letter.value, key=letter.key.encode(), headers=headers
+            )
+        return len(letters)
+    finally:
+        await producer.stop()
+
+
+def upsert_clinic(path: Path, clinic: dict[str, Any], api_key: str | None) -> str:
+    """Add or update one clinic in the clinics file; services pick it up without a restart."""
+    entries: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
+    existing = next((e for e in entries if e["id"] == clinic["id"]), None)
+    if api_key:
+        clinic["api_key_sha256"] = hashlib.sha256(api_key.encode()).hexdigest()
+    if existing is None:
+        if "api_key_sha256" not in clinic:
+            raise ValueError("a new clinic needs an API key (--api-key)")
+        entries.append(clinic)
+        action = "added"
+    else:
+        existing.update(clinic)
+        action = "updated"
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(entries, indent=2))
+    temporary.replace(path)  # readers never see half a file
+    return action
