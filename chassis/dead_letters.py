@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from faststream.message import StreamMessage
     from faststream.types import AsyncFuncAny
 
+    from chassis.metrics import ServiceMetrics
+
 log = logging.getLogger(__name__)
 
 HEADER_ERROR = "kap_dlq_error"
@@ -80,7 +82,10 @@ class DeadLetterPolicy:
 
 
 def dead_letter_middleware(
-    service: str, policy: DeadLetterPolicy, broker: KafkaBroker
+    service: str,
+    policy: DeadLetterPolicy,
+    broker: KafkaBroker,
+    metrics: ServiceMetrics | None = None,
 ) -> type[BaseMiddleware]:
     class DeadLetterMiddleware(BaseMiddleware):
         async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
@@ -96,11 +101,11 @@ def dead_letter_middleware(
                     await asyncio.sleep(policy.max_backoff_s)
                     raise
                 except PERMANENT_ERRORS as error:
-                    await _dead_letter(broker, service, msg, error, attempt)
+                    await _dead_letter(broker, service, msg, error, attempt, metrics)
                     return None
                 except Exception as error:
                     if attempt >= policy.attempts:
-                        await _dead_letter(broker, service, msg, error, attempt)
+                        await _dead_letter(broker, service, msg, error, attempt, metrics)
                         return None
                     await asyncio.sleep(policy.backoff(attempt))
 
@@ -124,6 +129,7 @@ async def _dead_letter(
     msg: StreamMessage[Any],
     error: BaseException,
     attempts: int,
+    metrics: ServiceMetrics | None,
 ) -> None:
     record: ConsumerRecord[bytes, bytes] = msg.raw_message
     headers = {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
@@ -145,6 +151,8 @@ async def _dead_letter(
         key=record.key,
         headers=headers,
     )
+    if metrics is not None:
+        metrics.dead_lettered(record.topic, type(error).__name__)
     log.error(
         "dead-lettered %s[%d]@%d after %d attempt(s): %s",
         record.topic,

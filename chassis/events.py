@@ -21,6 +21,8 @@ from shared.topics import Topic, topic_for
 if TYPE_CHECKING:
     from faststream.kafka.publisher.usecase import DefaultPublisher
 
+    from chassis.metrics import ServiceMetrics
+
 
 class EventPublisher:
     """Publishes the events of the topics a service declares it produces.
@@ -29,8 +31,15 @@ class EventPublisher:
     what puts it in the AsyncAPI document.
     """
 
-    def __init__(self, broker: KafkaBroker, service: str, produces: Iterable[Topic]) -> None:
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        service: str,
+        produces: Iterable[Topic],
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
         self._source = f"/kap/{service}"
+        self._metrics = metrics
         self._publishers: dict[str, DefaultPublisher] = {
             topic.name: broker.publisher(
                 topic.name,
@@ -88,6 +97,9 @@ class EventPublisher:
             headers=headers,
             correlation_id=envelope.correlation_id,
         )
+        if self._metrics is not None:
+            channel = getattr(event, "channel", "")
+            self._metrics.published(topic.name, event.clinic_id, str(channel or ""))
 
 
 def _envelope_of(message: KafkaMessage = Context("message")) -> Envelope:

@@ -10,16 +10,21 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from chassis.config import ServiceSettings
 from chassis.dead_letters import DeadLetterPolicy, dead_letter_middleware
+from chassis.metrics import ServiceMetrics
 from shared.topics import ALL, Topic
 
 log = logging.getLogger(__name__)
 
 
 def make_broker(
-    settings: ServiceSettings, service: str, request_timeout_ms: int = 40_000
+    settings: ServiceSettings,
+    service: str,
+    request_timeout_ms: int = 40_000,
+    metrics: ServiceMetrics | None = None,
 ) -> KafkaBroker:
     """A broker that waits for every in-sync replica and never duplicates on retry.
 
@@ -38,7 +43,11 @@ def make_broker(
         ack_policy=AckPolicy.NACK_ON_ERROR,
         logger=logging.getLogger(f"kap.{service}.kafka"),
     )
-    broker.add_middleware(dead_letter_middleware(service, DeadLetterPolicy(), broker))
+    broker.add_middleware(dead_letter_middleware(service, DeadLetterPolicy(), broker, metrics))
+    if metrics is not None:
+        broker.add_middleware(
+            KafkaPrometheusMiddleware(registry=metrics.registry, app_name=f"kap-{service}")
+        )
     return broker
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import PlainTextResponse
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
@@ -27,6 +28,7 @@ from chassis.events import EventPublisher
 from chassis.http import install_error_handlers
 from chassis.kafka import apply_topics, make_broker
 from chassis.logs import configure_logging
+from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from shared.topics import Service, produced_by
 
 
@@ -39,20 +41,23 @@ class ServiceRuntime:
     redis: Redis
     publisher: EventPublisher
     clinics: ClinicDirectory
+    metrics: ServiceMetrics
 
     @classmethod
     def create(
         cls, name: Service, settings: ServiceSettings, clock: Clock | None = None
     ) -> ServiceRuntime:
         """Build every client without connecting any (that happens at start-up)."""
-        broker = make_broker(settings, name, settings.kafka_request_timeout_ms)
+        metrics = ServiceMetrics(name)
+        broker = make_broker(settings, name, settings.kafka_request_timeout_ms, metrics)
         return cls(
             name=name,
             settings=settings,
             clock=clock or clock_from(settings),
             broker=broker,
             redis=Redis.from_url(settings.redis_url, decode_responses=True),
-            publisher=EventPublisher(broker, name, produced_by(name)),
+            publisher=EventPublisher(broker, name, produced_by(name), metrics),
+            metrics=metrics,
             clinics=ClinicDirectory(settings.clinics_file),
         )
 
@@ -93,6 +98,10 @@ def health_routes(runtime: ServiceRuntime) -> APIRouter:
     @router.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.name}
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/readyz", summary="Kafka and Redis answer")
     async def readyz(response: Response) -> dict[str, object]:

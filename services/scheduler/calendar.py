@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import accumulate
 from math import ceil, floor
@@ -82,6 +83,21 @@ class Timeline:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Day:
+    start: int  # local midnight
+    end: int  # the next local midnight
+    start_at: datetime
+    end_at: datetime
+    opening: Spans
+    client_busy: Spans
+
+    @property
+    def regular(self) -> bool:
+        """No DST change: every wall time is a fixed offset from midnight."""
+        return self.end - self.start == _DAY
+
+
 class FreeTime:
     """When each therapist and room is free on a local day, for one client.
 
@@ -118,46 +134,58 @@ class FreeTime:
             )
             for t in calendar.therapists
         }
-        self._frames: dict[date, Span] = {}
-        self._opening: dict[date, Spans] = {}
+        self._days: dict[date, _Day] = {}
         self._with_therapist: dict[tuple[str, date], Spans] = {}
         self._room: dict[tuple[str, date], Spans] = {}
-        self._client: dict[date, Spans] = {}
         self._weekly_hours: dict[tuple[str, int], Spans] = {}
+
+    def _day(self, day: date) -> _Day:
+        record = self._days.get(day)
+        if record is None:
+            midnight = time(0)
+            start = local_start(day, midnight, self.tz)
+            end = local_start(day + timedelta(days=1), midnight, self.tz)
+            start_at, end_at = instant(start), instant(end)
+            hours = (
+                ()
+                if day in self._calendar.closures
+                else self._calendar.opening_hours.on(day.weekday())
+            )
+            record = self._days[day] = _Day(
+                start,
+                end,
+                start_at,
+                end_at,
+                self._local_spans(day, start, end, hours),
+                self._client_busy.during(start_at, end_at),
+            )
+        return record
 
     def frame(self, day: date) -> Span:
         """The day from local midnight to the next; also the origin of its slot grid."""
-        span = self._frames.get(day)
-        if span is None:
-            midnight = time(0)
-            span = (
-                local_start(day, midnight, self.tz),
-                local_start(day + timedelta(days=1), midnight, self.tz),
-            )
-            self._frames[day] = span
-        return span
+        record = self._day(day)
+        return record.start, record.end
 
     def day_of(self, seconds: int) -> date:
         return datetime.fromtimestamp(seconds, self.tz).date()
 
+    def opening(self, day: date) -> Spans:
+        return self._day(day).opening
+
     def local_spans(self, day: date, ranges: Iterable[TimeRange | PreferredTime]) -> Spans:
-        midnight, next_midnight = self.frame(day)
-        if next_midnight - midnight == _DAY:
-            # No DST change that day: wall time is a fixed offset from local midnight.
-            spans = ((midnight + _seconds(r.start), midnight + _seconds(r.end)) for r in ranges)
+        record = self._day(day)
+        return self._local_spans(day, record.start, record.end, ranges)
+
+    def _local_spans(
+        self, day: date, start: int, end: int, ranges: Iterable[TimeRange | PreferredTime]
+    ) -> Spans:
+        if end - start == _DAY:
+            spans = ((start + _seconds(r.start), start + _seconds(r.end)) for r in ranges)
         else:
             spans = (
                 (local_start(day, r.start, self.tz), local_end(day, r.end, self.tz)) for r in ranges
             )
         return merge((s, e) for s, e in spans if s < e)
-
-    def opening(self, day: date) -> Spans:
-        spans = self._opening.get(day)
-        if spans is None:
-            closed = day in self._calendar.closures
-            hours = () if closed else self._calendar.opening_hours.on(day.weekday())
-            spans = self._opening[day] = self.local_spans(day, hours)
-        return spans
 
     def workdays(self, therapist_id: str) -> frozenset[int]:
         """The weekdays on which the therapist's hours meet the clinic's."""
@@ -172,57 +200,45 @@ class FreeTime:
         return spans
 
     def _free_with_therapist(self, therapist_id: str, day: date) -> Spans:
-        available = self._working(therapist_id, day)
-        if not available:
-            return ()
-        start, end = self._frame_instants(day)
-        free = subtract(available, self._therapist_busy[therapist_id].during(start, end))
-        return subtract(free, self.client_busy(day))
-
-    def _working(self, therapist_id: str, day: date) -> Spans:
-        """The therapist's hours inside the clinic's, that day."""
+        record = self._day(day)
         therapist = self._therapists.get(therapist_id)
-        opening = self.opening(day)
-        if therapist is None or not opening:
+        if therapist is None or not record.opening:
             return ()
-        midnight, next_midnight = self.frame(day)
-        if next_midnight - midnight != _DAY:
-            return intersect(
-                opening, self.local_spans(day, therapist.availability.on(day.weekday()))
-            )
-        # On an ordinary day the answer is the same every week, shifted to that midnight.
+        if record.regular:
+            # The same every week, shifted to that day's midnight.
+            offsets = self._weekly_offsets(therapist_id, day, record)
+            hours: Spans = tuple((record.start + s, record.start + e) for s, e in offsets)
+        else:
+            mine = self.local_spans(day, therapist.availability.on(day.weekday()))
+            hours = intersect(record.opening, mine)
+        if not hours:
+            return ()
+        busy = self._therapist_busy[therapist_id].during(record.start_at, record.end_at)
+        free = subtract(hours, busy) if busy else hours
+        return subtract(free, record.client_busy) if record.client_busy else free
+
+    def _weekly_offsets(self, therapist_id: str, day: date, record: _Day) -> Spans:
+        """The therapist's hours inside the clinic's on this weekday, from midnight."""
         key = (therapist_id, day.weekday())
         offsets = self._weekly_hours.get(key)
         if offsets is None:
-            hours = therapist.availability.on(day.weekday())
-            offsets = intersect(
-                self.local_spans(day, self._calendar.opening_hours.on(day.weekday())),
-                self.local_spans(day, hours),
-            )
-            offsets = self._weekly_hours[key] = tuple(
-                (s - midnight, e - midnight) for s, e in offsets
-            )
-        return tuple((midnight + s, midnight + e) for s, e in offsets)
-
-    def client_busy(self, day: date) -> Spans:
-        spans = self._client.get(day)
-        if spans is None:
-            spans = self._client[day] = self._client_busy.during(*self._frame_instants(day))
-        return spans
-
-    def _frame_instants(self, day: date) -> tuple[datetime, datetime]:
-        start, end = self.frame(day)
-        return instant(start), instant(end)
+            availability = self._therapists[therapist_id].availability.on(day.weekday())
+            opening = self.local_spans(day, self._calendar.opening_hours.on(day.weekday()))
+            hours = intersect(opening, self.local_spans(day, availability))
+            offsets = tuple((s - record.start, e - record.start) for s, e in hours)
+            self._weekly_hours[key] = offsets
+        return offsets
 
     def room(self, room_id: str, day: date) -> Spans:
         key = (room_id, day)
         spans = self._room.get(key)
         if spans is None:
-            opening = self.opening(day)
-            if opening:
-                start, end = self._frame_instants(day)
-                opening = subtract(opening, self._room_busy[room_id].during(start, end))
-            spans = self._room[key] = opening
+            record = self._day(day)
+            spans = record.opening
+            if spans:
+                busy = self._room_busy[room_id].during(record.start_at, record.end_at)
+                spans = subtract(spans, busy) if busy else spans
+            self._room[key] = spans
         return spans
 
 

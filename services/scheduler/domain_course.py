@@ -8,7 +8,6 @@ integrates is always the latest dose before it.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -22,6 +21,7 @@ from shared.events import AppointmentKind
 MEDICINE = AppointmentKind.MEDICINE
 INTEGRATION = AppointmentKind.INTEGRATION
 PREPARATION = AppointmentKind.PREPARATION
+_COURSE_KINDS = (PREPARATION, MEDICINE, INTEGRATION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +69,15 @@ class Seats:
         self.policy = calendar.policy
         self.rooms = tuple(room.id for room in calendar.rooms)
         self.grid = calendar.policy.slot_step_minutes * 60
+        self._lengths = {kind: self.policy.minutes_of(kind) * 60 for kind in _COURSE_KINDS}
+        self._shortest = min(self._lengths.values())
         self._long: dict[tuple[str, int, date], Spans] = {}
+        self._has_time: dict[tuple[str, date], bool] = {}
         self._whole_day: dict[tuple[str, AppointmentKind, date], _Seat | None] = {}
-        self._rooms: dict[tuple[str, date], Spans] = {}
+        self._rooms: dict[date, tuple[tuple[int, int, str], ...]] = {}
 
     def length(self, step: Step) -> int:
-        return self.policy.minutes_of(step.kind) * 60
+        return self._lengths[step.kind]
 
     def earliest(
         self, step: Step, day: date, not_before: int, pool: Sequence[str]
@@ -118,7 +121,7 @@ class Seats:
         *,
         later_is_better: bool,
     ) -> _Seat | None:
-        length = self.policy.minutes_of(kind) * 60
+        length = self._lengths[kind]
         free = self._free(therapist, day, length)
         if not free:
             return None
@@ -129,24 +132,33 @@ class Seats:
             return None if start is None else (start, None)
         # Every (therapist span, room span) pair: a handful of integers, no new spans built.
         best: _Seat | None = None
-        for room in self.rooms:
-            for c, d in self._room(room, day):
-                for a, b in free:
-                    lo, hi = max(a, c, not_before), min(b, d) - length
-                    if later_is_better:
-                        start = hi - (hi - origin) % grid
-                        better = start >= lo and (best is None or start > best[0])
-                    else:
-                        start = lo + -(lo - origin) % grid
-                        better = start <= hi and (best is None or start < best[0])
-                    if better:
-                        best = (start, room)  # strictly better: among equals, the first room
+        for c, d, room in self._room_spans(day):
+            for a, b in free:
+                lo, hi = max(a, c, not_before), min(b, d) - length
+                if later_is_better:
+                    start = hi - (hi - origin) % grid
+                    better = start >= lo and (best is None or start > best[0])
+                else:
+                    start = lo + -(lo - origin) % grid
+                    better = start <= hi and (best is None or start < best[0])
+                if better:
+                    best = (start, room)  # strictly better: among equals, the first room
         return best
+
+    def can_dose(self, therapist: str, day: date) -> bool:
+        """Whether a whole dose fits that day with this therapist, in some room."""
+        key = (therapist, MEDICINE, day)
+        if key not in self._whole_day:
+            self._whole_day[key] = self._earliest(therapist, MEDICINE, day, self.free.frame(day)[0])
+        return self._whole_day[key] is not None
 
     def has_time(self, therapist: str, day: date) -> bool:
         """Whether the therapist and client share enough time that day for any session."""
-        shortest = min(self.policy.integration_minutes, self.policy.medicine_minutes) * 60
-        return bool(self._free(therapist, day, shortest))
+        key = (therapist, day)
+        answer = self._has_time.get(key)
+        if answer is None:
+            answer = self._has_time[key] = bool(self._free(therapist, day, self._shortest))
+        return answer
 
     def _free(self, therapist: str, day: date, length: int) -> Spans:
         """The time the client and therapist share that day, in spans long enough."""
@@ -156,13 +168,16 @@ class Seats:
             spans = self._long[key] = _long_enough(self.free.with_therapist(therapist, day), length)
         return spans
 
-    def _room(self, room: str, day: date) -> Spans:
-        """The room's free spans long enough for a medicine session."""
-        key = (room, day)
-        spans = self._rooms.get(key)
+    def _room_spans(self, day: date) -> tuple[tuple[int, int, str], ...]:
+        """Every room's free spans long enough for a medicine session, rooms in listed order."""
+        spans = self._rooms.get(day)
         if spans is None:
-            spans = self._rooms[key] = _long_enough(
-                self.free.room(room, day), self.policy.medicine_minutes * 60
+            length = self._lengths[MEDICINE]
+            spans = self._rooms[day] = tuple(
+                (start, end, room)
+                for room in self.rooms
+                for start, end in self.free.room(room, day)
+                if end - start >= length
             )
         return spans
 
@@ -211,7 +226,6 @@ class Want:
     step: Step
     mode: Mode = "search"
     at: Placed | None = None
-    until: date | None = None  # the last day allowed: before the next session that stays
 
 
 class CourseWalk:
@@ -229,7 +243,6 @@ class CourseWalk:
         pool: Sequence[str],
         last_day: date,
         window_end: date | None = None,
-        deadline: int | None = None,
     ) -> None:
         self.seats = seats
         self.policy = seats.policy
@@ -237,7 +250,6 @@ class CourseWalk:
         self.pool = tuple(pool)
         self.last_day = last_day
         self.window_end = window_end
-        self.deadline = deadline  # only sessions ending before it are of any use
 
     def walk(self, placed: Sequence[Placed], wants: Sequence[Want]) -> list[Placed] | None:
         done = list(placed)
@@ -279,26 +291,12 @@ class CourseWalk:
 
     def _search(self, want: Want, done: list[Placed]) -> Iterator[Placed]:
         not_before, day, last = self._bounds(want, done)
-        is_dose = want.step.kind is MEDICINE
-        doses_per_week = Counter(week_of(p.day) for p in done if p.step.kind is MEDICINE)
-        cap = self.policy.max_doses_per_week
         while day <= last:
-            if self.deadline is not None and self.seats.free.frame(day)[0] >= self.deadline:
-                return
-            taken = doses_per_week[week_of(day)]
-            if not is_dose or taken < cap:
+            if want.step.kind is not MEDICINE or self._week_has_room(day, done):
                 found = self.seats.earliest(want.step, day, not_before, self.pool)
-                if found is not None and self._in_time(found, taken + 1):
+                if found is not None:
                     yield found
             day += timedelta(days=1)
-
-    def _in_time(self, found: Placed, doses_that_week: int) -> bool:
-        if self.deadline is None:
-            return True
-        if found.step.kind is MEDICINE:
-            bound = earliest_course_end(self.seats, found, doses_that_week)
-            return bound < self.deadline
-        return found.end < self.deadline
 
     def _allowed(self, want: Want, start: int, day: date, done: list[Placed]) -> bool:
         not_before, first, last = self._bounds(want, done)
@@ -309,7 +307,7 @@ class CourseWalk:
     def _bounds(self, want: Want, done: list[Placed]) -> tuple[int, date, date]:
         """The earliest instant, and the first and last local day, the step may take."""
         not_before = self.not_before
-        last = self.last_day if want.until is None else min(self.last_day, want.until)
+        last = self.last_day
         if done:
             not_before = max(not_before, done[-1].end)
         first = self.seats.free.day_of(not_before)

@@ -100,15 +100,7 @@ def _wants(
             wants.append(Want(step, "history", at))
         else:
             wants.append(Want(step, "prefer", at))
-    # Nothing may be placed on or after the day of the next session that stays put.
-    bounded: list[Want] = []
-    stays = None
-    for want in reversed(wants):
-        until = None if stays is None else stays - timedelta(days=1)
-        bounded.insert(0, replace(want, until=until))
-        if want.mode in ("history", "pin") and want.at is not None:
-            stays = want.at.day
-    return bounded
+    return wants
 
 
 def _steps(appointments: Sequence[Appointment]) -> list[tuple[Step, Appointment]]:

@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         publisher=runtime.publisher,
         effects=EffectLog(runtime.redis, SERVICE, runtime.publisher),
         clock=runtime.clock,
+        metrics=runtime.metrics,
     )
     handlers.register(runtime.broker, scheduler)
     runtime.workers.append(booster_timer(scheduler, settings.timer_poll_ms / 1000))

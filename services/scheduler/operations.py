@@ -20,12 +20,13 @@ from chassis.clock import Clock
 from chassis.dead_letters import Rejected
 from chassis.effects import EffectLog, Output
 from chassis.events import EventPublisher
+from chassis.metrics import ServiceMetrics
 from services.scheduler import lifecycle
 from services.scheduler.domain import ClinicCalendar
 from services.scheduler.domain_course import course_steps
 from services.scheduler.domain_plans import DropSession, MoveSession, PlanFailure, Replan
 from services.scheduler.domain_replan import replan_after_reschedule
-from services.scheduler.ledger import claims_for
+from services.scheduler.ledger import Claim, claims_for
 from services.scheduler.lifecycle import ClientSchedule, Refused
 from services.scheduler.planner import find_consultation_slot, is_late_cancellation, plan_course
 from services.scheduler.store import SchedulerStore
@@ -54,6 +55,7 @@ class Scheduler:
     publisher: EventPublisher
     effects: EffectLog
     clock: Clock
+    metrics: ServiceMetrics
 
     # --- calendars --------------------------------------------------------
 
@@ -104,7 +106,7 @@ class Scheduler:
                     therapist_id=slot.therapist_id,
                 )
                 claims = claims_for(event.client_id, [appointment])
-                if await self.store.ledger.reserve(event.clinic_id, claims) is None:
+                if await self._reserved(event.clinic_id, claims):
                     booked = schedule.model_copy(
                         update={
                             "consultation": appointment,
@@ -175,12 +177,18 @@ class Scheduler:
                         ),
                     ]
                 claims = claims_for(event.client_id, plan.appointments)
-                if await self.store.ledger.reserve(event.clinic_id, claims) is None:
+                if await self._reserved(event.clinic_id, claims):
                     updated, events = lifecycle.course_booked(schedule, plan, now)
                     return updated, [enrolled, *events]
             raise RuntimeError("course slots kept being taken; will retry")
 
         await self._react(event, cause, decide)
+
+    async def _reserved(self, clinic_id: str, claims: list[Claim]) -> bool:
+        if await self.store.ledger.reserve(clinic_id, claims) is None:
+            return True
+        self.metrics.conflict(clinic_id)
+        return False
 
     async def _react(self, event: ev.Event, cause: Envelope, decide: Decide) -> None:
         if await self.effects.replayed(cause):
@@ -375,6 +383,7 @@ class Scheduler:
                     self.store.save(tx, updated)
                     await tx.execute()
                 fired += bool(events)
+        self.metrics.pending("booster", clinic_id, await self.store.pending_boosters(clinic_id))
         return fired
 
     def clock_seconds(self, real_seconds: float) -> float:

@@ -9,6 +9,7 @@ from uuid import UUID, uuid5
 
 from services.scheduler.calendar import FreeTime, instant
 from services.scheduler.domain import ClinicCalendar, CoursePolicy
+from services.scheduler.domain_capacity import PoolDays
 from services.scheduler.domain_course import (
     MEDICINE,
     PREPARATION,
@@ -78,13 +79,17 @@ def plan_course(
     preferred_therapist: str | None = None,
     horizon_days: int = COURSE_HORIZON_DAYS,
 ) -> CoursePlan | PlanFailure:
-    """The whole course: preparation, doses and integrations, by the policy's rules.
+    """The whole course: preparation(s), doses and integrations, by the policy's rules.
 
-    Each therapist alone is tried first (the preferred one first); the plan that finishes
-    earliest wins, ties going to the earlier-tried therapist. Only if nobody can take the
-    whole course are therapists mixed, session by session, keeping the first dose's
-    therapist whenever they are free that day. Appointment ids derive from `course_id`, so
-    planning the same course again yields the same ids.
+    For each therapist alone, their earliest course (first doses tried day by day from
+    `not_before`, up to `horizon_days` ahead); the one that ends first wins, ties going to
+    the preferred therapist, then to the order of the clinic's list. Only if nobody can
+    take the whole course are therapists mixed, session by session, keeping the first
+    dose's therapist whenever they are free that day. Appointment ids derive from
+    `course_id`, so planning the same course again yields the same ids.
+
+    On failure, the same search runs on up to a year ahead, and `earliest_fit_on` is the
+    day the course it finds would start (its first preparation).
     """
     if not calendar.rooms:
         return PlanFailure(reason="the clinic has no room for medicine sessions")
@@ -93,13 +98,11 @@ def plan_course(
     planner = _CoursePlanner(calendar, bookings, ceil(not_before.timestamp()))
     therapists = _preferred_first(calendar, preferred_therapist)
     first_days = planner.first_dose_days(horizon_days)
-    placed = planner.single_therapist(therapists, first_days) or planner.mixed(
-        therapists, first_days
-    )
+    placed = planner.search(therapists, first_days)
     if placed is not None:
         return _course_plan(calendar, course_id, placed)
     later = planner.first_dose_days(EARLIEST_FIT_HORIZON_DAYS)[len(first_days) :]
-    found = planner.mixed(therapists, later)
+    found = planner.search(therapists, later)
     return PlanFailure(
         reason=f"no full course fits in the next {horizon_days} days",
         earliest_fit_on=found[0].day if found else None,
@@ -119,6 +122,7 @@ class _CoursePlanner:
         steps = course_steps(self.policy)
         self.preparations = [s for s in steps if s.kind is PREPARATION]
         self.after_first_dose = [Want(s) for s in steps[len(self.preparations) + 1 :]]
+        self._pool_days: dict[tuple[str, ...], PoolDays] = {}
 
     def first_dose_days(self, horizon_days: int) -> list[date]:
         # Every preparation needs a day of its own before the first dose.
@@ -126,52 +130,51 @@ class _CoursePlanner:
         first = len(self.preparations)
         return [today + timedelta(days=n) for n in range(first, horizon_days + 1)]
 
+    def search(self, therapists: Sequence[str], first_days: Sequence[date]) -> list[Placed] | None:
+        return self.single_therapist(therapists, first_days) or self.mixed(therapists, first_days)
+
     def single_therapist(
         self, therapists: Sequence[str], first_days: Sequence[date]
     ) -> list[Placed] | None:
-        """Each therapist's earliest-starting course; the earliest to finish wins, ties going
-        to the therapist tried first. Days go in the outer loop so that the first course found
-        bounds all later searches: nothing ending after it is of any use."""
-        best: list[Placed] | None = None
-        best_rank = len(therapists)
+        """Each therapist's earliest course, found day by day; the one that ends first wins,
+        ties going to the therapist tried first. Days go in the outer loop so the search
+        stops as soon as no later first dose could end before the best course found."""
+        best: tuple[int, int, list[Placed]] | None = None  # end, rank, course
         searching = [
             (rank, therapist)
             for rank, therapist in enumerate(therapists)
             if self._could_ever_work_alone(therapist)
         ]
         for day in first_days:
-            if best is not None and self._cannot_end_before(day, best[-1].end):
+            if not searching or (best is not None and self._cannot_end_before(day, best[0])):
                 break
             still_searching = []
             for rank, therapist in searching:
-                deadline = None
-                if best is not None:
-                    deadline = best[-1].end + (1 if rank < best_rank else 0)
-                course = self._course_from(day, (therapist,), deadline)
+                course = self._course_from(day, (therapist,))
                 if course is None:
                     still_searching.append((rank, therapist))
-                else:
-                    best, best_rank = course, rank
+                elif best is None or (course[-1].end, rank) < best[:2]:
+                    best = (course[-1].end, rank, course)
             searching = still_searching
-        return best
+        return None if best is None else best[2]
 
     def _cannot_end_before(self, first_dose_day: date, end: int) -> bool:
         start = self.seats.free.frame(first_dose_day)[0]
         dose = Placed(Step(MEDICINE, 1), start, start, first_dose_day, "")
-        return earliest_course_end(self.seats, dose, doses_that_week=1) >= end
+        return earliest_course_end(self.seats, dose, doses_that_week=1) > end
 
     def mixed(self, therapists: Sequence[str], first_days: Sequence[date]) -> list[Placed] | None:
         for day in first_days:
-            course = self._course_from(day, therapists, deadline=None)
+            course = self._course_from(day, therapists)
             if course is not None:
                 return course
         return None
 
-    def _course_from(
-        self, day: date, pool: Sequence[str], deadline: int | None
-    ) -> list[Placed] | None:
+    def _course_from(self, day: date, pool: Sequence[str]) -> list[Placed] | None:
         first_dose = self.seats.earliest(Step(MEDICINE, 1), day, self.not_before, pool)
-        if first_dose is None or not self._enough_days_after(day, pool):
+        if first_dose is None:
+            return None
+        if not self._capacity(pool).course_may_fit(day, len(self.after_first_dose)):
             return None
         # The course stays with the first dose's therapist whenever they are free that day.
         pool = sorted(pool, key=lambda therapist: therapist != first_dose.therapist_id)
@@ -183,12 +186,8 @@ class _CoursePlanner:
             not_before=self.not_before,
             pool=pool,
             last_day=day + timedelta(days=self.policy.course_window_days - 1),
-            deadline=deadline,
         )
-        course = walk.walk([*preparations, first_dose], self.after_first_dose)
-        if course is None or (deadline is not None and course[-1].end >= deadline):
-            return None
-        return course
+        return walk.walk([*preparations, first_dose], self.after_first_dose)
 
     def _could_ever_work_alone(self, therapist: str) -> bool:
         """Whether the therapist's working weekdays could ever hold a whole course: every
@@ -200,16 +199,13 @@ class _CoursePlanner:
             for first in range(7)
         )
 
-    def _enough_days_after(self, first_dose_day: date, pool: Sequence[str]) -> bool:
-        """A quick necessary test before walking: every later session needs its own day in
-        the window on which someone in `pool` has time for a session."""
-        needed = len(self.after_first_dose)
-        for offset in range(1, self.policy.course_window_days):
-            day = first_dose_day + timedelta(days=offset)
-            needed -= any(self.seats.has_time(therapist, day) for therapist in pool)
-            if needed <= 0:
-                return True
-        return False
+    def _capacity(self, pool: Sequence[str]) -> PoolDays:
+        key = tuple(pool)
+        days = self._pool_days.get(key)
+        if days is None:
+            today = self.seats.free.day_of(self.not_before)
+            days = self._pool_days[key] = PoolDays(self.seats, pool, today)
+        return days
 
     def _preparations_before(self, first_dose: Placed, pool: Sequence[str]) -> list[Placed] | None:
         """Each preparation as late as it can be: close to the dose it prepares for."""

@@ -270,3 +270,21 @@ async def test_an_oversized_body_is_refused(intake: httpx.AsyncClient, unique: s
         "/v1/clinics/lisbon/consultation-requests", json=huge, headers=auth("lisbon")
     )
     assert response.status_code == 413
+
+
+async def test_metrics_count_what_the_service_published_per_clinic(
+    intake: httpx.AsyncClient, unique: str
+) -> None:
+    def published(text: str) -> float:
+        for line in text.splitlines():
+            if line.startswith("kap_events_published_total{") and (
+                'topic="intake.consultation.requested.v1"' in line and 'clinic="lisbon"' in line
+            ):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = published((await intake.get("/metrics")).text)
+    await requested(intake, unique)
+    after = (await intake.get("/metrics")).text
+    assert published(after) == before + 1
+    assert "faststream_published_messages_total" in after

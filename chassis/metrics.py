@@ -1,0 +1,63 @@
+"""Prometheus metrics: FastStream's per-message metrics plus the business counters.
+
+One registry per service instance (not the process-global one), so several
+instances can live in one test process. Business facts are counted where they
+become facts: when their event is published, labelled by clinic and topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics"]
+
+
+@dataclass
+class ServiceMetrics:
+    service: str
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.events_published = Counter(
+            "kap_events_published",
+            "Events published, by topic and clinic (consultations requested, courses booked, "
+            "sessions completed, boosters due, notifications sent and failed...).",
+            ["service", "topic", "clinic", "channel"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "kap_dead_letters",
+            "Messages sent to a dead-letter topic, by original topic and error type.",
+            ["service", "topic", "error"],
+            registry=self.registry,
+        )
+        self.booking_conflicts = Counter(
+            "kap_booking_conflicts",
+            "Bookings that lost a race for a slot and were planned again.",
+            ["service", "clinic"],
+            registry=self.registry,
+        )
+        self.pending_timers = Gauge(
+            "kap_pending_timers",
+            "Timers waiting to fire (boosters, notifications), by clinic.",
+            ["service", "kind", "clinic"],
+            registry=self.registry,
+        )
+
+    def published(self, topic: str, clinic: str, channel: str = "") -> None:
+        self.events_published.labels(self.service, topic, clinic, channel).inc()
+
+    def dead_lettered(self, topic: str, error: str) -> None:
+        self.dead_letters.labels(self.service, topic, error).inc()
+
+    def conflict(self, clinic: str) -> None:
+        self.booking_conflicts.labels(self.service, clinic).inc()
+
+    def pending(self, kind: str, clinic: str, count: int) -> None:
+        self.pending_timers.labels(self.service, kind, clinic).set(count)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
