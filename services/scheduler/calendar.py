@@ -48,6 +48,7 @@ def local_start(day: date, wall: time, tz: ZoneInfo) -> int:
 
 
 def local_end(day: date, wall: time, tz: ZoneInfo) -> int:
+    """The instant until which the wall clock reads before `wall`: as local_start, shrinking."""
     return min(_both_folds(day, wall, tz))
 
 
@@ -58,6 +59,10 @@ def week_of(day: date) -> date:
 
 def _seconds(wall: time) -> int:
     return wall.hour * 3600 + wall.minute * 60 + wall.second
+
+
+def _wall(ranges: Iterable[TimeRange]) -> Spans:
+    return tuple((_seconds(r.start), _seconds(r.end)) for r in ranges)
 
 
 class Timeline:
@@ -206,7 +211,7 @@ class FreeTime:
             return ()
         if record.regular:
             # The same every week, shifted to that day's midnight.
-            offsets = self._weekly_offsets(therapist_id, day, record)
+            offsets = self._weekly_offsets(therapist_id, day.weekday())
             hours: Spans = tuple((record.start + s, record.start + e) for s, e in offsets)
         else:
             mine = self.local_spans(day, therapist.availability.on(day.weekday()))
@@ -217,16 +222,15 @@ class FreeTime:
         free = subtract(hours, busy) if busy else hours
         return subtract(free, record.client_busy) if record.client_busy else free
 
-    def _weekly_offsets(self, therapist_id: str, day: date, record: _Day) -> Spans:
-        """The therapist's hours inside the clinic's on this weekday, from midnight."""
-        key = (therapist_id, day.weekday())
+    def _weekly_offsets(self, therapist_id: str, weekday: int) -> Spans:
+        """The therapist's hours inside the clinic's on this weekday, in wall-clock seconds
+        from midnight: on a day without a DST change, also real seconds from midnight."""
+        key = (therapist_id, weekday)
         offsets = self._weekly_hours.get(key)
         if offsets is None:
-            availability = self._therapists[therapist_id].availability.on(day.weekday())
-            opening = self.local_spans(day, self._calendar.opening_hours.on(day.weekday()))
-            hours = intersect(opening, self.local_spans(day, availability))
-            offsets = tuple((s - record.start, e - record.start) for s, e in hours)
-            self._weekly_hours[key] = offsets
+            availability = self._therapists[therapist_id].availability.on(weekday)
+            opening = self._calendar.opening_hours.on(weekday)
+            offsets = self._weekly_hours[key] = intersect(_wall(opening), _wall(availability))
         return offsets
 
     def room(self, room_id: str, day: date) -> Spans:

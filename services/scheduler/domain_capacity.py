@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 
 from services.scheduler.calendar import week_of
-from services.scheduler.domain_course import Seats
+from services.scheduler.domain_seats import Seats
 
 
 class PoolDays:
@@ -41,11 +41,11 @@ class PoolDays:
         policy = self._seats.policy
         per_week = Counter({week_of(first_dose_day): 1})
         doses, last = 1, first_dose_day
+        # Whole days the minimum gap always spans, even across a 25-hour DST day.
+        gap_days = max(policy.min_hours_between_doses - 1, 0) // 24
         for offset in range(start, end):
             day = self._first + timedelta(days=offset)
-            spacing = max(
-                policy.min_hours_between_doses // 24, 2 if policy.integration_follows(doses) else 1
-            )
+            spacing = max(gap_days, 2 if policy.integration_follows(doses) else 1)
             if (day - last).days < spacing or per_week[week_of(day)] >= policy.max_doses_per_week:
                 continue
             if not self._dose_fits_on(offset):

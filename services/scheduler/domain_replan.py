@@ -17,16 +17,7 @@ from uuid import uuid5
 
 from services.scheduler.calendar import FreeTime, epoch
 from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_course import (
-    INTEGRATION,
-    MEDICINE,
-    PREPARATION,
-    CourseWalk,
-    Placed,
-    Seats,
-    Step,
-    Want,
-)
+from services.scheduler.domain_course import INTEGRATION, MEDICINE, PREPARATION, Placed, Step
 from services.scheduler.domain_plans import (
     Bookings,
     CoursePlan,
@@ -35,6 +26,8 @@ from services.scheduler.domain_plans import (
     PlanFailure,
     Replan,
 )
+from services.scheduler.domain_seats import Seats
+from services.scheduler.domain_walk import CourseWalk, Want
 from services.scheduler.planner import COURSE_HORIZON_DAYS, appointment
 from shared.events import Appointment
 
@@ -46,6 +39,11 @@ def replan_after_reschedule(
     change: MoveSession | DropSession,
     now: datetime,
 ) -> Replan | PlanFailure:
+    """The course after `change`, with every rule kept, or why that cannot be.
+
+    `bookings` may include this course's own appointments; they are recognised and ignored.
+    Re-planned sessions stay with the course's therapist, or any therapist if they must.
+    """
     if all(a.appointment_id != change.appointment_id for a in plan.appointments):
         return PlanFailure(reason="the session is not part of this course")
     if isinstance(change, MoveSession) and change.new_starts_at < now:
@@ -54,6 +52,9 @@ def replan_after_reschedule(
     wants = _wants(seats, plan.appointments, change, now)
     if wants is None:
         return PlanFailure(reason="sessions already held cannot be re-ordered")
+    moved = next((w.at for w in wants if w.mode == "pin" and w.at is not None), None)
+    if moved and not seats.at(moved.step, moved.start, moved.therapist_id, moved.room_id):
+        return PlanFailure(reason="the therapist or a room is not free at the new time")
     dose_one_held = any(w.mode == "history" and w.step == Step(MEDICINE, 1) for w in wants)
     not_before = ceil(now.timestamp())
     therapists = [t.id for t in calendar.therapists]

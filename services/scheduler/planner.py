@@ -10,19 +10,11 @@ from uuid import UUID, uuid5
 from services.scheduler.calendar import FreeTime, instant
 from services.scheduler.domain import ClinicCalendar, CoursePolicy
 from services.scheduler.domain_capacity import PoolDays
-from services.scheduler.domain_course import (
-    MEDICINE,
-    PREPARATION,
-    CourseWalk,
-    Placed,
-    Seats,
-    Step,
-    Want,
-    course_steps,
-    earliest_course_end,
-)
+from services.scheduler.domain_course import MEDICINE, PREPARATION, Placed, Step, course_steps
 from services.scheduler.domain_plans import Bookings, CoursePlan, PlanFailure, Slot
+from services.scheduler.domain_seats import Seats
 from services.scheduler.domain_spans import earliest_fit, intersect
+from services.scheduler.domain_walk import CourseWalk, Want, earliest_course_end
 from shared.events import Appointment, PreferredTime
 
 COURSE_HORIZON_DAYS = 120
