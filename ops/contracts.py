@@ -76,7 +76,8 @@ def consumers(brokers: dict[str, KafkaBroker]) -> dict[str, list[str]]:
     for service, broker in brokers.items():
         for subscriber in broker.subscribers:
             for topic in getattr(subscriber, "topics", ()):
-                found.setdefault(topic, []).append(service)
+                name = str(getattr(topic, "name", topic))
+                found.setdefault(name, []).append(service)
     return found
 
 

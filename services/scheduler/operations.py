@@ -69,6 +69,9 @@ class Scheduler:
             {**section, "clinic_id": clinic.id, "timezone": clinic.timezone}
         )
 
+    async def has_calendar(self, clinic_id: str) -> bool:
+        return await self.store.calendar_override(clinic_id) is not None
+
     # --- reacting to events -------------------------------------------------
 
     async def on_consultation_requested(
@@ -369,8 +372,8 @@ class Scheduler:
         now = self.clock.now()
         lease = now + timedelta(seconds=self.clock_seconds(30))
         fired = 0
+        calendar = await self.calendar(clinic_id)  # before claiming: a bad calendar claims nothing
         for client_id, number in await self.store.claim_due_boosters(clinic_id, now, lease):
-            calendar = await self.calendar(clinic_id)
             async with self.store.locked(clinic_id, client_id):
                 schedule = await self.store.load(clinic_id, client_id)
                 if schedule is None or schedule.course is None:

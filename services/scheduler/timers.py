@@ -16,6 +16,8 @@ def booster_timer(scheduler: Scheduler, poll_s: float) -> Callable[[], Coroutine
     async def fire_boosters_when_due() -> None:
         while True:
             for clinic in scheduler.clinics.all():
+                if not clinic.section("scheduler") and not await scheduler.has_calendar(clinic.id):
+                    continue  # a clinic that books nothing here has no boosters either
                 try:
                     fired = await scheduler.fire_due_boosters(clinic.id)
                     if fired:
