@@ -56,6 +56,9 @@ test-unit: install
 demo: install infra-up
 	$(BIN)/python -m ops.demo
 
+chaos: install infra-up
+	$(BIN)/python -m ops.chaos
+
 docs: install
 	$(BIN)/python -m ops.contracts
 

@@ -80,6 +80,7 @@ class Tally:
     expected: Counter[str] = field(default_factory=Counter)  # topic -> accepted requests
     completed_appointments: set[str] = field(default_factory=set)
     ineligible: int = 0
+    accepted: int = 0  # requests the services answered with success
     refused: Counter[str] = field(default_factory=Counter)
 
     def reached(self, clinic: str, stage: str, n: int = 1) -> None:
@@ -113,20 +114,34 @@ def people(count: int, seed: int, run: str) -> list[Person]:
 
 
 class Staff:
-    """Clinic staff at the front desk: HTTP calls, retried politely on 503/409."""
+    """Clinic staff at the front desk: HTTP calls, retried politely on 503/409.
 
-    def __init__(self, intake: str, scheduler: str, clock: ScaledClock, tally: Tally) -> None:
+    `replicas` maps a service to its replicas' base URLs; a call goes to the
+    next replica when one does not answer (as a load balancer would).
+    """
+
+    def __init__(self, replicas: dict[str, list[str]], clock: ScaledClock, tally: Tally) -> None:
         self.http = httpx.AsyncClient(timeout=30)
-        self.intake, self.scheduler, self.clock, self.tally = intake, scheduler, clock, tally
+        self.replicas, self.clock, self.tally = replicas, clock, tally
+        self.intake, self.scheduler = "http://intake", "http://scheduler"
 
     async def call(self, method: str, url: str, clinic: str, **kw: Any) -> httpx.Response:
         headers = {"X-API-Key": demo_clinics.api_key(clinic), **kw.pop("headers", {})}
-        for attempt in range(30):
-            response = await self.http.request(method, url, headers=headers, **kw)
+        service = httpx.URL(url).host
+        path = url.removeprefix(f"http://{service}")
+        bases = self.replicas[service]
+        for attempt in range(120):
+            base = bases[attempt % len(bases)]
+            try:
+                response = await self.http.request(method, base + path, headers=headers, **kw)
+            except httpx.TransportError:
+                await asyncio.sleep(0.5)  # that replica is down: try the next one
+                continue
             if response.status_code not in (503, 409) or "retry" not in response.text:
+                self.tally.accepted += method == "POST" and response.is_success
                 return response
             await asyncio.sleep(min(0.2 * (attempt + 1), 2))
-        return response
+        raise RuntimeError(f"{service} did not answer {method} {path}")
 
     async def until(self, instant: datetime) -> None:
         await asyncio.sleep(max(self.clock.real_seconds(instant - self.clock.now()), 0) + 0.05)
@@ -284,7 +299,7 @@ async def drive(
     stack: Stack, clock: ScaledClock, crowd: list[Person], bootstrap: str, redis_url: str
 ) -> dict[str, Any]:
     tally = Tally()
-    staff = Staff(stack.url("intake"), stack.url("scheduler"), clock, tally)
+    staff = Staff(stack.replica_urls(), clock, tally)
     boosters_until = clock.now() + timedelta(days=80)
     stop = asyncio.Event()
     view = asyncio.create_task(live_view(tally, clock, stop))

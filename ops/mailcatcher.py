@@ -39,9 +39,7 @@ class MaildirHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
         content = envelope.original_content or b""
         temporary = self.maildir / f".{name}.tmp"

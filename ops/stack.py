@@ -117,6 +117,11 @@ class Stack:
             "KAP_SMS_API_URL": f"http://127.0.0.1:{self.sms_port}",
         }
 
+    def replica_urls(self) -> dict[str, list[str]]:
+        return {
+            service: [self.url(service, r) for r in range(self.replicas)] for service in SERVICES
+        }
+
     def url(self, service: str, replica: int = 0) -> str:
         process = next(p for p in self.processes if p.name == f"{service}-{replica}")
         return f"http://127.0.0.1:{process.http_port}"

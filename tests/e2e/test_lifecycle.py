@@ -77,7 +77,7 @@ def crowd() -> list[Person]:
 def journeys(stack: Stack, clock: ScaledClock, crowd: list[Person]) -> Tally:
     async def run() -> Tally:
         tally = Tally()
-        staff = Staff(stack.url("intake"), stack.url("scheduler"), clock, tally)
+        staff = Staff(stack.replica_urls(), clock, tally)
         try:
             until = clock.now() + timedelta(days=90)
             await asyncio.wait_for(
