@@ -41,7 +41,7 @@ class Faults:
 def restart_infra(script: str) -> None:
     for action in ("down", "up"):
         subprocess.run(  # noqa: S603 - the project's own scripts, bash from PATH
-            ["bash", str(ROOT / "infra" / script), action],
+            ["bash", str(ROOT / "infra" / script), action],  # noqa: S607 - bash from PATH
             check=True,
             capture_output=True,
             timeout=180,

@@ -1,9 +1,50 @@
+"""The notifier's settings: its environment, and each clinic's `notifier` section.
+
+A clinic's section (in the clinics file) may set `send_window` (["09:00", "20:00"]),
+`reminder_leads` ({"reminder_24h": "P1D", "reminder_2h": "PT2H"}; leave a kind
+out to switch it off), `instructions_lead`, `grace`, `intake_record_path` and
+`templates` ({kind: {part: template source}}); what it leaves out is the
+protocol's default.
+"""
+
 from __future__ import annotations
 
-from pydantic import Field
+from collections.abc import Mapping
+from typing import Any
 
+from pydantic import Field, SecretStr
+
+from chassis.clinics import Clinic
 from chassis.config import ServiceSettings
+from services.notifier.model import ClinicSettings
+
+TEMPLATES = "templates"
 
 
 class Settings(ServiceSettings):
     http_port: int = Field(default=8003, ge=0, le=65535, validation_alias="KAP_HTTP_PORT")
+    smtp_host: str = Field(default="127.0.0.1", validation_alias="KAP_SMTP_HOST")
+    smtp_port: int = Field(default=1025, ge=1, le=65535, validation_alias="KAP_SMTP_PORT")
+    mail_from: str = Field(default="notifications@kap.example", validation_alias="KAP_MAIL_FROM")
+    sms_api_url: str = Field(default="http://127.0.0.1:8025", validation_alias="KAP_SMS_API_URL")
+    sms_account_sid: str = Field(default="AC-local", validation_alias="KAP_SMS_ACCOUNT_SID")
+    sms_auth_token: SecretStr = Field(
+        default=SecretStr("local-token"), validation_alias="KAP_SMS_AUTH_TOKEN"
+    )
+    sms_from: str = Field(default="+15005550006", validation_alias="KAP_SMS_FROM")
+    # Real time between looks for due messages; what is due is judged on the
+    # injected clock, which may run faster (the demo's scaled clock).
+    delivery_poll_ms: int = Field(default=200, ge=10, validation_alias="KAP_DELIVERY_POLL_MS")
+
+
+def clinic_settings(clinic: Clinic) -> ClinicSettings:
+    """The clinic's notification policy; raises ValidationError for a bad section."""
+    section = {k: v for k, v in clinic.section("notifier").items() if k != TEMPLATES}
+    return ClinicSettings.model_validate(
+        {"clinic_id": clinic.id, "name": clinic.name, "timezone": clinic.timezone, **section}
+    )
+
+
+def template_overrides(clinic: Clinic) -> Mapping[str, Mapping[str, str]]:
+    overrides: Any = clinic.section("notifier").get(TEMPLATES, {})
+    return overrides if isinstance(overrides, dict) else {}

@@ -4,18 +4,51 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
+from chassis.effects import EffectLog
 from chassis.service import ServiceRuntime, http_app, serve
+from services.notifier import api, handlers
+from services.notifier.channels import EmailChannel, SmsChannel
 from services.notifier.config import Settings
-from shared.topics import Service
+from services.notifier.delivery import Delivery
+from services.notifier.store import NotifierStore
 
-SERVICE: Service = "notifier"
+SERVICE = handlers.SERVICE
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
-    return http_app(runtime, title="KAP notifier")
+    store = NotifierStore(runtime.redis)
+    clinics = ClinicDirectory(settings.clinics_file)
+    handlers.register(
+        runtime.broker,
+        handlers.Deps(
+            store=store,
+            effects=EffectLog(runtime.redis, SERVICE, runtime.publisher),
+            clinics=clinics,
+            clock=runtime.clock,
+        ),
+    )
+    delivery = Delivery(
+        store,
+        clinics,
+        senders={
+            "email": EmailChannel(settings.smtp_host, settings.smtp_port, settings.mail_from),
+            "sms": SmsChannel(
+                settings.sms_api_url,
+                settings.sms_account_sid,
+                settings.sms_auth_token.get_secret_value(),
+                settings.sms_from,
+            ),
+        },
+        publisher=runtime.publisher,
+        clock=runtime.clock,
+        poll_s=settings.delivery_poll_ms / 1000,
+    )
+    runtime.workers.append(delivery.run)
+    return http_app(runtime, title="KAP notifier", routers=[api.routes(store)])
 
 
 def run() -> None:
