@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
 from chassis.effects import EffectLog
 from chassis.service import ServiceRuntime, http_app, serve
@@ -21,19 +20,18 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     settings = settings or Settings()
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     store = NotifierStore(runtime.redis)
-    clinics = ClinicDirectory(settings.clinics_file)
     handlers.register(
         runtime.broker,
         handlers.Deps(
             store=store,
             effects=EffectLog(runtime.redis, SERVICE, runtime.publisher),
-            clinics=clinics,
+            clinics=runtime.clinics,
             clock=runtime.clock,
         ),
     )
     delivery = Delivery(
         store,
-        clinics,
+        runtime.clinics,
         senders={
             "email": EmailChannel(settings.smtp_host, settings.smtp_port, settings.mail_from),
             "sms": SmsChannel(
@@ -46,6 +44,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         publisher=runtime.publisher,
         clock=runtime.clock,
         poll_s=settings.delivery_poll_ms / 1000,
+        metrics=runtime.metrics,
     )
     runtime.workers.append(delivery.run)
     return http_app(runtime, title="KAP notifier", routers=[api.routes(store)])

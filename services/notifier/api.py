@@ -1,0 +1,64 @@
+"""The notifier's HTTP API: what was planned for a client and how it went, for operators.
+
+Ids, kinds, channels, times and states only: never an address, a number or a text.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter
+from pydantic import AwareDatetime, BaseModel
+
+from chassis.clinics import AuthorisedClinic
+from services.notifier.model import PlannedMessage
+from services.notifier.store import NotifierStore
+
+
+class NotificationView(BaseModel):
+    notification_id: UUID
+    kind: str
+    recipient: str
+    channel: str
+    send_at: AwareDatetime
+    appointment_id: UUID | None
+    cause_event_id: str
+    state: str
+    attempts: int
+    sent_as: UUID | None = None
+    sent_channel: str | None = None
+    reason: str | None = None
+    permanent: bool | None = None
+
+
+def _view(record: dict[str, str]) -> NotificationView:
+    message = PlannedMessage.model_validate_json(record["plan"])
+    return NotificationView(
+        notification_id=message.notification_id,
+        kind=message.kind,
+        recipient=message.recipient,
+        channel=message.channel,
+        send_at=message.send_at,
+        appointment_id=message.appointment_id,
+        cause_event_id=message.cause_event_id,
+        state=record["state"],
+        attempts=int(record.get("attempts", 0)),
+        sent_as=record.get("sent_as") or None,
+        sent_channel=record.get("sent_channel"),
+        reason=record.get("reason") or record.get("last_error"),
+        permanent=record["permanent"] == "true" if "permanent" in record else None,
+    )
+
+
+def routes(store: NotifierStore) -> APIRouter:
+    router = APIRouter(prefix="/v1/clinics/{clinic_id}", tags=["notifier"])
+
+    @router.get(
+        "/clients/{client_id}/notifications",
+        summary="Every message planned for a client, with its delivery state",
+    )
+    async def notifications(clinic: AuthorisedClinic, client_id: UUID) -> list[NotificationView]:
+        records = await store.notifications(clinic.id, client_id)
+        return sorted((_view(r) for r in records), key=lambda v: (v.send_at, v.kind))
+
+    return router

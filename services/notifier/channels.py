@@ -1,0 +1,143 @@
+"""The ways out: email over SMTP and SMS through a Twilio-style REST provider.
+
+A channel either hands the message over or says whether trying again can help:
+`TransientSendError` (server unreachable, busy, 4xx SMTP, HTTP 5xx, timeouts) or
+`PermanentSendError` (the address or number is refused). Reasons name codes,
+never the address, number or text, so they can travel in events and logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from typing import Protocol
+from uuid import UUID
+
+import aiosmtplib
+import httpx
+
+from services.notifier.templates import RenderedMessage
+
+SEND_TIMEOUT_S = 10.0
+
+
+class SendError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientSendError(SendError):
+    """Trying again later may work."""
+
+
+class PermanentSendError(SendError):
+    """This message will never get through as it is."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    notification_id: UUID
+    to: str
+    rendered: RenderedMessage
+    sender_name: str
+    at: datetime
+
+
+class Sender(Protocol):
+    async def send(self, outgoing: Outgoing) -> None: ...
+
+
+def message_id(notification_id: UUID) -> str:
+    """One Message-ID per notification, so a duplicate is visible in any mailbox."""
+    return f"<{notification_id}@kap>"
+
+
+class EmailChannel:
+    def __init__(self, host: str, port: int, sender: str) -> None:
+        self._host = host
+        self._port = port
+        self._sender = sender
+
+    def compose(self, outgoing: Outgoing) -> EmailMessage:
+        rendered = outgoing.rendered
+        mail = EmailMessage()
+        mail["From"] = formataddr((outgoing.sender_name, self._sender))
+        mail["To"] = outgoing.to
+        mail["Subject"] = rendered.subject or ""
+        mail["Message-ID"] = message_id(outgoing.notification_id)
+        mail["Date"] = format_datetime(outgoing.at)
+        mail.set_content(rendered.text)
+        if rendered.html:
+            mail.add_alternative(rendered.html, subtype="html")
+        return mail
+
+    async def send(self, outgoing: Outgoing) -> None:
+        try:
+            mail = self.compose(outgoing)
+        except (ValueError, TypeError) as unusable:
+            # e.g. a line break in the address: it would forge headers, so never sent.
+            raise PermanentSendError("the address cannot be put in an email header") from unusable
+        try:
+            await aiosmtplib.send(
+                mail,
+                hostname=self._host,
+                port=self._port,
+                timeout=SEND_TIMEOUT_S,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as refused:
+            codes = sorted({r.code for r in refused.recipients})
+            error = f"smtp recipient refused ({', '.join(map(str, codes))})"
+            raise _by_code(min(codes), error) from refused
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as down:
+            raise TransientSendError(f"smtp unavailable ({type(down).__name__})") from down
+        except aiosmtplib.SMTPSenderRefused as refused:
+            # Our own From address: a configuration fault, not this message's.
+            raise TransientSendError(f"smtp refused the sender ({refused.code})") from refused
+        except aiosmtplib.SMTPResponseException as answer:
+            raise _by_code(answer.code, f"smtp answered {answer.code}") from answer
+        except (aiosmtplib.SMTPException, OSError) as failed:
+            raise TransientSendError(f"smtp failed ({type(failed).__name__})") from failed
+
+
+def _by_code(code: int, reason: str) -> SendError:
+    return PermanentSendError(reason) if code >= 500 else TransientSendError(reason)
+
+
+class SmsChannel:
+    """POST {base}/2010-04-01/Accounts/{sid}/Messages.json with To, From, Body (basic auth)."""
+
+    def __init__(self, base_url: str, account_sid: str, auth_token: str, sender: str) -> None:
+        self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
+        self._auth = (account_sid, auth_token)
+        self._sender = sender
+
+    async def send(self, outgoing: Outgoing) -> None:
+        form = {"To": outgoing.to, "From": self._sender, "Body": outgoing.rendered.text}
+        # Providers that deduplicate use this; one that does not still logs it.
+        headers = {"Idempotency-Key": str(outgoing.notification_id)}
+        try:
+            async with httpx.AsyncClient(timeout=SEND_TIMEOUT_S) as client:
+                response = await client.post(self._url, data=form, auth=self._auth, headers=headers)
+        except httpx.HTTPError as failed:
+            raise TransientSendError(
+                f"sms provider unreachable ({type(failed).__name__})"
+            ) from failed
+        if response.is_success:
+            return
+        reason = f"sms provider answered {response.status_code}{_provider_code(response)}"
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientSendError(reason)
+        raise PermanentSendError(reason)
+
+
+def _provider_code(response: httpx.Response) -> str:
+    """The provider's numeric error code; its message may quote the number, so not that."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    code = body.get("code") if isinstance(body, dict) else None
+    return f" (code {code})" if isinstance(code, int) else ""

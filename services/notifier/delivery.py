@@ -1,0 +1,276 @@
+"""The sending loop: claim what is due, address it as prefs stand now, render, send, record.
+
+Once per message: a replica leases a message before sending (store.claim_due)
+and records the outcome under that lease after, so a redelivered event, a
+second replica or a restart never sends it again. The one gap left is a crash
+between the channel accepting a message and the outcome being recorded: the
+lease then expires and the message goes again, with the same Message-ID (or
+SMS Idempotency-Key), so the duplicate can be recognised downstream.
+
+Outcome events are queued with the outcome (store outbox) and published after,
+so none is lost when the process dies in between; their ids derive from the
+notification id, so a republished one is a duplicate readers drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import jinja2
+
+from chassis.clinics import Clinic, ClinicDirectory
+from chassis.clock import Clock
+from chassis.events import EventPublisher
+from chassis.metrics import ServiceMetrics
+from services.notifier.channels import (
+    Outgoing,
+    PermanentSendError,
+    Sender,
+    TransientSendError,
+)
+from services.notifier.config import template_overrides
+from services.notifier.model import PlannedMessage, readdress
+from services.notifier.store import Claim, NotifierStore, Outcome
+from services.notifier.templates import RenderedMessage, TemplateSet
+from shared import events as ev
+from shared.envelope import Envelope, derived_event_id
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+FIRST_RETRY = timedelta(minutes=1)  # then 2, 4, 8 minutes, on the service clock
+LEASE_MS = 60_000  # far longer than one send may take (channels time out after 10 s)
+BATCH = 20
+OUTBOX_GRACE_MS = 30_000  # an outcome this old with its event unpublished was orphaned
+
+
+class UnknownClient(TransientSendError):
+    """No contact details yet: the request may still be on its way on another topic."""
+
+
+@dataclass(frozen=True)
+class ClinicTemplates:
+    """One clinic's templates; an override that does not compile fails only its own kind."""
+
+    templates: TemplateSet
+    broken: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, overrides: Mapping[str, Mapping[str, str]]) -> ClinicTemplates:
+        usable, broken = {}, {}
+        for kind, parts in overrides.items():
+            try:
+                TemplateSet({kind: parts})
+            # ValueError: an unknown kind or part; TypeError, AttributeError: not a mapping.
+            except (jinja2.TemplateError, ValueError, TypeError, AttributeError) as error:
+                broken[kind] = f"clinic template override of {kind} is unusable: {error}"
+            else:
+                usable[kind] = parts
+        return cls(TemplateSet(usable), broken)
+
+    def render(self, message: PlannedMessage, client_name: str | None) -> RenderedMessage:
+        if reason := self.broken.get(message.kind):
+            raise PermanentSendError(reason)
+        try:
+            return self.templates.render(message, client_name=client_name)
+        except jinja2.TemplateError as error:
+            raise PermanentSendError(str(error)) from error
+
+
+class Delivery:
+    def __init__(
+        self,
+        store: NotifierStore,
+        clinics: ClinicDirectory,
+        senders: Mapping[ev.Channel, Sender],
+        publisher: EventPublisher,
+        clock: Clock,
+        poll_s: float,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self._store = store
+        self._clinics = clinics
+        self._senders = senders
+        self._publisher = publisher
+        self._clock = clock
+        self._poll_s = poll_s
+        self._metrics = metrics
+        self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
+
+    async def run(self) -> None:
+        """Until cancelled: a failed round (Redis or Kafka away) is logged and tried again."""
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():
+            busy = False
+            try:
+                busy = await self.round()
+            except Exception:
+                log.error("delivery round failed; trying again", exc_info=True)
+            if not busy:
+                await asyncio.sleep(self._poll_s)
+        # A client library may turn our cancellation into an error of its own
+        # (caught above): stop all the same, or shutdown would wait forever.
+        raise asyncio.CancelledError
+
+    async def round(self) -> bool:
+        """One pass over every clinic; True when there may be more due right away."""
+        busy = False
+        for clinic in self._clinics.all():
+            await self._publish_orphans(clinic.id)
+            claims = await self._store.claim_due(
+                clinic.id, self._clock.now(), limit=BATCH, lease_ms=LEASE_MS
+            )
+            for claim in claims:
+                await self._deliver(clinic, claim)
+            busy = busy or len(claims) == BATCH
+            if self._metrics is not None:
+                waiting = await self._store.waiting(clinic.id)
+                self._metrics.pending("notification", clinic.id, waiting)
+        return busy
+
+    async def _deliver(self, clinic: Clinic, claim: Claim) -> None:
+        planned = claim.message
+        if claim.attempts > MAX_ATTEMPTS:
+            # Only a replica dying mid-send gets here: stop before it happens again.
+            await self._fail(claim, planned, "gave up: delivery was interrupted", permanent=False)
+            return
+        try:
+            message, outgoing = await self._prepare(clinic, planned)
+            await self._senders[message.channel].send(outgoing)
+        except PermanentSendError as error:
+            await self._fail(claim, planned, error.reason, permanent=True)
+        except TransientSendError as error:
+            await self._retry_or_give_up(claim, error)
+        else:
+            await self._sent(claim, message)
+
+    async def _prepare(
+        self, clinic: Clinic, planned: PlannedMessage
+    ) -> tuple[PlannedMessage, Outgoing]:
+        client_name = None
+        if planned.recipient == "staff":
+            if not clinic.staff_email:
+                raise PermanentSendError("the clinic has no staff email address")
+            message, to = planned, clinic.staff_email
+        else:
+            known = await self._store.contact(planned.clinic_id, planned.client_id)
+            if known is None or known.contact is None:
+                raise UnknownClient("unknown client: no contact details received")
+            readdressed = readdress(planned, known.prefs)
+            if readdressed is None:
+                raise PermanentSendError("no usable channel: opted out, or no SMS consent")
+            message, client_name = readdressed, known.contact.name
+            address = known.contact.email if message.channel == "email" else known.contact.phone
+            if address is None:
+                raise PermanentSendError("no phone number for SMS")
+            to = address
+        rendered = self._templates_of(clinic).render(message, client_name)
+        outgoing = Outgoing(message.notification_id, to, rendered, clinic.name, self._clock.now())
+        return message, outgoing
+
+    def _templates_of(self, clinic: Clinic) -> ClinicTemplates:
+        overrides = template_overrides(clinic)
+        stamp = json.dumps(overrides, sort_keys=True, default=str)
+        cached = self._templates.get(clinic.id)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, ClinicTemplates.build(overrides))
+            self._templates[clinic.id] = cached
+        return cached[1]
+
+    async def _retry_or_give_up(self, claim: Claim, error: TransientSendError) -> None:
+        if claim.attempts >= MAX_ATTEMPTS:
+            reason = f"gave up after {claim.attempts} attempts: {error.reason}"
+            permanent = isinstance(error, UnknownClient)
+            await self._fail(claim, claim.message, reason, permanent=permanent)
+            return
+        at = self._clock.now() + FIRST_RETRY * 2 ** (claim.attempts - 1)
+        if await self._store.retry_at(claim, at, error.reason):
+            log.warning(
+                "notification %s: attempt %d failed (%s); retrying",
+                claim.message.notification_id,
+                claim.attempts,
+                error.reason,
+                extra=_ids(claim),
+            )
+
+    async def _sent(self, claim: Claim, message: PlannedMessage) -> None:
+        event = ev.NotificationSent(
+            clinic_id=message.clinic_id,
+            client_id=message.client_id,
+            occurred_at=self._clock.now(),
+            notification_id=message.notification_id,
+            message_kind=message.kind,
+            channel=message.channel,
+            cause_event_id=message.cause_event_id,
+        )
+        details = {"sent_as": str(message.notification_id), "sent_channel": message.channel}
+        await self._record(claim, Outcome("sent", event, self._envelope(event, claim), details))
+
+    async def _fail(
+        self, claim: Claim, message: PlannedMessage, reason: str, *, permanent: bool
+    ) -> None:
+        event = ev.NotificationFailed(
+            clinic_id=message.clinic_id,
+            client_id=message.client_id,
+            occurred_at=self._clock.now(),
+            notification_id=message.notification_id,
+            message_kind=message.kind,
+            channel=message.channel,
+            cause_event_id=message.cause_event_id,
+            reason=reason,
+            permanent=permanent,
+        )
+        details = {"reason": reason, "permanent": str(permanent).lower()}
+        await self._record(claim, Outcome("failed", event, self._envelope(event, claim), details))
+
+    def _envelope(
+        self, event: ev.NotificationSent | ev.NotificationFailed, claim: Claim
+    ) -> Envelope:
+        outcome = "sent" if isinstance(event, ev.NotificationSent) else "failed"
+        envelope = self._publisher.envelope_for(
+            event,
+            event_id=derived_event_id(str(claim.message.notification_id), f"notifier/{outcome}"),
+            correlation_id=claim.correlation_id,
+        )
+        return envelope.model_copy(update={"causation_id": claim.message.cause_event_id})
+
+    async def _record(self, claim: Claim, outcome: Outcome) -> None:
+        if not await self._store.finish(claim, outcome):
+            log.warning(
+                "notification %s: lease lost before its outcome was recorded",
+                claim.message.notification_id,
+                extra=_ids(claim),
+            )
+            return
+        log.info(
+            "notification %s %s (%s)",
+            claim.message.notification_id,
+            outcome.state,
+            outcome.details.get("reason") or outcome.details.get("sent_channel"),
+            extra=_ids(claim),
+        )
+        await self._publisher.publish(outcome.event, outcome.envelope)
+        await self._store.published(claim.message.clinic_id, str(claim.message.notification_id))
+
+    async def _publish_orphans(self, clinic_id: str) -> None:
+        orphans = await self._store.unpublished(
+            clinic_id, older_than_ms=OUTBOX_GRACE_MS, limit=BATCH
+        )
+        for notification_id, event, envelope in orphans:
+            await self._publisher.publish(event, envelope)
+            await self._store.published(clinic_id, notification_id)
+
+
+def _ids(claim: Claim) -> dict[str, str]:
+    message = claim.message
+    return {
+        "clinic_id": message.clinic_id,
+        "client_id": str(message.client_id),
+        "causation_id": message.cause_event_id,
+        "correlation_id": claim.correlation_id,
+    }

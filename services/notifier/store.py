@@ -1,0 +1,438 @@
+"""The notifier's Redis state: contact projection, planned messages, and their delivery.
+
+Keys, all with the `{clinic_id}` hash tag so every transaction and script stays
+in one Redis Cluster slot (the scripts derive message keys from a prefix rather
+than declaring each one, which is safe only because of that tag):
+
+    notifier:{c}:contact:{client}         JSON: contact and opt-outs (PHI: never logged)
+    notifier:{c}:msg:{notification}       hash: plan, state, correlation, attempts, outcome
+    notifier:{c}:due                      zset: planned ids by send_at (service clock, epoch s)
+    notifier:{c}:sending                  zset: claimed ids by lease deadline (Redis time, ms)
+    notifier:{c}:outbox                   zset: finished ids whose event is not yet published
+    notifier:{c}:slot:{appointment}/{k}   the id holding a replaceable slot (PlannedMessage.slot)
+    notifier:{c}:appointment:{id}         set: ids planned about one appointment
+    notifier:{c}:client:{client}          set: ids planned for one client (for the API)
+
+A message goes planned -> sending (leased) -> sent | failed, or planned ->
+cancelled; a transient failure puts it back to planned at a later time.
+Leases run on Redis's clock, not the service clock: the demo's clock runs
+thousands of times faster than real time, and a lease guards a real send.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from services.notifier.model import (
+    CHANGE_NOTICE_KINDS,
+    REMINDER_KINDS,
+    ContactPrefs,
+    MessageKind,
+    PlannedMessage,
+)
+from services.notifier.pending import PendingNotice, supersede
+from shared.envelope import Envelope
+from shared.events import Channel, Contact, Event
+from shared.topics import BY_NAME, topic_for
+
+State = Literal["planned", "sending", "sent", "failed", "cancelled"]
+# Finished messages stay listable for this long, then expire.
+RETAIN_S = 90 * 24 * 60 * 60
+# Messages about when an appointment takes place: wrong once it moves or is cancelled.
+AHEAD_KINDS = REMINDER_KINDS | {MessageKind.SESSION_INSTRUCTIONS}
+PLAN_CONFLICT_TRIES = 20
+
+_CLAIM = """
+-- KEYS: due, sending. ARGV: now (service clock, epoch s), lease ms, how many, lease token,
+-- message key prefix. Expired leases (a replica died mid-send) are taken over first.
+local t = redis.call("TIME")
+local server_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[3])
+local ids = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", server_ms, "LIMIT", 0, limit)
+if #ids < limit then
+  local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, limit - #ids)
+  for _, id in ipairs(due) do table.insert(ids, id) end
+end
+local claimed = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[5] .. id
+  local state = redis.call("HGET", key, "state")
+  redis.call("ZREM", KEYS[1], id)
+  if state == "planned" or state == "sending" then
+    redis.call("ZADD", KEYS[2], server_ms + tonumber(ARGV[2]), id)
+    redis.call("HSET", key, "state", "sending", "lease", ARGV[4])
+    local attempts = redis.call("HINCRBY", key, "attempts", 1)
+    local fields = redis.call("HMGET", key, "plan", "correlation_id")
+    table.insert(claimed, {id, attempts, fields[1], fields[2]})
+  else
+    redis.call("ZREM", KEYS[2], id)
+  end
+end
+return claimed
+"""
+
+_FINISH = """
+-- KEYS: message, sending, due, outbox. ARGV: id, lease token, next state, due score
+-- (when planned again), retention s, then field/value pairs to record.
+if redis.call("HGET", KEYS[1], "state") ~= "sending"
+    or redis.call("HGET", KEYS[1], "lease") ~= ARGV[2] then
+  return 0
+end
+redis.call("ZREM", KEYS[2], ARGV[1])
+local fields = {"state", ARGV[3]}
+for i = 6, #ARGV do table.insert(fields, ARGV[i]) end
+redis.call("HSET", KEYS[1], unpack(fields))
+redis.call("HDEL", KEYS[1], "lease")
+if ARGV[3] == "planned" then
+  redis.call("ZADD", KEYS[3], ARGV[4], ARGV[1])
+else
+  local t = redis.call("TIME")
+  redis.call("ZADD", KEYS[4], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+  redis.call("EXPIRE", KEYS[1], ARGV[5])
+end
+return 1
+"""
+
+
+def _key(clinic_id: str, *parts: str) -> str:
+    return ":".join(("notifier", f"{{{clinic_id}}}", *parts))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class KnownContact(BaseModel):
+    """The notifier's own projection of how to reach a client, from the events it consumed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    contact: Contact | None = None
+    opted_out: frozenset[Channel] = frozenset()
+
+    @property
+    def prefs(self) -> ContactPrefs:
+        if self.contact is None:
+            return ContactPrefs(opted_out=self.opted_out)
+        return ContactPrefs.from_contact(self.contact, self.opted_out)
+
+
+ContactChange = Callable[[KnownContact | None], KnownContact]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one event makes the notifier send, and what it makes wrong."""
+
+    cause: Envelope
+    messages: Sequence[PlannedMessage]
+    superseded_appointments: Sequence[UUID] = ()
+    changed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    message: PlannedMessage
+    correlation_id: str
+    attempts: int
+    lease: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a claimed message ended, and the event that says so."""
+
+    state: Literal["sent", "failed"]
+    event: Event
+    envelope: Envelope
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    notification_id: str
+    state: str
+    message: PlannedMessage
+    changed_at: str | None
+    version: str | None
+
+    @property
+    def pending(self) -> PendingNotice | None:
+        if self.state != "planned" or self.changed_at is None:
+            return None
+        return PendingNotice(
+            message=self.message,
+            changed_at=datetime.fromisoformat(self.changed_at),
+            version=int(self.version or 1),
+        )
+
+
+@dataclass
+class _Changes:
+    writes: list[tuple[PlannedMessage, PendingNotice | None]] = field(default_factory=list)
+    cancels: set[str] = field(default_factory=set)
+    cleared_slots: list[str] = field(default_factory=list)
+
+
+def _resolve(
+    plan: Plan, occupants: dict[str, _Stored], superseded: list[_Stored], exists: set[str]
+) -> _Changes:
+    """Which messages to write and which pending ones they replace (pure)."""
+    changes = _Changes()
+    for stored in superseded:
+        if stored.state == "planned" and stored.message.kind in AHEAD_KINDS:
+            changes.cancels.add(stored.notification_id)
+    for message in plan.messages:
+        if str(message.notification_id) in exists:
+            continue  # planned when this event was handled before
+        occupant = occupants.get(message.slot) if message.slot else None
+        if message.slot is not None and message.kind in CHANGE_NOTICE_KINDS:
+            pending = occupant.pending if occupant else None
+            notice = supersede(pending, message, changed_at=plan.changed_at or message.send_at)
+            if notice is None and occupant is not None:
+                changes.cancels.add(occupant.notification_id)
+                changes.cleared_slots.append(message.slot)
+            elif notice is not None and notice is not pending:
+                if occupant is not None and pending is not None:
+                    changes.cancels.add(occupant.notification_id)
+                changes.writes.append((notice.message, notice))
+            continue
+        if occupant is not None and occupant.state == "planned":
+            changes.cancels.add(occupant.notification_id)
+        changes.writes.append((message, None))
+    return changes
+
+
+class NotifierStore:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._claim = redis.register_script(_CLAIM)
+        self._finish = redis.register_script(_FINISH)
+
+    # --- contact projection -------------------------------------------------
+
+    async def contact(self, clinic_id: str, client_id: UUID) -> KnownContact | None:
+        raw = await self._redis.get(_key(clinic_id, "contact", str(client_id)))
+        return KnownContact.model_validate_json(raw) if raw else None
+
+    # --- planning -----------------------------------------------------------
+
+    async def record(
+        self,
+        plan: Plan,
+        *,
+        contact_change: ContactChange | None,
+        client_id: UUID,
+        effect: Callable[[Pipeline], None],
+    ) -> None:
+        """Store the plan, the contact change and the effect record in one transaction.
+
+        Optimistic: every key read is watched, so a concurrent change (another
+        event for the client, or a message being claimed) makes it start over.
+        """
+        for _ in range(PLAN_CONFLICT_TRIES):
+            try:
+                async with self._redis.pipeline(transaction=True) as tx:
+                    await self._record_once(tx, plan, contact_change, client_id, effect)
+                return
+            except WatchError:
+                continue
+        raise RuntimeError("planning kept conflicting with concurrent changes")
+
+    async def _record_once(
+        self,
+        tx: Pipeline,
+        plan: Plan,
+        contact_change: ContactChange | None,
+        client_id: UUID,
+        effect: Callable[[Pipeline], None],
+    ) -> None:
+        clinic = plan.cause.clinic_id
+        slots = sorted({m.slot for m in plan.messages if m.slot})
+        slot_keys = [_key(clinic, "slot", slot) for slot in slots]
+        appointment_keys = [
+            _key(clinic, "appointment", str(a)) for a in plan.superseded_appointments
+        ]
+        new_ids = [str(m.notification_id) for m in plan.messages]
+        contact_key = _key(clinic, "contact", str(client_id))
+        await tx.watch(
+            contact_key, *slot_keys, *appointment_keys, *[_key(clinic, "msg", i) for i in new_ids]
+        )
+        exists = {i for i in new_ids if await tx.exists(_key(clinic, "msg", i))}
+        holders = dict(zip(slots, await tx.mget(slot_keys), strict=True)) if slots else {}
+        superseded_ids = [_text(i) for key in appointment_keys for i in await tx.smembers(key)]
+        wanted = {_text(i) for i in holders.values() if i} | set(superseded_ids)
+        stored = await self._load(tx, clinic, wanted)
+        occupants = {
+            slot: stored[_text(i)] for slot, i in holders.items() if i and _text(i) in stored
+        }
+        changes = _resolve(
+            plan, occupants, [stored[i] for i in superseded_ids if i in stored], exists
+        )
+        current = await tx.get(contact_key) if contact_change else None
+
+        tx.multi()  # type: ignore[no-untyped-call]
+        self._write(tx, clinic, plan.cause.correlation_id, changes)
+        if contact_change is not None:
+            known = KnownContact.model_validate_json(current) if current else None
+            tx.set(contact_key, contact_change(known).model_dump_json())
+        effect(tx)
+        await tx.execute()
+
+    async def _load(self, tx: Pipeline, clinic: str, ids: set[str]) -> dict[str, _Stored]:
+        found = {}
+        for notification_id in sorted(ids):
+            key = _key(clinic, "msg", notification_id)
+            await tx.watch(key)
+            state, plan, changed_at, version = await tx.hmget(
+                key, ["state", "plan", "changed_at", "version"]
+            )
+            if state and plan:
+                found[notification_id] = _Stored(
+                    notification_id,
+                    _text(state),
+                    PlannedMessage.model_validate_json(plan),
+                    _text(changed_at) if changed_at else None,
+                    _text(version) if version else None,
+                )
+        return found
+
+    def _write(self, tx: Pipeline, clinic: str, correlation_id: str, changes: _Changes) -> None:
+        for notification_id in changes.cancels:
+            tx.hset(_key(clinic, "msg", notification_id), "state", "cancelled")
+            tx.expire(_key(clinic, "msg", notification_id), RETAIN_S)
+            tx.zrem(_key(clinic, "due"), notification_id)
+        for slot in changes.cleared_slots:
+            tx.delete(_key(clinic, "slot", slot))
+        for message, notice in changes.writes:
+            notification_id = str(message.notification_id)
+            fields = {
+                "plan": message.model_dump_json(),
+                "state": "planned",
+                "correlation_id": correlation_id,
+                "attempts": "0",
+            }
+            if notice is not None:
+                fields |= {
+                    "changed_at": notice.changed_at.isoformat(),
+                    "version": str(notice.version),
+                }
+            pairs = [item for pair in fields.items() for item in pair]
+            tx.hset(_key(clinic, "msg", notification_id), items=pairs)
+            tx.zadd(_key(clinic, "due"), {notification_id: message.send_at.timestamp()})
+            # Indexes live as long as what they point to may: refreshed on every write.
+            client_key = _key(clinic, "client", str(message.client_id))
+            tx.sadd(client_key, notification_id)
+            tx.expire(client_key, RETAIN_S)
+            if message.slot:
+                tx.set(_key(clinic, "slot", message.slot), notification_id, ex=RETAIN_S)
+            if message.appointment_id:
+                appointment_key = _key(clinic, "appointment", str(message.appointment_id))
+                tx.sadd(appointment_key, notification_id)
+                tx.expire(appointment_key, RETAIN_S)
+
+    # --- delivery -----------------------------------------------------------
+
+    async def claim_due(
+        self, clinic_id: str, now: datetime, *, limit: int, lease_ms: int
+    ) -> list[Claim]:
+        """Lease up to `limit` due messages to this replica; no other replica gets them."""
+        lease = uuid.uuid4().hex
+        rows = await self._claim(
+            keys=[_key(clinic_id, "due"), _key(clinic_id, "sending")],
+            args=[f"{now.timestamp():.6f}", lease_ms, limit, lease, _key(clinic_id, "msg", "")],
+        )
+        return [
+            Claim(
+                message=PlannedMessage.model_validate_json(plan),
+                correlation_id=_text(correlation),
+                attempts=int(attempts),
+                lease=lease,
+            )
+            for _, attempts, plan, correlation in rows
+        ]
+
+    async def retry_at(self, claim: Claim, at: datetime, reason: str) -> bool:
+        return await self._transition(
+            claim, "planned", f"{at.timestamp():.6f}", {"last_error": reason}
+        )
+
+    async def finish(self, claim: Claim, outcome: Outcome) -> bool:
+        """Record how the message ended and queue its event; False if the lease was lost."""
+        record = {
+            "topic": topic_for(outcome.event).name,
+            "event": outcome.event.model_dump(mode="json"),
+            "envelope": outcome.envelope.model_dump(mode="json"),
+        }
+        return await self._transition(
+            claim, outcome.state, "", {**outcome.details, "outcome": json.dumps(record)}
+        )
+
+    async def _transition(
+        self, claim: Claim, state: State, due_score: str, fields: dict[str, str]
+    ) -> bool:
+        clinic, notification_id = claim.message.clinic_id, str(claim.message.notification_id)
+        pairs = [item for pair in fields.items() for item in pair]
+        done = await self._finish(
+            keys=[
+                _key(clinic, "msg", notification_id),
+                _key(clinic, "sending"),
+                _key(clinic, "due"),
+                _key(clinic, "outbox"),
+            ],
+            args=[notification_id, claim.lease, state, due_score, RETAIN_S, *pairs],
+        )
+        return bool(done)
+
+    async def waiting(self, clinic_id: str) -> int:
+        """How many messages are planned and not yet sent (due or later)."""
+        return int(await self._redis.zcard(_key(clinic_id, "due")))
+
+    async def unpublished(
+        self, clinic_id: str, *, older_than_ms: int, limit: int
+    ) -> list[tuple[str, Event, Envelope]]:
+        """Outcome events recorded but not published (the publisher died in between)."""
+        seconds, micros = await self._redis.time()
+        cutoff = seconds * 1000 + micros // 1000 - older_than_ms
+        ids = await self._redis.zrangebyscore(
+            _key(clinic_id, "outbox"), "-inf", cutoff, start=0, num=limit
+        )
+        found = []
+        for raw_id in ids:
+            notification_id = _text(raw_id)
+            raw = await self._redis.hget(_key(clinic_id, "msg", notification_id), "outcome")
+            if raw is None:
+                await self.published(clinic_id, notification_id)
+                continue
+            record = json.loads(raw)
+            event = BY_NAME[record["topic"]].event.model_validate(record["event"])
+            found.append((notification_id, event, Envelope.model_validate(record["envelope"])))
+        return found
+
+    async def published(self, clinic_id: str, notification_id: str) -> None:
+        await self._redis.zrem(_key(clinic_id, "outbox"), notification_id)
+
+    # --- reading ------------------------------------------------------------
+
+    async def notifications(self, clinic_id: str, client_id: UUID) -> list[dict[str, str]]:
+        """Every message planned for a client, as stored (ids, kinds, states; no contact data)."""
+        ids = sorted(
+            _text(i) for i in await self._redis.smembers(_key(clinic_id, "client", str(client_id)))
+        )
+        found = []
+        for notification_id in ids:
+            record = await self._redis.hgetall(_key(clinic_id, "msg", notification_id))
+            if record:
+                found.append({_text(k): _text(v) for k, v in record.items()})
+        return found

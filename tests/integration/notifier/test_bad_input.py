@@ -1,0 +1,119 @@
+"""Bad input: what cannot be sent is reported with its reason, what cannot be read goes to
+the dead-letter topic, and the notifier goes on with the next message."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from shared import events as ev
+from shared import topics
+from tests.integration.notifier.support import Rig, appointment, at, course
+
+pytestmark = pytest.mark.integration
+
+BROKEN_TEMPLATES = {
+    "sections": {
+        "notifier": {
+            "templates": {
+                "consultation_request_received": {"subject": "Hello {{ no_such_field }}"},
+                "screening_outcome": {"text": "{% if %}"},
+            }
+        }
+    }
+}
+
+
+async def test_messages_for_a_client_never_heard_of_fail_with_the_reason(rig: Rig) -> None:
+    rig.clock.set(at("2026-03-23T10:00+00:00"))
+    stranger = uuid.uuid4()
+    session = appointment(ev.AppointmentKind.INTEGRATION, at("2026-04-02T10:00+01:00"))
+    await rig.publish(course(rig, stranger, session))
+
+    # Its contact may still be on its way on another topic: tried again, then given up.
+    for attempt, wait in enumerate((1, 2, 4, 8), start=1):
+        await rig.attempted_kind(stranger, "course_booked", attempt)
+        rig.clock.advance(timedelta(minutes=wait))
+    [failed] = await rig.outcomes(stranger, topics.NOTIFICATION_FAILED)
+    assert failed["value"]["message_kind"] == "course_booked"
+    assert failed["value"]["permanent"] is True
+    assert failed["value"]["reason"] == (
+        "gave up after 5 attempts: unknown client: no contact details received"
+    )
+
+
+@pytest.mark.parametrize("clinic_spec", [BROKEN_TEMPLATES], indirect=True)
+async def test_a_template_that_fails_fails_only_its_own_messages(rig: Rig) -> None:
+    rig.clock.set(at("2026-03-23T10:00+00:00"))
+    ada = rig.person()
+    client_id, _ = await rig.request(ada)
+    await rig.publish(ev.ScreeningCompleted(**rig.fields(client_id), eligible=True))
+    session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-25T15:00+00:00"), 30)
+    await rig.publish(ev.ConsultationBooked(**rig.fields(client_id), appointment=session))
+
+    [booked] = await rig.mails(ada.email)
+    assert booked["Subject"] == "Your consultation is booked: Wednesday 25 March 2026, 15:00 WET"
+    failed = await rig.outcomes(client_id, topics.NOTIFICATION_FAILED, expect=2)
+    reasons = {f["value"]["message_kind"]: f["value"]["reason"] for f in failed}
+    assert reasons == {
+        "consultation_request_received": (
+            "cannot render subject of consultation_request_received: 'no_such_field' is undefined"
+        ),
+        "screening_outcome": (
+            "clinic template override of screening_outcome is unusable: "
+            "cannot render body.txt of screening_outcome: "
+            "Expected an expression, got 'end of statement block'"
+        ),
+    }
+    assert all(f["value"]["permanent"] for f in failed)
+
+
+async def test_unreadable_or_foreign_messages_are_dead_lettered_and_consuming_goes_on(
+    rig: Rig,
+) -> None:
+    rig.clock.set(at("2026-03-23T10:00+00:00"))
+    topic = topics.CONSULTATION_REQUESTED
+    elsewhere = uuid.uuid4()
+    stray = ev.ConsultationRequested(
+        clinic_id=f"nowhere-{rig.unique}",
+        client_id=elsewhere,
+        occurred_at=rig.clock.now(),
+        contact=rig.person(),
+    )
+    await rig.inputs.publish(stray)
+
+    garbled, incomplete, unlabelled = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for client_id, value in (
+        (garbled, b'{"clinic_id": "not json'),
+        (incomplete, json.dumps({**rig.fields(incomplete), "contact": None}, default=str).encode()),
+    ):
+        envelope = rig.inputs.envelope(
+            ev.ConsultationRequested(**rig.fields(client_id), contact=rig.person())
+        )
+        await rig.inputs.broker.publish(
+            value,
+            topic=topic.name,
+            key=str(client_id).encode(),
+            headers={k: v.decode() for k, v in envelope.to_headers()},
+        )
+    request = ev.ConsultationRequested(**rig.fields(unlabelled), contact=rig.person())
+    await rig.inputs.broker.publish(
+        request.model_dump_json().encode(), topic=topic.name, key=str(unlabelled).encode()
+    )
+
+    ada = rig.person()
+    await rig.request(ada)  # behind the bad ones: handled, so they were too
+    await rig.mails(ada.email)
+
+    [foreign] = await rig.dead_letters(topic, str(elsewhere))
+    assert foreign["kap_dlq_service"] == "notifier"
+    assert foreign["kap_dlq_error"] == f"Rejected: unknown clinic nowhere-{rig.unique}"
+    [unreadable] = await rig.dead_letters(topic, str(garbled))
+    assert unreadable["kap_dlq_error_type"] == "JSONDecodeError"
+    [invalid] = await rig.dead_letters(topic, str(incomplete))
+    assert invalid["kap_dlq_error"].startswith("invalid payload: event.contact")
+    [unenveloped] = await rig.dead_letters(topic, str(unlabelled))
+    assert unenveloped["kap_dlq_error_type"] == "EnvelopeError"
