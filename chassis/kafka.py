@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -104,28 +104,37 @@ async def apply_topics(
         await admin.close()
 
 
-Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
+Handler = Callable[..., Awaitable[None]]
 
 
-def subscribe(broker: KafkaBroker, service: str, topic: Topic) -> Callable[[Handler], Handler]:
-    """Subscribe `service`'s consumer group to `topic`, from the start for a new group.
+def subscribe(
+    broker: KafkaBroker, service: str, handlers: Sequence[tuple[Topic, Handler]], description: str
+) -> None:
+    """One consumer in `service`'s group for all its topics, a typed handler per topic.
 
-    Use as a decorator on a handler; commits follow the broker's ack policy
-    (after the handler, see make_broker).
+    One consumer per topic would make each replica a dozen group members, every
+    join a rebalance of all the others (measured: 23 s before a notifier with
+    fifteen consumed anything, against 0.05 s with one). A new group starts
+    from the earliest offsets; commits follow the broker's ack policy.
     """
     subscriber = broker.subscriber(
-        topic.name,
+        *(topic.name for topic, _ in handlers),
         group_id=group_id(service),
         auto_offset_reset="earliest",
-        # Each subscription is one member of the service's group; a short
-        # heartbeat lets a joining member's rebalance finish in about a second.
+        # A short heartbeat lets a joining replica's rebalance end in about a second.
         heartbeat_interval_ms=500,
-        title=f"{topic.name}:{service}",
-        description=f"{service} reacts: {topic.description}",
+        title=service,
+        description=description,
+        # One subscriber's schema would offer every event on every topic; the
+        # topics' own schemas (declared by their producers) stay the contract.
+        include_in_schema=False,
     )
+    for topic, handler in handlers:
+        subscriber(handler, filter=_from(topic))
 
-    def register(handler: Handler) -> Handler:
-        subscriber(handler)
-        return handler
 
-    return register
+def _from(topic: Topic) -> Callable[[Any], bool]:
+    def is_from(message: Any) -> bool:
+        return getattr(message.raw_message, "topic", None) == topic.name
+
+    return is_from

@@ -31,6 +31,8 @@ from chassis.logs import configure_logging
 from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from shared.topics import Service, produced_by
 
+WORKER_STOP_S = 10.0
+
 
 @dataclass
 class ServiceRuntime:
@@ -78,7 +80,9 @@ class ServiceRuntime:
         # broker, which finishes in-flight handlers and commits before closing.
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a loop that swallows its cancellation must not hold up exit.
+            await asyncio.wait(self._tasks, timeout=WORKER_STOP_S)
         await self.broker.stop()
         await self.redis.aclose()
 

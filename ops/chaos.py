@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args(argv)
     workdir = args.workdir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    asyncio.run(demo_clinics.reset(args.redis))
     anchor, scale = datetime.now(UTC), 86400 / args.day_seconds
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": args.kafka,

@@ -407,6 +407,7 @@ def main() -> int:
     args = parser.parse_args()
     run = args.workdir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     clinics = demo_clinics.write(run / "clinics.json")
+    asyncio.run(demo_clinics.reset(args.redis))
     anchor = datetime.now(UTC)
     scale = 86400 / args.day_seconds
     env = {

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+
 WEEKDAYS_8_TO_19 = {str(d): [{"start": "08:00", "end": "19:00"}] for d in range(5)}
 SATURDAY_MORNING = {"5": [{"start": "09:00", "end": "13:00"}]}
 
@@ -62,3 +64,21 @@ def write(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(entries, indent=2))
     return path
+
+
+async def reset(redis_url: str) -> int:
+    """Forget the demo clinics' state from earlier runs (their calendars fill up otherwise).
+
+    Every key of a clinic carries its `{clinic_id}` hash tag, so one pattern
+    finds them all, whichever service wrote them.
+    """
+    redis = Redis.from_url(redis_url)
+    removed = 0
+    try:
+        for clinic_id in CLINICS:
+            keys = [key async for key in redis.scan_iter(match=f"*{{{clinic_id}}}*", count=1000)]
+            for start in range(0, len(keys), 500):
+                removed += await redis.delete(*keys[start : start + 500])
+        return removed
+    finally:
+        await redis.aclose()

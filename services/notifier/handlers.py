@@ -13,12 +13,9 @@ before a replica consumes at all, against a twentieth of a second for one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from faststream.kafka import KafkaBroker
-from faststream.kafka.message import KafkaMessage
 from pydantic import ValidationError
 
 from chassis.clinics import ClinicDirectory
@@ -26,7 +23,7 @@ from chassis.clock import Clock
 from chassis.dead_letters import Rejected, describe
 from chassis.effects import EffectLog
 from chassis.events import CurrentEnvelope
-from chassis.kafka import group_id
+from chassis.kafka import Handler, subscribe
 from services.notifier import domain
 from services.notifier.config import clinic_settings
 from services.notifier.store import ContactChange, KnownContact, NotifierStore, Plan
@@ -171,7 +168,7 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
     async def on_booster_due(event: ev.BoosterDue, envelope: CurrentEnvelope) -> None:
         await planner.plan(event, envelope)
 
-    handlers: list[tuple[Topic, Callable[..., Any]]] = [
+    handlers: list[tuple[Topic, Handler]] = [
         (topics.CONSULTATION_REQUESTED, on_consultation_requested),
         (topics.CONTACT_PREFERENCES_CHANGED, on_contact_preferences_changed),
         (topics.CONSULTATION_BOOKING_FAILED, on_consultation_booking_failed),
@@ -188,23 +185,9 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
         (topics.COURSE_COMPLETED, on_course_completed),
         (topics.BOOSTER_DUE, on_booster_due),
     ]
-    subscriber = broker.subscriber(
-        *(topic.name for topic, _ in handlers),
-        group_id=group_id(SERVICE),
-        auto_offset_reset="earliest",
-        heartbeat_interval_ms=500,  # as chassis.kafka.subscribe: quick rebalances
-        title="notifier",
-        description="notifier reacts: plans the messages each lifecycle event causes",
-        # One subscriber's schema would offer every event type on every topic,
-        # which is wrong; the topics' own schemas (docs/schemas) stay the contract.
-        include_in_schema=False,
+    subscribe(
+        broker,
+        SERVICE,
+        handlers,
+        "notifier reacts: plans the messages each lifecycle event causes",
     )
-    for topic, handler in handlers:
-        subscriber(handler, filter=_from(topic))
-
-
-def _from(topic: Topic) -> Callable[[KafkaMessage], bool]:
-    def is_from(message: KafkaMessage) -> bool:
-        return getattr(message.raw_message, "topic", None) == topic.name
-
-    return is_from

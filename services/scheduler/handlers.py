@@ -14,14 +14,22 @@ SERVICE = "scheduler"
 
 
 def register(broker: KafkaBroker, scheduler: Scheduler) -> None:
-    @subscribe(broker, SERVICE, topics.CONSULTATION_REQUESTED)
     async def book_consultation(event: ev.ConsultationRequested, envelope: CurrentEnvelope) -> None:
         await scheduler.on_consultation_requested(event, envelope)
 
-    @subscribe(broker, SERVICE, topics.CONSULTATION_HELD)
     async def close_consultation(event: ev.ConsultationHeld, envelope: CurrentEnvelope) -> None:
         await scheduler.on_consultation_held(event, envelope)
 
-    @subscribe(broker, SERVICE, topics.CLIENT_ENROLLED)
     async def book_course(event: ev.ClientEnrolled, envelope: CurrentEnvelope) -> None:
         await scheduler.on_client_enrolled(event, envelope)
+
+    subscribe(
+        broker,
+        SERVICE,
+        [
+            (topics.CONSULTATION_REQUESTED, book_consultation),
+            (topics.CONSULTATION_HELD, close_consultation),
+            (topics.CLIENT_ENROLLED, book_course),
+        ],
+        "scheduler reacts: books consultations and courses",
+    )

@@ -14,7 +14,10 @@ log = logging.getLogger(__name__)
 
 def booster_timer(scheduler: Scheduler, poll_s: float) -> Callable[[], Coroutine[Any, Any, None]]:
     async def fire_boosters_when_due() -> None:
-        while True:
+        # redis-py 8.1 can swallow a cancellation that lands inside a script
+        # call, so the loop also asks whether it is being cancelled.
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():
             for clinic in scheduler.clinics.all():
                 if not clinic.section("scheduler") and not await scheduler.has_calendar(clinic.id):
                     continue  # a clinic that books nothing here has no boosters either

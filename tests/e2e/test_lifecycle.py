@@ -52,6 +52,7 @@ def stack(
     clock: ScaledClock,
 ) -> Iterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("e2e")
+    asyncio.run(demo_clinics.reset(redis_url))
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "REDIS_URL": redis_url,

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ CALENDAR: dict[str, Any] = {
         {"id": "recliner-2", "name": "Recliner 2"},
     ],
 }
-# A Monday in Lisbon, two weeks before the clocks go forward (29 March 2026).
-START = datetime(2026, 3, 16, 7, 0, tzinfo=UTC)
+# A Monday morning in a week of its own: tests share Redis, so each starts in an
+# empty stretch of the calendar instead of cleaning up after the others.
+START = datetime(2027, 1, 4, 7, 0, tzinfo=UTC)  # a Monday
 
 
 @pytest.fixture
@@ -53,7 +55,8 @@ def clinics_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def clock() -> FrozenClock:
-    return FrozenClock(START)
+    # Each test its own week too (tests book the same clinic's therapists).
+    return FrozenClock(START + timedelta(weeks=random.randrange(52 * 40)))
 
 
 @pytest.fixture

@@ -251,7 +251,10 @@ async def test_clinic_requests_that_make_no_sense_are_refused_and_change_nothing
     # With the first dose held the window is fixed: two months later is outside it.
     far = await scheduler.post(
         f"/v1/clinics/lisbon/appointments/{dose.appointment_id}/reschedule",
-        json={"new_starts_at": (dose.starts_at + timedelta(days=60)).isoformat()},
+        # Same weekday and wall time nine weeks on: inside hours, outside the window.
+        json={
+            "new_starts_at": (dose.starts_at.astimezone(LISBON) + timedelta(weeks=9)).isoformat()
+        },
         headers=auth("lisbon"),
     )
     assert far.status_code == 409
