@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
