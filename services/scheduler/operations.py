@@ -138,7 +138,9 @@ class Scheduler:
             schedule: ClientSchedule, now: datetime
         ) -> tuple[ClientSchedule, list[ev.Event]]:
             appointment = schedule.consultation
-            if appointment is None or schedule.consultation_status != ev.AppointmentStatus.BOOKED:
+            if appointment is None:
+                raise Rejected("a consultation was held that was never booked here")
+            if schedule.consultation_status != ev.AppointmentStatus.BOOKED:
                 return schedule, []
             status = (
                 ev.AppointmentStatus.NOSHOW

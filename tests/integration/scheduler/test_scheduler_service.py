@@ -294,3 +294,25 @@ async def test_an_enrolment_for_an_unknown_clinic_is_dead_lettered_with_the_reas
     # ...and the scheduler keeps consuming.
     other, _ = await enrol(intake_events, clock)
     assert (await booked_course(kafka_bootstrap, other))["key"] == other
+
+
+async def test_a_consultation_held_that_was_never_booked_is_dead_lettered(
+    scheduler: httpx.AsyncClient,
+    intake_events: EventPublisher,
+    clock: FrozenClock,
+    kafka_bootstrap: str,
+) -> None:
+    event = ev.ConsultationHeld(
+        clinic_id="lisbon", client_id=uuid.uuid4(), occurred_at=clock.now(), outcome="no_show"
+    )
+    await intake_events.publish(event, intake_events.envelope_for(event))
+    dead = await topic_messages(
+        kafka_bootstrap, topics.CONSULTATION_HELD.dead_letters, key=str(event.client_id), wait_s=20
+    )
+    reasons = [
+        d["headers"]["kap_dlq_error"]
+        for d in dead
+        if d["headers"]["kap_dlq_service"] == "scheduler"
+    ]
+    assert reasons
+    assert "never booked" in reasons[0]
