@@ -13,13 +13,13 @@ import hmac
 import json
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import ClinicId
+from shared.events import ClinicId, TimeZoneName
 
 
 class Clinic(BaseModel):
@@ -27,18 +27,9 @@ class Clinic(BaseModel):
 
     id: ClinicId
     name: str = Field(min_length=1, max_length=200)
-    timezone: str = Field(description="IANA time zone, e.g. Europe/Lisbon")
+    timezone: TimeZoneName
     api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     staff_email: str | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown IANA time zone {value!r}") from error
-        return value
 
     @property
     def zone(self) -> ZoneInfo:

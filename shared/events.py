@@ -11,14 +11,28 @@ from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 ClinicId = Annotated[
     str,
     Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="Clinic slug, e.g. 'lisbon'"),
 ]
 Channel = Literal["email", "sms"]
+
+
+def _known_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as unknown:
+        raise ValueError(f"unknown IANA time zone {name!r}") from unknown
+    return name
+
+
+TimeZoneName = Annotated[
+    str, AfterValidator(_known_zone), Field(description="IANA time zone, e.g. 'Europe/Lisbon'")
+]
 
 
 class AppointmentKind(StrEnum):

@@ -13,13 +13,20 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from services.notifier.reminders import DEFAULT_SEND_WINDOW, GRACE, SendWindow
 from shared.envelope import EVENT_ID_NAMESPACE
-from shared.events import AppointmentKind, Channel, ClinicId, Contact, ContactPreferencesChanged
+from shared.events import (
+    AppointmentKind,
+    Channel,
+    ClinicId,
+    Contact,
+    ContactPreferencesChanged,
+    TimeZoneName,
+)
 
 Recipient = Literal["client", "staff"]
 
@@ -200,7 +207,7 @@ class ClinicSettings(_Frozen):
     name: str = Field(
         min_length=1, description="Shown in SMS and subjects, so it must name no drug or diagnosis"
     )
-    timezone: str = Field(description="IANA zone, e.g. Europe/Lisbon")
+    timezone: TimeZoneName
     send_window: SendWindow = DEFAULT_SEND_WINDOW
     reminder_leads: dict[MessageKind, timedelta] = Field(
         default_factory=lambda: {
@@ -226,15 +233,6 @@ class ClinicSettings(_Frozen):
         if found := phi_terms_in(name):
             raise ValueError(f"clinic name is shown in SMS and subjects; it must not say {found}")
         return name
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, timezone: str) -> str:
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown IANA time zone {timezone!r}") from error
-        return timezone
 
     @field_validator("send_window")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from itertools import pairwise
 from typing import Annotated, Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AwareDatetime,
@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.events import AppointmentKind, BoosterPlan, ClinicId
+from shared.events import AppointmentKind, BoosterPlan, ClinicId, TimeZoneName
 
 Weekday = Annotated[int, Field(ge=0, le=6, description="0 = Monday")]
 ResourceId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -180,21 +180,12 @@ class CoursePolicy(Config):
 
 class ClinicCalendar(Config):
     clinic_id: ClinicId
-    timezone: str = Field(description="IANA zone, e.g. 'Europe/Lisbon'")
+    timezone: TimeZoneName
     opening_hours: WeeklyHours
     therapists: tuple[Therapist, ...] = ()
     rooms: tuple[Room, ...] = ()
     closures: frozenset[date] = Field(default=frozenset(), description="Closed local dates")
     policy: CoursePolicy = CoursePolicy()
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as unknown:
-            raise ValueError(f"unknown IANA time zone {name!r}") from unknown
-        return name
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:
