@@ -4,6 +4,7 @@ people from a consultation request to their first booster."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -157,4 +158,21 @@ def test_boosters_fall_due_at_nine_clinic_time_fourteen_days_after_the_course(
         due = datetime.fromisoformat(record.value["due_at"]).astimezone(zone)
         done = datetime.fromisoformat(completed[record.key]["occurred_at"]).astimezone(zone)
         assert (due.hour, due.minute) == (9, 0)
-        assert due.date() == done.date() + timedelta(days=14)
+        number = record.value["booster_number"]  # later ones may fall due before we look
+        assert due.date() == done.date() + timedelta(days=14 * number)
+
+
+def test_no_name_email_or_phone_reaches_a_log_or_a_public_topic(
+    stack: Stack, journeys: Tally, journal: audit.Journal, crowd: list[Person]
+) -> None:
+    phi = set()
+    for person in crowd:
+        request = person.request()
+        phi |= {request["name"], request["email"], request["phone"]}
+    logs = "".join(path.read_text() for path in (stack.workdir / "logs").glob("*.log"))
+    assert len(logs) > 1000  # the services did log
+    assert [value for value in phi if value in logs] == []
+    public = [r for r in journal.records if r.topic.startswith("public.")]
+    assert public
+    published = json.dumps([r.value for r in public])
+    assert [value for value in phi if value in published] == []
