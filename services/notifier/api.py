@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from pydantic import AwareDatetime, BaseModel
 
 from chassis.clinics import AuthorisedClinic
@@ -59,6 +59,9 @@ def routes(store: NotifierStore) -> APIRouter:
     )
     async def notifications(clinic: AuthorisedClinic, client_id: UUID) -> list[NotificationView]:
         records = await store.notifications(clinic.id, client_id)
+        if not records:
+            # As for every other clinic route: a client this clinic does not know is not found.
+            raise HTTPException(404, "not found")
         return sorted((_view(r) for r in records), key=lambda v: (v.send_at, v.kind))
 
     return router
