@@ -13,7 +13,7 @@ from chassis.clinics import AuthorisedClinic
 from services.scheduler.domain import ClinicCalendar, CoursePolicy, OpeningHours, Room, Therapist
 from services.scheduler.domain_plans import PlanFailure
 from services.scheduler.lifecycle import ClientSchedule, Refused
-from services.scheduler.operations import COURSE_HORIZON_DAYS, Scheduler
+from services.scheduler.operations import COURSE_HORIZON_DAYS, CalendarMissing, Scheduler
 from services.scheduler.planner import find_consultation_slot, plan_course
 from services.scheduler.store import ClientBusy
 from shared import events as ev
@@ -83,7 +83,7 @@ def routes(scheduler: Scheduler) -> APIRouter:
     async def guarded(call: Any) -> Any:
         try:
             return await call
-        except Refused as refused:
+        except (Refused, CalendarMissing) as refused:
             raise HTTPException(409, str(refused)) from refused
         except LookupError as missing:
             raise HTTPException(404, "not found") from missing
@@ -92,7 +92,8 @@ def routes(scheduler: Scheduler) -> APIRouter:
 
     @router.get("/calendar", summary="Opening hours, therapists, rooms and course policy")
     async def read_calendar(clinic: AuthorisedClinic) -> dict[str, Any]:
-        return (await scheduler.calendar(clinic.id)).model_dump(mode="json")
+        calendar: ClinicCalendar = await guarded(scheduler.calendar(clinic.id))
+        return calendar.model_dump(mode="json")
 
     @router.put("/calendar", summary="Change therapists, rooms, hours or policy")
     async def change_calendar(clinic: AuthorisedClinic, body: CalendarIn) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def routes(scheduler: Scheduler) -> APIRouter:
         clinic: AuthorisedClinic,
         since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     ) -> dict[str, Any]:
-        calendar = await scheduler.calendar(clinic.id)
+        calendar: ClinicCalendar = await guarded(scheduler.calendar(clinic.id))
         start = since or scheduler.clock.now()
         nobody = UUID(int=0)
         bookings = await scheduler.store.bookings(calendar, nobody, start, COURSE_HORIZON_DAYS)

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid5
 
+from pydantic import ValidationError
+
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
-from chassis.dead_letters import Rejected
+from chassis.dead_letters import Rejected, describe
 from chassis.effects import EffectLog, Output
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
@@ -48,6 +50,10 @@ class UnknownClinic(Rejected):
     pass
 
 
+class CalendarMissing(Rejected):
+    """Nothing can be booked for a clinic whose calendar is absent or invalid."""
+
+
 @dataclass
 class Scheduler:
     store: SchedulerStore
@@ -65,9 +71,16 @@ class Scheduler:
             raise UnknownClinic(f"unknown clinic {clinic_id!r}")
         override = await self.store.calendar_override(clinic_id)
         section = override or clinic.section("scheduler")
-        return ClinicCalendar.model_validate(
-            {**section, "clinic_id": clinic.id, "timezone": clinic.timezone}
-        )
+        if not section:
+            raise CalendarMissing(f"clinic {clinic_id!r} has no scheduler calendar configured")
+        try:
+            return ClinicCalendar.model_validate(
+                {**section, "clinic_id": clinic.id, "timezone": clinic.timezone}
+            )
+        except ValidationError as bad:
+            raise CalendarMissing(
+                f"clinic {clinic_id!r} calendar: {describe(invalid)}"
+            ) from invalid
 
     async def has_calendar(self, clinic_id: str) -> bool:
         return await self.store.calendar_override(clinic_id) is not None
