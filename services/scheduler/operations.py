@@ -79,8 +79,8 @@ class Scheduler:
             )
         except ValidationError as bad:
             raise CalendarMissing(
-                f"clinic {clinic_id!r} calendar: {describe(invalid)}"
-            ) from invalid
+                f"clinic {clinic_id!r} calendar: {describe(bad)}"
+            ) from bad
 
     async def has_calendar(self, clinic_id: str) -> bool:
         return await self.store.calendar_override(clinic_id) is not None
