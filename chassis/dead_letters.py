@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chassis.logs import context_of, message_context
 from shared.envelope import EnvelopeError
 from shared.topics import DLQ_SUFFIX
 
@@ -89,6 +90,17 @@ def dead_letter_middleware(
 ) -> type[BaseMiddleware]:
     class DeadLetterMiddleware(BaseMiddleware):
         async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
+            headers = {
+                k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                for k, v in (getattr(msg.raw_message, "headers", None) or ())
+            }
+            token = message_context.set(context_of(headers))
+            try:
+                return await self._consume(call_next, msg)
+            finally:
+                message_context.reset(token)
+
+        async def _consume(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
             attempt = 0
             while True:
                 attempt += 1

@@ -7,6 +7,7 @@ so a redelivered cause republishes the same ids, which consumers deduplicate.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from faststream.kafka.publisher.usecase import DefaultPublisher
 
     from chassis.metrics import ServiceMetrics
+
+
+log = logging.getLogger(__name__)
 
 
 class EventPublisher:
@@ -96,6 +100,17 @@ class EventPublisher:
             key=str(event.client_id).encode(),
             headers=headers,
             correlation_id=envelope.correlation_id,
+        )
+        log.info(
+            "published %s",
+            topic.name,
+            extra={
+                "clinic_id": event.clinic_id,
+                "client_id": str(event.client_id),
+                "event_id": envelope.id,
+                "correlation_id": envelope.correlation_id,
+                "causation_id": envelope.causation_id,
+            },
         )
         if self._metrics is not None:
             channel = getattr(event, "channel", "")
