@@ -78,9 +78,7 @@ class Scheduler:
                 {**section, "clinic_id": clinic.id, "timezone": clinic.timezone}
             )
         except ValidationError as bad:
-            raise CalendarMissing(
-                f"clinic {clinic_id!r} calendar: {describe(bad)}"
-            ) from bad
+            raise CalendarMissing(f"clinic {clinic_id!r} calendar: {describe(bad)}") from bad
 
     async def has_calendar(self, clinic_id: str) -> bool:
         return await self.store.calendar_override(clinic_id) is not None
