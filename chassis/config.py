@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
+    """What every service reads; a service's own Settings adds to it."""
+
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
     kafka_bootstrap_servers: str = Field(
@@ -27,6 +29,11 @@ class ServiceSettings(BaseSettings):
     kafka_request_timeout_ms: int = Field(
         default=40_000, ge=1_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
     )
+    # SASL/SCRAM (the secured compose overlay): one principal per service.
+    kafka_sasl_username: str | None = Field(default=None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, validation_alias="KAFKA_SASL_PASSWORD"
+    )
     log_level: str = Field(default="INFO", validation_alias="KAP_LOG_LEVEL")
     topic_replication_factor: int = Field(
         default=1, ge=1, validation_alias="KAP_TOPIC_REPLICATION_FACTOR"
@@ -37,3 +44,8 @@ class ServiceSettings(BaseSettings):
     clock_scale: float = Field(default=1.0, gt=0, validation_alias="KAP_CLOCK_SCALE")
     clock_origin: AwareDatetime | None = Field(default=None, validation_alias="KAP_CLOCK_ORIGIN")
     clock_anchor: AwareDatetime | None = Field(default=None, validation_alias="KAP_CLOCK_ANCHOR")
+
+    def kafka_sasl(self) -> tuple[str, str] | None:
+        if self.kafka_sasl_username and self.kafka_sasl_password:
+            return self.kafka_sasl_username, self.kafka_sasl_password.get_secret_value()
+        return None

@@ -11,6 +11,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.security import SASLScram512
 
 from chassis.config import ServiceSettings
 from chassis.dead_letters import DeadLetterPolicy, dead_letter_middleware
@@ -31,8 +32,10 @@ def make_broker(
     `request_timeout_ms` also bounds how long a publish waits for an absent
     broker before failing (its batch is then dropped, not sent later).
     """
+    sasl = settings.kafka_sasl()
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=SASLScram512(*sasl, use_ssl=False) if sasl else None,
         request_timeout_ms=request_timeout_ms,
         client_id=f"kap-{service}",
         acks="all",
@@ -77,13 +80,24 @@ async def apply_topics(
     bootstrap_servers: str,
     replication_factor: int = 1,
     topics: Sequence[Topic] = ALL,
+    sasl: tuple[str, str] | None = None,
 ) -> list[str]:
     """Create every missing topic (and its dead-letter topic); return the names created.
 
     Idempotent, and safe when several replicas start at once: a topic another
     process created first counts as present.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    credentials = (
+        {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": sasl[0],
+            "sasl_plain_password": sasl[1],
+        }
+        if sasl
+        else {}
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **credentials)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

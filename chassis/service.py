@@ -68,7 +68,9 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         await apply_topics(
-            self.settings.kafka_bootstrap_servers, self.settings.topic_replication_factor
+            self.settings.kafka_bootstrap_servers,
+            self.settings.topic_replication_factor,
+            sasl=self.settings.kafka_sasl(),
         )
         await self.broker.start()
         self._tasks = [

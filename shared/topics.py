@@ -14,6 +14,7 @@ from typing import Literal
 from shared import events as ev
 
 Service = Literal["intake", "scheduler", "notifier"]
+SERVICES: tuple[Service, ...] = ("intake", "scheduler", "notifier")
 
 DAY_MS = 24 * 60 * 60 * 1000
 LIFECYCLE_PARTITIONS = 6
