@@ -53,11 +53,11 @@ test: install lint compose-tool infra-up
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
-demo: install infra-up
-	$(BIN)/python -m ops.demo
+demo: install
+	@bash infra/with-infra.sh $(BIN)/python -m ops.demo
 
-chaos: install infra-up
-	$(BIN)/python -m ops.chaos
+chaos: install
+	@bash infra/with-infra.sh $(BIN)/python -m ops.chaos
 
 docs: install
 	$(BIN)/python -m ops.contracts
