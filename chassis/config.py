@@ -7,6 +7,7 @@ sets the same variables. tests/test_compose.py keeps the two in step.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,9 @@ class ServiceSettings(BaseSettings):
     kafka_sasl_username: str | None = Field(default=None, validation_alias="KAFKA_SASL_USERNAME")
     kafka_sasl_password: SecretStr | None = Field(
         default=None, validation_alias="KAFKA_SASL_PASSWORD"
+    )
+    otel_exporter: Literal["none", "console"] = Field(
+        default="none", validation_alias="KAP_OTEL_EXPORTER"
     )
     log_level: str = Field(default="INFO", validation_alias="KAP_LOG_LEVEL")
     topic_replication_factor: int = Field(

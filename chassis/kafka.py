@@ -10,12 +10,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import SASLScram512
 
 from chassis.config import ServiceSettings
 from chassis.dead_letters import DeadLetterPolicy, dead_letter_middleware
 from chassis.metrics import ServiceMetrics
+from chassis.tracing import tracer_provider
 from shared.topics import ALL, Topic
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,9 @@ def make_broker(
         broker.add_middleware(
             KafkaPrometheusMiddleware(registry=metrics.registry, app_name=f"kap-{service}")
         )
+    broker.add_middleware(
+        KafkaTelemetryMiddleware(tracer_provider=tracer_provider(service, settings.otel_exporter))
+    )
     return broker
 
 

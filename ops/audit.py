@@ -28,6 +28,7 @@ class Record:
     time: str
     type: str
     value: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +82,7 @@ async def read_journal(bootstrap: str, clients: Iterable[str]) -> Journal:
                                 headers.get("ce_time", ""),
                                 headers.get("ce_type", ""),
                                 json.loads(record.value),
+                                headers,
                             )
                         )
             remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}

@@ -208,3 +208,19 @@ def test_each_service_logs_json_lines_that_carry_the_journeys_correlation_id(
         assert all(line["service"] == service for line in lines)
         carrying = [line for line in lines if line.get("correlation_id") in correlations]
         assert carrying, f"{service}: no log line carries a journey's correlation id"
+
+
+def test_trace_context_follows_an_event_into_the_events_it_causes(
+    journeys: Tally, journal: audit.Journal
+) -> None:
+    def trace_of(record: audit.Record) -> str:
+        return record.headers["traceparent"].split("-")[1]
+
+    requests = {r.id: r for r in journal.of(topics.CONSULTATION_REQUESTED.name)}
+    followed = 0
+    for booked in journal.of(topics.CONSULTATION_BOOKED.name):
+        cause = requests.get(booked.headers.get("ce_causationid", ""))
+        if cause is not None:
+            assert trace_of(booked) == trace_of(cause)
+            followed += 1
+    assert followed > 0
