@@ -89,12 +89,15 @@ class ServiceRuntime:
         await self.redis.aclose()
 
     async def readiness(self) -> dict[str, bool]:
-        checks = {"kafka": False, "redis": False}
+        checks = {"kafka": False, "redis": False, "consumers": False}
         # Any failure to answer means not ready; the reason is in the client's log.
         with contextlib.suppress(Exception):
             checks["kafka"] = bool(await self.broker.ping(timeout=2.0))
         with contextlib.suppress(Exception):
             checks["redis"] = bool(await self.redis.ping())
+        # Every subscription has partitions (a service that consumes nothing is ready).
+        consumers = [getattr(s, "consumer", None) for s in self.broker.subscribers]
+        checks["consumers"] = all(c is not None and c.assignment() for c in consumers)
         return checks
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -224,3 +225,18 @@ def test_trace_context_follows_an_event_into_the_events_it_causes(
             assert trace_of(booked) == trace_of(cause)
             followed += 1
     assert followed > 0
+
+
+def test_metrics_count_the_journeys_business_facts(stack: Stack, journeys: Tally) -> None:
+    def counted(service: str, topic: str) -> float:
+        text = httpx.get(f"{stack.url(service)}/metrics", timeout=10).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("kap_events_published_total{") and f'topic="{topic}"' in line
+        )
+
+    assert counted("intake", topics.CONSULTATION_REQUESTED.name) >= len(journeys.clients)
+    assert counted("scheduler", topics.COURSE_BOOKED.name) >= 5
+    assert counted("scheduler", topics.BOOSTER_DUE.name) >= 5
+    assert counted("notifier", topics.NOTIFICATION_SENT.name) > 0
