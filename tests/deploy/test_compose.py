@@ -3,6 +3,8 @@ by a real compose implementation's validator, and against what the services read
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 import yaml
 
 from chassis.config import ServiceSettings
+from chassis.metrics import ServiceMetrics
 from services.intake.config import Settings as IntakeSettings
 from services.notifier.config import Settings as NotifierSettings
 from services.scheduler.config import Settings as SchedulerSettings
@@ -97,3 +100,24 @@ def test_services_wait_for_healthy_kafka_and_redis(resolved: dict[str, Any]) -> 
         assert depends["kafka"]["condition"] == "service_healthy"
         assert depends["redis"]["condition"] == "service_healthy"
         assert "healthcheck" in resolved["services"][service]
+
+
+def test_monitoring_profile_scrapes_every_service_and_its_dashboard_uses_real_metrics() -> None:
+    config = yaml.safe_load(compose("--profile", "monitoring", "config"))
+    assert {"prometheus", "grafana"} <= set(config["services"])
+    monitoring = ROOT / "compose" / "monitoring"
+    scrape = yaml.safe_load((monitoring / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in scrape["scrape_configs"]}
+    for service, settings in SETTINGS.items():
+        port = settings.model_fields["http_port"].default
+        assert jobs[service] == {"names": [service], "type": "A", "port": port}
+    dashboard = json.loads(
+        (monitoring / "grafana" / "dashboards" / "kap-overview.json").read_text()
+    )
+    exposed = set(ServiceMetrics("test").exposition().decode().split())
+    for panel in dashboard["panels"]:
+        expr = panel["targets"][0]["expr"]
+        kap_metrics = re.findall(r"kap_[a-z_]+", expr)
+        for metric in kap_metrics:
+            base = metric.removesuffix("_total")
+            assert any(base in token for token in exposed), f"{panel['title']}: {metric}"
