@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from ops.mailcatcher import read_mails
+from ops.reading import read_to_end
 from shared.topics import ALL
 
 
@@ -53,42 +53,23 @@ class Journal:
 async def read_journal(bootstrap: str, clients: Iterable[str]) -> Journal:
     """Read every topic to its current end and keep the records of `clients`."""
     wanted = set(clients)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     journal = Journal()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [
-            TopicPartition(topic.name, p)
-            for topic in ALL
-            for p in consumer.partitions_for_topic(topic.name) or ()
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=500)
-            for _tp, records in batches.items():
-                for record in records:
-                    key = (record.key or b"").decode()
-                    if key in wanted:
-                        headers = {k: v.decode() for k, v in record.headers}
-                        journal.records.append(
-                            Record(
-                                record.topic,
-                                key,
-                                headers.get("ce_id", ""),
-                                headers.get("ce_time", ""),
-                                headers.get("ce_type", ""),
-                                json.loads(record.value),
-                                headers,
-                            )
-                        )
-            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-        return journal
-    finally:
-        await consumer.stop()
+    for record in await read_to_end(bootstrap, [topic.name for topic in ALL]):
+        key = (record.key or b"").decode()
+        if key in wanted:
+            headers = {k: v.decode() for k, v in record.headers}
+            journal.records.append(
+                Record(
+                    record.topic,
+                    key,
+                    headers.get("ce_id", ""),
+                    headers.get("ce_time", ""),
+                    headers.get("ce_type", ""),
+                    json.loads(record.value),
+                    headers,
+                )
+            )
+    return journal
 
 
 def duplicate_mails(maildir: Path) -> int:

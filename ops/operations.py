@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from ops.reading import read_to_end
 from shared.topics import ALL, BY_NAME, DLQ_SUFFIX
 
 SERVICE_GROUPS = ("kap-scheduler", "kap-notifier")
@@ -81,15 +82,6 @@ async def consumer_lag(bootstrap: str, groups: Iterable[str] = SERVICE_GROUPS) -
         await admin.close()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    await consumer._client.force_metadata_update()
-    return [
-        TopicPartition(topic, p)
-        for topic in topics
-        for p in consumer.partitions_for_topic(topic) or ()
-    ]
-
-
 def dlq_topics(original: str | None = None) -> list[str]:
     names = [original] if original else [t.name for t in ALL]
     for name in names:
@@ -100,22 +92,7 @@ def dlq_topics(original: str | None = None) -> list[str]:
 
 async def dead_letters(bootstrap: str, original: str | None = None) -> list[DeadLetter]:
     """Every dead letter still kept, oldest first per topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    found: list[DeadLetter] = []
-    try:
-        partitions = await _partitions(consumer, dlq_topics(original))
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        while remaining:
-            for records in (await consumer.getmany(*remaining, timeout_ms=500)).values():
-                found += [_dead_letter(r) for r in records]
-            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-        return found
-    finally:
-        await consumer.stop()
+    return [_dead_letter(r) for r in await read_to_end(bootstrap, dlq_topics(original))]
 
 
 def _dead_letter(record: Any) -> DeadLetter:

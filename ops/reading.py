@@ -1,0 +1,35 @@
+"""Reading topics back as they stand: from the first kept record to the current end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+async def read_to_end(bootstrap: str, topics: Iterable[str]) -> list[Any]:
+    """Every record now on `topics` (no consumer group, nothing committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        if not partitions:
+            return found
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            for records in (await consumer.getmany(*remaining, timeout_ms=500)).values():
+                found += records
+            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+        return found
+    finally:
+        await consumer.stop()
