@@ -19,7 +19,7 @@ $(INSTALLED): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) (3.11) is required"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,bench]"
 	@touch $@
 
 install: $(INSTALLED)
@@ -58,6 +58,9 @@ demo: install
 
 chaos: install
 	@bash infra/with-infra.sh $(BIN)/python -m ops.chaos
+
+bench: install
+	@bash infra/with-infra.sh $(BIN)/python -m bench
 
 docs: install
 	$(BIN)/python -m ops.contracts

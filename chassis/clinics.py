@@ -76,7 +76,7 @@ class ClinicDirectory:
         return list(self._clinics.values())
 
 
-def _authorised_clinic(
+async def _authorised_clinic(
     request: Request,
     clinic_id: Annotated[str, PathParam(description="The clinic acting")],
     x_api_key: Annotated[str | None, Header(description="The clinic's API key")] = None,

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chassis.events import consumed_record
 from chassis.logs import context_of, message_context
 from shared.envelope import EnvelopeError
 from shared.topics import DLQ_SUFFIX
@@ -95,9 +96,11 @@ def dead_letter_middleware(
                 for k, v in (getattr(msg.raw_message, "headers", None) or ())
             }
             token = message_context.set(context_of(headers))
+            record = consumed_record.set(msg.raw_message)
             try:
                 return await self._consume(call_next, msg)
             finally:
+                consumed_record.reset(record)
                 message_context.reset(token)
 
         async def _consume(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:

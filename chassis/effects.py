@@ -68,7 +68,6 @@ class EffectLog:
         tx.set(self._key(cause), json.dumps(payload), ex=REMEMBER_S)
 
     async def publish(self, cause: Envelope, outputs: Sequence[Output]) -> None:
-        for output in outputs:
-            await self._publisher.publish(output.event, output.envelope)
+        await self._publisher.publish_all([(o.event, o.envelope) for o in outputs])
         # Only a crash before this line makes a redelivery publish the outputs again.
         await self._redis.set(self._key(cause) + ":published", "1", ex=REMEMBER_S)

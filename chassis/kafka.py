@@ -47,6 +47,10 @@ def make_broker(
         # partition (see chassis.dead_letters for what is retried or dead-lettered).
         ack_policy=AckPolicy.NACK_ON_ERROR,
         logger=logging.getLogger(f"kap.{service}.kafka"),
+        # FastStream's "Received"/"Processed" line per message is DEBUG: two log
+        # lines per event cost more than some handlers (make bench), and the
+        # facts are in our own lines (published, sent, dead-lettered) and metrics.
+        log_level=logging.DEBUG,
     )
     broker.add_middleware(dead_letter_middleware(service, DeadLetterPolicy(), broker, metrics))
     if metrics is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +51,30 @@ def api_key(clinic_id: str) -> str:
     return f"demo-{clinic_id}-key"
 
 
-def write(path: Path) -> Path:
+def write(
+    path: Path,
+    clinics: dict[str, dict[str, Any]] = CLINICS,
+    *,
+    therapists: int = 4,
+    rooms: int = 3,
+) -> Path:
+    """The clinics file: `clinics` (id -> name and time zone), each with its calendar."""
     entries = [
         {
             "id": clinic_id,
             **spec,
             "api_key_sha256": hashlib.sha256(api_key(clinic_id).encode()).hexdigest(),
             "staff_email": f"care-team@{clinic_id}.clinic.example",
-            "scheduler": _calendar(therapists=4, rooms=3),
+            "scheduler": _calendar(therapists, rooms),
         }
-        for clinic_id, spec in CLINICS.items()
+        for clinic_id, spec in clinics.items()
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(entries, indent=2))
     return path
 
 
-async def reset(redis_url: str) -> int:
+async def reset(redis_url: str, clinic_ids: Iterable[str] = CLINICS) -> int:
     """Forget the demo clinics' state from earlier runs (their calendars fill up otherwise).
 
     Every key of a clinic carries its `{clinic_id}` hash tag, so one pattern
@@ -75,7 +83,7 @@ async def reset(redis_url: str) -> int:
     redis = Redis.from_url(redis_url)
     removed = 0
     try:
-        for clinic_id in CLINICS:
+        for clinic_id in clinic_ids:
             keys = [key async for key in redis.scan_iter(match=f"*{{{clinic_id}}}*", count=1000)]
             for start in range(0, len(keys), 500):
                 removed += await redis.delete(*keys[start : start + 500])

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
-async def read_to_end(bootstrap: str, topics: Iterable[str]) -> list[Any]:
-    """Every record now on `topics` (no consumer group, nothing committed)."""
+async def read_to_end(
+    bootstrap: str, topics: Iterable[str], since: Mapping[TopicPartition, int] | None = None
+) -> list[Any]:
+    """Every record now on `topics` (no consumer group, nothing committed).
+
+    With `since`, a partition it names is read from that offset instead of its start.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: list[Any] = []
@@ -24,8 +29,11 @@ async def read_to_end(bootstrap: str, topics: Iterable[str]) -> list[Any]:
             return found
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        for tp, offset in (since or {}).items():
+            if tp in partitions:
+                consumer.seek(tp, offset)
         ends = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if ends[tp] > 0}
+        remaining = {tp for tp in partitions if ends[tp] > (since or {}).get(tp, 0)}
         while remaining:
             for records in (await consumer.getmany(*remaining, timeout_ms=500)).values():
                 found += records

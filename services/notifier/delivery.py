@@ -15,6 +15,7 @@ notification id, so a republished one is a duplicate readers drop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -101,18 +102,29 @@ class Delivery:
         self._poll_s = poll_s
         self._metrics = metrics
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something is due now: start the next round without waiting for the poll.
+
+        Only a hint (what is due still comes from Redis): another replica's
+        messages are found by its own poll, and a lost hint costs one poll.
+        """
+        self._woken.set()
 
     async def run(self) -> None:
         """Until cancelled: a failed round (Redis or Kafka away) is logged and tried again."""
         task = asyncio.current_task()
         while task is None or not task.cancelling():
             busy = False
+            self._woken.clear()  # a wake from here on means another round
             try:
                 busy = await self.round()
             except Exception:
                 log.error("delivery round failed; trying again", exc_info=True)
             if not busy:
-                await asyncio.sleep(self._poll_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), self._poll_s)
         # A client library may turn our cancellation into an error of its own
         # (caught above): stop all the same, or shutdown would wait forever.
         raise asyncio.CancelledError

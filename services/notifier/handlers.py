@@ -13,6 +13,7 @@ before a replica consumes at all, against a twentieth of a second for one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from faststream.kafka import KafkaBroker
@@ -41,6 +42,8 @@ class Deps:
     effects: EffectLog
     clinics: ClinicDirectory
     clock: Clock
+    # Told when a plan holds a message due now, so delivery need not wait for its poll.
+    due_now: Callable[[], None] = lambda: None
 
 
 class Planner:
@@ -68,9 +71,8 @@ class Planner:
         if contact_change is not None:
             known = contact_change(known)
         prefs = known.prefs if known else KnownContact().prefs
-        messages = domain.messages_for(
-            event, prefs, settings, deps.clock.now(), cause_event_id=envelope.id
-        )
+        now = deps.clock.now()
+        messages = domain.messages_for(event, prefs, settings, now, cause_event_id=envelope.id)
         plan = Plan(
             cause=envelope,
             messages=messages,
@@ -83,6 +85,8 @@ class Planner:
             client_id=event.client_id,
             effect=lambda tx: deps.effects.record(tx, envelope, []),
         )
+        if any(message.send_at <= now for message in messages):
+            deps.due_now()
 
 
 def requested(event: ev.ConsultationRequested) -> ContactChange:

@@ -20,15 +20,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     settings = settings or Settings()
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     store = NotifierStore(runtime.redis)
-    handlers.register(
-        runtime.broker,
-        handlers.Deps(
-            store=store,
-            effects=EffectLog(runtime.redis, SERVICE, runtime.publisher),
-            clinics=runtime.clinics,
-            clock=runtime.clock,
-        ),
-    )
     delivery = Delivery(
         store,
         runtime.clinics,
@@ -45,6 +36,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         clock=runtime.clock,
         poll_s=settings.delivery_poll_ms / 1000,
         metrics=runtime.metrics,
+    )
+    handlers.register(
+        runtime.broker,
+        handlers.Deps(
+            store=store,
+            effects=EffectLog(runtime.redis, SERVICE, runtime.publisher),
+            clinics=runtime.clinics,
+            clock=runtime.clock,
+            due_now=delivery.wake,
+        ),
     )
     runtime.workers.append(delivery.run)
     return http_app(runtime, title="KAP notifier", routers=[api.routes(store)])

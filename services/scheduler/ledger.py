@@ -128,23 +128,38 @@ class BookingLedger:
             await tx.execute()
 
     async def booked(
-        self, clinic_id: str, resource: Resource, resource_id: str, since: datetime, until: datetime
-    ) -> list[Booked]:
-        """Appointments of one resource that overlap [since, until)."""
-        members = await self._redis.zrangebyscore(
-            _key(clinic_id, resource, resource_id),
-            _epoch(since) - LONGEST_APPOINTMENT_S,
-            f"({_epoch(until)}",
-        )
-        found = []
-        for member in members:
-            start, end, appointment = text(member).split("|")
-            if int(end) > _epoch(since):
-                found.append(
-                    Booked(
-                        UUID(appointment),
-                        datetime.fromtimestamp(int(start), UTC),
-                        datetime.fromtimestamp(int(end), UTC),
-                    )
+        self,
+        clinic_id: str,
+        resources: Sequence[tuple[Resource, str]],
+        since: datetime,
+        until: datetime,
+    ) -> list[list[Booked]]:
+        """For each resource, its appointments that overlap [since, until).
+
+        One round trip for them all (a pipeline, not a transaction: each range
+        is read as it stands, and the reservation script re-checks every claim).
+        """
+        async with self._redis.pipeline(transaction=False) as reads:
+            for resource, resource_id in resources:
+                reads.zrangebyscore(
+                    _key(clinic_id, resource, resource_id),
+                    _epoch(since) - LONGEST_APPOINTMENT_S,
+                    f"({_epoch(until)}",
                 )
-        return found
+            ranges = await reads.execute()
+        return [_overlapping(members, _epoch(since)) for members in ranges]
+
+
+def _overlapping(members: Iterable[Any], since_epoch: int) -> list[Booked]:
+    found = []
+    for member in members:
+        start, end, appointment = text(member).split("|")
+        if int(end) > since_epoch:
+            found.append(
+                Booked(
+                    UUID(appointment),
+                    datetime.fromtimestamp(int(start), UTC),
+                    datetime.fromtimestamp(int(end), UTC),
+                )
+            )
+    return found

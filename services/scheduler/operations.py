@@ -10,6 +10,8 @@ failure answers 503 or fires again with nothing half-done.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -70,18 +72,16 @@ class Scheduler:
         if clinic is None:
             raise UnknownClinic(f"unknown clinic {clinic_id!r}")
         override = await self.store.calendar_override(clinic_id)
-        section = override or clinic.section("scheduler")
-        if not section:
+        section = override or json.dumps(clinic.section("scheduler"), sort_keys=True)
+        if section == "{}":
             raise CalendarMissing(f"clinic {clinic_id!r} has no scheduler calendar configured")
         try:
-            return ClinicCalendar.model_validate(
-                {**section, "clinic_id": clinic.id, "timezone": clinic.timezone}
-            )
+            return _parsed_calendar(clinic.id, clinic.timezone, section)
         except ValidationError as bad:
             raise CalendarMissing(f"clinic {clinic_id!r} calendar: {describe(bad)}") from bad
 
     async def has_calendar(self, clinic_id: str) -> bool:
-        return await self.store.calendar_override(clinic_id) is not None
+        return await self.store.has_calendar_override(clinic_id)
 
     # --- reacting to events -------------------------------------------------
 
@@ -371,13 +371,21 @@ class Scheduler:
         self, schedule: ClientSchedule, events: Sequence[ev.Event], action: str
     ) -> None:
         """Ids derive from the client and the action, so a retried request reproduces them."""
-        for index, event in enumerate(events):
-            envelope = self.publisher.envelope_for(
-                event,
-                event_id=derived_event_id(f"{schedule.client_id}/{action}", _role(event, index)),
-                correlation_id=schedule.correlation_id,
-            )
-            await self.publisher.publish(event, envelope)
+        await self.publisher.publish_all(
+            [
+                (
+                    event,
+                    self.publisher.envelope_for(
+                        event,
+                        event_id=derived_event_id(
+                            f"{schedule.client_id}/{action}", _role(event, index)
+                        ),
+                        correlation_id=schedule.correlation_id,
+                    ),
+                )
+                for index, event in enumerate(events)
+            ]
+        )
 
     # --- boosters -------------------------------------------------------------
 
@@ -406,6 +414,17 @@ class Scheduler:
         """`real_seconds` of wall time in this clock's time (leases count in real time)."""
         one = self.clock.real_seconds(timedelta(seconds=1)) or 1.0
         return real_seconds / one
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_calendar(clinic_id: str, timezone: str, section_json: str) -> ClinicCalendar:
+    """A calendar from its JSON: memoised by content, so it is validated once, not per event.
+
+    A pure function of its arguments (the cache holds no state of any client), and
+    a changed calendar is new JSON, hence parsed afresh.
+    """
+    section = json.loads(section_json)
+    return ClinicCalendar.model_validate({**section, "clinic_id": clinic_id, "timezone": timezone})
 
 
 def _role(event: ev.Event, index: int) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -104,9 +103,13 @@ class SchedulerStore:
 
     # --- calendars --------------------------------------------------------
 
-    async def calendar_override(self, clinic_id: str) -> dict[str, Any] | None:
+    async def calendar_override(self, clinic_id: str) -> str | None:
+        """The calendar set through the API (JSON), if any; it wins over the clinics file."""
         raw = await self.redis.get(key(clinic_id, "calendar"))
-        return ClinicCalendar.model_validate_json(raw).model_dump(mode="json") if raw else None
+        return str(raw) if raw else None
+
+    async def has_calendar_override(self, clinic_id: str) -> bool:
+        return bool(await self.redis.exists(key(clinic_id, "calendar")))
 
     async def save_calendar(self, calendar: ClinicCalendar) -> None:
         await self.redis.set(key(calendar.clinic_id, "calendar"), calendar.model_dump_json())
@@ -122,20 +125,25 @@ class SchedulerStore:
         """What is taken over the planning horizon, less the caller's own appointments."""
         until = since + timedelta(days=days)
         ignored = set(ignore)
-        clinic = calendar.clinic_id
 
-        async def taken(resource: Resource, resource_id: str) -> tuple[Interval, ...]:
-            booked = await self.ledger.booked(clinic, resource, resource_id, since, until)
-            return tuple(
+        resources: list[tuple[Resource, str]] = [
+            *(("therapist", t.id) for t in calendar.therapists),
+            *(("room", r.id) for r in calendar.rooms),
+            ("client", str(client_id)),
+        ]
+        booked = await self.ledger.booked(calendar.clinic_id, resources, since, until)
+        taken = {
+            resource: tuple(
                 Interval(starts_at=b.starts_at, ends_at=b.ends_at)
-                for b in booked
+                for b in held
                 if b.appointment_id not in ignored
             )
-
+            for resource, held in zip(resources, booked, strict=True)
+        }
         return Bookings(
-            therapists={t.id: await taken("therapist", t.id) for t in calendar.therapists},
-            rooms={r.id: await taken("room", r.id) for r in calendar.rooms},
-            client=await taken("client", str(client_id)),
+            therapists={t.id: taken["therapist", t.id] for t in calendar.therapists},
+            rooms={r.id: taken["room", r.id] for r in calendar.rooms},
+            client=taken["client", str(client_id)],
         )
 
     # --- booster timers ---------------------------------------------------

@@ -75,8 +75,11 @@ async def test_back_to_back_appointments_do_not_overlap(redis_client: Redis, uni
     assert (
         await ledger.reserve(clinic, medicine_claims("r", "t", START + timedelta(hours=3))) is None
     )
-    booked = await ledger.booked(clinic, "room", "r", START, START + timedelta(hours=6))
-    assert [b.starts_at for b in booked] == [START, START + timedelta(hours=3)]
+    room, therapist = await ledger.booked(
+        clinic, [("room", "r"), ("therapist", "t")], START, START + timedelta(hours=6)
+    )
+    assert [b.starts_at for b in room] == [START, START + timedelta(hours=3)]
+    assert [b.starts_at for b in therapist] == [START, START + timedelta(hours=3)]
 
 
 async def test_a_released_slot_can_be_booked_again(redis_client: Redis, unique: str) -> None:

@@ -1,0 +1,175 @@
+"""`make bench`: the system against the raw client, interleaved, on this machine's Kafka and Redis.
+
+    python -m bench [--pairs 6] [--events 1500] [--clinics 12] [--quick]
+
+1. Baseline and system alternate (A B A B ...), the first pair a warm-up that
+   is dropped; `system_vs_raw` is the median of the pairs' ratios.
+2. Latency: the same mix sent open-loop at half the system's measured rate.
+3. Scaling: the system again with two replicas of each service.
+4. Scheduler figures (planning, a booking race, 100,000 booster timers).
+Results go to bench/results/ (JSON and a PNG chart); the last line printed is
+`BENCH {json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import raw, report, scheduler_figures, system, workload
+from chassis.clock import ScaledClock
+from ops import demo_clinics
+from ops.stack import ROOT, Stack
+
+# A Monday afternoon in Europe, morning in New York: every clinic's send window is open.
+ORIGIN = datetime(2027, 3, 1, 15, 0, tzinfo=UTC)
+RESULTS = ROOT / "bench" / "results"
+
+
+def stack_env(bootstrap: str, redis_url: str, clinics: Path, anchor: datetime) -> dict[str, str]:
+    """The services' environment: this machine's Kafka and Redis, the bench clinics and clock."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REDIS_URL": redis_url,
+        "KAP_CLINICS_FILE": str(clinics),
+        "KAP_CLOCK_ORIGIN": ORIGIN.isoformat(),
+        "KAP_CLOCK_ANCHOR": anchor.isoformat(),
+    }
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run = uuid.uuid4().hex[:6]
+        self.workdir = ROOT / ".bench" / self.run
+        self.clinic_ids = list(workload.clinics(self.run, args.clinics))
+        self.anchor = datetime.now(UTC)
+        self.clock = ScaledClock(origin=ORIGIN, anchor=self.anchor, scale=1.0)
+        self.seed = 0
+
+    def mix(self) -> list[workload.Message]:
+        self.seed += 1
+        now = self.clock.now()
+        return workload.lifecycle_mix(self.clinic_ids, self.args.events, now, self.seed)
+
+    async def fresh_clinics(self) -> None:
+        """Each run books into empty calendars (services keep no state in memory)."""
+        await demo_clinics.reset(self.args.redis, self.clinic_ids)
+
+    def stack(self, replicas: int) -> Stack:
+        clinics = demo_clinics.write(
+            self.workdir / "clinics.json",
+            workload.clinics(self.run, self.args.clinics),
+            therapists=20,
+            rooms=8,
+        )
+        env = stack_env(self.args.bootstrap, self.args.redis, clinics, self.anchor)
+        return Stack(self.workdir / f"replicas-{replicas}", env, replicas=replicas)
+
+    async def pairs(self, probe: system.Probe, stack: Stack) -> dict[str, Any]:
+        kafka = raw.producer(self.args.bootstrap)
+        await kafka.start()
+        pairs: list[dict[str, Any]] = []
+        try:
+            for n in range(self.args.pairs):
+                messages = self.mix()
+                await self.fresh_clinics()
+                baseline = await raw.run(self.args.bootstrap, messages)
+                measured = await system.drain(probe, stack, kafka, messages)
+                ratio = measured["events_per_s"] / baseline["events_per_s"]
+                pair = {"warm_up": n == 0, "raw": baseline, "system": measured, "ratio": ratio}
+                pairs.append(pair)
+                log(
+                    f"pair {n}{' (warm-up)' if n == 0 else ''}: raw "
+                    f"{baseline['events_per_s']:.0f}/s, system {measured['events_per_s']:.0f}/s"
+                    f" ({measured['events']} events, {measured['mails']} mails), ratio {ratio:.3f}"
+                )
+            rate = 0.5 * median(p["system"]["inputs_per_s"] for p in pairs[1:])
+            await self.fresh_clinics()
+            count = int(rate * self.args.latency_seconds)
+            latency = await system.open_loop(probe, kafka, self.mix()[:count], rate)
+            log(
+                f"latency at {rate:.0f} inputs/s: p50 {latency['p50_ms']:.1f} ms, "
+                f"p99 {latency['p99_ms']:.1f} ms"
+            )
+        finally:
+            await kafka.stop()
+        return {"pairs": pairs, "latency": latency}
+
+    async def replicas(self, probe: system.Probe, stack: Stack) -> list[dict[str, Any]]:
+        kafka = raw.producer(self.args.bootstrap)
+        await kafka.start()
+        runs = []
+        try:
+            for n in range(self.args.scaling_runs + 1):
+                await self.fresh_clinics()
+                measured = await system.drain(probe, stack, kafka, self.mix())
+                runs.append({"warm_up": n == 0, **measured})
+                log(f"{stack.replicas} replicas, run {n}: {measured['events_per_s']:.0f}/s")
+        finally:
+            await kafka.stop()
+        return runs
+
+    async def system_phase(self, replicas: int) -> tuple[Stack, dict[str, Any]]:
+        stack = self.stack(replicas)
+        with stack.running():
+            probe = system.Probe(self.args.bootstrap)
+            await probe.start()
+            try:
+                if replicas == 1:
+                    return stack, await self.pairs(probe, stack)
+                return stack, {"runs": await self.replicas(probe, stack)}
+            finally:
+                await probe.stop()
+
+    async def main(self) -> dict[str, Any]:
+        await raw.ensure_topic(self.args.bootstrap)
+        started = time.monotonic()
+        _, one = await self.system_phase(1)
+        _, two = await self.system_phase(2)
+        log("scheduler figures...")
+        figures = await scheduler_figures.measure(
+            self.args.redis, self.args.bootstrap, quick=self.args.quick
+        )
+        await self.fresh_clinics()
+        return report.summarise(one, two, figures, self.args, seconds=time.monotonic() - started)
+
+
+def median(values: Any) -> float:
+    return float(statistics.median(list(values)))
+
+
+def log(line: str) -> None:
+    print(line, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--pairs", type=int, default=6, help="baseline/system pairs (1st dropped)")
+    parser.add_argument("--events", type=int, default=1500, help="intake events per run")
+    parser.add_argument("--clinics", type=int, default=12)
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--scaling-runs", type=int, default=3, help="runs with 2 replicas")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.pairs, args.events, args.latency_seconds, args.scaling_runs = 2, 200, 3.0, 1
+    summary = asyncio.run(Bench(args).main())
+    report.write(summary, args.out)
+    print("BENCH " + json.dumps(summary["headline"]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

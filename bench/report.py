@@ -1,0 +1,135 @@
+"""The benchmark's results: one JSON document, a PNG chart, and the headline figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "system_vs_raw": (">=", 0.5),
+    "p50_ms": ("<=", 10.0),
+    "p99_ms": ("<=", 50.0),
+    "replica_scaling": (">=", 1.4),
+    "plan_p99_ms": ("<=", 20.0),
+    "timer_lag_p99_ms": ("<=", 1000.0),
+}
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def summarise(
+    one: dict[str, Any],
+    two: dict[str, Any],
+    figures: dict[str, Any],
+    args: argparse.Namespace,
+    seconds: float,
+) -> dict[str, Any]:
+    measured = [p for p in one["pairs"] if not p["warm_up"]]
+    scaled = [r for r in two["runs"] if not r["warm_up"]]
+    one_replica = _median([p["system"]["events_per_s"] for p in measured])
+    two_replicas = _median([r["events_per_s"] for r in scaled])
+    headline = {
+        "system_vs_raw": round(_median([p["ratio"] for p in measured]), 4),
+        "p50_ms": round(one["latency"]["p50_ms"], 1),
+        "p99_ms": round(one["latency"]["p99_ms"], 1),
+        "cpu_s_per_1k": round(_median([p["system"]["cpu_s_per_1k"] for p in measured]), 3),
+        "replica_scaling": round(two_replicas / one_replica, 3),
+        "plan_p99_ms": round(figures["plan"]["p99_ms"], 1),
+        "timer_lag_p99_ms": round(figures["timers"]["lag_p99_ms"], 1),
+    }
+    return {
+        "headline": headline,
+        "targets": {
+            name: {"target": f"{op} {bound:g}", "met": _met(headline[name], op, bound)}
+            for name, (op, bound) in TARGETS.items()
+        },
+        "throughput": {
+            "raw_events_per_s": _median([p["raw"]["events_per_s"] for p in measured]),
+            "system_events_per_s": one_replica,
+            "system_2_replicas_events_per_s": two_replicas,
+            "raw_cpu_s_per_1k": _median([p["raw"]["cpu_s_per_1k"] for p in measured]),
+        },
+        "pairs": one["pairs"],
+        "latency": one["latency"],
+        "two_replicas": two["runs"],
+        "scheduler": figures,
+        "settings": {
+            "pairs": args.pairs,
+            "events_per_run": args.events,
+            "clinics": args.clinics,
+            "latency_seconds": args.latency_seconds,
+            "quick": args.quick,
+        },
+        "machine": {"python": platform.python_version(), "cpus": _cpus()},
+        "seconds": round(seconds, 1),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _met(value: float, op: str, bound: float) -> bool:
+    return value >= bound if op == ">=" else value <= bound
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def write(summary: dict[str, Any], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = summary["at"].replace(":", "").replace("+0000", "Z")
+    path = out / f"bench-{stamp}.json"
+    text = json.dumps(summary, indent=2)
+    path.write_text(text)
+    (out / "latest.json").write_text(text)
+    chart(summary, out / "latest.png")
+    return path
+
+
+def chart(summary: dict[str, Any], path: Path) -> None:
+    """Throughput per pair (baseline and system), and the headline against the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here
+    import matplotlib.pyplot as plt
+
+    pairs = [p for p in summary["pairs"] if not p["warm_up"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    xs = range(1, len(pairs) + 1)
+    left.plot(xs, [p["raw"]["events_per_s"] for p in pairs], "o-", label="raw aiokafka")
+    left.plot(xs, [p["system"]["events_per_s"] for p in pairs], "s-", label="system, 1 replica")
+    two = summary["throughput"]["system_2_replicas_events_per_s"]
+    left.axhline(two, linestyle="--", color="grey", label="system, 2 replicas (median)")
+    left.set_xlabel("pair (interleaved, warm-up dropped)")
+    left.set_ylabel("events consumed per second")
+    left.set_yscale("log")
+    left.legend()
+    left.set_title("Throughput")
+    head, targets = summary["headline"], summary["targets"]
+    names = list(TARGETS)
+    ratios = [_against_target(head[n], *TARGETS[n]) for n in names]
+    colours = ["tab:green" if targets[n]["met"] else "tab:red" for n in names]
+    right.barh(names, ratios, color=colours)
+    right.axvline(1.0, color="black", linewidth=1)
+    for y, name in enumerate(names):
+        right.text(0.02, y, f"{head[name]:g} ({targets[name]['target']})", va="center")
+    right.set_xlabel("share of target reached (1 = met)")
+    right.set_title("Headline against targets")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _against_target(value: float, op: str, bound: float) -> float:
+    """1.0 or more when met: value/bound for a floor, bound/value for a ceiling."""
+    if op == ">=":
+        return value / bound
+    return bound / value if value else float("inf")
