@@ -21,7 +21,15 @@ SERVICE: Service = "scheduler"
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
-    scheduler = Scheduler(
+    scheduler = scheduler_for(runtime)
+    handlers.register(runtime.broker, scheduler)
+    runtime.workers.append(booster_timer(scheduler, settings.timer_poll_ms / 1000))
+    return http_app(runtime, title="KAP scheduler", routers=[routes(scheduler)])
+
+
+def scheduler_for(runtime: ServiceRuntime) -> Scheduler:
+    """The scheduler's operations on the runtime's Redis, broker, clinics and clock."""
+    return Scheduler(
         store=SchedulerStore(runtime.redis),
         clinics=runtime.clinics,
         publisher=runtime.publisher,
@@ -29,9 +37,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         clock=runtime.clock,
         metrics=runtime.metrics,
     )
-    handlers.register(runtime.broker, scheduler)
-    runtime.workers.append(booster_timer(scheduler, settings.timer_poll_ms / 1000))
-    return http_app(runtime, title="KAP scheduler", routers=[routes(scheduler)])
 
 
 def run() -> None:

@@ -109,6 +109,7 @@ def _preferred_first(calendar: ClinicCalendar, preferred: str | None) -> tuple[s
 class _CoursePlanner:
     def __init__(self, calendar: ClinicCalendar, bookings: Bookings, not_before: int) -> None:
         self.policy = calendar.policy
+        self.closures = calendar.closures
         self.seats = Seats(FreeTime(calendar, bookings), calendar)
         self.not_before = not_before
         steps = course_steps(self.policy)
@@ -130,7 +131,8 @@ class _CoursePlanner:
     ) -> list[Placed] | None:
         """Each therapist's earliest course, found day by day; the one that ends first wins,
         ties going to the therapist tried first. Days go in the outer loop so the search
-        stops as soon as no later first dose could end before the best course found."""
+        stops as soon as no later first dose could end before the best course found, and a
+        therapist whose working days alone rule that out leaves the search unwalked."""
         best: tuple[int, int, list[Placed]] | None = None  # end, rank, course
         searching = [
             (rank, therapist)
@@ -142,6 +144,8 @@ class _CoursePlanner:
                 break
             still_searching = []
             for rank, therapist in searching:
+                if best is not None and self._alone_cannot_end_before(therapist, day, best[0]):
+                    continue  # nor from any later day: drop them from the search
                 course = self._course_from(day, (therapist,))
                 if course is None:
                     still_searching.append((rank, therapist))
@@ -154,6 +158,29 @@ class _CoursePlanner:
         start = self.seats.free.frame(first_dose_day)[0]
         dose = Placed(Step(MEDICINE, 1), start, start, first_dose_day, "")
         return earliest_course_end(self.seats, dose, doses_that_week=1) > end
+
+    def _alone_cannot_end_before(self, therapist: str, first_dose_day: date, end: int) -> bool:
+        """Whether every course the therapist could give alone from that first-dose day ends
+        after `end`, judged from their working weekdays only (no free time computed).
+
+        Each session after the first dose takes a day of its own on which they work and the
+        clinic is open, so the last one starts no earlier than the local midnight of the Nth
+        such day (N sessions after the first dose) and ends after it. The bound only grows
+        with the first-dose day, so a therapist it rules out is out for every later day.
+        """
+        last_day = self._nth_workday_after(therapist, first_dose_day)
+        return self.seats.free.frame(last_day)[0] >= end
+
+    def _nth_workday_after(self, therapist: str, day: date) -> date:
+        # Ends: only therapists with workdays are searched (_could_ever_work_alone).
+        workdays = self.seats.free.workdays(therapist)
+        closures = self.closures
+        left = len(self.after_first_dose)
+        while left:
+            day += timedelta(days=1)
+            if day.weekday() in workdays and day not in closures:
+                left -= 1
+        return day
 
     def mixed(self, therapists: Sequence[str], first_days: Sequence[date]) -> list[Placed] | None:
         for day in first_days:
