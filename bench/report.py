@@ -42,7 +42,10 @@ def summarise(
         "cpu_s_per_1k": round(_median([p["system"]["cpu_s_per_1k"] for p in measured]), 3),
         "replica_scaling": round(two_replicas / one_replica, 3),
         "plan_p99_ms": round(figures["plan"]["p99_ms"], 1),
-        "timer_lag_p99_ms": round(figures["timers"]["lag_p99_ms"], 1),
+        # The worse of boosters falling due spread out and all at one instant.
+        "timer_lag_p99_ms": round(
+            max(figures["timers"]["lag_p99_ms"], figures["timers_burst"]["lag_p99_ms"]), 1
+        ),
     }
     return {
         "headline": headline,

@@ -439,7 +439,9 @@ async def _all_fired(redis: Redis, clinic_id: str, last_due: float) -> None:
 async def measure(redis_url: str, kafka_bootstrap: str, *, quick: bool = False) -> dict[str, Any]:
     """The scheduler's figures; `quick` shrinks every size for a smoke run of seconds."""
     run = uuid.uuid4().hex[:8]
-    race, load, timers = (f"bench-sched-{run}-{part}" for part in ("race", "load", "timers"))
+    race, load, timers, burst = (
+        f"bench-sched-{run}-{part}" for part in ("race", "load", "timers", "burst")
+    )
     plan = plan_figures(cases=20 if quick else 200)
     if not quick:
         plan["by_load"] = [
@@ -459,9 +461,18 @@ async def measure(redis_url: str, kafka_bootstrap: str, *, quick: bool = False) 
                 due=50 if quick else 1000,
                 window_s=1.0 if quick else 10.0,
             ),
+            # Every booster of a clinic falls due at 09:00 clinic time: all at once.
+            "timers_burst": await timer_figures(
+                redis_url,
+                kafka_bootstrap,
+                burst,
+                pending=2000 if quick else 100_000,
+                due=50 if quick else 1000,
+                window_s=0.0,
+            ),
         }
     finally:
-        await demo_clinics.reset(redis_url, [race, load, timers])
+        await demo_clinics.reset(redis_url, [race, load, timers, burst])
 
 
 def main(loads: Sequence[float]) -> None:

@@ -12,7 +12,11 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr
 from typing import Protocol
 from uuid import UUID
@@ -23,6 +27,8 @@ import httpx
 from services.notifier.templates import RenderedMessage
 
 SEND_TIMEOUT_S = 10.0
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP  # readable bodies, as EmailMessage would write them
 
 
 class SendError(Exception):
@@ -72,18 +78,30 @@ class EmailChannel:
         self._smtp: aiosmtplib.SMTP | None = None
         self._turn = asyncio.Lock()
 
-    def compose(self, outgoing: Outgoing) -> EmailMessage:
+    def compose(self, outgoing: Outgoing) -> bytes:
+        """The mail as sent: text, and HTML when there is some, as alternatives.
+
+        Built with the compat32 MIME classes, five times cheaper than
+        EmailMessage's header registry (make bench profile), so the checks that
+        registry made are made here: no header value may carry a line break.
+        """
         rendered = outgoing.rendered
-        mail = EmailMessage()
-        mail["From"] = formataddr((outgoing.sender_name, self._sender))
-        mail["To"] = outgoing.to
-        mail["Subject"] = rendered.subject or ""
-        mail["Message-ID"] = message_id(outgoing.notification_id)
-        mail["Date"] = format_datetime(outgoing.at)
-        mail.set_content(rendered.text)
+        mail: Message = _text_part(rendered.text, "plain")
         if rendered.html:
-            mail.add_alternative(rendered.html, subtype="html")
-        return mail
+            mail = MIMEMultipart("alternative", _subparts=[mail])
+            mail.attach(_text_part(rendered.html, "html"))
+        headers = {
+            "From": formataddr((outgoing.sender_name, self._sender), charset="utf-8"),
+            "To": outgoing.to,
+            "Subject": rendered.subject or "",
+            "Message-ID": message_id(outgoing.notification_id),
+            "Date": format_datetime(outgoing.at),
+        }
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"a line break in the {name} header")
+            mail[name] = value if value.isascii() else Header(value, "utf-8").encode()
+        return mail.as_bytes()
 
     async def send(self, outgoing: Outgoing) -> None:
         try:
@@ -94,7 +112,7 @@ class EmailChannel:
         async with self._turn:
             try:
                 smtp = await self._connected()
-                await smtp.send_message(mail)
+                await smtp.sendmail(self._sender, [outgoing.to], mail)
             except aiosmtplib.SMTPRecipientsRefused as refused:
                 await self._reset()
                 codes = sorted({r.code for r in refused.recipients})
@@ -134,6 +152,12 @@ class EmailChannel:
         if smtp is not None:
             with contextlib.suppress(Exception):  # it is being thrown away either way
                 smtp.close()
+
+
+def _text_part(text: str, subtype: str) -> Message:
+    part = MIMENonMultipart("text", subtype)
+    part.set_payload(text, _UTF8_QP)
+    return part
 
 
 def _by_code(code: int, reason: str) -> SendError:

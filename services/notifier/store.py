@@ -269,9 +269,22 @@ class NotifierStore:
         await tx.watch(
             contact_key, *slot_keys, *appointment_keys, *[_key(clinic, "msg", i) for i in new_ids]
         )
-        exists = {i for i in new_ids if await tx.exists(_key(clinic, "msg", i))}
-        holders = dict(zip(slots, await tx.mget(slot_keys), strict=True)) if slots else {}
-        superseded_ids = [_text(i) for key in appointment_keys for i in await tx.smembers(key)]
+        # Read in one round trip on another connection: the keys are watched, so
+        # any change after the WATCH still makes this transaction start over.
+        async with self._redis.pipeline(transaction=False) as reads:
+            reads.get(contact_key)
+            for key in slot_keys:
+                reads.get(key)
+            for i in new_ids:
+                reads.exists(_key(clinic, "msg", i))
+            for key in appointment_keys:
+                reads.smembers(key)
+            current, *found = await reads.execute()
+        holders = dict(zip(slots, found[: len(slots)], strict=True))
+        flags = found[len(slots) : len(slots) + len(new_ids)]
+        exists = {i for i, there in zip(new_ids, flags, strict=True) if there}
+        members = found[len(slots) + len(new_ids) :]
+        superseded_ids = [_text(i) for ids in members for i in ids]
         wanted = {_text(i) for i in holders.values() if i} | set(superseded_ids)
         stored = await self._load(tx, clinic, wanted)
         occupants = {
@@ -280,7 +293,6 @@ class NotifierStore:
         changes = _resolve(
             plan, occupants, [stored[i] for i in superseded_ids if i in stored], exists
         )
-        current = await tx.get(contact_key) if contact_change else None
 
         tx.multi()  # type: ignore[no-untyped-call]
         self._write(tx, clinic, plan.cause.correlation_id, changes)
@@ -291,13 +303,18 @@ class NotifierStore:
         await tx.execute()
 
     async def _load(self, tx: Pipeline, clinic: str, ids: set[str]) -> dict[str, _Stored]:
+        """The stored messages `ids`, watched by `tx` (read together, after the WATCH)."""
+        ordered = sorted(ids)
+        if not ordered:
+            return {}
+        keys = [_key(clinic, "msg", i) for i in ordered]
+        await tx.watch(*keys)
+        async with self._redis.pipeline(transaction=False) as reads:
+            for key in keys:
+                reads.hmget(key, ["state", "plan", "changed_at", "version"])
+            rows = await reads.execute()
         found = {}
-        for notification_id in sorted(ids):
-            key = _key(clinic, "msg", notification_id)
-            await tx.watch(key)
-            state, plan, changed_at, version = await tx.hmget(
-                key, ["state", "plan", "changed_at", "version"]
-            )
+        for notification_id, (state, plan, changed_at, version) in zip(ordered, rows, strict=True):
             if state and plan:
                 found[notification_id] = _Stored(
                     notification_id,

@@ -23,7 +23,8 @@ async def test_the_scheduler_figures_hold_their_outcomes(
     assert (race["contenders"], race["winners"]) == (100, 1)
     assert race["bookings_per_s"] > 0
     assert bookings["bookings_per_s"] > 0
-    assert timers["fired"] > 0
+    # Every due booster announced exactly once (measure raises otherwise), spread or all at once.
+    assert timers["fired"] == figures["timers_burst"]["fired"] == 50
     assert timers["pending"] > timers["fired"]
     assert timers["lag_p50_ms"] <= timers["lag_p99_ms"]
     assert timers["redis_memory_bytes"] > 0
