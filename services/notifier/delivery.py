@@ -15,7 +15,6 @@ notification id, so a republished one is a duplicate readers drop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -105,35 +104,50 @@ class Delivery:
         self._metrics = metrics
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
         self._woken = asyncio.Event()
+        self._woken_clinics: set[str] = set()
         self._next_housekeeping = 0.0  # monotonic; the first round does it
 
-    def wake(self) -> None:
-        """Something is due now: start the next round without waiting for the poll.
+    def wake(self, clinic_id: str) -> None:
+        """Something of `clinic_id` is due now: look at that clinic without waiting for the poll.
 
         Only a hint (what is due still comes from Redis): another replica's
         messages are found by its own poll, and a lost hint costs one poll.
         """
+        self._woken_clinics.add(clinic_id)
         self._woken.set()
 
     async def run(self) -> None:
         """Until cancelled: a failed round (Redis or Kafka away) is logged and tried again."""
         task = asyncio.current_task()
+        only: set[str] | None = None  # every clinic
+        next_full_round = time.monotonic() + self._poll_s
         while task is None or not task.cancelling():
             busy = False
-            self._woken.clear()  # a wake from here on means another round
             try:
-                busy = await self.round()
+                busy = await self.round(only)
             except Exception:
                 log.error("delivery round failed; trying again", exc_info=True)
+            woken = busy
             if not busy:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._woken.wait(), self._poll_s)
+                    woken = True
+                except TimeoutError:
+                    pass
+            # No await from here to the round: a wake after this is the next round's.
+            self._woken.clear()
+            # Every clinic at least once a poll, however often hints come.
+            full = not woken or busy or time.monotonic() >= next_full_round
+            only = None if full else self._woken_clinics
+            self._woken_clinics = set()
+            if full:
+                next_full_round = time.monotonic() + self._poll_s
         # A client library may turn our cancellation into an error of its own
         # (caught above): stop all the same, or shutdown would wait forever.
         raise asyncio.CancelledError
 
-    async def round(self) -> bool:
-        """One pass over every clinic; True when there may be more due right away."""
+    async def round(self, only: set[str] | None = None) -> bool:
+        """One pass over every clinic (or those in `only`); True when more may be due at once."""
         busy = False
         # Orphaned outcomes are at least OUTBOX_GRACE_MS old, and the gauge is for
         # dashboards: neither needs looking at every round (rounds follow every
@@ -143,6 +157,8 @@ class Delivery:
         if housekeeping:
             self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         for clinic in self._clinics.all():
+            if only is not None and clinic.id not in only and not housekeeping:
+                continue
             if housekeeping:
                 await self._publish_orphans(clinic.id)
             claims = await self._store.claim_due(

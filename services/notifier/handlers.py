@@ -43,7 +43,7 @@ class Deps:
     clinics: ClinicDirectory
     clock: Clock
     # Told when a plan holds a message due now, so delivery need not wait for its poll.
-    due_now: Callable[[], None] = lambda: None
+    due_now: Callable[[str], None] = lambda clinic_id: None
 
 
 class Planner:
@@ -86,7 +86,7 @@ class Planner:
             effect=lambda tx: deps.effects.record(tx, envelope, []),
         )
         if any(message.send_at <= now for message in messages):
-            deps.due_now()
+            deps.due_now(event.clinic_id)
 
 
 def requested(event: ev.ConsultationRequested) -> ContactChange:
