@@ -3,7 +3,13 @@
 Uses only aiokafka and jsonschema plus the published JSON Schemas (docs/schemas);
 it imports nothing from the project, as a partner's code would not.
 
-    python examples/partner_consumer.py --bootstrap 127.0.0.1:9092 --group acme-analytics
+    python examples/partner_consumer.py --bootstrap 127.0.0.1:9092 --group partner-acme
+
+On the secured platform (compose/secure.yml) a partner logs in as its SCRAM
+principal, and may only use consumer groups named `partner-*`:
+
+    KAFKA_SASL_PASSWORD=... python examples/partner_consumer.py --bootstrap kafka:19092 \
+        --username partner --group partner-acme
 
 Each message is printed as one JSON line with its CloudEvents attributes.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,16 +39,33 @@ def load_validators(schemas: Path = SCHEMAS) -> dict[str, jsonschema.Draft202012
 
 
 async def public_events(
-    bootstrap: str, group: str, *, from_beginning: bool = False
+    bootstrap: str,
+    group: str,
+    *,
+    from_beginning: bool = False,
+    username: str | None = None,
+    password: str | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """Validated public events, committed after the caller has taken each one."""
+    """Validated public events, committed after the caller has taken each one.
+
+    With a username, logs in with SASL/SCRAM-SHA-512 (the secured platform).
+    """
     validators = load_validators()
+    login: dict[str, Any] = {}
+    if username:
+        login = {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": username,
+            "sasl_plain_password": password,
+        }
     consumer = AIOKafkaConsumer(
         *PUBLIC_TOPICS,
         bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
+        **login,
     )
     await consumer.start()
     try:
@@ -68,9 +92,14 @@ async def main() -> None:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--group", default="partner-example")
     parser.add_argument("--from-beginning", action="store_true")
+    parser.add_argument("--username", help="SASL/SCRAM login; password: $KAFKA_SASL_PASSWORD")
     args = parser.parse_args()
     async for event in public_events(
-        args.bootstrap, args.group, from_beginning=args.from_beginning
+        args.bootstrap,
+        args.group,
+        from_beginning=args.from_beginning,
+        username=args.username,
+        password=os.environ.get("KAFKA_SASL_PASSWORD"),
     ):
         print(json.dumps(event), flush=True)
 

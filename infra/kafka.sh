@@ -3,22 +3,39 @@
 #   infra/kafka.sh up|down|status|logs [-f]
 # Jars come from Maven Central (infra/kafka/pom.xml) instead of a tarball/Docker.
 # Env: KAFKA_VERSION (4.1.1), KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
-#      KAFKA_START_TIMEOUT (60 s).
+#      KAFKA_START_TIMEOUT (60 s), KAFKA_HEAP_OPTS (-Xms256m -Xmx512m).
+# KAFKA_SECURE=1: the secured broker of compose/secure.yml instead, run from its
+# compose/secure/server.properties (SASL/SCRAM, ACLs; admin password
+# KAP_ADMIN_PASSWORD, default admin-secret), with its own state in
+# .infra/kafka-secure and ports 19094 (controller 19095).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+SECURE="${KAFKA_SECURE:-0}"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
-KAFKA_PORT="${KAFKA_PORT:-9092}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"   # seconds; raise on very slow machines
+HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 
 CONF="$REPO_ROOT/infra/kafka"
-STATE="$INFRA_STATE/kafka"
-LIBS="$STATE/libs"
+JARS="$INFRA_STATE/kafka"        # the classpath cache, shared by both brokers
+LIBS="$JARS/libs"
+if [[ "$SECURE" == 1 ]]; then
+  KAFKA_PORT="${KAFKA_PORT:-19094}"
+  KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19095}"
+  STATE="$INFRA_STATE/kafka-secure"
+  NAME="secure kafka (SASL/SCRAM)"
+else
+  KAFKA_PORT="${KAFKA_PORT:-9092}"
+  KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+  STATE="$INFRA_STATE/kafka"
+  NAME="kafka"
+fi
 DATA="$STATE/data"
 LOG="$STATE/kafka.log"
 PIDFILE="$STATE/kafka.pid"
 MAIN_CLASS="kafka.Kafka"
+CONFIG="$STATE/server.properties"
+SCRAM=()   # --add-scram arguments of the storage format (secure only)
 
 require_java() {
   local spec=""
@@ -28,19 +45,35 @@ require_java() {
     die "Java 17+ is required to run local Kafka (install: apt-get install -y openjdk-17-jre-headless)"
 }
 
-# Fetch the broker classpath once; reused while it holds the requested version.
+# Fetch the classpath once; again when the version or infra/kafka/pom.xml
+# changes (the stamp records both), so an older cache gains new jars.
 fetch_jars() {
-  [[ -f "$LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]] && return 0
+  local stamp
+  stamp="$KAFKA_VERSION $(sha256sum <"$CONF/pom.xml" | cut -d' ' -f1)"
+  [[ "$(cat "$LIBS/.fetched" 2>/dev/null)" == "$stamp" ]] && return 0
   command -v mvn >/dev/null ||
     die "Maven is required to download the Kafka jars (install: apt-get install -y maven)"
-  echo "downloading Kafka $KAFKA_VERSION jars from Maven Central..."
-  # Download into a temp dir and swap it in, so a failed or different-version
-  # download never leaves a half-filled or mixed classpath behind.
-  rm -rf "$LIBS.tmp"
-  mvn -B -Dstyle.color=never -f "$CONF/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
-    dependency:copy-dependencies -DoutputDirectory="$LIBS.tmp" >"$STATE/mvn.log" 2>&1 ||
-    die "could not download Kafka jars from Maven Central (network?) — see .infra/kafka/mvn.log"
-  rm -rf "$LIBS" && mv "$LIBS.tmp" "$LIBS"
+  mkdir -p "$JARS"
+  # Both brokers share the cache: one download at a time, rechecked once ours.
+  exec 8>"$JARS/.fetch.lock"
+  flock -w 300 8 || die "timed out waiting for $JARS/.fetch.lock"
+  if [[ "$(cat "$LIBS/.fetched" 2>/dev/null)" != "$stamp" ]]; then
+    echo "downloading Kafka $KAFKA_VERSION jars from Maven Central..."
+    # Download into a temp dir first, so a failed download changes nothing.
+    rm -rf "$LIBS.tmp"
+    mvn -B -Dstyle.color=never -f "$CONF/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+      dependency:copy-dependencies -DoutputDirectory="$LIBS.tmp" >"$JARS/mvn.log" 2>&1 ||
+      die "could not download Kafka jars from Maven Central (network?) — see .infra/kafka/mvn.log"
+    # Then drop the jars no longer wanted and rename the new ones in, the stamp
+    # last: an interrupted update is redone, and a broker already running from
+    # here (same version) still finds each jar it has not opened yet.
+    mkdir -p "$LIBS"
+    for jar in "$LIBS"/*.jar; do [[ -e "$LIBS.tmp/${jar##*/}" ]] || rm -f "$jar"; done
+    mv -f "$LIBS.tmp"/*.jar "$LIBS/"
+    rmdir "$LIBS.tmp"
+    echo "$stamp" >"$LIBS/.fetched"
+  fi
+  exec 8>&-
 }
 
 java_cmd() { java -cp "$LIBS/*" "$@"; }
@@ -49,7 +82,27 @@ render_config() {
   sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
       -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
       -e "s|@DATA_DIR@|$DATA|g" \
-      "$CONF/server.properties.template" >"$STATE/server.properties"
+      "$CONF/server.properties.template" >"$CONFIG"
+}
+
+# The secured broker runs compose/secure/server.properties as compose does; this
+# environment says where (compose sets the same variables on its nodes).
+secure_config() {
+  CONFIG="$REPO_ROOT/compose/secure/server.properties"
+  export KAP_ADMIN_PASSWORD="${KAP_ADMIN_PASSWORD:-admin-secret}" \
+    KAFKA_NODE_ID=1 \
+    KAFKA_CONTROLLER_QUORUM_VOTERS="1@127.0.0.1:$KAFKA_CONTROLLER_PORT" \
+    KAFKA_LISTENERS="INTERNAL://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT" \
+    KAFKA_ADVERTISED_LISTENERS="INTERNAL://127.0.0.1:$KAFKA_PORT" \
+    KAFKA_LOG_DIRS="$DATA" \
+    KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR=1 \
+    KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR=1 \
+    KAFKA_TRANSACTION_STATE_LOG_MIN_ISR=1 \
+    KAFKA_DEFAULT_REPLICATION_FACTOR=1 \
+    KAFKA_MIN_INSYNC_REPLICAS=1
+  # The admin's SCRAM credential must exist before the first start: the broker
+  # logs in as admin, and only admin may create the other principals.
+  SCRAM=(--add-scram "SCRAM-SHA-512=[name=admin,password=$KAP_ADMIN_PASSWORD]")
 }
 
 # KRaft needs the log dir formatted with a cluster id once; later starts reuse it.
@@ -57,9 +110,9 @@ format_storage() {
   [[ -f "$DATA/meta.properties" ]] && return 0
   local cluster_id
   cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null)"
-  java_cmd kafka.tools.StorageTool format -t "$cluster_id" \
-    -c "$STATE/server.properties" >"$STATE/format.log" 2>&1 ||
-    die "formatting Kafka storage failed — see .infra/kafka/format.log"
+  java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" "${SCRAM[@]}" \
+    >"$STATE/format.log" 2>&1 ||
+    die "formatting Kafka storage failed — see ${STATE#"$REPO_ROOT/"}/format.log"
 }
 
 # Ready = the server logged its startup AND the client port accepts connections.
@@ -69,13 +122,13 @@ wait_ready() {
     if grep -q "Kafka Server started" "$LOG" 2>/dev/null && port_open "$KAFKA_PORT"; then
       local version
       version="$(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$LOG" | tail -1)"
-      echo "kafka ${version:-$KAFKA_VERSION} up on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+      echo "$NAME ${version:-$KAFKA_VERSION} up on 127.0.0.1:$KAFKA_PORT (pid $pid)"
       return 0
     fi
-    alive "$pid" || { echo "error: kafka exited during startup; last log lines:" >&2; break; }
+    alive "$pid" || { echo "error: $NAME exited during startup; last log lines:" >&2; break; }
     sleep 0.5
   done
-  alive "$pid" && echo "error: kafka not ready after ${START_TIMEOUT}s (pid $pid left running; \`$0 down\` stops it); last log lines:" >&2
+  alive "$pid" && echo "error: $NAME not ready after ${START_TIMEOUT}s (pid $pid left running; \`$0 down\` stops it); last log lines:" >&2
   tail -n 20 "$LOG" >&2 2>/dev/null || true
   [[ -s "$STATE/stdout.log" ]] && tail -n 20 "$STATE/stdout.log" >&2
   exit 1
@@ -86,7 +139,7 @@ cmd_up() {
   lock_state "$STATE"
   if pid="$(live_pid "$PIDFILE" "$MAIN_CLASS")"; then
     if port_open "$KAFKA_PORT"; then
-      echo "kafka already running on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+      echo "$NAME already running on 127.0.0.1:$KAFKA_PORT (pid $pid)"
       exit 0
     fi
     wait_ready "$pid"   # ours but still starting (e.g. a concurrent `up`)
@@ -99,7 +152,7 @@ cmd_up() {
 
   require_java
   fetch_jars
-  render_config
+  if [[ "$SECURE" == 1 ]]; then secure_config; else render_config; fi
   format_storage
 
   # Keep the previous run's log for post-mortems; readiness grep needs a fresh one.
@@ -107,9 +160,9 @@ cmd_up() {
   # setsid+nohup: detach from the caller's session so the broker outlives this
   # shell. The inner bash records its own pid, then execs java (same pid).
   setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
-    java -Xms256m -Xmx512m -Djava.awt.headless=true \
+    java $HEAP_OPTS -Djava.awt.headless=true \
       -Dkafka.logs.dir="$STATE" -Dlog4j2.configurationFile="$CONF/log4j2.properties" \
-      -cp "$LIBS/*" "$MAIN_CLASS" "$STATE/server.properties" \
+      -cp "$LIBS/*" "$MAIN_CLASS" "$CONFIG" \
     >"$STATE/stdout.log" 2>&1 </dev/null 9>&- &
   for _ in {1..50}; do [[ -s "$PIDFILE" ]] && break; sleep 0.1; done
   wait_ready "$(cat "$PIDFILE")"
@@ -120,9 +173,9 @@ cmd_down() {
   lock_state "$STATE"
   if pid="$(live_pid "$PIDFILE" "$MAIN_CLASS")"; then
     stop_pid "$pid" 20   # TERM = controlled shutdown, flushes logs
-    echo "kafka stopped (pid $pid)"
+    echo "$NAME stopped (pid $pid)"
   else
-    echo "kafka not running"
+    echo "$NAME not running"
   fi
   rm -f "$PIDFILE"
 }
@@ -130,11 +183,11 @@ cmd_down() {
 cmd_status() {
   local pid
   if pid="$(live_pid "$PIDFILE" "$MAIN_CLASS")" && port_open "$KAFKA_PORT"; then
-    echo "kafka running on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+    echo "$NAME running on 127.0.0.1:$KAFKA_PORT (pid $pid)"
   elif [[ -n "${pid:-}" ]]; then
-    echo "kafka starting or unresponsive (pid $pid, port $KAFKA_PORT closed)"; exit 1
+    echo "$NAME starting or unresponsive (pid $pid, port $KAFKA_PORT closed)"; exit 1
   else
-    echo "kafka not running"; exit 1
+    echo "$NAME not running"; exit 1
   fi
 }
 

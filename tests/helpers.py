@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -14,6 +18,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
 from chassis.clinics import hash_api_key
+from chassis.config import ServiceSettings
+from chassis.events import EventPublisher
+from chassis.kafka import make_broker
+from shared import events as ev
+from shared.topics import PUBLIC_STAGE_REACHED
 
 CLINICS = {
     "lisbon": {"name": "Lisbon KAP", "timezone": "Europe/Lisbon", "key": "lisbon-key-123"},
@@ -98,3 +107,52 @@ async def end_offsets(bootstrap: str, topic: str) -> int:
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()
+
+
+PARTNER_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "partner_consumer.py"
+
+
+def load_partner_example() -> ModuleType:
+    """examples/partner_consumer.py, loaded as a partner would run it."""
+    spec = importlib.util.spec_from_file_location("partner_consumer", PARTNER_EXAMPLE)
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def publish_stage_reached(settings: ServiceSettings) -> uuid.UUID:
+    """One public ClientStageReached, published as the scheduler; its client's id."""
+    broker = make_broker(settings, "scheduler")
+    publisher = EventPublisher(broker, "scheduler", [PUBLIC_STAGE_REACHED])
+    event = ev.ClientStageReached(
+        clinic_id="lisbon",
+        client_id=uuid.uuid4(),
+        occurred_at=datetime.now(UTC),
+        stage=ev.ClientStage.COURSE_BOOKED,
+    )
+    await broker.start()
+    try:
+        await publisher.publish(event, publisher.envelope_for(event))
+    finally:
+        await broker.stop()
+    return event.client_id
+
+
+async def partner_reads(
+    client_id: uuid.UUID, bootstrap: str, group: str, **login: str
+) -> dict[str, Any]:
+    """The first public event about this client the example partner receives (30 s)."""
+    stream = load_partner_example().public_events(bootstrap, group, from_beginning=True, **login)
+
+    async def first_of_ours() -> dict[str, Any]:
+        async for received in stream:
+            if received["data"]["client_id"] == str(client_id):
+                return dict(received)
+        raise AssertionError("stream ended")
+
+    try:
+        return await asyncio.wait_for(first_of_ours(), timeout=30)
+    finally:
+        await stream.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -42,16 +43,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _local(script: str) -> None:
+def _run(script: str, action: str, env: dict[str, str] | None = None) -> None:
     result = subprocess.run(
-        ["bash", str(ROOT / "infra" / script), "up"],
+        ["bash", str(ROOT / "infra" / script), action],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+        env=env,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"infra/{script} up failed: {result.stdout}{result.stderr}".strip())
+        output = f"{result.stdout}{result.stderr}".strip()
+        raise RuntimeError(f"infra/{script} {action} failed: {output}")
+
+
+def _local(script: str) -> None:
+    _run(script, "up")
 
 
 @contextlib.contextmanager
@@ -115,15 +122,36 @@ def redis() -> Iterator[Endpoint]:
 
 def restart_local(script: str, action: str) -> None:
     """Stop or start one of the project's local processes (fault tests)."""
-    result = subprocess.run(
-        ["bash", str(ROOT / "infra" / script), action],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"infra/{script} {action} failed: {result.stdout}{result.stderr}")
+    _run(script, action)
+
+
+SECURE_KAFKA_PORTS = (19094, 19095)  # client (SASL/SCRAM), controller
+
+
+@contextlib.contextmanager
+def secure_kafka(admin_password: str) -> Iterator[str]:
+    """A fresh local broker running compose/secure/server.properties (`KAFKA_SECURE=1
+    infra/kafka.sh`), formatted with this admin password; stopped afterwards.
+
+    Always the local process: it is the repository's own secured configuration under
+    test, so Java and Maven are required (the script says how to install them).
+    """
+    port, controller_port = SECURE_KAFKA_PORTS
+    env = {
+        **os.environ,
+        "KAFKA_SECURE": "1",
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(controller_port),
+        "KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m",
+        "KAP_ADMIN_PASSWORD": admin_password,
+    }
+    _run("kafka.sh", "down", env)  # a broker left over by an interrupted run
+    shutil.rmtree(ROOT / ".infra" / "kafka-secure" / "data", ignore_errors=True)
+    _run("kafka.sh", "up", env)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        _run("kafka.sh", "down", env)
 
 
 def local_kafka_version() -> str | None:

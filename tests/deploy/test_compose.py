@@ -15,6 +15,7 @@ import yaml
 
 from chassis.config import ServiceSettings
 from chassis.metrics import ServiceMetrics
+from ops.acls import PRINCIPALS, password_variable
 from services.intake.config import Settings as IntakeSettings
 from services.notifier.config import Settings as NotifierSettings
 from services.scheduler.config import Settings as SchedulerSettings
@@ -121,3 +122,116 @@ def test_monitoring_profile_scrapes_every_service_and_its_dashboard_uses_real_me
         for metric in kap_metrics:
             base = metric.removesuffix("_total")
             assert any(base in token for token in exposed), f"{panel['title']}: {metric}"
+
+
+SECURE = ROOT / "compose" / "secure"
+SERVER_PROPERTIES = SECURE / "server.properties"
+ENV_REFERENCE = re.compile(r"\$\{env:(\w+)\}")
+
+
+def secure_compose(*args: str) -> dict[str, Any]:
+    return yaml.safe_load(compose("-f", str(ROOT / "compose" / "secure.yml"), *args, "config"))
+
+
+def properties(path: Path) -> dict[str, str]:
+    """A Java properties file's settings (comments, continuation lines)."""
+    text = re.sub(r"\\\n\s*", "", path.read_text())
+    pairs = [line.split("=", 1) for line in text.splitlines() if "=" in line]
+    return {key.strip(): value.strip() for key, value in pairs if not key.startswith("#")}
+
+
+def resolved_for(environment: dict[str, Any]) -> dict[str, str]:
+    """The broker's settings as a node with this environment reads them."""
+    return {
+        key: ENV_REFERENCE.sub(lambda m: str(environment[m.group(1)]), value)
+        for key, value in properties(SERVER_PROPERTIES).items()
+    }
+
+
+@pytest.fixture(scope="module")
+def secured() -> dict[str, Any]:
+    return secure_compose()
+
+
+def test_secure_overlay_gives_every_service_its_own_principal_created_by_kafka_acls(
+    secured: dict[str, Any],
+) -> None:
+    services = secured["services"]
+    acls_env = services["kafka-acls"]["environment"]
+    assert services["kafka-acls"]["entrypoint"] == ["bash", "/secure/acls.sh"]
+    for service, settings in SETTINGS.items():
+        env = services[service]["environment"]
+        assert env["KAFKA_SASL_USERNAME"] == service
+        assert env["KAFKA_SASL_PASSWORD"] == acls_env[password_variable(service)]
+        assert set(env) <= set(env_names(settings))
+        assert services[service]["depends_on"]["kafka-acls"] == {
+            "condition": "service_completed_successfully"
+        }
+    assert password_variable("partner") in acls_env
+    script = (SECURE / "acls.sh").read_text()
+    for principal in PRINCIPALS:
+        assert f'user {principal} "${{{password_variable(principal)}:-' in script
+
+
+def test_secure_overlay_points_services_and_acls_at_the_scram_listener(
+    secured: dict[str, Any],
+) -> None:
+    broker = resolved_for(secured["services"]["kafka"]["environment"])
+    protocol_map = broker["listener.security.protocol.map"]
+    protocols = dict(pair.split(":") for pair in protocol_map.split(","))
+    advertised = dict(entry.split("://") for entry in broker["advertised.listeners"].split(","))
+    scram = {
+        address
+        for name, address in advertised.items()
+        if protocols[name] == "SASL_PLAINTEXT"
+        and broker[f"listener.name.{name.lower()}.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    }
+    assert scram == {"kafka:19092"}
+    for service in SETTINGS:
+        env = secured["services"][service]["environment"]
+        assert set(env["KAFKA_BOOTSTRAP_SERVERS"].split(",")) <= scram
+    assert secured["services"]["kafka-acls"]["environment"]["KAFKA_BOOTSTRAP"] == "kafka:19092"
+    # No listener is left unauthenticated, and nothing is allowed without an ACL.
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}
+    assert broker["allow.everyone.if.no.acl.found"] == "false"
+    assert broker["super.users"] == "User:admin"
+
+
+def test_secure_nodes_run_the_server_properties_the_local_test_broker_runs() -> None:
+    config = secure_compose(
+        "--env-file", str(ROOT / "compose" / "cluster.env"), "--profile", "cluster"
+    )
+    settings = properties(SERVER_PROPERTIES)
+    # Security is written in the file; the environment only says where a node runs.
+    templated = {key for key, value in settings.items() if ENV_REFERENCE.search(value)}
+    assert all(key.endswith(".sasl.jaas.config") for key in templated & security_keys(settings))
+    nodes = [name for name in config["services"] if re.fullmatch(r"kafka(-\d)?", name)]
+    assert sorted(nodes) == ["kafka", "kafka-2", "kafka-3"]
+    volumes = set()
+    for name in nodes:
+        node = config["services"][name]
+        assert f"{SECURE}:/secure:ro" in node["volumes"]
+        data = [v for v in node["volumes"] if v.endswith(":/var/lib/kafka/data:rw")]
+        volumes |= {v.split(":")[0] for v in data}
+        start = node["entrypoint"][-1]
+        assert "kafka-storage.sh format" in start
+        assert "--config /secure/server.properties" in start
+        assert "name=admin,password=$$KAP_ADMIN_PASSWORD" in start
+        assert "exec /opt/kafka/bin/kafka-server-start.sh /secure/server.properties" in start
+        assert "/secure/admin.properties" in node["healthcheck"]["test"][-1]
+        resolved_for(node["environment"])  # every variable the file reads is set
+    assert len(volumes) == 3
+    assert not volumes & {"kafka-data", "kafka-2-data", "kafka-3-data"}
+    bootstrap = config["services"]["kafka-acls"]["environment"]["KAFKA_BOOTSTRAP"]
+    assert bootstrap == "kafka:19092,kafka-2:19092,kafka-3:19092"
+    # The local secured broker (infra/kafka.sh, KAFKA_SECURE=1) runs the same file
+    # and sets every variable it reads.
+    script = (ROOT / "infra" / "kafka.sh").read_text()
+    assert 'CONFIG="$REPO_ROOT/compose/secure/server.properties"' in script
+    for variable in set(ENV_REFERENCE.findall(SERVER_PROPERTIES.read_text())):
+        assert re.search(rf"\b{variable}=", script), variable
+
+
+def security_keys(settings: dict[str, str]) -> set[str]:
+    markers = ("sasl", "security", "authorizer", "super.users", "allow.everyone", "listener.name")
+    return {key for key in settings if any(marker in key for marker in markers)}

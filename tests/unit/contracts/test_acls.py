@@ -15,23 +15,29 @@ def test_committed_acl_script_is_current() -> None:
 
 
 def test_partners_read_only_public_topics_in_their_own_groups() -> None:
-    partner = [rule for rule in acls.rules() if "User:partner" in rule]
-    assert {rule[rule.index("--operation") + 1] for rule in partner} == {"Read"}
-    assert [rule for rule in partner if "--topic" in rule] == [
-        ["--allow-principal", "User:partner", "--operation", "Read", "--operation", "Describe",
-         "--topic", "public.", "--resource-pattern-type", "prefixed"]
-    ]  # fmt: skip
-    assert any("--group" in rule and "partner-" in rule for rule in partner)
+    partner = [rule for rule in acls.rules() if "partner" in rule.principals]
+    assert all(rule.principals == ("partner",) for rule in partner)
+    assert partner == [
+        acls.Rule(("partner",), ("Read", "Describe"), topics=("public.",), prefixed=True),
+        acls.Rule(("partner",), ("Read",), groups=("partner-",), prefixed=True),
+    ]
 
 
 def test_a_service_writes_only_what_it_produces_and_its_dead_letters() -> None:
     for rule in acls.rules():
-        if "Write" not in rule or "--topic" not in rule:
+        if "Write" not in rule.operations:
             continue
-        service = rule[1].removeprefix("User:")
-        topic = rule[rule.index("--topic") + 1]
-        if topic.endswith(DLQ_SUFFIX):
-            assert topic.removesuffix(DLQ_SUFFIX) in BY_NAME
-        else:
-            assert service in BY_NAME[topic].producers, (service, topic)
+        assert not rule.prefixed
+        for service in rule.principals:
+            for topic in rule.topics:
+                if topic.endswith(DLQ_SUFFIX):
+                    assert topic.removesuffix(DLQ_SUFFIX) in BY_NAME
+                else:
+                    assert service in BY_NAME[topic].producers, (service, topic)
     assert len(ALL) > 0
+
+
+def test_a_service_reads_only_in_its_own_group() -> None:
+    for rule in acls.rules():
+        if rule.groups and rule.principals != ("partner",):
+            assert [f"kap-{p}" for p in rule.principals] == list(rule.groups)

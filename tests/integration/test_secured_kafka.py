@@ -1,0 +1,172 @@
+"""The secured deployment, on a real broker: compose/secure/server.properties (the file
+compose/secure.yml mounts) run locally, the generated compose/secure/acls.sh applied
+as admin, then each principal tried for what it may and may not do."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+)
+
+from chassis.config import ServiceSettings
+from chassis.kafka import apply_topics
+from ops.acls import PRINCIPALS, password_variable
+from shared.topics import ALL, CLIENT_ENROLLED, PUBLIC_STAGE_REACHED, SESSION_SCHEDULED
+from tests import infra
+from tests.helpers import partner_reads, publish_stage_reached
+
+pytestmark = pytest.mark.integration
+
+# Not the defaults in acls.sh: proves the passwords come from the environment.
+PASSWORDS = {principal: secrets.token_hex(12) for principal in ("admin", *PRINCIPALS)}
+ACLS = infra.ROOT / "compose" / "secure" / "acls.sh"
+
+
+@pytest.fixture(scope="module")
+def secured() -> Iterator[str]:
+    """The secured broker, its principals and ACLs created by the real acls.sh."""
+    with infra.secure_kafka(PASSWORDS["admin"]) as bootstrap:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "KAFKA_ADMIN_CONFIG": str(infra.ROOT / "compose" / "secure" / "admin.properties"),
+            "KAFKA_BIN": str(infra.ROOT / "infra" / "kafka" / "bin"),
+            "KAP_ADMIN_PASSWORD": PASSWORDS["admin"],
+            **{password_variable(p): PASSWORDS[p] for p in PRINCIPALS},
+        }
+        result = subprocess.run(
+            ["bash", str(ACLS)], env=env, capture_output=True, text=True, timeout=240, check=False
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        yield bootstrap
+
+
+@pytest.fixture(scope="module")
+async def created(secured: str) -> list[str]:
+    """The topic catalogue, applied as a service does at start-up, as intake."""
+    return await apply_topics(secured, sasl=("intake", PASSWORDS["intake"]))
+
+
+def login(principal: str, password: str | None = None) -> dict[str, Any]:
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": principal,
+        "sasl_plain_password": password or PASSWORDS[principal],
+    }
+
+
+PARTNER = login("partner")
+
+
+async def send(bootstrap: str, principal: str, topic: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **login(principal))
+    await producer.start()
+    try:
+        await asyncio.wait_for(producer.send_and_wait(topic, b"{}"), timeout=20)
+    finally:
+        await producer.stop()
+
+
+@asynccontextmanager
+async def consumer(
+    bootstrap: str, topic: str, group: str, credentials: dict[str, Any]
+) -> AsyncIterator[AIOKafkaConsumer]:
+    client = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        request_timeout_ms=10_000,
+        **credentials,
+    )
+    try:
+        await client.start()
+        yield client
+    finally:
+        await client.stop()
+
+
+async def test_a_service_applies_the_topic_catalogue_as_its_own_principal(
+    created: list[str],
+) -> None:
+    wanted = {name for topic in ALL for name in (topic.name, topic.dead_letters)}
+    assert set(created) == wanted
+
+
+async def test_a_service_publishes_and_the_partner_reads_it_in_a_partner_group(
+    secured: str, created: list[str], unique: str
+) -> None:
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=secured,
+        kafka_sasl_username="scheduler",
+        kafka_sasl_password=PASSWORDS["scheduler"],
+    )
+    client_id = await publish_stage_reached(settings)
+
+    group = f"partner-{unique}"
+    received = await partner_reads(
+        client_id, secured, group, username="partner", password=PASSWORDS["partner"]
+    )
+    assert received["topic"] == PUBLIC_STAGE_REACHED.name
+
+
+async def test_the_partner_cannot_read_a_topic_that_is_not_public(
+    secured: str, created: list[str], unique: str
+) -> None:
+    with pytest.raises(TopicAuthorizationFailedError):
+        async with consumer(secured, CLIENT_ENROLLED.name, f"partner-{unique}", PARTNER) as client:
+            await asyncio.wait_for(client.getone(), timeout=20)
+
+
+async def test_the_partner_cannot_use_a_services_consumer_group(
+    secured: str, created: list[str]
+) -> None:
+    with pytest.raises(GroupAuthorizationFailedError):
+        async with consumer(secured, PUBLIC_STAGE_REACHED.name, "kap-scheduler", PARTNER) as client:
+            await asyncio.wait_for(client.getone(), timeout=20)
+
+
+async def test_the_partner_cannot_write_even_public_topics(
+    secured: str, created: list[str]
+) -> None:
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send(secured, "partner", PUBLIC_STAGE_REACHED.name)
+
+
+async def test_a_service_writes_its_own_topics_only(secured: str, created: list[str]) -> None:
+    await send(secured, "intake", CLIENT_ENROLLED.name)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send(secured, "intake", SESSION_SCHEDULED.name)
+
+
+async def test_a_wrong_password_or_no_login_is_refused(
+    secured: str, created: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The default password of acls.sh is wrong here: the environment set another.
+    wrong = login("partner", "partner-secret")
+    with caplog.at_level(logging.ERROR), pytest.raises(KafkaConnectionError):
+        async with consumer(secured, PUBLIC_STAGE_REACHED.name, "partner-x", wrong):
+            pass
+    assert "SaslAuthenticationFailed" in caplog.text
+    # A client that does not log in gets nothing, on the client or the controller port.
+    with pytest.raises(KafkaConnectionError):
+        async with consumer(secured, PUBLIC_STAGE_REACHED.name, "partner-x", {}):
+            pass
+    controller = f"127.0.0.1:{infra.SECURE_KAFKA_PORTS[1]}"
+    with pytest.raises(KafkaConnectionError):
+        async with consumer(controller, PUBLIC_STAGE_REACHED.name, "partner-x", {}):
+            pass
