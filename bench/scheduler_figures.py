@@ -427,7 +427,9 @@ async def _all_fired(redis: Redis, clinic_id: str, last_due: float) -> None:
         await asyncio.sleep(0.2)
         if time.time() < last_due:
             continue
-        if not await redis.zcount(due_set, "-inf", last_due) and not await redis.zcard(inflight):
+        # Scores went through datetime (microseconds): one may sit a hair above `last_due`.
+        due_by_then = await redis.zcount(due_set, "-inf", last_due + 1.0)
+        if not due_by_then and not await redis.zcard(inflight):
             return
         if time.time() > deadline:
             raise FigureFailed("boosters still due two minutes after the last fell due")
