@@ -12,6 +12,8 @@ help:
 	@echo "make demo       run the three services on local Kafka and Redis, driving clinics through the lifecycle"
 	@echo "make test       lint, then every test against real Kafka and Redis (started when needed)"
 	@echo "make lint       ruff and mypy"
+	@echo "make bench      the system against the raw Kafka client, and the scheduler's figures"
+	@echo "make chaos      kill and restart services, Kafka and Redis under load; check nothing was lost"
 	@echo "make infra-up   start local Kafka (KRaft) and Redis; infra-down stops them"
 	@echo "make docs       regenerate docs/asyncapi.yaml and docs/schemas/"
 

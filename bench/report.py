@@ -111,6 +111,7 @@ def chart(summary: dict[str, Any], path: Path) -> None:
     left.plot(xs, [p["system"]["events_per_s"] for p in pairs], "s-", label="system, 1 replica")
     two = summary["throughput"]["system_2_replicas_events_per_s"]
     left.axhline(two, linestyle="--", color="grey", label="system, 2 replicas (median)")
+    left.set_xticks(list(xs))
     left.set_xlabel("pair (interleaved, warm-up dropped)")
     left.set_ylabel("events consumed per second")
     left.set_yscale("log")
