@@ -151,7 +151,7 @@ def log(line: str) -> None:
     print(line, flush=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
@@ -162,7 +162,7 @@ def main() -> int:
     parser.add_argument("--scaling-runs", type=int, default=3, help="runs with 2 replicas")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.events, args.latency_seconds, args.scaling_runs = 2, 200, 3.0, 1
     summary = asyncio.run(Bench(args).main())

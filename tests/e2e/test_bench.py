@@ -1,0 +1,48 @@
+"""`make bench` at smoke size: every part runs and reports, and its counts hold (never timings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import main as bench
+
+pytestmark = pytest.mark.integration
+
+HEADLINE = (
+    "system_vs_raw",
+    "p50_ms",
+    "p99_ms",
+    "cpu_s_per_1k",
+    "replica_scaling",
+    "plan_p99_ms",
+    "timer_lag_p99_ms",
+)
+
+
+def test_a_quick_bench_measures_every_part_and_writes_its_results(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--quick", "--bootstrap", kafka_bootstrap, "--redis", redis_url, "--out", str(tmp_path)]
+
+    assert bench(args) == 0
+
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("BENCH ")
+    headline = json.loads(last.removeprefix("BENCH "))
+    assert set(headline) == set(HEADLINE)
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert results["headline"] == headline
+    assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
+    for pair in results["pairs"]:
+        # The baseline consumed all it was sent; the system handled each event and its
+        # consequences (more consumed than sent) and mailed (a run with dead letters fails).
+        assert pair["raw"]["events"] == pair["system"]["inputs"]
+        assert pair["system"]["events"] > pair["system"]["inputs"] > 0
+        assert pair["system"]["mails"] > 0
+    # Every consultation request sent open-loop got its confirmation mail.
+    assert results["latency"]["requests"] > 0
+    assert all(run["events"] > run["inputs"] for run in results["two_replicas"])
+    assert results["scheduler"]["booking_race"]["winners"] == 1
