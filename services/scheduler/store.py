@@ -9,7 +9,8 @@ its lease runs out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -62,18 +63,32 @@ class SchedulerStore:
         raw = await self.redis.get(key(clinic_id, "client", str(client_id)))
         return ClientSchedule.model_validate_json(raw) if raw else None
 
+    async def load_many(
+        self, clinic_id: str, client_ids: Sequence[UUID]
+    ) -> list[ClientSchedule | None]:
+        """The schedules of `client_ids`, in order, read in one round trip."""
+        if not client_ids:
+            return []
+        raws = await self.redis.mget([key(clinic_id, "client", str(c)) for c in client_ids])
+        return [ClientSchedule.model_validate_json(raw) if raw else None for raw in raws]
+
     async def client_of(self, clinic_id: str, appointment_id: UUID) -> UUID | None:
         found = await self.redis.get(key(clinic_id, "appointment", str(appointment_id)))
         return UUID(text(found)) if found else None
 
-    def save(self, tx: Pipeline, schedule: ClientSchedule) -> None:
-        """Add the schedule, its appointment index and its booster timer to `tx`."""
+    def save(
+        self, tx: Pipeline, schedule: ClientSchedule, *, same_appointments: bool = False
+    ) -> None:
+        """Add the schedule, its appointment index and its booster timer to `tx`.
+
+        `same_appointments`: the caller changed no appointment, so the index stands.
+        """
         clinic, client = schedule.clinic_id, str(schedule.client_id)
         tx.set(key(clinic, "client", client), schedule.model_dump_json())
         appointments = [schedule.consultation] if schedule.consultation else []
         if schedule.course:
             appointments += list(schedule.course.plan.appointments)
-        for appointment in appointments:
+        for appointment in [] if same_appointments else appointments:
             tx.set(key(clinic, "appointment", str(appointment.appointment_id)), client)
         course = schedule.course
         if course and course.next_booster and course.next_booster_due_at:
@@ -89,17 +104,31 @@ class SchedulerStore:
     @asynccontextmanager
     async def locked(self, clinic_id: str, client_id: UUID) -> AsyncIterator[None]:
         """One change at a time per client, across replicas and the API."""
-        lock = self.redis.lock(
-            key(clinic_id, "lock", str(client_id)),
-            timeout=LOCK_TIMEOUT_S,
-            blocking_timeout=LOCK_WAIT_S,
-        )
-        if not await lock.acquire():
-            raise ClientBusy(str(client_id))
+        async with self.locked_many(clinic_id, [client_id]):
+            yield
+
+    @asynccontextmanager
+    async def locked_many(self, clinic_id: str, client_ids: Sequence[UUID]) -> AsyncIterator[None]:
+        """Every one of `client_ids` locked (taken together, let go together)."""
+        locks = [
+            self.redis.lock(
+                key(clinic_id, "lock", str(client_id)),
+                timeout=LOCK_TIMEOUT_S,
+                blocking_timeout=LOCK_WAIT_S,
+            )
+            for client_id in client_ids
+        ]
+        taken = await asyncio.gather(*(lock.acquire() for lock in locks), return_exceptions=True)
+        held = [lock for lock, ok in zip(locks, taken, strict=True) if ok is True]
         try:
+            for client_id, ok in zip(client_ids, taken, strict=True):
+                if isinstance(ok, BaseException):
+                    raise ok
+                if not ok:
+                    raise ClientBusy(str(client_id))
             yield
         finally:
-            await lock.release()
+            await asyncio.gather(*(lock.release() for lock in held))
 
     # --- calendars --------------------------------------------------------
 
