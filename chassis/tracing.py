@@ -18,7 +18,13 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 
 def tracer_provider(service: str, exporter: str) -> TracerProvider:
-    sampler = ParentBased(ALWAYS_ON if exporter != "none" else ALWAYS_OFF)
+    # Exporting here records every span, also under a parent that a service
+    # without an exporter (unsampled) started.
+    sampler = (
+        ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON)
+        if exporter != "none"
+        else ParentBased(ALWAYS_OFF)
+    )
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"kap-{service}"}), sampler=sampler
     )

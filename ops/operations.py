@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from ops.reading import read_to_end
@@ -68,14 +68,30 @@ async def consumer_lag(bootstrap: str, groups: Iterable[str] = SERVICE_GROUPS) -
     await admin.start()
     await consumer.start()
     try:
+        await consumer._client.force_metadata_update()
         lags = []
         for group in groups:
-            committed = await admin.list_consumer_group_offsets(group)
-            if not committed:
+            committed = {
+                tp: meta.offset
+                for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+            }
+            # Every partition of the topics the group reads: one it has not
+            # committed on yet is behind by all it holds (from its start).
+            partitions = sorted(
+                TopicPartition(topic, p)
+                for topic in {tp.topic for tp in committed}
+                for p in consumer.partitions_for_topic(topic) or ()
+            )
+            if not partitions:
                 continue
-            ends = await consumer.end_offsets(list(committed))
-            for tp, meta in sorted(committed.items()):
-                lags.append(Lag(group, tp.topic, tp.partition, meta.offset, ends[tp]))
+            ends = await consumer.end_offsets(partitions)
+            starts = await consumer.beginning_offsets(
+                [tp for tp in partitions if committed.get(tp, -1) < 0]
+            )
+            for tp in partitions:
+                done = committed.get(tp, -1)
+                start = done if done >= 0 else starts[tp]
+                lags.append(Lag(group, tp.topic, tp.partition, start, ends[tp]))
         return lags
     finally:
         await consumer.stop()

@@ -13,6 +13,7 @@ import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from email.charset import QP, Charset
+from email.errors import MessageError
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
@@ -98,15 +99,17 @@ class EmailChannel:
             "Date": format_datetime(outgoing.at),
         }
         for name, value in headers.items():
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"a line break in the {name} header")
+            # Any line boundary Python knows (\x0b, \x85, \u2028...), or a control
+            # character, could split or bend the header: refused, never sent.
+            if len(value.splitlines()) > 1 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ValueError(f"a line break or control character in the {name} header")
             mail[name] = value if value.isascii() else Header(value, "utf-8").encode()
         return mail.as_bytes()
 
     async def send(self, outgoing: Outgoing) -> None:
         try:
             mail = self.compose(outgoing)
-        except (ValueError, TypeError) as unusable:
+        except (ValueError, TypeError, MessageError) as unusable:
             # e.g. a line break in the address: it would forge headers, so never sent.
             raise PermanentSendError("the address cannot be put in an email header") from unusable
         async with self._turn:
@@ -131,6 +134,10 @@ class EmailChannel:
             except (aiosmtplib.SMTPException, OSError) as failed:
                 await self._drop()
                 raise TransientSendError(f"smtp failed ({type(failed).__name__})") from failed
+            except ValueError:
+                # aiosmtplib refused the address itself (before any byte was sent).
+                await self._reset()
+                raise PermanentSendError("the address cannot be used for SMTP") from None
 
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._smtp is None or not self._smtp.is_connected:

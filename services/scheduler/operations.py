@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid5
 
 from pydantic import ValidationError
+from redis.exceptions import WatchError
 
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
@@ -39,10 +41,13 @@ from shared.envelope import EVENT_ID_NAMESPACE, Envelope, derived_event_id
 
 # Racing replicas may take a slot between planning and holding it; plan again.
 
+log = logging.getLogger(__name__)
+
 BOOKING_ATTEMPTS = 5
 CONSULTATION_HORIZON_DAYS = 28
 COURSE_HORIZON_DAYS = 120
 BOOSTER_BATCH = 50  # boosters claimed, and fired together, per round
+BOOSTER_LOCK_WAIT_S = 0.5  # a busy client's booster waits for its lease, not the batch
 
 
 Change = tuple[ClientSchedule, list[ev.Event]]
@@ -410,10 +415,18 @@ class Scheduler:
         by_client: dict[UUID, list[int]] = {}
         for client_id, number in sorted(due, key=lambda d: d[1]):
             by_client.setdefault(client_id, []).append(number)
-        clients = list(by_client)
-        async with self.store.locked_many(clinic_id, clients):
+        # A client busy elsewhere (the API, a replica) keeps its claim until its
+        # lease ends rather than hold up the others' boosters.
+        async with (
+            self.store.locked_many(clinic_id, list(by_client), wait_s=BOOSTER_LOCK_WAIT_S) as held,
+            self.store.transaction() as tx,
+        ):
+            # Watched too: should a lock expire (a stalled publish), a change made
+            # meanwhile aborts this write instead of being overwritten; the claims
+            # then stay in flight and the retry republishes the same event ids.
+            await self.store.watch_schedules(tx, clinic_id, held)
             batch = []
-            for schedule in await self.store.load_many(clinic_id, clients):
+            for schedule in await self.store.load_many(clinic_id, held):
                 if schedule is None or schedule.course is None:
                     continue  # left in flight: taken over when its lease ends
                 outputs = []
@@ -424,12 +437,16 @@ class Scheduler:
                     outputs += self._derived(schedule, events, f"{course_id}/booster-{number}")
                 batch.append(_Fired(schedule.client_id, numbers, schedule, outputs))
             await self.publisher.publish_all([item for f in batch for item in f.outputs])
-            async with self.store.transaction() as tx:
-                for f in batch:
-                    for number in f.numbers:
-                        self.store.booster_done(tx, clinic_id, f.client_id, number)
-                    self.store.save(tx, f.schedule, same_appointments=True)
+            tx.multi()  # type: ignore[no-untyped-call]
+            for f in batch:
+                for number in f.numbers:
+                    self.store.booster_done(tx, clinic_id, f.client_id, number)
+                self.store.save(tx, f.schedule, same_appointments=True)
+            try:
                 await tx.execute()
+            except WatchError:
+                log.warning("a booster batch met a concurrent change; retried after its lease")
+                batch = []
         self.metrics.pending("booster", clinic_id, await self.store.pending_boosters(clinic_id))
         return sum(bool(f.outputs) for f in batch), len(due) == BOOSTER_BATCH
 

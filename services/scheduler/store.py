@@ -10,6 +10,7 @@ its lease runs out.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -22,6 +23,8 @@ from services.scheduler.domain import ClinicCalendar, Interval
 from services.scheduler.domain_plans import Bookings
 from services.scheduler.ledger import BookingLedger, Resource, text
 from services.scheduler.lifecycle import ClientSchedule
+
+log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 30.0
 LOCK_WAIT_S = 20.0
@@ -72,6 +75,13 @@ class SchedulerStore:
         raws = await self.redis.mget([key(clinic_id, "client", str(c)) for c in client_ids])
         return [ClientSchedule.model_validate_json(raw) if raw else None for raw in raws]
 
+    async def watch_schedules(
+        self, tx: Pipeline, clinic_id: str, client_ids: Sequence[UUID]
+    ) -> None:
+        """Make `tx` fail if any of these schedules changes before it executes."""
+        if client_ids:
+            await tx.watch(*(key(clinic_id, "client", str(c)) for c in client_ids))
+
     async def client_of(self, clinic_id: str, appointment_id: UUID) -> UUID | None:
         found = await self.redis.get(key(clinic_id, "appointment", str(appointment_id)))
         return UUID(text(found)) if found else None
@@ -104,31 +114,42 @@ class SchedulerStore:
     @asynccontextmanager
     async def locked(self, clinic_id: str, client_id: UUID) -> AsyncIterator[None]:
         """One change at a time per client, across replicas and the API."""
-        async with self.locked_many(clinic_id, [client_id]):
+        async with self.locked_many(clinic_id, [client_id], wait_s=LOCK_WAIT_S) as held:
+            if not held:
+                raise ClientBusy(str(client_id))
             yield
 
     @asynccontextmanager
-    async def locked_many(self, clinic_id: str, client_ids: Sequence[UUID]) -> AsyncIterator[None]:
-        """Every one of `client_ids` locked (taken together, let go together)."""
+    async def locked_many(
+        self, clinic_id: str, client_ids: Sequence[UUID], *, wait_s: float
+    ) -> AsyncIterator[list[UUID]]:
+        """Lock each of `client_ids` that frees up within `wait_s`; yields those locked.
+
+        Taken together and let go together. A lock that cannot be let go (it
+        expired meanwhile) is logged: what it guarded was checked another way.
+        """
+        wanted = sorted(set(client_ids), key=str)
         locks = [
             self.redis.lock(
                 key(clinic_id, "lock", str(client_id)),
                 timeout=LOCK_TIMEOUT_S,
-                blocking_timeout=LOCK_WAIT_S,
+                blocking_timeout=wait_s,
             )
-            for client_id in client_ids
+            for client_id in wanted
         ]
         taken = await asyncio.gather(*(lock.acquire() for lock in locks), return_exceptions=True)
-        held = [lock for lock, ok in zip(locks, taken, strict=True) if ok is True]
+        held = [(c, lock) for c, lock, ok in zip(wanted, locks, taken, strict=True) if ok is True]
         try:
-            for client_id, ok in zip(client_ids, taken, strict=True):
-                if isinstance(ok, BaseException):
-                    raise ok
-                if not ok:
-                    raise ClientBusy(str(client_id))
-            yield
+            failed = next((ok for ok in taken if isinstance(ok, BaseException)), None)
+            if failed is not None:
+                raise failed
+            yield [client_id for client_id, _ in held]
         finally:
-            await asyncio.gather(*(lock.release() for lock in held))
+            released = await asyncio.gather(
+                *(lock.release() for _, lock in held), return_exceptions=True
+            )
+            for problem in (r for r in released if isinstance(r, Exception)):
+                log.warning("a client lock had expired: %s", type(problem).__name__)
 
     # --- calendars --------------------------------------------------------
 
