@@ -21,12 +21,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.raw import send_all
 from bench.workload import Message
+from ops.operations import SERVICE_GROUPS, group_lags
 from ops.reading import read_to_end
 from ops.stack import Stack
 from shared import topics
 from shared.envelope import HEADER_CLINIC, HEADER_CORRELATION
 
-GROUPS = ("kap-scheduler", "kap-notifier")  # intake consumes nothing: it is fed by HTTP
 SENT = topics.NOTIFICATION_SENT.name
 DEAD_LETTERS = tuple(t.dead_letters for t in topics.ALL)
 QUIET_S = 1.0  # nothing moved for this long, and no lag: the run is over
@@ -67,14 +67,6 @@ class Probe:
     async def stop(self) -> None:
         await asyncio.gather(self.admin.close(), self.consumer.stop())
 
-    async def committed(self) -> dict[tuple[str, TopicPartition], int]:
-        """Each service group's committed offset per partition."""
-        return {
-            (group, tp): meta.offset
-            for group in GROUPS
-            for tp, meta in (await self.admin.list_consumer_group_offsets(group)).items()
-        }
-
     async def ends(self, names: Iterable[str]) -> dict[TopicPartition, int]:
         partitions = [
             TopicPartition(name, p)
@@ -85,10 +77,8 @@ class Probe:
 
     async def lag_and_consumed(self) -> tuple[int, int]:
         """Events not yet handled by a service, and all events the services handled."""
-        committed = await self.committed()
-        ends = await self.ends({tp.topic for _, tp in committed})
-        lag = sum(max(ends[tp] - offset, 0) for (_, tp), offset in committed.items())
-        return lag, sum(committed.values())
+        lags = await group_lags(self.admin, self.consumer, SERVICE_GROUPS)
+        return sum(lag.behind for lag in lags), sum(lag.committed for lag in lags)
 
     async def total(self, names: Iterable[str]) -> int:
         return sum((await self.ends(names)).values())

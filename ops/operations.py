@@ -69,33 +69,39 @@ async def consumer_lag(bootstrap: str, groups: Iterable[str] = SERVICE_GROUPS) -
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()
-        lags = []
-        for group in groups:
-            committed = {
-                tp: meta.offset
-                for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
-            }
-            # Every partition of the topics the group reads: one it has not
-            # committed on yet is behind by all it holds (from its start).
-            partitions = sorted(
-                TopicPartition(topic, p)
-                for topic in {tp.topic for tp in committed}
-                for p in consumer.partitions_for_topic(topic) or ()
-            )
-            if not partitions:
-                continue
-            ends = await consumer.end_offsets(partitions)
-            starts = await consumer.beginning_offsets(
-                [tp for tp in partitions if committed.get(tp, -1) < 0]
-            )
-            for tp in partitions:
-                done = committed.get(tp, -1)
-                start = done if done >= 0 else starts[tp]
-                lags.append(Lag(group, tp.topic, tp.partition, start, ends[tp]))
-        return lags
+        return await group_lags(admin, consumer, groups)
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def group_lags(
+    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, groups: Iterable[str]
+) -> list[Lag]:
+    """Each group's lag per partition, with clients already started (callers that poll)."""
+    lags = []
+    for group in groups:
+        committed = {
+            tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+        }
+        # Every partition of the topics the group reads: one it has not
+        # committed on yet is behind by all it holds (from its start).
+        partitions = sorted(
+            TopicPartition(topic, p)
+            for topic in {tp.topic for tp in committed}
+            for p in consumer.partitions_for_topic(topic) or ()
+        )
+        if not partitions:
+            continue
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.beginning_offsets(
+            [tp for tp in partitions if committed.get(tp, -1) < 0]
+        )
+        for tp in partitions:
+            done = committed.get(tp, -1)
+            start = done if done >= 0 else starts[tp]
+            lags.append(Lag(group, tp.topic, tp.partition, start, ends[tp]))
+    return lags
 
 
 def dlq_topics(original: str | None = None) -> list[str]:
