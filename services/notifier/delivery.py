@@ -94,6 +94,8 @@ class Delivery:
         clock: Clock,
         poll_s: float,
         metrics: ServiceMetrics | None = None,
+        *,
+        lease_ms: int = LEASE_MS,
     ) -> None:
         self._store = store
         self._clinics = clinics
@@ -102,6 +104,7 @@ class Delivery:
         self._clock = clock
         self._poll_s = poll_s
         self._metrics = metrics
+        self._lease_ms = lease_ms
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
         self._woken = asyncio.Event()
         self._woken_clinics: set[str] = set()
@@ -162,7 +165,7 @@ class Delivery:
             if housekeeping:
                 await self._publish_orphans(clinic.id)
             claims = await self._store.claim_due(
-                clinic.id, self._clock.now(), limit=BATCH, lease_ms=LEASE_MS
+                clinic.id, self._clock.now(), limit=BATCH, lease_ms=self._lease_ms
             )
             for claim in claims:
                 await self._deliver(clinic, claim)
