@@ -1,0 +1,174 @@
+"""A scheduler of its own for a fresh clinic, driven by calls instead of HTTP or Kafka.
+
+Fault tests (issue 14) need what HTTP cannot give: a publisher that fails or
+stalls, a lock that expires, two deliveries at once. Kafka and Redis stay real;
+only the publisher may be wrapped. Each world is a new clinic id, so its ledger
+and schedules start empty, and its keys are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.scheduler_figures import completed_course
+from chassis.clock import FrozenClock
+from chassis.effects import EffectLog
+from chassis.events import EventPublisher
+from chassis.service import ServiceRuntime
+from ops import demo_clinics
+from services.scheduler import lifecycle
+from services.scheduler.config import Settings
+from services.scheduler.domain_plans import Bookings, CoursePlan
+from services.scheduler.ledger import claims_for
+from services.scheduler.lifecycle import ClientSchedule
+from services.scheduler.main import SERVICE, scheduler_for
+from services.scheduler.operations import Scheduler
+from services.scheduler.planner import plan_course
+from shared import events as ev
+from shared.envelope import Envelope
+
+# A Monday 08:00 in Lisbon: the demo calendar books a whole course from here on.
+MONDAY = datetime(2027, 6, 7, 7, tzinfo=UTC)
+
+
+class FlakyPublisher(EventPublisher):
+    """The runtime's publisher, which can be told to fail or to stall before sending.
+
+    Kafka stays real: a publish that is let through goes to the broker as usual.
+    """
+
+    def __init__(self, inner: EventPublisher) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.fail = False
+        self.stall_s = 0.0
+        self.stalled = asyncio.Event()
+
+    async def publish_all(self, items: Sequence[tuple[ev.Event, Envelope]]) -> None:
+        if self.fail:
+            raise ConnectionError("the broker is unreachable (injected)")
+        if self.stall_s:
+            self.stalled.set()
+            await asyncio.sleep(self.stall_s)
+        await super().publish_all(items)
+
+
+@dataclass
+class World:
+    clinic: str
+    runtime: ServiceRuntime
+    clock: FrozenClock
+    publisher: FlakyPublisher
+    redis: Redis
+    schedulers: list[Scheduler] = field(default_factory=list)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.schedulers[0]
+
+    def replica(self) -> Scheduler:
+        """Another scheduler on the same Redis and broker, as a second replica would be."""
+        replica = scheduler_for(self.runtime)
+        self.schedulers.append(replica)
+        return replica
+
+    async def booked_client(self) -> ClientSchedule:
+        """A client whose course is booked (ledger held, schedule saved), starting today."""
+        calendar = await self.scheduler.calendar(self.clinic)
+        plan = plan_course(
+            calendar, Bookings(), uuid.uuid4(), self.clock.now() + timedelta(hours=1)
+        )
+        assert isinstance(plan, CoursePlan)
+        client = uuid.uuid4()
+        schedule = ClientSchedule(
+            clinic_id=self.clinic, client_id=client, correlation_id=str(client)
+        )
+        schedule, _ = lifecycle.course_booked(schedule, plan, self.clock.now())
+        assert (
+            await self.scheduler.store.ledger.reserve(
+                self.clinic, claims_for(client, plan.appointments)
+            )
+            is None
+        )
+        await self.save(schedule)
+        return schedule
+
+    async def completed_client(self) -> ClientSchedule:
+        """A client whose course completed now: booster 1 due in 14 days at 09:00 local."""
+        calendar = await self.scheduler.calendar(self.clinic)
+        schedule = completed_course(calendar, self.clock.now())
+        await self.save(schedule)
+        return schedule
+
+    async def save(self, schedule: ClientSchedule) -> None:
+        async with self.scheduler.store.transaction() as tx:
+            self.scheduler.store.save(tx, schedule)
+            await tx.execute()
+
+    async def load(self, client: uuid.UUID) -> ClientSchedule:
+        schedule = await self.scheduler.store.load(self.clinic, client)
+        assert schedule is not None
+        return schedule
+
+    async def ledger(self) -> dict[str, set[str]]:
+        """Every booking set of the clinic with its members, as Redis holds them."""
+        found: dict[str, set[str]] = {}
+        async for name in self.redis.scan_iter(match=f"sched:{{{self.clinic}}}:booked:*"):
+            members = set(await self.redis.zrange(name, 0, -1))
+            if members:
+                found[name] = members
+        return found
+
+
+def ledger_of(clinic: str, schedule: ClientSchedule) -> dict[str, set[str]]:
+    """The booking sets a saved schedule implies: every appointment still held."""
+    assert schedule.course is not None
+    course = schedule.course
+    held = [
+        a
+        for a in course.plan.appointments
+        if course.status_of(a.appointment_id)
+        not in (ev.AppointmentStatus.CANCELLED, ev.AppointmentStatus.NOSHOW)
+    ]
+    found: dict[str, set[str]] = {}
+    for claim in claims_for(schedule.client_id, held):
+        name = f"sched:{{{clinic}}}:booked:{claim.resource}:{claim.resource_id}"
+        found.setdefault(name, set()).add(claim.member)
+    return found
+
+
+@asynccontextmanager
+async def world(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, at: datetime = MONDAY, **extra: Any
+) -> AsyncIterator[World]:
+    clinic = f"faults-{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        REDIS_URL=redis_url,
+        KAP_CLINICS_FILE=demo_clinics.write(
+            tmp_path / f"{clinic}.json", {clinic: {"name": "Faults", "timezone": "Europe/Lisbon"}}
+        ),
+        **extra,
+    )
+    clock = FrozenClock(at)
+    runtime = ServiceRuntime.create(SERVICE, settings, clock)
+    publisher = FlakyPublisher(runtime.publisher)
+    scheduler = scheduler_for(runtime)
+    scheduler.publisher = publisher
+    scheduler.effects = EffectLog(runtime.redis, SERVICE, publisher)
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    await runtime.start()
+    try:
+        yield World(clinic, runtime, clock, publisher, redis, [scheduler])
+    finally:
+        await runtime.stop()
+        await redis.aclose()
+        await demo_clinics.reset(redis_url, [clinic])
