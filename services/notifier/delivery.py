@@ -1,8 +1,11 @@
 """The sending loop: claim what is due, address it as prefs stand now, render, send, record.
 
-Once per message: a replica leases a message before sending (store.claim_due)
-and records the outcome under that lease after, so a redelivered event, a
-second replica or a restart never sends it again. The one gap left is a crash
+Once per message: a replica leases a batch of due messages (store.claim_due),
+renews each one's lease just before sending it (store.renew, fenced by the lease
+token: a message that outlived its lease behind slow sends and was re-claimed by
+another replica is left to that replica), and records the outcome under that
+lease after, so a redelivered event, a second replica or a restart never sends
+it again. The one gap left is a crash
 between the channel accepting a message and the outcome being recorded: the
 lease then expires and the message goes again, with the same Message-ID (or
 SMS Idempotency-Key), so the duplicate can be recognised downstream.
@@ -45,7 +48,9 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 FIRST_RETRY = timedelta(minutes=1)  # then 2, 4, 8 minutes, on the service clock
-LEASE_MS = 60_000  # far longer than one send may take (channels time out after 10 s)
+# Far longer than one send may take (channels time out after 10 s per step); renewed
+# just before each send, so it bounds one send, not a whole batch.
+LEASE_MS = 60_000
 BATCH = 20
 OUTBOX_GRACE_MS = 30_000  # an outcome this old with its event unpublished was orphaned
 HOUSEKEEPING_S = 2.0  # how often a replica looks for orphaned outcomes and counts what waits
@@ -180,6 +185,13 @@ class Delivery:
         if claim.attempts > MAX_ATTEMPTS:
             # Only a replica dying mid-send gets here: stop before it happens again.
             await self._fail(claim, planned, "gave up: delivery was interrupted", permanent=False)
+            return
+        if not await self._store.renew(claim, self._lease_ms):
+            log.info(
+                "notification %s: lease lost while waiting in the batch; left to its new holder",
+                planned.notification_id,
+                extra=_ids(claim),
+            )
             return
         try:
             message, outgoing = await self._prepare(clinic, planned)

@@ -105,6 +105,21 @@ return 1
 """
 
 
+_RENEW = """
+-- KEYS: message, sending. ARGV: id, lease token, lease ms.
+-- The fence before a send: only the replica whose token the message still
+-- carries gets a fresh lease; one whose lease ran out and was re-claimed gets 0.
+if redis.call("HGET", KEYS[1], "state") ~= "sending"
+    or redis.call("HGET", KEYS[1], "lease") ~= ARGV[2] then
+  return 0
+end
+local t = redis.call("TIME")
+local server_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call("ZADD", KEYS[2], server_ms + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+
+
 def _key(clinic_id: str, *parts: str) -> str:
     return ":".join(("notifier", f"{{{clinic_id}}}", *parts))
 
@@ -219,6 +234,7 @@ class NotifierStore:
         self._redis = redis
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
+        self._renew = redis.register_script(_RENEW)
 
     # --- contact projection -------------------------------------------------
 
@@ -379,6 +395,20 @@ class NotifierStore:
             )
             for _, attempts, plan, correlation in rows
         ]
+
+    async def renew(self, claim: Claim, lease_ms: int) -> bool:
+        """A full lease from now if `claim` still holds the message; False if it was lost.
+
+        Called just before each send: a message that waited in a batch behind
+        slow sends may have outlived its lease and been claimed by another
+        replica, which then sends it; this one must not.
+        """
+        clinic, notification_id = claim.message.clinic_id, str(claim.message.notification_id)
+        renewed = await self._renew(
+            keys=[_key(clinic, "msg", notification_id), _key(clinic, "sending")],
+            args=[notification_id, claim.lease, lease_ms],
+        )
+        return bool(renewed)
 
     async def retry_at(self, claim: Claim, at: datetime, reason: str) -> bool:
         return await self._transition(
