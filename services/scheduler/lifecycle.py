@@ -64,6 +64,9 @@ class ClientSchedule(BaseModel):
     consultation: ev.Appointment | None = None
     consultation_status: Status | None = None
     course: Course | None = None
+    # Goes up by one with every saved change: what the ids of a change derive from
+    # (domain_ids). Schedules saved before it existed read as version 0.
+    version: int = Field(default=0, ge=0)
 
 
 class _Base(TypedDict):

@@ -27,7 +27,7 @@ from chassis.dead_letters import Rejected, describe
 from chassis.effects import EffectLog, Output
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
-from services.scheduler import lifecycle
+from services.scheduler import domain_ids, lifecycle
 from services.scheduler.domain import ClinicCalendar
 from services.scheduler.domain_course import course_steps
 from services.scheduler.domain_plans import DropSession, MoveSession, PlanFailure, Replan
@@ -37,7 +37,7 @@ from services.scheduler.lifecycle import ClientSchedule, Refused
 from services.scheduler.planner import find_consultation_slot, is_late_cancellation, plan_course
 from services.scheduler.store import SchedulerStore
 from shared import events as ev
-from shared.envelope import EVENT_ID_NAMESPACE, Envelope, derived_event_id
+from shared.envelope import EVENT_ID_NAMESPACE, Envelope
 
 # Racing replicas may take a slot between planning and holding it; plan again.
 
@@ -223,8 +223,9 @@ class Scheduler:
                 correlation_id=cause.correlation_id,
             )
             updated, events = await decide(schedule, self.clock.now())
+            updated = domain_ids.saved(updated, schedule)
             outputs = [
-                Output(e, self.publisher.envelope_for(e, cause=cause, role=_role(e, i)))
+                Output(e, self.publisher.envelope_for(e, cause=cause, role=domain_ids.role(e, i)))
                 for i, e in enumerate(events)
             ]
             async with self.store.transaction() as tx:
@@ -368,33 +369,26 @@ class Scheduler:
                 raise LookupError("not found")
             result = change(schedule, self.clock.now())
             updated, events = result if isinstance(result, tuple) else await result
-            await self._publish_derived(updated, events, action)
+            updated = domain_ids.saved(updated, schedule)
+            cause = domain_ids.change_cause(schedule, action)
+            await self.publisher.publish_all(self._derived(updated, events, cause))
             async with self.store.transaction() as tx:
                 self.store.save(tx, updated)
                 await tx.execute()
         return updated
 
-    async def _publish_derived(
-        self, schedule: ClientSchedule, events: Sequence[ev.Event], action: str
-    ) -> None:
-        await self.publisher.publish_all(self._derived(schedule, events, action))
-
     def _derived(
-        self, schedule: ClientSchedule, events: Sequence[ev.Event], action: str
+        self, schedule: ClientSchedule, events: Sequence[ev.Event], cause: str
     ) -> list[tuple[ev.Event, Envelope]]:
-        """Ids derive from the client and the action, so a retried request reproduces them."""
+        """Events with ids derived from `cause` (see domain_ids): one fact, one id."""
         return [
             (
                 event,
                 self.publisher.envelope_for(
-                    event,
-                    event_id=derived_event_id(
-                        f"{schedule.client_id}/{action}", _role(event, index)
-                    ),
-                    correlation_id=schedule.correlation_id,
+                    event, event_id=event_id, correlation_id=schedule.correlation_id
                 ),
             )
-            for index, event in enumerate(events)
+            for event, event_id in zip(events, domain_ids.event_ids(cause, events), strict=True)
         ]
 
     # --- boosters -------------------------------------------------------------
@@ -432,9 +426,15 @@ class Scheduler:
                 outputs = []
                 course_id = schedule.course.plan.course_id
                 numbers = by_client[schedule.client_id]
+                before = schedule
                 for number in numbers:  # several only if the scheduler was away that long
+                    due_at = schedule.course.next_booster_due_at if schedule.course else None
                     schedule, events = lifecycle.booster_fired(schedule, number, calendar, now)
-                    outputs += self._derived(schedule, events, f"{course_id}/booster-{number}")
+                    if events and due_at is not None:
+                        cause = domain_ids.booster_cause(course_id, number, due_at)
+                        outputs += self._derived(schedule, events, cause)
+                if outputs:
+                    schedule = domain_ids.saved(schedule, before)
                 batch.append(_Fired(schedule.client_id, numbers, schedule, outputs))
             await self.publisher.publish_all([item for f in batch for item in f.outputs])
             tx.multi()  # type: ignore[no-untyped-call]
@@ -475,7 +475,3 @@ def _parsed_calendar(clinic_id: str, timezone: str, section_json: str) -> Clinic
     """
     section = json.loads(section_json)
     return ClinicCalendar.model_validate({**section, "clinic_id": clinic_id, "timezone": timezone})
-
-
-def _role(event: ev.Event, index: int) -> str:
-    return f"{type(event).__name__}-{index}"
