@@ -1,0 +1,90 @@
+"""Background loops outlive their errors (issue 14, fault 6).
+
+The booster timer read the clinic list outside its `try`: one Redis error there
+ended the loop for good while /readyz stayed green.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from chassis.workers import Supervisor
+from services.scheduler.timers import booster_timer
+
+
+class _Clinic:
+    id = "lisbon"
+
+    def section(self, name: str) -> dict[str, Any]:
+        return {"opening_hours": {}}
+
+
+class _FlakyClinics:
+    """The clinic list fails once, as Redis or a bad file would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def all(self) -> list[_Clinic]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RedisConnectionError("redis went away")
+        return [_Clinic()]
+
+
+class _Scheduler:
+    def __init__(self) -> None:
+        self.clinics = _FlakyClinics()
+        self.rounds = 0
+
+    async def has_calendar(self, clinic_id: str) -> bool:
+        return True
+
+    async def fire_due_boosters(self, clinic_id: str) -> tuple[int, bool]:
+        self.rounds += 1
+        return 0, False
+
+
+async def test_the_booster_timer_survives_an_error_reading_the_clinics() -> None:
+    scheduler = _Scheduler()
+    loop = asyncio.create_task(booster_timer(scheduler, 0.01)())  # type: ignore[arg-type]
+    try:
+        for _ in range(100):
+            if scheduler.rounds >= 2 or loop.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not loop.done(), "the timer loop ended on the first error"
+        assert scheduler.rounds >= 2
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_failed_loop_is_restarted_and_reported_down_meanwhile() -> None:
+    runs: list[int] = []
+    release, failed = asyncio.Event(), asyncio.Event()
+
+    async def delivery() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            failed.set()
+            raise RuntimeError("boom")
+        await release.wait()
+
+    supervisor = Supervisor(first_backoff_s=0.3)
+    supervisor.start([delivery])
+    try:
+        await asyncio.wait_for(failed.wait(), 5)
+        assert supervisor.down == ["delivery"], "down while waiting to restart"
+        for _ in range(300):
+            if len(runs) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(runs) == 2
+        assert supervisor.down == []
+        assert supervisor.restarts == {"delivery": 1}
+    finally:
+        await supervisor.stop(timeout_s=1.0)
