@@ -4,22 +4,36 @@ Clinics live in one JSON file (`KAP_CLINICS_FILE`): adding a clinic is an edit
 (or `kapctl clinics add`), never code. Each entry has the common fields below
 plus one section per service, which that service parses with its own model.
 The file is re-read when it changes, so a new clinic needs no restart.
+
+A file that does not parse or validate (caught half-written by an editor or a
+deploy, or simply wrong) is a configuration error, not a bad message: the last
+good clinics keep serving, the mistake is logged loudly once per version of the
+file and counted (`kap_configuration_errors_total`), and nothing is dead-lettered
+for it. With no good version yet, lookups raise `ConfigurationError`, which the
+dead-letter middleware treats as transient, so messages wait for a fix.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from chassis.metrics import ServiceMetrics
 from shared.events import ClinicId, TimeZoneName
+
+log = logging.getLogger(__name__)
+
+
+class ConfigurationError(Exception):
+    """The deployment's configuration is unusable: an operator must fix it; messages wait."""
 
 
 class Clinic(BaseModel):
@@ -50,30 +64,69 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+_CLINIC_LIST = TypeAdapter(list[Clinic])
+_UNREAD = object()
+
+
 class ClinicDirectory:
     """Read-through view of the clinics file, reloaded when its mtime changes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, metrics: ServiceMetrics | None = None) -> None:
         self._path = path
-        self._stamp: float | None = None
-        self._clinics: dict[str, Clinic] = {}
+        self._metrics = metrics
+        self._stamp: int | object | None = _UNREAD
+        self._clinics: dict[str, Clinic] | None = None  # the last good version
+        self._error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """The file as it stands now was read without error."""
+        return self._error is None
 
     def _refresh(self) -> None:
-        stamp = self._path.stat().st_mtime if self._path.exists() else None
-        if stamp == self._stamp:
+        try:
+            stamp = self._path.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._load(stamp)
+        if self._clinics is None:
+            raise ConfigurationError(f"clinics file {self._path}: {self._error}")
+
+    def _load(self, stamp: int | None) -> None:
+        try:
+            text = self._path.read_text() if stamp is not None else "[]"
+            clinics = _CLINIC_LIST.validate_json(text)
+        except (OSError, ValidationError) as error:
+            # Reported once per version of the file; the values may hold keys.
+            self._error = _reason(error)
+            if self._metrics is not None:
+                self._metrics.configuration_error("clinics")
+            kept = "the last good clinics keep serving" if self._clinics else "no clinics yet"
+            log.error("clinics file %s is unusable (%s); %s", self._path, self._error, kept)
             return
-        entries = json.loads(self._path.read_text()) if stamp is not None else []
-        clinics = [Clinic.model_validate(entry) for entry in entries]
         self._clinics = {clinic.id: clinic for clinic in clinics}
-        self._stamp = stamp
+        if self._error is not None:
+            log.warning("clinics file %s is usable again", self._path)
+        self._error = None
 
     def get(self, clinic_id: str) -> Clinic | None:
         self._refresh()
+        assert self._clinics is not None  # _refresh raises otherwise
         return self._clinics.get(clinic_id)
 
     def all(self) -> list[Clinic]:
         self._refresh()
+        assert self._clinics is not None
         return list(self._clinics.values())
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        where = [".".join(str(p) for p in e["loc"]) or "<file>" for e in error.errors()]
+        return f"{error.error_count()} error(s) at " + ", ".join(where[:5])
+    return type(error).__name__
 
 
 async def _authorised_clinic(

@@ -1,7 +1,8 @@
 """Bounded retries, then the dead-letter topic: a bad message never stalls its partition.
 
 Three outcomes for a message whose handler raises:
-- the infrastructure is down (Redis, Kafka): nothing is wrong with the message,
+- the infrastructure is down (Redis, Kafka) or the configuration is unusable:
+  nothing is wrong with the message,
   so it is not dead-lettered; after a short backoff the error propagates and the
   subscriber's NACK_ON_ERROR policy rewinds the partition to redeliver it;
 - the message itself is bad (invalid JSON, schema, envelope, or rejected by the
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chassis.clinics import ConfigurationError
 from chassis.events import consumed_record
 from chassis.logs import context_of, message_context
 from shared.envelope import EnvelopeError
@@ -70,6 +72,8 @@ INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     KafkaTimeoutError,
     NotEnoughReplicasError,
     ConnectionError,
+    # Not the message's fault either: it waits for the operator's fix, never the DLQ.
+    ConfigurationError,
 )
 
 
@@ -110,9 +114,7 @@ def dead_letter_middleware(
                 try:
                     return await call_next(msg)
                 except INFRASTRUCTURE_ERRORS as error:
-                    log.warning(
-                        "infrastructure unavailable (%s); will redeliver", type(error).__name__
-                    )
+                    log.warning("cannot be handled now (%s); will redeliver", type(error).__name__)
                     await asyncio.sleep(policy.max_backoff_s)
                     raise
                 except PERMANENT_ERRORS as error:

@@ -47,6 +47,13 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.configuration_errors = Counter(
+            "kap_configuration_errors",
+            "Configuration that could not be used (the last good version kept serving), by source.",
+            ["service", "source"],
+            registry=self.registry,
+        )
+
     def published(self, topic: str, clinic: str, channel: str = "") -> None:
         self.events_published.labels(self.service, topic, clinic, channel).inc()
 
@@ -55,6 +62,9 @@ class ServiceMetrics:
 
     def conflict(self, clinic: str) -> None:
         self.booking_conflicts.labels(self.service, clinic).inc()
+
+    def configuration_error(self, source: str) -> None:
+        self.configuration_errors.labels(self.service, source).inc()
 
     def pending(self, kind: str, clinic: str, count: int) -> None:
         self.pending_timers.labels(self.service, kind, clinic).set(count)

@@ -8,12 +8,10 @@ and commits on SIGTERM before the process exits.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
@@ -29,6 +27,7 @@ from chassis.http import install_error_handlers
 from chassis.kafka import apply_topics, make_broker
 from chassis.logs import configure_logging
 from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from chassis.workers import Supervisor, Worker
 from shared.topics import Service, produced_by
 
 WORKER_STOP_S = 10.0
@@ -60,11 +59,11 @@ class ServiceRuntime:
             redis=Redis.from_url(settings.redis_url, decode_responses=True),
             publisher=EventPublisher(broker, name, produced_by(name), metrics),
             metrics=metrics,
-            clinics=ClinicDirectory(settings.clinics_file),
+            clinics=ClinicDirectory(settings.clinics_file, metrics=metrics),
         )
 
-    workers: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def start(self) -> None:
         await apply_topics(
@@ -73,23 +72,21 @@ class ServiceRuntime:
             sasl=self.settings.kafka_sasl(),
         )
         await self.broker.start()
-        self._tasks = [
-            asyncio.create_task(worker(), name=worker.__name__) for worker in self.workers
-        ]
+        self.supervisor.start(self.workers)
 
     async def stop(self) -> None:
         # Background loops first (they publish through the broker), then the
         # broker, which finishes in-flight handlers and commits before closing.
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            # Bounded: a loop that swallows its cancellation must not hold up exit.
-            await asyncio.wait(self._tasks, timeout=WORKER_STOP_S)
+        await self.supervisor.stop(WORKER_STOP_S)
         await self.broker.stop()
         await self.redis.aclose()
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"kafka": False, "redis": False, "consumers": False}
+        # Every background loop runs (one waiting to restart after an error is down).
+        # A broken clinics file is not checked here: the last good one serves, and
+        # failing every replica's readiness for a typo would be an outage.
+        checks["workers"] = not self.supervisor.down
         # Any failure to answer means not ready; the reason is in the client's log.
         with contextlib.suppress(Exception):
             checks["kafka"] = bool(await self.broker.ping(timeout=2.0))

@@ -18,20 +18,30 @@ def booster_timer(scheduler: Scheduler, poll_s: float) -> Callable[[], Coroutine
         # call, so the loop also asks whether it is being cancelled.
         task = asyncio.current_task()
         while task is None or not task.cancelling():
-            more_due = False
-            for clinic in scheduler.clinics.all():
-                if not clinic.section("scheduler") and not await scheduler.has_calendar(clinic.id):
-                    continue  # a clinic that books nothing here has no boosters either
-                try:
-                    fired, more = await scheduler.fire_due_boosters(clinic.id)
-                    more_due = more_due or more
-                    if fired:
-                        log.info("boosters due announced", extra={"clinic_id": clinic.id})
-                except Exception:  # the loop must outlive Redis or Kafka hiccups
-                    log.exception("booster timer round failed", extra={"clinic_id": clinic.id})
+            try:
+                more_due = await _one_round(scheduler)
+            except Exception:  # Redis, Kafka or the clinics file: the loop outlives them
+                log.exception("booster timer round failed")
+                more_due = False
             # Boosters fall due together (09:00 clinic time): a full batch means
             # the next is probably waiting already, so no sleep before it.
             if not more_due:
                 await asyncio.sleep(poll_s)
 
     return fire_boosters_when_due
+
+
+async def _one_round(scheduler: Scheduler) -> bool:
+    """Fire what is due in every clinic; whether more may be due already somewhere."""
+    more_due = False
+    for clinic in scheduler.clinics.all():
+        if not clinic.section("scheduler") and not await scheduler.has_calendar(clinic.id):
+            continue  # a clinic that books nothing here has no boosters either
+        try:
+            fired, more = await scheduler.fire_due_boosters(clinic.id)
+            more_due = more_due or more
+            if fired:
+                log.info("boosters due announced", extra={"clinic_id": clinic.id})
+        except Exception:  # one clinic's failure does not hold up the others
+            log.exception("booster timer round failed", extra={"clinic_id": clinic.id})
+    return more_due

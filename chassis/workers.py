@@ -1,0 +1,66 @@
+"""Background loops (booster timers, message delivery) that outlive their errors.
+
+A loop that raises, or returns, is logged and started again after a backoff
+that doubles up to a ceiling; while it is down the service is not ready
+(`/readyz` answers 503), so an operator and the orchestrator see it instead of
+a green service that silently stopped firing boosters or sending messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Worker = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class Supervisor:
+    first_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _down: set[str] = field(default_factory=set)
+    restarts: dict[str, int] = field(default_factory=dict)
+
+    def start(self, workers: list[Worker]) -> None:
+        self._tasks = [
+            asyncio.create_task(self._supervise(worker), name=worker.__name__) for worker in workers
+        ]
+
+    async def stop(self, timeout_s: float) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            # Bounded: a loop that swallows its cancellation must not hold up exit.
+            await asyncio.wait(self._tasks, timeout=timeout_s)
+        self._tasks = []
+
+    @property
+    def down(self) -> list[str]:
+        """The loops waiting to be restarted (empty when all run)."""
+        return sorted(self._down)
+
+    async def _supervise(self, worker: Worker) -> None:
+        name = worker.__name__
+        backoff = self.first_backoff_s
+        while True:
+            try:
+                await worker()
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    return  # the loop saw its cancellation and ended: shutting down
+                log.error("background loop %s returned; restarting it", name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background loop %s failed; restarting it", name)
+            self._down.add(name)
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+            self._down.discard(name)
