@@ -6,6 +6,12 @@ Redis transaction, then publishes the outputs. If the process dies after the
 commit, the redelivered event finds its record and the outputs are published
 again with the same ids (derived ids are deterministic), which readers drop as
 duplicates. Nothing is applied twice; nothing is lost.
+
+Two deliveries of one event may be handled at once (a zombie consumer after a
+rebalance): the caller checks `replayed` under its lock and watches the handled
+key (`watch`) from before that check to its commit, and the record is written
+only if absent, so of two racing handlers one records and the other's commit
+fails; neither overwrites the other's outputs.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ class EffectLog:
     def _key(self, envelope: Envelope) -> str:
         return f"{self._service}:{{{envelope.clinic_id}}}:handled:{envelope.id}"
 
+    async def watch(self, tx: Pipeline, cause: Envelope) -> None:
+        """Make `tx` fail should anyone record `cause` as handled before it executes."""
+        await tx.watch(self._key(cause))
+
     async def replayed(self, cause: Envelope) -> bool:
         """True when `cause` was handled before; outputs not yet confirmed are published again."""
         key = self._key(cause)
@@ -65,7 +75,8 @@ class EffectLog:
             }
             for o in outputs
         ]
-        tx.set(self._key(cause), json.dumps(payload), ex=REMEMBER_S)
+        # Only if absent: a record, once written, is the outputs every replay publishes.
+        tx.set(self._key(cause), json.dumps(payload), ex=REMEMBER_S, nx=True)
 
     async def publish(self, cause: Envelope, outputs: Sequence[Output]) -> None:
         await self._publisher.publish_all([(o.event, o.envelope) for o in outputs])

@@ -63,6 +63,14 @@ class CalendarMissing(Rejected):
     """Nothing can be booked for a clinic whose calendar is absent or invalid."""
 
 
+class ChangedMeanwhile(RuntimeError):
+    """The client's schedule (or the event's record) changed under a lock that had expired.
+
+    Nothing was saved; an event is retried (its redelivery finds what the other
+    handler recorded), a request answers that the client was busy.
+    """
+
+
 @dataclass
 class Scheduler:
     store: SchedulerStore
@@ -214,13 +222,21 @@ class Scheduler:
         return False
 
     async def _react(self, event: ev.Event, cause: Envelope, decide: Decide) -> None:
-        if await self.effects.replayed(cause):
-            return
-        async with self.store.locked(event.clinic_id, event.client_id):
-            schedule = await self.store.load(event.clinic_id, event.client_id) or ClientSchedule(
-                clinic_id=event.clinic_id,
-                client_id=event.client_id,
-                correlation_id=cause.correlation_id,
+        """Handle `cause` once: checked, decided and recorded under the client's lock.
+
+        The handled record and the schedule are watched from before the check to
+        the commit: should the lock expire and a duplicate delivery get in, one of
+        the two commits fails (and is retried, to find the other's record) rather
+        than both publishing.
+        """
+        clinic_id, client_id = event.clinic_id, event.client_id
+        async with self.store.locked(clinic_id, client_id), self.store.transaction() as tx:
+            await self.effects.watch(tx, cause)
+            await self.store.watch_schedules(tx, clinic_id, [client_id])
+            if await self.effects.replayed(cause):
+                return
+            schedule = await self.store.load(clinic_id, client_id) or ClientSchedule(
+                clinic_id=clinic_id, client_id=client_id, correlation_id=cause.correlation_id
             )
             updated, events = await decide(schedule, self.clock.now())
             updated = domain_ids.saved(updated, schedule)
@@ -228,10 +244,13 @@ class Scheduler:
                 Output(e, self.publisher.envelope_for(e, cause=cause, role=domain_ids.role(e, i)))
                 for i, e in enumerate(events)
             ]
-            async with self.store.transaction() as tx:
-                self.store.save(tx, updated)
-                self.effects.record(tx, cause, outputs)
+            tx.multi()  # type: ignore[no-untyped-call]
+            self.store.save(tx, updated)
+            self.effects.record(tx, cause, outputs)
+            try:
                 await tx.execute()
+            except WatchError as raced:
+                raise ChangedMeanwhile("handled or changed concurrently; retried") from raced
         await self.effects.publish(cause, outputs)
 
     # --- requests from the clinic -------------------------------------------
