@@ -8,11 +8,15 @@ so a redelivered cause republishes the same ids, which consumers deduplicate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import weakref
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 from faststream import Depends
 from faststream.kafka import KafkaBroker
 
@@ -29,11 +33,134 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def request_timeout_s(broker: KafkaBroker) -> float:
+    """The broker's Kafka request timeout, in seconds (`make_broker`'s `request_timeout_ms`)."""
+    kwargs: dict[str, Any] = getattr(broker, "_connection_kwargs", {})
+    return float(kwargs.get("request_timeout_ms", 40_000)) / 1000
+
+
+# --- the broker's producer: replaced, never reused, once a publish failed ---------
+#
+# aiokafka's idempotent producer never expires a batch: with the broker away it
+# retries for as long as the outage lasts and delivers the batch once the broker
+# is back, whatever became of the request that handed it over. Cancelling the
+# wait does not take the batch back. So a publish that fails or outlives its
+# deadline takes its producer out of service (batches failed, sender stopped,
+# connections closed) and the next publish starts a fresh one. FastStream keeps
+# the producer in `broker.config.producer`; the replacement goes in there, so
+# every publisher of the broker (and its dead-letter middleware) uses it.
+
+_replacing: weakref.WeakKeyDictionary[KafkaBroker, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _installed(broker: KafkaBroker) -> AIOKafkaProducer | None:
+    state = getattr(broker.config.producer, "_producer", None)
+    return getattr(state, "producer", None) if state else None
+
+
+def _usable(producer: AIOKafkaProducer) -> bool:
+    sender = producer._sender.sender_task
+    return (
+        not producer._closed
+        and producer._message_accumulator._exception is None
+        and sender is not None
+        and not sender.done()
+    )
+
+
+async def usable_producer(broker: KafkaBroker) -> AIOKafkaProducer | None:
+    """The broker's producer, started afresh if the last one was taken out of service.
+
+    None when the broker was never started (nothing to publish with). Raises a
+    KafkaError when no connection can be made (the broker is down).
+    """
+    producer = _installed(broker)
+    if producer is None or _usable(producer):
+        return producer
+    lock = _replacing.setdefault(broker, asyncio.Lock())
+    async with lock:
+        producer = _installed(broker)
+        if producer is None or _usable(producer):
+            return producer
+        fresh = AIOKafkaProducer(**broker._connection_kwargs)
+        try:
+            await fresh.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await fresh.stop()
+            raise
+        # Imported here: FastStream's producer state is internal (pinned version).
+        from faststream.kafka.publisher.state import RealProducer
+
+        broker.config.producer._producer = RealProducer(fresh)  # type: ignore[attr-defined]
+        log.info("started a fresh Kafka producer")
+        return fresh
+
+
+def abort_producer(broker: KafkaBroker, *producers: AIOKafkaProducer | None) -> None:
+    """Take these producers (and the broker's current one) out of service, now.
+
+    Nothing they hold is sent afterwards: every batch not yet acknowledged fails
+    (its waiters see KafkaTimeoutError), the sender task that would retry it is
+    cancelled and the connections are closed. Other publishes in flight on the
+    same producer fail too and are retried by their callers, who still hold them.
+    """
+    for producer in {p for p in (*producers, _installed(broker)) if p is not None}:
+        if producer._closed:
+            continue
+        producer._closed = True  # FastStream's later stop() must not flush it
+        producer._message_accumulator.fail_all(
+            KafkaTimeoutError("the producer was taken out of service after a failed publish")
+        )
+        sender = producer._sender
+        if sender.sender_task is not None:
+            # Its batches are failed above already; its own failure hook would
+            # fail them again, and trips over the idempotent producer's state.
+            sender.sender_task.remove_done_callback(sender._fail_all)
+            sender.sender_task.cancel()
+        # The produce requests it has in flight, too: each would make one more
+        # attempt, which a broker back by then would take.
+        for in_flight in asyncio.all_tasks():
+            coro = in_flight.get_coro()
+            frame = getattr(coro, "cr_frame", None)
+            if (
+                getattr(coro, "__qualname__", "") == "Sender._send_produce_req"
+                and frame is not None
+                and frame.f_locals.get("self") is sender
+            ):
+                in_flight.cancel()
+        closing = asyncio.get_running_loop().create_task(_close(producer))
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+        log.warning("took the Kafka producer out of service after a failed publish")
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _close(producer: AIOKafkaProducer) -> None:
+    # Connections first: a request the cancelled sender still has in flight
+    # fails on them rather than reaching a broker that has just come back.
+    with contextlib.suppress(Exception):
+        await producer.client.close()
+    sender = producer._sender.sender_task
+    with contextlib.suppress(BaseException):
+        if sender is not None:
+            await sender
+
+
 class EventPublisher:
     """Publishes the events of the topics a service declares it produces.
 
     Declaring each topic as a FastStream publisher (with its event as schema) is
     what puts it in the AsyncAPI document.
+
+    Every publish has one deadline, `timeout_s` (by default the broker's request
+    timeout), around all of it: metadata, connection, hand-over and
+    acknowledgement. A publish that fails or misses it takes the producer out
+    of service, so nothing it handed over is delivered later (see
+    chassis.kafka.abort_producer): a caller told "failed" may safely report
+    failure, and a retry is the only copy.
     """
 
     def __init__(
@@ -42,9 +169,12 @@ class EventPublisher:
         service: str,
         produces: Iterable[Topic],
         metrics: ServiceMetrics | None = None,
+        timeout_s: float | None = None,
     ) -> None:
+        self._broker = broker
         self._source = f"/kap/{service}"
         self._metrics = metrics
+        self._timeout_s = timeout_s if timeout_s is not None else request_timeout_s(broker)
         self._publishers: dict[str, DefaultPublisher] = {
             topic.name: broker.publisher(
                 topic.name,
@@ -97,8 +227,27 @@ class EventPublisher:
         producer keeps each partition's order, and nothing here returns before
         every event is stored, so the caller's guarantees are those of `publish`.
         """
-        confirmations = [await self._send(event, envelope) for event, envelope in items]
-        await asyncio.gather(*confirmations)
+        confirmations: list[asyncio.Future[Any]] = []
+        producer = None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                producer = await usable_producer(self._broker)
+                for event, envelope in items:
+                    confirmations.append(await self._send(event, envelope))
+                await asyncio.gather(*confirmations)
+        except (TimeoutError, asyncio.CancelledError) as stopped:
+            # An event may sit in the producer's buffer (even one whose hand-over
+            # was cut short): only dropping the producer keeps it from going out.
+            abort_producer(self._broker, producer)
+            if isinstance(stopped, asyncio.CancelledError):
+                raise
+            raise KafkaTimeoutError(
+                f"events not acknowledged within {self._timeout_s:g} s"
+            ) from stopped
+        except BaseException:
+            if any(not confirmation.done() for confirmation in confirmations):
+                abort_producer(self._broker, producer)
+            raise
         for event, envelope in items:
             self._published(event, envelope)
 

@@ -31,8 +31,10 @@ def make_broker(
 ) -> KafkaBroker:
     """A broker that waits for every in-sync replica and never duplicates on retry.
 
-    `request_timeout_ms` also bounds how long a publish waits for an absent
-    broker before failing (its batch is then dropped, not sent later).
+    `request_timeout_ms` also bounds how long a publish through
+    `chassis.events.EventPublisher` waits, metadata and connection included;
+    a publish that fails drops its producer (see `chassis.events.abort_producer`), so the
+    refused events are never sent later.
     """
     sasl = settings.kafka_sasl()
     broker = KafkaBroker(

@@ -150,13 +150,21 @@ def routes(intake: Intake) -> APIRouter:
     store, publisher, clock = intake.store, intake.publisher, intake.clock
 
     async def publish(record: domain.ClientRecord, events: list[ev.Event], key: str | None) -> None:
-        for event in events:
-            envelope = publisher.envelope_for(
-                event,
-                event_id=_root_event_id(record.clinic_id, key, type(event).__name__),
-                correlation_id=record.correlation_id,
-            )
-            await publisher.publish(event, envelope)
+        # All of a step's events under one deadline: either all are acknowledged,
+        # or the request fails (503) and none of them is sent later.
+        await publisher.publish_all(
+            [
+                (
+                    event,
+                    publisher.envelope_for(
+                        event,
+                        event_id=_root_event_id(record.clinic_id, key, type(event).__name__),
+                        correlation_id=record.correlation_id,
+                    ),
+                )
+                for event in events
+            ]
+        )
 
     async def run_step(
         clinic_id: str,

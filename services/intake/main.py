@@ -8,7 +8,7 @@ from chassis.clock import Clock
 from chassis.service import ServiceRuntime, http_app, serve
 from services.intake.api import Intake, routes
 from services.intake.config import Settings
-from services.intake.store import IntakeStore
+from services.intake.store import LOCK_TIMEOUT_S, IntakeStore
 from shared.topics import Service
 
 SERVICE: Service = "intake"
@@ -17,9 +17,11 @@ SERVICE: Service = "intake"
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
-    intake = Intake(
-        store=IntakeStore(runtime.redis), publisher=runtime.publisher, clock=runtime.clock
-    )
+    # A lock outlives every publish deadline (two may run under it: an alert
+    # and the step's event), so a slow broker cannot let a retry in beside it.
+    publish_s = settings.kafka_request_timeout_ms / 1000
+    store = IntakeStore(runtime.redis, lock_timeout_s=max(LOCK_TIMEOUT_S, 3 * publish_s + 5))
+    intake = Intake(store=store, publisher=runtime.publisher, clock=runtime.clock)
     return http_app(runtime, title="KAP intake", routers=[routes(intake)])
 
 

@@ -168,7 +168,7 @@ async def test_outage_answers_503_in_time_and_only_retried_requests_land_once(
         response = await http.post(url, json=body(name), headers=headers)
         return response, time.monotonic() - sent
 
-    keyed = ["kafka-down-1", "kafka-down-2", "redis-down-1"]
+    keyed = ["kafka-down-1", "kafka-down-2", "kafka-down-3", "redis-down-1"]
     unkeyed = ["kafka-down-nokey", "redis-down-nokey"]
     with outage_lock():
         before = await end_offsets(LOCAL_KAFKA)
@@ -200,6 +200,13 @@ async def test_outage_answers_503_in_time_and_only_retried_requests_land_once(
                             response.headers.get("Retry-After"),
                             took,
                         )
+                    # One more after those failed: it meets the producer they left.
+                    response, took = await post(http, "kafka-down-3", key="yes")
+                    refused["kafka-down-3"] = (
+                        response.status_code,
+                        response.headers.get("Retry-After"),
+                        took,
+                    )
                     # Outlive the producer's own retries while the broker is still away.
                     await asyncio.sleep(1.0)
                 with stopped("redis.sh"):
