@@ -1,7 +1,10 @@
-"""Checking, not assuming: what really happened, read back from Kafka, Redis and the mailbox.
+"""Checking, not assuming: what really happened, read back from Kafka and the sinks.
 
-Used by the demo, the end-to-end tests and chaos to count outcomes and to find
-lost events, duplicate notifications and double bookings.
+`audit_topics` is the auditor (`kapctl audit`, the demo, chaos and the
+end-to-end tests): it trusts only the topics, the SMTP sink's mailbox and the
+SMS provider's log, and counts the failures listed in ops/audit_checks.py.
+`double_bookings` reads the scheduler's own ledger instead: a second opinion
+only, since the ledger's Lua script refuses overlaps by construction.
 """
 
 from __future__ import annotations
@@ -10,14 +13,21 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
+from ops import audit_checks, audit_rules
+from ops.audit_checks import Expected, Findings
+from ops.audit_messages import Mail, Text
 from ops.mailcatcher import read_mails
 from ops.reading import read_to_end
 from shared.topics import ALL
+
+__all__ = ["Expected", "Findings", "Journal", "Mail", "Record", "Text", "audit_topics"]
 
 
 @dataclass(frozen=True)
@@ -50,13 +60,30 @@ class Journal:
         return {r.key for r in self.of(topic)}
 
 
-async def read_journal(bootstrap: str, clients: Iterable[str]) -> Journal:
-    """Read every topic to its current end and keep the records of `clients`."""
-    wanted = set(clients)
+async def read_journal(
+    bootstrap: str,
+    clients: Iterable[str] | None,
+    *,
+    clinics: Iterable[str] = (),
+    since: datetime | None = None,
+) -> Journal:
+    """Read every topic to its current end and keep the records of `clients`.
+
+    `clients` None keeps every client's; `clinics` keeps only those clinics';
+    `since` keeps the clients whose first record reached Kafka at or after it
+    (Kafka's own timestamps, real time), i.e. one run's people on shared topics.
+    """
+    wanted = set(clients) if clients is not None else None
+    only = set(clinics)
     journal = Journal()
+    first_seen: dict[str, int] = {}
     for record in await read_to_end(bootstrap, [topic.name for topic in ALL]):
         key = (record.key or b"").decode()
-        if key in wanted:
+        first_seen[key] = min(first_seen.get(key, record.timestamp), record.timestamp)
+        if wanted is None or key in wanted:
+            headers = {k: v.decode() for k, v in record.headers}
+            if only and headers.get("ce_clinicid") not in only:
+                continue
             headers = {k: v.decode() for k, v in record.headers}
             journal.records.append(
                 Record(
@@ -69,7 +96,52 @@ async def read_journal(bootstrap: str, clients: Iterable[str]) -> Journal:
                     headers,
                 )
             )
+    if since is not None:
+        cutoff = since.timestamp() * 1000
+        journal.records = [r for r in journal.records if first_seen[r.key] >= cutoff]
     return journal
+
+
+def mails_in(maildir: Path) -> list[Mail]:
+    """Every copy the SMTP sink kept: Message-ID and Date only (no address, no text)."""
+    found = []
+    for mail in read_mails(maildir):
+        date = None
+        if mail["Date"]:
+            try:
+                date = parsedate_to_datetime(str(mail["Date"]))
+            except (TypeError, ValueError):
+                date = None
+        found.append(Mail(str(mail["Message-ID"] or "").strip(), date))
+    return found
+
+
+def texts_in(log: Path) -> list[Text]:
+    """Every SMS the provider accepted: its Idempotency-Key only (no number, no text)."""
+    if not log.exists():
+        return []
+    lines = (json.loads(line) for line in log.read_text().splitlines() if line.strip())
+    return [Text(entry.get("idempotency_key")) for entry in lines]
+
+
+def audit_topics(
+    journal: Journal,
+    *,
+    maildir: Path | None = None,
+    sms_log: Path | None = None,
+    clinics_file: Path | None = None,
+    expected: Expected | None = None,
+    now: datetime | None = None,
+) -> Findings:
+    """The auditor over one journal and, when given, the sinks that received its messages."""
+    return audit_checks.audit(
+        journal.records,
+        audit_rules.load(clinics_file),
+        mails=mails_in(maildir) if maildir is not None else None,
+        texts=texts_in(sms_log) if sms_log is not None else None,
+        expected=expected,
+        now=now,
+    )
 
 
 def duplicate_mails(maildir: Path) -> int:
@@ -87,7 +159,11 @@ def duplicate_sms(log: Path) -> int:
 
 
 async def double_bookings(redis: Redis, clinic_ids: Iterable[str]) -> int:
-    """Overlapping appointments of one therapist, room or client, found in the ledger."""
+    """Overlapping appointments found in the scheduler's ledger: a second opinion only.
+
+    The ledger's script refuses overlaps, so this can only disagree with itself;
+    `audit_topics` counts overlaps from the events instead.
+    """
     overlaps = 0
     for clinic in clinic_ids:
         async for key in redis.scan_iter(match=f"sched:{{{clinic}}}:booked:*", count=500):

@@ -1,0 +1,368 @@
+"""Every auditor counter sees the failure it rules out, and counts exactly what was planted.
+
+Each test starts from a clean history (all zeros), plants one fault the way the
+topics or the sinks would show it, and checks that counter alone moves, by
+exactly the number planted. Both NotificationSent forms are tried: with the
+newer `appointment_id`/`refers_to` fields and without (resolved from the cause).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ops import audit_rules
+from ops.audit import Findings, Mail, Record, Text
+from ops.audit_checks import FAILING, audit
+from services.notifier.model import MessageKind, notification_id
+from shared import events as ev
+from tests.unit.ops.scenario import CLINIC, Clean, History, appointment, clean, utc
+
+REPORTED = (*FAILING, "mail_resends", "sms_resends")
+ZERO = dict.fromkeys(REPORTED, 0)
+RULES = audit_rules.load()
+
+
+def run(case: Clean, **kw: object) -> Findings:
+    history = case.history
+    return audit(
+        history.records,
+        RULES,
+        mails=history.mails,
+        texts=history.texts,
+        now=case.now,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def counts(case: Clean) -> dict[str, int]:
+    found = run(case).counts()
+    return {name: found[name] for name in REPORTED}
+
+
+@pytest.fixture(params=[True, False], ids=["with-fields", "derived-from-cause"])
+def case(request: pytest.FixtureRequest) -> Clean:
+    return clean(with_fields=request.param)
+
+
+def test_a_clean_history_gives_all_zeros(case: Clean) -> None:
+    found = run(case)
+    assert {name: found.counts()[name] for name in REPORTED} == ZERO
+    # 4 appointments x (24 h + 2 h), all on time; none skipped
+    assert (found.reminders_on_time, found.reminders_late, found.reminders_skipped) == (8, 0, 0)
+
+
+# --- overlaps ------------------------------------------------------------------
+
+
+def other_client_booked(case: Clean, appt: ev.Appointment) -> None:
+    case.history.consultation(uuid.uuid4(), utc(5, 23, 9), appt)
+
+
+def test_an_overlap_per_therapist_is_counted(case: Clean) -> None:
+    clash = appointment(ev.AppointmentKind.CONSULTATION, utc(6, 1, 10), 30, therapist="t-1")
+    other_client_booked(case, clash)
+    assert counts(case) == {**ZERO, "overlaps": 1}
+    assert run(case).detail["overlaps_therapist"] == 1
+
+
+def test_an_overlap_per_room_is_counted(case: Clean) -> None:
+    clash = appointment(
+        ev.AppointmentKind.CONSULTATION, utc(6, 1, 11), 30, therapist="t-9", room="recliner-1"
+    )
+    other_client_booked(case, clash)
+    assert counts(case) == {**ZERO, "overlaps": 1}
+    assert run(case).detail["overlaps_room"] == 1
+
+
+def test_an_overlap_per_client_is_counted(case: Clean) -> None:
+    clash = appointment(ev.AppointmentKind.CONSULTATION, utc(6, 1, 9, 30), 30, therapist="t-9")
+    case.history.consultation(case.client, utc(5, 23, 9), clash)
+    assert counts(case) == {**ZERO, "overlaps": 1}
+    assert run(case).detail["overlaps_client"] == 1
+
+
+def test_a_cancelled_appointment_overlaps_nothing(case: Clean) -> None:
+    clash = appointment(ev.AppointmentKind.CONSULTATION, utc(6, 1, 10), 30, therapist="t-1")
+    other = uuid.uuid4()
+    history = case.history
+    booked = history.add(
+        ev.ConsultationBooked(**history.base(other, utc(5, 23, 9)), appointment=clash)
+    )
+    history.send(booked, MessageKind.CONSULTATION_BOOKED, utc(5, 23, 9), clash)
+    history.add(
+        ev.AppointmentStatusChanged(
+            **history.base(other, utc(5, 23, 10)),
+            appointment_id=clash.appointment_id,
+            kind=clash.kind,
+            status=ev.AppointmentStatus.CANCELLED,
+            starts_at=clash.starts_at,
+            ends_at=clash.ends_at,
+        )
+    )
+    assert counts(case) == ZERO
+
+
+# --- course rules ---------------------------------------------------------------
+
+
+def test_doses_closer_than_the_minimum_spacing_are_a_violation() -> None:
+    case = clean(dose2_at=utc(6, 2, 9))  # 24 h after the first, the protocol wants 48 h
+    assert counts(case) == {**ZERO, "rule_violations": 1}
+    assert run(case).detail["rule_spacing"] == 1
+
+
+def test_a_third_dose_in_one_week_is_a_violation(case: Clean) -> None:
+    history, medicine = case.history, ev.AppointmentKind.MEDICINE
+    third = appointment(medicine, utc(6, 6, 9), 180, room="recliner-2", dose=3)  # Saturday
+    added = history.add(
+        ev.SessionScheduled(
+            **history.base(case.client, utc(5, 28, 9)), course_id=case.course_id, appointment=third
+        )
+    )
+    history.remind(added, third)
+    assert counts(case) == {**ZERO, "rule_violations": 1}
+    assert run(case).detail["rule_per_week"] == 1
+
+
+def moved(case: Clean, appt: ev.Appointment, to: datetime, at: datetime) -> ev.Appointment:
+    """`appt` moved to `to` at `at`: its first messages superseded, the new ones sent."""
+    history = case.history
+    later = appt.model_copy(
+        update={"starts_at": to, "ends_at": to + (appt.ends_at - appt.starts_at)}
+    )
+    move = history.add(
+        ev.SessionRescheduled(
+            **history.base(case.client, at),
+            course_id=case.course_id,
+            appointment=later,
+            previous_starts_at=appt.starts_at,
+        )
+    )
+    forget(history, appt, case.course)
+    history.remind(move, later)
+    return later
+
+
+def forget(history: History, appt: ev.Appointment, cause: Record) -> None:
+    """Drop the messages `cause` planned for `appt` (never sent: superseded)."""
+    kinds = (MessageKind.REMINDER_24H, MessageKind.REMINDER_2H, MessageKind.SESSION_INSTRUCTIONS)
+    ids = {str(notification_id(cause.id, k, "email", "client", appt.appointment_id)) for k in kinds}
+    history.records = [r for r in history.records if r.value.get("notification_id") not in ids]
+    history.mails = [m for m in history.mails if m.message_id[1:].split("@")[0] not in ids]
+
+
+def test_a_dose_moved_past_the_window_unannounced_is_a_violation(case: Clean) -> None:
+    moved(case, case.dose2, utc(6, 23, 9), utc(5, 27, 9))
+    case.now = utc(6, 24, 8)
+    assert counts(case) == {**ZERO, "rule_violations": 1}
+    assert run(case).detail["rule_outside_window"] == 1
+
+
+def test_a_dose_moved_past_the_window_and_announced_so_is_allowed(case: Clean) -> None:
+    later = moved(case, case.dose2, utc(6, 23, 9), utc(5, 27, 9))
+    history = case.history
+    move = next(r for r in history.records if r.topic.endswith("rescheduled.v1"))
+    move.value["within_window"] = False
+    assert later.starts_at == utc(6, 23, 9)
+    case.now = utc(6, 24, 8)
+    assert counts(case) == ZERO
+
+
+# --- boosters ---------------------------------------------------------------------
+
+
+def test_a_booster_announced_twice_with_two_ids_is_repeated(case: Clean) -> None:
+    again = dict(case.booster.value, occurred_at=utc(6, 20, 8, 1).isoformat())
+    case.history.records.append(
+        dataclasses.replace(case.booster, id=str(uuid.uuid4()), value=again)
+    )
+    assert counts(case) == {**ZERO, "boosters_repeated": 1}
+    assert run(case).detail["boosters_announced_twice"] == 1
+
+
+def test_a_booster_republished_with_the_same_id_is_repeated(case: Clean) -> None:
+    case.history.records.append(case.booster)
+    assert counts(case) == {**ZERO, "boosters_repeated": 1}
+
+
+def test_a_booster_due_at_ten_local_is_off_time(case: Clean) -> None:
+    # 09:00 UTC is 10:00 in Lisbon in June; the policy says 09:00 clinic time.
+    ten = utc(6, 20, 9).isoformat()
+    case.booster.value.update(due_at=ten, occurred_at=ten)
+    assert counts(case) == {**ZERO, "boosters_repeated": 1}
+    assert run(case).detail["boosters_off_local_time"] == 1
+
+
+def test_a_booster_announced_before_it_is_due_is_counted(case: Clean) -> None:
+    case.booster.value["occurred_at"] = utc(6, 6, 8).isoformat()
+    assert counts(case) == {**ZERO, "boosters_repeated": 1}
+    assert run(case).detail["boosters_announced_early"] == 1
+
+
+# --- notifications ------------------------------------------------------------------
+
+
+def test_one_reminder_sent_twice_under_two_ids_is_repeated(case: Clean) -> None:
+    history = case.history
+    at = history.planned(case.course, case.dose1, timedelta(hours=24)) + timedelta(minutes=1)
+    if history.with_fields:
+        # The same logical message under another id, as a re-planned copy would be.
+        history.send(case.course, MessageKind.REMINDER_24H, at, case.dose1, nid=uuid.uuid4())
+        assert counts(case) == {**ZERO, "notifications_repeated": 1}
+        return
+    # Without the fields: the course booking republished under a new id plans it again.
+    copy = dataclasses.replace(case.course, id=str(uuid.uuid4()))
+    history.records.append(copy)
+    history.send(copy, MessageKind.COURSE_BOOKED, utc(5, 27, 8, 1))
+    history.send(copy, MessageKind.REMINDER_24H, at, case.dose1)
+    # the confirmation and the reminder, each told twice
+    assert counts(case) == {**ZERO, "notifications_repeated": 2}
+
+
+def test_a_resend_with_the_same_message_id_is_counted_apart(case: Clean) -> None:
+    case.history.mails.append(case.history.mails[3])
+    assert counts(case) == {**ZERO, "mail_resends": 1}
+
+
+def test_a_reminder_for_a_moved_session_is_stale(case: Clean) -> None:
+    history = case.history
+    moved(case, case.dose2, utc(6, 5, 9), utc(5, 31, 8))
+    # The 24 h reminder planned for the first time still went out, after the move.
+    history.send(case.course, MessageKind.REMINDER_24H, utc(6, 3, 9), case.dose2)
+    assert counts(case) == {**ZERO, "stale_reminders": 1}
+    assert run(case).detail["stale_moved_or_dropped"] == 1
+
+
+def test_a_reminder_sent_after_the_session_started_is_stale(case: Clean) -> None:
+    history = case.history
+    nid = nid_of(case.course, MessageKind.REMINDER_2H, case.dose1)
+    forget_one(history, nid)
+    history.send(
+        case.course,
+        MessageKind.REMINDER_2H,
+        case.dose1.starts_at + timedelta(minutes=5),
+        case.dose1,
+    )
+    assert counts(case) == {**ZERO, "stale_reminders": 1}
+    assert run(case).detail["stale_after_start"] == 1
+
+
+def nid_of(cause: Record, kind: MessageKind, appt: ev.Appointment) -> str:
+    """The id the scenario gave that message (it derives ids as the notifier does)."""
+    return str(notification_id(cause.id, kind, "email", "client", appt.appointment_id))
+
+
+def forget_one(history: History, nid: str) -> None:
+    history.records = [r for r in history.records if r.value.get("notification_id") != nid]
+    history.mails = [m for m in history.mails if m.message_id != f"<{nid}@kap>"]
+
+
+def test_a_mail_without_a_notification_sent_is_a_mismatch(case: Clean) -> None:
+    case.history.mails.append(Mail(f"<{uuid.uuid4()}@kap>", utc(6, 1, 8)))
+    assert counts(case) == {**ZERO, "mail_mismatches": 1}
+
+
+def test_a_notification_sent_without_its_mail_is_a_mismatch(case: Clean) -> None:
+    del case.history.mails[2]
+    assert counts(case) == {**ZERO, "mail_mismatches": 1}
+
+
+def test_texts_are_matched_and_resends_counted_apart(case: Clean) -> None:
+    history = case.history
+    history.send(case.booster, MessageKind.BOOSTER_DUE, utc(6, 20, 8), channel="sms")
+    assert counts(case) == ZERO
+    history.texts.append(history.texts[0])
+    history.texts.append(Text(str(uuid.uuid4())))
+    assert counts(case) == {**ZERO, "sms_resends": 1, "sms_mismatches": 1}
+
+
+# --- reminder timing ---------------------------------------------------------------
+
+
+def test_a_late_reminder_and_a_skipped_one_are_counted(case: Clean) -> None:
+    history = case.history
+    planned = history.planned(case.course, case.dose1, timedelta(hours=24))
+    late_id = nid_of(case.course, MessageKind.REMINDER_24H, case.dose1)
+    late = next(r for r in history.records if r.value.get("notification_id") == late_id)
+    late.value["occurred_at"] = (planned + timedelta(minutes=30)).isoformat()
+    history.mails = [
+        dataclasses.replace(m, date=planned + timedelta(minutes=30))
+        if m.message_id == f"<{late.value['notification_id']}@kap>"
+        else m
+        for m in history.mails
+    ]
+    skipped = nid_of(case.course, MessageKind.REMINDER_2H, case.preparation)
+    forget_one(history, skipped)
+    found = run(case)
+    assert {name: found.counts()[name] for name in REPORTED} == ZERO
+    assert (found.reminders_on_time, found.reminders_late, found.reminders_skipped) == (6, 1, 1)
+
+
+def test_a_reminder_the_notifier_dropped_as_stale_is_skipped(case: Clean) -> None:
+    history = case.history
+    nid = nid_of(case.course, MessageKind.REMINDER_2H, case.preparation)
+    forget_one(history, nid)
+    history.add(
+        ev.NotificationFailed(
+            **history.base(case.client, utc(5, 29, 7)),
+            notification_id=uuid.UUID(nid),
+            message_kind="reminder_2h",
+            channel="email",
+            cause_event_id=case.course.id,
+            reason="stale: the session moved",
+            permanent=True,
+        )
+    )
+    found = run(case)
+    assert found.reminders_skipped == 1
+
+
+# --- lost ----------------------------------------------------------------------------
+
+
+def test_a_request_never_answered_is_lost(case: Clean) -> None:
+    history, someone = case.history, uuid.uuid4()
+    contact = ev.Contact(name="Other Person", email="other@example.test")
+    asked = history.add(
+        ev.ConsultationRequested(**history.base(someone, utc(5, 30, 8)), contact=contact)
+    )
+    history.send(asked, MessageKind.CONSULTATION_REQUEST_RECEIVED, utc(5, 30, 8))
+    assert counts(case) == {**ZERO, "lost": 1}
+    assert run(case).detail["lost_unanswered_consultation"] == 1
+
+
+def test_a_fact_the_notifier_never_answered_is_lost(case: Clean) -> None:
+    history = case.history
+    booked = next(r for r in history.records if r.topic == "scheduler.consultation.booked.v1")
+    for answer in [r for r in history.records if r.value.get("cause_event_id") == booked.id]:
+        forget_one(history, answer.value["notification_id"])
+    assert counts(case) == {**ZERO, "lost": 1}
+    assert run(case).detail["lost_no_notification"] == 1
+
+
+def test_accepted_requests_missing_from_the_topics_are_lost(case: Clean) -> None:
+    from ops.audit import Expected
+
+    expected = Expected({"intake.screening.completed.v1": 1}, frozenset({str(uuid.uuid4())}))
+    assert run(case, expected=expected).lost == 2
+
+
+def test_clinic_rules_come_from_the_clinics_file(case: Clean, tmp_path: Path) -> None:
+    # A clinic that announces boosters at 10:00: a 10:00 booster is on time there.
+    clinics = tmp_path / "clinics.json"
+    policy = {"booster_due_local_time": "10:00"}
+    clinics.write_text(
+        json.dumps([{"id": CLINIC, "timezone": "Europe/Lisbon", "scheduler": {"policy": policy}}])
+    )
+    ten = utc(6, 20, 9).isoformat()
+    case.booster.value.update(due_at=ten, occurred_at=ten)
+    history = case.history
+    found = audit(history.records, audit_rules.load(clinics), mails=history.mails, now=case.now)
+    assert found.boosters_repeated == 0
+    assert run(case).boosters_repeated == 1  # the protocol's 09:00 elsewhere
