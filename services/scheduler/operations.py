@@ -32,7 +32,7 @@ from services.scheduler.domain import ClinicCalendar
 from services.scheduler.domain_course import course_steps
 from services.scheduler.domain_plans import DropSession, MoveSession, PlanFailure, Replan
 from services.scheduler.domain_replan import replan_after_reschedule
-from services.scheduler.ledger import Claim, claims_for
+from services.scheduler.ledger import Claim, Moves, claims_for
 from services.scheduler.lifecycle import ClientSchedule, Refused
 from services.scheduler.planner import find_consultation_slot, is_late_cancellation, plan_course
 from services.scheduler.store import SchedulerStore
@@ -51,8 +51,10 @@ BOOSTER_LOCK_WAIT_S = 0.5  # a busy client's booster waits for its lease, not th
 
 
 Change = tuple[ClientSchedule, list[ev.Event]]
-Decide = Callable[[ClientSchedule, datetime], Awaitable[Change]]
-AnyChange = Callable[[ClientSchedule, datetime], Change | Awaitable[Change]]
+# A change decides on the schedule as loaded, at `now`; what it holds in the booking
+# ledger goes through `Moves`, so a failure before the save undoes it.
+Decide = Callable[[ClientSchedule, datetime, Moves], Awaitable[Change]]
+AnyChange = Callable[[ClientSchedule, datetime, Moves], Change | Awaitable[Change]]
 
 
 class UnknownClinic(Rejected):
@@ -104,7 +106,7 @@ class Scheduler:
         self, event: ev.ConsultationRequested, cause: Envelope
     ) -> None:
         async def decide(
-            schedule: ClientSchedule, now: datetime
+            schedule: ClientSchedule, now: datetime, moves: Moves
         ) -> tuple[ClientSchedule, list[ev.Event]]:
             if schedule.consultation is not None:
                 return schedule, []  # the same person asking again: already booked
@@ -135,7 +137,7 @@ class Scheduler:
                     therapist_id=slot.therapist_id,
                 )
                 claims = claims_for(event.client_id, [appointment])
-                if await self._reserved(event.clinic_id, claims):
+                if await self._reserved(moves, claims):
                     booked = schedule.model_copy(
                         update={
                             "consultation": appointment,
@@ -161,7 +163,7 @@ class Scheduler:
 
     async def on_consultation_held(self, event: ev.ConsultationHeld, cause: Envelope) -> None:
         async def decide(
-            schedule: ClientSchedule, now: datetime
+            schedule: ClientSchedule, now: datetime, moves: Moves
         ) -> tuple[ClientSchedule, list[ev.Event]]:
             appointment = schedule.consultation
             if appointment is None:
@@ -180,7 +182,7 @@ class Scheduler:
 
     async def on_client_enrolled(self, event: ev.ClientEnrolled, cause: Envelope) -> None:
         async def decide(
-            schedule: ClientSchedule, now: datetime
+            schedule: ClientSchedule, now: datetime, moves: Moves
         ) -> tuple[ClientSchedule, list[ev.Event]]:
             enrolled = lifecycle.stage(schedule, ev.ClientStage.ENROLLED, now)
             if schedule.course is not None:
@@ -208,17 +210,19 @@ class Scheduler:
                         ),
                     ]
                 claims = claims_for(event.client_id, plan.appointments)
-                if await self._reserved(event.clinic_id, claims):
+                if await self._reserved(moves, claims):
                     updated, events = lifecycle.course_booked(schedule, plan, now)
                     return updated, [enrolled, *events]
             raise RuntimeError("course slots kept being taken; will retry")
 
         await self._react(event, cause, decide)
 
-    async def _reserved(self, clinic_id: str, claims: list[Claim]) -> bool:
-        if await self.store.ledger.reserve(clinic_id, claims) is None:
+    async def _reserved(
+        self, moves: Moves, claims: list[Claim], replacing: Sequence[Claim] = ()
+    ) -> bool:
+        if await moves.hold(claims, replacing) is None:
             return True
-        self.metrics.conflict(clinic_id)
+        self.metrics.conflict(moves.clinic_id)
         return False
 
     async def _react(self, event: ev.Event, cause: Envelope, decide: Decide) -> None:
@@ -230,6 +234,7 @@ class Scheduler:
         than both publishing.
         """
         clinic_id, client_id = event.clinic_id, event.client_id
+        moves = self.store.ledger.moves(clinic_id)
         async with self.store.locked(clinic_id, client_id), self.store.transaction() as tx:
             await self.effects.watch(tx, cause)
             await self.store.watch_schedules(tx, clinic_id, [client_id])
@@ -238,19 +243,26 @@ class Scheduler:
             schedule = await self.store.load(clinic_id, client_id) or ClientSchedule(
                 clinic_id=clinic_id, client_id=client_id, correlation_id=cause.correlation_id
             )
-            updated, events = await decide(schedule, self.clock.now())
-            updated = domain_ids.saved(updated, schedule)
-            outputs = [
-                Output(e, self.publisher.envelope_for(e, cause=cause, role=domain_ids.role(e, i)))
-                for i, e in enumerate(events)
-            ]
-            tx.multi()  # type: ignore[no-untyped-call]
-            self.store.save(tx, updated)
-            self.effects.record(tx, cause, outputs)
             try:
-                await tx.execute()
-            except WatchError as raced:
-                raise ChangedMeanwhile("handled or changed concurrently; retried") from raced
+                updated, events = await decide(schedule, self.clock.now(), moves)
+                updated = domain_ids.saved(updated, schedule)
+                outputs = [
+                    Output(
+                        e, self.publisher.envelope_for(e, cause=cause, role=domain_ids.role(e, i))
+                    )
+                    for i, e in enumerate(events)
+                ]
+                tx.multi()  # type: ignore[no-untyped-call]
+                self.store.save(tx, updated)
+                self.effects.record(tx, cause, outputs)
+                try:
+                    await tx.execute()
+                except WatchError as raced:
+                    raise ChangedMeanwhile("handled or changed concurrently; retried") from raced
+            except BaseException:
+                await moves.undo()
+                raise
+            await moves.settle()
         await self.effects.publish(cause, outputs)
 
     # --- requests from the clinic -------------------------------------------
@@ -266,7 +278,7 @@ class Scheduler:
     ) -> ClientSchedule:
         calendar = await self.calendar(clinic_id)
 
-        def change(schedule: ClientSchedule, now: datetime) -> Change:
+        def change(schedule: ClientSchedule, now: datetime, _: Moves) -> Change:
             return lifecycle.complete_session(
                 schedule,
                 appointment_id,
@@ -286,7 +298,7 @@ class Scheduler:
         calendar = await self.calendar(clinic_id)
         note: list[str] = []
 
-        async def change(schedule: ClientSchedule, now: datetime) -> Change:
+        async def change(schedule: ClientSchedule, now: datetime, moves: Moves) -> Change:
             course = schedule.course
             if course is None:
                 raise Refused("the client has no course")
@@ -295,11 +307,12 @@ class Scheduler:
             updated, events = lifecycle.session_dropped(
                 schedule, appointment_id, missed=missed, late=late, now=now
             )
-            await self.store.ledger.release(
-                clinic_id, claims_for(schedule.client_id, [course.appointment(appointment_id)])
+            # Let go only once the drop is saved: until then the schedule books it.
+            moves.release_after_save(
+                claims_for(schedule.client_id, [course.appointment(appointment_id)])
             )
             replan = await self._replan(
-                calendar, updated, DropSession(appointment_id=appointment_id), now
+                calendar, updated, DropSession(appointment_id=appointment_id), now, moves
             )
             if isinstance(replan, PlanFailure):
                 note.append(replan.reason)
@@ -316,9 +329,9 @@ class Scheduler:
     ) -> ClientSchedule:
         calendar = await self.calendar(clinic_id)
 
-        async def change(schedule: ClientSchedule, now: datetime) -> Change:
+        async def change(schedule: ClientSchedule, now: datetime, moves: Moves) -> Change:
             move = MoveSession(appointment_id=appointment_id, new_starts_at=new_starts_at)
-            replan = await self._replan(calendar, schedule, move, now)
+            replan = await self._replan(calendar, schedule, move, now, moves)
             if isinstance(replan, PlanFailure):
                 raise Refused(replan.reason)
             return lifecycle.replanned(schedule, replan, now)
@@ -333,7 +346,9 @@ class Scheduler:
         schedule: ClientSchedule,
         change: MoveSession | DropSession,
         now: datetime,
+        moves: Moves,
     ) -> Replan | PlanFailure:
+        """The course after `change`, its new slots held (the old ones go after the save)."""
         course = schedule.course
         if course is None:
             raise Refused("the client has no course")
@@ -346,16 +361,12 @@ class Scheduler:
             if isinstance(replan, PlanFailure):
                 return replan
             before = {a.appointment_id: a for a in course.plan.appointments}
-            changed = [*replan.rescheduled, *replan.added]
+            changed = claims_for(schedule.client_id, [*replan.rescheduled, *replan.added])
             old = [before[a.appointment_id] for a in replan.rescheduled]
-            await self.store.ledger.release(calendar.clinic_id, claims_for(schedule.client_id, old))
-            conflict = await self.store.ledger.reserve(
-                calendar.clinic_id, claims_for(schedule.client_id, changed)
-            )
-            if conflict is None:
+            # The old times stay held until the save; a conflict holds nothing (the
+            # script is all or nothing), so there is nothing to put back: plan again.
+            if await self._reserved(moves, changed, claims_for(schedule.client_id, old)):
                 return replan
-            # Someone took a slot meanwhile: hold the old times again and retry.
-            await self.store.ledger.reserve(calendar.clinic_id, claims_for(schedule.client_id, old))
         raise Refused("the calendar keeps changing; retry")
 
     async def set_boosters(
@@ -363,7 +374,7 @@ class Scheduler:
     ) -> ClientSchedule:
         calendar = await self.calendar(clinic_id)
 
-        def change(schedule: ClientSchedule, now: datetime) -> Change:
+        def change(schedule: ClientSchedule, now: datetime, _: Moves) -> Change:
             if plan is None:
                 return lifecycle.stop_boosters(schedule, "stopped_by_care_team", now)
             return lifecycle.set_booster_plan(schedule, plan, calendar, now)
@@ -382,18 +393,24 @@ class Scheduler:
     async def _for_client(
         self, clinic_id: str, client_id: UUID, action: str, change: AnyChange
     ) -> ClientSchedule:
+        moves = self.store.ledger.moves(clinic_id)
         async with self.store.locked(clinic_id, client_id):
             schedule = await self.store.load(clinic_id, client_id)
             if schedule is None:
                 raise LookupError("not found")
-            result = change(schedule, self.clock.now())
-            updated, events = result if isinstance(result, tuple) else await result
-            updated = domain_ids.saved(updated, schedule)
-            cause = domain_ids.change_cause(schedule, action)
-            await self.publisher.publish_all(self._derived(updated, events, cause))
-            async with self.store.transaction() as tx:
-                self.store.save(tx, updated)
-                await tx.execute()
+            try:
+                result = change(schedule, self.clock.now(), moves)
+                updated, events = result if isinstance(result, tuple) else await result
+                updated = domain_ids.saved(updated, schedule)
+                cause = domain_ids.change_cause(schedule, action)
+                await self.publisher.publish_all(self._derived(updated, events, cause))
+                async with self.store.transaction() as tx:
+                    self.store.save(tx, updated)
+                    await tx.execute()
+            except BaseException:
+                await moves.undo()  # the ledger goes back to what the saved schedule books
+                raise
+            await moves.settle()
         return updated
 
     def _derived(

@@ -49,3 +49,10 @@ async def test_a_failed_publish_leaves_the_ledger_matching_the_saved_schedule(
         saved = await w.load(schedule.client_id)
         assert saved.course == schedule.course  # nothing was saved
         assert await w.ledger() == ledger_of(w.clinic, saved)
+
+        # Once the broker answers, the same request goes through and the ledger follows.
+        w.publisher.fail = False
+        await attempt()
+        changed = await w.load(schedule.client_id)
+        assert changed.course != schedule.course
+        assert await w.ledger() == ledger_of(w.clinic, changed)
