@@ -144,6 +144,11 @@ def audit_topics(
     )
 
 
+def summary_of(findings: Findings) -> dict[str, int]:
+    """The counts a DEMO, CHAOS or AUDIT line reports (no ids, no contact data)."""
+    return findings.counts()
+
+
 def duplicate_mails(maildir: Path) -> int:
     """Messages delivered more than once: the same Message-ID (the notification id) twice."""
     ids = Counter(str(mail["Message-ID"]) for mail in read_mails(maildir) if mail["Message-ID"])

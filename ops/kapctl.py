@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from chassis.clinics import Clinic
@@ -81,6 +82,39 @@ def _timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    since = datetime.fromisoformat(args.since) if args.since else None
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    journal = asyncio.run(
+        audit.read_journal(
+            _bootstrap(args), args.client or None, clinics=args.clinic or (), since=since
+        )
+    )
+    clinics_file = args.clinics_file or ServiceSettings().clinics_file
+    findings = audit.audit_topics(
+        journal,
+        maildir=Path(args.maildir) if args.maildir else None,
+        sms_log=Path(args.sms_log) if args.sms_log else None,
+        clinics_file=Path(clinics_file) if clinics_file else None,
+    )
+    counts = audit.summary_of(findings)
+    # A sink not given is not checked: leave its counts out rather than print a zero.
+    unchecked = ("mail",) * (not args.maildir) + ("sms",) * (not args.sms_log)
+    for sink in unchecked:
+        del counts[f"{sink}_resends"], counts[f"{sink}_mismatches"]
+    clients = len({r.key for r in journal.records})
+    print(f"audited {len(journal.records)} event(s) of {clients} client(s)", file=sys.stderr)
+    if args.detail:
+        for name, n in sorted(findings.detail.items()):
+            print(f"  {name}: {n}", file=sys.stderr)
+    print("AUDIT " + json.dumps(counts, sort_keys=True))
+    failing = findings.failures()
+    if failing:
+        print(f"kapctl: audit found {json.dumps(failing, sort_keys=True)}", file=sys.stderr)
+    return 1 if failing else 0
+
+
 def _clinics_upsert(args: argparse.Namespace) -> int:
     path = Path(args.file or ServiceSettings().clinics_file)
     clinic = {"id": args.id}
@@ -135,6 +169,28 @@ def parser() -> argparse.ArgumentParser:
     timeline = commands.add_parser("timeline", help="a client's events, read from the topics")
     timeline.add_argument("client_id")
     timeline.set_defaults(run=_timeline)
+
+    check = commands.add_parser(
+        "audit",
+        help="rebuild the schedule from the topics and count what went wrong (exit 1 if any)",
+        description="Reads only the topics, the mailbox and the SMS log: overlaps, course "
+        "rules, repeated boosters and notifications, stale reminders, mail and SMS that do not "
+        "match their NotificationSent, lost requests. Prints `AUDIT {json}`.",
+    )
+    check.add_argument("--client", action="append", help="only this client (repeatable)")
+    check.add_argument("--clinic", action="append", help="only this clinic (repeatable)")
+    check.add_argument(
+        "--since", help="only clients first seen on Kafka at or after this ISO instant (one run)"
+    )
+    check.add_argument("--maildir", help="the SMTP sink's folder of .eml files, to match mail")
+    check.add_argument("--sms-log", dest="sms_log", help="the SMS sink's JSON lines, to match SMS")
+    check.add_argument(
+        "--clinics-file",
+        dest="clinics_file",
+        help="time zones and policies (default: $KAP_CLINICS_FILE)",
+    )
+    check.add_argument("--detail", action="store_true", help="also each count's parts, on stderr")
+    check.set_defaults(run=_audit)
 
     clinics = commands.add_parser("clinics", help="the clinics file")
     clinic_commands = clinics.add_subparsers(dest="action", required=True)
