@@ -1,0 +1,61 @@
+"""Intake's input models refuse what is well-typed but wrong, as a validation error
+(422 over HTTP), never by raising something else (500)."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from services.intake.api import ConsultationRequestIn
+from shared import events as ev
+
+
+def request(**fields: Any) -> dict[str, Any]:
+    return {"name": "Ada Example", "email": "ada@example.org", **fields}
+
+
+def refused_fields(model: type[BaseModel], data: dict[str, Any]) -> set[str]:
+    with pytest.raises(ValidationError) as refused:
+        model.model_validate(data)
+    return {str(part) for error in refused.value.errors() for part in error["loc"]}
+
+
+@pytest.mark.parametrize(
+    "zone",
+    ["Europe", "x" * 10_000, "Europe/" + "a" * 300, "../../etc/passwd", "Nowhere/Atlantis", ""],
+)
+def test_an_unknown_or_oversized_zone_is_a_validation_error(zone: str) -> None:
+    assert "timezone" in refused_fields(ConsultationRequestIn, request(timezone=zone))
+
+
+def test_zone_names_are_checked_without_touching_the_file_system() -> None:
+    ev.TimeZoneName  # noqa: B018 - the check's table is built at import or first use
+    ConsultationRequestIn.model_validate(request(timezone="Europe/Lisbon"))
+    # Per request, no zone file is opened: a name is looked up in the known set.
+    no_files = AssertionError("file system")
+    with (
+        mock.patch("zoneinfo.ZoneInfo", side_effect=no_files),
+        mock.patch("shared.events.ZoneInfo", side_effect=no_files),
+    ):
+        assert "timezone" in refused_fields(
+            ConsultationRequestIn, request(timezone="Nowhere/Atlantis")
+        )
+        valid = ConsultationRequestIn.model_validate(request(timezone="America/New_York"))
+        assert valid.timezone == "America/New_York"
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"weekday": 0, "start": "09:00", "end": "10:00Z"},
+        {"weekday": 0, "start": "09:00+01:00", "end": "10:00"},
+        {"weekday": 0, "start": "09:00Z", "end": "10:00Z"},
+    ],
+)
+def test_a_preferred_time_with_a_zone_is_a_validation_error(window: dict[str, Any]) -> None:
+    assert "preferred_times" in refused_fields(
+        ConsultationRequestIn, request(preferred_times=[window])
+    )
