@@ -58,6 +58,7 @@ class History:
     """What the topics and the sinks hold; `with_fields` mirrors the newer NotificationSent."""
 
     with_fields: bool = True
+    clinic: str = CLINIC
     records: list[Record] = field(default_factory=list)
     mails: list[Mail] = field(default_factory=list)
     texts: list[Text] = field(default_factory=list)
@@ -91,7 +92,7 @@ class History:
         appt_id = appt.appointment_id if appt else None
         nid = nid or notification_id(cause.id, kind, channel, recipient, appt_id)
         sent = ev.NotificationSent(
-            clinic_id=CLINIC,
+            clinic_id=self.clinic,
             client_id=uuid.UUID(cause.key),
             occurred_at=at,
             notification_id=nid,
@@ -127,7 +128,7 @@ class History:
             self.send(cause, MessageKind.SESSION_INSTRUCTIONS, at, appt)
 
     def base(self, client: uuid.UUID, at: datetime) -> dict[str, Any]:
-        return {"clinic_id": CLINIC, "client_id": client, "occurred_at": at}
+        return {"clinic_id": self.clinic, "client_id": client, "occurred_at": at}
 
     def consultation(self, client: uuid.UUID, at: datetime, appt: ev.Appointment) -> Record:
         """A consultation booked, confirmed at once, and reminded of."""
@@ -151,8 +152,10 @@ class Clean:
     now: datetime
 
 
-def clean(with_fields: bool = True, *, dose2_at: datetime | None = None) -> Clean:
-    history = History(with_fields)
+def clean(
+    with_fields: bool = True, *, dose2_at: datetime | None = None, clinic: str = CLINIC
+) -> Clean:
+    history = History(with_fields, clinic)
     client, course_id = uuid.uuid4(), uuid.uuid4()
     contact = ev.Contact(name="Test Person", email="someone@example.test")
     requested = history.add(
