@@ -53,7 +53,7 @@ class PreferredTimeIn(Input):
 class ConsultationRequestIn(Input):
     name: str = Field(min_length=1, max_length=200)
     email: EmailStr
-    phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$", description="E.164")
+    phone: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164")
     preferred_channel: Literal["email", "sms"] = "email"
     sms_consent: bool = False
     preferred_times: list[PreferredTimeIn] = Field(default_factory=list, max_length=28)
