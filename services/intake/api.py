@@ -45,6 +45,10 @@ class PreferredTimeIn(Input):
 
     @model_validator(mode="after")
     def _ordered(self) -> PreferredTimeIn:
+        # Wall-clock times: the zone is `timezone` (or the clinic's). A zoned time
+        # is refused here, also because naive and aware times cannot be compared.
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("start and end are wall-clock times without a zone; use timezone")
         if self.end <= self.start:
             raise ValueError("end must be after start")
         return self
@@ -58,7 +62,9 @@ class ConsultationRequestIn(Input):
     sms_consent: bool = False
     preferred_times: list[PreferredTimeIn] = Field(default_factory=list, max_length=28)
     timezone: ev.TimeZoneName | None = Field(
-        default=None, description="IANA zone of preferred_times (default: the clinic's)"
+        default=None,
+        max_length=ev.MAX_ZONE_NAME,
+        description="IANA zone of preferred_times (default: the clinic's)",
     )
 
     @model_validator(mode="after")
