@@ -60,14 +60,6 @@ async def test_a_reminder_goes_out_when_due_on_a_fast_clock_not_at_the_next_poll
     clinics = ClinicDirectory(clinics_path)
     clock = ScaledClock(datetime(2026, 3, 23, 10, 0, tzinfo=UTC), datetime.now(UTC), SCALE)
     store = NotifierStore(redis_client)
-    planner = handlers.Planner(
-        handlers.Deps(
-            store=store,
-            effects=EffectLog(redis_client, "notifier", publisher),
-            clinics=clinics,
-            clock=clock,
-        )
-    )
     delivery = Delivery(
         store,
         clinics,
@@ -75,6 +67,16 @@ async def test_a_reminder_goes_out_when_due_on_a_fast_clock_not_at_the_next_poll
         publisher,
         clock,
         poll_s=POLL_S,
+    )
+    # Wired as the service wires them: a plan tells delivery it holds a message.
+    planner = handlers.Planner(
+        handlers.Deps(
+            store=store,
+            effects=EffectLog(redis_client, "notifier", publisher),
+            clinics=clinics,
+            clock=clock,
+            due_now=delivery.wake,
+        )
     )
     worker = asyncio.create_task(delivery.run())
     try:
