@@ -35,7 +35,7 @@ from services.scheduler.domain_replan import replan_after_reschedule
 from services.scheduler.ledger import Claim, Moves, claims_for
 from services.scheduler.lifecycle import ClientSchedule, Refused
 from services.scheduler.planner import find_consultation_slot, is_late_cancellation, plan_course
-from services.scheduler.store import SchedulerStore
+from services.scheduler.store import ChangedMeanwhile, SchedulerStore
 from shared import events as ev
 from shared.envelope import EVENT_ID_NAMESPACE, Envelope
 
@@ -63,14 +63,6 @@ class UnknownClinic(Rejected):
 
 class CalendarMissing(Rejected):
     """Nothing can be booked for a clinic whose calendar is absent or invalid."""
-
-
-class ChangedMeanwhile(RuntimeError):
-    """The client's schedule (or the event's record) changed under a lock that had expired.
-
-    Nothing was saved; an event is retried (its redelivery finds what the other
-    handler recorded), a request answers that the client was busy.
-    """
 
 
 @dataclass
@@ -394,7 +386,11 @@ class Scheduler:
         self, clinic_id: str, client_id: UUID, action: str, change: AnyChange
     ) -> ClientSchedule:
         moves = self.store.ledger.moves(clinic_id)
-        async with self.store.locked(clinic_id, client_id):
+        async with self.store.locked(clinic_id, client_id), self.store.transaction() as tx:
+            # Watched from the load to the save: should the lock expire meanwhile (a
+            # publish slower than its life) and another change get in, this save
+            # fails instead of writing back the schedule it loaded.
+            await self.store.watch_schedules(tx, clinic_id, [client_id])
             schedule = await self.store.load(clinic_id, client_id)
             if schedule is None:
                 raise LookupError("not found")
@@ -404,9 +400,13 @@ class Scheduler:
                 updated = domain_ids.saved(updated, schedule)
                 cause = domain_ids.change_cause(schedule, action)
                 await self.publisher.publish_all(self._derived(updated, events, cause))
-                async with self.store.transaction() as tx:
-                    self.store.save(tx, updated)
+                tx.multi()  # type: ignore[no-untyped-call]
+                self.store.save(tx, updated)
+                try:
                     await tx.execute()
+                except WatchError as raced:
+                    log.warning("a change met a newer one after its lock expired; not saved")
+                    raise ChangedMeanwhile("the client was changed meanwhile; retry") from raced
             except BaseException:
                 await moves.undo()  # the ledger goes back to what the saved schedule books
                 raise

@@ -26,6 +26,8 @@ from services.scheduler.lifecycle import ClientSchedule
 
 log = logging.getLogger(__name__)
 
+# A lock can outlive nothing: a publish may take longer (Kafka's request timeout),
+# so every save under it is also fenced by WATCHing the schedule from the load.
 LOCK_TIMEOUT_S = 30.0
 LOCK_WAIT_S = 20.0
 LEASE_S = 30
@@ -52,6 +54,14 @@ def key(clinic_id: str, *parts: str) -> str:
 
 class ClientBusy(Exception):
     pass
+
+
+class ChangedMeanwhile(ClientBusy):
+    """The client's schedule (or the event's record) changed under a lock that had expired.
+
+    Nothing was saved: a request answers that the client is busy (retry), an
+    event is retried and its redelivery finds what the other handler recorded.
+    """
 
 
 class SchedulerStore:
