@@ -1,13 +1,22 @@
-"""HTTP behaviour every service shares: size limits and honest 503s."""
+"""HTTP behaviour every service shares: size limits, honest 503s, the clinic's key as a
+security scheme, bounded instants, and the statuses every clinic route can answer."""
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from typing import Annotated, Any
+
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import AfterValidator, AwareDatetime, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chassis.clinics import Clinic, _authorised_clinic
 
 MAX_BODY_BYTES = 64 * 1024
 RETRY_AFTER_S = "5"
@@ -76,3 +85,109 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RedisConnectionError, redis_down)
     app.add_exception_handler(RedisTimeoutError, redis_down)
     app.add_middleware(BodySizeLimit)
+    _document_readiness(app)
+
+
+def _document_readiness(app: FastAPI) -> None:
+    """/readyz answers 503 while not ready: its OpenAPI entry says so too."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        readyz = schema.get("paths", {}).get("/readyz", {}).get("get")
+        if readyz is not None:
+            readyz["responses"].setdefault(
+                "503", {"description": "Kafka, Redis or the consumers are not ready"}
+            )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- the clinic's API key, declared as what it is: a security scheme ------------
+
+API_KEY = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ClinicApiKey",
+    description="The clinic's API key; another clinic's key gets 404, as an unknown clinic",
+    # Not FastAPI's own 403: a missing key is a 401 with WWW-Authenticate (below).
+    auto_error=False,
+)
+
+
+async def _clinic_of_key(
+    request: Request,
+    clinic_id: Annotated[str, PathParam(description="The clinic acting")],
+    api_key: Annotated[str | None, Security(API_KEY)] = None,
+) -> Clinic:
+    return await _authorised_clinic(request, clinic_id, api_key)
+
+
+AuthorisedClinic = Annotated[Clinic, Depends(_clinic_of_key)]
+"""Route parameter: the clinic named in the path, once the caller proved it is that clinic
+(the key travels in `X-API-Key`, declared in OpenAPI as the `ClinicApiKey` scheme)."""
+
+
+# --- what every clinic route can answer, for the OpenAPI documents --------------
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
+            }
+        },
+    }
+
+
+CLINIC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem("No X-API-Key header"),
+    404: _problem("No such clinic, not this clinic's key, or no such resource"),
+    413: _problem(f"Request body larger than {MAX_BODY_BYTES} bytes"),
+    422: _problem("The input is invalid; the detail names the field"),
+    503: {
+        **_problem("Kafka or Redis is unavailable; nothing was recorded, retry later"),
+        "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds"}},
+    },
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: _problem("Refused in the resource's present state, or it is being changed: retry")
+}
+
+
+# --- instants and dates within a sane range --------------------------------------
+
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2100
+
+
+def _sane_instant(instant: datetime) -> datetime:
+    # Checked on the given wall time, before any conversion: year 9999 at -12:00
+    # cannot even be converted to UTC (OverflowError), and plans add weeks to it.
+    if not EARLIEST_YEAR <= instant.year <= LATEST_YEAR:
+        raise ValueError(f"must be within the years {EARLIEST_YEAR} to {LATEST_YEAR}")
+    return instant
+
+
+def _sane_date(day: date) -> date:
+    if not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
+        raise ValueError(f"must be within the years {EARLIEST_YEAR} to {LATEST_YEAR}")
+    return day
+
+
+SaneInstant = Annotated[AwareDatetime, AfterValidator(_sane_instant)]
+"""An aware instant within the years 2000 to 2100 (422 otherwise, never an overflow)."""
+SaneDate = Annotated[date, AfterValidator(_sane_date)]
+"""A date within the years 2000 to 2100."""
+
+
+def unprocessable(error: ValidationError, prefix: str = "body") -> JSONResponse:
+    """A model built from already-valid input still refused something: a 422 naming it."""
+    detail = [
+        {"loc": [prefix, *error_item["loc"]], "msg": error_item["msg"], "type": error_item["type"]}
+        for error_item in error.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)

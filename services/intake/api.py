@@ -20,9 +20,9 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from chassis.clinics import AuthorisedClinic
 from chassis.clock import Clock
 from chassis.events import EventPublisher
+from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic
 from services.intake import domain
 from services.intake.store import ClientBusy, HistoryEntry, IntakeStore, StoredResponse
 from shared import events as ev
@@ -152,7 +152,9 @@ Step = Callable[
 
 
 def routes(intake: Intake) -> APIRouter:
-    router = APIRouter(prefix="/v1/clinics/{clinic_id}", tags=["intake"])
+    router = APIRouter(
+        prefix="/v1/clinics/{clinic_id}", tags=["intake"], responses=CLINIC_RESPONSES
+    )
     store, publisher, clock = intake.store, intake.publisher, intake.clock
 
     async def publish(record: domain.ClientRecord, events: list[ev.Event], key: str | None) -> None:
@@ -208,7 +210,12 @@ def routes(intake: Intake) -> APIRouter:
             ) from busy
         return JSONResponse(body, status_code=202)
 
-    @router.post("/consultation-requests", status_code=202, summary="Request a free consultation")
+    @router.post(
+        "/consultation-requests",
+        status_code=202,
+        summary="Request a free consultation",
+        responses=CONFLICT,
+    )
     async def request_consultation(
         clinic: AuthorisedClinic,
         body: ConsultationRequestIn,
@@ -267,7 +274,7 @@ def routes(intake: Intake) -> APIRouter:
             raise HTTPException(409, "a request for this person is in progress; retry") from busy
         return JSONResponse(response, status_code=202)
 
-    @router.post("/clients/{client_id}/consultation-outcome", status_code=202)
+    @router.post("/clients/{client_id}/consultation-outcome", status_code=202, responses=CONFLICT)
     async def record_consultation(
         clinic: AuthorisedClinic,
         client_id: UUID,
@@ -288,7 +295,7 @@ def routes(intake: Intake) -> APIRouter:
             step,
         )
 
-    @router.post("/clients/{client_id}/screening", status_code=202)
+    @router.post("/clients/{client_id}/screening", status_code=202, responses=CONFLICT)
     async def record_screening(
         clinic: AuthorisedClinic,
         client_id: UUID,
@@ -305,7 +312,7 @@ def routes(intake: Intake) -> APIRouter:
             clinic.id, client_id, idempotency_key, _fingerprint(request, body), "screened", step
         )
 
-    @router.post("/clients/{client_id}/enrolment", status_code=202)
+    @router.post("/clients/{client_id}/enrolment", status_code=202, responses=CONFLICT)
     async def enrol(
         clinic: AuthorisedClinic,
         client_id: UUID,
@@ -339,7 +346,7 @@ def routes(intake: Intake) -> APIRouter:
 
         return await run_step(clinic.id, client_id, idempotency_key, fingerprint, "enrolled", step)
 
-    @router.post("/clients/{client_id}/contact-preferences", status_code=202)
+    @router.post("/clients/{client_id}/contact-preferences", status_code=202, responses=CONFLICT)
     async def change_contact_preferences(
         clinic: AuthorisedClinic,
         client_id: UUID,

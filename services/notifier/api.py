@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException
 from pydantic import AwareDatetime, BaseModel
 
-from chassis.clinics import AuthorisedClinic
+from chassis.http import CLINIC_RESPONSES, AuthorisedClinic
 from services.notifier.model import PlannedMessage
 from services.notifier.store import NotifierStore
 
@@ -51,7 +51,9 @@ def _view(record: dict[str, str]) -> NotificationView:
 
 
 def routes(store: NotifierStore) -> APIRouter:
-    router = APIRouter(prefix="/v1/clinics/{clinic_id}", tags=["notifier"])
+    router = APIRouter(
+        prefix="/v1/clinics/{clinic_id}", tags=["notifier"], responses=CLINIC_RESPONSES
+    )
 
     @router.get(
         "/clients/{client_id}/notifications",

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chassis.clinics import AuthorisedClinic
-from services.scheduler.domain import ClinicCalendar, CoursePolicy, OpeningHours, Room, Therapist
+from chassis.http import (
+    CLINIC_RESPONSES,
+    CONFLICT,
+    AuthorisedClinic,
+    SaneDate,
+    SaneInstant,
+    unprocessable,
+)
+from services.scheduler.domain import (
+    ClinicCalendar,
+    CoursePolicy,
+    Interval,
+    OpeningHours,
+    ResourceId,
+    Room,
+    Therapist,
+)
 from services.scheduler.domain_plans import PlanFailure
 from services.scheduler.lifecycle import ClientSchedule, Refused
 from services.scheduler.operations import COURSE_HORIZON_DAYS, CalendarMissing, Scheduler
@@ -23,12 +37,68 @@ class Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class IntervalIn(Input):
+    starts_at: SaneInstant
+    ends_at: SaneInstant
+
+
+class TherapistIn(Input):
+    """A therapist as the API takes one: the domain's, with its instants bounded."""
+
+    id: ResourceId
+    display_name: str = Field(min_length=1, max_length=200)
+    availability: OpeningHours
+    time_off: tuple[IntervalIn, ...] = Field(default=(), max_length=500)
+
+
+def _unique(items: tuple[Any, ...], what: str) -> tuple[Any, ...]:
+    ids = [item.id for item in items]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"{what} ids must be unique; repeated: {', '.join(repeated)}")
+    return items
+
+
 class CalendarIn(Input):
     opening_hours: OpeningHours
-    therapists: tuple[Therapist, ...] = ()
-    rooms: tuple[Room, ...] = ()
-    closures: frozenset[date] = frozenset()
+    therapists: tuple[TherapistIn, ...] = Field(default=(), max_length=200)
+    rooms: tuple[Room, ...] = Field(default=(), max_length=200)
+    closures: frozenset[SaneDate] = Field(default=frozenset(), max_length=1000)
     policy: CoursePolicy = CoursePolicy()
+
+    # Here, not only in ClinicCalendar: found after the body was accepted, a
+    # repeat was a 500; found here it is a 422 naming the field.
+    @field_validator("therapists")
+    @classmethod
+    def _unique_therapists(cls, therapists: tuple[TherapistIn, ...]) -> tuple[TherapistIn, ...]:
+        return _unique(therapists, "therapist")
+
+    @field_validator("rooms")
+    @classmethod
+    def _unique_rooms(cls, rooms: tuple[Room, ...]) -> tuple[Room, ...]:
+        return _unique(rooms, "room")
+
+    def calendar(self, clinic_id: str, timezone: str) -> ClinicCalendar:
+        therapists = tuple(
+            Therapist(
+                id=t.id,
+                display_name=t.display_name,
+                availability=t.availability,
+                time_off=tuple(
+                    Interval(starts_at=i.starts_at, ends_at=i.ends_at) for i in t.time_off
+                ),
+            )
+            for t in self.therapists
+        )
+        return ClinicCalendar(
+            clinic_id=clinic_id,
+            timezone=timezone,
+            opening_hours=self.opening_hours,
+            therapists=therapists,
+            rooms=self.rooms,
+            closures=self.closures,
+            policy=self.policy,
+        )
 
 
 class CompletionIn(Input):
@@ -38,7 +108,7 @@ class CompletionIn(Input):
 
 
 class RescheduleIn(Input):
-    new_starts_at: AwareDatetime
+    new_starts_at: SaneInstant
 
 
 class BoosterPlanIn(Input):
@@ -78,7 +148,9 @@ def schedule_view(schedule: ClientSchedule) -> dict[str, Any]:
 
 
 def routes(scheduler: Scheduler) -> APIRouter:
-    router = APIRouter(prefix="/v1/clinics/{clinic_id}", tags=["scheduler"])
+    router = APIRouter(
+        prefix="/v1/clinics/{clinic_id}", tags=["scheduler"], responses=CLINIC_RESPONSES
+    )
 
     async def guarded(call: Any) -> Any:
         try:
@@ -90,21 +162,30 @@ def routes(scheduler: Scheduler) -> APIRouter:
         except ClientBusy as busy:
             raise HTTPException(409, "the client is being changed; retry") from busy
 
-    @router.get("/calendar", summary="Opening hours, therapists, rooms and course policy")
+    @router.get(
+        "/calendar",
+        summary="Opening hours, therapists, rooms and course policy",
+        responses=CONFLICT,
+    )
     async def read_calendar(clinic: AuthorisedClinic) -> dict[str, Any]:
         calendar: ClinicCalendar = await guarded(scheduler.calendar(clinic.id))
         return calendar.model_dump(mode="json")
 
     @router.put("/calendar", summary="Change therapists, rooms, hours or policy")
-    async def change_calendar(clinic: AuthorisedClinic, body: CalendarIn) -> dict[str, Any]:
-        calendar = ClinicCalendar(clinic_id=clinic.id, timezone=clinic.timezone, **dict(body))
+    async def change_calendar(clinic: AuthorisedClinic, body: CalendarIn) -> Any:
+        try:
+            calendar = body.calendar(clinic.id, clinic.timezone)
+        except ValidationError as refused:
+            return unprocessable(refused)
         await scheduler.store.save_calendar(calendar)
         return calendar.model_dump(mode="json")
 
-    @router.get("/availability", summary="The earliest consultation and course start")
+    @router.get(
+        "/availability", summary="The earliest consultation and course start", responses=CONFLICT
+    )
     async def availability(
         clinic: AuthorisedClinic,
-        since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        since: Annotated[SaneInstant | None, Query(alias="from")] = None,
     ) -> dict[str, Any]:
         calendar: ClinicCalendar = await guarded(scheduler.calendar(clinic.id))
         start = since or scheduler.clock.now()
@@ -130,7 +211,11 @@ def routes(scheduler: Scheduler) -> APIRouter:
             raise HTTPException(404, "not found")
         return schedule_view(schedule)
 
-    @router.post("/appointments/{appointment_id}/completion", summary="The session was held")
+    @router.post(
+        "/appointments/{appointment_id}/completion",
+        summary="The session was held",
+        responses=CONFLICT,
+    )
     async def complete(
         clinic: AuthorisedClinic, appointment_id: UUID, body: CompletionIn
     ) -> dict[str, Any]:
@@ -145,17 +230,27 @@ def routes(scheduler: Scheduler) -> APIRouter:
         )
         return schedule_view(schedule)
 
-    @router.post("/appointments/{appointment_id}/missed", summary="The client did not attend")
+    @router.post(
+        "/appointments/{appointment_id}/missed",
+        summary="The client did not attend",
+        responses=CONFLICT,
+    )
     async def missed(clinic: AuthorisedClinic, appointment_id: UUID) -> dict[str, Any]:
         schedule, problem = await guarded(scheduler.drop(clinic.id, appointment_id, missed=True))
         return {**schedule_view(schedule), "replanned": problem is None, "problem": problem}
 
-    @router.post("/appointments/{appointment_id}/cancellation", summary="Cancel a session")
+    @router.post(
+        "/appointments/{appointment_id}/cancellation",
+        summary="Cancel a session",
+        responses=CONFLICT,
+    )
     async def cancel(clinic: AuthorisedClinic, appointment_id: UUID) -> dict[str, Any]:
         schedule, problem = await guarded(scheduler.drop(clinic.id, appointment_id, missed=False))
         return {**schedule_view(schedule), "replanned": problem is None, "problem": problem}
 
-    @router.post("/appointments/{appointment_id}/reschedule", summary="Move a session")
+    @router.post(
+        "/appointments/{appointment_id}/reschedule", summary="Move a session", responses=CONFLICT
+    )
     async def reschedule(
         clinic: AuthorisedClinic, appointment_id: UUID, body: RescheduleIn
     ) -> dict[str, Any]:
@@ -164,14 +259,18 @@ def routes(scheduler: Scheduler) -> APIRouter:
         )
         return schedule_view(schedule)
 
-    @router.put("/clients/{client_id}/booster-plan", summary="Set or change the booster plan")
+    @router.put(
+        "/clients/{client_id}/booster-plan",
+        summary="Set or change the booster plan",
+        responses=CONFLICT,
+    )
     async def set_boosters(
         clinic: AuthorisedClinic, client_id: UUID, body: BoosterPlanIn
     ) -> dict[str, Any]:
         plan = ev.BoosterPlan(**body.model_dump())
         return schedule_view(await guarded(scheduler.set_boosters(clinic.id, client_id, plan)))
 
-    @router.delete("/clients/{client_id}/booster-plan", summary="Stop boosters")
+    @router.delete("/clients/{client_id}/booster-plan", summary="Stop boosters", responses=CONFLICT)
     async def stop_boosters(clinic: AuthorisedClinic, client_id: UUID) -> dict[str, Any]:
         return schedule_view(await guarded(scheduler.set_boosters(clinic.id, client_id, None)))
 
