@@ -190,7 +190,11 @@ def _complete_course(
         course_id=course.plan.course_id,
         medicine_sessions_completed=course.doses_held(),
     )
-    schedule, plan_set = set_booster_plan(schedule, calendar.policy.booster, calendar, now)
+    plan_set: list[ev.Event] = []
+    # The care team stopped boosters during the course: the clinic's default plan
+    # must not start them again behind its back (setting a plan later still can).
+    if not course.boosters_stopped:
+        schedule, plan_set = set_booster_plan(schedule, calendar.policy.booster, calendar, now)
     return schedule, [
         completed,
         stage(schedule, ev.ClientStage.COURSE_COMPLETED, now),
@@ -250,14 +254,20 @@ def stop_boosters(
 def booster_fired(
     schedule: ClientSchedule, number: int, calendar: ClinicCalendar, now: datetime
 ) -> tuple[ClientSchedule, list[ev.Event]]:
-    """Announce booster `number` once and arm the next one."""
+    """Announce booster `number` once, not before it is due, and arm the next one.
+
+    A timer may fire for a booster that is no longer the one pending, or whose
+    due time moved later (the plan changed after it was set): nothing then.
+    """
     course = _course(schedule)
     if (
         course.next_booster != number
         or course.next_booster_due_at is None
         or course.booster_plan is None
+        or course.boosters_stopped
+        or now < course.next_booster_due_at
     ):
-        return schedule, []  # already announced, or the plan changed meanwhile
+        return schedule, []  # already announced, not yet due, or the plan changed meanwhile
     due_at = course.next_booster_due_at
     upcoming: BoosterDueAt | None = next_booster_due(
         course.completed_at or due_at,
