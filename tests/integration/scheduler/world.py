@@ -35,6 +35,7 @@ from services.scheduler.operations import Scheduler
 from services.scheduler.planner import plan_course
 from shared import events as ev
 from shared.envelope import Envelope
+from shared.topics import Topic
 
 # A Monday 08:00 in Lisbon: the demo calendar books a whole course from here on.
 MONDAY = datetime(2027, 6, 7, 7, tzinfo=UTC)
@@ -46,8 +47,10 @@ class FlakyPublisher(EventPublisher):
     Kafka stays real: a publish that is let through goes to the broker as usual.
     """
 
-    def __init__(self, inner: EventPublisher) -> None:
+    def __init__(self, inner: EventPublisher, also: EventPublisher | None = None) -> None:
         self.__dict__.update(inner.__dict__)
+        if also is not None:  # topics the catalogue does not (yet) give the scheduler
+            self._publishers = {**self._publishers, **also._publishers}
         self.fail = False
         self.stall_s = 0.0
         self.stalled = asyncio.Event()
@@ -147,7 +150,12 @@ def ledger_of(clinic: str, schedule: ClientSchedule) -> dict[str, set[str]]:
 
 @asynccontextmanager
 async def world(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path, at: datetime = MONDAY, **extra: Any
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    at: datetime = MONDAY,
+    declare: tuple[Topic, ...] = (),
+    **extra: Any,
 ) -> AsyncIterator[World]:
     clinic = f"faults-{uuid.uuid4().hex[:10]}"
     settings = Settings(
@@ -160,7 +168,8 @@ async def world(
     )
     clock = FrozenClock(at)
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
-    publisher = FlakyPublisher(runtime.publisher)
+    also = EventPublisher(runtime.broker, SERVICE, declare) if declare else None
+    publisher = FlakyPublisher(runtime.publisher, also)
     scheduler = scheduler_for(runtime)
     scheduler.publisher = publisher
     scheduler.effects = EffectLog(runtime.redis, SERVICE, publisher)
