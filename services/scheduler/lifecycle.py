@@ -6,6 +6,7 @@ the events it causes; the handlers and the API persist and publish them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal, TypedDict
 from uuid import UUID
@@ -21,7 +22,15 @@ from shared.events import AppointmentStatus as Status
 
 
 class Refused(Exception):
-    """The request makes no sense for this client's schedule (HTTP 409)."""
+    """The request makes no sense for this client's schedule (HTTP 409).
+
+    `events` are facts the request brought that stand although it was refused
+    (an urgent clinical alert): published, while the schedule stays as it was.
+    """
+
+    def __init__(self, reason: str, events: Sequence[ev.Event] = ()) -> None:
+        super().__init__(reason)
+        self.events = tuple(events)
 
 
 class Course(BaseModel):
@@ -145,12 +154,8 @@ def complete_session(
     course = _course(schedule)
     appointment = course.appointment(appointment_id)
     _require_booked(course, appointment)
-    if now < appointment.starts_at:
-        raise Refused("a session cannot be completed before it starts")
-    if appointment.kind == Kind.MEDICINE and not ride_home_confirmed:
-        # Protocol rule 8: no confirmed ride, no session; it is proposed for rescheduling.
-        raise Refused("no confirmed ride home: the session cannot be held; reschedule it")
-    updated = _with_status(schedule, appointment_id, Status.FULFILLED)
+    # Protocol rule 3: a non-zero item 9 alerts staff at once, whatever becomes of
+    # the session, so the alert goes out with a refusal too.
     events: list[ev.Event] = []
     if phq9_item9:
         events.append(
@@ -161,6 +166,12 @@ def complete_session(
                 raised_during="session",
             )
         )
+    if now < appointment.starts_at:
+        raise Refused("a session cannot be completed before it starts", events)
+    if appointment.kind == Kind.MEDICINE and not ride_home_confirmed:
+        # Protocol rule 8: no confirmed ride, no session; it is proposed for rescheduling.
+        raise Refused("no confirmed ride home: the session cannot be held; reschedule it", events)
+    updated = _with_status(schedule, appointment_id, Status.FULFILLED)
     events += [
         ev.SessionCompleted(
             **_base(schedule, now),

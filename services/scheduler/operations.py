@@ -395,8 +395,12 @@ class Scheduler:
             if schedule is None:
                 raise LookupError("not found")
             try:
-                result = change(schedule, self.clock.now(), moves)
-                updated, events = result if isinstance(result, tuple) else await result
+                try:
+                    result = change(schedule, self.clock.now(), moves)
+                    updated, events = result if isinstance(result, tuple) else await result
+                except Refused as refused:
+                    await self._publish_standing(schedule, refused, action)
+                    raise
                 updated = domain_ids.saved(updated, schedule)
                 cause = domain_ids.change_cause(schedule, action)
                 await self.publisher.publish_all(self._derived(updated, events, cause))
@@ -412,6 +416,18 @@ class Scheduler:
                 raise
             await moves.settle()
         return updated
+
+    async def _publish_standing(
+        self, schedule: ClientSchedule, refused: Refused, action: str
+    ) -> None:
+        """Publish what a refused request brought that stands (an alert); nothing is saved.
+
+        Named apart from the request's own outputs: a retry of the refusal repeats
+        its ids, and the alert of a completion accepted later is a new fact.
+        """
+        if refused.events:
+            cause = domain_ids.change_cause(schedule, f"{action}/refused")
+            await self.publisher.publish_all(self._derived(schedule, refused.events, cause))
 
     def _derived(
         self, schedule: ClientSchedule, events: Sequence[ev.Event], cause: str
