@@ -45,8 +45,8 @@ def request_timeout_s(broker: KafkaBroker) -> float:
 # retries for as long as the outage lasts and delivers the batch once the broker
 # is back, whatever became of the request that handed it over. Cancelling the
 # wait does not take the batch back. So a publish that fails or outlives its
-# deadline takes its producer out of service (batches failed, sender stopped,
-# connections closed) and the next publish starts a fresh one. FastStream keeps
+# deadline takes its producer out of service (batches failed, sender stopped)
+# and a fresh one is started in its place. FastStream keeps
 # the producer in `broker.config.producer`; the replacement goes in there, so
 # every publisher of the broker (and its dead-letter middleware) uses it.
 
@@ -101,9 +101,10 @@ def abort_producer(broker: KafkaBroker, *producers: AIOKafkaProducer | None) -> 
     """Take these producers (and the broker's current one) out of service, now.
 
     Nothing they hold is sent afterwards: every batch not yet acknowledged fails
-    (its waiters see KafkaTimeoutError), the sender task that would retry it is
-    cancelled and the connections are closed. Other publishes in flight on the
-    same producer fail too and are retried by their callers, who still hold them.
+    (its waiters see KafkaTimeoutError), and the sender task that would retry it
+    is cancelled with the produce requests it has in flight. A fresh producer
+    replaces it as soon as Kafka answers. Other publishes in flight on the same
+    producer fail too; their callers still hold them and retry (or answer 503).
     """
     for producer in {p for p in (*producers, _installed(broker)) if p is not None}:
         if producer._closed:
@@ -129,18 +130,30 @@ def abort_producer(broker: KafkaBroker, *producers: AIOKafkaProducer | None) -> 
                 and frame.f_locals.get("self") is sender
             ):
                 in_flight.cancel()
-        closing = asyncio.get_running_loop().create_task(_close(producer))
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
+        retiring = asyncio.get_running_loop().create_task(_retire(broker, producer))
+        _retiring.add(retiring)
+        retiring.add_done_callback(_retiring.discard)
         log.warning("took the Kafka producer out of service after a failed publish")
 
 
-_closing: set[asyncio.Task[None]] = set()
+_retiring: set[asyncio.Task[None]] = set()
+REPLACE_BACKOFF_S = (0.5, 5.0)
 
 
-async def _close(producer: AIOKafkaProducer) -> None:
-    # Connections first: a request the cancelled sender still has in flight
-    # fails on them rather than reaching a broker that has just come back.
+async def _retire(broker: KafkaBroker, producer: AIOKafkaProducer) -> None:
+    """Put a fresh producer in its place as soon as Kafka answers, then close it.
+
+    Its client stays open until then: a publish through FastStream directly (the
+    dead-letter middleware) fails at once on its failed buffer, where a closed
+    client would leave it waiting for topic metadata for good.
+    """
+    backoff, most = REPLACE_BACKOFF_S
+    while _installed(broker) is producer:
+        try:
+            await usable_producer(broker)
+        except Exception:
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, most)
     with contextlib.suppress(Exception):
         await producer.client.close()
     sender = producer._sender.sender_task

@@ -220,6 +220,7 @@ async def test_outage_answers_503_in_time_and_only_retried_requests_land_once(
                             took,
                         )
                 for name, (status, retry_after, took) in refused.items():
+                    print(f"outage: {name} answered {status} in {took:.2f} s")
                     assert status == 503, f"{name}: {status}"
                     assert retry_after, f"{name}: no Retry-After"
                     assert took < ANSWER_WITHIN_S, f"{name}: answered after {took:.1f} s"
@@ -267,4 +268,5 @@ async def test_outage_answers_503_in_time_and_only_retried_requests_land_once(
     finally:
         await redis.aclose()
     # Kept short: stopping the shared broker and Redis holds up everyone else.
+    print(f"outage: the whole test took {time.monotonic() - started:.1f} s")
     assert time.monotonic() - started < 90
