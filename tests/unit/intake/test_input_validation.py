@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from services.intake.api import ConsultationRequestIn
+from services.intake.api import ConsultationRequestIn, EnrolmentIn
 
 
 def request(**fields: Any) -> dict[str, Any]:
@@ -62,3 +62,16 @@ def test_a_preferred_time_with_a_zone_is_a_validation_error(window: dict[str, An
     assert "preferred_times" in refused_fields(
         ConsultationRequestIn, request(preferred_times=[window])
     )
+
+
+@pytest.mark.parametrize(
+    "instant", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00", "1900-01-01T00:00:00Z"]
+)
+def test_a_consent_time_beyond_any_sane_date_is_a_validation_error(instant: str) -> None:
+    enrolment = {
+        "consent_given": True,
+        "consent_recorded_at": instant,
+        "phq9": [0] * 9,
+        "gad7": [0] * 7,
+    }
+    assert "consent_recorded_at" in refused_fields(EnrolmentIn, enrolment)
