@@ -43,6 +43,9 @@ class Course(BaseModel):
     next_booster: int | None = Field(default=None, description="Number of the pending booster")
     next_booster_due_at: AwareDatetime | None = None
     boosters_stopped: bool = False
+    boosters_announced: int = Field(
+        default=0, ge=0, description="Number of the last booster announced (0: none yet)"
+    )
 
     def status_of(self, appointment_id: UUID) -> Status:
         return self.statuses.get(str(appointment_id), Status.BOOKED)
@@ -52,6 +55,11 @@ class Course(BaseModel):
             if appointment.appointment_id == appointment_id:
                 return appointment
         raise Refused("the session is not part of this course")
+
+    def last_booster_announced(self) -> int:
+        # Schedules saved before `boosters_announced` existed still know it from
+        # the pending booster's number.
+        return max(self.boosters_announced, (self.next_booster or 1) - 1)
 
     def doses_held(self) -> int:
         return sum(
@@ -216,7 +224,12 @@ def _complete_course(
 def set_booster_plan(
     schedule: ClientSchedule, plan: ev.BoosterPlan, calendar: ClinicCalendar, now: datetime
 ) -> tuple[ClientSchedule, list[ev.Event]]:
-    """Set or change the plan; the next booster counts from the course's completion."""
+    """Set or change the plan; its dates count from the course's completion.
+
+    Boosters are numbered in the order they are announced, each number once per
+    course: after booster 1, a changed plan's next booster is booster 2, on the
+    new plan's first date still ahead.
+    """
     course = _course(schedule)
     if course.completed_at is None:
         raise Refused("boosters follow a completed course")
@@ -227,7 +240,7 @@ def set_booster_plan(
         update={
             "booster_plan": plan,
             "boosters_stopped": False,
-            "next_booster": upcoming.number if upcoming else None,
+            "next_booster": course.last_booster_announced() + 1 if upcoming else None,
             "next_booster_due_at": upcoming.due_at if upcoming else None,
         }
     )
@@ -289,7 +302,8 @@ def booster_fired(
     )
     course = course.model_copy(
         update={
-            "next_booster": upcoming.number if upcoming else None,
+            "boosters_announced": number,
+            "next_booster": number + 1 if upcoming else None,
             "next_booster_due_at": upcoming.due_at if upcoming else None,
         }
     )

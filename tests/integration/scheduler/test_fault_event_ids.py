@@ -44,7 +44,7 @@ async def test_moving_a_session_back_and_forth_gives_every_move_its_own_id(
     assert len({m["headers"]["ce_id"] for m in moves}) == 4
 
 
-async def test_booster_1_of_a_changed_plan_is_not_the_earlier_booster_1(
+async def test_the_first_booster_of_a_changed_plan_is_not_the_earlier_booster_1(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     async with world(kafka_bootstrap, redis_url, tmp_path) as w:
@@ -58,7 +58,7 @@ async def test_booster_1_of_a_changed_plan_is_not_the_earlier_booster_1(
         plan = ev.BoosterPlan(interval_days=20, count=2, then_monthly=False)
         changed = await w.scheduler.set_boosters(w.clinic, schedule.client_id, plan)
         assert changed.course is not None
-        assert changed.course.next_booster == 1
+        assert changed.course.next_booster == 2  # numbered on from the course's booster 1
         assert changed.course.next_booster_due_at is not None
         w.clock.advance(changed.course.next_booster_due_at - w.clock.now() + timedelta(minutes=1))
         assert (await w.scheduler.fire_due_boosters(w.clinic))[0] == 1
@@ -66,5 +66,5 @@ async def test_booster_1_of_a_changed_plan_is_not_the_earlier_booster_1(
         due = await topic_messages(
             kafka_bootstrap, topics.BOOSTER_DUE.name, key=str(schedule.client_id), expect=2
         )
-    assert [m["value"]["booster_number"] for m in due] == [1, 1]
+    assert [m["value"]["booster_number"] for m in due] == [1, 2]
     assert len({m["headers"]["ce_id"] for m in due}) == 2

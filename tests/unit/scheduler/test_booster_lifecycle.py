@@ -76,14 +76,34 @@ def test_an_old_timer_after_a_plan_change_announces_nothing_early() -> None:
     changed = ev.BoosterPlan(interval_days=30, count=3, then_monthly=False)
     schedule, _ = lifecycle.set_booster_plan(schedule, changed, calendar, first_due)
     assert schedule.course is not None
-    assert schedule.course.next_booster == 1  # booster 1 of the new plan, 30 days on
-    # The old timer for booster 2, and booster 1 of the new plan fired by it, both early.
+    new_due = schedule.course.next_booster_due_at
+    assert new_due is not None
+    assert new_due > old_second_due
+    # The old timer for booster 2 (and a stray one for booster 1) fire on the old date.
     same_round = [
         *lifecycle.booster_fired(schedule, 2, calendar, old_second_due)[1],
         *lifecycle.booster_fired(schedule, 1, calendar, old_second_due)[1],
     ]
 
     assert announced(same_round) == []
+    assert announced(lifecycle.booster_fired(schedule, 2, calendar, new_due)[1]) == [2]
+
+
+def test_after_a_plan_change_the_next_booster_takes_the_next_number() -> None:
+    calendar = clinic()
+    schedule = hold_all(calendar, booked(calendar))
+    assert schedule.course is not None
+    first_due = schedule.course.next_booster_due_at
+    assert first_due is not None
+    schedule, _ = lifecycle.booster_fired(schedule, 1, calendar, first_due)
+
+    # The new plan's first date is 20 days after the course: still ahead, booster 2.
+    changed = ev.BoosterPlan(interval_days=20, count=2, then_monthly=False)
+    schedule, _ = lifecycle.set_booster_plan(schedule, changed, calendar, first_due)
+
+    assert schedule.course is not None
+    assert schedule.course.next_booster == 2
+    assert schedule.course.boosters_announced == 1
 
 
 def test_boosters_stopped_during_the_course_stay_stopped_when_it_completes() -> None:
