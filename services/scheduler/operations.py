@@ -281,7 +281,10 @@ class Scheduler:
                 now=now,
             )
 
-        return await self._request(clinic_id, appointment_id, "completed", change)
+        # The answers are part of the action: the same form sent again is a retry,
+        # different answers are another fact (and another alert, if any).
+        answers = f"ride-{ride_home_confirmed}/phq9-{phq9_total}-{phq9_item9}"
+        return await self._request(clinic_id, appointment_id, f"completed/{answers}", change)
 
     async def drop(
         self, clinic_id: str, appointment_id: UUID, *, missed: bool
