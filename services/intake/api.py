@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from chassis.clock import Clock
 from chassis.events import EventPublisher
-from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic
+from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, SaneInstant
 from services.intake import domain
 from services.intake.store import ClientBusy, HistoryEntry, IntakeStore, StoredResponse
 from shared import events as ev
@@ -94,7 +94,7 @@ Answer = Annotated[int, Field(ge=0, le=3)]
 
 class EnrolmentIn(Input):
     consent_given: Literal[True] = Field(description="The client consented to treatment")
-    consent_recorded_at: AwareDatetime | None = None
+    consent_recorded_at: SaneInstant | None = None
     phq9: list[Answer] = Field(min_length=9, max_length=9, description="PHQ-9 answers, 0-3")
     gad7: list[Answer] = Field(min_length=7, max_length=7, description="GAD-7 answers, 0-3")
 
