@@ -171,9 +171,11 @@ class EventPublisher:
     Every publish has one deadline, `timeout_s` (by default the broker's request
     timeout), around all of it: metadata, connection, hand-over and
     acknowledgement. A publish that fails or misses it takes the producer out
-    of service, so nothing it handed over is delivered later (see
-    chassis.kafka.abort_producer): a caller told "failed" may safely report
-    failure, and a retry is the only copy.
+    of service, so nothing it handed over is delivered later (`abort_producer`):
+    a caller told "failed" may safely report failure, and its retry is the only
+    copy. (An answer lost after a reachable broker stored the batch stays
+    ambiguous, as with any producer; a retry then carries the same event ids
+    wherever they are derived, e.g. from an Idempotency-Key, and readers drop it.)
     """
 
     def __init__(
