@@ -124,6 +124,10 @@ def _resolve(
         if refers_to is None and kind in TIME_BOUND and state is not None:
             refers_to = state.starts_at
         version = rebuilt.version_after.get((cause, str(appointment)))
+        known = rebuilt.appointments.get(str(appointment))
+        if version is None and known is not None:
+            # Planned from a fact about something else: the version standing then.
+            version = known.version_at(occurred(records[cause]))
         planned_from = ("version", str(version)) if version is not None else ("id", cause_id)
     elif cause is not None:
         planned_from = ("fact", _fingerprint(records[cause]))

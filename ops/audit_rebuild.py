@@ -87,6 +87,15 @@ class Appointment:
             current = state
         return current
 
+    def version_at(self, when: datetime) -> int:
+        """The version that stood at `when` (0 before the appointment was known)."""
+        version = 0
+        for at, number, _ in self.history:
+            if at > when:
+                break
+            version = number
+        return version
+
     def current_since(self) -> datetime:
         """When the appointment got its final start time (the last move or the booking)."""
         final = self.final
