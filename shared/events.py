@@ -266,6 +266,15 @@ class NotificationSent(Event):
     message_kind: str
     channel: Channel
     cause_event_id: str
+    # Optional (added within v1): what identifies the logical message to an auditor.
+    appointment_id: UUID | None = Field(
+        default=None, description="The appointment the message is about, if any"
+    )
+    refers_to: AwareDatetime | None = Field(
+        default=None,
+        description="The appointment start the message announces (reminders, instructions, "
+        "booking and change notices), as planned",
+    )
 
 
 class NotificationFailed(Event):
@@ -275,6 +284,14 @@ class NotificationFailed(Event):
     cause_event_id: str
     reason: str
     permanent: bool
+    # Optional (added within v1). A reminder or instructions no longer true when due
+    # (moved, cancelled, or its session started) is skipped: permanent, reason "stale: ...".
+    appointment_id: UUID | None = Field(
+        default=None, description="The appointment the message is about, if any"
+    )
+    refers_to: AwareDatetime | None = Field(
+        default=None, description="The appointment start the message announced, as planned"
+    )
 
 
 # --- public (partner) events: pseudonymous ids, times, statuses, kinds only --

@@ -34,7 +34,15 @@ class Settings(ServiceSettings):
     sms_from: str = Field(default="+15005550006", validation_alias="KAP_SMS_FROM")
     # Real time between looks for due messages; what is due is judged on the
     # injected clock, which may run faster (the demo's scaled clock).
+    # At most this long between looks; delivery otherwise sleeps until the next
+    # message falls due on the injected clock (and is woken by new plans).
     delivery_poll_ms: int = Field(default=200, ge=10, validation_alias="KAP_DELIVERY_POLL_MS")
+    # Reminders and instructions wait while a scheduler event has waited unhandled
+    # this long (real time, as Kafka's record times): the change it brings may make
+    # them untrue. 0 switches the gate off. Clinical alerts never wait.
+    schedule_lag_bound_ms: int = Field(
+        default=5_000, ge=0, validation_alias="KAP_SCHEDULE_LAG_BOUND_MS"
+    )
 
 
 def clinic_settings(clinic: Clinic) -> ClinicSettings:

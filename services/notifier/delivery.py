@@ -10,6 +10,20 @@ between the channel accepting a message and the outcome being recorded: the
 lease then expires and the message goes again, with the same Message-ID (or
 SMS Idempotency-Key), so the duplicate can be recognised downstream.
 
+Only true messages: a time-bound message (reminders, session instructions) is
+checked just before it is sent against the notifier's own projection of its
+appointment (store.appointment): one whose session has started, or whose
+appointment was moved, cancelled or held meanwhile, is skipped (state
+"skipped", a permanent NotificationFailed with a reason "stale: ...", and the
+kap_notifications_skipped counter). While the notifier's view of the schedule
+lags behind the scheduler's topics (lag.ScheduleLag), time-bound messages wait
+(back to planned, the attempt not counted); everything else, above all the
+urgent clinical alert, goes regardless.
+
+The loop sleeps until the earliest planned message falls due (on the injected
+clock, so on time on the demo's fast clock too), at most `poll_s`, and is woken
+earlier by a plan holding a message due sooner (`wake`).
+
 Outcome events are queued with the outcome (store outbox) and published after,
 so none is lost when the process dies in between; their ids derive from the
 notification id, so a republished one is a duplicate readers drop.
@@ -23,9 +37,11 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
 
 import jinja2
+from prometheus_client import Counter
 
 from chassis.clinics import Clinic, ClinicDirectory
 from chassis.clock import Clock
@@ -38,7 +54,7 @@ from services.notifier.channels import (
     TransientSendError,
 )
 from services.notifier.config import template_overrides
-from services.notifier.model import PlannedMessage, readdress
+from services.notifier.model import TIME_BOUND_KINDS, PlannedMessage, readdress, staleness
 from services.notifier.store import Claim, NotifierStore, Outcome
 from services.notifier.templates import RenderedMessage, TemplateSet
 from shared import events as ev
@@ -54,6 +70,57 @@ LEASE_MS = 60_000
 BATCH = 20
 OUTBOX_GRACE_MS = 30_000  # an outcome this old with its event unpublished was orphaned
 HOUSEKEEPING_S = 2.0  # how often a replica looks for orphaned outcomes and counts what waits
+
+
+# A timer may fire a hair before its instant; this much later the message is surely due.
+WAKE_SLACK_S = 0.001
+
+
+class ScheduleLagGauge(Protocol):
+    """Whether the notifier's view of schedule changes lags too far behind (lag.ScheduleLag)."""
+
+    async def lagging(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def next_wake_s(clock: Clock, earliest_due: datetime | None, poll_s: float) -> float:
+    """Real seconds to sleep until the earliest planned message falls due, within [0, poll_s].
+
+    The poll bound still applies: other replicas' plans, expired leases and
+    clock changes are found by it. A clock that does not move by itself (a
+    test's manual clock: `real_seconds` is 0 for any span) leaves only the poll.
+    """
+    if earliest_due is None:
+        return poll_s
+    ahead = earliest_due - clock.now()
+    if ahead <= timedelta(0):
+        return 0.0
+    real = clock.real_seconds(ahead)
+    if real <= 0:
+        return poll_s
+    return min(real + WAKE_SLACK_S, poll_s)
+
+
+@dataclass
+class RoundResult:
+    busy: bool = False  # a full batch was claimed: more may be due at once
+    deferred: bool = False  # a time-bound message waits for the schedule view to catch up
+
+
+@dataclass
+class _Checks:
+    """The schedule lag, asked at most once per round and only when a time-bound message is due."""
+
+    gauge: ScheduleLagGauge | None
+    _lagging: bool | None = None
+
+    async def lagging(self) -> bool:
+        if self.gauge is None:
+            return False
+        if self._lagging is None:
+            self._lagging = await self.gauge.lagging()
+        return self._lagging
 
 
 class UnknownClient(TransientSendError):
@@ -101,6 +168,7 @@ class Delivery:
         metrics: ServiceMetrics | None = None,
         *,
         lease_ms: int = LEASE_MS,
+        schedule_lag: ScheduleLagGauge | None = None,
     ) -> None:
         self._store = store
         self._clinics = clinics
@@ -110,17 +178,34 @@ class Delivery:
         self._poll_s = poll_s
         self._metrics = metrics
         self._lease_ms = lease_ms
+        self._schedule_lag = schedule_lag
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
         self._woken = asyncio.Event()
         self._woken_clinics: set[str] = set()
         self._next_housekeeping = 0.0  # monotonic; the first round does it
+        # When the sleeping loop will look anyway (service clock); None: awake, or unknown.
+        self._next_look: datetime | None = None
+        self._skipped = (
+            Counter(
+                "kap_notifications_skipped",
+                "Time-bound messages not sent because they were no longer true when due "
+                "(moved, cancelled, or the session had started), by clinic and kind.",
+                ["service", "clinic", "kind"],
+                registry=metrics.registry,
+            )
+            if metrics is not None
+            else None
+        )
 
-    def wake(self, clinic_id: str) -> None:
-        """Something of `clinic_id` is due now: look at that clinic without waiting for the poll.
+    def wake(self, clinic_id: str, due_at: datetime | None = None) -> None:
+        """A plan of `clinic_id` holds a message due at `due_at` (None: now): look before then.
 
         Only a hint (what is due still comes from Redis): another replica's
-        messages are found by its own poll, and a lost hint costs one poll.
+        messages are found by its own poll, and a lost hint costs one poll. A
+        message due no earlier than the loop means to look anyway needs no wake.
         """
+        if due_at is not None and self._next_look is not None and due_at >= self._next_look:
+            return
         self._woken_clinics.add(clinic_id)
         self._woken.set()
 
@@ -129,34 +214,55 @@ class Delivery:
         task = asyncio.current_task()
         only: set[str] | None = None  # every clinic
         next_full_round = time.monotonic() + self._poll_s
-        while task is None or not task.cancelling():
-            busy = False
-            try:
-                busy = await self.round(only)
-            except Exception:
-                log.error("delivery round failed; trying again", exc_info=True)
-            woken = busy
-            if not busy:
+        try:
+            while task is None or not task.cancelling():
+                result = RoundResult()
+                self._next_look = None  # a hint during the round always wakes the next one
                 try:
-                    await asyncio.wait_for(self._woken.wait(), self._poll_s)
-                    woken = True
-                except TimeoutError:
-                    pass
-            # No await from here to the round: a wake after this is the next round's.
-            self._woken.clear()
-            # Every clinic at least once a poll, however often hints come.
-            full = not woken or busy or time.monotonic() >= next_full_round
-            only = None if full else self._woken_clinics
-            self._woken_clinics = set()
-            if full:
-                next_full_round = time.monotonic() + self._poll_s
+                    result = await self.round(only)
+                    wait_s = 0.0 if result.busy else await self._until_next_due(result)
+                except Exception:
+                    log.error("delivery round failed; trying again", exc_info=True)
+                    wait_s = self._poll_s
+                woken = result.busy
+                if not result.busy:
+                    try:
+                        await asyncio.wait_for(self._woken.wait(), max(wait_s, WAKE_SLACK_S))
+                        woken = True
+                    except TimeoutError:
+                        pass
+                # No await from here to the round: a wake after this is the next round's.
+                self._woken.clear()
+                self._next_look = None
+                # Every clinic at least once a poll, however often hints come.
+                full = not woken or result.busy or time.monotonic() >= next_full_round
+                only = None if full else self._woken_clinics
+                self._woken_clinics = set()
+                if full:
+                    next_full_round = time.monotonic() + self._poll_s
+        finally:
+            if self._schedule_lag is not None:
+                await self._schedule_lag.close()
         # A client library may turn our cancellation into an error of its own
         # (caught above): stop all the same, or shutdown would wait forever.
         raise asyncio.CancelledError
 
-    async def round(self, only: set[str] | None = None) -> bool:
-        """One pass over every clinic (or those in `only`); True when more may be due at once."""
-        busy = False
+    async def _until_next_due(self, result: RoundResult) -> float:
+        """How long the loop may sleep; sets when it will look anyway, for `wake`."""
+        if result.deferred:
+            # Deferred messages are due already: look again after a poll, not at once.
+            return self._poll_s
+        dues = [await self._store.earliest_due(clinic.id) for clinic in self._clinics.all()]
+        earliest = min((due for due in dues if due is not None), default=None)
+        wait_s = next_wake_s(self._clock, earliest, self._poll_s)
+        # Only when the loop sleeps toward `earliest`: a later plan needs no wake then.
+        self._next_look = earliest if wait_s > 0 and earliest is not None else None
+        return wait_s
+
+    async def round(self, only: set[str] | None = None) -> RoundResult:
+        """One pass over every clinic (or those in `only`)."""
+        result = RoundResult()
+        checks = _Checks(self._schedule_lag)
         # Orphaned outcomes are at least OUTBOX_GRACE_MS old, and the gauge is for
         # dashboards: neither needs looking at every round (rounds follow every
         # plan with a message due now; two extra calls per clinic each time showed
@@ -173,26 +279,40 @@ class Delivery:
                 clinic.id, self._clock.now(), limit=BATCH, lease_ms=self._lease_ms
             )
             for claim in claims:
-                await self._deliver(clinic, claim)
-            busy = busy or len(claims) == BATCH
+                if await self._deliver(clinic, claim, checks):
+                    result.deferred = True
+            result.busy = result.busy or len(claims) == BATCH
             if housekeeping and self._metrics is not None:
                 waiting = await self._store.waiting(clinic.id)
                 self._metrics.pending("notification", clinic.id, waiting)
-        return busy
+        return result
 
-    async def _deliver(self, clinic: Clinic, claim: Claim) -> None:
+    async def _deliver(self, clinic: Clinic, claim: Claim, checks: _Checks) -> bool:
+        """Send one claimed message, or record why not; True when it waits for the schedule."""
         planned = claim.message
         if claim.attempts > MAX_ATTEMPTS:
             # Only a replica dying mid-send gets here: stop before it happens again.
             await self._fail(claim, planned, "gave up: delivery was interrupted", permanent=False)
-            return
+            return False
         if not await self._store.renew(claim, self._lease_ms):
             log.info(
                 "notification %s: lease lost while waiting in the batch; left to its new holder",
                 planned.notification_id,
                 extra=_ids(claim),
             )
-            return
+            return False
+        if planned.kind in TIME_BOUND_KINDS:
+            fact = (
+                await self._store.appointment(planned.clinic_id, planned.appointment_id)
+                if planned.appointment_id is not None
+                else None
+            )
+            if (reason := staleness(planned, fact, self._clock.now())) is not None:
+                await self._skip(claim, planned, reason)
+                return False
+            if await checks.lagging():
+                # A change to this appointment may be waiting unread: not now, not counted.
+                return await self._store.defer(claim)
         try:
             message, outgoing = await self._prepare(clinic, planned)
             await self._senders[message.channel].send(outgoing)
@@ -202,6 +322,7 @@ class Delivery:
             await self._retry_or_give_up(claim, error)
         else:
             await self._sent(claim, message)
+        return False
 
     async def _prepare(
         self, clinic: Clinic, planned: PlannedMessage
@@ -261,13 +382,21 @@ class Delivery:
             message_kind=message.kind,
             channel=message.channel,
             cause_event_id=message.cause_event_id,
+            appointment_id=message.appointment_id,
+            refers_to=message.refers_to,
         )
         details = {"sent_as": str(message.notification_id), "sent_channel": message.channel}
         await self._record(claim, Outcome("sent", event, self._envelope(event, claim), details))
 
     async def _fail(
-        self, claim: Claim, message: PlannedMessage, reason: str, *, permanent: bool
-    ) -> None:
+        self,
+        claim: Claim,
+        message: PlannedMessage,
+        reason: str,
+        *,
+        permanent: bool,
+        state: Literal["failed", "skipped"] = "failed",
+    ) -> bool:
         event = ev.NotificationFailed(
             clinic_id=message.clinic_id,
             client_id=message.client_id,
@@ -278,9 +407,19 @@ class Delivery:
             cause_event_id=message.cause_event_id,
             reason=reason,
             permanent=permanent,
+            appointment_id=message.appointment_id,
+            refers_to=message.refers_to,
         )
         details = {"reason": reason, "permanent": str(permanent).lower()}
-        await self._record(claim, Outcome("failed", event, self._envelope(event, claim), details))
+        return await self._record(
+            claim, Outcome(state, event, self._envelope(event, claim), details)
+        )
+
+    async def _skip(self, claim: Claim, message: PlannedMessage, reason: str) -> None:
+        """No longer true: never sent, and said so on the failed topic (permanent, "stale: ")."""
+        recorded = await self._fail(claim, message, reason, permanent=True, state="skipped")
+        if recorded and self._skipped is not None and self._metrics is not None:
+            self._skipped.labels(self._metrics.service, message.clinic_id, message.kind).inc()
 
     def _envelope(
         self, event: ev.NotificationSent | ev.NotificationFailed, claim: Claim
@@ -293,14 +432,14 @@ class Delivery:
         )
         return envelope.model_copy(update={"causation_id": claim.message.cause_event_id})
 
-    async def _record(self, claim: Claim, outcome: Outcome) -> None:
+    async def _record(self, claim: Claim, outcome: Outcome) -> bool:
         if not await self._store.finish(claim, outcome):
             log.warning(
                 "notification %s: lease lost before its outcome was recorded",
                 claim.message.notification_id,
                 extra=_ids(claim),
             )
-            return
+            return False
         log.info(
             "notification %s %s (%s)",
             claim.message.notification_id,
@@ -310,6 +449,7 @@ class Delivery:
         )
         await self._publisher.publish(outcome.event, outcome.envelope)
         await self._store.published(claim.message.clinic_id, str(claim.message.notification_id))
+        return True
 
     async def _publish_orphans(self, clinic_id: str) -> None:
         orphans = await self._store.unpublished(

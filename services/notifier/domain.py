@@ -28,6 +28,7 @@ from pydantic import JsonValue
 from services.notifier import context
 from services.notifier.model import (
     DOSING_KINDS,
+    AppointmentFact,
     ClinicSettings,
     ContactPrefs,
     MessageKind,
@@ -93,7 +94,12 @@ def messages_for(
                 plan.ahead_of(appt)
         case ev.SessionScheduled():
             booked = context.appointment(event.appointment, tz)
-            plan.change_notice(Kind.SESSION_BOOKED, event.appointment.appointment_id, booked)
+            plan.change_notice(
+                Kind.SESSION_BOOKED,
+                event.appointment.appointment_id,
+                booked,
+                event.appointment.starts_at,
+            )
             plan.ahead_of(event.appointment)
         case ev.SessionRescheduled():
             moved = {
@@ -101,7 +107,12 @@ def messages_for(
                 "previous_starts_at": context.clinic_time(event.previous_starts_at, tz),
                 "within_window": event.within_window,
             }
-            plan.change_notice(Kind.SESSION_RESCHEDULED, event.appointment.appointment_id, moved)
+            plan.change_notice(
+                Kind.SESSION_RESCHEDULED,
+                event.appointment.appointment_id,
+                moved,
+                event.appointment.starts_at,
+            )
             plan.ahead_of(event.appointment)
         case ev.SessionCancelled():
             cancelled = {"session_label": context.SESSION_LABELS[event.kind]}
@@ -124,6 +135,38 @@ def messages_for(
             }
             plan.client(Kind.BOOSTER_DUE, plan.in_window(max(now, event.due_at)), due)
     return plan.messages
+
+
+def appointment_facts(event: ev.Event) -> tuple[AppointmentFact, ...]:
+    """What `event` says about appointments: the notifier's projection of the schedule.
+
+    Time-bound messages are checked against it when they are sent.
+    """
+    booked, status = ev.AppointmentStatus.BOOKED, ev.AppointmentStatus
+
+    def fact(
+        appointment_id: UUID, state: ev.AppointmentStatus, starts_at: datetime | None = None
+    ) -> AppointmentFact:
+        return AppointmentFact(
+            appointment_id=appointment_id,
+            status=state,
+            starts_at=starts_at,
+            as_of=event.occurred_at,
+        )
+
+    match event:
+        case ev.ConsultationBooked() | ev.SessionScheduled() | ev.SessionRescheduled():
+            appt = event.appointment
+            return (fact(appt.appointment_id, booked, appt.starts_at),)
+        case ev.CourseBooked():
+            return tuple(fact(a.appointment_id, booked, a.starts_at) for a in event.appointments)
+        case ev.SessionCancelled():
+            return (fact(event.appointment_id, status.CANCELLED),)
+        case ev.SessionMissed():
+            return (fact(event.appointment_id, status.NOSHOW),)
+        case ev.SessionCompleted():
+            return (fact(event.appointment_id, status.FULFILLED),)
+    return ()
 
 
 def superseded_appointments(event: ev.Event) -> tuple[UUID, ...]:
@@ -151,14 +194,25 @@ class _Plan:
     messages: list[PlannedMessage] = field(default_factory=list)
 
     def client(
-        self, kind: Kind, send_at: datetime, ctx: Variables, appointment_id: UUID | None = None
+        self,
+        kind: Kind,
+        send_at: datetime,
+        ctx: Variables,
+        appointment_id: UUID | None = None,
+        refers_to: datetime | None = None,
     ) -> None:
         channel = client_channel(self.prefs)
         if channel is not None:
-            self._add(kind, channel, "client", send_at, ctx, appointment_id)
+            self._add(kind, channel, "client", send_at, ctx, appointment_id, refers_to)
 
-    def change_notice(self, kind: Kind, appointment_id: UUID, ctx: Variables) -> None:
-        self.client(kind, self.now + self.clinic.grace, ctx, appointment_id)
+    def change_notice(
+        self,
+        kind: Kind,
+        appointment_id: UUID,
+        ctx: Variables,
+        refers_to: datetime | None = None,
+    ) -> None:
+        self.client(kind, self.now + self.clinic.grace, ctx, appointment_id, refers_to)
 
     def clinical_alert(self, alert: ev.ClinicalAlertRaised) -> None:
         # Staff learn only that item 9 was answered non-zero, not the scores (rule 14).
@@ -188,15 +242,22 @@ class _Plan:
         for kind, lead in self.clinic.reminder_leads.items():
             send_at = reminder_send_at(appt.starts_at, lead, tz, window, now=self.now)
             if send_at is not None and send_at > self.now:
-                self.client(kind, send_at, context.appointment(appt, tz), appt.appointment_id)
+                ctx = context.appointment(appt, tz)
+                self.client(kind, send_at, ctx, appt.appointment_id, appt.starts_at)
         if appt.kind in DOSING_KINDS:
             lead = self.clinic.instructions_lead
             send_at = reminder_send_at(appt.starts_at, lead, tz, window, now=self.now)
             if send_at is None:
                 next_moment = self.in_window(self.now)
                 send_at = next_moment if next_moment < appt.starts_at else self.now
-            ctx = context.instructions(appt, tz)
-            self.client(Kind.SESSION_INSTRUCTIONS, send_at, ctx, appt.appointment_id)
+            instructions = context.instructions(appt, tz)
+            self.client(
+                Kind.SESSION_INSTRUCTIONS,
+                send_at,
+                instructions,
+                appt.appointment_id,
+                appt.starts_at,
+            )
 
     def in_window(self, instant: datetime) -> datetime:
         return next_in_window(instant, self.clinic.tz, self.clinic.send_window)
@@ -212,6 +273,7 @@ class _Plan:
         send_at: datetime,
         ctx: Variables,
         appointment_id: UUID | None,
+        refers_to: datetime | None = None,
     ) -> None:
         message_id = notification_id(self.cause_event_id, kind, channel, recipient, appointment_id)
         self.messages.append(
@@ -225,6 +287,7 @@ class _Plan:
                 recipient=recipient,
                 send_at=send_at,
                 appointment_id=appointment_id,
+                refers_to=refers_to,
                 context={"clinic_name": self.clinic.name, **ctx},
             )
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
@@ -42,8 +43,9 @@ class Deps:
     effects: EffectLog
     clinics: ClinicDirectory
     clock: Clock
-    # Told when a plan holds a message due now, so delivery need not wait for its poll.
-    due_now: Callable[[str], None] = lambda clinic_id: None
+    # Told the earliest send time of every plan, so delivery looks by then (it sleeps
+    # until the next due message it knew of, and this one may be due sooner).
+    due_now: Callable[[str, datetime], None] = lambda clinic_id, due_at: None
 
 
 class Planner:
@@ -78,6 +80,7 @@ class Planner:
             messages=messages,
             superseded_appointments=domain.superseded_appointments(event),
             changed_at=event.occurred_at,
+            appointments=domain.appointment_facts(event),
         )
         await deps.store.record(
             plan,
@@ -85,8 +88,8 @@ class Planner:
             client_id=event.client_id,
             effect=lambda tx: deps.effects.record(tx, envelope, []),
         )
-        if any(message.send_at <= now for message in messages):
-            deps.due_now(event.clinic_id)
+        if messages:
+            deps.due_now(event.clinic_id, min(message.send_at for message in messages))
 
 
 def requested(event: ev.ConsultationRequested) -> ContactChange:

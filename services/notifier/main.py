@@ -6,11 +6,13 @@ from fastapi import FastAPI
 
 from chassis.clock import Clock
 from chassis.effects import EffectLog
+from chassis.kafka import group_id
 from chassis.service import ServiceRuntime, http_app, serve
 from services.notifier import api, handlers
 from services.notifier.channels import EmailChannel, SmsChannel
 from services.notifier.config import Settings
 from services.notifier.delivery import Delivery
+from services.notifier.lag import ScheduleLag
 from services.notifier.store import NotifierStore
 
 SERVICE = handlers.SERVICE
@@ -36,6 +38,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         clock=runtime.clock,
         poll_s=settings.delivery_poll_ms / 1000,
         metrics=runtime.metrics,
+        schedule_lag=schedule_lag(settings),
     )
     handlers.register(
         runtime.broker,
@@ -49,6 +52,29 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     )
     runtime.workers.append(delivery.run)
     return http_app(runtime, title="KAP notifier", routers=[api.routes(store)])
+
+
+def schedule_lag(settings: Settings) -> ScheduleLag | None:
+    """The gate on time-bound sends: this service's group on the scheduler's topics."""
+    if settings.schedule_lag_bound_ms == 0:
+        return None
+    sasl = settings.kafka_sasl()
+    options = (
+        {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": sasl[0],
+            "sasl_plain_password": sasl[1],
+        }
+        if sasl
+        else {}
+    )
+    return ScheduleLag(
+        settings.kafka_bootstrap_servers,
+        group_id(SERVICE),
+        settings.schedule_lag_bound_ms / 1000,
+        options,
+    )
 
 
 def run() -> None:

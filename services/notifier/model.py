@@ -21,6 +21,7 @@ from services.notifier.reminders import DEFAULT_SEND_WINDOW, GRACE, SendWindow
 from shared.envelope import EVENT_ID_NAMESPACE
 from shared.events import (
     AppointmentKind,
+    AppointmentStatus,
     Channel,
     ClinicId,
     Contact,
@@ -73,6 +74,9 @@ REMINDER_KINDS = frozenset({MessageKind.REMINDER_24H, MessageKind.REMINDER_2H})
 CHANGE_NOTICE_KINDS = frozenset(
     {MessageKind.SESSION_BOOKED, MessageKind.SESSION_RESCHEDULED, MessageKind.SESSION_CANCELLED}
 )
+# Messages about when an appointment takes place: untrue once it moves, is cancelled
+# or has started, so checked against the latest known state when sent (delivery.py).
+TIME_BOUND_KINDS = REMINDER_KINDS | {MessageKind.SESSION_INSTRUCTIONS}
 # Boosters are medicine sessions too: the same instructions and follow-up apply.
 DOSING_KINDS = frozenset({AppointmentKind.MEDICINE, AppointmentKind.BOOSTER})
 
@@ -107,14 +111,19 @@ class PlannedMessage(_Frozen):
     appointment_id: UUID | None = Field(
         default=None, description="Set on messages about one appointment, so they can be replaced"
     )
+    refers_to: AwareDatetime | None = Field(
+        default=None,
+        description="The appointment start the message announces, as planned (UTC); what a "
+        "time-bound message is checked against when sent",
+    )
     context: dict[str, JsonValue] = Field(
         description="Template variables, times already in clinic time; no contact data"
     )
 
-    @field_validator("send_at")
+    @field_validator("send_at", "refers_to")
     @classmethod
-    def _in_utc(cls, send_at: datetime) -> datetime:
-        return send_at.astimezone(UTC)
+    def _in_utc(cls, instant: datetime | None) -> datetime | None:
+        return instant.astimezone(UTC) if instant is not None else None
 
     @property
     def slot(self) -> str | None:
@@ -127,6 +136,56 @@ class PlannedMessage(_Frozen):
             return None
         name = "notice" if self.kind in CHANGE_NOTICE_KINDS else str(self.kind)
         return f"{self.appointment_id}/{name}"
+
+
+class AppointmentFact(_Frozen):
+    """The notifier's own projection of one appointment, from the scheduler's events.
+
+    `as_of` is the occurred_at of the event it comes from: topics are not
+    ordered with each other, so an older fact never replaces a newer one.
+    """
+
+    appointment_id: UUID
+    status: AppointmentStatus
+    starts_at: AwareDatetime | None = Field(
+        default=None, description="Unknown when only a cancellation or no-show was seen"
+    )
+    as_of: AwareDatetime
+
+    def after(self, earlier: AppointmentFact | None) -> AppointmentFact:
+        """This fact applied over `earlier`: the newer one wins, a known start is kept."""
+        if earlier is None:
+            return self
+        if self.as_of < earlier.as_of:
+            return earlier
+        if self.starts_at is None and earlier.starts_at is not None:
+            return self.model_copy(update={"starts_at": earlier.starts_at})
+        return self
+
+
+def staleness(message: PlannedMessage, fact: AppointmentFact | None, now: datetime) -> str | None:
+    """Why a time-bound message is no longer true at `now` (None: send it).
+
+    Its session has started (a reminder "in 2 hours" read during the session),
+    or the latest known state of its appointment says it was cancelled, missed,
+    held, or moved to another time than the one the message announces.
+    Other messages are never stale here.
+    """
+    if message.kind not in TIME_BOUND_KINDS or message.appointment_id is None:
+        return None
+    if message.refers_to is not None and now >= message.refers_to:
+        return "stale: the session had already started"
+    if fact is None:
+        return None
+    if fact.status != AppointmentStatus.BOOKED:
+        return f"stale: the appointment is {fact.status.value}"
+    if (
+        message.refers_to is not None
+        and fact.starts_at is not None
+        and fact.starts_at != message.refers_to
+    ):
+        return "stale: the appointment moved"
+    return None
 
 
 class ContactPrefs(_Frozen):

@@ -11,10 +11,15 @@ than declaring each one, which is safe only because of that tag):
     notifier:{c}:outbox                   zset: finished ids whose event is not yet published
     notifier:{c}:slot:{appointment}/{k}   the id holding a replaceable slot (PlannedMessage.slot)
     notifier:{c}:appointment:{id}         set: ids planned about one appointment
+    notifier:{c}:schedule:{appointment}   JSON: the appointment as the scheduler's events say
+                                          (model.AppointmentFact), for checks at send time
     notifier:{c}:client:{client}          set: ids planned for one client (for the API)
 
-A message goes planned -> sending (leased) -> sent | failed, or planned ->
-cancelled; a transient failure puts it back to planned at a later time.
+A message goes planned -> sending (leased) -> sent | failed | skipped, or
+planned -> cancelled; a transient failure puts it back to planned at a later
+time, and a time-bound message held back while the notifier's view of the
+schedule lags goes back to planned at its own time, the attempt not counted.
+"skipped" is a time-bound message no longer true when it fell due.
 Leases run on Redis's clock, not the service clock: the demo's clock runs
 thousands of times faster than real time, and a lease guards a real send.
 """
@@ -25,7 +30,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -36,9 +41,9 @@ from redis.exceptions import WatchError
 
 from services.notifier.model import (
     CHANGE_NOTICE_KINDS,
-    REMINDER_KINDS,
+    TIME_BOUND_KINDS,
+    AppointmentFact,
     ContactPrefs,
-    MessageKind,
     PlannedMessage,
 )
 from services.notifier.pending import PendingNotice, supersede
@@ -46,11 +51,11 @@ from shared.envelope import Envelope
 from shared.events import Channel, Contact, Event
 from shared.topics import BY_NAME, topic_for
 
-State = Literal["planned", "sending", "sent", "failed", "cancelled"]
+State = Literal["planned", "sending", "sent", "failed", "skipped", "cancelled"]
 # Finished messages stay listable for this long, then expire.
 RETAIN_S = 90 * 24 * 60 * 60
 # Messages about when an appointment takes place: wrong once it moves or is cancelled.
-AHEAD_KINDS = REMINDER_KINDS | {MessageKind.SESSION_INSTRUCTIONS}
+AHEAD_KINDS = TIME_BOUND_KINDS
 PLAN_CONFLICT_TRIES = 20
 
 _CLAIM = """
@@ -154,6 +159,8 @@ class Plan:
     messages: Sequence[PlannedMessage]
     superseded_appointments: Sequence[UUID] = ()
     changed_at: datetime | None = None
+    # What the event says about appointments (domain.appointment_facts).
+    appointments: Sequence[AppointmentFact] = ()
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,7 @@ class Claim:
 class Outcome:
     """How a claimed message ended, and the event that says so."""
 
-    state: Literal["sent", "failed"]
+    state: Literal["sent", "failed", "skipped"]
     event: Event
     envelope: Envelope
     details: dict[str, str] = field(default_factory=dict)
@@ -242,6 +249,13 @@ class NotifierStore:
         raw = await self._redis.get(_key(clinic_id, "contact", str(client_id)))
         return KnownContact.model_validate_json(raw) if raw else None
 
+    # --- schedule projection ------------------------------------------------
+
+    async def appointment(self, clinic_id: str, appointment_id: UUID) -> AppointmentFact | None:
+        """The latest the notifier has heard of an appointment (None: nothing yet)."""
+        raw = await self._redis.get(_key(clinic_id, "schedule", str(appointment_id)))
+        return AppointmentFact.model_validate_json(raw) if raw else None
+
     # --- planning -----------------------------------------------------------
 
     async def record(
@@ -282,8 +296,14 @@ class NotifierStore:
         ]
         new_ids = [str(m.notification_id) for m in plan.messages]
         contact_key = _key(clinic, "contact", str(client_id))
+        facts = list(plan.appointments)
+        fact_keys = [_key(clinic, "schedule", str(f.appointment_id)) for f in facts]
         await tx.watch(
-            contact_key, *slot_keys, *appointment_keys, *[_key(clinic, "msg", i) for i in new_ids]
+            contact_key,
+            *slot_keys,
+            *appointment_keys,
+            *fact_keys,
+            *[_key(clinic, "msg", i) for i in new_ids],
         )
         # Read in one round trip on another connection: the keys are watched, so
         # any change after the WATCH still makes this transaction start over.
@@ -295,7 +315,13 @@ class NotifierStore:
                 reads.exists(_key(clinic, "msg", i))
             for key in appointment_keys:
                 reads.smembers(key)
+            for key in fact_keys:
+                reads.get(key)
             current, *found = await reads.execute()
+        if fact_keys:
+            found, known_facts = found[: -len(fact_keys)], found[-len(fact_keys) :]
+        else:
+            known_facts = []
         holders = dict(zip(slots, found[: len(slots)], strict=True))
         flags = found[len(slots) : len(slots) + len(new_ids)]
         exists = {i for i, there in zip(new_ids, flags, strict=True) if there}
@@ -315,6 +341,9 @@ class NotifierStore:
         if contact_change is not None:
             known = KnownContact.model_validate_json(current) if current else None
             tx.set(contact_key, contact_change(known).model_dump_json())
+        for fact, key, raw in zip(facts, fact_keys, known_facts, strict=True):
+            earlier = AppointmentFact.model_validate_json(raw) if raw else None
+            tx.set(key, fact.after(earlier).model_dump_json(), ex=RETAIN_S)
         effect(tx)
         await tx.execute()
 
@@ -409,6 +438,25 @@ class NotifierStore:
             args=[notification_id, claim.lease, lease_ms],
         )
         return bool(renewed)
+
+    async def defer(self, claim: Claim) -> bool:
+        """Back to planned at its own time, the attempt not counted: it was not tried.
+
+        For a time-bound message while the notifier's view of the schedule lags.
+        """
+        return await self._transition(
+            claim,
+            "planned",
+            f"{claim.message.send_at.timestamp():.6f}",
+            {"attempts": str(claim.attempts - 1)},
+        )
+
+    async def earliest_due(self, clinic_id: str) -> datetime | None:
+        """When the next planned message of the clinic falls due (service clock), if any."""
+        first = await self._redis.zrange(_key(clinic_id, "due"), 0, 0, withscores=True)
+        if not first:
+            return None
+        return datetime.fromtimestamp(float(first[0][1]), UTC)
 
     async def retry_at(self, claim: Claim, at: datetime, reason: str) -> bool:
         return await self._transition(

@@ -1,0 +1,183 @@
+"""Only true messages (issue 14, fault 9), the pure parts: what makes a time-bound message
+stale, the notifier's projection of appointments, the schedule-lag decision and when the
+delivery loop wakes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import TopicPartition
+
+from chassis.clock import FrozenClock, ScaledClock
+from services.notifier.delivery import WAKE_SLACK_S, next_wake_s
+from services.notifier.domain import appointment_facts
+from services.notifier.lag import behind
+from services.notifier.model import AppointmentFact, MessageKind, PlannedMessage, staleness
+from shared import events as ev
+from tests.unit.notifier.samples import (
+    COURSE,
+    DOSE_1,
+    INTEGRATION,
+    NOW,
+    course_booked,
+    event_fields,
+    plan,
+)
+
+Kind = MessageKind
+Status = ev.AppointmentStatus
+
+
+def _one(kind: Kind, event: ev.Event | None = None) -> PlannedMessage:
+    [message] = [m for m in plan(event or course_booked()) if m.kind == kind]
+    return message
+
+
+def _fact(status: Status, starts_at: datetime | None, as_of: datetime = NOW) -> AppointmentFact:
+    return AppointmentFact(
+        appointment_id=DOSE_1.appointment_id, status=status, starts_at=starts_at, as_of=as_of
+    )
+
+
+# --- what a time-bound message refers to --------------------------------------
+
+
+def test_reminders_and_instructions_carry_the_start_they_announce() -> None:
+    for kind in (Kind.REMINDER_24H, Kind.REMINDER_2H, Kind.SESSION_INSTRUCTIONS):
+        message = [
+            m
+            for m in plan(course_booked())
+            if m.kind == kind and m.appointment_id == DOSE_1.appointment_id
+        ]
+        assert [m.refers_to for m in message] == [DOSE_1.starts_at]
+
+
+# --- staleness ----------------------------------------------------------------
+
+
+def test_a_reminder_still_true_is_sent() -> None:
+    reminder = _one(
+        Kind.REMINDER_2H,
+        ev.SessionScheduled(**event_fields(), course_id=COURSE, appointment=DOSE_1),
+    )
+    booked = _fact(Status.BOOKED, DOSE_1.starts_at)
+    assert staleness(reminder, booked, reminder.send_at) is None
+    assert staleness(reminder, None, reminder.send_at) is None  # nothing heard: as planned
+
+
+def test_a_reminder_for_a_moved_session_is_stale() -> None:
+    reminder = _one(
+        Kind.REMINDER_24H,
+        ev.SessionScheduled(**event_fields(), course_id=COURSE, appointment=DOSE_1),
+    )
+    moved = _fact(Status.BOOKED, DOSE_1.starts_at + timedelta(days=1))
+    assert staleness(reminder, moved, reminder.send_at) == "stale: the appointment moved"
+
+
+def test_a_reminder_for_a_cancelled_or_missed_session_is_stale() -> None:
+    instructions = _one(
+        Kind.SESSION_INSTRUCTIONS,
+        ev.SessionScheduled(**event_fields(), course_id=COURSE, appointment=DOSE_1),
+    )
+    for status in (Status.CANCELLED, Status.NOSHOW, Status.FULFILLED):
+        reason = staleness(instructions, _fact(status, None), instructions.send_at)
+        assert reason == f"stale: the appointment is {status.value}"
+
+
+def test_nothing_time_bound_goes_once_its_session_started() -> None:
+    reminder = _one(
+        Kind.REMINDER_2H,
+        ev.SessionScheduled(**event_fields(), course_id=COURSE, appointment=DOSE_1),
+    )
+    booked = _fact(Status.BOOKED, DOSE_1.starts_at)
+    assert staleness(reminder, booked, DOSE_1.starts_at - timedelta(seconds=1)) is None
+    assert staleness(reminder, booked, DOSE_1.starts_at) == "stale: the session had already started"
+
+
+def test_messages_that_are_not_time_bound_are_never_stale() -> None:
+    alert = ev.ClinicalAlertRaised(
+        **event_fields(), reason="phq9_item9_positive", phq9_item9=3, raised_during="session"
+    )
+    [message] = plan(alert)
+    assert staleness(message, None, NOW + timedelta(days=30)) is None
+
+
+# --- the projection -----------------------------------------------------------
+
+
+def test_schedule_events_become_appointment_facts() -> None:
+    later = NOW + timedelta(minutes=5)
+    moved_to = DOSE_1.starts_at + timedelta(days=1)
+    moved = DOSE_1.model_copy(update={"starts_at": moved_to, "ends_at": moved_to})
+    rescheduled = ev.SessionRescheduled(
+        **event_fields(later),
+        course_id=COURSE,
+        appointment=moved,
+        previous_starts_at=DOSE_1.starts_at,
+    )
+    [fact] = appointment_facts(rescheduled)
+    assert (fact.status, fact.starts_at, fact.as_of) == (Status.BOOKED, moved_to, later)
+    missed = ev.SessionMissed(
+        **event_fields(),
+        course_id=COURSE,
+        appointment_id=INTEGRATION.appointment_id,
+        kind=INTEGRATION.kind,
+    )
+    assert [f.status for f in appointment_facts(missed)] == [Status.NOSHOW]
+    assert len(appointment_facts(course_booked())) == 3
+    assert appointment_facts(ev.ScreeningCompleted(**event_fields(), eligible=True)) == ()
+
+
+def test_an_older_fact_never_replaces_a_newer_one_and_a_known_start_is_kept() -> None:
+    booked = _fact(Status.BOOKED, DOSE_1.starts_at, NOW)
+    moved = _fact(Status.BOOKED, DOSE_1.starts_at + timedelta(days=1), NOW + timedelta(minutes=1))
+    assert booked.after(moved) == moved  # a replay of the booking after the move
+    assert moved.after(booked) == moved
+    cancelled = _fact(Status.CANCELLED, None, NOW + timedelta(minutes=2))
+    assert cancelled.after(moved).starts_at == moved.starts_at
+
+
+# --- the lag gate -------------------------------------------------------------
+
+P0, P1 = (
+    TopicPartition("scheduler.session.rescheduled.v1", 0),
+    TopicPartition("scheduler.session.rescheduled.v1", 1),
+)
+
+
+def test_lag_is_an_unhandled_record_older_than_the_bound() -> None:
+    ends = {P0: 10, P1: 5}
+    starts = {P0: 0, P1: 0}
+    # P0: records from offset 8 on are younger than the bound; the group is at 9.
+    assert behind({P0: 9, P1: 5}, starts, ends, {P0: 8, P1: None}) == []
+    # The group is at 7 on P0: record 7 is older than the bound and unhandled.
+    assert behind({P0: 7, P1: 5}, starts, ends, {P0: 8, P1: None}) == [P0]
+    # P1 holds only old records (None) and the group is one short of its end.
+    assert behind({P0: 10, P1: 4}, starts, ends, {P0: None, P1: None}) == [P1]
+
+
+def test_a_partition_never_committed_on_lags_by_what_it_holds_from_its_start() -> None:
+    ends, starts = {P0: 10, P1: 0}, {P0: 3, P1: 0}
+    assert behind({}, starts, ends, {P0: None, P1: None}) == [P0]
+    assert behind({P0: -1}, starts, ends, {P0: 3, P1: None}) == []  # all of it is young
+    # Committed below the log's start (retention deleted it): counted from the start.
+    assert behind({P0: 1, P1: 0}, {P0: 10, P1: 0}, {P0: 10, P1: 0}, {P0: None, P1: None}) == []
+
+
+# --- waking at the next due time ------------------------------------------------
+
+
+def test_delivery_sleeps_until_the_next_message_falls_due_on_a_fast_clock() -> None:
+    demo = ScaledClock(NOW, datetime.now(UTC), 86_400)  # one clinic day per real second
+    due = demo.now() + timedelta(hours=2)  # a twelfth of a real second away
+    wait = next_wake_s(demo, due, poll_s=0.2)
+    assert abs(wait - (2 / 24 + WAKE_SLACK_S)) < 0.01
+    assert next_wake_s(demo, demo.now() + timedelta(days=30), poll_s=0.2) == 0.2  # the bound
+    assert next_wake_s(demo, demo.now() - timedelta(minutes=1), poll_s=0.2) == 0.0  # overdue
+    assert next_wake_s(demo, None, poll_s=0.2) == 0.2  # nothing planned
+
+
+def test_a_clock_that_does_not_move_by_itself_leaves_only_the_poll() -> None:
+    frozen = FrozenClock(NOW)
+    assert next_wake_s(frozen, NOW + timedelta(hours=1), poll_s=0.05) == 0.05
+    assert next_wake_s(frozen, NOW, poll_s=0.05) == 0.0
