@@ -366,3 +366,14 @@ def test_clinic_rules_come_from_the_clinics_file(case: Clean, tmp_path: Path) ->
     found = audit(history.records, audit_rules.load(clinics), mails=history.mails, now=case.now)
     assert found.boosters_repeated == 0
     assert run(case).boosters_repeated == 1  # the protocol's 09:00 elsewhere
+
+
+def test_a_reminder_replanned_from_a_fact_about_another_session_is_repeated() -> None:
+    case = clean(with_fields=True)
+    history = case.history
+    moved(case, case.dose2, utc(6, 5, 9), utc(5, 28, 9))
+    move = next(r for r in history.records if r.topic.endswith("rescheduled.v1"))
+    # The first dose did not change, yet its 24 h reminder went out again under the move.
+    at = history.planned(case.course, case.dose1, timedelta(hours=24)) + timedelta(minutes=2)
+    history.send(move, MessageKind.REMINDER_24H, at, case.dose1)
+    assert counts(case) == {**ZERO, "notifications_repeated": 1}
