@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chassis.clinics import Clinic, _authorised_clinic
+from chassis.clinics import Clinic, ConfigurationError, _authorised_clinic
 
 MAX_BODY_BYTES = 64 * 1024
 RETRY_AFTER_S = "5"
@@ -80,10 +80,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def redis_down(_: Request, __: Exception) -> JSONResponse:
         return _unavailable("the state store")
 
+    async def misconfigured(_: Request, __: Exception) -> JSONResponse:
+        # The operator's to fix (the reason is in the log); the request was fine.
+        return _unavailable("the clinics configuration")
+
     app.add_exception_handler(KafkaError, kafka_down)
     app.add_exception_handler(TimeoutError, kafka_down)
     app.add_exception_handler(RedisConnectionError, redis_down)
     app.add_exception_handler(RedisTimeoutError, redis_down)
+    app.add_exception_handler(ConfigurationError, misconfigured)
     app.add_middleware(BodySizeLimit)
     _document_readiness(app)
 
