@@ -173,7 +173,9 @@ def staleness(message: PlannedMessage, fact: AppointmentFact | None, now: dateti
     """
     if message.kind not in TIME_BOUND_KINDS or message.appointment_id is None:
         return None
-    if message.refers_to is not None and now >= message.refers_to:
+    # A plan stored before messages carried their start falls back to the projection's.
+    start = message.refers_to or (fact.starts_at if fact is not None else None)
+    if start is not None and now >= start:
         return "stale: the session had already started"
     if fact is None:
         return None

@@ -94,6 +94,16 @@ def test_nothing_time_bound_goes_once_its_session_started() -> None:
     assert staleness(reminder, booked, DOSE_1.starts_at) == "stale: the session had already started"
 
 
+def test_a_plan_stored_without_its_start_is_checked_against_the_projections_start() -> None:
+    reminder = _one(
+        Kind.REMINDER_2H,
+        ev.SessionScheduled(**event_fields(), course_id=COURSE, appointment=DOSE_1),
+    ).model_copy(update={"refers_to": None})  # as planned before the field existed
+    booked = _fact(Status.BOOKED, DOSE_1.starts_at)
+    assert staleness(reminder, booked, DOSE_1.starts_at - timedelta(minutes=1)) is None
+    assert staleness(reminder, booked, DOSE_1.starts_at) == "stale: the session had already started"
+
+
 def test_messages_that_are_not_time_bound_are_never_stale() -> None:
     alert = ev.ClinicalAlertRaised(
         **event_fields(), reason="phq9_item9_positive", phq9_item9=3, raised_during="session"
