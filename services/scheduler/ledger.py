@@ -252,4 +252,9 @@ class Moves:
         kept = {(c.resource, c.resource_id, c.member) for c in self.held}
         stale = [c for c in self.releasing if (c.resource, c.resource_id, c.member) not in kept]
         self.added, self.held, self.releasing = [], [], []
-        await self.ledger.release(self.clinic_id, stale)
+        try:
+            await self.ledger.release(self.clinic_id, stale)
+        except Exception:
+            # The change is saved: failing it now would make a retry a new change.
+            # A slot held too long double-books no one; say so and carry on.
+            log.exception("could not let go of %d replaced ledger holds", len(stale))

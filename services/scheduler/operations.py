@@ -6,6 +6,16 @@ records and publishes. Event-driven operations commit first and publish after,
 with the effect log making a redelivery republish the same outputs; HTTP and
 timer operations publish first (deterministic ids) and commit after, so a
 failure answers 503 or fires again with nothing half-done.
+
+What keeps that true (issue 14):
+- ids name one fact (domain_ids): an HTTP change by the schedule version it was
+  decided on, so a retry repeats its ids and a later identical change does not;
+- the handled check of an event happens under the client's lock, and the schedule
+  (and handled record) are WATCHed from the load to the commit, so neither a
+  duplicate delivery nor a holder whose lock expired mid-publish can overwrite a
+  newer state: its commit fails instead;
+- ledger slots a change gives up are let go only after its save, and the holds it
+  added are undone when it fails before the save (ledger.Moves).
 """
 
 from __future__ import annotations
