@@ -10,31 +10,40 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
+from services.scheduler import store
+from services.scheduler.lifecycle import ClientSchedule
+from services.scheduler.store import ChangedMeanwhile, SchedulerStore
 from shared import events as ev
 from shared import topics
 from tests.helpers import topic_messages
-from tests.integration.scheduler.world import world
+from tests.integration.scheduler.world import ledger_of, world
 
 pytestmark = pytest.mark.integration
+
+
+def enrolment(clinic: str, now: datetime) -> ev.ClientEnrolled:
+    return ev.ClientEnrolled(
+        clinic_id=clinic,
+        client_id=uuid.uuid4(),
+        occurred_at=now,
+        consent_recorded_at=now,
+        phq9_total=14,
+        phq9_band=ev.Phq9Band.MODERATE,
+        gad7_total=9,
+    )
 
 
 async def test_two_concurrent_deliveries_of_one_enrolment_publish_one_set_of_outputs(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     async with world(kafka_bootstrap, redis_url, tmp_path) as w:
-        event = ev.ClientEnrolled(
-            clinic_id=w.clinic,
-            client_id=uuid.uuid4(),
-            occurred_at=w.clock.now(),
-            consent_recorded_at=w.clock.now(),
-            phq9_total=14,
-            phq9_band=ev.Phq9Band.MODERATE,
-            gad7_total=9,
-        )
+        event = enrolment(w.clinic, w.clock.now())
         envelope = w.publisher.envelope_for(event)
         one, other = w.scheduler, w.replica()
 
@@ -53,3 +62,47 @@ async def test_two_concurrent_deliveries_of_one_enrolment_publish_one_set_of_out
     assert record is not None
     recorded = [item["topic"] for item in json.loads(record)]
     assert topics.COURSE_BOOKED.name in recorded  # the first handler's outputs, kept
+
+
+class SlowLoads(SchedulerStore):
+    """Real Redis; reading a schedule just takes longer than the client lock lives."""
+
+    def __init__(self, redis: Redis, delay_s: float) -> None:
+        super().__init__(redis)
+        self.delay_s = delay_s
+        self.loading = asyncio.Event()
+
+    async def load(self, clinic_id: str, client_id: uuid.UUID) -> ClientSchedule | None:
+        schedule = await super().load(clinic_id, client_id)
+        self.loading.set()
+        await asyncio.sleep(self.delay_s)
+        return schedule
+
+
+async def test_a_duplicate_that_gets_in_after_the_lock_expired_does_not_publish_twice(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 1.0)
+    async with world(kafka_bootstrap, redis_url, tmp_path) as w:
+        event = enrolment(w.clinic, w.clock.now())
+        envelope = w.publisher.envelope_for(event)
+        stalled = w.replica()
+        stalled.store = slow = SlowLoads(w.runtime.redis, delay_s=2.0)
+
+        first = asyncio.create_task(stalled.on_client_enrolled(event, envelope))
+        await slow.loading.wait()
+        await asyncio.sleep(1.2)  # the stalled handler's lock has expired
+        await w.scheduler.on_client_enrolled(event, envelope)
+        with pytest.raises(ChangedMeanwhile):
+            await first  # its commit fails: the other delivery recorded the event first
+
+        client = str(event.client_id)
+        stages = await topic_messages(
+            kafka_bootstrap, topics.PUBLIC_STAGE_REACHED.name, key=client, expect=2, wait_s=5
+        )
+        courses = await topic_messages(kafka_bootstrap, topics.COURSE_BOOKED.name, key=client)
+        saved = await w.load(event.client_id)
+        assert saved.course is not None
+        assert await w.ledger() == ledger_of(w.clinic, saved)
+    assert [m["value"]["stage"] for m in stages] == ["enrolled", "course_booked"]
+    assert len(courses) == 1
