@@ -88,3 +88,38 @@ async def test_a_released_slot_can_be_booked_again(redis_client: Redis, unique: 
     assert await ledger.reserve(clinic, first) is None
     await ledger.release(clinic, first)
     assert await ledger.reserve(clinic, medicine_claims("r", "t")) is None
+
+
+async def test_undoing_a_change_lets_go_only_of_the_holds_it_added(
+    redis_client: Redis, unique: str
+) -> None:
+    ledger, clinic = BookingLedger(redis_client), f"undo-{unique}"
+    booked = medicine_claims("r", "t")
+    assert await ledger.reserve(clinic, booked) is None
+    moves = ledger.moves(clinic)
+    later = medicine_claims("r", "t", START + timedelta(days=2))
+
+    assert await moves.hold([*booked, *later]) is None  # held already, and new
+    await moves.undo()
+
+    room = await redis_client.zrange(f"sched:{{{clinic}}}:booked:room:r", 0, -1)
+    assert room == [booked[1].member]
+
+
+async def test_a_change_may_take_the_slot_it_gives_up_which_goes_only_once_saved(
+    redis_client: Redis, unique: str
+) -> None:
+    ledger, clinic = BookingLedger(redis_client), f"swap-{unique}"
+    cancelled = medicine_claims("r", "t")
+    assert await ledger.reserve(clinic, cancelled) is None
+    moves = ledger.moves(clinic)
+    moves.release_after_save(cancelled)
+    replacement = medicine_claims("r", "t")  # another appointment, the same hours
+
+    assert await moves.hold(replacement) is None
+    room = f"sched:{{{clinic}}}:booked:room:r"
+    assert await redis_client.zcard(room) == 2  # both, until the change is saved
+    await moves.settle()
+    assert await redis_client.zrange(room, 0, -1) == [replacement[1].member]
+    # Anyone else is still refused the slot.
+    assert await ledger.reserve(clinic, medicine_claims("r", "t")) is not None
