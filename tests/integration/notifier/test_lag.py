@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,7 +27,7 @@ from services.notifier import handlers
 from services.notifier.channels import EmailChannel
 from services.notifier.delivery import Delivery
 from services.notifier.lag import SCHEDULE_TOPICS, ScheduleLag
-from services.notifier.store import NotifierStore
+from services.notifier.store import ContactChange, NotifierStore
 from shared import events as ev
 from shared import topics
 from tests.helpers import write_clinics
@@ -78,7 +82,49 @@ async def _commit_to_the_end(bootstrap: str, group: str) -> None:
         await consumer.stop()
 
 
-async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_not(
+@dataclass
+class Gated:
+    """A clinic of the test's own, delivered only by a delivery gated on the test's group."""
+
+    clock: ManualClock
+    clinic_id: str
+    group: str
+    store: NotifierStore
+    delivery: Delivery
+    planner: handlers.Planner
+    publisher: EventPublisher
+
+    async def plan(self, event: ev.Event, contact: ContactChange | None = None) -> None:
+        await self.planner.plan(event, self.publisher.envelope_for(event), contact)
+
+    def fields(self, client_id: uuid.UUID) -> dict[str, Any]:
+        return {
+            "clinic_id": self.clinic_id,
+            "client_id": client_id,
+            "occurred_at": self.clock.now(),
+        }
+
+    async def client(self, address: str) -> uuid.UUID:
+        client_id = uuid.uuid4()
+        request = ev.ConsultationRequested(
+            **self.fields(client_id), contact=ev.Contact(name="Ada Lovelace", email=address)
+        )
+        await self.plan(request, handlers.requested(request))
+        return client_id
+
+    async def alert(self, client_id: uuid.UUID) -> None:
+        await self.plan(
+            ev.ClinicalAlertRaised(
+                **self.fields(client_id),
+                reason="phq9_item9_positive",
+                phq9_item9=1,
+                raised_during="session",
+            )
+        )
+
+
+@pytest.fixture
+async def gated(
     inputs: Inputs,
     publisher: EventPublisher,
     mailbox: Mailbox,
@@ -86,7 +132,7 @@ async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_
     kafka_bootstrap: str,
     tmp_path: Path,
     unique: str,
-) -> None:
+) -> AsyncIterator[Gated]:
     clock = ManualClock(at("2026-03-23T10:00+00:00"))
     clinic_id = f"g-{unique}"
     # A schedule change the watched group has not handled, older than the bound (the
@@ -107,7 +153,6 @@ async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_
     gauge = ScheduleLag(kafka_bootstrap, group, BOUND_S)
     assert await gauge.lagging()
 
-    # A clinic of this test's own, delivered only by the gated delivery below.
     clinics_path = tmp_path / "clinics.json"
     write_clinics(
         clinics_path,
@@ -133,41 +178,74 @@ async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_
             due_now=delivery.wake,
         )
     )
-    client_id = uuid.uuid4()
-    address = f"ada.{unique}@example.org"
-    fields = {"clinic_id": clinic_id, "client_id": client_id, "occurred_at": clock.now()}
-    request = ev.ConsultationRequested(
-        **fields, contact=ev.Contact(name="Ada Lovelace", email=address)
-    )
-    await planner.plan(request, publisher.envelope_for(request), handlers.requested(request))
-    session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
-    booked = ev.ConsultationBooked(**fields, appointment=session)
-    await planner.plan(booked, publisher.envelope_for(booked))
+    yield Gated(clock, clinic_id, group, store, delivery, planner, publisher)
+    await gauge.close()
 
-    worker = asyncio.create_task(delivery.run())
+
+@asynccontextmanager
+async def delivering(gated: Gated) -> AsyncIterator[None]:
+    worker = asyncio.create_task(gated.delivery.run())
     try:
+        yield
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+
+
+async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_not(
+    gated: Gated, mailbox: Mailbox, kafka_bootstrap: str, unique: str
+) -> None:
+    address = f"ada.{unique}@example.org"
+    client_id = await gated.client(address)
+    session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
+    await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
+
+    async with delivering(gated):
         await _mails(mailbox, address, 2)  # the request's and the booking's replies are not held
-        clock.set(at("2026-03-23T11:00+00:00"))  # the 2 h reminder is due
-        alert = ev.ClinicalAlertRaised(
-            **(fields | {"occurred_at": clock.now()}),
-            reason="phq9_item9_positive",
-            phq9_item9=1,
-            raised_during="session",
-        )
-        await planner.plan(alert, publisher.envelope_for(alert))
-        [staff_mail] = await _mails(mailbox, f"staff@{clinic_id}.example", 1)
+        gated.clock.set(at("2026-03-23T11:00+00:00"))  # the 2 h reminder is due
+        await gated.alert(client_id)
+        [staff_mail] = await _mails(mailbox, f"staff@{gated.clinic_id}.example", 1)
         assert staff_mail["Subject"].startswith("Urgent")
 
         await asyncio.sleep(0.5)  # several looks at the due reminder, all while lagging
         [reminder] = [
-            n for n in await store.notifications(clinic_id, client_id) if "reminder_2h" in n["plan"]
+            n
+            for n in await gated.store.notifications(gated.clinic_id, client_id)
+            if "reminder_2h" in n["plan"]
         ]
         assert (reminder["state"], reminder["attempts"]) == ("planned", "0")
         assert len(mailbox.to(address)) == 2
 
-        await _commit_to_the_end(kafka_bootstrap, group)  # the group catches up
+        await _commit_to_the_end(kafka_bootstrap, gated.group)  # the group catches up
         mails = await _mails(mailbox, address, 3)
         assert mails[-1]["Subject"].startswith("Your appointment is coming up")
-    finally:
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
+
+
+async def test_a_clinical_alert_is_not_stuck_behind_a_full_batch_of_waiting_reminders(
+    gated: Gated, mailbox: Mailbox, unique: str
+) -> None:
+    address = f"ada.{unique}@example.org"
+    client_id = await gated.client(address)
+    # Eleven medicine sessions on one day: by that morning their instructions and 24 h
+    # reminders (22, more than a claimed batch) are all due, and all wait for the lag.
+    sessions = [
+        appointment(ev.AppointmentKind.MEDICINE, at(f"2026-03-26T{hour}:00+00:00"), 60, dose=1)
+        for hour in range(10, 21)
+    ]
+    await gated.plan(
+        ev.CourseBooked(
+            **gated.fields(client_id),
+            course_id=uuid.uuid4(),
+            therapist_id="t-ana",
+            window_ends_on=date(2026, 4, 20),
+            appointments=sessions,
+        )
+    )
+    async with delivering(gated):
+        await _mails(mailbox, address, 2)
+        gated.clock.set(at("2026-03-26T07:00+00:00"))
+        await asyncio.sleep(0.3)  # the reminders are claimed and put back, round after round
+        await gated.alert(client_id)
+        [staff_mail] = await _mails(mailbox, f"staff@{gated.clinic_id}.example", 1)
+        assert staff_mail["Subject"].startswith("Urgent")
+        assert len(mailbox.to(address)) == 2
