@@ -87,8 +87,8 @@ CONTACT_PREFERENCES_CHANGED = _topic(
 CLINICAL_ALERT_RAISED = _topic(
     "clinical.alert.raised.v1",
     ev.ClinicalAlertRaised,
-    "intake",
-    "Urgent alert for clinic staff (PHQ-9 item 9 non-zero).",
+    ("intake", "scheduler"),
+    "Urgent alert for clinic staff (PHQ-9 item 9 non-zero), at screening or at a session.",
 )
 CONSULTATION_BOOKED = _topic(
     "scheduler.consultation.booked.v1",

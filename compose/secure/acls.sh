@@ -51,6 +51,7 @@ acl --allow-principal User:intake --operation Write \
 acl --allow-principal User:intake --operation Read \
   --group kap-intake
 acl --allow-principal User:scheduler --operation Write \
+  --topic clinical.alert.raised.v1 \
   --topic scheduler.consultation.booked.v1 \
   --topic scheduler.consultation.booking-failed.v1 \
   --topic scheduler.course.booked.v1 \

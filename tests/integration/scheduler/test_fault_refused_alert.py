@@ -58,11 +58,5 @@ async def test_a_completion_refused_for_no_ride_home_still_raises_the_clinical_a
     assert saved.course == schedule.course
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shared/topics.py gives clinical.alert.raised.v1 to intake only; the scheduler "
-    "raises session alerts too and needs producers=('intake', 'scheduler') (not this "
-    "engineer's file; asked for in the issue 14 report)",
-)
 def test_the_scheduler_may_publish_clinical_alerts() -> None:
     assert topics.CLINICAL_ALERT_RAISED in topics.produced_by("scheduler")
