@@ -21,13 +21,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from ops import audit_checks, audit_rules
-from ops.audit_checks import Expected, Findings
+from ops.audit_checks import FAILING, Expected, Findings
 from ops.audit_messages import Mail, Text
 from ops.mailcatcher import read_mails
 from ops.reading import read_to_end
 from shared.topics import ALL
 
-__all__ = ["Expected", "Findings", "Journal", "Mail", "Record", "Text", "audit_topics"]
+__all__ = ["FAILING", "Expected", "Findings", "Journal", "Mail", "Record", "Text", "audit_topics"]
 
 
 @dataclass(frozen=True)
