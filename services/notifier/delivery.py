@@ -17,8 +17,9 @@ appointment was moved, cancelled or held meanwhile, is skipped (state
 "skipped", a permanent NotificationFailed with a reason "stale: ...", and the
 kap_notifications_skipped counter). While the notifier's view of the schedule
 lags behind the scheduler's topics (lag.ScheduleLag), time-bound messages wait
-(back to planned, the attempt not counted); everything else, above all the
-urgent clinical alert, goes regardless.
+(planned, in a held set apart from the due set, the attempt not counted; every
+round looks whether the view caught up and releases them); everything else,
+above all the urgent clinical alert, goes regardless.
 
 The loop sleeps until the earliest planned message falls due (on the injected
 clock, so on time on the demo's fast clock too), at most `poll_s`, and is woken
@@ -105,7 +106,6 @@ def next_wake_s(clock: Clock, earliest_due: datetime | None, poll_s: float) -> f
 @dataclass
 class RoundResult:
     busy: bool = False  # a full batch was claimed: more may be due at once
-    deferred: bool = False  # a time-bound message waits for the schedule view to catch up
 
 
 @dataclass
@@ -185,6 +185,9 @@ class Delivery:
         self._next_housekeeping = 0.0  # monotonic; the first round does it
         # When the sleeping loop will look anyway (service clock); None: awake, or unknown.
         self._next_look: datetime | None = None
+        # Clinics with messages held for the schedule lag, as last seen in Redis (a
+        # hint: refreshed from Redis whenever the loop goes to sleep).
+        self._held: set[str] = set()
         self._skipped = (
             Counter(
                 "kap_notifications_skipped",
@@ -220,7 +223,7 @@ class Delivery:
                 self._next_look = None  # a hint during the round always wakes the next one
                 try:
                     result = await self.round(only)
-                    wait_s = 0.0 if result.busy else await self._until_next_due(result)
+                    wait_s = 0.0 if result.busy else await self._until_next_due()
                 except Exception:
                     log.error("delivery round failed; trying again", exc_info=True)
                     wait_s = self._poll_s
@@ -247,13 +250,21 @@ class Delivery:
         # (caught above): stop all the same, or shutdown would wait forever.
         raise asyncio.CancelledError
 
-    async def _until_next_due(self, result: RoundResult) -> float:
-        """How long the loop may sleep; sets when it will look anyway, for `wake`."""
-        if result.deferred:
-            # Deferred messages are due already: look again after a poll, not at once.
-            return self._poll_s
-        dues = [await self._store.earliest_due(clinic.id) for clinic in self._clinics.all()]
-        earliest = min((due for due in dues if due is not None), default=None)
+    async def _until_next_due(self) -> float:
+        """How long the loop may sleep; sets when it will look anyway, for `wake`.
+
+        Held messages are not in the due set: while any wait, the poll bound
+        makes the next round look again whether the schedule view caught up.
+        """
+        earliest: datetime | None = None
+        held: set[str] = set()
+        for clinic in self._clinics.all():
+            due, waiting = await self._store.due_summary(clinic.id)
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+            if waiting:
+                held.add(clinic.id)
+        self._held = held
         wait_s = next_wake_s(self._clock, earliest, self._poll_s)
         # Only when the loop sleeps toward `earliest`: a later plan needs no wake then.
         self._next_look = earliest if wait_s > 0 and earliest is not None else None
@@ -263,6 +274,11 @@ class Delivery:
         """One pass over every clinic (or those in `only`)."""
         result = RoundResult()
         checks = _Checks(self._schedule_lag)
+        if self._held and not await checks.lagging():
+            # Caught up: what waited is due again, and claimed in this very round.
+            for clinic_id in sorted(self._held):
+                await self._store.release_held(clinic_id)
+            self._held = set()
         # Orphaned outcomes are at least OUTBOX_GRACE_MS old, and the gauge is for
         # dashboards: neither needs looking at every round (rounds follow every
         # plan with a message due now; two extra calls per clinic each time showed
@@ -279,28 +295,27 @@ class Delivery:
                 clinic.id, self._clock.now(), limit=BATCH, lease_ms=self._lease_ms
             )
             for claim in claims:
-                if await self._deliver(clinic, claim, checks):
-                    result.deferred = True
+                await self._deliver(clinic, claim, checks)
             result.busy = result.busy or len(claims) == BATCH
             if housekeeping and self._metrics is not None:
                 waiting = await self._store.waiting(clinic.id)
                 self._metrics.pending("notification", clinic.id, waiting)
         return result
 
-    async def _deliver(self, clinic: Clinic, claim: Claim, checks: _Checks) -> bool:
-        """Send one claimed message, or record why not; True when it waits for the schedule."""
+    async def _deliver(self, clinic: Clinic, claim: Claim, checks: _Checks) -> None:
+        """Send one claimed message, or record why not, or hold it for the schedule view."""
         planned = claim.message
         if claim.attempts > MAX_ATTEMPTS:
             # Only a replica dying mid-send gets here: stop before it happens again.
             await self._fail(claim, planned, "gave up: delivery was interrupted", permanent=False)
-            return False
+            return
         if not await self._store.renew(claim, self._lease_ms):
             log.info(
                 "notification %s: lease lost while waiting in the batch; left to its new holder",
                 planned.notification_id,
                 extra=_ids(claim),
             )
-            return False
+            return
         if planned.kind in TIME_BOUND_KINDS:
             fact = (
                 await self._store.appointment(planned.clinic_id, planned.appointment_id)
@@ -309,10 +324,12 @@ class Delivery:
             )
             if (reason := staleness(planned, fact, self._clock.now())) is not None:
                 await self._skip(claim, planned, reason)
-                return False
+                return
             if await checks.lagging():
                 # A change to this appointment may be waiting unread: not now, not counted.
-                return await self._store.defer(claim)
+                if await self._store.hold(claim):
+                    self._held.add(clinic.id)
+                return
         try:
             message, outgoing = await self._prepare(clinic, planned)
             await self._senders[message.channel].send(outgoing)
@@ -322,7 +339,6 @@ class Delivery:
             await self._retry_or_give_up(claim, error)
         else:
             await self._sent(claim, message)
-        return False
 
     async def _prepare(
         self, clinic: Clinic, planned: PlannedMessage

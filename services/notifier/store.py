@@ -9,6 +9,8 @@ than declaring each one, which is safe only because of that tag):
     notifier:{c}:due                      zset: planned ids by send_at (service clock, epoch s)
     notifier:{c}:sending                  zset: claimed ids by lease deadline (Redis time, ms)
     notifier:{c}:outbox                   zset: finished ids whose event is not yet published
+    notifier:{c}:held                     zset: time-bound ids due while the schedule view
+                                          lagged, by send_at; back to due once it caught up
     notifier:{c}:slot:{appointment}/{k}   the id holding a replaceable slot (PlannedMessage.slot)
     notifier:{c}:appointment:{id}         set: ids planned about one appointment
     notifier:{c}:schedule:{appointment}   JSON: the appointment as the scheduler's events say
@@ -18,7 +20,9 @@ than declaring each one, which is safe only because of that tag):
 A message goes planned -> sending (leased) -> sent | failed | skipped, or
 planned -> cancelled; a transient failure puts it back to planned at a later
 time, and a time-bound message held back while the notifier's view of the
-schedule lags goes back to planned at its own time, the attempt not counted.
+schedule lags stays planned, in the held set instead of the due set (so it
+does not stand in front of other due messages, such as a clinical alert), the
+attempt not counted, until the view catches up (release_held).
 "skipped" is a time-bound message no longer true when it fell due.
 Leases run on Redis's clock, not the service clock: the demo's clock runs
 thousands of times faster than real time, and a lease guards a real send.
@@ -88,8 +92,8 @@ return claimed
 """
 
 _FINISH = """
--- KEYS: message, sending, due, outbox. ARGV: id, lease token, next state, due score
--- (when planned again), retention s, then field/value pairs to record.
+-- KEYS: message, sending, due (or held), outbox. ARGV: id, lease token, next state,
+-- due score (when planned again), retention s, then field/value pairs to record.
 if redis.call("HGET", KEYS[1], "state") ~= "sending"
     or redis.call("HGET", KEYS[1], "lease") ~= ARGV[2] then
   return 0
@@ -109,6 +113,16 @@ end
 return 1
 """
 
+
+_RELEASE = """
+-- KEYS: held, due. Every held message back to the due set at its own time.
+local held = redis.call("ZRANGE", KEYS[1], 0, -1, "WITHSCORES")
+for i = 1, #held, 2 do
+  redis.call("ZADD", KEYS[2], held[i + 1], held[i])
+end
+redis.call("DEL", KEYS[1])
+return #held / 2
+"""
 
 _RENEW = """
 -- KEYS: message, sending. ARGV: id, lease token, lease ms.
@@ -242,6 +256,7 @@ class NotifierStore:
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
         self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
 
     # --- contact projection -------------------------------------------------
 
@@ -375,6 +390,7 @@ class NotifierStore:
             tx.hset(_key(clinic, "msg", notification_id), "state", "cancelled")
             tx.expire(_key(clinic, "msg", notification_id), RETAIN_S)
             tx.zrem(_key(clinic, "due"), notification_id)
+            tx.zrem(_key(clinic, "held"), notification_id)
         for slot in changes.cleared_slots:
             tx.delete(_key(clinic, "slot", slot))
         for message, notice in changes.writes:
@@ -439,24 +455,34 @@ class NotifierStore:
         )
         return bool(renewed)
 
-    async def defer(self, claim: Claim) -> bool:
-        """Back to planned at its own time, the attempt not counted: it was not tried.
+    async def hold(self, claim: Claim) -> bool:
+        """Planned again, in the held set at its own time, the attempt not counted.
 
-        For a time-bound message while the notifier's view of the schedule lags.
+        For a time-bound message while the notifier's view of the schedule lags:
+        out of the due set, so the next claims reach what is due behind it.
         """
         return await self._transition(
             claim,
             "planned",
             f"{claim.message.send_at.timestamp():.6f}",
             {"attempts": str(claim.attempts - 1)},
+            planned_into="held",
         )
 
-    async def earliest_due(self, clinic_id: str) -> datetime | None:
-        """When the next planned message of the clinic falls due (service clock), if any."""
-        first = await self._redis.zrange(_key(clinic_id, "due"), 0, 0, withscores=True)
-        if not first:
-            return None
-        return datetime.fromtimestamp(float(first[0][1]), UTC)
+    async def release_held(self, clinic_id: str) -> int:
+        """Every held message of the clinic due again (the schedule view caught up)."""
+        released = await self._release(keys=[_key(clinic_id, "held"), _key(clinic_id, "due")])
+        return int(released)
+
+    async def due_summary(self, clinic_id: str) -> tuple[datetime | None, int]:
+        """When the clinic's next planned message falls due (service clock), and how many wait
+        held for the schedule view to catch up."""
+        async with self._redis.pipeline(transaction=False) as reads:
+            reads.zrange(_key(clinic_id, "due"), 0, 0, withscores=True)
+            reads.zcard(_key(clinic_id, "held"))
+            first, held = await reads.execute()
+        earliest = datetime.fromtimestamp(float(first[0][1]), UTC) if first else None
+        return earliest, int(held)
 
     async def retry_at(self, claim: Claim, at: datetime, reason: str) -> bool:
         return await self._transition(
@@ -475,7 +501,12 @@ class NotifierStore:
         )
 
     async def _transition(
-        self, claim: Claim, state: State, due_score: str, fields: dict[str, str]
+        self,
+        claim: Claim,
+        state: State,
+        due_score: str,
+        fields: dict[str, str],
+        planned_into: Literal["due", "held"] = "due",
     ) -> bool:
         clinic, notification_id = claim.message.clinic_id, str(claim.message.notification_id)
         pairs = [item for pair in fields.items() for item in pair]
@@ -483,7 +514,7 @@ class NotifierStore:
             keys=[
                 _key(clinic, "msg", notification_id),
                 _key(clinic, "sending"),
-                _key(clinic, "due"),
+                _key(clinic, planned_into),
                 _key(clinic, "outbox"),
             ],
             args=[notification_id, claim.lease, state, due_score, RETAIN_S, *pairs],
@@ -491,8 +522,12 @@ class NotifierStore:
         return bool(done)
 
     async def waiting(self, clinic_id: str) -> int:
-        """How many messages are planned and not yet sent (due or later)."""
-        return int(await self._redis.zcard(_key(clinic_id, "due")))
+        """How many messages are planned and not yet sent (due, later, or held)."""
+        async with self._redis.pipeline(transaction=False) as reads:
+            reads.zcard(_key(clinic_id, "due"))
+            reads.zcard(_key(clinic_id, "held"))
+            due, held = await reads.execute()
+        return int(due) + int(held)
 
     async def unpublished(
         self, clinic_id: str, *, older_than_ms: int, limit: int
