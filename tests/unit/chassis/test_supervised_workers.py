@@ -88,3 +88,27 @@ async def test_a_failed_loop_is_restarted_and_reported_down_meanwhile() -> None:
         assert supervisor.restarts == {"delivery": 1}
     finally:
         await supervisor.stop(timeout_s=1.0)
+
+
+async def test_stopping_lets_a_booster_round_finish_instead_of_cutting_it_mid_batch() -> None:
+    """A drain (SIGTERM before an upgrade) must not leave a batch published but unsaved."""
+
+    class _SlowScheduler(_Scheduler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clinics.calls = 1  # no failure this time
+            self.started = asyncio.Event()
+            self.finished = 0
+
+        async def fire_due_boosters(self, clinic_id: str) -> tuple[int, bool]:
+            self.started.set()
+            await asyncio.sleep(0.2)  # publishing the batch; its save comes after
+            self.finished += 1
+            return 1, False
+
+    scheduler = _SlowScheduler()
+    supervisor = Supervisor()
+    supervisor.start([booster_timer(scheduler, 0.01, supervisor.stopping)])  # type: ignore[arg-type]
+    await asyncio.wait_for(scheduler.started.wait(), 5)
+    await supervisor.stop(timeout_s=5.0)
+    assert scheduler.finished == 1, "the round in progress was cut short"
