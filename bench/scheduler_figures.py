@@ -411,7 +411,9 @@ async def _timer_loop(settings: Settings) -> AsyncIterator[Scheduler]:
     its consumer group): the booster timer loop runs as in the service, on the wall clock."""
     runtime = ServiceRuntime.create(SERVICE, settings, SystemClock())
     scheduler = scheduler_for(runtime)
-    runtime.workers.append(booster_timer(scheduler, settings.timer_poll_ms / 1000))
+    runtime.workers.append(
+        booster_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
+    )
     try:
         await runtime.start()
         yield scheduler

@@ -4,6 +4,12 @@ A loop that raises, or returns, is logged and started again after a backoff
 that doubles up to a ceiling; while it is down the service is not ready
 (`/readyz` answers 503), so an operator and the orchestrator see it instead of
 a green service that silently stopped firing boosters or sending messages.
+
+Stopping is a drain first: `stopping` is set, and a loop that watches it ends
+after the round in progress (a booster batch between its publish and its save,
+a message between the SMTP server's acceptance and its sent mark), so a
+graceful stop before an upgrade leaves no effect half-recorded; only a loop
+still running after half the stop timeout is cancelled.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class Supervisor:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _down: set[str] = field(default_factory=set)
     restarts: dict[str, int] = field(default_factory=dict)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def start(self, workers: list[Worker]) -> None:
         self._tasks = [
@@ -33,11 +40,14 @@ class Supervisor:
         ]
 
     async def stop(self, timeout_s: float) -> None:
-        for task in self._tasks:
-            task.cancel()
+        self.stopping.set()
         if self._tasks:
-            # Bounded: a loop that swallows its cancellation must not hold up exit.
-            await asyncio.wait(self._tasks, timeout=timeout_s)
+            _, running = await asyncio.wait(self._tasks, timeout=timeout_s / 2)
+            for task in running:
+                task.cancel()
+            if running:
+                # Bounded: a loop that swallows its cancellation must not hold up exit.
+                await asyncio.wait(running, timeout=timeout_s / 2)
         self._tasks = []
 
     @property
@@ -52,12 +62,14 @@ class Supervisor:
             try:
                 await worker()
                 current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    return  # the loop saw its cancellation and ended: shutting down
+                if self.stopping.is_set() or (current is not None and current.cancelling()):
+                    return  # the loop saw it is being stopped, and ended
                 log.error("background loop %s returned; restarting it", name)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self.stopping.is_set():
+                    return
                 log.exception("background loop %s failed; restarting it", name)
             self._down.add(name)
             self.restarts[name] = self.restarts.get(name, 0) + 1

@@ -23,7 +23,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     scheduler = scheduler_for(runtime)
     handlers.register(runtime.broker, scheduler)
-    runtime.workers.append(booster_timer(scheduler, settings.timer_poll_ms / 1000))
+    runtime.workers.append(
+        booster_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
+    )
     return http_app(runtime, title="KAP scheduler", routers=[routes(scheduler)])
 
 

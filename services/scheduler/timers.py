@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -12,12 +13,16 @@ from services.scheduler.operations import Scheduler
 log = logging.getLogger(__name__)
 
 
-def booster_timer(scheduler: Scheduler, poll_s: float) -> Callable[[], Coroutine[Any, Any, None]]:
+def booster_timer(
+    scheduler: Scheduler, poll_s: float, stopping: asyncio.Event
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """The loop; it ends after the round in progress once `stopping` is set (a drain)."""
+
     async def fire_boosters_when_due() -> None:
         # redis-py 8.1 can swallow a cancellation that lands inside a script
         # call, so the loop also asks whether it is being cancelled.
         task = asyncio.current_task()
-        while task is None or not task.cancelling():
+        while not stopping.is_set() and (task is None or not task.cancelling()):
             try:
                 more_due = await _one_round(scheduler)
             except Exception:  # Redis, Kafka or the clinics file: the loop outlives them
@@ -26,7 +31,8 @@ def booster_timer(scheduler: Scheduler, poll_s: float) -> Callable[[], Coroutine
             # Boosters fall due together (09:00 clinic time): a full batch means
             # the next is probably waiting already, so no sleep before it.
             if not more_due:
-                await asyncio.sleep(poll_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), poll_s)
 
     return fire_boosters_when_due
 

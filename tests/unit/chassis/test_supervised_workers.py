@@ -50,7 +50,7 @@ class _Scheduler:
 
 async def test_the_booster_timer_survives_an_error_reading_the_clinics() -> None:
     scheduler = _Scheduler()
-    loop = asyncio.create_task(booster_timer(scheduler, 0.01)())  # type: ignore[arg-type]
+    loop = asyncio.create_task(booster_timer(scheduler, 0.01, asyncio.Event())())  # type: ignore[arg-type]
     try:
         for _ in range(100):
             if scheduler.rounds >= 2 or loop.done():
