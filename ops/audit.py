@@ -46,6 +46,7 @@ class Journal:
     """Every event of the given clients, per topic, in log order."""
 
     records: list[Record] = field(default_factory=list)
+    unreadable: int = 0  # records of these clients that are not JSON events, left out
 
     def of(self, topic: str) -> list[Record]:
         return [r for r in self.records if r.topic == topic]
@@ -76,29 +77,38 @@ async def read_journal(
     wanted = set(clients) if clients is not None else None
     only = set(clinics)
     journal = Journal()
+    raw = await read_to_end(bootstrap, [topic.name for topic in ALL])
     first_seen: dict[str, int] = {}
-    for record in await read_to_end(bootstrap, [topic.name for topic in ALL]):
-        key = (record.key or b"").decode()
+    for record in raw:
+        key = (record.key or b"").decode(errors="replace")
         first_seen[key] = min(first_seen.get(key, record.timestamp), record.timestamp)
-        if wanted is None or key in wanted:
-            headers = {k: v.decode() for k, v in record.headers}
-            if only and headers.get("ce_clinicid") not in only:
-                continue
-            headers = {k: v.decode() for k, v in record.headers}
-            journal.records.append(
-                Record(
-                    record.topic,
-                    key,
-                    headers.get("ce_id", ""),
-                    headers.get("ce_time", ""),
-                    headers.get("ce_type", ""),
-                    json.loads(record.value),
-                    headers,
-                )
+    cutoff = since.timestamp() * 1000 if since is not None else None
+    for record in raw:
+        key = (record.key or b"").decode(errors="replace")
+        if wanted is not None and key not in wanted:
+            continue
+        if cutoff is not None and first_seen[key] < cutoff:
+            continue
+        headers = {k: v.decode(errors="replace") for k, v in record.headers}
+        if only and headers.get("ce_clinicid") not in only:
+            continue
+        try:
+            value = json.loads(record.value)
+        except (TypeError, ValueError):
+            # Not an event (the services dead-letter such records): not part of any journey.
+            journal.unreadable += 1
+            continue
+        journal.records.append(
+            Record(
+                record.topic,
+                key,
+                headers.get("ce_id", ""),
+                headers.get("ce_time", ""),
+                headers.get("ce_type", ""),
+                value,
+                headers,
             )
-    if since is not None:
-        cutoff = since.timestamp() * 1000
-        journal.records = [r for r in journal.records if first_seen[r.key] >= cutoff]
+        )
     return journal
 
 
