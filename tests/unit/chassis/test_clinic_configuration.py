@@ -93,3 +93,24 @@ def _sample(metrics: ServiceMetrics, name: str) -> float:
             if sample.name == name:
                 return float(sample.value)
     raise AssertionError(f"no sample {name}")
+
+
+def test_a_file_completed_within_the_same_timestamp_tick_is_read_again(tmp_path: Path) -> None:
+    """A reader that caught the file half-written must not wait for the next mtime change.
+
+    File times move in coarse ticks: the writer's last write can land in the
+    same tick as the half it was read at, so an unchanged mtime proves nothing
+    after a failed read.
+    """
+    path = tmp_path / "clinics.json"
+    write_clinics(path)
+    whole = path.read_text()
+    path.write_text(whole[: len(whole) // 2])
+    caught_at = path.stat().st_mtime_ns
+    directory = ClinicDirectory(path)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the half file raises
+        directory.all()
+
+    path.write_text(whole)
+    os.utime(path, ns=(caught_at, caught_at))  # the same tick
+    assert {c.id for c in directory.all()} == {"lisbon", "boston"}
