@@ -66,6 +66,15 @@ def hash_api_key(api_key: str) -> str:
 
 _CLINIC_LIST = TypeAdapter(list[Clinic])
 _UNREAD = object()
+_Version = tuple[int, int, int]  # mtime (ns), size, inode: a rename or a rewrite changes one
+
+
+def _version_of(path: Path) -> _Version | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 class ClinicDirectory:
@@ -74,7 +83,8 @@ class ClinicDirectory:
     def __init__(self, path: Path, *, metrics: ServiceMetrics | None = None) -> None:
         self._path = path
         self._metrics = metrics
-        self._stamp: int | object | None = _UNREAD
+        self._loaded: _Version | object = _UNREAD  # the version the clinics below came from
+        self._failed: _Version | object = _UNREAD  # the last version that failed, reported
         self._clinics: dict[str, Clinic] | None = None  # the last good version
         self._error: str | None = None
 
@@ -84,32 +94,34 @@ class ClinicDirectory:
         return self._error is None
 
     def _refresh(self) -> None:
-        try:
-            stamp = self._path.stat().st_mtime_ns
-        except FileNotFoundError:
-            stamp = None
-        if stamp != self._stamp:
-            self._stamp = stamp
-            self._load(stamp)
+        version = _version_of(self._path)
+        if version != self._loaded:
+            # A failed version is read again on every lookup until it parses:
+            # its writer may finish within the same timestamp tick, leaving
+            # mtime and even size unchanged (only the report is once a version).
+            self._load(version)
         if self._clinics is None:
             raise ConfigurationError(f"clinics file {self._path}: {self._error}")
 
-    def _load(self, stamp: int | None) -> None:
+    def _load(self, version: _Version | None) -> None:
         try:
-            text = self._path.read_text() if stamp is not None else "[]"
+            text = self._path.read_text() if version is not None else "[]"
             clinics = _CLINIC_LIST.validate_json(text)
         except (OSError, ValidationError) as error:
-            # Reported once per version of the file; the values may hold keys.
-            self._error = _reason(error)
-            if self._metrics is not None:
-                self._metrics.configuration_error("clinics")
-            kept = "the last good clinics keep serving" if self._clinics else "no clinics yet"
-            log.error("clinics file %s is unusable (%s); %s", self._path, self._error, kept)
+            self._error = _reason(error)  # never the values: they may hold keys
+            if version != self._failed:
+                self._failed = version
+                if self._metrics is not None:
+                    self._metrics.configuration_error("clinics")
+                kept = "the last good clinics keep serving" if self._clinics else "no clinics yet"
+                log.error("clinics file %s is unusable (%s); %s", self._path, self._error, kept)
             return
         self._clinics = {clinic.id: clinic for clinic in clinics}
+        self._loaded = version
         if self._error is not None:
             log.warning("clinics file %s is usable again", self._path)
         self._error = None
+        self._failed = _UNREAD
 
     def get(self, clinic_id: str) -> Clinic | None:
         self._refresh()
