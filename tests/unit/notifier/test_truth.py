@@ -94,6 +94,22 @@ def test_nothing_time_bound_goes_once_its_session_started() -> None:
     assert staleness(reminder, booked, DOSE_1.starts_at) == "stale: the session had already started"
 
 
+def test_a_message_that_cannot_go_out_before_halfway_to_its_start_is_too_late() -> None:
+    scheduled = ev.SessionScheduled(**event_fields(), course_id=COURSE, appointment=DOSE_1)
+    booked = _fact(Status.BOOKED, DOSE_1.starts_at)
+    for kind in (Kind.REMINDER_24H, Kind.REMINDER_2H, Kind.SESSION_INSTRUCTIONS):
+        message = _one(kind, scheduled)
+        halfway = message.send_at + (DOSE_1.starts_at - message.send_at) / 2
+        assert staleness(message, booked, halfway - timedelta(seconds=1)) is None, kind
+        assert staleness(message, booked, halfway) == "stale: too late to be useful", kind
+        assert staleness(message, None, halfway) == "stale: too late to be useful", kind
+    # A "24 h" reminder more than twelve hours late (a "2 h" one more than an hour late).
+    day = _one(Kind.REMINDER_24H, scheduled)
+    assert DOSE_1.starts_at - day.send_at == timedelta(hours=24)
+    assert staleness(day, booked, day.send_at + timedelta(hours=11, minutes=59)) is None
+    assert staleness(day, booked, day.send_at + timedelta(hours=12, minutes=1)) is not None
+
+
 def test_a_plan_stored_without_its_start_is_checked_against_the_projections_start() -> None:
     reminder = _one(
         Kind.REMINDER_2H,
