@@ -37,7 +37,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
@@ -316,6 +316,7 @@ class Delivery:
                 extra=_ids(claim),
             )
             return
+        fact = None
         if planned.kind in TIME_BOUND_KINDS:
             fact = (
                 await self._store.appointment(planned.clinic_id, planned.appointment_id)
@@ -332,13 +333,19 @@ class Delivery:
                 return
         try:
             message, outgoing = await self._prepare(clinic, planned)
-            await self._senders[message.channel].send(outgoing)
+            # One instant for the last check, the mail's Date and the sent fact: the
+            # hand-over, so what was checked true is what the client is told it was.
+            at = self._clock.now()
+            if (reason := staleness(planned, fact, at)) is not None:
+                await self._skip(claim, planned, reason)
+                return
+            await self._senders[message.channel].send(replace(outgoing, at=at))
         except PermanentSendError as error:
             await self._fail(claim, planned, error.reason, permanent=True)
         except TransientSendError as error:
             await self._retry_or_give_up(claim, error)
         else:
-            await self._sent(claim, message)
+            await self._sent(claim, message, at)
 
     async def _prepare(
         self, clinic: Clinic, planned: PlannedMessage
@@ -389,11 +396,11 @@ class Delivery:
                 extra=_ids(claim),
             )
 
-    async def _sent(self, claim: Claim, message: PlannedMessage) -> None:
+    async def _sent(self, claim: Claim, message: PlannedMessage, at: datetime) -> None:
         event = ev.NotificationSent(
             clinic_id=message.clinic_id,
             client_id=message.client_id,
-            occurred_at=self._clock.now(),
+            occurred_at=at,
             notification_id=message.notification_id,
             message_kind=message.kind,
             channel=message.channel,

@@ -168,7 +168,11 @@ def staleness(message: PlannedMessage, fact: AppointmentFact | None, now: dateti
 
     Its session has started (a reminder "in 2 hours" read during the session),
     or the latest known state of its appointment says it was cancelled, missed,
-    held, or moved to another time than the one the message announces.
+    held, or moved to another time than the one the message announces, or it
+    is too late to be useful: `now` is past halfway between the instant it was
+    planned for and the start it announces (a "24 h" reminder more than 12 h
+    late, a "2 h" one more than an hour late). The last also keeps the short
+    gap between this check and the hand-over from ever reaching the start.
     Other messages are never stale here.
     """
     if message.kind not in TIME_BOUND_KINDS or message.appointment_id is None:
@@ -177,17 +181,23 @@ def staleness(message: PlannedMessage, fact: AppointmentFact | None, now: dateti
     start = message.refers_to or (fact.starts_at if fact is not None else None)
     if start is not None and now >= start:
         return "stale: the session had already started"
-    if fact is None:
-        return None
-    if fact.status != AppointmentStatus.BOOKED:
-        return f"stale: the appointment is {fact.status.value}"
-    if (
-        message.refers_to is not None
-        and fact.starts_at is not None
-        and fact.starts_at != message.refers_to
-    ):
-        return "stale: the appointment moved"
+    if fact is not None:
+        if fact.status != AppointmentStatus.BOOKED:
+            return f"stale: the appointment is {fact.status.value}"
+        if (
+            message.refers_to is not None
+            and fact.starts_at is not None
+            and fact.starts_at != message.refers_to
+        ):
+            return "stale: the appointment moved"
+    if start is not None and now >= halfway(message.send_at, start):
+        return "stale: too late to be useful"
     return None
+
+
+def halfway(planned: datetime, start: datetime) -> datetime:
+    """The last moment a message planned for `planned` about `start` is still worth sending."""
+    return planned + (start - planned) / 2
 
 
 class ContactPrefs(_Frozen):
