@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help install infra-up infra-down kafka-up kafka-down redis-up redis-down \
-        topics lint test test-unit demo bench chaos docs clean
+        topics lint test test-unit demo bench chaos upgrade docs clean
 
 help:
 	@echo "make demo       run the three services on local Kafka and Redis, driving clinics through the lifecycle"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      the system against the raw Kafka client, and the scheduler's figures"
 	@echo "make chaos      kill and restart services, Kafka and Redis under load; check nothing was lost"
+	@echo "make upgrade    drain the previous version's services under load, switch to this one; audit"
 	@echo "make infra-up   start local Kafka (KRaft) and Redis; infra-down stops them"
 	@echo "make docs       regenerate docs/asyncapi.yaml and docs/schemas/"
 
@@ -60,6 +61,9 @@ demo: install
 
 chaos: install
 	@bash infra/with-infra.sh $(BIN)/python -m ops.chaos
+
+upgrade: install
+	@bash infra/with-infra.sh $(BIN)/python -m ops.upgrade
 
 bench: install
 	@bash infra/with-infra.sh $(BIN)/python -m bench

@@ -4,6 +4,8 @@ The same commands and environment as docker-compose (`kap-intake`, ...), plus
 the local SMTP server and SMS provider. Used by `make demo`, the end-to-end
 tests, chaos and the benchmark. Everything started is stopped on exit, also
 on Ctrl-C; replicas of a service are just more processes in its group.
+A stack may run another version's code (`code_dir`, e.g. a git worktree of
+an earlier commit) with this virtualenv: see `make upgrade` (ops/upgrade.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CODE_BANNER = "kap code:"
+
+
+def service_argv(service: str, code_dir: Path = ROOT) -> list[str]:
+    """The command running `service` from `code_dir` (run with `code_dir` as the cwd).
+
+    This checkout's code is its console script. Another directory's is
+    `python -c` from there: the cwd comes first on sys.path, before the editable
+    install of this checkout, and the process names the copy it loaded first.
+    """
+    if code_dir == ROOT:
+        return [str(BIN / f"kap-{service}")]
+    run = (
+        f"import services; print({CODE_BANNER!r}, services.__file__, flush=True); "
+        f"from services.{service}.main import run; run()"
+    )
+    return [str(BIN / "python"), "-c", run]
+
+
 @dataclass
 class Process:
     name: str
@@ -43,6 +64,7 @@ class Process:
     log_path: Path
     http_port: int | None = None
     popen: subprocess.Popen[bytes] | None = None
+    cwd: Path = ROOT
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +74,7 @@ class Process:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=self.cwd,
             start_new_session=True,  # Ctrl-C in the terminal reaches the runner only
         )
         log.close()
@@ -102,6 +124,9 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     smtp_port: int = field(default_factory=free_port)
     sms_port: int = field(default_factory=free_port)
+    # The services' code: ROOT runs this checkout (the installed console scripts);
+    # another directory holding `services/`, `chassis/` and `shared/` runs that copy.
+    code_dir: Path = ROOT
 
     @property
     def maildir(self) -> Path:
@@ -197,10 +222,11 @@ class Stack:
         env = {**self.service_env(), "KAP_HTTP_PORT": str(port)}
         return Process(
             f"{service}-{replica}",
-            [str(BIN / f"kap-{service}")],
+            service_argv(service, self.code_dir),
             env,
             self.workdir / "logs" / f"{service}-{replica}.log",
             http_port=port,
+            cwd=self.code_dir,
         )
 
     def stop(self) -> None:
