@@ -12,8 +12,10 @@ checkout's services start on the same Kafka, Redis, HTTP ports, mailbox, SMS
 sink, clinics and clock, and the staff carry on (a call made while no service
 answers is retried, as behind a load balancer). Afterwards the auditor
 (ops/audit.py) reads the run's topics, mailbox and SMS log, and the last line is
-`UPGRADE {json}`; the exit code is 1 if the auditor found any failure (mail
-resends are reported apart).
+`UPGRADE {json}`. The exit code is 1 if the upgrade made any failure: any
+repeat, or any other count beyond the old version's own failures before the
+drain (the same auditor over what had happened by then, `old_version_failures`,
+reported apart; mail resends are reported apart too).
 """
 
 from __future__ import annotations
