@@ -9,16 +9,18 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from chassis.clinics import ClinicDirectory
+from chassis.clock import ScaledClock
 from chassis.config import ServiceSettings
 from chassis.effects import EffectLog
 from chassis.events import EventPublisher
@@ -62,8 +64,11 @@ async def _mails(mailbox: Mailbox, address: str, count: int) -> list[EmailMessag
     return await eventually(arrived, f"{count} mail(s) to {address}")
 
 
-async def _commit_to_the_end(bootstrap: str, group: str) -> None:
-    """The watched group handles everything on the schedule topics (as a caught-up notifier)."""
+async def _commit_to_the_end(
+    bootstrap: str, group: str, but: tuple[TopicPartition, int] | None = None
+) -> None:
+    """The watched group handles everything on the schedule topics (as a caught-up notifier),
+    `but` one partition, left unhandled from the given offset on."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
@@ -77,9 +82,36 @@ async def _commit_to_the_end(bootstrap: str, group: str) -> None:
         ]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
+        if but is not None:
+            ends[but[0]] = but[1]
         await consumer.commit(ends)
     finally:
         await consumer.stop()
+
+
+async def _partition_and_end(
+    bootstrap: str, topic: str, client_id: uuid.UUID
+) -> tuple[TopicPartition, int]:
+    """Where the default partitioner puts `client_id`'s events on `topic`, and that
+    partition's end now (the next record's offset)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        count = len(consumer.partitions_for_topic(topic) or ())
+        key = str(client_id).encode()
+        tp = TopicPartition(topic, DefaultPartitioner()(key, list(range(count)), []))
+        return tp, (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+
+
+def _client_on_another_partition(than: uuid.UUID, count: int = 6) -> uuid.UUID:
+    taken = DefaultPartitioner()(str(than).encode(), list(range(count)), [])
+    while True:
+        other = uuid.uuid4()
+        if DefaultPartitioner()(str(other).encode(), list(range(count)), []) != taken:
+            return other
 
 
 @dataclass
@@ -89,6 +121,9 @@ class Gated:
     clock: ManualClock
     clinic_id: str
     group: str
+    # The client whose partition holds the unhandled schedule change, and where it is.
+    lagging_client: uuid.UUID
+    lagging_at: tuple[TopicPartition, int]
     store: NotifierStore
     delivery: Delivery
     planner: handlers.Planner
@@ -104,8 +139,7 @@ class Gated:
             "occurred_at": self.clock.now(),
         }
 
-    async def client(self, address: str) -> uuid.UUID:
-        client_id = uuid.uuid4()
+    async def client(self, address: str, client_id: uuid.UUID) -> uuid.UUID:
         request = ev.ConsultationRequested(
             **self.fields(client_id), contact=ev.Contact(name="Ada Lovelace", email=address)
         )
@@ -137,10 +171,14 @@ async def gated(
     clinic_id = f"g-{unique}"
     # A schedule change the watched group has not handled, older than the bound (the
     # group is this test's own: a real notifier's would have handled it by now).
+    lagging_client = uuid.uuid4()
+    lagging_at = await _partition_and_end(
+        kafka_bootstrap, topics.SESSION_COMPLETED.name, lagging_client
+    )
     await inputs.publish(
         ev.SessionCompleted(
             clinic_id=clinic_id,
-            client_id=uuid.uuid4(),
+            client_id=lagging_client,
             occurred_at=clock.now(),
             course_id=uuid.uuid4(),
             appointment_id=uuid.uuid4(),
@@ -151,7 +189,6 @@ async def gated(
     await asyncio.sleep(BOUND_S + 0.2)
     group = f"tests-lag-{unique}"
     gauge = ScheduleLag(kafka_bootstrap, group, BOUND_S)
-    assert await gauge.lagging()
 
     clinics_path = tmp_path / "clinics.json"
     write_clinics(
@@ -178,7 +215,9 @@ async def gated(
             due_now=delivery.wake,
         )
     )
-    yield Gated(clock, clinic_id, group, store, delivery, planner, publisher)
+    yield Gated(
+        clock, clinic_id, group, lagging_client, lagging_at, store, delivery, planner, publisher
+    )
     await gauge.close()
 
 
@@ -196,7 +235,7 @@ async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_
     gated: Gated, mailbox: Mailbox, kafka_bootstrap: str, unique: str
 ) -> None:
     address = f"ada.{unique}@example.org"
-    client_id = await gated.client(address)
+    client_id = await gated.client(address, gated.lagging_client)
     session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
     await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
 
@@ -225,7 +264,7 @@ async def test_a_clinical_alert_is_not_stuck_behind_a_full_batch_of_waiting_remi
     gated: Gated, mailbox: Mailbox, unique: str
 ) -> None:
     address = f"ada.{unique}@example.org"
-    client_id = await gated.client(address)
+    client_id = await gated.client(address, gated.lagging_client)
     # Eleven medicine sessions on one day: by that morning their instructions and 24 h
     # reminders (22, more than a claimed batch) are all due, and all wait for the lag.
     sessions = [
@@ -249,3 +288,38 @@ async def test_a_clinical_alert_is_not_stuck_behind_a_full_batch_of_waiting_remi
         [staff_mail] = await _mails(mailbox, f"staff@{gated.clinic_id}.example", 1)
         assert staff_mail["Subject"].startswith("Urgent")
         assert len(mailbox.to(address)) == 2
+
+
+async def test_a_lag_on_another_clients_partition_does_not_hold_a_reminder(
+    gated: Gated, mailbox: Mailbox, kafka_bootstrap: str, unique: str
+) -> None:
+    address = f"ada.{unique}@example.org"
+    client_id = await gated.client(address, _client_on_another_partition(gated.lagging_client))
+    session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
+    await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
+    # Everything handled but the change on the lagging client's partition.
+    await _commit_to_the_end(kafka_bootstrap, gated.group, but=gated.lagging_at)
+
+    async with delivering(gated):
+        await _mails(mailbox, address, 2)
+        gated.clock.set(at("2026-03-23T11:00+00:00"))  # the 2 h reminder is due
+        mails = await _mails(mailbox, address, 3)
+        assert mails[-1]["Subject"].startswith("Your appointment is coming up")
+
+
+async def test_the_lag_bound_is_also_that_span_on_the_service_clock(
+    gated: Gated, kafka_bootstrap: str
+) -> None:
+    await _commit_to_the_end(kafka_bootstrap, gated.group, but=gated.lagging_at)
+    # The unhandled change is about a second old: far inside a minute of real time,
+    # far beyond a minute on a clock a thousand times faster (60 real milliseconds).
+    fast = ScaledClock(gated.clock.now(), datetime.now(UTC), 1000.0)
+    on_the_fast_clock = ScheduleLag(kafka_bootstrap, gated.group, 60.0, clock=fast)
+    in_real_time = ScheduleLag(kafka_bootstrap, gated.group, 60.0)
+    try:
+        lagging = gated.lagging_client
+        assert await on_the_fast_clock.behind({lagging}) == {lagging}
+        assert await in_real_time.behind({lagging}) == set()
+    finally:
+        await on_the_fast_clock.close()
+        await in_real_time.close()

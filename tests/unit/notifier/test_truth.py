@@ -4,11 +4,13 @@ delivery loop wakes."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
-from chassis.clock import FrozenClock, ScaledClock
+from chassis.clock import FrozenClock, ScaledClock, SystemClock
 from services.notifier.delivery import WAKE_SLACK_S, next_wake_s
 from services.notifier.domain import appointment_facts
 from services.notifier.lag import behind
@@ -188,6 +190,28 @@ def test_a_partition_never_committed_on_lags_by_what_it_holds_from_its_start() -
     assert behind({P0: -1}, starts, ends, {P0: 3, P1: None}) == []  # all of it is young
     # Committed below the log's start (retention deleted it): counted from the start.
     assert behind({P0: 1, P1: 0}, {P0: 10, P1: 0}, {P0: 10, P1: 0}, {P0: None, P1: None}) == []
+
+
+def test_the_lag_bound_is_the_smaller_of_the_real_bound_and_that_span_on_the_clock() -> None:
+    from services.notifier.lag import real_bound_s  # new with the per-client gate
+
+    demo = ScaledClock(NOW, datetime.now(UTC), 86_400)  # one clinic day per real second
+    assert real_bound_s(5.0, demo) == 5.0 / 86_400  # 5 clinic seconds: 58 real microseconds
+    assert real_bound_s(5.0, SystemClock()) == 5.0
+    assert real_bound_s(5.0, ScaledClock(NOW, datetime.now(UTC), 0.5)) == 5.0  # a slow clock
+    assert real_bound_s(5.0, FrozenClock(NOW)) == 5.0  # a clock that does not move by itself
+    assert real_bound_s(5.0, None) == 5.0
+
+
+def test_a_client_is_looked_up_on_the_partition_its_events_are_keyed_to() -> None:
+    from services.notifier.lag import partition_of  # new with the per-client gate
+
+    partitioner = DefaultPartitioner()
+    for number in range(200):
+        client = uuid.UUID(int=number * 7919)
+        for count in (1, 6, 12):
+            expected = partitioner(str(client).encode(), list(range(count)), list(range(count)))
+            assert partition_of(client, count) == expected
 
 
 # --- waking at the next due time ------------------------------------------------
