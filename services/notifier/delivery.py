@@ -15,11 +15,14 @@ checked just before it is sent against the notifier's own projection of its
 appointment (store.appointment): one whose session has started, or whose
 appointment was moved, cancelled or held meanwhile, is skipped (state
 "skipped", a permanent NotificationFailed with a reason "stale: ...", and the
-kap_notifications_skipped counter). While the notifier's view of the schedule
-lags behind the scheduler's topics (lag.ScheduleLag), time-bound messages wait
-(planned, in a held set apart from the due set, the attempt not counted; every
-round looks whether the view caught up and releases them); everything else,
-above all the urgent clinical alert, goes regardless.
+kap_notifications_skipped counter). While the notifier's view of a client's
+schedule lags behind the scheduler's topics (lag.ScheduleLag: an unhandled
+change on the client's partition, older than the bound), that client's
+time-bound messages wait (planned, in a held set apart from the due set, the
+attempt not counted; the lag is asked once per round for every client whose
+messages are due or held, and those caught up are released, looked at again
+within the bound or MIN_RECHECK_S); everything else, above all the urgent
+clinical alert, goes regardless.
 
 The loop sleeps until the earliest planned message falls due (on the injected
 clock, so on time on the demo's fast clock too), at most `poll_s`, and is woken
@@ -36,10 +39,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
+from uuid import UUID
 
 import jinja2
 from prometheus_client import Counter
@@ -77,10 +82,17 @@ HOUSEKEEPING_S = 2.0  # how often a replica looks for orphaned outcomes and coun
 WAKE_SLACK_S = 0.001
 
 
-class ScheduleLagGauge(Protocol):
-    """Whether the notifier's view of schedule changes lags too far behind (lag.ScheduleLag)."""
+# While messages are held for the schedule lag, look again this often (real time):
+# at least this long between looks, at most the poll.
+MIN_RECHECK_S = 0.002
 
-    async def lagging(self) -> bool: ...
+
+class ScheduleLagGauge(Protocol):
+    """Which clients' schedule changes the notifier's view lags behind on (lag.ScheduleLag)."""
+
+    bound_s: float  # real seconds
+
+    async def behind(self, clients: Collection[UUID]) -> set[UUID]: ...
 
     async def close(self) -> None: ...
 
@@ -106,21 +118,6 @@ def next_wake_s(clock: Clock, earliest_due: datetime | None, poll_s: float) -> f
 @dataclass
 class RoundResult:
     busy: bool = False  # a full batch was claimed: more may be due at once
-
-
-@dataclass
-class _Checks:
-    """The schedule lag, asked at most once per round and only when a time-bound message is due."""
-
-    gauge: ScheduleLagGauge | None
-    _lagging: bool | None = None
-
-    async def lagging(self) -> bool:
-        if self.gauge is None:
-            return False
-        if self._lagging is None:
-            self._lagging = await self.gauge.lagging()
-        return self._lagging
 
 
 class UnknownClient(TransientSendError):
@@ -266,19 +263,22 @@ class Delivery:
                 held.add(clinic.id)
         self._held = held
         wait_s = next_wake_s(self._clock, earliest, self._poll_s)
+        if held and self._schedule_lag is not None:
+            # Held for a lag that is over once the group handles a few records: soon.
+            recheck_s = min(max(self._schedule_lag.bound_s, MIN_RECHECK_S), self._poll_s)
+            if recheck_s < wait_s:
+                wait_s, earliest = recheck_s, None
         # Only when the loop sleeps toward `earliest`: a later plan needs no wake then.
         self._next_look = earliest if wait_s > 0 and earliest is not None else None
         return wait_s
 
     async def round(self, only: set[str] | None = None) -> RoundResult:
-        """One pass over every clinic (or those in `only`)."""
+        """One pass over every clinic (or those in `only`).
+
+        What every clinic has due is claimed first, so the schedule lag is asked
+        once for all the clients whose time-bound messages are due or held.
+        """
         result = RoundResult()
-        checks = _Checks(self._schedule_lag)
-        if self._held and not await checks.lagging():
-            # Caught up: what waited is due again, and claimed in this very round.
-            for clinic_id in sorted(self._held):
-                await self._store.release_held(clinic_id)
-            self._held = set()
         # Orphaned outcomes are at least OUTBOX_GRACE_MS old, and the gauge is for
         # dashboards: neither needs looking at every round (rounds follow every
         # plan with a message due now; two extra calls per clinic each time showed
@@ -286,6 +286,7 @@ class Delivery:
         housekeeping = time.monotonic() >= self._next_housekeeping
         if housekeeping:
             self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        batch: list[tuple[Clinic, Claim]] = []
         for clinic in self._clinics.all():
             if only is not None and clinic.id not in only and not housekeeping:
                 continue
@@ -294,15 +295,37 @@ class Delivery:
             claims = await self._store.claim_due(
                 clinic.id, self._clock.now(), limit=BATCH, lease_ms=self._lease_ms
             )
-            for claim in claims:
-                await self._deliver(clinic, claim, checks)
+            batch += [(clinic, claim) for claim in claims]
             result.busy = result.busy or len(claims) == BATCH
             if housekeeping and self._metrics is not None:
                 waiting = await self._store.waiting(clinic.id)
                 self._metrics.pending("notification", clinic.id, waiting)
+        behind = await self._behind(batch, result)
+        for clinic, claim in batch:
+            await self._deliver(clinic, claim, behind)
         return result
 
-    async def _deliver(self, clinic: Clinic, claim: Claim, checks: _Checks) -> None:
+    async def _behind(self, batch: list[tuple[Clinic, Claim]], result: RoundResult) -> set[UUID]:
+        """The clients whose schedule view lags, asked once; held messages of the others are
+        released (due again, claimed by the next round, which comes at once)."""
+        if self._schedule_lag is None:
+            return set()
+        held: list[tuple[str, str, UUID]] = []
+        for clinic_id in sorted(self._held):
+            held += [(clinic_id, i, c) for i, c in await self._store.held(clinic_id, BATCH)]
+        clients = {c.message.client_id for _, c in batch if c.message.kind in TIME_BOUND_KINDS}
+        clients |= {client for _, _, client in held}
+        behind = await self._schedule_lag.behind(clients)
+        caught_up: dict[str, list[str]] = defaultdict(list)
+        for clinic_id, notification_id, client in held:
+            if client not in behind:
+                caught_up[clinic_id].append(notification_id)
+        for clinic_id, ids in caught_up.items():
+            if await self._store.release_held(clinic_id, ids):
+                result.busy = True
+        return behind
+
+    async def _deliver(self, clinic: Clinic, claim: Claim, behind: set[UUID]) -> None:
         """Send one claimed message, or record why not, or hold it for the schedule view."""
         planned = claim.message
         if claim.attempts > MAX_ATTEMPTS:
@@ -326,7 +349,7 @@ class Delivery:
             if (reason := staleness(planned, fact, self._clock.now())) is not None:
                 await self._skip(claim, planned, reason)
                 return
-            if await checks.lagging():
+            if planned.client_id in behind:
                 # A change to this appointment may be waiting unread: not now, not counted.
                 if await self._store.hold(claim):
                     self._held.add(clinic.id)

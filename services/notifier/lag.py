@@ -11,18 +11,34 @@ partitions, not only this process's, and keeps no state between checks. The
 age comes from Kafka itself: the first offset whose record is younger than the
 bound (ListOffsets by time); a group committed below it has left an older
 record unhandled.
+
+Per client: every event is keyed by client id, so a client's schedule changes
+are on one partition of each topic (the default partitioner's, `partition_of`).
+A message waits only while that partition is behind, not for another client's
+backlog; one round asks once for every partition its messages need.
+
+The bound is the smaller of the configured real span and the same span on the
+service clock (`real_bound_s`): on the demo's clock (a clinic day per real
+second) 5 s is 58 real microseconds, so in effect any record of an earlier
+millisecond (Kafka's resolution) that is still unhandled; there, tens of real
+milliseconds of lag are clinic hours.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 
+from chassis.clock import Clock
 from shared import topics
 from shared.topics import Topic
 
@@ -38,6 +54,23 @@ SCHEDULE_TOPICS: tuple[Topic, ...] = (
     topics.SESSION_MISSED,
     topics.SESSION_COMPLETED,
 )
+
+
+def partition_of(client_id: UUID, partitions: int) -> int:
+    """The partition the default partitioner gives a client's events (keyed by client id)."""
+    return int(murmur2(str(client_id).encode()) & 0x7FFFFFFF) % partitions
+
+
+def real_bound_s(bound_s: float, clock: Clock | None) -> float:
+    """The smaller of `bound_s` real seconds and `bound_s` on `clock`, in real seconds.
+
+    A clock that does not move by itself (a test's) says 0 for any span: the
+    real bound then stands alone.
+    """
+    if clock is None:
+        return bound_s
+    on_the_clock = clock.real_seconds(timedelta(seconds=bound_s))
+    return min(bound_s, on_the_clock) if on_the_clock > 0 else bound_s
 
 
 def behind(
@@ -66,7 +99,7 @@ def behind(
 
 
 class ScheduleLag:
-    """Asks Kafka whether the notifier's group is behind on the schedule topics."""
+    """Asks Kafka which clients' partitions the notifier's group is behind on."""
 
     def __init__(
         self,
@@ -75,56 +108,73 @@ class ScheduleLag:
         bound_s: float,
         client_options: Mapping[str, Any] | None = None,
         schedule_topics: Sequence[Topic] = SCHEDULE_TOPICS,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._group = group
-        self.bound_s = bound_s
+        self.bound_s = real_bound_s(bound_s, clock)
         self._options = dict(client_options or {})
         self._topics = [t.name for t in schedule_topics]
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def lagging(self) -> bool:
-        """True while a schedule change older than the bound is unhandled, or when unknown.
+    async def behind(self, clients: Collection[UUID]) -> set[UUID]:
+        """The clients with a schedule change older than the bound unhandled on their partition.
 
-        Unknown (Kafka not answering) counts as lagging: a change may be waiting,
-        and a time-bound message is better late than untrue.
+        One batch of requests for all of them. Unknown (Kafka not answering)
+        counts as behind: a change may be waiting, and a time-bound message is
+        better late than untrue.
         """
+        if not clients:
+            return set()
         try:
-            late = await self._late_partitions()
+            return await self._behind(clients)
         except Exception:
             log.warning("could not measure the schedule lag; time-bound sends wait", exc_info=True)
             await self.close()  # reconnect next time
-            return True
+            return set(clients)
+
+    async def _behind(self, clients: Collection[UUID]) -> set[UUID]:
+        admin, consumer = await self._clients()
+        counts = {name: len(consumer.partitions_for_topic(name) or ()) for name in self._topics}
+        if not all(counts.values()):
+            await consumer._client.force_metadata_update()
+            counts = {name: len(consumer.partitions_for_topic(name) or ()) for name in self._topics}
+        wanted: dict[TopicPartition, set[UUID]] = {}
+        for client in clients:
+            for name, count in counts.items():
+                if count:
+                    wanted.setdefault(TopicPartition(name, partition_of(client, count)), set()).add(
+                        client
+                    )
+        late = await self._late_partitions(admin, consumer, list(wanted))
         if late:
             log.info(
-                "schedule lag above %.1fs on %d partition(s); time-bound sends wait",
+                "schedule lag above %.4fs on %d partition(s); their time-bound sends wait",
                 self.bound_s,
                 len(late),
             )
-        return bool(late)
+        return {client for tp in late for client in wanted[tp]}
 
-    async def _late_partitions(self) -> list[TopicPartition]:
-        admin, consumer = await self._clients()
-        partitions = [
-            TopicPartition(name, p)
-            for name in self._topics
-            for p in consumer.partitions_for_topic(name) or ()
-        ]
+    async def _late_partitions(
+        self,
+        admin: AIOKafkaAdminClient,
+        consumer: AIOKafkaConsumer,
+        partitions: list[TopicPartition],
+    ) -> list[TopicPartition]:
         if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [
-                TopicPartition(name, p)
-                for name in self._topics
-                for p in consumer.partitions_for_topic(name) or ()
-            ]
-        offsets = await admin.list_consumer_group_offsets(self._group, partitions=partitions)
-        committed = {tp: meta.offset for tp, meta in offsets.items()}
+            return []
         since_ms = int((time.time() - self.bound_s) * 1000)
-        found = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+        # Independent requests (coordinator and partition leaders): asked together.
+        offsets, found, ends, starts = await asyncio.gather(
+            admin.list_consumer_group_offsets(self._group, partitions=partitions),
+            consumer.offsets_for_times(dict.fromkeys(partitions, since_ms)),
+            consumer.end_offsets(partitions),
+            consumer.beginning_offsets(partitions),
+        )
+        committed = {tp: meta.offset for tp, meta in offsets.items()}
         young_from = {tp: (at.offset if at is not None else None) for tp, at in found.items()}
-        ends = await consumer.end_offsets(partitions)
-        starts = await consumer.beginning_offsets(partitions)
         return behind(committed, starts, ends, young_from)
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         clock=runtime.clock,
         poll_s=settings.delivery_poll_ms / 1000,
         metrics=runtime.metrics,
-        schedule_lag=schedule_lag(settings),
+        schedule_lag=schedule_lag(settings, runtime.clock),
     )
     handlers.register(
         runtime.broker,
@@ -54,8 +54,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     return http_app(runtime, title="KAP notifier", routers=[api.routes(store)])
 
 
-def schedule_lag(settings: Settings) -> ScheduleLag | None:
-    """The gate on time-bound sends: this service's group on the scheduler's topics."""
+def schedule_lag(settings: Settings, clock: Clock | None = None) -> ScheduleLag | None:
+    """The gate on time-bound sends: this service's group on the scheduler's topics, with the
+    bound also read on the service clock."""
     if settings.schedule_lag_bound_ms == 0:
         return None
     sasl = settings.kafka_sasl()
@@ -74,6 +75,7 @@ def schedule_lag(settings: Settings) -> ScheduleLag | None:
         group_id(SERVICE),
         settings.schedule_lag_bound_ms / 1000,
         options,
+        clock=clock,
     )
 
 

@@ -115,13 +115,17 @@ return 1
 
 
 _RELEASE = """
--- KEYS: held, due. Every held message back to the due set at its own time.
-local held = redis.call("ZRANGE", KEYS[1], 0, -1, "WITHSCORES")
-for i = 1, #held, 2 do
-  redis.call("ZADD", KEYS[2], held[i + 1], held[i])
+-- KEYS: held, due. ARGV: ids. Those still held back to the due set at their own time.
+local released = 0
+for _, id in ipairs(ARGV) do
+  local score = redis.call("ZSCORE", KEYS[1], id)
+  if score then
+    redis.call("ZADD", KEYS[2], score, id)
+    redis.call("ZREM", KEYS[1], id)
+    released = released + 1
+  end
 end
-redis.call("DEL", KEYS[1])
-return #held / 2
+return released
 """
 
 _RENEW = """
@@ -469,9 +473,30 @@ class NotifierStore:
             planned_into="held",
         )
 
-    async def release_held(self, clinic_id: str) -> int:
-        """Every held message of the clinic due again (the schedule view caught up)."""
-        released = await self._release(keys=[_key(clinic_id, "held"), _key(clinic_id, "due")])
+    async def held(self, clinic_id: str, limit: int) -> list[tuple[str, UUID]]:
+        """The clinic's first `limit` held messages (by send_at), with the client each is for."""
+        ids = [_text(i) for i in await self._redis.zrange(_key(clinic_id, "held"), 0, limit - 1)]
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as reads:
+            for notification_id in ids:
+                reads.hget(_key(clinic_id, "msg", notification_id), "plan")
+            plans = await reads.execute()
+        found = []
+        for notification_id, plan in zip(ids, plans, strict=True):
+            if plan is None:  # expired meanwhile: nothing to send, nothing to keep
+                await self._redis.zrem(_key(clinic_id, "held"), notification_id)
+                continue
+            found.append((notification_id, PlannedMessage.model_validate_json(plan).client_id))
+        return found
+
+    async def release_held(self, clinic_id: str, ids: Sequence[str]) -> int:
+        """These held messages due again at their own time (their schedule view caught up)."""
+        if not ids:
+            return 0
+        released = await self._release(
+            keys=[_key(clinic_id, "held"), _key(clinic_id, "due")], args=list(ids)
+        )
         return int(released)
 
     async def due_summary(self, clinic_id: str) -> tuple[datetime | None, int]:
