@@ -8,9 +8,12 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from redis.asyncio import Redis
 
 from chassis.clinics import ClinicDirectory
@@ -19,6 +22,8 @@ from chassis.config import ServiceSettings
 from chassis.effects import EffectLog
 from chassis.events import EventPublisher
 from chassis.kafka import make_broker
+from ops import mailcatcher
+from ops.mailcatcher import MaildirHandler
 from services.notifier import handlers
 from services.notifier.channels import EmailChannel
 from services.notifier.delivery import Delivery
@@ -26,7 +31,13 @@ from services.notifier.store import NotifierStore
 from shared import events as ev
 from shared import topics
 from tests.helpers import write_clinics
-from tests.integration.notifier.support import Mailbox, appointment, eventually, sent_at
+from tests.integration.notifier.support import (
+    Mailbox,
+    appointment,
+    eventually,
+    free_port,
+    sent_at,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +121,92 @@ async def test_a_reminder_goes_out_when_due_on_a_fast_clock_not_at_the_next_poll
     due = starts_at - timedelta(hours=2)
     late = sent_at(reminder) - due  # type: ignore[arg-type]
     assert timedelta(0) <= late <= ON_TIME, f"sent {late} after it was due"
+
+
+class _SlowMaildir(MaildirHandler):
+    """A mail server that takes its time over every message (a remote relay under load)."""
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await asyncio.sleep(SLOW_SERVER_S)
+        return await super().handle_DATA(server, session, envelope)
+
+
+SLOW_SERVER_S = 0.25  # seven and a half clinic minutes on this clock
+AT_ONCE = 6
+
+
+async def test_reminders_falling_due_together_all_go_out_on_time_through_a_slow_mail_server(
+    redis_client: Redis, publisher: EventPublisher, tmp_path: Path, unique: str
+) -> None:
+    maildir = tmp_path / "mail"
+    server = Controller(_SlowMaildir(maildir), hostname="127.0.0.1", port=free_port())
+    server.start()
+    clinic_id = f"c-{unique}"
+    clinics_path = tmp_path / "clinics.json"
+    write_clinics(
+        clinics_path,
+        {clinic_id: {"name": f"Clinic {unique}", "timezone": "Europe/Lisbon", "key": "k"}},
+    )
+    clinics = ClinicDirectory(clinics_path)
+    clock = ScaledClock(datetime(2026, 3, 23, 10, 0, tzinfo=UTC), datetime.now(UTC), SCALE)
+    store = NotifierStore(redis_client)
+    delivery = Delivery(
+        store,
+        clinics,
+        {"email": EmailChannel("127.0.0.1", server.port, "notifications@kap.example")},
+        publisher,
+        clock,
+        poll_s=POLL_S,
+    )
+    planner = handlers.Planner(
+        handlers.Deps(
+            store=store,
+            effects=EffectLog(redis_client, "notifier", publisher),
+            clinics=clinics,
+            clock=clock,
+            due_now=delivery.wake,
+        )
+    )
+    worker = asyncio.create_task(delivery.run())
+    try:
+        # Six clients with a consultation at the same time: their 2 h reminders fall due
+        # at one instant, an hour and a half (three real seconds) from now, long after
+        # the confirmations went out.
+        starts_at = (clock.now() + timedelta(hours=3, minutes=30)).replace(second=0, microsecond=0)
+        addresses = [f"c{n}.{unique}@example.org" for n in range(AT_ONCE)]
+        for address in addresses:
+            client_id = uuid.uuid4()
+            request = ev.ConsultationRequested(
+                clinic_id=clinic_id,
+                client_id=client_id,
+                occurred_at=clock.now(),
+                contact=ev.Contact(name="Ada Lovelace", email=address),
+            )
+            envelope = publisher.envelope_for(request)
+            await planner.plan(request, envelope, handlers.requested(request))
+            booked = ev.ConsultationBooked(
+                clinic_id=clinic_id,
+                client_id=client_id,
+                occurred_at=clock.now(),
+                appointment=appointment(ev.AppointmentKind.CONSULTATION, starts_at, 30),
+            )
+            await planner.plan(booked, publisher.envelope_for(booked))
+
+        async def reminded() -> list[EmailMessage]:
+            found = [
+                m
+                for m in mailcatcher.read_mails(maildir)
+                if "coming up" in str(m["Subject"]) and m["To"] in addresses
+            ]
+            return found if len(found) == AT_ONCE else []
+
+        reminders = await eventually(reminded, "every 2 h reminder", wait_s=15)
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        server.stop()
+
+    due = starts_at - timedelta(hours=2)
+    lateness = sorted(sent_at(m) - due for m in reminders)
+    assert lateness[0] >= timedelta(0), f"sent before it was due: {lateness}"
+    assert lateness[-1] <= ON_TIME, f"late: {[str(late) for late in lateness]}"
