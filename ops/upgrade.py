@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,14 @@ from typing import Any
 import httpx
 
 from chassis.clock import ScaledClock
-from ops import audit, demo, demo_clinics
+from ops import audit, demo, demo_clinics, operations
 from ops.audit_rebuild import occurred
 from ops.stack import CODE_BANNER, ROOT, SERVICES, Process, Stack
 from shared import topics
 
 DEFAULT_FROM = "09340c2"  # the main before issue 14 changed how event ids are derived
 OLD_CODE = ROOT / ".infra" / "upgrade" / "old"
+NEW_CODE = ROOT / ".infra" / "upgrade" / "new"  # with --to: a commit, not the working tree
 # The demo's clinics under names of their own: a demo, chaos or test run meanwhile
 # resets the demo clinics' state in Redis, and must not reset this run's.
 CLINICS = {f"upgrade-{name}": spec for name, spec in demo_clinics.CLINICS.items()}
@@ -95,7 +97,7 @@ SERVICE_COMMANDS = tuple(f"kap-{s}" for s in SERVICES) + tuple(
 
 
 def other_services() -> list[int]:
-    """Pids of KAP services running on this machine (Linux /proc): other stacks.
+    """Pids of KAP services, or of test runs that start them, on this machine (Linux /proc).
 
     The services' consumer groups are fixed (`kap-<service>`): another stack's
     replicas on the same broker would take partitions of this run's topics and
@@ -104,10 +106,17 @@ def other_services() -> list[int]:
     found = []
     for entry in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            command = entry.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = entry.read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if any(name in command for name in SERVICE_COMMANDS):
+        command = " ".join(argv)
+        # pytest beyond tests/unit starts services, or their consumers, in the same groups.
+        testing = (
+            any(a.endswith(("pytest", "pytest.py")) for a in argv[:3]) or "-m pytest" in command
+        )
+        if any(name in command for name in SERVICE_COMMANDS) or (
+            testing and not any(a.startswith("tests/unit") for a in argv)
+        ):
             found.append(int(entry.parent.name))
     return found
 
@@ -176,6 +185,8 @@ def switch(stack: Stack, code_dir: Path) -> None:
         started.append(new)
     for process in started:
         process.wait_ready()
+        if code_dir != ROOT and loaded_from(process) != code_dir:
+            raise RuntimeError(f"{process.name} did not load {code_dir}")
 
 
 # --- the staff ------------------------------------------------------------------
@@ -331,6 +342,13 @@ async def drive(
     await demo.settle(args.kafka, tally)
     journal = await audit.read_journal(args.kafka, tally.clients)
     findings = demo.audit_of(stack, tally, journal)
+    # Dead letters of this run's people: a fault, or another stack's member of a
+    # service's group that took them (it does not know this run's clinics).
+    letters = Counter(
+        f"{said['service']}: {str(said['error'])[:60]}"
+        for said in (letter.summary() for letter in await operations.dead_letters(args.kafka))
+        if said["key"] in tally.clients
+    )
     # The same auditor over what had happened by the drain: the old version's own failures.
     before = audit.Journal([r for r in journal.records if occurred(r) < switched_at])
     old_version = audit.audit_topics(
@@ -357,6 +375,7 @@ async def drive(
         "drain_seconds": round(drained_s, 1),
         "switch_seconds": round(downtime_s, 1),
         "other_services_seen": sorted(staff.others),
+        "dead_letters": dict(letters),
     }
 
 
@@ -400,6 +419,11 @@ async def report_progress(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--from", dest="ref", default=DEFAULT_FROM, help="the old version")
+    parser.add_argument(
+        "--to",
+        default=None,
+        help="the new version as a commit (its own worktree); default: this checkout as it is",
+    )
     parser.add_argument("--people", type=int, default=30)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--day-seconds", type=float, default=2.5)
@@ -418,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"upgrade: other services still run (pids {others}); figures may be disturbed")
     started = time.monotonic()
     old_code, commit = worktree(args.ref)
+    new_code, to, target = ROOT, "working tree", "this checkout"
+    if args.to:
+        new_code, new_commit = worktree(args.to, NEW_CODE)
+        to, target = new_commit[:7], f"{new_commit[:7]} ({new_code})"
     run = args.workdir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     clinics = demo_clinics.write(run / "clinics.json", CLINICS)
     asyncio.run(demo_clinics.reset(args.redis, CLINICS))
@@ -436,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     clock = ScaledClock(origin=demo.ORIGIN, anchor=anchor, scale=scale)
     print(
-        f"upgrade: {commit[:7]} ({old_code}) -> this checkout; {args.people} people, "
+        f"upgrade: {commit[:7]} ({old_code}) -> {target}; {args.people} people, "
         f"one clinic day per {args.day_seconds:g} s; logs in {run}/logs",
         flush=True,
     )
@@ -452,20 +480,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"upgrade: the old services did not load {old_code}: {wrong}")
                 return 2
             print(f"upgrade: old services ready, their code from {old_code}", flush=True)
-            result = asyncio.run(drive(stack, clock, args, ROOT))
+            result = asyncio.run(drive(stack, clock, args, new_code))
     except KeyboardInterrupt:
         print("upgrade: interrupted; everything it started has been stopped", file=sys.stderr)
         return 130
     except (httpx.HTTPError, RuntimeError, TimeoutError) as failed:
         print(f"upgrade: failed: {failed!r}", file=sys.stderr)
         return 1
-    result = {"from": commit[:7], "seconds": round(time.monotonic() - started, 1), **result}
+    result = {
+        "from": commit[:7],
+        "to": to,
+        "seconds": round(time.monotonic() - started, 1),
+        **result,
+    }
     result["group_rebalances"] = rebalances(stack)
-    if result["other_services_seen"]:
+    if result["other_services_seen"] or result["dead_letters"]:
         print(
             "upgrade: other stacks' services ran meanwhile (pids "
-            f"{result['other_services_seen']}); they share the services' consumer groups "
-            "and may have handled some of this run's events"
+            f"{result['other_services_seen']}) or this run's events were dead-lettered "
+            f"({result['dead_letters']}): a member of a service's consumer group that is "
+            "not this run's handles its events with other clinics; see group_rebalances"
         )
     if result["old_version_failures"]:
         carried = json.dumps(result["old_version_failures"], sort_keys=True)
