@@ -114,9 +114,9 @@ def other_services() -> list[int]:
         testing = (
             any(a.endswith(("pytest", "pytest.py")) for a in argv[:3]) or "-m pytest" in command
         )
-        if any(name in command for name in SERVICE_COMMANDS) or (
-            testing and not any(a.startswith("tests/unit") for a in argv)
-        ):
+        paths = [a for a in argv if a.startswith("tests")]
+        unit_only = bool(paths) and all(a.startswith("tests/unit") for a in paths)
+        if any(name in command for name in SERVICE_COMMANDS) or (testing and not unit_only):
             found.append(int(entry.parent.name))
     return found
 
@@ -130,14 +130,24 @@ def wait_alone(wait_s: float) -> list[int]:
     return others
 
 
-def rebalances(stack: Stack) -> int:
-    """Rebalances this run's services saw while members of their groups.
+def groups_shared(stack: Stack) -> int:
+    """Assignments that gave this run's replica of a service fewer than all its partitions.
 
-    One per group is the switch itself (the drained members' sessions running
-    out after the new ones joined); more mean another member came or went.
+    With one replica per service, and the old ones gone before the new ones
+    join, each assignment should hold every partition the service reads; one
+    holding fewer means another member of the group (another stack, a test)
+    held the rest meanwhile, and handled the run's events on them.
     """
-    logs = stack.workdir.glob("logs/*.log")
-    return sum(log.read_text(errors="replace").count("because it is rebalancing") for log in logs)
+    shared = 0
+    for service in SERVICES:
+        held = [
+            line.count("TopicPartition(")
+            for log in sorted(stack.workdir.glob(f"logs/{service}-*.log"))
+            for line in log.read_text(errors="replace").splitlines()
+            if "assigned to partitions" in line
+        ]
+        shared += sum(1 for n in held if n < max(held, default=0))
+    return shared
 
 
 # --- the switch -----------------------------------------------------------------
@@ -493,13 +503,13 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1),
         **result,
     }
-    result["group_rebalances"] = rebalances(stack)
-    if result["other_services_seen"] or result["dead_letters"]:
+    result["groups_shared"] = groups_shared(stack)
+    if result["other_services_seen"] or result["dead_letters"] or result["groups_shared"]:
+        seen = {k: result[k] for k in ("other_services_seen", "dead_letters", "groups_shared")}
         print(
-            "upgrade: other stacks' services ran meanwhile (pids "
-            f"{result['other_services_seen']}) or this run's events were dead-lettered "
-            f"({result['dead_letters']}): a member of a service's consumer group that is "
-            "not this run's handles its events with other clinics; see group_rebalances"
+            "upgrade: not alone on this broker: another member of a service's consumer "
+            "group handles some of this run's events, without its clinics; the figures "
+            f"are disturbed: {json.dumps(seen, sort_keys=True)}"
         )
     if result["old_version_failures"]:
         carried = json.dumps(result["old_version_failures"], sort_keys=True)
