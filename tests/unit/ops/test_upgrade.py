@@ -79,3 +79,29 @@ def test_the_real_old_code_would_load_from_its_worktree() -> None:
         timeout=60,
     ).stdout.strip()
     assert found == str(upgrade.OLD_CODE / "services" / "scheduler" / "main.py")
+
+
+def test_the_verdict_leaves_out_the_old_versions_own_failures_but_never_a_repeat() -> None:
+    counts = {name: 0 for name in upgrade.audit.FAILING}
+    result = {
+        **counts,
+        "stale_reminders": 9,
+        "lost": 2,
+        "notifications_repeated": 1,
+        "old_version_failures": {"stale_reminders": 9, "lost": 1, "notifications_repeated": 1},
+    }
+    assert upgrade.verdict(result) == {"lost": 1, "notifications_repeated": 1}
+    assert upgrade.verdict({**counts, "stale_reminders": 3, "old_version_failures": {}}) == {
+        "stale_reminders": 3
+    }
+
+
+def test_an_assignment_short_of_partitions_means_another_member(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    every = "assigned to partitions: " + "TopicPartition(x), " * 4
+    half = "assigned to partitions: " + "TopicPartition(x), " * 2
+    (logs / "notifier-0.old.log").write_text(f"{every}\n{half}\n")
+    (logs / "notifier-0.log").write_text(f"{every}\n")
+    (logs / "scheduler-0.log").write_text(f"{every}\n")
+    assert upgrade.groups_shared(Stack(workdir=tmp_path, env={})) == 1
