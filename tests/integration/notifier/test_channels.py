@@ -49,7 +49,9 @@ async def test_an_sms_opt_out_is_honoured_for_messages_already_planned(rig: Rig)
 
     opt_out = ev.ContactPreferencesChanged(**rig.fields(client_id), channel="sms", opted_out=True)
     await rig.publish(opt_out)
-    await rig.step_to(at("2026-03-26T14:00+00:00"))
+    # Each reminder when it falls due (one found half a day late would be too late to send).
+    await rig.step_to(at("2026-03-25T15:00+00:00"))
+    await rig.step_to(at("2026-03-26T13:00+00:00"))
 
     reminders = await rig.mails(grace.email, 2)
     assert [m["Subject"] for m in reminders] == [
