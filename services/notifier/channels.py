@@ -28,6 +28,7 @@ import httpx
 from services.notifier.templates import RenderedMessage
 
 SEND_TIMEOUT_S = 10.0
+DEFAULT_CONNECTIONS = 8  # SMTP connections per process: mails handed over at once
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP  # readable bodies, as EmailMessage would write them
 
@@ -65,19 +66,23 @@ def message_id(notification_id: UUID) -> str:
 
 
 class EmailChannel:
-    """Mail over one SMTP connection per process, opened when needed and kept open.
+    """Mail over a small pool of SMTP connections per process, opened when needed and kept.
 
     A connection per mail costs a TCP handshake, EHLO and QUIT each time (measured:
-    the largest single cost of a confirmation in make bench). Sends take turns on
-    the connection; one that fails is dropped, so the next send opens a fresh one.
+    the largest single cost of a confirmation in make bench). Up to `connections`
+    mails go at once, each on a connection of its own (messages falling due
+    together are not queued behind one slow exchange); one that fails is
+    dropped, so a later send opens a fresh one.
     """
 
-    def __init__(self, host: str, port: int, sender: str) -> None:
+    def __init__(
+        self, host: str, port: int, sender: str, connections: int = DEFAULT_CONNECTIONS
+    ) -> None:
         self._host = host
         self._port = port
         self._sender = sender
-        self._smtp: aiosmtplib.SMTP | None = None
-        self._turn = asyncio.Lock()
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._turns = asyncio.Semaphore(max(connections, 1))
 
     def compose(self, outgoing: Outgoing) -> bytes:
         """The mail as sent: text, and HTML when there is some, as alternatives.
@@ -112,53 +117,64 @@ class EmailChannel:
         except (ValueError, TypeError, MessageError) as unusable:
             # e.g. a line break in the address: it would forge headers, so never sent.
             raise PermanentSendError("the address cannot be put in an email header") from unusable
-        async with self._turn:
+        async with self._turns:
+            smtp = self._idle.pop() if self._idle else None
             try:
-                smtp = await self._connected()
+                smtp = await self._connected(smtp)
                 await smtp.sendmail(self._sender, [outgoing.to], mail)
             except aiosmtplib.SMTPRecipientsRefused as refused:
-                await self._reset()
+                await self._reset(smtp)
                 codes = sorted({r.code for r in refused.recipients})
                 error = f"smtp recipient refused ({', '.join(map(str, codes))})"
                 raise _by_code(min(codes), error) from refused
             except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as down:
-                await self._drop()
+                _drop(smtp)
                 raise TransientSendError(f"smtp unavailable ({type(down).__name__})") from down
             except aiosmtplib.SMTPSenderRefused as refused:
-                await self._reset()
+                await self._reset(smtp)
                 # Our own From address: a configuration fault, not this message's.
                 raise TransientSendError(f"smtp refused the sender ({refused.code})") from refused
             except aiosmtplib.SMTPResponseException as answer:
-                await self._reset()
+                await self._reset(smtp)
                 raise _by_code(answer.code, f"smtp answered {answer.code}") from answer
             except (aiosmtplib.SMTPException, OSError) as failed:
-                await self._drop()
+                _drop(smtp)
                 raise TransientSendError(f"smtp failed ({type(failed).__name__})") from failed
             except ValueError:
                 # aiosmtplib refused the address itself (before any byte was sent).
-                await self._reset()
+                await self._reset(smtp)
                 raise PermanentSendError("the address cannot be used for SMTP") from None
+            except BaseException:
+                _drop(smtp)  # cancelled mid-exchange: the connection is in an unknown state
+                raise
+            else:
+                self._idle.append(smtp)
 
-    async def _connected(self) -> aiosmtplib.SMTP:
-        if self._smtp is None or not self._smtp.is_connected:
+    async def _connected(self, smtp: aiosmtplib.SMTP | None) -> aiosmtplib.SMTP:
+        if smtp is None or not smtp.is_connected:
+            _drop(smtp)
             smtp = aiosmtplib.SMTP(hostname=self._host, port=self._port, timeout=SEND_TIMEOUT_S)
             await smtp.connect()
-            self._smtp = smtp
-        return self._smtp
+        return smtp
 
-    async def _reset(self) -> None:
+    async def _reset(self, smtp: aiosmtplib.SMTP | None) -> None:
         """After a refused message: the same connection serves the next one, once RSET."""
+        if smtp is None:
+            return
         try:
-            if self._smtp is not None and self._smtp.is_connected:
-                await self._smtp.rset()
+            if smtp.is_connected:
+                await smtp.rset()
+                self._idle.append(smtp)
+                return
         except (aiosmtplib.SMTPException, OSError):
-            await self._drop()
+            pass
+        _drop(smtp)
 
-    async def _drop(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            with contextlib.suppress(Exception):  # it is being thrown away either way
-                smtp.close()
+
+def _drop(smtp: aiosmtplib.SMTP | None) -> None:
+    if smtp is not None:
+        with contextlib.suppress(Exception):  # it is being thrown away either way
+            smtp.close()
 
 
 def _text_part(text: str, subtype: str) -> Message:
@@ -172,20 +188,27 @@ def _by_code(code: int, reason: str) -> SendError:
 
 
 class SmsChannel:
-    """POST {base}/2010-04-01/Accounts/{sid}/Messages.json with To, From, Body (basic auth)."""
+    """POST {base}/2010-04-01/Accounts/{sid}/Messages.json with To, From, Body (basic auth).
+
+    One HTTP client per process, kept (its connection pool lets sends go at once).
+    """
 
     def __init__(self, base_url: str, account_sid: str, auth_token: str, sender: str) -> None:
         self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self._auth = (account_sid, auth_token)
         self._sender = sender
+        self._client: httpx.AsyncClient | None = None
 
     async def send(self, outgoing: Outgoing) -> None:
         form = {"To": outgoing.to, "From": self._sender, "Body": outgoing.rendered.text}
         # Providers that deduplicate use this; one that does not still logs it.
         headers = {"Idempotency-Key": str(outgoing.notification_id)}
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=SEND_TIMEOUT_S)
         try:
-            async with httpx.AsyncClient(timeout=SEND_TIMEOUT_S) as client:
-                response = await client.post(self._url, data=form, auth=self._auth, headers=headers)
+            response = await self._client.post(
+                self._url, data=form, auth=self._auth, headers=headers
+            )
         except httpx.HTTPError as failed:
             raise TransientSendError(
                 f"sms provider unreachable ({type(failed).__name__})"

@@ -1,14 +1,18 @@
 """The sending loop: claim what is due, address it as prefs stand now, render, send, record.
 
-Once per message: a replica leases a batch of due messages (store.claim_due),
-renews each one's lease just before sending it (store.renew, fenced by the lease
-token: a message that outlived its lease behind slow sends and was re-claimed by
-another replica is left to that replica), and records the outcome under that
-lease after, so a redelivered event, a second replica or a restart never sends
-it again. The one gap left is a crash
-between the channel accepting a message and the outcome being recorded: the
-lease then expires and the message goes again, with the same Message-ID (or
-SMS Idempotency-Key), so the duplicate can be recognised downstream.
+Once per message: a replica leases a batch of messages due now or within
+LOOKAHEAD_S (store.claim_due), prepares each (contact, channel, render, a first
+check), waits for its due instant, renews its lease just before sending it
+(store.renew, fenced by the lease token: a message that outlived its lease and
+was re-claimed by another replica is left to that replica), hands it over (up
+to SEND_CONCURRENCY at once: many messages fall due at one instant, such as the
+send window opening, and one after the other they would queue behind each
+channel exchange) and records the outcome under that lease after, so a
+redelivered event, a second replica or a restart never sends it again. The one
+gap left is a crash between the channel accepting a message and the outcome
+being recorded: the lease then expires and the message goes again, with the
+same Message-ID (or SMS Idempotency-Key), so the duplicate can be recognised
+downstream.
 
 Only true messages: a time-bound message (reminders, session instructions) is
 checked just before it is sent against the notifier's own projection of its
@@ -24,9 +28,11 @@ messages are due or held, and those caught up are released, looked at again
 within the bound or MIN_RECHECK_S); everything else, above all the urgent
 clinical alert, goes regardless.
 
-The loop sleeps until the earliest planned message falls due (on the injected
-clock, so on time on the demo's fast clock too), at most `poll_s`, and is woken
-earlier by a plan holding a message due sooner (`wake`).
+The loop sleeps until LOOKAHEAD_S before the earliest planned message falls
+due (on the injected clock, so on time on the demo's fast clock too), at most
+`poll_s`, and is woken earlier by a plan holding a message due sooner (`wake`).
+A message is never handed over before its due instant; the last check, the
+mail's Date and the NotificationSent time are the instant it is handed over.
 
 Outcome events are queued with the outcome (store outbox) and published after,
 so none is lost when the process dies in between; their ids derive from the
@@ -43,7 +49,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 import jinja2
@@ -54,13 +60,20 @@ from chassis.clock import Clock
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
 from services.notifier.channels import (
+    DEFAULT_CONNECTIONS,
     Outgoing,
     PermanentSendError,
     Sender,
     TransientSendError,
 )
 from services.notifier.config import template_overrides
-from services.notifier.model import TIME_BOUND_KINDS, PlannedMessage, readdress, staleness
+from services.notifier.model import (
+    TIME_BOUND_KINDS,
+    AppointmentFact,
+    PlannedMessage,
+    readdress,
+    staleness,
+)
 from services.notifier.store import Claim, NotifierStore, Outcome
 from services.notifier.templates import RenderedMessage, TemplateSet
 from shared import events as ev
@@ -80,11 +93,26 @@ HOUSEKEEPING_S = 2.0  # how often a replica looks for orphaned outcomes and coun
 
 # A timer may fire a hair before its instant; this much later the message is surely due.
 WAKE_SLACK_S = 0.001
+# Real seconds: messages due this soon are claimed and prepared (contact, render, checks)
+# ahead, then handed over at their due instant, so the round's own work is not lateness.
+LOOKAHEAD_S = 0.02
+# Real seconds: the schedule lag is asked, the lease renewed and the appointment read this
+# long before a message falls due (about one batched Kafka request under load).
+GATE_LEAD_S = 0.006
+# How many messages are handed over at once (the email pool's connections).
+SEND_CONCURRENCY = DEFAULT_CONNECTIONS
 
 
 # While messages are held for the schedule lag, look again this often (real time):
 # at least this long between looks, at most the poll.
-MIN_RECHECK_S = 0.002
+MIN_RECHECK_S = 0.01
+# A message found behind is asked about again this many times, this far apart (real
+# time, one Kafka request for every message waiting), before it is held: on the
+# demo's clock the group is often a record or two behind for a millisecond or so.
+RECHECKS = 3
+RECHECK_S = 0.001
+# Claimed messages being delivered at once, at most (rounds do not wait for each other).
+MAX_IN_FLIGHT = 4 * BATCH
 
 
 class ScheduleLagGauge(Protocol):
@@ -115,9 +143,37 @@ def next_wake_s(clock: Clock, earliest_due: datetime | None, poll_s: float) -> f
     return min(real + WAKE_SLACK_S, poll_s)
 
 
+def service_span(clock: Clock, real_s: float) -> timedelta:
+    """How much of `clock`'s time passes in `real_s` real seconds (none on a clock that
+    does not move by itself)."""
+    per_second = clock.real_seconds(timedelta(seconds=1))
+    return timedelta(seconds=real_s / per_second) if per_second > 0 else timedelta(0)
+
+
 @dataclass
 class RoundResult:
     busy: bool = False  # a full batch was claimed: more may be due at once
+
+
+class _Recheck:
+    """Asks the schedule lag again for every client waiting on it, in one request."""
+
+    def __init__(self, gauge: ScheduleLagGauge) -> None:
+        self._gauge = gauge
+        self._clients: set[UUID] = set()
+        self._asking: asyncio.Task[set[UUID]] | None = None
+
+    async def behind(self, client: UUID) -> bool:
+        self._clients.add(client)
+        if self._asking is None:
+            self._asking = asyncio.create_task(self._ask())
+        return client in await asyncio.shield(self._asking)
+
+    async def _ask(self) -> set[UUID]:
+        await asyncio.sleep(RECHECK_S)  # the others waiting join in meanwhile
+        # Taken together, without an await: a client added later starts the next ask.
+        clients, self._clients, self._asking = self._clients, set(), None
+        return await self._gauge.behind(clients)
 
 
 class UnknownClient(TransientSendError):
@@ -166,6 +222,7 @@ class Delivery:
         *,
         lease_ms: int = LEASE_MS,
         schedule_lag: ScheduleLagGauge | None = None,
+        send_concurrency: int = SEND_CONCURRENCY,
     ) -> None:
         self._store = store
         self._clinics = clinics
@@ -176,6 +233,9 @@ class Delivery:
         self._metrics = metrics
         self._lease_ms = lease_ms
         self._schedule_lag = schedule_lag
+        self._slots = asyncio.Semaphore(send_concurrency)
+        self._recheck = _Recheck(schedule_lag) if schedule_lag is not None else None
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
         self._woken = asyncio.Event()
         self._woken_clinics: set[str] = set()
@@ -241,6 +301,9 @@ class Delivery:
                 if full:
                     next_full_round = time.monotonic() + self._poll_s
         finally:
+            for delivering in self._in_flight:
+                delivering.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
             if self._schedule_lag is not None:
                 await self._schedule_lag.close()
         # A client library may turn our cancellation into an error of its own
@@ -262,6 +325,9 @@ class Delivery:
             if waiting:
                 held.add(clinic.id)
         self._held = held
+        # Woken a lookahead early: the round prepares what falls due, then waits for it.
+        if earliest is not None:
+            earliest -= service_span(self._clock, LOOKAHEAD_S)
         wait_s = next_wake_s(self._clock, earliest, self._poll_s)
         if held and self._schedule_lag is not None:
             # Held for a lag that is over once the group handles a few records: soon.
@@ -275,8 +341,11 @@ class Delivery:
     async def round(self, only: set[str] | None = None) -> RoundResult:
         """One pass over every clinic (or those in `only`).
 
-        What every clinic has due is claimed first, so the schedule lag is asked
-        once for all the clients whose time-bound messages are due or held.
+        What every clinic has due now or within LOOKAHEAD_S is claimed first;
+        each message is then prepared and handed over at its due instant, up to
+        SEND_CONCURRENCY at once. The schedule lag is asked once for all the
+        clients whose time-bound messages are due or held, just before the first
+        of them falls due.
         """
         result = RoundResult()
         # Orphaned outcomes are at least OUTBOX_GRACE_MS old, and the gauge is for
@@ -286,6 +355,7 @@ class Delivery:
         housekeeping = time.monotonic() >= self._next_housekeeping
         if housekeeping:
             self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        horizon = self._clock.now() + service_span(self._clock, LOOKAHEAD_S)
         batch: list[tuple[Clinic, Claim]] = []
         for clinic in self._clinics.all():
             if only is not None and clinic.id not in only and not housekeeping:
@@ -293,28 +363,49 @@ class Delivery:
             if housekeeping:
                 await self._publish_orphans(clinic.id)
             claims = await self._store.claim_due(
-                clinic.id, self._clock.now(), limit=BATCH, lease_ms=self._lease_ms
+                clinic.id, horizon, limit=BATCH, lease_ms=self._lease_ms
             )
             batch += [(clinic, claim) for claim in claims]
             result.busy = result.busy or len(claims) == BATCH
             if housekeeping and self._metrics is not None:
                 waiting = await self._store.waiting(clinic.id)
                 self._metrics.pending("notification", clinic.id, waiting)
-        behind = await self._behind(batch, result)
+        # Delivered in the background: the next round claims what falls due next
+        # while these wait for their instant or their channel.
+        gate = asyncio.create_task(self._behind(batch))
+        self._track(gate)
         for clinic, claim in batch:
-            await self._deliver(clinic, claim, behind)
+            self._track(asyncio.create_task(self._deliver(clinic, claim, gate)))
+        while len(self._in_flight) >= MAX_IN_FLIGHT:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
         return result
 
-    async def _behind(self, batch: list[tuple[Clinic, Claim]], result: RoundResult) -> set[UUID]:
-        """The clients whose schedule view lags, asked once; held messages of the others are
-        released (due again, claimed by the next round, which comes at once)."""
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._in_flight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Redis or Kafka away: the message's lease runs out and it is claimed again.
+            log.error("delivery failed; left to its lease", exc_info=error)
+
+    async def _behind(self, batch: list[tuple[Clinic, Claim]]) -> set[UUID]:
+        """The clients whose schedule view lags, asked once just before the first time-bound
+        message falls due; held messages of the others are released (due again, and the
+        loop woken to claim them)."""
         if self._schedule_lag is None:
             return set()
         held: list[tuple[str, str, UUID]] = []
         for clinic_id in sorted(self._held):
             held += [(clinic_id, i, c) for i, c in await self._store.held(clinic_id, BATCH)]
-        clients = {c.message.client_id for _, c in batch if c.message.kind in TIME_BOUND_KINDS}
-        clients |= {client for _, _, client in held}
+        bound = [claim.message for _, claim in batch if claim.message.kind in TIME_BOUND_KINDS]
+        clients = {message.client_id for message in bound} | {c for _, _, c in held}
+        if not clients:
+            return set()
+        if bound:
+            first = min(message.send_at for message in bound)
+            await self._until(first - service_span(self._clock, GATE_LEAD_S))
         behind = await self._schedule_lag.behind(clients)
         caught_up: dict[str, list[str]] = defaultdict(list)
         for clinic_id, notification_id, client in held:
@@ -322,53 +413,91 @@ class Delivery:
                 caught_up[clinic_id].append(notification_id)
         for clinic_id, ids in caught_up.items():
             if await self._store.release_held(clinic_id, ids):
-                result.busy = True
+                self.wake(clinic_id)
         return behind
 
-    async def _deliver(self, clinic: Clinic, claim: Claim, behind: set[UUID]) -> None:
-        """Send one claimed message, or record why not, or hold it for the schedule view."""
+    async def _until(self, instant: datetime) -> None:
+        """Sleep until `instant` on the service clock (at once on a clock that does not move
+        by itself: what it claimed is due already)."""
+        while (ahead := instant - self._clock.now()) > timedelta(0):
+            real_s = self._clock.real_seconds(ahead)
+            if real_s <= 0:
+                return
+            await asyncio.sleep(real_s)
+
+    async def _deliver(self, clinic: Clinic, claim: Claim, gate: asyncio.Task[set[UUID]]) -> None:
+        """Send one claimed message at its due instant, or record why not, or hold it for the
+        schedule view."""
         planned = claim.message
         if claim.attempts > MAX_ATTEMPTS:
             # Only a replica dying mid-send gets here: stop before it happens again.
             await self._fail(claim, planned, "gave up: delivery was interrupted", permanent=False)
             return
-        if not await self._store.renew(claim, self._lease_ms):
+        time_bound = planned.kind in TIME_BOUND_KINDS
+        if time_bound and (reason := await self._stale(planned)) is not None:
+            await self._skip(claim, planned, reason)  # no use preparing it
+            return
+        try:
+            message, outgoing = await self._prepare(clinic, planned)
+        except PermanentSendError as error:
+            await self._fail(claim, planned, error.reason, permanent=True)
+            return
+        except TransientSendError as error:
+            await self._retry_or_give_up(claim, error)
+            return
+        # The checks that need a round trip are made just ahead of the due instant (the
+        # lag request's time ahead), so the hand-over itself is on time.
+        await self._until(planned.send_at - service_span(self._clock, GATE_LEAD_S))
+        if time_bound and await self._behind_on(planned.client_id, gate):
+            # A change to this appointment may be waiting unread: not now, not counted.
+            if await self._store.hold(claim):
+                self._held.add(clinic.id)
+            return
+        renewed, fact = await asyncio.gather(
+            self._store.renew(claim, self._lease_ms),
+            self._fact(planned) if time_bound else _nothing(),
+        )
+        if not renewed:
             log.info(
                 "notification %s: lease lost while waiting in the batch; left to its new holder",
                 planned.notification_id,
                 extra=_ids(claim),
             )
             return
-        fact = None
-        if planned.kind in TIME_BOUND_KINDS:
-            fact = (
-                await self._store.appointment(planned.clinic_id, planned.appointment_id)
-                if planned.appointment_id is not None
-                else None
-            )
-            if (reason := staleness(planned, fact, self._clock.now())) is not None:
-                await self._skip(claim, planned, reason)
-                return
-            if planned.client_id in behind:
-                # A change to this appointment may be waiting unread: not now, not counted.
-                if await self._store.hold(claim):
-                    self._held.add(clinic.id)
-                return
-        try:
-            message, outgoing = await self._prepare(clinic, planned)
+        await self._until(planned.send_at)
+        async with self._slots:
             # One instant for the last check, the mail's Date and the sent fact: the
             # hand-over, so what was checked true is what the client is told it was.
             at = self._clock.now()
             if (reason := staleness(planned, fact, at)) is not None:
                 await self._skip(claim, planned, reason)
                 return
-            await self._senders[message.channel].send(replace(outgoing, at=at))
-        except PermanentSendError as error:
-            await self._fail(claim, planned, error.reason, permanent=True)
-        except TransientSendError as error:
-            await self._retry_or_give_up(claim, error)
-        else:
-            await self._sent(claim, message, at)
+            try:
+                await self._senders[message.channel].send(replace(outgoing, at=at))
+            except PermanentSendError as error:
+                await self._fail(claim, planned, error.reason, permanent=True)
+                return
+            except TransientSendError as error:
+                await self._retry_or_give_up(claim, error)
+                return
+        await self._sent(claim, message, at)
+
+    async def _behind_on(self, client: UUID, gate: asyncio.Task[set[UUID]]) -> bool:
+        """Whether the client's schedule view still lags, asked again a few times (briefly)."""
+        if client not in await gate:
+            return False
+        for _ in range(RECHECKS):
+            if self._recheck is None or not await self._recheck.behind(client):
+                return False
+        return True
+
+    async def _fact(self, planned: PlannedMessage) -> AppointmentFact | None:
+        if planned.appointment_id is None:
+            return None
+        return await self._store.appointment(planned.clinic_id, planned.appointment_id)
+
+    async def _stale(self, planned: PlannedMessage) -> str | None:
+        return staleness(planned, await self._fact(planned), self._clock.now())
 
     async def _prepare(
         self, clinic: Clinic, planned: PlannedMessage
@@ -504,6 +633,10 @@ class Delivery:
         for notification_id, event, envelope in orphans:
             await self._publisher.publish(event, envelope)
             await self._store.published(clinic_id, notification_id)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _ids(claim: Claim) -> dict[str, str]:

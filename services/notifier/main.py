@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from chassis.clock import Clock
@@ -20,6 +22,8 @@ SERVICE = handlers.SERVICE
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
+    # httpx logs every request at INFO: a line per SMS, our own "sent" line says it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     store = NotifierStore(runtime.redis)
     delivery = Delivery(
