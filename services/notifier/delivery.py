@@ -42,11 +42,14 @@ notification id, so a republished one is a duplicate readers drop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -68,6 +71,7 @@ from services.notifier.channels import (
 )
 from services.notifier.config import template_overrides
 from services.notifier.model import (
+    STAFF_KINDS,
     TIME_BOUND_KINDS,
     AppointmentFact,
     PlannedMessage,
@@ -113,6 +117,8 @@ RECHECKS = 3
 RECHECK_S = 0.001
 # Claimed messages being delivered at once, at most (rounds do not wait for each other).
 MAX_IN_FLIGHT = 4 * BATCH
+# On stop, how long deliveries under way may take to end before they are cancelled.
+DRAIN_S = 2.0
 
 
 class ScheduleLagGauge(Protocol):
@@ -153,6 +159,46 @@ def service_span(clock: Clock, real_s: float) -> timedelta:
 @dataclass
 class RoundResult:
     busy: bool = False  # a full batch was claimed: more may be due at once
+
+
+class _Slots:
+    """At most `size` hand-overs at once; urgent ones (time-bound messages, clinical alerts)
+    get the next free slot before the rest, then first come first served.
+
+    Many messages fall due at one instant (the send window opening): a reminder's
+    timing is part of its truth, a screening outcome's is not.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = max(size, 1)
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, urgent: bool) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+        else:
+            given: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), given))
+            try:
+                await given
+            except asyncio.CancelledError:
+                if given.done() and not given.cancelled():
+                    self._release()  # handed a slot as it was cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
 
 class _Recheck:
@@ -233,7 +279,7 @@ class Delivery:
         self._metrics = metrics
         self._lease_ms = lease_ms
         self._schedule_lag = schedule_lag
-        self._slots = asyncio.Semaphore(send_concurrency)
+        self._slots = _Slots(send_concurrency)
         self._recheck = _Recheck(schedule_lag) if schedule_lag is not None else None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
@@ -301,6 +347,10 @@ class Delivery:
                 if full:
                     next_full_round = time.monotonic() + self._poll_s
         finally:
+            # What was claimed is due within LOOKAHEAD_S: let it finish (a send cut off
+            # between the hand-over and its record would go again), within reason.
+            if self._in_flight:
+                await asyncio.wait(self._in_flight, timeout=DRAIN_S)
             for delivering in self._in_flight:
                 delivering.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
@@ -465,7 +515,7 @@ class Delivery:
             )
             return
         await self._until(planned.send_at)
-        async with self._slots:
+        async with self._slots.turn(urgent=time_bound or planned.kind in STAFF_KINDS):
             # One instant for the last check, the mail's Date and the sent fact: the
             # hand-over, so what was checked true is what the client is told it was.
             at = self._clock.now()
