@@ -28,7 +28,7 @@ import httpx
 from services.notifier.templates import RenderedMessage
 
 SEND_TIMEOUT_S = 10.0
-DEFAULT_CONNECTIONS = 8  # SMTP connections per process: mails handed over at once
+DEFAULT_CONNECTIONS = 16  # SMTP connections per process: mails handed over at once
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP  # readable bodies, as EmailMessage would write them
 

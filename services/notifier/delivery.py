@@ -99,10 +99,11 @@ HOUSEKEEPING_S = 2.0  # how often a replica looks for orphaned outcomes and coun
 WAKE_SLACK_S = 0.001
 # Real seconds: messages due this soon are claimed and prepared (contact, render, checks)
 # ahead, then handed over at their due instant, so the round's own work is not lateness.
-LOOKAHEAD_S = 0.02
+LOOKAHEAD_S = 0.03
 # Real seconds: the schedule lag is asked, the lease renewed and the appointment read this
-# long before a message falls due (about one batched Kafka request under load).
-GATE_LEAD_S = 0.006
+# long before a message falls due (measured in make demo: together 3.6 ms at the median,
+# 7.6 ms at the 90th percentile on the shared 2-core machine).
+GATE_LEAD_S = 0.012
 # How many messages are handed over at once (the email pool's connections).
 SEND_CONCURRENCY = DEFAULT_CONNECTIONS
 
