@@ -111,10 +111,11 @@ SEND_CONCURRENCY = DEFAULT_CONNECTIONS
 # While messages are held for the schedule lag, look again this often (real time):
 # at least this long between looks, at most the poll.
 MIN_RECHECK_S = 0.01
-# A message found behind is asked about again this many times, this far apart (real
-# time, one Kafka request for every message waiting), before it is held: on the
-# demo's clock the group is often a record or two behind for a millisecond or so.
-RECHECKS = 3
+# A message found behind is asked about again, RECHECK_S apart (real time, one Kafka
+# request for every message waiting), for up to RECHECK_FOR_S before it is held: on
+# the demo's clock the group is often a few records behind for some milliseconds, and
+# going out as soon as it caught up beats a hold, a release and a claim again.
+RECHECK_FOR_S = 0.03
 RECHECK_S = 0.001
 # Claimed messages being delivered at once, at most (rounds do not wait for each other).
 MAX_IN_FLIGHT = 4 * BATCH
@@ -283,6 +284,7 @@ class Delivery:
         self._slots = _Slots(send_concurrency)
         self._recheck = _Recheck(schedule_lag) if schedule_lag is not None else None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._looking_at_held = False
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
         self._woken = asyncio.Event()
         self._woken_clinics: set[str] = set()
@@ -447,17 +449,36 @@ class Delivery:
         loop woken to claim them)."""
         if self._schedule_lag is None:
             return set()
-        held: list[tuple[str, str, UUID]] = []
-        for clinic_id in sorted(self._held):
-            held += [(clinic_id, i, c) for i, c in await self._store.held(clinic_id, BATCH)]
         bound = [claim.message for _, claim in batch if claim.message.kind in TIME_BOUND_KINDS]
+        held: list[tuple[str, str, UUID]] = []
+        # Held messages are looked at by one round at a time (Kafka may be away).
+        if not self._looking_at_held:
+            self._looking_at_held = True
+            try:
+                for clinic_id in sorted(self._held):
+                    rows = await self._store.held(clinic_id, BATCH)
+                    held += [(clinic_id, i, c) for i, c in rows]
+            finally:
+                self._looking_at_held = bool(held)
+        try:
+            return await self._ask_and_release(self._schedule_lag, bound, held)
+        finally:
+            if held:
+                self._looking_at_held = False
+
+    async def _ask_and_release(
+        self,
+        gauge: ScheduleLagGauge,
+        bound: list[PlannedMessage],
+        held: list[tuple[str, str, UUID]],
+    ) -> set[UUID]:
         clients = {message.client_id for message in bound} | {c for _, _, c in held}
         if not clients:
             return set()
         if bound:
             first = min(message.send_at for message in bound)
             await self._until(first - service_span(self._clock, GATE_LEAD_S))
-        behind = await self._schedule_lag.behind(clients)
+        behind = await gauge.behind(clients)
         caught_up: dict[str, list[str]] = defaultdict(list)
         for clinic_id, notification_id, client in held:
             if client not in behind:
@@ -534,10 +555,11 @@ class Delivery:
         await self._sent(claim, message, at)
 
     async def _behind_on(self, client: UUID, gate: asyncio.Task[set[UUID]]) -> bool:
-        """Whether the client's schedule view still lags, asked again a few times (briefly)."""
+        """Whether the client's schedule view still lags, asked again for a short while."""
         if client not in await gate:
             return False
-        for _ in range(RECHECKS):
+        until = time.monotonic() + RECHECK_FOR_S
+        while time.monotonic() < until:
             if self._recheck is None or not await self._recheck.behind(client):
                 return False
         return True

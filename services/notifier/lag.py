@@ -44,6 +44,8 @@ from shared.topics import Topic
 
 log = logging.getLogger(__name__)
 
+ASK_TIMEOUT_S = 2.0  # real seconds; no answer by then counts as behind
+
 # The scheduler's topics that change when or whether an appointment takes place.
 SCHEDULE_TOPICS: tuple[Topic, ...] = (
     topics.CONSULTATION_BOOKED,
@@ -118,6 +120,7 @@ class ScheduleLag:
         self._topics = [t.name for t in schedule_topics]
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._asking = asyncio.Lock()
 
     async def behind(self, clients: Collection[UUID]) -> set[UUID]:
         """The clients with a schedule change older than the bound unhandled on their partition.
@@ -129,7 +132,10 @@ class ScheduleLag:
         if not clients:
             return set()
         try:
-            return await self._behind(clients)
+            # One request at a time (one set of clients), and never long: while Kafka
+            # is away every caller learns so within ASK_TIMEOUT_S.
+            async with self._asking:
+                return await asyncio.wait_for(self._behind(clients), ASK_TIMEOUT_S)
         except Exception:
             log.warning("could not measure the schedule lag; time-bound sends wait", exc_info=True)
             await self.close()  # reconnect next time
