@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from chassis.clock import FrozenClock, ScaledClock, SystemClock
+from services.notifier.context import clinic_time
 from services.notifier.delivery import WAKE_SLACK_S, next_wake_s
 from services.notifier.domain import appointment_facts
 from services.notifier.lag import behind
-from services.notifier.model import AppointmentFact, MessageKind, PlannedMessage, staleness
+from services.notifier.model import (
+    AppointmentFact,
+    MessageKind,
+    PlannedMessage,
+    announced_start,
+    staleness,
+)
 from shared import events as ev
 from tests.unit.notifier.samples import (
     COURSE,
@@ -120,6 +128,35 @@ def test_a_plan_stored_without_its_start_is_checked_against_the_projections_star
     booked = _fact(Status.BOOKED, DOSE_1.starts_at)
     assert staleness(reminder, booked, reminder.send_at + timedelta(minutes=1)) is None
     assert staleness(reminder, booked, DOSE_1.starts_at) == "stale: the session had already started"
+
+
+def test_a_plan_stored_before_the_upgrade_with_no_projection_reads_its_start_from_its_text() -> (
+    None
+):
+    """The old notifier planned without `refers_to` and wrote no projection (make upgrade)."""
+    lisbon = ZoneInfo("Europe/Lisbon")
+    for kind in (Kind.REMINDER_2H, Kind.REMINDER_24H, Kind.SESSION_INSTRUCTIONS):
+        message = _one(
+            kind, ev.SessionScheduled(**event_fields(), course_id=COURSE, appointment=DOSE_1)
+        ).model_copy(update={"refers_to": None})
+        assert announced_start(message, lisbon) == DOSE_1.starts_at, kind
+        started = staleness(message, None, DOSE_1.starts_at, lisbon)
+        assert started == "stale: the session had already started", kind
+        assert staleness(message, None, message.send_at, lisbon) is None, kind
+
+
+def test_a_start_in_a_repeated_hour_is_read_by_its_zone_abbreviation() -> None:
+    """25 October 2026, 01:30 happens twice in Lisbon: WEST (UTC+1), then WET (UTC)."""
+    lisbon = ZoneInfo("Europe/Lisbon")
+    first, second = (
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+        datetime(2026, 10, 25, 1, 30, tzinfo=UTC),
+    )
+    for instant in (first, second):
+        message = _one(Kind.REMINDER_2H).model_copy(
+            update={"refers_to": None, "context": {"starts_at": clinic_time(instant, lisbon)}}
+        )
+        assert announced_start(message, lisbon) == instant
 
 
 def test_messages_that_are_not_time_bound_are_never_stale() -> None:
