@@ -506,7 +506,7 @@ class Delivery:
             await self._fail(claim, planned, "gave up: delivery was interrupted", permanent=False)
             return
         time_bound = planned.kind in TIME_BOUND_KINDS
-        if time_bound and (reason := await self._stale(planned)) is not None:
+        if time_bound and (reason := await self._stale(planned, clinic)) is not None:
             await self._skip(claim, planned, reason)  # no use preparing it
             return
         try:
@@ -541,7 +541,7 @@ class Delivery:
             # One instant for the last check, the mail's Date and the sent fact: the
             # hand-over, so what was checked true is what the client is told it was.
             at = self._clock.now()
-            if (reason := staleness(planned, fact, at)) is not None:
+            if (reason := staleness(planned, fact, at, clinic.zone)) is not None:
                 await self._skip(claim, planned, reason)
                 return
             try:
@@ -569,8 +569,8 @@ class Delivery:
             return None
         return await self._store.appointment(planned.clinic_id, planned.appointment_id)
 
-    async def _stale(self, planned: PlannedMessage) -> str | None:
-        return staleness(planned, await self._fact(planned), self._clock.now())
+    async def _stale(self, planned: PlannedMessage, clinic: Clinic) -> str | None:
+        return staleness(planned, await self._fact(planned), self._clock.now(), clinic.zone)
 
     async def _prepare(
         self, clinic: Clinic, planned: PlannedMessage

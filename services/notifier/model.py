@@ -163,7 +163,12 @@ class AppointmentFact(_Frozen):
         return self
 
 
-def staleness(message: PlannedMessage, fact: AppointmentFact | None, now: datetime) -> str | None:
+def staleness(
+    message: PlannedMessage,
+    fact: AppointmentFact | None,
+    now: datetime,
+    tz: ZoneInfo | None = None,
+) -> str | None:
     """Why a time-bound message is no longer true at `now` (None: send it).
 
     Its session has started (a reminder "in 2 hours" read during the session),
@@ -177,8 +182,13 @@ def staleness(message: PlannedMessage, fact: AppointmentFact | None, now: dateti
     """
     if message.kind not in TIME_BOUND_KINDS or message.appointment_id is None:
         return None
-    # A plan stored before messages carried their start falls back to the projection's.
-    start = message.refers_to or (fact.starts_at if fact is not None else None)
+    # A plan stored before messages carried their start (the previous version's,
+    # which wrote no projection either) falls back to the start its text announces.
+    start = (
+        message.refers_to
+        or (announced_start(message, tz) if tz is not None else None)
+        or (fact.starts_at if fact is not None else None)
+    )
     if start is not None and now >= start:
         return "stale: the session had already started"
     if fact is not None:
@@ -193,6 +203,30 @@ def staleness(message: PlannedMessage, fact: AppointmentFact | None, now: dateti
     if start is not None and now >= halfway(message.send_at, start):
         return "stale: too late to be useful"
     return None
+
+
+def announced_start(message: PlannedMessage, tz: ZoneInfo) -> datetime | None:
+    """The start a message's text announces, `refers_to` or else read back from its context.
+
+    The context holds it in clinic time as `context.clinic_time` writes it
+    ("Tuesday 31 March 2026, 09:00 WEST"); the zone's abbreviation tells the two
+    instants of a repeated hour apart. None when there is no such text.
+    """
+    if message.refers_to is not None:
+        return message.refers_to
+    text = message.context.get("starts_at")
+    if not isinstance(text, str):
+        return None
+    wall, _, abbreviation = text.rpartition(" ")
+    try:
+        naive = datetime.strptime(wall, "%A %d %B %Y, %H:%M")  # the zone: below
+    except ValueError:
+        return None
+    candidates = [naive.replace(tzinfo=tz, fold=fold) for fold in (0, 1)]
+    for local in candidates:
+        if local.tzname() == abbreviation:
+            return local.astimezone(UTC)
+    return candidates[0].astimezone(UTC)
 
 
 def halfway(planned: datetime, start: datetime) -> datetime:

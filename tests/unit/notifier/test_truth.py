@@ -153,7 +153,8 @@ def test_a_start_in_a_repeated_hour_is_read_by_its_zone_abbreviation() -> None:
         datetime(2026, 10, 25, 1, 30, tzinfo=UTC),
     )
     for instant in (first, second):
-        message = _one(Kind.REMINDER_2H).model_copy(
+        scheduled = ev.SessionScheduled(**event_fields(), course_id=COURSE, appointment=DOSE_1)
+        message = _one(Kind.REMINDER_2H, scheduled).model_copy(
             update={"refers_to": None, "context": {"starts_at": clinic_time(instant, lisbon)}}
         )
         assert announced_start(message, lisbon) == instant
