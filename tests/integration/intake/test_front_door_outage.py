@@ -39,6 +39,7 @@ pytestmark = pytest.mark.integration
 
 TOPIC = "intake.consultation.requested.v1"
 OUTAGE_LOCK = Path("/tmp/kap-outage.lock")
+STALE_LOCK_S = 900.0  # no outage or stack run holds it this long
 TIMEOUT_S = 3.0  # intake's own Kafka timeout in this test (KAFKA_REQUEST_TIMEOUT_MS)
 ANSWER_WITHIN_S = TIMEOUT_S + 2.0  # its deadline, plus HTTP and scheduling slack
 LOCAL_KAFKA = "127.0.0.1:9092"
@@ -53,6 +54,10 @@ def outage_lock(wait_s: float = 300.0) -> Iterator[None]:
         try:
             fd = os.open(OUTAGE_LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - OUTAGE_LOCK.stat().st_mtime > STALE_LOCK_S:
+                    OUTAGE_LOCK.unlink()  # left by a run that was killed: nobody holds it
+                    continue
             if time.monotonic() > deadline:
                 pytest.fail(f"{OUTAGE_LOCK} still held after {wait_s:.0f} s")
             time.sleep(1.0)
