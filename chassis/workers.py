@@ -33,6 +33,7 @@ class Supervisor:
     _down: set[str] = field(default_factory=set)
     restarts: dict[str, int] = field(default_factory=dict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    cut_short: list[str] = field(default_factory=list)  # loops cancelled at the last stop
 
     def start(self, workers: list[Worker]) -> None:
         self._tasks = [
@@ -43,6 +44,7 @@ class Supervisor:
         self.stopping.set()
         if self._tasks:
             _, running = await asyncio.wait(self._tasks, timeout=timeout_s / 2)
+            self.cut_short = sorted(task.get_name() for task in running)
             for task in running:
                 task.cancel()
             if running:
