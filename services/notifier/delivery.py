@@ -271,8 +271,11 @@ class Delivery:
         lease_ms: int = LEASE_MS,
         schedule_lag: ScheduleLagGauge | None = None,
         send_concurrency: int = SEND_CONCURRENCY,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self._store = store
+        # Set when the service stops: the loop ends after its round (a drain).
+        self._stopping = stopping or asyncio.Event()
         self._clinics = clinics
         self._senders = senders
         self._publisher = publisher
@@ -323,8 +326,9 @@ class Delivery:
         task = asyncio.current_task()
         only: set[str] | None = None  # every clinic
         next_full_round = time.monotonic() + self._poll_s
+        wake_on_stop = asyncio.create_task(self._wake_when_stopping())
         try:
-            while task is None or not task.cancelling():
+            while not self._stopping.is_set() and (task is None or not task.cancelling()):
                 result = RoundResult()
                 self._next_look = None  # a hint during the round always wakes the next one
                 try:
@@ -350,6 +354,7 @@ class Delivery:
                 if full:
                     next_full_round = time.monotonic() + self._poll_s
         finally:
+            wake_on_stop.cancel()
             # What was claimed is due within LOOKAHEAD_S: let it finish (a send cut off
             # between the hand-over and its record would go again), within reason.
             if self._in_flight:
@@ -362,6 +367,10 @@ class Delivery:
         # A client library may turn our cancellation into an error of its own
         # (caught above): stop all the same, or shutdown would wait forever.
         raise asyncio.CancelledError
+
+    async def _wake_when_stopping(self) -> None:
+        await self._stopping.wait()
+        self._woken.set()
 
     async def _until_next_due(self) -> float:
         """How long the loop may sleep; sets when it will look anyway, for `wake`.

@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         poll_s=settings.delivery_poll_ms / 1000,
         metrics=runtime.metrics,
         schedule_lag=schedule_lag(settings, runtime.clock),
+        stopping=runtime.supervisor.stopping,
     )
     handlers.register(
         runtime.broker,
