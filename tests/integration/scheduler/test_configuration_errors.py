@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import httpx
@@ -11,25 +10,11 @@ import pytest
 
 from chassis.clock import FrozenClock
 from chassis.events import EventPublisher
-from shared import events as ev
 from shared import topics
 from tests.helpers import topic_messages
+from tests.integration.scheduler.test_scheduler_service import enrol
 
 pytestmark = pytest.mark.integration
-
-
-async def _enrol(intake_events: EventPublisher, clock: FrozenClock) -> str:
-    event = ev.ClientEnrolled(
-        clinic_id="lisbon",
-        client_id=uuid.uuid4(),
-        occurred_at=clock.now(),
-        consent_recorded_at=clock.now(),
-        phq9_total=14,
-        phq9_band=ev.Phq9Band.MODERATE,
-        gad7_total=9,
-    )
-    await intake_events.publish(event, intake_events.envelope_for(event))
-    return str(event.client_id)
 
 
 def _half_write(path: Path) -> str:
@@ -48,14 +33,14 @@ async def test_a_half_written_clinics_file_dead_letters_nothing(
     kafka_bootstrap: str,
     clinics_file: Path,
 ) -> None:
-    first = await _enrol(intake_events, clock)
+    first, _ = await enrol(intake_events, clock)
     assert await topic_messages(kafka_bootstrap, topics.COURSE_BOOKED.name, key=first, wait_s=20), (
         "the scheduler books with a good file"
     )
 
     whole = _half_write(clinics_file)
     try:
-        second = await _enrol(intake_events, clock)
+        second, _ = await enrol(intake_events, clock)
         booked = await topic_messages(
             kafka_bootstrap, topics.COURSE_BOOKED.name, key=second, wait_s=20
         )
