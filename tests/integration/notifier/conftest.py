@@ -3,18 +3,22 @@ Redis, SMTP server and SMS provider; each test brings its own clinic and contact
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
 from chassis.config import ServiceSettings
+from chassis.events import EventPublisher
 from chassis.kafka import apply_topics, make_broker
 from ops import sms_sink
 from ops.sms_sink import SmsSink
 from services.notifier.config import Settings
 from services.notifier.main import create_app
+from shared import topics
 from tests.helpers import serving
 from tests.integration.notifier.support import (
     ClinicsFile,
@@ -22,9 +26,14 @@ from tests.integration.notifier.support import (
     Inputs,
     Mailbox,
     ManualClock,
+    OwnClinic,
     Rig,
+    SlowMaildir,
+    SlowMailServer,
     at,
     caught_up,
+    free_port,
+    write_own_clinic,
 )
 
 
@@ -85,6 +94,42 @@ async def inputs(kafka_bootstrap: str) -> AsyncIterator[Inputs]:
     await broker.start()
     yield inputs
     await broker.stop()
+
+
+@pytest.fixture
+async def notifier_publisher(kafka_bootstrap: str) -> AsyncIterator[EventPublisher]:
+    """Publishes as the notifier does, for a test that runs a delivery of its own."""
+    broker = make_broker(ServiceSettings(kafka_bootstrap_servers=kafka_bootstrap), "tests-notifier")
+    publisher = EventPublisher(broker, "notifier", topics.produced_by("notifier"))
+    await broker.start()
+    yield publisher
+    await broker.stop()
+
+
+@pytest.fixture
+def slow_mail_server(tmp_path: Path) -> Iterator[Callable[[float], SlowMailServer]]:
+    """Starts a mail server that takes `delay_s` over every message; all stop after the test."""
+    controllers: list[Controller] = []
+
+    def start(delay_s: float) -> SlowMailServer:
+        server = SlowMailServer(free_port(), tmp_path / f"mail-{len(controllers)}")
+        controller = Controller(
+            SlowMaildir(server.maildir, delay_s), hostname="127.0.0.1", port=server.port
+        )
+        controller.start()
+        controllers.append(controller)
+        return server
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def own_clinic(tmp_path: Path, unique: str) -> OwnClinic:
+    """A clinic for a test's own delivery, in a clinics file the package notifier never reads."""
+    clinic_id = f"c-{unique}"
+    return OwnClinic(clinic_id, write_own_clinic(tmp_path, clinic_id, unique))
 
 
 @pytest.fixture

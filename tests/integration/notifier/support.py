@@ -1,5 +1,6 @@
 """What the notifier's integration tests share: a clock to drive, the mailbox, the SMS
-provider, the clinics file, publishing input events, and bounded waits on outcomes."""
+provider, the clinics file, publishing input events, and bounded waits on outcomes; and,
+for tests that run a delivery of their own, a slow mail server and the delivery rig."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
@@ -20,13 +22,22 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
+from chassis.clinics import ClinicDirectory
+from chassis.clock import Clock
+from chassis.effects import EffectLog
 from chassis.events import EventPublisher
 from chassis.kafka import group_id
 from ops import mailcatcher
 from ops.sms_sink import SmsSink, read_sms
+from services.notifier import handlers
+from services.notifier.channels import EmailChannel, Sender
+from services.notifier.delivery import Delivery, ScheduleLagGauge
+from services.notifier.store import ContactChange, NotifierStore
 from shared import events as ev
 from shared import topics
 from shared.envelope import Envelope
@@ -136,6 +147,27 @@ class Mailbox:
 
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in mailcatcher.read_mails(self.maildir) if m["To"] == address]
+
+
+class SlowMaildir(mailcatcher.MaildirHandler):
+    """The local mail server, answering DATA only after `delay_s` (a busy relay, a remote
+    one under load)."""
+
+    def __init__(self, maildir: Path, delay_s: float) -> None:
+        super().__init__(maildir)
+        self.delay_s = delay_s
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        await asyncio.sleep(self.delay_s)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@dataclass(frozen=True)
+class SlowMailServer:
+    """Where a slow mail server listens and where it keeps what it accepted."""
+
+    port: int
+    maildir: Path
 
 
 def text_of(mail: EmailMessage) -> str:
@@ -378,4 +410,90 @@ def course(rig: Rig, client_id: uuid.UUID, *appointments: ev.Appointment) -> ev.
         therapist_id="t-ana",
         window_ends_on=date(2026, 4, 20),
         appointments=appointments,
+    )
+
+
+# --- a delivery of the test's own, outside the package's notifier ------------
+
+
+def write_own_clinic(folder: Path, clinic_id: str, unique: str) -> ClinicDirectory:
+    """A clinics file in `folder` holding only the test's clinic, and its directory."""
+    path = folder / "clinics.json"
+    write_clinics(
+        path, {clinic_id: {"name": f"Clinic {unique}", "timezone": "Europe/Lisbon", "key": "k"}}
+    )
+    return ClinicDirectory(path)
+
+
+@dataclass(frozen=True)
+class OwnClinic:
+    """A clinic in a clinics file of the test's own, read by the test's own delivery."""
+
+    id: str
+    directory: ClinicDirectory
+
+
+def by_email(smtp_port: int) -> dict[ev.Channel, Sender]:
+    """Channels that send email only, through the local server at `smtp_port`."""
+    return {"email": EmailChannel("127.0.0.1", smtp_port, "notifications@kap.example")}
+
+
+@dataclass
+class DeliveryRig:
+    """A delivery and a planner wired as the service wires them: a plan tells delivery it
+    holds a message, so delivery looks when it falls due rather than at its next poll."""
+
+    store: NotifierStore
+    delivery: Delivery
+    planner: handlers.Planner
+    publisher: EventPublisher
+    clock: Clock
+
+    async def plan(self, event: ev.Event, contact: ContactChange | None = None) -> None:
+        await self.planner.plan(event, self.publisher.envelope_for(event), contact)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Delivery's loop as a worker for the block; cancelled and waited for after it."""
+        worker = asyncio.create_task(self.delivery.run())
+        try:
+            yield
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+
+def delivery_rig(
+    redis: Redis,
+    publisher: EventPublisher,
+    clinics: ClinicDirectory,
+    clock: Clock,
+    senders: Mapping[ev.Channel, Sender],
+    *,
+    poll_s: float,
+    schedule_lag: ScheduleLagGauge | None = None,
+) -> DeliveryRig:
+    store = NotifierStore(redis)
+    delivery = Delivery(
+        store, clinics, senders, publisher, clock, poll_s=poll_s, schedule_lag=schedule_lag
+    )
+    deps = planner_deps(redis, publisher, store, clinics, clock)
+    planner = handlers.Planner(replace(deps, due_now=delivery.wake))
+    return DeliveryRig(store, delivery, planner, publisher, clock)
+
+
+def planner_deps(
+    redis: Redis,
+    publisher: EventPublisher,
+    store: NotifierStore,
+    clinics: ClinicDirectory,
+    clock: Clock,
+) -> handlers.Deps:
+    """What a planner needs, its effects recorded as the notifier's; delivery not told of
+    its plans (`due_now` is left as the default)."""
+    return handlers.Deps(
+        store=store,
+        effects=EffectLog(redis, "notifier", publisher),
+        clinics=clinics,
+        clock=clock,
     )

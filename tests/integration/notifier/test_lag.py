@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -19,41 +18,29 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
-from chassis.clinics import ClinicDirectory
 from chassis.clock import ScaledClock
-from chassis.config import ServiceSettings
-from chassis.effects import EffectLog
 from chassis.events import EventPublisher
-from chassis.kafka import make_broker
 from services.notifier import handlers
-from services.notifier.channels import EmailChannel
-from services.notifier.delivery import Delivery
 from services.notifier.lag import SCHEDULE_TOPICS, ScheduleLag
-from services.notifier.store import ContactChange, NotifierStore
+from services.notifier.store import ContactChange
 from shared import events as ev
 from shared import topics
-from tests.helpers import write_clinics
 from tests.integration.notifier.support import (
+    DeliveryRig,
     Inputs,
     Mailbox,
     ManualClock,
     appointment,
     at,
+    by_email,
+    delivery_rig,
     eventually,
+    write_own_clinic,
 )
 
 pytestmark = pytest.mark.integration
 
 BOUND_S = 0.5
-
-
-@pytest.fixture
-async def publisher(kafka_bootstrap: str) -> AsyncIterator[EventPublisher]:
-    broker = make_broker(ServiceSettings(kafka_bootstrap_servers=kafka_bootstrap), "tests-lag")
-    publisher = EventPublisher(broker, "notifier", topics.produced_by("notifier"))
-    await broker.start()
-    yield publisher
-    await broker.stop()
 
 
 async def _mails(mailbox: Mailbox, address: str, count: int) -> list[EmailMessage]:
@@ -124,13 +111,11 @@ class Gated:
     # The client whose partition holds the unhandled schedule change, and where it is.
     lagging_client: uuid.UUID
     lagging_at: tuple[TopicPartition, int]
-    store: NotifierStore
-    delivery: Delivery
-    planner: handlers.Planner
-    publisher: EventPublisher
+    # Its delivery and planner, gated on the group's schedule lag.
+    delivery: DeliveryRig
 
     async def plan(self, event: ev.Event, contact: ContactChange | None = None) -> None:
-        await self.planner.plan(event, self.publisher.envelope_for(event), contact)
+        await self.delivery.plan(event, contact)
 
     def fields(self, client_id: uuid.UUID) -> dict[str, Any]:
         return {
@@ -160,7 +145,7 @@ class Gated:
 @pytest.fixture
 async def gated(
     inputs: Inputs,
-    publisher: EventPublisher,
+    notifier_publisher: EventPublisher,
     mailbox: Mailbox,
     redis_client: Redis,
     kafka_bootstrap: str,
@@ -190,45 +175,18 @@ async def gated(
     group = f"tests-lag-{unique}"
     gauge = ScheduleLag(kafka_bootstrap, group, BOUND_S)
 
-    clinics_path = tmp_path / "clinics.json"
-    write_clinics(
-        clinics_path,
-        {clinic_id: {"name": f"Clinic {unique}", "timezone": "Europe/Lisbon", "key": "k"}},
-    )
-    clinics = ClinicDirectory(clinics_path)
-    store = NotifierStore(redis_client)
-    delivery = Delivery(
-        store,
+    clinics = write_own_clinic(tmp_path, clinic_id, unique)
+    delivery = delivery_rig(
+        redis_client,
+        notifier_publisher,
         clinics,
-        {"email": EmailChannel("127.0.0.1", mailbox.port, "notifications@kap.example")},
-        publisher,
         clock,
+        by_email(mailbox.port),
         poll_s=0.05,
         schedule_lag=gauge,
     )
-    planner = handlers.Planner(
-        handlers.Deps(
-            store=store,
-            effects=EffectLog(redis_client, "notifier", publisher),
-            clinics=clinics,
-            clock=clock,
-            due_now=delivery.wake,
-        )
-    )
-    yield Gated(
-        clock, clinic_id, group, lagging_client, lagging_at, store, delivery, planner, publisher
-    )
+    yield Gated(clock, clinic_id, group, lagging_client, lagging_at, delivery)
     await gauge.close()
-
-
-@asynccontextmanager
-async def delivering(gated: Gated) -> AsyncIterator[None]:
-    worker = asyncio.create_task(gated.delivery.run())
-    try:
-        yield
-    finally:
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
 
 
 async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_not(
@@ -239,7 +197,7 @@ async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_
     session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
     await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
 
-    async with delivering(gated):
+    async with gated.delivery.running():
         await _mails(mailbox, address, 2)  # the request's and the booking's replies are not held
         gated.clock.set(at("2026-03-23T11:00+00:00"))  # the 2 h reminder is due
         await gated.alert(client_id)
@@ -249,7 +207,7 @@ async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_
         await asyncio.sleep(0.5)  # several looks at the due reminder, all while lagging
         [reminder] = [
             n
-            for n in await gated.store.notifications(gated.clinic_id, client_id)
+            for n in await gated.delivery.store.notifications(gated.clinic_id, client_id)
             if "reminder_2h" in n["plan"]
         ]
         assert (reminder["state"], reminder["attempts"]) == ("planned", "0")
@@ -280,7 +238,7 @@ async def test_a_clinical_alert_is_not_stuck_behind_a_full_batch_of_waiting_remi
             appointments=sessions,
         )
     )
-    async with delivering(gated):
+    async with gated.delivery.running():
         await _mails(mailbox, address, 2)
         gated.clock.set(at("2026-03-26T07:00+00:00"))
         await asyncio.sleep(0.3)  # the reminders are claimed and put back, round after round
@@ -300,7 +258,7 @@ async def test_a_lag_on_another_clients_partition_does_not_hold_a_reminder(
     # Everything handled but the change on the lagging client's partition.
     await _commit_to_the_end(kafka_bootstrap, gated.group, but=gated.lagging_at)
 
-    async with delivering(gated):
+    async with gated.delivery.running():
         await _mails(mailbox, address, 2)
         gated.clock.set(at("2026-03-23T11:00+00:00"))  # the 2 h reminder is due
         mails = await _mails(mailbox, address, 3)
