@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
 from ops import audit, demo_clinics
-from ops.demo import ORIGIN, Person, Staff, Tally, people
+from ops.demo import ORIGIN, Person, Staff, Tally, audit_of, people
 from ops.mailcatcher import read_mails
 from ops.stack import Stack
 from shared import topics
@@ -148,14 +148,7 @@ def findings(
     while missing_mails(stack.maildir, crowd) and time.monotonic() < deadline:
         time.sleep(0.5)
     journal = asyncio.run(audit.read_journal(kafka_bootstrap, journeys.clients))
-    expected = audit.Expected(dict(journeys.expected), frozenset(journeys.completed_appointments))
-    return audit.audit_topics(
-        journal,
-        maildir=stack.maildir,
-        sms_log=stack.sms_log,
-        clinics_file=stack.workdir / "clinics.json",
-        expected=expected,
-    )
+    return audit_of(stack, journeys, journal)  # as the demo audits its run
 
 
 def test_each_person_received_the_right_mails_once(
