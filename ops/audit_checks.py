@@ -107,8 +107,13 @@ def audit(
     expected: Expected | None = None,
     now: datetime | None = None,
     tolerance: timedelta = ON_TIME_TOLERANCE,
+    in_flight_after: float | None = None,
 ) -> Findings:
-    """Count every failure in `records` (and the sinks' copies, when given)."""
+    """Count every failure in `records` (and the sinks' copies, when given).
+
+    `in_flight_after`: the real time (s) after which a copy the sink accepted may
+    still lack its sent fact on the topics as read (see `sink_checks`).
+    """
     rules = rules if rules is not None else audit_rules.load()
     findings = Findings()
     rebuilt = rebuild(records)
@@ -126,14 +131,26 @@ def audit(
     findings.reminders_skipped = skipped
     if mail_list is not None:
         findings.mail_resends, findings.mail_mismatches = sink_checks(
-            [m.message_id for m in mail_list], sent_ids(records, "email", mail_form=True)
+            [m.message_id for m in mail_list],
+            sent_ids(records, "email", mail_form=True),
+            _in_flight([(m.message_id, m.accepted_at) for m in mail_list], in_flight_after),
         )
     if texts is not None:
+        text_list = list(texts)
         findings.sms_resends, findings.sms_mismatches = sink_checks(
-            [t.key or "" for t in texts], sent_ids(records, "sms", mail_form=False)
+            [t.key or "" for t in text_list],
+            sent_ids(records, "sms", mail_form=False),
+            _in_flight([(t.key or "", t.accepted_at) for t in text_list], in_flight_after),
         )
     findings.lost = lost(records, expected or Expected(), now, findings.detail)
     return findings
+
+
+def _in_flight(copies: list[tuple[str, float | None]], after: float | None) -> frozenset[str]:
+    """The copies a sink accepted at or after `after` (real time): maybe not on the topics yet."""
+    if after is None:
+        return frozenset()
+    return frozenset(key for key, accepted in copies if accepted is not None and accepted >= after)
 
 
 # --- overlaps and course rules -------------------------------------------

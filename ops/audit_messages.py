@@ -39,6 +39,7 @@ class Mail:
 
     message_id: str
     date: datetime | None = None
+    accepted_at: float | None = None  # real time (s) the sink accepted it, if it says
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Text:
     """One SMS the provider accepted, with the Idempotency-Key it came with."""
 
     key: str | None
+    accepted_at: float | None = None  # real time (s) the provider accepted it, if it says
 
 
 @dataclass(frozen=True)
@@ -272,8 +274,17 @@ def sent_ids(records: list[Record], channel: str, *, mail_form: bool) -> set[str
     }
 
 
-def sink_checks(copies: list[str], sent: set[str]) -> tuple[int, int]:
-    """(extra copies of one message, copies without a sent fact + sent facts without a copy)."""
+def sink_checks(
+    copies: list[str], sent: set[str], in_flight: frozenset[str] = frozenset()
+) -> tuple[int, int]:
+    """(extra copies of one message, copies without a sent fact + sent facts without a copy).
+
+    `in_flight`: copies the sink accepted after the topics were read; their sent
+    fact may be published just after, so they are not required to have one yet.
+    (The other way needs no such grace: a sent fact is published after its copy
+    was accepted, and the sinks are read after the topics.)
+    """
     kept = Counter(c.strip() for c in copies)
     resends = sum(n - 1 for n in kept.values() if n > 1)
-    return resends, len(set(kept) - sent) + len(sent - set(kept))
+    unmatched = set(kept) - sent - {c.strip() for c in in_flight}
+    return resends, len(unmatched) + len(sent - set(kept))

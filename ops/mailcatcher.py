@@ -50,10 +50,21 @@ class MaildirHandler:
 
 def read_mails(maildir: Path) -> list[EmailMessage]:
     """Every message the server accepted, oldest first."""
+    return [mail for _, mail in read_mails_accepted(maildir)]
+
+
+def read_mails_accepted(maildir: Path) -> list[tuple[float | None, EmailMessage]]:
+    """Every message the server accepted, oldest first, with when (real time, s).
+
+    When is read from the file's name (`handle_DATA` names it by time_ns); None
+    for a file named otherwise (put there by hand or by another tool).
+    """
     mails = []
     for path in sorted(maildir.glob("*.eml")):
         parsed: Any = message_from_bytes(path.read_bytes(), policy=policy.default)
-        mails.append(parsed)
+        stamp = path.name.split("-", 1)[0]
+        accepted = int(stamp) / 1e9 if "-" in path.name and stamp.isdigit() else None
+        mails.append((accepted, parsed))
     return mails
 
 

@@ -18,6 +18,7 @@ import contextlib
 import json
 import re
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,8 +84,9 @@ class SmsSink:
         return False
 
     def _record(self, entry: dict[str, Any]) -> None:
+        # When it was accepted (real time), so an auditor knows what may be in flight.
         with self._lock, self.log_path.open("a") as log:
-            log.write(json.dumps(entry) + "\n")
+            log.write(json.dumps({**entry, "received_at": time.time()}) + "\n")
 
 
 def _handler_for(sink: SmsSink) -> type[BaseHTTPRequestHandler]:
