@@ -65,6 +65,18 @@ def make_broker(
     return broker
 
 
+def client_login(sasl: tuple[str, str] | None) -> dict[str, str]:
+    """A plain aiokafka client's options for the service's SASL/SCRAM login (none without)."""
+    if sasl is None:
+        return {}
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": sasl[0],
+        "sasl_plain_password": sasl[1],
+    }
+
+
 def group_id(service: str) -> str:
     """One consumer group per service: replicas share its partitions."""
     return f"kap-{service}"
@@ -98,17 +110,7 @@ async def apply_topics(
     Idempotent, and safe when several replicas start at once: a topic another
     process created first counts as present.
     """
-    credentials = (
-        {
-            "security_protocol": "SASL_PLAINTEXT",
-            "sasl_mechanism": "SCRAM-SHA-512",
-            "sasl_plain_username": sasl[0],
-            "sasl_plain_password": sasl[1],
-        }
-        if sasl
-        else {}
-    )
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **credentials)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_login(sasl))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

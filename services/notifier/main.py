@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from chassis.clock import Clock
 from chassis.effects import EffectLog
-from chassis.kafka import group_id
+from chassis.kafka import client_login, group_id
 from chassis.service import ServiceRuntime, http_app, serve
 from services.notifier import api, handlers
 from services.notifier.channels import EmailChannel, SmsChannel
@@ -64,17 +64,7 @@ def schedule_lag(settings: Settings, clock: Clock | None = None) -> ScheduleLag 
     bound also read on the service clock."""
     if settings.schedule_lag_bound_ms == 0:
         return None
-    sasl = settings.kafka_sasl()
-    options = (
-        {
-            "security_protocol": "SASL_PLAINTEXT",
-            "sasl_mechanism": "SCRAM-SHA-512",
-            "sasl_plain_username": sasl[0],
-            "sasl_plain_password": sasl[1],
-        }
-        if sasl
-        else {}
-    )
+    options = client_login(settings.kafka_sasl())
     return ScheduleLag(
         settings.kafka_bootstrap_servers,
         group_id(SERVICE),
