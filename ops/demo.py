@@ -245,27 +245,33 @@ class Staff:
                     if moved.status_code == 200:
                         schedule = moved.json()
                         continue
-            await self.until(datetime.fromisoformat(upcoming["ends_at"]))
-            appointment = upcoming["appointment_id"]
-            if person.misses_a_dose and not missed and upcoming.get("dose_number") == 2:
-                missed = True
-                response = await self.call("POST", f"{appointments}/{appointment}/missed", clinic)
-            else:
-                response = await self.call(
-                    "POST",
-                    f"{appointments}/{appointment}/completion",
-                    clinic,
-                    json={"ride_home_confirmed": True, "phq9_total": 9},
-                )
-                if response.status_code == 200:
-                    self.tally.completed_appointments.add(appointment)
-                    self.tally.reached(clinic, "sessions")
+            miss = person.misses_a_dose and not missed and upcoming.get("dose_number") == 2
+            missed = missed or miss
+            response = await self.hold(clinic, upcoming, miss=miss)
             if response.status_code != 200:
                 self.tally.refused["session"] += 1
                 return
             schedule = response.json()
         self.tally.expected[topics.COURSE_COMPLETED.name] += 1
         self.tally.reached(clinic, "completed")
+
+    async def hold(self, clinic: str, upcoming: dict[str, Any], *, miss: bool) -> httpx.Response:
+        """At the session's end, record it held (and tally it), or missed when `miss`."""
+        appointment = upcoming["appointment_id"]
+        url = f"{self.scheduler}/v1/clinics/{clinic}/appointments/{appointment}"
+        await self.until(datetime.fromisoformat(upcoming["ends_at"]))
+        if miss:
+            return await self.call("POST", f"{url}/missed", clinic)
+        response = await self.call(
+            "POST",
+            f"{url}/completion",
+            clinic,
+            json={"ride_home_confirmed": True, "phq9_total": 9},
+        )
+        if response.status_code == 200:
+            self.tally.completed_appointments.add(appointment)
+            self.tally.reached(clinic, "sessions")
+        return response
 
     async def await_booster(self, clinic: str, client: str, until: datetime) -> None:
         schedule = await self.schedule(clinic, client, "course")

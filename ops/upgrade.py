@@ -272,20 +272,9 @@ class Staff(demo.Staff):
                     continue
                 self.refused(path, response)
                 moves_before.clear()  # no room to move: attend it where it is
-            await self.until(datetime.fromisoformat(upcoming["ends_at"]))
-            if person.misses_a_dose and not missed and upcoming.get("dose_number") == 2:
-                missed = True
-                response = await self.call("POST", f"{url}/missed", clinic)
-            else:
-                response = await self.call(
-                    "POST",
-                    f"{url}/completion",
-                    clinic,
-                    json={"ride_home_confirmed": True, "phq9_total": 9},
-                )
-                if response.status_code == 200:
-                    self.tally.completed_appointments.add(upcoming["appointment_id"])
-                    self.tally.reached(clinic, "sessions")
+            miss = person.misses_a_dose and not missed and upcoming.get("dose_number") == 2
+            missed = missed or miss
+            response = await self.hold(clinic, upcoming, miss=miss)
             if response.status_code != 200:
                 self.tally.refused["session"] += 1
                 self.refused("session", response)
