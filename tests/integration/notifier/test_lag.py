@@ -93,11 +93,15 @@ async def _partition_and_end(
         await consumer.stop()
 
 
-def _client_on_another_partition(than: uuid.UUID, count: int = 6) -> uuid.UUID:
+def _client_on_another_partition(
+    than: uuid.UUID, count: int = 6, *, same: bool = False
+) -> uuid.UUID:
+    """Another client whose events go to another partition (`same`: to the same one)."""
     taken = DefaultPartitioner()(str(than).encode(), list(range(count)), [])
     while True:
         other = uuid.uuid4()
-        if DefaultPartitioner()(str(other).encode(), list(range(count)), []) != taken:
+        on = DefaultPartitioner()(str(other).encode(), list(range(count)), [])
+        if (on == taken) == same:
             return other
 
 
@@ -111,8 +115,9 @@ class Gated:
     # The client whose partition holds the unhandled schedule change, and where it is.
     lagging_client: uuid.UUID
     lagging_at: tuple[TopicPartition, int]
-    # Its delivery and planner, gated on the group's schedule lag.
+    # Its delivery and planner, gated on the group's schedule lag (that gauge).
     delivery: DeliveryRig
+    delivery_gauge: ScheduleLag
 
     async def plan(self, event: ev.Event, contact: ContactChange | None = None) -> None:
         await self.delivery.plan(event, contact)
@@ -185,7 +190,7 @@ async def gated(
         poll_s=0.05,
         schedule_lag=gauge,
     )
-    yield Gated(clock, clinic_id, group, lagging_client, lagging_at, delivery)
+    yield Gated(clock, clinic_id, group, lagging_client, lagging_at, delivery, gauge)
     await gauge.close()
 
 
@@ -257,6 +262,26 @@ async def test_a_lag_on_another_clients_partition_does_not_hold_a_reminder(
     await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
     # Everything handled but the change on the lagging client's partition.
     await _commit_to_the_end(kafka_bootstrap, gated.group, but=gated.lagging_at)
+
+    async with gated.delivery.running():
+        await _mails(mailbox, address, 2)
+        gated.clock.set(at("2026-03-23T11:00+00:00"))  # the 2 h reminder is due
+        mails = await _mails(mailbox, address, 3)
+        assert mails[-1]["Subject"].startswith("Your appointment is coming up")
+
+
+async def test_another_clients_unhandled_change_on_the_same_partition_does_not_hold_a_reminder(
+    gated: Gated, mailbox: Mailbox, kafka_bootstrap: str, unique: str
+) -> None:
+    # Keyed by client: what waits unread on the partition is someone else's change, so
+    # nothing about this client's appointment can be waiting.
+    address = f"ada.{unique}@example.org"
+    neighbour = _client_on_another_partition(gated.lagging_client, same=True)
+    client_id = await gated.client(address, neighbour)
+    session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
+    await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
+    await _commit_to_the_end(kafka_bootstrap, gated.group, but=gated.lagging_at)
+    assert await gated.delivery_gauge.behind({gated.lagging_client}) == {gated.lagging_client}
 
     async with gated.delivery.running():
         await _mails(mailbox, address, 2)
