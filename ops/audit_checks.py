@@ -126,7 +126,9 @@ def audit(
     findings.boosters_repeated = boosters_repeated(records, rules, findings.detail)
     findings.notifications_repeated = notifications_repeated(sends)
     findings.stale_reminders = stale(sends, rebuilt, findings.detail)
-    on_time, late, skipped = reminder_timing(sends, skips, records, rebuilt, rules, now, tolerance)
+    on_time, late, skipped = reminder_timing(
+        sends, skips, records, rebuilt, rules, now, tolerance, findings.detail
+    )
     findings.reminders_on_time, findings.reminders_late = on_time, late
     findings.reminders_skipped = skipped
     if mail_list is not None:

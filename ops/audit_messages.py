@@ -212,6 +212,7 @@ def reminder_timing(
     rules: dict[str, ClinicRules],
     now: datetime | None,
     tolerance: timedelta,
+    detail: Counter[str] | None = None,
 ) -> tuple[int, int, int]:
     """Reminders on time or late against the instant they were planned for; and those skipped.
 
@@ -219,6 +220,11 @@ def reminder_timing(
     fact that caused it; a stale reminder is neither on time nor late (it is
     counted as stale). Skipped: the notifier said it dropped one as no longer
     true, or the final schedule called for one that never went out.
+
+    `detail` gets the late ones' parts: `late_due_on_arrival` (due already when
+    the fact that planned it happened, so the whole hop from that fact to the
+    hand-over counts) or `late_planned_ahead`, and how late in tolerances
+    (`late_by_1x` up to twice the tolerance, `late_by_2x` up to 4, `late_by_4x` more).
     """
     stale_ids = {s.notification_id for s in sends if _staleness(s, rebuilt)}
     on_time_count = late_count = 0
@@ -240,6 +246,10 @@ def reminder_timing(
         on_time = planned is not None and s.at <= planned + tolerance
         on_time_count += on_time
         late_count += not on_time
+        if not on_time and planned is not None and detail is not None:
+            detail["late_due_on_arrival" if planned <= planned_at else "late_planned_ahead"] += 1
+            by = (s.at - planned) / tolerance
+            detail["late_by_1x" if by <= 2 else "late_by_2x" if by <= 4 else "late_by_4x"] += 1
     missing = {(s.appointment, s.kind, s.refers_to) for s in skips if s.kind in REMINDERS}
     reached = {s.client for s in sends if s.kind != MessageKind.CLINICAL_ALERT}
     for appt in rebuilt.appointments.values():

@@ -381,6 +381,8 @@ def report(
         ),
         # The auditor's counts, from the topics and the sinks alone (ops/audit_checks.py).
         **audit.summary_of(findings),
+        # What the counts are made of (late reminders: due on arrival or planned ahead).
+        "parts": dict(findings.detail),
         # What the scheduler's own ledger says: it refuses overlaps, so a second opinion only.
         "ledger_double_bookings_second_opinion": double,
         "refused": dict(tally.refused),
@@ -462,6 +464,7 @@ def main() -> int:
     failing = {n: summary[n] for n in audit.FAILING if summary[n]}
     if failing:
         print(f"Auditor (topics, mailbox, SMS log) found: {json.dumps(failing, sort_keys=True)}")
+    print(f"Auditor's parts of its counts: {json.dumps(summary['parts'], sort_keys=True)}")
     print("DEMO " + json.dumps(summary, sort_keys=True), flush=True)
     return 0 if ok else 1
 
