@@ -17,7 +17,7 @@ fails; neither overwrites the other's outputs.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -45,11 +45,26 @@ class EffectLog:
         self._publisher = publisher
 
     def _key(self, envelope: Envelope) -> str:
-        return f"{self._service}:{{{envelope.clinic_id}}}:handled:{envelope.id}"
+        return self._handled_key(envelope.clinic_id, envelope.id)
+
+    def _handled_key(self, clinic_id: str, event_id: str) -> str:
+        return f"{self._service}:{{{clinic_id}}}:handled:{event_id}"
 
     async def watch(self, tx: Pipeline, cause: Envelope) -> None:
         """Make `tx` fail should anyone record `cause` as handled before it executes."""
         await tx.watch(self._key(cause))
+
+    async def handled(self, causes: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (clinic id, event id) were handled: their effects are applied."""
+        wanted = list(causes)
+        if not wanted:
+            return set()
+        # One round trip; not one MGET, since the keys are in their clinics' own slots.
+        async with self._redis.pipeline(transaction=False) as reads:
+            for clinic_id, event_id in wanted:
+                reads.exists(self._handled_key(clinic_id, event_id))
+            found = await reads.execute()
+        return {cause for cause, exists in zip(wanted, found, strict=True) if exists}
 
     async def replayed(self, cause: Envelope) -> bool:
         """True when `cause` was handled before; outputs not yet confirmed are published again."""

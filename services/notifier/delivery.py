@@ -53,7 +53,6 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
-from uuid import UUID
 
 import jinja2
 from prometheus_client import Counter
@@ -70,6 +69,7 @@ from services.notifier.channels import (
     TransientSendError,
 )
 from services.notifier.config import template_overrides
+from services.notifier.lag import Subject
 from services.notifier.model import (
     STAFF_KINDS,
     TIME_BOUND_KINDS,
@@ -97,13 +97,15 @@ HOUSEKEEPING_S = 2.0  # how often a replica looks for orphaned outcomes and coun
 
 # A timer may fire a hair before its instant; this much later the message is surely due.
 WAKE_SLACK_S = 0.001
-# Real seconds: messages due this soon are claimed and prepared (contact, render, checks)
-# ahead, then handed over at their due instant, so the round's own work is not lateness.
-LOOKAHEAD_S = 0.03
+# Real seconds: messages due this soon are claimed and prepared (contact, render, the
+# mail composed but for its Date), then handed over at their due instant, so the round's
+# own work is not lateness.
+LOOKAHEAD_S = 0.06
 # Real seconds: the schedule lag is asked, the lease renewed and the appointment read this
-# long before a message falls due (measured in make demo: together 3.6 ms at the median,
-# 7.6 ms at the 90th percentile on the shared 2-core machine).
-GATE_LEAD_S = 0.012
+# long before a message falls due. Measured in make demo (2 shared cores, one notifier):
+# from this instant to the checks' end 6 ms at the median, 12 to 18 ms at the 90th
+# percentile; a 12 ms lead left a fifth of the late reminders late for their checks alone.
+GATE_LEAD_S = 0.03
 # How many messages are handed over at once (the email pool's connections).
 SEND_CONCURRENCY = DEFAULT_CONNECTIONS
 
@@ -124,11 +126,12 @@ DRAIN_S = 2.0
 
 
 class ScheduleLagGauge(Protocol):
-    """Which clients' schedule changes the notifier's view lags behind on (lag.ScheduleLag)."""
+    """Which (client, appointment) changes the notifier's view lags behind on
+    (lag.ScheduleLag)."""
 
     bound_s: float  # real seconds
 
-    async def behind(self, clients: Collection[UUID]) -> set[UUID]: ...
+    async def behind(self, subjects: Collection[Subject]) -> set[Subject]: ...
 
     async def close(self) -> None: ...
 
@@ -204,24 +207,24 @@ class _Slots:
 
 
 class _Recheck:
-    """Asks the schedule lag again for every client waiting on it, in one request."""
+    """Asks the schedule lag again for every message waiting on it, in one request."""
 
     def __init__(self, gauge: ScheduleLagGauge) -> None:
         self._gauge = gauge
-        self._clients: set[UUID] = set()
-        self._asking: asyncio.Task[set[UUID]] | None = None
+        self._subjects: set[Subject] = set()
+        self._asking: asyncio.Task[set[Subject]] | None = None
 
-    async def behind(self, client: UUID) -> bool:
-        self._clients.add(client)
+    async def behind(self, subject: Subject) -> bool:
+        self._subjects.add(subject)
         if self._asking is None:
             self._asking = asyncio.create_task(self._ask())
-        return client in await asyncio.shield(self._asking)
+        return subject in await asyncio.shield(self._asking)
 
-    async def _ask(self) -> set[UUID]:
+    async def _ask(self) -> set[Subject]:
         await asyncio.sleep(RECHECK_S)  # the others waiting join in meanwhile
-        # Taken together, without an await: a client added later starts the next ask.
-        clients, self._clients, self._asking = self._clients, set(), None
-        return await self._gauge.behind(clients)
+        # Taken together, without an await: one added later starts the next ask.
+        subjects, self._subjects, self._asking = self._subjects, set(), None
+        return await self._gauge.behind(subjects)
 
 
 class UnknownClient(TransientSendError):
@@ -452,14 +455,14 @@ class Delivery:
             # Redis or Kafka away: the message's lease runs out and it is claimed again.
             log.error("delivery failed; left to its lease", exc_info=error)
 
-    async def _behind(self, batch: list[tuple[Clinic, Claim]]) -> set[UUID]:
-        """The clients whose schedule view lags, asked once just before the first time-bound
-        message falls due; held messages of the others are released (due again, and the
-        loop woken to claim them)."""
+    async def _behind(self, batch: list[tuple[Clinic, Claim]]) -> set[Subject]:
+        """The (client, appointment) pairs whose schedule view lags, asked once just before
+        the first time-bound message falls due; held messages of the others are released
+        (due again, and the loop woken to claim them)."""
         if self._schedule_lag is None:
             return set()
         bound = [claim.message for _, claim in batch if claim.message.kind in TIME_BOUND_KINDS]
-        held: list[tuple[str, str, UUID]] = []
+        held: list[tuple[str, str, Subject]] = []
         # Held messages are looked at by one round at a time (Kafka may be away).
         if not self._looking_at_held:
             self._looking_at_held = True
@@ -479,18 +482,18 @@ class Delivery:
         self,
         gauge: ScheduleLagGauge,
         bound: list[PlannedMessage],
-        held: list[tuple[str, str, UUID]],
-    ) -> set[UUID]:
-        clients = {message.client_id for message in bound} | {c for _, _, c in held}
-        if not clients:
+        held: list[tuple[str, str, Subject]],
+    ) -> set[Subject]:
+        subjects = {_subject(message) for message in bound} | {c for _, _, c in held}
+        if not subjects:
             return set()
         if bound:
             first = min(message.send_at for message in bound)
             await self._until(first - service_span(self._clock, GATE_LEAD_S))
-        behind = await gauge.behind(clients)
+        behind = await gauge.behind(subjects)
         caught_up: dict[str, list[str]] = defaultdict(list)
-        for clinic_id, notification_id, client in held:
-            if client not in behind:
+        for clinic_id, notification_id, subject in held:
+            if subject not in behind:
                 caught_up[clinic_id].append(notification_id)
         for clinic_id, ids in caught_up.items():
             if await self._store.release_held(clinic_id, ids):
@@ -506,7 +509,9 @@ class Delivery:
                 return
             await asyncio.sleep(real_s)
 
-    async def _deliver(self, clinic: Clinic, claim: Claim, gate: asyncio.Task[set[UUID]]) -> None:
+    async def _deliver(
+        self, clinic: Clinic, claim: Claim, gate: asyncio.Task[set[Subject]]
+    ) -> None:
         """Send one claimed message at its due instant, or record why not, or hold it for the
         schedule view."""
         planned = claim.message
@@ -529,7 +534,7 @@ class Delivery:
         # The checks that need a round trip are made just ahead of the due instant (the
         # lag request's time ahead), so the hand-over itself is on time.
         await self._until(planned.send_at - service_span(self._clock, GATE_LEAD_S))
-        if time_bound and await self._behind_on(planned.client_id, gate):
+        if time_bound and await self._behind_on(_subject(planned), gate):
             # A change to this appointment may be waiting unread: not now, not counted.
             if await self._store.hold(claim):
                 self._held.add(clinic.id)
@@ -550,6 +555,7 @@ class Delivery:
             # One instant for the last check, the mail's Date and the sent fact: the
             # hand-over, so what was checked true is what the client is told it was.
             at = self._clock.now()
+
             if (reason := staleness(planned, fact, at, clinic.zone)) is not None:
                 await self._skip(claim, planned, reason)
                 return
@@ -563,13 +569,14 @@ class Delivery:
                 return
         await self._sent(claim, message, at)
 
-    async def _behind_on(self, client: UUID, gate: asyncio.Task[set[UUID]]) -> bool:
-        """Whether the client's schedule view still lags, asked again for a short while."""
-        if client not in await gate:
+    async def _behind_on(self, subject: Subject, gate: asyncio.Task[set[Subject]]) -> bool:
+        """Whether the view of the message's appointment still lags, asked again for a short
+        while."""
+        if subject not in await gate:
             return False
         until = time.monotonic() + RECHECK_FOR_S
         while time.monotonic() < until:
-            if self._recheck is None or not await self._recheck.behind(client):
+            if self._recheck is None or not await self._recheck.behind(subject):
                 return False
         return True
 
@@ -603,7 +610,7 @@ class Delivery:
             to = address
         rendered = self._templates_of(clinic).render(message, client_name)
         outgoing = Outgoing(message.notification_id, to, rendered, clinic.name, self._clock.now())
-        return message, outgoing
+        return message, self._senders[message.channel].prepare(outgoing)
 
     def _templates_of(self, clinic: Clinic) -> ClinicTemplates:
         overrides = template_overrides(clinic)
@@ -715,6 +722,10 @@ class Delivery:
         for notification_id, event, envelope in orphans:
             await self._publisher.publish(event, envelope)
             await self._store.published(clinic_id, notification_id)
+
+
+def _subject(message: PlannedMessage) -> Subject:
+    return (message.client_id, message.appointment_id)
 
 
 async def _nothing() -> None:

@@ -1,21 +1,25 @@
 """How far the notifier's view of the schedule lags behind the scheduler's topics.
 
 A time-bound message (reminder, instructions) is true only if no change to its
-appointment is still waiting unread on Kafka. While the notifier's consumer
-group has left a scheduler event unhandled for longer than a bound (default
-5 s, real time: Kafka's record times are wall-clock), such sends wait.
+appointment is still waiting unread on Kafka. While the notifier has left such
+a change unapplied for longer than a bound (default 5 s, real time: Kafka's
+record times are wall-clock), the message waits.
 
-Measured the way `kapctl lag` does (ops.operations.group_lags: the group's
-committed offsets against the partitions' ends), so it covers every replica's
-partitions, not only this process's, and keeps no state between checks. The
-age comes from Kafka itself: the first offset whose record is younger than the
-bound (ListOffsets by time); a group committed below it has left an older
-record unhandled.
-
-Per client: every event is keyed by client id, so a client's schedule changes
-are on one partition of each topic (the default partitioner's, `partition_of`).
-A message waits only while that partition is behind, not for another client's
-backlog; one round asks once for every partition its messages need.
+Measured from Kafka, as `kapctl lag` does (ops.operations.group_lags: the
+group's committed offsets against the partitions' ends), so it covers every
+replica's partitions, not only this process's, and keeps no state between
+checks. Every event is keyed by client id, so a client's schedule changes are
+on one partition of each topic (the default partitioner's, `partition_of`).
+One round asks, for every partition its messages need, the group's committed
+offset and the partition's end (two requests, together); on a partition with
+records not committed, those records are read (`READ_LIMIT` at most: beyond
+that, everything on it waits), and a message waits only for one older than the
+bound that is its client's and names its appointment (or names none, or cannot
+be read), and that the notifier has not applied yet. Another client's backlog on
+the same partition, a change to another of the client's appointments, or one
+the notifier has applied but not committed (`applied`: its handled mark, written
+in one transaction with the change's effects, chassis.effects) changes nothing
+about this message.
 
 The bound is the smaller of the configured real span and the same span on the
 service clock (`real_bound_s`): on the demo's clock (a clinic day per real
@@ -27,9 +31,11 @@ milliseconds of lag are clinic hours.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -40,11 +46,16 @@ from aiokafka.partitioner import murmur2
 
 from chassis.clock import Clock
 from shared import topics
+from shared.envelope import HEADER_CLINIC, HEADER_ID
 from shared.topics import Topic
 
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT_S = 2.0  # real seconds; no answer by then counts as behind
+# How long one fetch of uncommitted records may wait on the broker (they exist: at once).
+READ_WAIT_MS = 50
+# More uncommitted records than this on a partition: not read, everything on it waits.
+READ_LIMIT = 1000
 
 # The scheduler's topics that change when or whether an appointment takes place.
 SCHEDULE_TOPICS: tuple[Topic, ...] = (
@@ -75,29 +86,96 @@ def real_bound_s(bound_s: float, clock: Clock | None) -> float:
     return min(bound_s, on_the_clock) if on_the_clock > 0 else bound_s
 
 
-def behind(
-    committed: Mapping[TopicPartition, int],
-    starts: Mapping[TopicPartition, int],
-    ends: Mapping[TopicPartition, int],
-    young_from: Mapping[TopicPartition, int | None],
-) -> list[TopicPartition]:
-    """The partitions on which the group left a record older than the bound unhandled (pure).
+def uncommitted(
+    committed: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, tuple[int, int]]:
+    """Per partition, the offsets [from, to) of the records the group has not committed;
+    partitions with none are left out (pure).
 
-    `committed`: the group's next offset to handle (absent or -1: never
-    committed, so it starts from `starts`, each partition's first offset);
-    `ends`: each partition's end; `young_from`: the first offset whose record
-    is younger than the bound, None when every record is older. A partition
-    never committed on is behind by all it holds.
+    `committed`: the group's next offset to handle (absent or -1: never committed, so
+    from the log's start, here 0: a reader moves up to the first record kept);
+    `ends`: each partition's end.
     """
-    late = []
+    ranges = {}
     for tp, end in ends.items():
-        # Below the log's start (records deleted by retention) counts from the start.
-        done = max(committed.get(tp, -1), starts.get(tp, 0))
-        young = young_from.get(tp)
-        older_up_to = end if young is None else min(young, end)
-        if done < older_up_to:
-            late.append(tp)
-    return late
+        done = max(committed.get(tp, -1), 0)
+        if done < end:
+            ranges[tp] = (done, end)
+    return ranges
+
+
+def waiting(
+    wanted: Mapping[TopicPartition, Collection[Subject]],
+    changes: Mapping[TopicPartition, Sequence[Change] | None],
+    applied: Collection[tuple[str, str]],
+) -> set[Subject]:
+    """The subjects a change waits unread for (pure): on one of their partitions, a
+    change that concerns them and is not applied; or a partition whose changes are not
+    known (None: too many to read), where anything may be waiting."""
+    found = set()
+    for tp, subjects in wanted.items():
+        if tp not in changes:
+            continue
+        on_it = changes[tp]
+        for subject in subjects:
+            if on_it is None or any(
+                c.concerns(subject) and (c.event is None or c.event not in applied) for c in on_it
+            ):
+                found.add(subject)
+    return found
+
+
+# A time-bound message's subject: its client, and the appointment it is about (None: any).
+Subject = tuple[UUID, UUID | None]
+
+
+# Which of these (clinic id, event id) the notifier has applied to its view already.
+Applied = Callable[[Collection[tuple[str, str]]], Awaitable[set[tuple[str, str]]]]
+
+
+@dataclass(frozen=True)
+class Change:
+    """An uncommitted schedule record, as far as the gate needs it: whose, which
+    appointments it names (None: it could not be read, so it may concern any), and its
+    clinic and event id (from its CloudEvents headers)."""
+
+    client: bytes | None
+    appointments: frozenset[str] | None
+    event: tuple[str, str] | None = None  # (clinic id, event id)
+
+    @classmethod
+    def of(
+        cls, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> Change:
+        named = dict(headers)
+        clinic, event_id = named.get(HEADER_CLINIC), named.get(HEADER_ID)
+        event = (clinic.decode(), event_id.decode()) if clinic and event_id else None
+        try:
+            appointments = frozenset(_appointment_ids(json.loads(value or b"")))
+        except ValueError:
+            return cls(key, None, event)
+        return cls(key, appointments or None, event)
+
+    def concerns(self, subject: Subject) -> bool:
+        client, appointment = subject
+        if self.client != str(client).encode():
+            return False
+        if appointment is None or self.appointments is None:
+            return True
+        return str(appointment) in self.appointments
+
+
+def _appointment_ids(value: Any) -> Iterator[str]:
+    """Every `appointment_id` in an event's JSON, however deep (a course names many)."""
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            if name == "appointment_id" and isinstance(inner, str):
+                yield inner
+            else:
+                yield from _appointment_ids(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _appointment_ids(inner)
 
 
 class ScheduleLag:
@@ -112,6 +190,7 @@ class ScheduleLag:
         schedule_topics: Sequence[Topic] = SCHEDULE_TOPICS,
         *,
         clock: Clock | None = None,
+        applied: Applied | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._group = group
@@ -120,68 +199,125 @@ class ScheduleLag:
         self._topics = [t.name for t in schedule_topics]
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._reader: AIOKafkaConsumer | None = None  # reads the uncommitted records
+        self._applied = applied
         self._asking = asyncio.Lock()
 
-    async def behind(self, clients: Collection[UUID]) -> set[UUID]:
-        """The clients with a schedule change older than the bound unhandled on their partition.
+    async def behind(self, subjects: Collection[Subject]) -> set[Subject]:
+        """The (client, appointment) pairs with a change older than the bound unhandled.
 
         One batch of requests for all of them. Unknown (Kafka not answering)
         counts as behind: a change may be waiting, and a time-bound message is
         better late than untrue.
         """
-        if not clients:
+        if not subjects:
             return set()
         try:
-            # One request at a time (one set of clients), and never long: while Kafka
+            # One request at a time (one set of subjects), and never long: while Kafka
             # is away every caller learns so within ASK_TIMEOUT_S.
             async with self._asking:
-                return await asyncio.wait_for(self._behind(clients), ASK_TIMEOUT_S)
+                return await asyncio.wait_for(self._behind(subjects), ASK_TIMEOUT_S)
         except Exception:
             log.warning("could not measure the schedule lag; time-bound sends wait", exc_info=True)
             await self.close()  # reconnect next time
-            return set(clients)
+            return set(subjects)
 
-    async def _behind(self, clients: Collection[UUID]) -> set[UUID]:
+    async def _behind(self, subjects: Collection[Subject]) -> set[Subject]:
         admin, consumer = await self._clients()
         counts = {name: len(consumer.partitions_for_topic(name) or ()) for name in self._topics}
         if not all(counts.values()):
             await consumer._client.force_metadata_update()
             counts = {name: len(consumer.partitions_for_topic(name) or ()) for name in self._topics}
-        wanted: dict[TopicPartition, set[UUID]] = {}
-        for client in clients:
+        wanted: dict[TopicPartition, set[Subject]] = {}
+        for subject in subjects:
             for name, count in counts.items():
                 if count:
-                    wanted.setdefault(TopicPartition(name, partition_of(client, count)), set()).add(
-                        client
-                    )
-        late = await self._late_partitions(admin, consumer, list(wanted))
+                    tp = TopicPartition(name, partition_of(subject[0], count))
+                    wanted.setdefault(tp, set()).add(subject)
+        partitions = list(wanted)
+        # Independent requests (the group's coordinator, the partitions' leaders): together.
+        offsets, ends = await asyncio.gather(
+            admin.list_consumer_group_offsets(self._group, partitions=partitions),
+            consumer.end_offsets(partitions),
+        )
+        ranges = uncommitted({tp: meta.offset for tp, meta in offsets.items()}, ends)
+        if not ranges:
+            return set()
+        older_than_ms = int((time.time() - self.bound_s) * 1000)
+        changes = await self._changes_in(ranges, older_than_ms)
+        events = {c.event for found in changes.values() for c in found or () if c.event}
+        applied = await self._applied(events) if self._applied and events else set()
+        late = waiting(wanted, changes, applied)
         if late:
             log.info(
-                "schedule lag above %.4fs on %d partition(s); their time-bound sends wait",
+                "schedule lag above %.4fs on %d partition(s): %d of %d message subject(s) "
+                "wait for a change not yet applied",
                 self.bound_s,
+                len(ranges),
                 len(late),
+                len(subjects),
             )
-        return {client for tp in late for client in wanted[tp]}
+        return late
 
-    async def _late_partitions(
-        self,
-        admin: AIOKafkaAdminClient,
-        consumer: AIOKafkaConsumer,
-        partitions: list[TopicPartition],
-    ) -> list[TopicPartition]:
-        if not partitions:
-            return []
-        since_ms = int((time.time() - self.bound_s) * 1000)
-        # Independent requests (coordinator and partition leaders): asked together.
-        offsets, found, ends, starts = await asyncio.gather(
-            admin.list_consumer_group_offsets(self._group, partitions=partitions),
-            consumer.offsets_for_times(dict.fromkeys(partitions, since_ms)),
-            consumer.end_offsets(partitions),
-            consumer.beginning_offsets(partitions),
-        )
-        committed = {tp: meta.offset for tp, meta in offsets.items()}
-        young_from = {tp: (at.offset if at is not None else None) for tp, at in found.items()}
-        return behind(committed, starts, ends, young_from)
+    async def _changes_in(
+        self, ranges: Mapping[TopicPartition, tuple[int, int]], older_than_ms: int
+    ) -> dict[TopicPartition, list[Change] | None]:
+        """The changes older than `older_than_ms` (Kafka's record time) in each partition's
+        [from, to) offsets, read from Kafka; None for a partition with more than READ_LIMIT
+        records to read (the group is far behind: everything on it waits)."""
+        changes: dict[TopicPartition, list[Change] | None] = {
+            tp: None for tp, (start, end) in ranges.items() if end - start > READ_LIMIT
+        }
+        reading = {tp: span for tp, span in ranges.items() if tp not in changes}
+        if not reading:
+            return changes
+        found: dict[TopicPartition, list[Change]] = {tp: [] for tp in reading}
+        reader = await self._reader_on(list(reading))
+        for tp, (start, _) in reading.items():
+            reader.seek(tp, start)
+        reader.resume(*reading)
+        try:
+            while reading:
+                fetched = await reader.getmany(*reading, timeout_ms=READ_WAIT_MS)
+                for tp, records in fetched.items():
+                    start, end = ranges[tp]
+                    found[tp] += [
+                        Change.of(r.key, r.value, r.headers)
+                        for r in records
+                        if start <= r.offset < end and r.timestamp < older_than_ms
+                    ]
+                # The position moves past gaps (compaction, transaction markers) too.
+                for tp in list(reading):
+                    if await reader.position(tp) >= reading[tp][1]:
+                        del reading[tp]
+        finally:
+            # Assigned partitions are fetched ahead in the background: not while paused.
+            reader.pause(*reader.assignment())
+        return {**changes, **found}
+
+    async def _reader_on(self, partitions: list[TopicPartition]) -> AIOKafkaConsumer:
+        """The reader, assigned every partition asked about so far, all paused.
+
+        Assigning anew each time would refresh metadata and restart the fetcher:
+        the assignment only grows (a client's partitions are few and fixed).
+        """
+        if self._reader is None:
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                enable_auto_commit=False,
+                # Below the log's start (retention): from the first record kept.
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=READ_WAIT_MS,
+                **self._options,
+            )
+            await reader.start()
+            self._reader = reader
+        reader = self._reader
+        assigned = reader.assignment()
+        if not set(partitions) <= assigned:
+            reader.assign([*assigned, *partitions])
+            reader.pause(*reader.assignment())
+        return reader
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._consumer is None:
@@ -199,13 +335,15 @@ class ScheduleLag:
         return self._admin, self._consumer
 
     async def close(self) -> None:
-        admin, consumer = self._admin, self._consumer
-        self._admin = self._consumer = None
-        if consumer is not None:
+        admin, consumers = self._admin, (self._consumer, self._reader)
+        self._admin = self._consumer = self._reader = None
+        for consumer in consumers:
+            if consumer is None:
+                continue
             try:
                 await consumer.stop()
             except Exception:
-                log.debug("closing the lag consumer failed", exc_info=True)
+                log.debug("closing a lag consumer failed", exc_info=True)
         if admin is not None:
             try:
                 await admin.close()

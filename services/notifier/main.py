@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     store = NotifierStore(runtime.redis)
+    effects = EffectLog(runtime.redis, SERVICE, runtime.publisher)
     delivery = Delivery(
         store,
         runtime.clinics,
@@ -42,14 +43,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         clock=runtime.clock,
         poll_s=settings.delivery_poll_ms / 1000,
         metrics=runtime.metrics,
-        schedule_lag=schedule_lag(settings, runtime.clock),
+        schedule_lag=schedule_lag(settings, runtime.clock, effects),
         stopping=runtime.supervisor.stopping,
     )
     handlers.register(
         runtime.broker,
         handlers.Deps(
             store=store,
-            effects=EffectLog(runtime.redis, SERVICE, runtime.publisher),
+            effects=effects,
             clinics=runtime.clinics,
             clock=runtime.clock,
             due_now=delivery.wake,
@@ -59,9 +60,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     return http_app(runtime, title="KAP notifier", routers=[api.routes(store)])
 
 
-def schedule_lag(settings: Settings, clock: Clock | None = None) -> ScheduleLag | None:
+def schedule_lag(
+    settings: Settings, clock: Clock | None = None, effects: EffectLog | None = None
+) -> ScheduleLag | None:
     """The gate on time-bound sends: this service's group on the scheduler's topics, with the
-    bound also read on the service clock."""
+    bound also read on the service clock, and what the handlers applied already (`effects`)
+    not waited for."""
     if settings.schedule_lag_bound_ms == 0:
         return None
     options = client_login(settings.kafka_sasl())
@@ -71,6 +75,7 @@ def schedule_lag(settings: Settings, clock: Clock | None = None) -> ScheduleLag 
         settings.schedule_lag_bound_ms / 1000,
         options,
         clock=clock,
+        applied=effects.handled if effects is not None else None,
     )
 
 

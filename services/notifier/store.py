@@ -473,8 +473,9 @@ class NotifierStore:
             planned_into="held",
         )
 
-    async def held(self, clinic_id: str, limit: int) -> list[tuple[str, UUID]]:
-        """The clinic's first `limit` held messages (by send_at), with the client each is for."""
+    async def held(self, clinic_id: str, limit: int) -> list[tuple[str, tuple[UUID, UUID | None]]]:
+        """The clinic's first `limit` held messages (by send_at), each with the client and
+        the appointment it is about."""
         ids = [_text(i) for i in await self._redis.zrange(_key(clinic_id, "held"), 0, limit - 1)]
         if not ids:
             return []
@@ -487,7 +488,8 @@ class NotifierStore:
             if plan is None:  # expired meanwhile: nothing to send, nothing to keep
                 await self._redis.zrem(_key(clinic_id, "held"), notification_id)
                 continue
-            found.append((notification_id, PlannedMessage.model_validate_json(plan).client_id))
+            message = PlannedMessage.model_validate_json(plan)
+            found.append((notification_id, (message.client_id, message.appointment_id)))
         return found
 
     async def release_held(self, clinic_id: str, ids: Sequence[str]) -> int:

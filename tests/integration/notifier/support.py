@@ -449,8 +449,13 @@ class DeliveryRig:
     publisher: EventPublisher
     clock: Clock
 
-    async def plan(self, event: ev.Event, contact: ContactChange | None = None) -> None:
-        await self.planner.plan(event, self.publisher.envelope_for(event), contact)
+    async def plan(
+        self,
+        event: ev.Event,
+        contact: ContactChange | None = None,
+        envelope: Envelope | None = None,
+    ) -> None:
+        await self.planner.plan(event, envelope or self.publisher.envelope_for(event), contact)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -19,12 +19,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
+from chassis.effects import EffectLog
 from chassis.events import EventPublisher
 from services.notifier import handlers
 from services.notifier.lag import SCHEDULE_TOPICS, ScheduleLag
 from services.notifier.store import ContactChange
 from shared import events as ev
 from shared import topics
+from shared.envelope import Envelope
 from tests.integration.notifier.support import (
     DeliveryRig,
     Inputs,
@@ -112,15 +114,26 @@ class Gated:
     clock: ManualClock
     clinic_id: str
     group: str
-    # The client whose partition holds the unhandled schedule change, and where it is.
-    lagging_client: uuid.UUID
-    lagging_at: tuple[TopicPartition, int]
+    kafka_bootstrap: str
+    inputs: Inputs
     # Its delivery and planner, gated on the group's schedule lag (that gauge).
     delivery: DeliveryRig
-    delivery_gauge: ScheduleLag
+    gauge: ScheduleLag
 
     async def plan(self, event: ev.Event, contact: ContactChange | None = None) -> None:
         await self.delivery.plan(event, contact)
+
+    async def leave_unhandled(
+        self, change: ev.Event, envelope: Envelope | None = None
+    ) -> tuple[TopicPartition, int]:
+        """`change` on its topic, older than the bound and not committed by the watched group
+        (a real notifier's group would have handled it by now); where it is."""
+        where = await _partition_and_end(
+            self.kafka_bootstrap, topics.topic_for(change).name, change.client_id
+        )
+        await self.inputs.publish(change, envelope)
+        await asyncio.sleep(BOUND_S + 0.2)
+        return where
 
     def fields(self, client_id: uuid.UUID) -> dict[str, Any]:
         return {
@@ -129,12 +142,17 @@ class Gated:
             "occurred_at": self.clock.now(),
         }
 
-    async def client(self, address: str, client_id: uuid.UUID) -> uuid.UUID:
+    async def client(self, address: str, client_id: uuid.UUID | None = None) -> uuid.UUID:
+        client_id = client_id or uuid.uuid4()
         request = ev.ConsultationRequested(
             **self.fields(client_id), contact=ev.Contact(name="Ada Lovelace", email=address)
         )
         await self.plan(request, handlers.requested(request))
         return client_id
+
+    def consultation(self, client_id: uuid.UUID) -> ev.ConsultationBooked:
+        session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
+        return ev.ConsultationBooked(**self.fields(client_id), appointment=session)
 
     async def alert(self, client_id: uuid.UUID) -> None:
         await self.plan(
@@ -159,27 +177,11 @@ async def gated(
 ) -> AsyncIterator[Gated]:
     clock = ManualClock(at("2026-03-23T10:00+00:00"))
     clinic_id = f"g-{unique}"
-    # A schedule change the watched group has not handled, older than the bound (the
-    # group is this test's own: a real notifier's would have handled it by now).
-    lagging_client = uuid.uuid4()
-    lagging_at = await _partition_and_end(
-        kafka_bootstrap, topics.SESSION_COMPLETED.name, lagging_client
-    )
-    await inputs.publish(
-        ev.SessionCompleted(
-            clinic_id=clinic_id,
-            client_id=lagging_client,
-            occurred_at=clock.now(),
-            course_id=uuid.uuid4(),
-            appointment_id=uuid.uuid4(),
-            kind=ev.AppointmentKind.INTEGRATION,
-            ride_home_confirmed=True,
-        )
-    )
-    await asyncio.sleep(BOUND_S + 0.2)
     group = f"tests-lag-{unique}"
-    gauge = ScheduleLag(kafka_bootstrap, group, BOUND_S)
-
+    # A change the notifier applied (its handled mark, written with its effects) does not
+    # wait, committed or not: as the service wires it.
+    applied = EffectLog(redis_client, "notifier", notifier_publisher).handled
+    gauge = ScheduleLag(kafka_bootstrap, group, BOUND_S, applied=applied)
     clinics = write_own_clinic(tmp_path, clinic_id, unique)
     delivery = delivery_rig(
         redis_client,
@@ -190,7 +192,7 @@ async def gated(
         poll_s=0.05,
         schedule_lag=gauge,
     )
-    yield Gated(clock, clinic_id, group, lagging_client, lagging_at, delivery, gauge)
+    yield Gated(clock, clinic_id, group, kafka_bootstrap, inputs, delivery, gauge)
     await gauge.close()
 
 
@@ -198,9 +200,12 @@ async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_
     gated: Gated, mailbox: Mailbox, kafka_bootstrap: str, unique: str
 ) -> None:
     address = f"ada.{unique}@example.org"
-    client_id = await gated.client(address, gated.lagging_client)
-    session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
-    await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
+    client_id = await gated.client(address)
+    booking = gated.consultation(client_id)
+    await gated.plan(booking)
+    # Planned from the booking, but the watched group has not committed it: a change to
+    # this appointment may still be on its way.
+    await gated.leave_unhandled(booking)
 
     async with gated.delivery.running():
         await _mails(mailbox, address, 2)  # the request's and the booking's replies are not held
@@ -227,22 +232,22 @@ async def test_a_clinical_alert_is_not_stuck_behind_a_full_batch_of_waiting_remi
     gated: Gated, mailbox: Mailbox, unique: str
 ) -> None:
     address = f"ada.{unique}@example.org"
-    client_id = await gated.client(address, gated.lagging_client)
+    client_id = await gated.client(address)
     # Eleven medicine sessions on one day: by that morning their instructions and 24 h
     # reminders (22, more than a claimed batch) are all due, and all wait for the lag.
     sessions = [
         appointment(ev.AppointmentKind.MEDICINE, at(f"2026-03-26T{hour}:00+00:00"), 60, dose=1)
         for hour in range(10, 21)
     ]
-    await gated.plan(
-        ev.CourseBooked(
-            **gated.fields(client_id),
-            course_id=uuid.uuid4(),
-            therapist_id="t-ana",
-            window_ends_on=date(2026, 4, 20),
-            appointments=sessions,
-        )
+    booking = ev.CourseBooked(
+        **gated.fields(client_id),
+        course_id=uuid.uuid4(),
+        therapist_id="t-ana",
+        window_ends_on=date(2026, 4, 20),
+        appointments=sessions,
     )
+    await gated.plan(booking)
+    await gated.leave_unhandled(booking)
     async with gated.delivery.running():
         await _mails(mailbox, address, 2)
         gated.clock.set(at("2026-03-26T07:00+00:00"))
@@ -253,15 +258,18 @@ async def test_a_clinical_alert_is_not_stuck_behind_a_full_batch_of_waiting_remi
         assert len(mailbox.to(address)) == 2
 
 
-async def test_a_lag_on_another_clients_partition_does_not_hold_a_reminder(
-    gated: Gated, mailbox: Mailbox, kafka_bootstrap: str, unique: str
+async def test_a_change_applied_but_not_yet_committed_does_not_hold_a_reminder(
+    gated: Gated, mailbox: Mailbox, unique: str
 ) -> None:
+    # The notifier planned from the booking (plan and handled mark written together) and
+    # has not committed its offset yet: its view already holds the change.
     address = f"ada.{unique}@example.org"
-    client_id = await gated.client(address, _client_on_another_partition(gated.lagging_client))
-    session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
-    await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
-    # Everything handled but the change on the lagging client's partition.
-    await _commit_to_the_end(kafka_bootstrap, gated.group, but=gated.lagging_at)
+    client_id = await gated.client(address)
+    booking = gated.consultation(client_id)
+    envelope = gated.inputs.envelope(booking)
+    lagging_at = await gated.leave_unhandled(booking, envelope)
+    await _commit_to_the_end(gated.kafka_bootstrap, gated.group, but=lagging_at)
+    await gated.delivery.plan(booking, envelope=envelope)
 
     async with gated.delivery.running():
         await _mails(mailbox, address, 2)
@@ -270,39 +278,67 @@ async def test_a_lag_on_another_clients_partition_does_not_hold_a_reminder(
         assert mails[-1]["Subject"].startswith("Your appointment is coming up")
 
 
+async def _reminder_goes_despite(
+    gated: Gated, mailbox: Mailbox, address: str, client_id: uuid.UUID, other: ev.Event
+) -> None:
+    """The client's 2 h reminder goes on time while `other` waits unhandled (and all else is
+    handled)."""
+    await gated.plan(gated.consultation(client_id))
+    lagging_at = await gated.leave_unhandled(other)
+    await _commit_to_the_end(gated.kafka_bootstrap, gated.group, but=lagging_at)
+    assert await gated.gauge.behind({(other.client_id, None)}) == {(other.client_id, None)}
+
+    async with gated.delivery.running():
+        await _mails(mailbox, address, 2)
+        gated.clock.set(at("2026-03-23T11:00+00:00"))  # the 2 h reminder is due
+        mails = await _mails(mailbox, address, 3)
+        assert mails[-1]["Subject"].startswith("Your appointment is coming up")
+
+
+async def test_a_lag_on_another_clients_partition_does_not_hold_a_reminder(
+    gated: Gated, mailbox: Mailbox, unique: str
+) -> None:
+    address = f"ada.{unique}@example.org"
+    someone = uuid.uuid4()
+    client_id = await gated.client(address, _client_on_another_partition(someone))
+    await _reminder_goes_despite(gated, mailbox, address, client_id, gated.consultation(someone))
+
+
 async def test_another_clients_unhandled_change_on_the_same_partition_does_not_hold_a_reminder(
-    gated: Gated, mailbox: Mailbox, kafka_bootstrap: str, unique: str
+    gated: Gated, mailbox: Mailbox, unique: str
 ) -> None:
     # Keyed by client: what waits unread on the partition is someone else's change, so
     # nothing about this client's appointment can be waiting.
     address = f"ada.{unique}@example.org"
-    neighbour = _client_on_another_partition(gated.lagging_client, same=True)
-    client_id = await gated.client(address, neighbour)
-    session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
-    await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
-    await _commit_to_the_end(kafka_bootstrap, gated.group, but=gated.lagging_at)
-    assert await gated.delivery_gauge.behind({gated.lagging_client}) == {gated.lagging_client}
+    someone = uuid.uuid4()
+    client_id = await gated.client(address, _client_on_another_partition(someone, same=True))
+    await _reminder_goes_despite(gated, mailbox, address, client_id, gated.consultation(someone))
 
-    async with gated.delivery.running():
-        await _mails(mailbox, address, 2)
-        gated.clock.set(at("2026-03-23T11:00+00:00"))  # the 2 h reminder is due
-        mails = await _mails(mailbox, address, 3)
-        assert mails[-1]["Subject"].startswith("Your appointment is coming up")
+
+async def test_a_change_to_another_of_the_clients_appointments_does_not_hold_a_reminder(
+    gated: Gated, mailbox: Mailbox, unique: str
+) -> None:
+    # The unhandled change names the client's other appointment, not this one.
+    address = f"ada.{unique}@example.org"
+    client_id = await gated.client(address)
+    await _reminder_goes_despite(gated, mailbox, address, client_id, gated.consultation(client_id))
 
 
 async def test_the_lag_bound_is_also_that_span_on_the_service_clock(
     gated: Gated, kafka_bootstrap: str
 ) -> None:
-    await _commit_to_the_end(kafka_bootstrap, gated.group, but=gated.lagging_at)
+    someone = uuid.uuid4()
+    lagging_at = await gated.leave_unhandled(gated.consultation(someone))
+    await _commit_to_the_end(kafka_bootstrap, gated.group, but=lagging_at)
     # The unhandled change is about a second old: far inside a minute of real time,
     # far beyond a minute on a clock a thousand times faster (60 real milliseconds).
     fast = ScaledClock(gated.clock.now(), datetime.now(UTC), 1000.0)
     on_the_fast_clock = ScheduleLag(kafka_bootstrap, gated.group, 60.0, clock=fast)
     in_real_time = ScheduleLag(kafka_bootstrap, gated.group, 60.0)
     try:
-        lagging = gated.lagging_client
-        assert await on_the_fast_clock.behind({lagging}) == {lagging}
-        assert await in_real_time.behind({lagging}) == set()
+        subject = (someone, None)
+        assert await on_the_fast_clock.behind({subject}) == {subject}
+        assert await in_real_time.behind({subject}) == set()
     finally:
         await on_the_fast_clock.close()
         await in_real_time.close()

@@ -4,8 +4,10 @@ delivery loop wakes."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 from aiokafka import TopicPartition
@@ -15,7 +17,7 @@ from chassis.clock import FrozenClock, ScaledClock, SystemClock
 from services.notifier.context import clinic_time
 from services.notifier.delivery import WAKE_SLACK_S, next_wake_s
 from services.notifier.domain import appointment_facts
-from services.notifier.lag import behind
+from services.notifier.lag import Change, Subject, uncommitted, waiting
 from services.notifier.model import (
     AppointmentFact,
     MessageKind,
@@ -211,23 +213,40 @@ P0, P1 = (
 )
 
 
-def test_lag_is_an_unhandled_record_older_than_the_bound() -> None:
+def test_the_records_to_read_are_those_the_group_has_not_committed() -> None:
     ends = {P0: 10, P1: 5}
-    starts = {P0: 0, P1: 0}
-    # P0: records from offset 8 on are younger than the bound; the group is at 9.
-    assert behind({P0: 9, P1: 5}, starts, ends, {P0: 8, P1: None}) == []
-    # The group is at 7 on P0: record 7 is older than the bound and unhandled.
-    assert behind({P0: 7, P1: 5}, starts, ends, {P0: 8, P1: None}) == [P0]
-    # P1 holds only old records (None) and the group is one short of its end.
-    assert behind({P0: 10, P1: 4}, starts, ends, {P0: None, P1: None}) == [P1]
+    assert uncommitted({P0: 10, P1: 5}, ends) == {}
+    assert uncommitted({P0: 7, P1: 5}, ends) == {P0: (7, 10)}
+    # Never committed (absent or -1): from the start; a reader moves up to the first kept.
+    assert uncommitted({P0: -1}, ends) == {P0: (0, 10), P1: (0, 5)}
 
 
-def test_a_partition_never_committed_on_lags_by_what_it_holds_from_its_start() -> None:
-    ends, starts = {P0: 10, P1: 0}, {P0: 3, P1: 0}
-    assert behind({}, starts, ends, {P0: None, P1: None}) == [P0]
-    assert behind({P0: -1}, starts, ends, {P0: 3, P1: None}) == []  # all of it is young
-    # Committed below the log's start (retention deleted it): counted from the start.
-    assert behind({P0: 1, P1: 0}, {P0: 10, P1: 0}, {P0: 10, P1: 0}, {P0: None, P1: None}) == []
+ADA, BEA = uuid4(), uuid4()
+DOSE1, DOSE2 = uuid4(), uuid4()
+
+
+def _change(client: UUID, *appointments: UUID, event: str = "e1") -> Change:
+    value = {"appointments": [{"appointment_id": str(a)} for a in appointments]}
+    headers = [("ce_clinicid", b"c1"), ("ce_id", event.encode())]
+    return Change.of(str(client).encode(), json.dumps(value).encode(), headers)
+
+
+def test_a_message_waits_only_for_an_unapplied_change_to_its_own_appointment() -> None:
+    wanted: dict[TopicPartition, set[Subject]] = {
+        P0: {(ADA, DOSE1), (BEA, None)},
+        P1: {(ADA, DOSE2)},
+    }
+    moved = _change(ADA, DOSE1)
+    assert waiting(wanted, {P0: [moved]}, applied=set()) == {(ADA, DOSE1)}
+    # Applied already (handled, not yet committed): nothing waits.
+    assert waiting(wanted, {P0: [moved]}, applied={("c1", "e1")}) == set()
+    # Another client's change, or another appointment's, on the same partition.
+    assert waiting(wanted, {P0: [_change(BEA, DOSE2)]}, applied=set()) == {(BEA, None)}
+    assert waiting(wanted, {P1: [_change(ADA, DOSE1)]}, applied=set()) == set()
+    # Unreadable, or too many to read: anything may be waiting.
+    unreadable = Change.of(str(ADA).encode(), b"not json")
+    assert waiting(wanted, {P1: [unreadable]}, applied=set()) == {(ADA, DOSE2)}
+    assert waiting(wanted, {P1: None}, applied=set()) == {(ADA, DOSE2)}
 
 
 def test_the_lag_bound_is_the_smaller_of_the_real_bound_and_that_span_on_the_clock() -> None:
