@@ -44,8 +44,8 @@ from ops import demo_clinics
 from ops.reading import read_to_end
 from services.scheduler import lifecycle
 from services.scheduler.config import Settings
-from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_plans import Bookings, CoursePlan
+from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.plans import Bookings, CoursePlan
 from services.scheduler.ledger import BookingLedger, Claim, claims_for
 from services.scheduler.lifecycle import ClientSchedule
 from services.scheduler.main import SERVICE, scheduler_for

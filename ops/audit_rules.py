@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from ops import demo_clinics
 from services.notifier.model import ClinicSettings
-from services.scheduler.domain import CoursePolicy
+from services.scheduler.domain.clinic import CoursePolicy
 
 
 @dataclass(frozen=True)

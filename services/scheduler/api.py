@@ -16,7 +16,7 @@ from chassis.http import (
     SaneInstant,
     unprocessable,
 )
-from services.scheduler.domain import (
+from services.scheduler.domain.clinic import (
     ClinicCalendar,
     CoursePolicy,
     Interval,
@@ -25,7 +25,7 @@ from services.scheduler.domain import (
     Room,
     Therapist,
 )
-from services.scheduler.domain_plans import PlanFailure
+from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.lifecycle import ClientSchedule, Refused
 from services.scheduler.operations import COURSE_HORIZON_DAYS, CalendarMissing, Scheduler
 from services.scheduler.planner import find_consultation_slot, plan_course

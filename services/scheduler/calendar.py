@@ -17,9 +17,9 @@ from math import ceil, floor
 from operator import attrgetter
 from zoneinfo import ZoneInfo
 
-from services.scheduler.domain import ClinicCalendar, Interval, TimeRange
-from services.scheduler.domain_plans import Bookings
-from services.scheduler.domain_spans import Span, Spans, intersect, merge, subtract
+from services.scheduler.domain.clinic import ClinicCalendar, Interval, TimeRange
+from services.scheduler.domain.plans import Bookings
+from services.scheduler.domain.spans import Span, Spans, intersect, merge, subtract
 from shared.events import Appointment, PreferredTime
 
 _DAY = 24 * 3600

@@ -14,8 +14,8 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.scheduler.boosters import BoosterDueAt, next_booster_due
-from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_plans import CoursePlan, Replan
+from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.plans import CoursePlan, Replan
 from shared import events as ev
 from shared.events import AppointmentKind as Kind
 from shared.events import AppointmentStatus as Status
@@ -82,7 +82,7 @@ class ClientSchedule(BaseModel):
     consultation_status: Status | None = None
     course: Course | None = None
     # Goes up by one with every saved change: what the ids of a change derive from
-    # (domain_ids). Schedules saved before it existed read as version 0.
+    # (domain.ids). Schedules saved before it existed read as version 0.
     version: int = Field(default=0, ge=0)
 
 

@@ -8,7 +8,7 @@ timer operations publish first (deterministic ids) and commit after, so a
 failure answers 503 or fires again with nothing half-done.
 
 What keeps that true (issue 14):
-- ids name one fact (domain_ids): an HTTP change by the schedule version it was
+- ids name one fact (domain.ids): an HTTP change by the schedule version it was
   decided on, so a retry repeats its ids and a later identical change does not;
 - the handled check of an event happens under the client's lock, and the schedule
   (and handled record) are WATCHed from the load to the commit, so neither a
@@ -37,11 +37,12 @@ from chassis.dead_letters import Rejected, describe
 from chassis.effects import EffectLog, Output
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
-from services.scheduler import domain_ids, lifecycle
-from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_course import course_steps
-from services.scheduler.domain_plans import DropSession, MoveSession, PlanFailure, Replan
-from services.scheduler.domain_replan import replan_after_reschedule
+from services.scheduler import lifecycle
+from services.scheduler.domain import ids as domain_ids
+from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.course import course_steps
+from services.scheduler.domain.plans import DropSession, MoveSession, PlanFailure, Replan
+from services.scheduler.domain.replan import replan_after_reschedule
 from services.scheduler.ledger import Claim, Moves, claims_for
 from services.scheduler.lifecycle import ClientSchedule, Refused
 from services.scheduler.planner import find_consultation_slot, is_late_cancellation, plan_course
@@ -445,7 +446,7 @@ class Scheduler:
     def _derived(
         self, schedule: ClientSchedule, events: Sequence[ev.Event], cause: str
     ) -> list[tuple[ev.Event, Envelope]]:
-        """Events with ids derived from `cause` (see domain_ids): one fact, one id."""
+        """Events with ids derived from `cause` (see domain.ids): one fact, one id."""
         return [
             (
                 event,

@@ -8,13 +8,13 @@ from math import ceil
 from uuid import UUID, uuid5
 
 from services.scheduler.calendar import FreeTime, instant
-from services.scheduler.domain import ClinicCalendar, CoursePolicy
-from services.scheduler.domain_capacity import PoolDays
-from services.scheduler.domain_course import MEDICINE, PREPARATION, Placed, Step, course_steps
-from services.scheduler.domain_plans import Bookings, CoursePlan, PlanFailure, Slot
-from services.scheduler.domain_seats import Seats
-from services.scheduler.domain_spans import earliest_fit, intersect
-from services.scheduler.domain_walk import CourseWalk, Want, earliest_course_end
+from services.scheduler.domain.capacity import PoolDays
+from services.scheduler.domain.clinic import ClinicCalendar, CoursePolicy
+from services.scheduler.domain.course import MEDICINE, PREPARATION, Placed, Step, course_steps
+from services.scheduler.domain.plans import Bookings, CoursePlan, PlanFailure, Slot
+from services.scheduler.domain.seats import Seats
+from services.scheduler.domain.spans import earliest_fit, intersect
+from services.scheduler.domain.walk import CourseWalk, Want, earliest_course_end
 from shared.events import Appointment, PreferredTime
 
 COURSE_HORIZON_DAYS = 120

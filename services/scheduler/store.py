@@ -19,8 +19,8 @@ from uuid import UUID
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from services.scheduler.domain import ClinicCalendar, Interval
-from services.scheduler.domain_plans import Bookings
+from services.scheduler.domain.clinic import ClinicCalendar, Interval
+from services.scheduler.domain.plans import Bookings
 from services.scheduler.ledger import BookingLedger, Resource, text
 from services.scheduler.lifecycle import ClientSchedule
 

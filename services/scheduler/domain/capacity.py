@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 
 from services.scheduler.calendar import week_of
-from services.scheduler.domain_seats import Seats
+from services.scheduler.domain.seats import Seats
 
 
 class PoolDays:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from services.scheduler.domain import CoursePolicy
+from services.scheduler.domain.clinic import CoursePolicy
 from shared.events import AppointmentKind
 
 MEDICINE = AppointmentKind.MEDICINE

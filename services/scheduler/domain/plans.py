@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from services.scheduler.domain import Interval
+from services.scheduler.domain.clinic import Interval
 from shared.events import Appointment
 
 

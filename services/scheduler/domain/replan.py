@@ -16,9 +16,9 @@ from math import ceil
 from uuid import uuid5
 
 from services.scheduler.calendar import FreeTime, epoch
-from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_course import INTEGRATION, MEDICINE, PREPARATION, Placed, Step
-from services.scheduler.domain_plans import (
+from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.course import INTEGRATION, MEDICINE, PREPARATION, Placed, Step
+from services.scheduler.domain.plans import (
     Bookings,
     CoursePlan,
     DropSession,
@@ -26,8 +26,8 @@ from services.scheduler.domain_plans import (
     PlanFailure,
     Replan,
 )
-from services.scheduler.domain_seats import Seats
-from services.scheduler.domain_walk import CourseWalk, Want
+from services.scheduler.domain.seats import Seats
+from services.scheduler.domain.walk import CourseWalk, Want
 from services.scheduler.planner import COURSE_HORIZON_DAYS, appointment
 from shared.events import Appointment
 

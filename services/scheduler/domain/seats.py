@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import date
 
 from services.scheduler.calendar import FreeTime
-from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_course import COURSE_KINDS, MEDICINE, Placed, Step
-from services.scheduler.domain_spans import Spans, covers, earliest_fit, latest_fit
+from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.course import COURSE_KINDS, MEDICINE, Placed, Step
+from services.scheduler.domain.spans import Spans, covers, earliest_fit, latest_fit
 from shared.events import AppointmentKind
 
 _Seat = tuple[int, "str | None"]  # start, room

@@ -8,8 +8,8 @@ from datetime import date, timedelta
 from typing import Literal
 
 from services.scheduler.calendar import week_of
-from services.scheduler.domain_course import INTEGRATION, MEDICINE, Placed, Step
-from services.scheduler.domain_seats import Seats
+from services.scheduler.domain.course import INTEGRATION, MEDICINE, Placed, Step
+from services.scheduler.domain.seats import Seats
 
 
 def earliest_course_end(seats: Seats, dose: Placed, doses_that_week: int) -> int:

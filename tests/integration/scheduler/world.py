@@ -27,7 +27,7 @@ from chassis.service import ServiceRuntime
 from ops import demo_clinics
 from services.scheduler import lifecycle
 from services.scheduler.config import Settings
-from services.scheduler.domain_plans import Bookings, CoursePlan
+from services.scheduler.domain.plans import Bookings, CoursePlan
 from services.scheduler.ledger import claims_for
 from services.scheduler.lifecycle import ClientSchedule
 from services.scheduler.main import SERVICE, scheduler_for

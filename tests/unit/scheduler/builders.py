@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_plans import Bookings
+from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.plans import Bookings
 from shared.events import Appointment
 
 WEEKDAYS = (0, 1, 2, 3, 4)

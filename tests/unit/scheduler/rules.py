@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from itertools import pairwise
 
-from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_plans import CoursePlan
+from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.plans import CoursePlan
 from shared.events import Appointment, AppointmentKind
 
 MEDICINE = AppointmentKind.MEDICINE

@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from services.scheduler import lifecycle
-from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_plans import Bookings, CoursePlan
+from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.plans import Bookings, CoursePlan
 from services.scheduler.lifecycle import ClientSchedule
 from services.scheduler.planner import plan_course
 from shared import events as ev

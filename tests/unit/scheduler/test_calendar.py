@@ -5,8 +5,8 @@ from datetime import UTC, date, datetime, time
 import pytest
 
 from services.scheduler.calendar import FreeTime
-from services.scheduler.domain import TimeRange
-from services.scheduler.domain_spans import (
+from services.scheduler.domain.clinic import TimeRange
+from services.scheduler.domain.spans import (
     earliest_fit,
     intersect,
     latest_fit,

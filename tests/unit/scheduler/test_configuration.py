@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from services.scheduler.domain import ClinicCalendar, CoursePolicy, Interval, WeeklyHours
+from services.scheduler.domain.clinic import ClinicCalendar, CoursePolicy, Interval, WeeklyHours
 from shared.events import AppointmentKind, BoosterPlan
 from tests.unit.scheduler.builders import clinic, hours, therapist
 

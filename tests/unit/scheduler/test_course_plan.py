@@ -5,7 +5,7 @@ from uuid import UUID, uuid5
 
 import pytest
 
-from services.scheduler.domain_plans import CoursePlan, PlanFailure
+from services.scheduler.domain.plans import CoursePlan, PlanFailure
 from services.scheduler.planner import plan_course
 from tests.unit.scheduler.builders import (
     EVERY_DAY,

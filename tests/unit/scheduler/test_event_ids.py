@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.scheduler import domain_ids
+from services.scheduler.domain import ids as domain_ids
 from services.scheduler.lifecycle import ClientSchedule
 from shared import events as ev
 

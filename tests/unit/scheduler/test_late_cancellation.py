@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.scheduler.domain import CoursePolicy
+from services.scheduler.domain.clinic import CoursePolicy
 from services.scheduler.planner import is_late_cancellation
 
 START = datetime(2026, 5, 14, 9, tzinfo=UTC)

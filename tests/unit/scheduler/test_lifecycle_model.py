@@ -4,7 +4,7 @@ A Hypothesis state machine books a course, then completes, misses, cancels (in
 time or late) and moves sessions (back to an earlier time too), changes and
 stops the booster plan, lets time pass so booster timers fire, and replays or
 redelivers what it did. Ids are derived as the scheduler derives them
-(services.scheduler.domain_ids; operations.py does the same around each change),
+(services.scheduler.domain.ids; operations.py does the same around each change),
 timers kept as its Redis due set keeps them (one member per booster number, its
 score updated on every save, a claimed member removed), against a small
 reference model of what must hold after every step:
@@ -34,15 +34,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from services.scheduler import domain_ids, lifecycle
-from services.scheduler.domain_plans import (
+from services.scheduler import lifecycle
+from services.scheduler.domain import ids as domain_ids
+from services.scheduler.domain.plans import (
     Bookings,
     CoursePlan,
     DropSession,
     MoveSession,
     PlanFailure,
 )
-from services.scheduler.domain_replan import replan_after_reschedule
+from services.scheduler.domain.replan import replan_after_reschedule
 from services.scheduler.lifecycle import ClientSchedule, Refused
 from services.scheduler.planner import is_late_cancellation, plan_course
 from shared import events as ev

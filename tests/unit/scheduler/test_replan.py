@@ -5,8 +5,8 @@ from uuid import UUID, uuid4, uuid5
 
 import pytest
 
-from services.scheduler.domain import ClinicCalendar
-from services.scheduler.domain_plans import (
+from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.plans import (
     Bookings,
     CoursePlan,
     DropSession,
@@ -14,7 +14,7 @@ from services.scheduler.domain_plans import (
     PlanFailure,
     Replan,
 )
-from services.scheduler.domain_replan import replan_after_reschedule
+from services.scheduler.domain.replan import replan_after_reschedule
 from services.scheduler.planner import plan_course
 from shared.events import Appointment
 from tests.unit.scheduler.builders import (
