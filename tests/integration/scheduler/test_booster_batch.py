@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bench.scheduler_figures import completed_course, due_at
 from chassis.clock import SystemClock
 from chassis.service import ServiceRuntime
 from ops import demo_clinics
 from services.scheduler.config import Settings
 from services.scheduler.main import SERVICE, scheduler_for
 from services.scheduler.store import key
+from tests.builders.scheduler import completed_course, due_at
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench.scheduler_figures import completed_course
 from chassis.clock import FrozenClock
 from chassis.effects import EffectLog
 from chassis.events import EventPublisher
@@ -36,6 +35,7 @@ from services.scheduler.planner import plan_course
 from shared import events as ev
 from shared.envelope import Envelope
 from shared.topics import Topic
+from tests.builders.scheduler import completed_course
 
 # A Monday 08:00 in Lisbon: the demo calendar books a whole course from here on.
 MONDAY = datetime(2027, 6, 7, 7, tzinfo=UTC)

@@ -13,9 +13,9 @@ from uuid import UUID
 
 import pytest
 
-from bench.scheduler_figures import START, booked, clinic
 from services.scheduler import planner
 from services.scheduler.planner import plan_course
+from tests.builders.scheduler import START, booked, clinic
 
 COURSE = UUID("6f1c2b9e-0000-4000-8000-00000000c0de")
 

@@ -1,0 +1,1 @@
+"""Builders of test worlds, shared by the tests and the benchmarks (bench/)."""
