@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from chassis.http import CLINIC_RESPONSES, AuthorisedClinic
 from services.notifier.model import PlannedMessage
-from services.notifier.store import NotifierStore
+from services.notifier.plans import PlanStore
 
 
 class NotificationView(BaseModel):
@@ -50,7 +50,7 @@ def _view(record: dict[str, str]) -> NotificationView:
     )
 
 
-def routes(store: NotifierStore) -> APIRouter:
+def routes(plans: PlanStore) -> APIRouter:
     router = APIRouter(
         prefix="/v1/clinics/{clinic_id}", tags=["notifier"], responses=CLINIC_RESPONSES
     )
@@ -60,7 +60,7 @@ def routes(store: NotifierStore) -> APIRouter:
         summary="Every message planned for a client, with its delivery state",
     )
     async def notifications(clinic: AuthorisedClinic, client_id: UUID) -> list[NotificationView]:
-        records = await store.notifications(clinic.id, client_id)
+        records = await plans.notifications(clinic.id, client_id)
         if not records:
             # As for every other clinic route: a client this clinic does not know is not found.
             raise HTTPException(404, "not found")

@@ -28,7 +28,9 @@ from chassis.events import CurrentEnvelope
 from chassis.kafka import Handler, subscribe
 from services.notifier import domain
 from services.notifier.config import clinic_settings
-from services.notifier.store import ContactChange, KnownContact, NotifierStore, Plan
+from services.notifier.contacts import ContactChange, Contacts, KnownContact
+from services.notifier.planning import Plan
+from services.notifier.plans import PlanStore
 from shared import events as ev
 from shared import topics
 from shared.envelope import Envelope
@@ -39,7 +41,8 @@ SERVICE: Service = "notifier"
 
 @dataclass(frozen=True)
 class Deps:
-    store: NotifierStore
+    contacts: Contacts
+    plans: PlanStore
     effects: EffectLog
     clinics: ClinicDirectory
     clock: Clock
@@ -69,7 +72,7 @@ class Planner:
             settings = clinic_settings(clinic)
         except ValidationError as error:
             raise Rejected(f"clinic {clinic.id} notifier settings: {describe(error)}") from error
-        known = await deps.store.contact(event.clinic_id, event.client_id)
+        known = await deps.contacts.get(event.clinic_id, event.client_id)
         if contact_change is not None:
             known = contact_change(known)
         prefs = known.prefs if known else KnownContact().prefs
@@ -82,7 +85,7 @@ class Planner:
             changed_at=event.occurred_at,
             appointments=domain.appointment_facts(event),
         )
-        await deps.store.record(
+        await deps.plans.record(
             plan,
             contact_change=contact_change,
             client_id=event.client_id,

@@ -13,9 +13,11 @@ from chassis.service import ServiceRuntime, http_app, serve
 from services.notifier import api, handlers
 from services.notifier.channels import EmailChannel, SmsChannel
 from services.notifier.config import Settings
+from services.notifier.contacts import Contacts
 from services.notifier.delivery import Delivery
 from services.notifier.lag import ScheduleLag
-from services.notifier.store import NotifierStore
+from services.notifier.plans import PlanStore
+from services.notifier.queue import DeliveryQueue
 
 SERVICE = handlers.SERVICE
 
@@ -25,10 +27,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # httpx logs every request at INFO: a line per SMS, our own "sent" line says it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
-    store = NotifierStore(runtime.redis)
+    contacts, plans = Contacts(runtime.redis), PlanStore(runtime.redis)
     effects = EffectLog(runtime.redis, SERVICE, runtime.publisher)
     delivery = Delivery(
-        store,
+        DeliveryQueue(runtime.redis),
+        contacts,
+        plans,
         runtime.clinics,
         senders={
             "email": EmailChannel(settings.smtp_host, settings.smtp_port, settings.mail_from),
@@ -49,7 +53,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     handlers.register(
         runtime.broker,
         handlers.Deps(
-            store=store,
+            contacts=contacts,
+            plans=plans,
             effects=effects,
             clinics=runtime.clinics,
             clock=runtime.clock,
@@ -57,7 +62,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         ),
     )
     runtime.workers.append(delivery.run)
-    return http_app(runtime, title="KAP notifier", routers=[api.routes(store)])
+    return http_app(runtime, title="KAP notifier", routers=[api.routes(plans)])
 
 
 def schedule_lag(

@@ -1,6 +1,6 @@
 """Collapsing rapid changes to one appointment into one notice (rule 13's grace period).
 
-Intended use by the store and the sending loop:
+Intended use by planning (planning.resolve) and the sending loop:
 - keep at most one PendingNotice per appointment id (the notice's `slot`);
 - when `messages_for` plans a change notice (it is due `grace` after the
   change), store `supersede(stored, notice, changed_at=event.occurred_at)`,

@@ -36,8 +36,11 @@ from ops import mailcatcher
 from ops.sms_sink import SmsSink, read_sms
 from services.notifier import handlers
 from services.notifier.channels import EmailChannel, Sender
-from services.notifier.delivery import Delivery, ScheduleLagGauge
-from services.notifier.store import ContactChange, NotifierStore
+from services.notifier.contacts import ContactChange, Contacts
+from services.notifier.delivery import LEASE_MS, Delivery
+from services.notifier.pacing import ScheduleLagGauge
+from services.notifier.plans import PlanStore
+from services.notifier.queue import DeliveryQueue
 from shared import events as ev
 from shared import topics
 from shared.envelope import Envelope
@@ -443,7 +446,7 @@ class DeliveryRig:
     """A delivery and a planner wired as the service wires them: a plan tells delivery it
     holds a message, so delivery looks when it falls due rather than at its next poll."""
 
-    store: NotifierStore
+    plans: PlanStore
     delivery: Delivery
     planner: handlers.Planner
     publisher: EventPublisher
@@ -478,26 +481,51 @@ def delivery_rig(
     poll_s: float,
     schedule_lag: ScheduleLagGauge | None = None,
 ) -> DeliveryRig:
-    store = NotifierStore(redis)
-    delivery = Delivery(
-        store, clinics, senders, publisher, clock, poll_s=poll_s, schedule_lag=schedule_lag
+    delivery = notifier_delivery(
+        redis, clinics, senders, publisher, clock, poll_s=poll_s, schedule_lag=schedule_lag
     )
-    deps = planner_deps(redis, publisher, store, clinics, clock)
+    deps = planner_deps(redis, publisher, clinics, clock)
     planner = handlers.Planner(replace(deps, due_now=delivery.wake))
-    return DeliveryRig(store, delivery, planner, publisher, clock)
+    return DeliveryRig(deps.plans, delivery, planner, publisher, clock)
+
+
+def notifier_delivery(
+    redis: Redis,
+    clinics: ClinicDirectory,
+    senders: Mapping[ev.Channel, Sender],
+    publisher: EventPublisher,
+    clock: Clock,
+    *,
+    poll_s: float,
+    schedule_lag: ScheduleLagGauge | None = None,
+    lease_ms: int = LEASE_MS,
+) -> Delivery:
+    """A delivery on `redis`, wired as the service wires it (main.create_app)."""
+    return Delivery(
+        DeliveryQueue(redis),
+        Contacts(redis),
+        PlanStore(redis),
+        clinics,
+        senders,
+        publisher,
+        clock,
+        poll_s=poll_s,
+        lease_ms=lease_ms,
+        schedule_lag=schedule_lag,
+    )
 
 
 def planner_deps(
     redis: Redis,
     publisher: EventPublisher,
-    store: NotifierStore,
     clinics: ClinicDirectory,
     clock: Clock,
 ) -> handlers.Deps:
     """What a planner needs, its effects recorded as the notifier's; delivery not told of
     its plans (`due_now` is left as the default)."""
     return handlers.Deps(
-        store=store,
+        contacts=Contacts(redis),
+        plans=PlanStore(redis),
         effects=EffectLog(redis, "notifier", publisher),
         clinics=clinics,
         clock=clock,

@@ -22,8 +22,8 @@ from chassis.clock import ScaledClock
 from chassis.effects import EffectLog
 from chassis.events import EventPublisher
 from services.notifier import handlers
+from services.notifier.contacts import ContactChange
 from services.notifier.lag import SCHEDULE_TOPICS, ScheduleLag
-from services.notifier.store import ContactChange
 from shared import events as ev
 from shared import topics
 from shared.envelope import Envelope
@@ -217,7 +217,7 @@ async def test_reminders_wait_while_the_schedule_lags_and_a_clinical_alert_does_
         await asyncio.sleep(0.5)  # several looks at the due reminder, all while lagging
         [reminder] = [
             n
-            for n in await gated.delivery.store.notifications(gated.clinic_id, client_id)
+            for n in await gated.delivery.plans.notifications(gated.clinic_id, client_id)
             if "reminder_2h" in n["plan"]
         ]
         assert (reminder["state"], reminder["attempts"]) == ("planned", "0")

@@ -14,7 +14,6 @@ from chassis.events import EventPublisher
 from ops import mailcatcher
 from services.notifier import handlers
 from services.notifier.delivery import Delivery
-from services.notifier.store import NotifierStore
 from shared import events as ev
 from tests.integration.notifier.support import (
     ManualClock,
@@ -23,6 +22,7 @@ from tests.integration.notifier.support import (
     at,
     by_email,
     eventually,
+    notifier_delivery,
     planner_deps,
 )
 
@@ -43,11 +43,8 @@ async def test_a_message_outliving_its_lease_behind_a_slow_server_is_sent_once(
     server = slow_mail_server(SMTP_DELAY_S)
     clinic_id, clinics = own_clinic.id, own_clinic.directory
     clock = ManualClock(at("2026-03-23T10:00+00:00"))
-    store = NotifierStore(redis_client)
     # Not told of the plans: the replicas find the messages by polling alone.
-    planner = handlers.Planner(
-        planner_deps(redis_client, notifier_publisher, store, clinics, clock)
-    )
+    planner = handlers.Planner(planner_deps(redis_client, notifier_publisher, clinics, clock))
     addresses = [f"client{n}.{unique}@example.org" for n in range(5)]
     for address in addresses:
         contact = ev.Contact(name="Ada Lovelace", email=address)
@@ -61,8 +58,8 @@ async def test_a_message_outliving_its_lease_behind_a_slow_server_is_sent_once(
         await planner.plan(request, envelope, handlers.requested(request))
 
     def replica() -> Delivery:
-        return Delivery(
-            store,
+        return notifier_delivery(
+            redis_client,
             clinics,
             by_email(server.port),
             notifier_publisher,

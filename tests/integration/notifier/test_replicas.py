@@ -10,7 +10,7 @@ import pytest
 
 from services.notifier.config import Settings
 from services.notifier.main import create_app
-from services.notifier.store import NotifierStore
+from services.notifier.queue import DeliveryQueue
 from shared import events as ev
 from tests.helpers import serving
 from tests.integration.notifier.support import Rig, appointment, at, course
@@ -56,7 +56,7 @@ async def test_a_message_held_by_a_replica_that_died_is_sent_once_its_lease_runs
 
     # Another replica claims the 24 h reminder, then dies before sending it.
     due = at("2026-03-25T15:00+00:00")
-    dead_replica = NotifierStore(rig.redis)
+    dead_replica = DeliveryQueue(rig.redis)
     [claim] = await dead_replica.claim_due(rig.clinic.id, due, limit=1, lease_ms=1500)
     assert claim.message.kind == "reminder_24h"
     rig.clock.set(due)

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from services.notifier.store import NotifierStore
+from services.notifier.queue import DeliveryQueue
 from shared import events as ev
 from shared import topics
 from tests.integration.notifier.support import (
@@ -54,7 +54,7 @@ async def test_a_reminder_held_while_its_session_moved_is_not_sent_for_the_old_t
 
     # A replica claims the 24 h reminder and dies before sending it...
     due = at("2026-03-25T15:00+00:00")
-    [claim] = await NotifierStore(rig.redis).claim_due(rig.clinic.id, due, limit=1, lease_ms=1500)
+    [claim] = await DeliveryQueue(rig.redis).claim_due(rig.clinic.id, due, limit=1, lease_ms=1500)
     assert claim.message.kind == "reminder_24h"
     # ...while the session moves to Saturday: the held reminder is not planned any
     # more, so planning cannot cancel it; its lease runs out and it is sent again.

@@ -8,9 +8,9 @@ import asyncio
 
 
 async def test_urgent_hand_overs_get_the_next_free_slot_before_the_rest() -> None:
-    from services.notifier.delivery import _Slots  # the slots arrived with this behaviour
+    from services.notifier.pacing import Slots  # the slots arrived with this behaviour
 
-    slots = _Slots(1)
+    slots = Slots(1)
     order: list[str] = []
     holding, release = asyncio.Event(), asyncio.Event()
 
@@ -34,9 +34,9 @@ async def test_urgent_hand_overs_get_the_next_free_slot_before_the_rest() -> Non
 
 
 async def test_a_hand_over_cancelled_while_waiting_gives_its_turn_to_the_next() -> None:
-    from services.notifier.delivery import _Slots
+    from services.notifier.pacing import Slots
 
-    slots = _Slots(1)
+    slots = Slots(1)
     order: list[str] = []
     holding = asyncio.Event()
     release = asyncio.Event()

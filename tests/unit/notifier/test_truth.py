@@ -15,7 +15,6 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from chassis.clock import FrozenClock, ScaledClock, SystemClock
 from services.notifier.context import clinic_time
-from services.notifier.delivery import WAKE_SLACK_S, next_wake_s
 from services.notifier.domain import appointment_facts
 from services.notifier.lag import Change, Subject, uncommitted, waiting
 from services.notifier.model import (
@@ -25,6 +24,7 @@ from services.notifier.model import (
     announced_start,
     staleness,
 )
+from services.notifier.pacing import WAKE_SLACK_S, next_wake_s
 from shared import events as ev
 from tests.unit.notifier.samples import (
     COURSE,

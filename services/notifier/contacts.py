@@ -1,0 +1,48 @@
+"""How to reach each client: the notifier's own projection of contact details and opt-outs.
+
+Written with an event's plan, in its transaction (plans.PlanStore.record);
+read when planning and again when a message is sent. PHI: never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+
+from services.notifier.keys import key
+from services.notifier.model import ContactPrefs
+from shared.events import Channel, Contact
+
+
+class KnownContact(BaseModel):
+    """The notifier's own projection of how to reach a client, from the events it consumed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    contact: Contact | None = None
+    opted_out: frozenset[Channel] = frozenset()
+
+    @property
+    def prefs(self) -> ContactPrefs:
+        if self.contact is None:
+            return ContactPrefs(opted_out=self.opted_out)
+        return ContactPrefs.from_contact(self.contact, self.opted_out)
+
+
+ContactChange = Callable[[KnownContact | None], KnownContact]
+
+
+def contact_key(clinic_id: str, client_id: UUID) -> str:
+    return key(clinic_id, "contact", str(client_id))
+
+
+class Contacts:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def get(self, clinic_id: str, client_id: UUID) -> KnownContact | None:
+        raw = await self._redis.get(contact_key(clinic_id, client_id))
+        return KnownContact.model_validate_json(raw) if raw else None

@@ -1,0 +1,34 @@
+"""The notifier's Redis keys, shared by its contacts, plans and delivery queue.
+
+All with the `{clinic_id}` hash tag so every transaction and script stays in one
+Redis Cluster slot (the queue's scripts derive message keys from a prefix rather
+than declaring each one, which is safe only because of that tag):
+
+    notifier:{c}:contact:{client}         JSON: contact and opt-outs (PHI: never logged)
+    notifier:{c}:msg:{notification}       hash: plan, state, correlation, attempts, outcome
+    notifier:{c}:due                      zset: planned ids by send_at (service clock, epoch s)
+    notifier:{c}:sending                  zset: claimed ids by lease deadline (Redis time, ms)
+    notifier:{c}:outbox                   zset: finished ids whose event is not yet published
+    notifier:{c}:held                     zset: time-bound ids due while the schedule view
+                                          lagged, by send_at; back to due once it caught up
+    notifier:{c}:slot:{appointment}/{k}   the id holding a replaceable slot (PlannedMessage.slot)
+    notifier:{c}:appointment:{id}         set: ids planned about one appointment
+    notifier:{c}:schedule:{appointment}   JSON: the appointment as the scheduler's events say
+                                          (model.AppointmentFact), for checks at send time
+    notifier:{c}:client:{client}          set: ids planned for one client (for the API)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Finished messages stay listable for this long, then expire.
+RETAIN_S = 90 * 24 * 60 * 60
+
+
+def key(clinic_id: str, *parts: str) -> str:
+    return ":".join(("notifier", f"{{{clinic_id}}}", *parts))
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,190 @@
+"""How a claimed message ended: recorded under its lease, then said on Kafka.
+
+Each outcome (sent, failed, skipped, or planned again for a retry) is recorded
+under the lease that claimed the message (queue.DeliveryQueue.finish), so a
+redelivered event, a second replica or a restart never sends it again. The one
+gap left is a crash between the channel accepting a message and the outcome
+being recorded: the lease then expires and the message goes again, with the
+same Message-ID (or SMS Idempotency-Key), so the duplicate can be recognised
+downstream.
+
+Outcome events are queued with the outcome (the queue's outbox) and published
+after, so none is lost when the process dies in between; their ids derive from
+the notification id, so a republished one is a duplicate readers drop. A
+time-bound message no longer true when due is "skipped": a permanent
+NotificationFailed with a reason "stale: ...", and the kap_notifications_skipped
+counter.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Literal
+
+from prometheus_client import Counter
+
+from chassis.clock import Clock
+from chassis.events import EventPublisher
+from chassis.metrics import ServiceMetrics
+from services.notifier.channels import SendError, TransientSendError
+from services.notifier.model import PlannedMessage
+from services.notifier.queue import Claim, DeliveryQueue, Outcome
+from shared import events as ev
+from shared.envelope import Envelope, derived_event_id
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+FIRST_RETRY = timedelta(minutes=1)  # then 2, 4, 8 minutes, on the service clock
+OUTBOX_GRACE_MS = 30_000  # an outcome this old with its event unpublished was orphaned
+
+
+class UnknownClient(TransientSendError):
+    """No contact details yet: the request may still be on its way on another topic."""
+
+
+class Outcomes:
+    def __init__(
+        self,
+        queue: DeliveryQueue,
+        publisher: EventPublisher,
+        clock: Clock,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self._queue = queue
+        self._publisher = publisher
+        self._clock = clock
+        self._metrics = metrics
+        self._skipped = (
+            Counter(
+                "kap_notifications_skipped",
+                "Time-bound messages not sent because they were no longer true when due "
+                "(moved, cancelled, or the session had started), by clinic and kind.",
+                ["service", "clinic", "kind"],
+                registry=metrics.registry,
+            )
+            if metrics is not None
+            else None
+        )
+
+    async def send_failed(self, claim: Claim, error: SendError) -> None:
+        """Preparing or handing over failed: for good (permanent), or retried later until
+        MAX_ATTEMPTS."""
+        if isinstance(error, TransientSendError):
+            await self.retry_or_give_up(claim, error)
+        else:
+            await self.fail(claim, claim.message, error.reason, permanent=True)
+
+    async def retry_or_give_up(self, claim: Claim, error: TransientSendError) -> None:
+        if claim.attempts >= MAX_ATTEMPTS:
+            reason = f"gave up after {claim.attempts} attempts: {error.reason}"
+            permanent = isinstance(error, UnknownClient)
+            await self.fail(claim, claim.message, reason, permanent=permanent)
+            return
+        at = self._clock.now() + FIRST_RETRY * 2 ** (claim.attempts - 1)
+        if await self._queue.retry_at(claim, at, error.reason):
+            log.warning(
+                "notification %s: attempt %d failed (%s); retrying",
+                claim.message.notification_id,
+                claim.attempts,
+                error.reason,
+                extra=claim_ids(claim),
+            )
+
+    async def sent(self, claim: Claim, message: PlannedMessage, at: datetime) -> None:
+        event = ev.NotificationSent(
+            clinic_id=message.clinic_id,
+            client_id=message.client_id,
+            occurred_at=at,
+            notification_id=message.notification_id,
+            message_kind=message.kind,
+            channel=message.channel,
+            cause_event_id=message.cause_event_id,
+            appointment_id=message.appointment_id,
+            refers_to=message.refers_to,
+        )
+        details = {"sent_as": str(message.notification_id), "sent_channel": message.channel}
+        await self._record(claim, Outcome("sent", event, self._envelope(event, claim), details))
+
+    async def fail(
+        self,
+        claim: Claim,
+        message: PlannedMessage,
+        reason: str,
+        *,
+        permanent: bool,
+        state: Literal["failed", "skipped"] = "failed",
+    ) -> bool:
+        event = ev.NotificationFailed(
+            clinic_id=message.clinic_id,
+            client_id=message.client_id,
+            occurred_at=self._clock.now(),
+            notification_id=message.notification_id,
+            message_kind=message.kind,
+            channel=message.channel,
+            cause_event_id=message.cause_event_id,
+            reason=reason,
+            permanent=permanent,
+            appointment_id=message.appointment_id,
+            refers_to=message.refers_to,
+        )
+        details = {"reason": reason, "permanent": str(permanent).lower()}
+        return await self._record(
+            claim, Outcome(state, event, self._envelope(event, claim), details)
+        )
+
+    async def skip(self, claim: Claim, message: PlannedMessage, reason: str) -> None:
+        """No longer true: never sent, and said so on the failed topic (permanent, "stale: ")."""
+        recorded = await self.fail(claim, message, reason, permanent=True, state="skipped")
+        if recorded and self._skipped is not None and self._metrics is not None:
+            self._skipped.labels(self._metrics.service, message.clinic_id, message.kind).inc()
+
+    async def publish_orphans(self, clinic_id: str, limit: int) -> None:
+        orphans = await self._queue.unpublished(
+            clinic_id, older_than_ms=OUTBOX_GRACE_MS, limit=limit
+        )
+        for notification_id, event, envelope in orphans:
+            await self._publisher.publish(event, envelope)
+            await self._queue.published(clinic_id, notification_id)
+
+    def _envelope(
+        self, event: ev.NotificationSent | ev.NotificationFailed, claim: Claim
+    ) -> Envelope:
+        outcome = "sent" if isinstance(event, ev.NotificationSent) else "failed"
+        envelope = self._publisher.envelope_for(
+            event,
+            event_id=derived_event_id(str(claim.message.notification_id), f"notifier/{outcome}"),
+            correlation_id=claim.correlation_id,
+        )
+        return envelope.model_copy(update={"causation_id": claim.message.cause_event_id})
+
+    async def _record(self, claim: Claim, outcome: Outcome) -> bool:
+        if not await self._queue.finish(claim, outcome):
+            log.warning(
+                "notification %s: lease lost before its outcome was recorded",
+                claim.message.notification_id,
+                extra=claim_ids(claim),
+            )
+            return False
+        log.info(
+            "notification %s %s (%s)",
+            claim.message.notification_id,
+            outcome.state,
+            outcome.details.get("reason") or outcome.details.get("sent_channel"),
+            extra=claim_ids(claim),
+        )
+        await self._publisher.publish(outcome.event, outcome.envelope)
+        await self._queue.published(claim.message.clinic_id, str(claim.message.notification_id))
+        return True
+
+
+def claim_ids(claim: Claim) -> dict[str, str]:
+    """What a log line about `claim` says it is about (ids only)."""
+    message = claim.message
+    return {
+        "clinic_id": message.clinic_id,
+        "client_id": str(message.client_id),
+        "causation_id": message.cause_event_id,
+        "correlation_id": claim.correlation_id,
+    }

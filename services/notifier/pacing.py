@@ -1,0 +1,135 @@
+"""Delivery's small timing and concurrency helpers.
+
+The service clock in real time (`service_span`, `until`), the hand-over slots
+that let urgent messages go first (`Slots`), and one shared request for every
+message asking the schedule lag again (`Recheck`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Collection
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from chassis.clock import Clock
+from services.notifier.lag import Subject
+
+# A message found behind is asked about again, RECHECK_S apart (real time, one Kafka
+# request for every message waiting), for up to RECHECK_FOR_S before it is held: on
+# the demo's clock the group is often a few records behind for some milliseconds, and
+# going out as soon as it caught up beats a hold, a release and a claim again.
+RECHECK_FOR_S = 0.03
+RECHECK_S = 0.001
+# A timer may fire a hair before its instant; this much later the message is surely due.
+WAKE_SLACK_S = 0.001
+
+
+class ScheduleLagGauge(Protocol):
+    """Which (client, appointment) changes the notifier's view lags behind on
+    (lag.ScheduleLag)."""
+
+    bound_s: float  # real seconds
+
+    async def behind(self, subjects: Collection[Subject]) -> set[Subject]: ...
+
+    async def close(self) -> None: ...
+
+
+def service_span(clock: Clock, real_s: float) -> timedelta:
+    """How much of `clock`'s time passes in `real_s` real seconds (none on a clock that
+    does not move by itself)."""
+    per_second = clock.real_seconds(timedelta(seconds=1))
+    return timedelta(seconds=real_s / per_second) if per_second > 0 else timedelta(0)
+
+
+async def until(clock: Clock, instant: datetime) -> None:
+    """Sleep until `instant` on the service clock (at once on a clock that does not move
+    by itself: what it claimed is due already)."""
+    while (ahead := instant - clock.now()) > timedelta(0):
+        real_s = clock.real_seconds(ahead)
+        if real_s <= 0:
+            return
+        await asyncio.sleep(real_s)
+
+
+def next_wake_s(clock: Clock, earliest_due: datetime | None, poll_s: float) -> float:
+    """Real seconds to sleep until the earliest planned message falls due, within [0, poll_s].
+
+    The poll bound still applies: other replicas' plans, expired leases and
+    clock changes are found by it. A clock that does not move by itself (a
+    test's manual clock: `real_seconds` is 0 for any span) leaves only the poll.
+    """
+    if earliest_due is None:
+        return poll_s
+    ahead = earliest_due - clock.now()
+    if ahead <= timedelta(0):
+        return 0.0
+    real = clock.real_seconds(ahead)
+    if real <= 0:
+        return poll_s
+    return min(real + WAKE_SLACK_S, poll_s)
+
+
+class Slots:
+    """At most `size` hand-overs at once; urgent ones (time-bound messages, clinical alerts)
+    get the next free slot before the rest, then first come first served.
+
+    Many messages fall due at one instant (the send window opening): a reminder's
+    timing is part of its truth, a screening outcome's is not.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = max(size, 1)
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, urgent: bool) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+        else:
+            given: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), given))
+            try:
+                await given
+            except asyncio.CancelledError:
+                if given.done() and not given.cancelled():
+                    self._release()  # handed a slot as it was cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+class Recheck:
+    """Asks the schedule lag again for every message waiting on it, in one request."""
+
+    def __init__(self, gauge: ScheduleLagGauge) -> None:
+        self._gauge = gauge
+        self._subjects: set[Subject] = set()
+        self._asking: asyncio.Task[set[Subject]] | None = None
+
+    async def behind(self, subject: Subject) -> bool:
+        self._subjects.add(subject)
+        if self._asking is None:
+            self._asking = asyncio.create_task(self._ask())
+        return subject in await asyncio.shield(self._asking)
+
+    async def _ask(self) -> set[Subject]:
+        await asyncio.sleep(RECHECK_S)  # the others waiting join in meanwhile
+        # Taken together, without an await: one added later starts the next ask.
+        subjects, self._subjects, self._asking = self._subjects, set(), None
+        return await self._gauge.behind(subjects)
