@@ -114,6 +114,12 @@ def people(count: int, seed: int, run: str) -> list[Person]:
     return crowd
 
 
+def next_booked(schedule: dict[str, Any]) -> dict[str, Any] | None:
+    """The course's earliest appointment still booked (the scheduler's client view), if any."""
+    booked = [a for a in schedule["course"]["appointments"] if a["status"] == "booked"]
+    return min(booked, key=lambda a: a["starts_at"], default=None)
+
+
 class Staff:
     """Clinic staff at the front desk: HTTP calls, retried politely on 503/409.
 
@@ -225,13 +231,9 @@ class Staff:
         appointments = f"{self.scheduler}/v1/clinics/{clinic}/appointments"
         missed = rescheduled = False
         while schedule["course"]["completed_at"] is None:
-            booked = sorted(
-                (a for a in schedule["course"]["appointments"] if a["status"] == "booked"),
-                key=lambda a: a["starts_at"],
-            )
-            if not booked:
+            upcoming = next_booked(schedule)
+            if upcoming is None:
                 return
-            upcoming = booked[0]
             if person.reschedules and not rescheduled and upcoming.get("dose_number") == 3:
                 rescheduled = True
                 later = datetime.fromisoformat(upcoming["starts_at"]) + timedelta(days=1)

@@ -238,13 +238,9 @@ class Staff(demo.Staff):
         moves_before, move_after, missed = ["later", "back"] if mover else [], mover, False
         original: datetime | None = None
         while schedule["course"]["completed_at"] is None:
-            booked = sorted(
-                (a for a in schedule["course"]["appointments"] if a["status"] == "booked"),
-                key=lambda a: a["starts_at"],
-            )
-            if not booked:
+            upcoming = demo.next_booked(schedule)
+            if upcoming is None:
                 return
-            upcoming = booked[0]
             starts = datetime.fromisoformat(upcoming["starts_at"])
             url = f"{appointments}/{upcoming['appointment_id']}"
             ahead = starts - self.clock.now() > AHEAD
