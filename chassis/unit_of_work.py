@@ -1,0 +1,251 @@
+"""The one write step: read under WATCH, decide, then one MULTI in one clinic's slot.
+
+A service's step reads what its decision depends on with those keys watched
+(`Transaction.watch`), decides in pure code, and hands back its writes and the
+events they cause (`Decision`). One MULTI then holds, together:
+- the handled mark of the input that caused it (an event id, or a request's
+  key), checked absent under WATCH from before the step read anything;
+- the service's state writes;
+- the outputs, in the clinic's outbox (a hash by event id, and a sorted set by
+  when they were written).
+A concurrent change to any watched key makes EXEC fail and the step run again
+from its reads (at most `CONFLICT_TRIES` times). Every key, watched or written,
+must carry the `{clinic_id}` hash tag, so the transaction runs on Redis Cluster
+(checked before EXEC: a key outside the slot is a programming error).
+
+Then the outputs are published, and only once the broker acknowledged them are
+they taken out of the outbox. Crash points, and what follows each (each has a
+SIGKILL test, tests/integration/chassis/test_write_crashes.py):
+1. before the write: nothing was recorded; the input comes again (Kafka
+   redelivers an uncommitted event, a client retries its request) and is
+   handled as if the first time;
+2. after the write, before the publish: the state and the outbox are recorded;
+   the relay (`relay_once`, run by every replica) publishes what has waited
+   longer than `RELAY_GRACE_MS`, and a redelivered input, finding its handled
+   mark, publishes its own outputs at once;
+3. after the publish, before the outbox is cleared: the relay publishes them
+   again, with the same event ids; readers drop the duplicate by id.
+Nothing is applied twice (the handled mark), nothing is lost (the outbox).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from chassis.effects import REMEMBER_S, Output
+from chassis.events import EventPublisher
+from shared.envelope import Envelope
+from shared.topics import BY_NAME, topic_for
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+CONFLICT_TRIES = 20
+RELAY_GRACE_MS = 30_000  # an output this old, still in the outbox, lost its publisher
+RELAY_BATCH = 100
+
+
+class WriteConflict(RuntimeError):
+    """The step's reads kept changing under it: the input is left to come again."""
+
+
+class OutsideSlot(ValueError):
+    """A key without the clinic's hash tag: the transaction could not run on a cluster."""
+
+
+@dataclass(frozen=True)
+class Decision(Generic[R]):
+    """What a step decided: its writes (queued on the MULTI), the events they cause, and
+    what the caller gets back."""
+
+    write: Callable[[Pipeline], None]
+    outputs: Sequence[Output] = ()
+    result: R | None = None
+
+
+@dataclass
+class Transaction:
+    """One attempt's reads, watched, in one clinic's slot."""
+
+    redis: Redis
+    pipeline: Pipeline
+    clinic_id: str
+    watched: list[str] = field(default_factory=list)
+
+    async def watch(self, *keys: str) -> None:
+        """Make the write fail should any of `keys` change before it (read them after)."""
+        for key in keys:
+            _in_slot(key, self.clinic_id)
+        self.watched += keys
+        await self.pipeline.watch(*keys)
+
+    def reads(self) -> Pipeline:
+        """A pipeline on another connection, for reading watched keys in one round trip."""
+        return self.redis.pipeline(transaction=False)
+
+
+Step = Callable[[Transaction], Awaitable[Decision[R]]]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """The input was handled before: nothing written now (its outputs published again)."""
+
+
+REPLAYED = Replayed()
+
+
+class UnitOfWork:
+    def __init__(self, redis: Redis, service: str, publisher: EventPublisher) -> None:
+        self._redis = redis
+        self._service = service
+        self._publisher = publisher
+
+    # --- keys ------------------------------------------------------------------
+
+    def handled_key(self, clinic_id: str, input_id: str) -> str:
+        return f"{self._service}:{{{clinic_id}}}:handled:{input_id}"
+
+    def _outbox(self, clinic_id: str) -> tuple[str, str]:
+        base = f"{self._service}:{{{clinic_id}}}:outbox"
+        return base, f"{base}:written"
+
+    # --- the step ----------------------------------------------------------------
+
+    async def run(self, clinic_id: str, input_id: str | None, step: Step[R]) -> R | Replayed | None:
+        """Run `step` for the input `input_id` (None: an input that needs no handled mark,
+        such as a timer's own idempotent write) in `clinic_id`'s slot; publish after."""
+        for _ in range(CONFLICT_TRIES):
+            async with self._redis.pipeline(transaction=True) as tx:
+                transaction = Transaction(self._redis, tx, clinic_id)
+                if input_id is not None:
+                    handled = self.handled_key(clinic_id, input_id)
+                    await transaction.watch(handled)
+                    earlier = await self._redis.get(handled)
+                    if earlier is not None:
+                        await self._publish_pending(clinic_id, _output_ids(earlier))
+                        return REPLAYED
+                decision = await step(transaction)
+                tx.multi()  # type: ignore[no-untyped-call]
+                decision.write(tx)
+                ids = self._queue_outputs(tx, clinic_id, decision.outputs)
+                if input_id is not None:
+                    tx.set(self.handled_key(clinic_id, input_id), json.dumps(ids), ex=REMEMBER_S)
+                _check_slot(tx, clinic_id)
+                try:
+                    await tx.execute()
+                except WatchError:
+                    continue
+            await self.publish(clinic_id, decision.outputs)
+            return decision.result
+        raise WriteConflict(f"{self._service}: the step kept conflicting in clinic {clinic_id}")
+
+    def _queue_outputs(self, tx: Pipeline, clinic_id: str, outputs: Sequence[Output]) -> list[str]:
+        if not outputs:
+            return []
+        box, written = self._outbox(clinic_id)
+        now_ms = time.time() * 1000
+        payloads = {o.envelope.id: json.dumps(_payload(o)) for o in outputs}
+        tx.hset(box, mapping=payloads)  # type: ignore[arg-type]
+        tx.zadd(written, dict.fromkeys(payloads, now_ms))
+        return list(payloads)
+
+    # --- after the write ---------------------------------------------------------
+
+    async def publish(self, clinic_id: str, outputs: Sequence[Output]) -> None:
+        """Publish `outputs` (acks=all), then take them out of the outbox."""
+        if not outputs:
+            return
+        await self._publisher.publish_all([(o.event, o.envelope) for o in outputs])
+        await self._clear(clinic_id, [o.envelope.id for o in outputs])
+
+    async def _clear(self, clinic_id: str, ids: Sequence[str]) -> None:
+        box, written = self._outbox(clinic_id)
+        async with self._redis.pipeline(transaction=True) as tx:
+            tx.hdel(box, *ids)
+            tx.zrem(written, *ids)
+            await tx.execute()
+
+    async def _publish_pending(self, clinic_id: str, ids: Sequence[str]) -> None:
+        """Those of `ids` still in the outbox, published now (a redelivered input's)."""
+        if not ids:
+            return
+        box, _ = self._outbox(clinic_id)
+        raw = await self._redis.hmget(box, list(ids))
+        await self.publish(clinic_id, [_output(r) for r in raw if r is not None])
+
+    async def relay_once(self, clinic_ids: Iterable[str], grace_ms: int = RELAY_GRACE_MS) -> int:
+        """Publish every output that has waited in an outbox longer than `grace_ms`; how many."""
+        published = 0
+        before = time.time() * 1000 - grace_ms
+        for clinic_id in clinic_ids:
+            box, written = self._outbox(clinic_id)
+            ids = await self._redis.zrangebyscore(written, 0, before, start=0, num=RELAY_BATCH)
+            if not ids:
+                continue
+            names = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+            raw = await self._redis.hmget(box, names)
+            outputs = [_output(r) for r in raw if r is not None]
+            gone = [n for n, r in zip(names, raw, strict=True) if r is None]
+            if gone:  # cleared meanwhile by their publisher
+                await self._redis.zrem(written, *gone)
+            if outputs:
+                log.warning(
+                    "relay: %d output(s) of clinic %s were left unpublished; publishing",
+                    len(outputs),
+                    clinic_id,
+                )
+                await self.publish(clinic_id, outputs)
+                published += len(outputs)
+        return published
+
+    async def pending(self, clinic_id: str) -> int:
+        """How many outputs wait in the clinic's outbox (a gauge for dashboards)."""
+        _, written = self._outbox(clinic_id)
+        return int(await self._redis.zcard(written))
+
+
+def _payload(output: Output) -> dict[str, Any]:
+    return {
+        "topic": topic_for(output.event).name,
+        "event": output.event.model_dump(mode="json"),
+        "envelope": output.envelope.model_dump(mode="json"),
+    }
+
+
+def _output(raw: bytes | str) -> Output:
+    item = json.loads(raw)
+    event = BY_NAME[item["topic"]].event.model_validate(item["event"])
+    return Output(event, Envelope.model_validate(item["envelope"]))
+
+
+def _output_ids(raw: bytes | str) -> list[str]:
+    """The output ids a handled mark lists (an older mark, EffectLog's, lists payloads)."""
+    listed = json.loads(raw)
+    if not isinstance(listed, list):
+        return []
+    return [i if isinstance(i, str) else i["envelope"]["id"] for i in listed]
+
+
+def _in_slot(key: str, clinic_id: str) -> None:
+    if f"{{{clinic_id}}}" not in key:
+        raise OutsideSlot(f"key {key!r} is outside clinic {clinic_id}'s slot")
+
+
+def _check_slot(tx: Pipeline, clinic_id: str) -> None:
+    """Every key the MULTI writes is in the clinic's slot (the first argument of each
+    queued command is its key; MULTI itself has none)."""
+    for args, _ in tx.command_stack:
+        if len(args) > 1 and str(args[0]).upper() != "MULTI":
+            name = args[1]
+            _in_slot(name.decode() if isinstance(name, bytes) else str(name), clinic_id)

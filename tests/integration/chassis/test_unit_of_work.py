@@ -1,0 +1,65 @@
+"""The unit of work on real Redis: a conflict reruns the step from its reads, a replayed
+input changes nothing, and a key outside the clinic's slot is refused before EXEC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from chassis.unit_of_work import REPLAYED, Decision, OutsideSlot, Transaction, UnitOfWork
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_change_between_read_and_write_reruns_the_step_from_its_reads(
+    uow: UnitOfWork,
+    redis_client: Redis,
+    unique: str,
+) -> None:
+    clinic = f"uow-{unique}"
+    counter = f"tests:{{{clinic}}}:counter"
+    seen: list[int] = []
+
+    async def add_one(tx: Transaction) -> Decision[int]:
+        await tx.watch(counter)
+        value = int(await redis_client.get(counter) or 0)
+        seen.append(value)
+        if len(seen) == 1:
+            await redis_client.set(counter, 10)  # another replica, between read and write
+        return Decision(lambda w: w.set(counter, value + 1), result=value + 1)
+
+    assert await uow.run(clinic, f"in-{unique}", add_one) == 11
+    assert seen == [0, 10]
+    assert await redis_client.get(counter) == "11"
+    # The same input again: its handled mark says so, nothing is written.
+    assert await uow.run(clinic, f"in-{unique}", add_one) is REPLAYED
+    assert await redis_client.get(counter) == "11"
+
+
+async def test_a_key_outside_the_clinics_slot_is_refused_and_nothing_written(
+    uow: UnitOfWork,
+    redis_client: Redis,
+    unique: str,
+) -> None:
+    clinic = f"uow-{unique}"
+    inside, outside = f"tests:{{{clinic}}}:a", f"tests:{{other-{unique}}}:b"
+
+    def write_both(w: Any) -> None:
+        w.set(inside, 1)
+        w.set(outside, 1)
+
+    async def both(tx: Transaction) -> Decision[Any]:
+        return Decision(write_both)
+
+    with pytest.raises(OutsideSlot):
+        await uow.run(clinic, f"in-{unique}", both)
+    assert await redis_client.exists(inside, outside, uow.handled_key(clinic, f"in-{unique}")) == 0
+
+    async def watches_outside(tx: Transaction) -> Decision[Any]:
+        await tx.watch(outside)
+        return Decision(lambda w: None)
+
+    with pytest.raises(OutsideSlot):
+        await uow.run(clinic, None, watches_outside)
