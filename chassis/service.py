@@ -1,9 +1,10 @@
 """The one way a KAP service is assembled and run.
 
 `ServiceRuntime` holds what every service has (settings, clock, broker, Redis,
-publisher); `http_app` wraps a service's routes with health, readiness and the
-broker's lifecycle; `serve` runs it under uvicorn, which drains in-flight work
-and commits on SIGTERM before the process exits.
+publisher, the one write step and its outbox relay); `http_app` wraps a
+service's routes with health, readiness and the broker's lifecycle; `serve`
+runs it under uvicorn, which drains in-flight work and commits on SIGTERM
+before the process exits.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from chassis.http import install_error_handlers
 from chassis.kafka import apply_topics, make_broker
 from chassis.logs import configure_logging
 from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from chassis.unit_of_work import UnitOfWork
 from chassis.workers import Supervisor, Worker
 from shared.topics import Service, produced_by
 
@@ -43,6 +45,7 @@ class ServiceRuntime:
     publisher: EventPublisher
     clinics: ClinicDirectory
     metrics: ServiceMetrics
+    unit_of_work: UnitOfWork
 
     @classmethod
     def create(
@@ -51,16 +54,28 @@ class ServiceRuntime:
         """Build every client without connecting any (that happens at start-up)."""
         metrics = ServiceMetrics(name)
         broker = make_broker(settings, name, settings.kafka_request_timeout_ms, metrics)
-        return cls(
+        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        publisher = EventPublisher(broker, name, produced_by(name), metrics)
+        runtime = cls(
             name=name,
             settings=settings,
             clock=clock or clock_from(settings),
             broker=broker,
-            redis=Redis.from_url(settings.redis_url, decode_responses=True),
-            publisher=EventPublisher(broker, name, produced_by(name), metrics),
+            redis=redis,
+            publisher=publisher,
             metrics=metrics,
             clinics=ClinicDirectory(settings.clinics_file, metrics=metrics),
+            unit_of_work=UnitOfWork(redis, name, publisher),
         )
+        # Every service writes through the unit of work; its relay publishes what a
+        # writer that died between its write and its publish left in an outbox.
+        runtime.workers.append(
+            runtime.unit_of_work.relay(
+                lambda: [clinic.id for clinic in runtime.clinics.all()],
+                runtime.supervisor.stopping,
+            )
+        )
+        return runtime
 
     workers: list[Worker] = field(default_factory=list)
     supervisor: Supervisor = field(default_factory=Supervisor)

@@ -1,9 +1,14 @@
 """The one write step: read under WATCH, decide, then one MULTI in one clinic's slot.
 
+Batch-shaped: `run` takes the ids of a list of inputs (one client's events, or
+whatever a batch of one clinic's slot holds) and the step decides for those not
+handled yet (`Transaction.fresh`), so batch consumption changes how inputs
+arrive, not this step or the handlers.
+
 A service's step reads what its decision depends on with those keys watched
 (`Transaction.watch`), decides in pure code, and hands back its writes and the
 events they cause (`Decision`). One MULTI then holds, together:
-- the handled mark of the input that caused it (an event id, or a request's
+- the handled mark of each input that caused it (an event id, or a request's
   key), checked absent under WATCH from before the step read anything;
 - the service's state writes;
 - the outputs, in the clinic's outbox (a hash by event id, and a sorted set by
@@ -30,10 +35,12 @@ Nothing is applied twice (the handled mark), nothing is lost (the outbox).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -43,6 +50,7 @@ from redis.exceptions import WatchError
 
 from chassis.effects import REMEMBER_S, Output
 from chassis.events import EventPublisher
+from chassis.workers import Worker
 from shared.envelope import Envelope
 from shared.topics import BY_NAME, topic_for
 
@@ -53,6 +61,7 @@ R = TypeVar("R")
 CONFLICT_TRIES = 20
 RELAY_GRACE_MS = 30_000  # an output this old, still in the outbox, lost its publisher
 RELAY_BATCH = 100
+RELAY_EVERY_S = 5.0
 
 
 class WriteConflict(RuntimeError):
@@ -80,6 +89,7 @@ class Transaction:
     redis: Redis
     pipeline: Pipeline
     clinic_id: str
+    fresh: list[str] = field(default_factory=list)  # the inputs not handled before
     watched: list[str] = field(default_factory=list)
 
     async def watch(self, *keys: str) -> None:
@@ -122,25 +132,34 @@ class UnitOfWork:
 
     # --- the step ----------------------------------------------------------------
 
-    async def run(self, clinic_id: str, input_id: str | None, step: Step[R]) -> R | Replayed | None:
-        """Run `step` for the input `input_id` (None: an input that needs no handled mark,
-        such as a timer's own idempotent write) in `clinic_id`'s slot; publish after."""
+    async def run(
+        self, clinic_id: str, input_ids: Sequence[str], step: Step[R]
+    ) -> R | Replayed | None:
+        """Run `step` for the inputs `input_ids` (none: an input that needs no handled
+        mark, such as a timer's write made idempotent by the state it checks) in
+        `clinic_id`'s slot; publish after. REPLAYED when every input was handled before
+        (their outputs still in the outbox published again)."""
         for _ in range(CONFLICT_TRIES):
             async with self._redis.pipeline(transaction=True) as tx:
                 transaction = Transaction(self._redis, tx, clinic_id)
-                if input_id is not None:
-                    handled = self.handled_key(clinic_id, input_id)
-                    await transaction.watch(handled)
-                    earlier = await self._redis.get(handled)
-                    if earlier is not None:
-                        await self._publish_pending(clinic_id, _output_ids(earlier))
+                if input_ids:
+                    marks = [self.handled_key(clinic_id, i) for i in input_ids]
+                    await transaction.watch(*marks)
+                    earlier = await self._redis.mget(marks)
+                    seen = [_output_ids(raw) for raw in earlier if raw is not None]
+                    if seen:
+                        await self._publish_pending(clinic_id, [i for ids in seen for i in ids])
+                    transaction.fresh = [
+                        i for i, raw in zip(input_ids, earlier, strict=True) if raw is None
+                    ]
+                    if not transaction.fresh:
                         return REPLAYED
                 decision = await step(transaction)
                 tx.multi()  # type: ignore[no-untyped-call]
                 decision.write(tx)
-                ids = self._queue_outputs(tx, clinic_id, decision.outputs)
-                if input_id is not None:
-                    tx.set(self.handled_key(clinic_id, input_id), json.dumps(ids), ex=REMEMBER_S)
+                ids = json.dumps(self._queue_outputs(tx, clinic_id, decision.outputs))
+                for input_id in transaction.fresh:
+                    tx.set(self.handled_key(clinic_id, input_id), ids, ex=REMEMBER_S)
                 _check_slot(tx, clinic_id)
                 try:
                     await tx.execute()
@@ -149,6 +168,18 @@ class UnitOfWork:
             await self.publish(clinic_id, decision.outputs)
             return decision.result
         raise WriteConflict(f"{self._service}: the step kept conflicting in clinic {clinic_id}")
+
+    async def handled(self, inputs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (clinic id, input id) were handled: their effects are applied."""
+        wanted = list(inputs)
+        if not wanted:
+            return set()
+        # One round trip; not one MGET, since the keys are in their clinics' own slots.
+        async with self._redis.pipeline(transaction=False) as reads:
+            for clinic_id, input_id in wanted:
+                reads.exists(self.handled_key(clinic_id, input_id))
+            found = await reads.execute()
+        return {item for item, there in zip(wanted, found, strict=True) if there}
 
     def _queue_outputs(self, tx: Pipeline, clinic_id: str, outputs: Sequence[Output]) -> list[str]:
         if not outputs:
@@ -213,6 +244,23 @@ class UnitOfWork:
         """How many outputs wait in the clinic's outbox (a gauge for dashboards)."""
         _, written = self._outbox(clinic_id)
         return int(await self._redis.zcard(written))
+
+    def relay(
+        self,
+        clinic_ids: Callable[[], Iterable[str]],
+        stopping: asyncio.Event,
+        every_s: float = RELAY_EVERY_S,
+    ) -> Worker:
+        """A background loop (for the service's Supervisor) publishing what dead writers
+        left in the outboxes of `clinic_ids()`, every `every_s` until `stopping`."""
+
+        async def outbox_relay() -> None:
+            while not stopping.is_set():
+                await self.relay_once(list(clinic_ids()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), every_s)
+
+        return outbox_relay
 
 
 def _payload(output: Output) -> dict[str, Any]:

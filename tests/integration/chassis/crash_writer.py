@@ -79,7 +79,7 @@ async def main(point: str, clinic: str, client: str, input_id: str) -> None:
         envelope = publisher.envelope_for(event, event_id=derived_event_id(input_id, "crash"))
         return Decision(lambda w: w.set(key, count + 1), [Output(event, envelope)])
 
-    await uow.run(clinic, input_id, step)
+    await uow.run(clinic, [input_id], step)
     await broker.stop()
     await redis.aclose()
 

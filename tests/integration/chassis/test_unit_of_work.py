@@ -30,11 +30,11 @@ async def test_a_change_between_read_and_write_reruns_the_step_from_its_reads(
             await redis_client.set(counter, 10)  # another replica, between read and write
         return Decision(lambda w: w.set(counter, value + 1), result=value + 1)
 
-    assert await uow.run(clinic, f"in-{unique}", add_one) == 11
+    assert await uow.run(clinic, [f"in-{unique}"], add_one) == 11
     assert seen == [0, 10]
     assert await redis_client.get(counter) == "11"
     # The same input again: its handled mark says so, nothing is written.
-    assert await uow.run(clinic, f"in-{unique}", add_one) is REPLAYED
+    assert await uow.run(clinic, [f"in-{unique}"], add_one) is REPLAYED
     assert await redis_client.get(counter) == "11"
 
 
@@ -54,7 +54,7 @@ async def test_a_key_outside_the_clinics_slot_is_refused_and_nothing_written(
         return Decision(write_both)
 
     with pytest.raises(OutsideSlot):
-        await uow.run(clinic, f"in-{unique}", both)
+        await uow.run(clinic, [f"in-{unique}"], both)
     assert await redis_client.exists(inside, outside, uow.handled_key(clinic, f"in-{unique}")) == 0
 
     async def watches_outside(tx: Transaction) -> Decision[Any]:
@@ -62,4 +62,23 @@ async def test_a_key_outside_the_clinics_slot_is_refused_and_nothing_written(
         return Decision(lambda w: None)
 
     with pytest.raises(OutsideSlot):
-        await uow.run(clinic, None, watches_outside)
+        await uow.run(clinic, [], watches_outside)
+
+
+async def test_a_batch_decides_only_for_its_inputs_not_handled_before(
+    uow: UnitOfWork, redis_client: Redis, unique: str
+) -> None:
+    clinic = f"uow-{unique}"
+    log_key = f"tests:{{{clinic}}}:log"
+    seen: list[list[str]] = []
+
+    async def remember(tx: Transaction) -> Decision[None]:
+        seen.append(list(tx.fresh))
+        fresh = list(tx.fresh)
+        return Decision(lambda w: w.rpush(log_key, *fresh))
+
+    await uow.run(clinic, ["a"], remember)
+    await uow.run(clinic, ["a", "b"], remember)
+    assert await uow.run(clinic, ["b", "a"], remember) is REPLAYED
+    assert seen == [["a"], ["b"]]
+    assert await redis_client.lrange(log_key, 0, -1) == ["a", "b"]
