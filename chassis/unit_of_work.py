@@ -116,8 +116,15 @@ REPLAYED = Replayed()
 
 
 class UnitOfWork:
-    def __init__(self, redis: Redis, service: str, publisher: EventPublisher) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        service: str,
+        publisher: EventPublisher,
+        relay_grace_ms: int = RELAY_GRACE_MS,
+    ) -> None:
         self._redis = redis
+        self.relay_grace_ms = relay_grace_ms
         self._service = service
         self._publisher = publisher
 
@@ -133,12 +140,21 @@ class UnitOfWork:
     # --- the step ----------------------------------------------------------------
 
     async def run(
-        self, clinic_id: str, input_ids: Sequence[str], step: Step[R]
+        self,
+        clinic_id: str,
+        input_ids: Sequence[str],
+        step: Step[R],
+        *,
+        leave_to_relay: bool = False,
     ) -> R | Replayed | None:
         """Run `step` for the inputs `input_ids` (none: an input that needs no handled
         mark, such as a timer's write made idempotent by the state it checks) in
         `clinic_id`'s slot; publish after. REPLAYED when every input was handled before
-        (their outputs still in the outbox published again)."""
+        (their outputs still in the outbox published again).
+
+        A failed publish raises (an event is then redelivered, and its replay publishes)
+        unless `leave_to_relay`: an HTTP request whose write is recorded is answered, and
+        the relay publishes its outputs once the broker is back."""
         for _ in range(CONFLICT_TRIES):
             async with self._redis.pipeline(transaction=True) as tx:
                 transaction = Transaction(self._redis, tx, clinic_id)
@@ -165,7 +181,14 @@ class UnitOfWork:
                     await tx.execute()
                 except WatchError:
                     continue
-            await self.publish(clinic_id, decision.outputs)
+            try:
+                await self.publish(clinic_id, decision.outputs)
+            except Exception:
+                if not leave_to_relay:
+                    raise
+                log.warning(
+                    "%s: outputs recorded, not yet published; left to the relay", self._service
+                )
             return decision.result
         raise WriteConflict(f"{self._service}: the step kept conflicting in clinic {clinic_id}")
 
@@ -215,8 +238,10 @@ class UnitOfWork:
         raw = await self._redis.hmget(box, list(ids))
         await self.publish(clinic_id, [_output(r) for r in raw if r is not None])
 
-    async def relay_once(self, clinic_ids: Iterable[str], grace_ms: int = RELAY_GRACE_MS) -> int:
-        """Publish every output that has waited in an outbox longer than `grace_ms`; how many."""
+    async def relay_once(self, clinic_ids: Iterable[str], grace_ms: int | None = None) -> int:
+        """Publish every output that has waited in an outbox longer than `grace_ms` (the
+        unit's `relay_grace_ms` by default); how many."""
+        grace_ms = self.relay_grace_ms if grace_ms is None else grace_ms
         published = 0
         before = time.time() * 1000 - grace_ms
         for clinic_id in clinic_ids:
