@@ -1,7 +1,8 @@
 """How to reach each client: the notifier's own projection of contact details and opt-outs.
 
-Written with an event's plan, in its transaction (plans.PlanStore.record);
-read when planning and again when a message is sent. PHI: never logged.
+Written with an event's plan, in its unit of work (plans.PlanStore.writes), from
+the read its prefs came from (plans.PlanStore.contact); read again when a message
+is sent. PHI: never logged.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Nothing is sent here. A handler stores what its event makes the notifier send,
 when, and which pending messages that replaces, together with the record that
-the event was handled (one Redis transaction); the delivery loop sends.
+the event was handled (one step of the unit of work, chassis.unit_of_work: read
+under WATCH, decide, one MULTI); the delivery loop sends.
 
 All topics share one subscriber, i.e. one Kafka consumer, each event type still
 with its own typed handler. One consumer per topic (chassis.kafka.subscribe)
@@ -23,12 +24,13 @@ from pydantic import ValidationError
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
 from chassis.dead_letters import Rejected, describe
-from chassis.effects import EffectLog
 from chassis.events import CurrentEnvelope
 from chassis.kafka import Handler, subscribe
+from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from services.notifier import domain
 from services.notifier.config import clinic_settings
-from services.notifier.contacts import ContactChange, Contacts, KnownContact
+from services.notifier.contacts import ContactChange, KnownContact
+from services.notifier.model import ClinicSettings
 from services.notifier.planning import Plan
 from services.notifier.plans import PlanStore
 from shared import events as ev
@@ -41,9 +43,8 @@ SERVICE: Service = "notifier"
 
 @dataclass(frozen=True)
 class Deps:
-    contacts: Contacts
     plans: PlanStore
-    effects: EffectLog
+    unit_of_work: UnitOfWork
     clinics: ClinicDirectory
     clock: Clock
     # Told the earliest send time of every plan, so delivery looks by then (it sleeps
@@ -61,38 +62,41 @@ class Planner:
         self, event: ev.Event, envelope: Envelope, contact_change: ContactChange | None = None
     ) -> None:
         deps = self._deps
-        if await deps.effects.replayed(envelope):
-            return
+
+        async def step(tx: Transaction) -> Decision[datetime]:
+            settings = self._settings(event, envelope)
+            # The prefs the messages follow and the contact written with them: one read.
+            known = await deps.plans.contact(tx, event.clinic_id, event.client_id)
+            changed = contact_change(known) if contact_change is not None else None
+            prefs = (changed or known or KnownContact()).prefs
+            messages = domain.messages_for(
+                event, prefs, settings, deps.clock.now(), cause_event_id=envelope.id
+            )
+            plan = Plan(
+                cause=envelope,
+                messages=messages,
+                superseded_appointments=domain.superseded_appointments(event),
+                changed_at=event.occurred_at,
+                appointments=domain.appointment_facts(event),
+            )
+            write = await deps.plans.writes(tx, plan, client_id=event.client_id, contact=changed)
+            earliest = min((m.send_at for m in messages), default=None)
+            return Decision(write, result=earliest)
+
+        earliest = await deps.unit_of_work.run(envelope.clinic_id, [envelope.id], step)
+        if isinstance(earliest, datetime):
+            deps.due_now(event.clinic_id, earliest)
+
+    def _settings(self, event: ev.Event, envelope: Envelope) -> ClinicSettings:
         if envelope.clinic_id != event.clinic_id:
             raise Rejected("the envelope names another clinic than the event")
-        clinic = deps.clinics.get(event.clinic_id)
+        clinic = self._deps.clinics.get(event.clinic_id)
         if clinic is None:
             raise Rejected(f"unknown clinic {event.clinic_id}")
         try:
-            settings = clinic_settings(clinic)
+            return clinic_settings(clinic)
         except ValidationError as error:
             raise Rejected(f"clinic {clinic.id} notifier settings: {describe(error)}") from error
-        known = await deps.contacts.get(event.clinic_id, event.client_id)
-        if contact_change is not None:
-            known = contact_change(known)
-        prefs = known.prefs if known else KnownContact().prefs
-        now = deps.clock.now()
-        messages = domain.messages_for(event, prefs, settings, now, cause_event_id=envelope.id)
-        plan = Plan(
-            cause=envelope,
-            messages=messages,
-            superseded_appointments=domain.superseded_appointments(event),
-            changed_at=event.occurred_at,
-            appointments=domain.appointment_facts(event),
-        )
-        await deps.plans.record(
-            plan,
-            contact_change=contact_change,
-            client_id=event.client_id,
-            effect=lambda tx: deps.effects.record(tx, envelope, []),
-        )
-        if messages:
-            deps.due_now(event.clinic_id, min(message.send_at for message in messages))
 
 
 def requested(event: ev.ConsultationRequested) -> ContactChange:

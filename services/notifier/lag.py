@@ -18,7 +18,7 @@ bound that is its client's and names its appointment (or names none, or cannot
 be read), and that the notifier has not applied yet. Another client's backlog on
 the same partition, a change to another of the client's appointments, or one
 the notifier has applied but not committed (`applied`: its handled mark, written
-in one transaction with the change's effects, chassis.effects) changes nothing
+in one transaction with the change's effects, chassis.unit_of_work) changes nothing
 about this message.
 
 The bound is the smaller of the configured real span and the same span on the

@@ -7,9 +7,9 @@ import logging
 from fastapi import FastAPI
 
 from chassis.clock import Clock
-from chassis.effects import EffectLog
 from chassis.kafka import client_login, group_id
 from chassis.service import ServiceRuntime, http_app, serve
+from chassis.unit_of_work import UnitOfWork
 from services.notifier import api, handlers
 from services.notifier.channels import EmailChannel, SmsChannel
 from services.notifier.config import Settings
@@ -28,7 +28,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     contacts, plans = Contacts(runtime.redis), PlanStore(runtime.redis)
-    effects = EffectLog(runtime.redis, SERVICE, runtime.publisher)
     delivery = Delivery(
         DeliveryQueue(runtime.redis),
         contacts,
@@ -47,15 +46,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         clock=runtime.clock,
         poll_s=settings.delivery_poll_ms / 1000,
         metrics=runtime.metrics,
-        schedule_lag=schedule_lag(settings, runtime.clock, effects),
+        schedule_lag=schedule_lag(settings, runtime.clock, runtime.unit_of_work),
         stopping=runtime.supervisor.stopping,
     )
     handlers.register(
         runtime.broker,
         handlers.Deps(
-            contacts=contacts,
             plans=plans,
-            effects=effects,
+            unit_of_work=runtime.unit_of_work,
             clinics=runtime.clinics,
             clock=runtime.clock,
             due_now=delivery.wake,
@@ -66,11 +64,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
 
 def schedule_lag(
-    settings: Settings, clock: Clock | None = None, effects: EffectLog | None = None
+    settings: Settings, clock: Clock | None = None, unit_of_work: UnitOfWork | None = None
 ) -> ScheduleLag | None:
     """The gate on time-bound sends: this service's group on the scheduler's topics, with the
-    bound also read on the service clock, and what the handlers applied already (`effects`)
-    not waited for."""
+    bound also read on the service clock, and what the handlers applied already (their
+    handled marks in `unit_of_work`) not waited for."""
     if settings.schedule_lag_bound_ms == 0:
         return None
     options = client_login(settings.kafka_sasl())
@@ -80,7 +78,7 @@ def schedule_lag(
         settings.schedule_lag_bound_ms / 1000,
         options,
         clock=clock,
-        applied=effects.handled if effects is not None else None,
+        applied=unit_of_work.handled if unit_of_work is not None else None,
     )
 
 

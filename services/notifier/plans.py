@@ -1,10 +1,15 @@
-"""An event's plan recorded: the notifier's write step, and the reads of what it wrote.
+"""An event's plan: the reads and writes of the notifier's step in the unit of work, and
+the reads of what it wrote.
 
-One transaction per event: the messages it plans (into the due set), the
-pending ones they replace (cancelled), the client's contact change, what the
-event says about appointments, and the record that the event was handled.
-Delivery takes the messages from the due set (queue.DeliveryQueue) and checks
-a time-bound one against the appointment as last heard (`appointment`).
+The step (handlers.Planner, run by chassis.unit_of_work) reads what the plan touches
+with those keys watched: the client's contact, the slots its messages take, the
+pending messages of appointments it makes wrong, what is known of its appointments,
+and whether its messages exist already. Its write is one MULTI with the unit of
+work's handled mark: the messages it plans (into the due set), the pending ones
+they replace (cancelled), the client's contact change, and what the event says
+about appointments. Delivery takes the messages from the due set
+(queue.DeliveryQueue) and checks a time-bound one against the appointment as last
+heard (`appointment`).
 """
 
 from __future__ import annotations
@@ -14,50 +19,41 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
-from services.notifier.contacts import ContactChange, KnownContact, contact_key
+from chassis.unit_of_work import Transaction
+from services.notifier.contacts import KnownContact, contact_key
 from services.notifier.keys import RETAIN_S, key, text
 from services.notifier.model import AppointmentFact, PlannedMessage
 from services.notifier.planning import Changes, Plan, Stored, resolve
 
-PLAN_CONFLICT_TRIES = 20
+Write = Callable[[Pipeline], None]
 
 
 class PlanStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
-    async def record(
-        self,
-        plan: Plan,
-        *,
-        contact_change: ContactChange | None,
-        client_id: UUID,
-        effect: Callable[[Pipeline], None],
-    ) -> None:
-        """Store the plan, the contact change and the effect record in one transaction.
+    # --- the planning step (inside a unit of work's transaction) ----------------
 
-        Optimistic: every key read is watched, so a concurrent change (another
-        event for the client, or a message being claimed) makes it start over.
+    async def contact(
+        self, tx: Transaction, clinic_id: str, client_id: UUID
+    ) -> KnownContact | None:
+        """The client's contact as known, watched: what the plan's prefs and the contact
+        written with it both derive from."""
+        entry = contact_key(clinic_id, client_id)
+        await tx.watch(entry)
+        raw = await self._redis.get(entry)
+        return KnownContact.model_validate_json(raw) if raw else None
+
+    async def writes(
+        self, tx: Transaction, plan: Plan, *, client_id: UUID, contact: KnownContact | None
+    ) -> Write:
+        """What recording `plan` writes (with `contact` as the client's contact, None: left
+        as it is), decided from the keys it touches, read with them watched.
+
+        A concurrent change to any of them (another event for the client, or a message
+        being claimed) fails the write, and the unit of work runs the step again.
         """
-        for _ in range(PLAN_CONFLICT_TRIES):
-            try:
-                async with self._redis.pipeline(transaction=True) as tx:
-                    await self._record_once(tx, plan, contact_change, client_id, effect)
-                return
-            except WatchError:
-                continue
-        raise RuntimeError("planning kept conflicting with concurrent changes")
-
-    async def _record_once(
-        self,
-        tx: Pipeline,
-        plan: Plan,
-        contact_change: ContactChange | None,
-        client_id: UUID,
-        effect: Callable[[Pipeline], None],
-    ) -> None:
         clinic = plan.cause.clinic_id
         slots = sorted({m.slot for m in plan.messages if m.slot})
         slot_keys = [key(clinic, "slot", slot) for slot in slots]
@@ -65,20 +61,19 @@ class PlanStore:
             key(clinic, "appointment", str(a)) for a in plan.superseded_appointments
         ]
         new_ids = [str(m.notification_id) for m in plan.messages]
-        contact_entry = contact_key(clinic, client_id)
         facts = list(plan.appointments)
         fact_keys = [key(clinic, "schedule", str(f.appointment_id)) for f in facts]
-        await tx.watch(
-            contact_entry,
+        touched = [
             *slot_keys,
             *appointment_keys,
             *fact_keys,
-            *[key(clinic, "msg", i) for i in new_ids],
-        )
+            *(key(clinic, "msg", i) for i in new_ids),
+        ]
+        if touched:  # an event planning nothing (an opt-out) touches none: WATCH needs a key
+            await tx.watch(*touched)
         # Read in one round trip on another connection: the keys are watched, so
-        # any change after the WATCH still makes this transaction start over.
-        async with self._redis.pipeline(transaction=False) as reads:
-            reads.get(contact_entry)
+        # any change after the WATCH still makes the write fail.
+        async with tx.reads() as reads:
             for slot_key in slot_keys:
                 reads.get(slot_key)
             for i in new_ids:
@@ -87,7 +82,7 @@ class PlanStore:
                 reads.smembers(appointment_key)
             for fact_key in fact_keys:
                 reads.get(fact_key)
-            current, *found = await reads.execute()
+            found = await reads.execute()
         if fact_keys:
             found, known_facts = found[: -len(fact_keys)], found[-len(fact_keys) :]
         else:
@@ -105,26 +100,28 @@ class PlanStore:
         changes = resolve(
             plan, occupants, [stored[i] for i in superseded_ids if i in stored], exists
         )
+        updated = [
+            (fact_key, fact.after(AppointmentFact.model_validate_json(raw) if raw else None))
+            for fact, fact_key, raw in zip(facts, fact_keys, known_facts, strict=True)
+        ]
 
-        tx.multi()  # type: ignore[no-untyped-call]
-        self._write(tx, clinic, plan.cause.correlation_id, changes)
-        if contact_change is not None:
-            known = KnownContact.model_validate_json(current) if current else None
-            tx.set(contact_entry, contact_change(known).model_dump_json())
-        for fact, fact_key, raw in zip(facts, fact_keys, known_facts, strict=True):
-            earlier = AppointmentFact.model_validate_json(raw) if raw else None
-            tx.set(fact_key, fact.after(earlier).model_dump_json(), ex=RETAIN_S)
-        effect(tx)
-        await tx.execute()
+        def write(w: Pipeline) -> None:
+            self._write(w, clinic, plan.cause.correlation_id, changes)
+            if contact is not None:
+                w.set(contact_key(clinic, client_id), contact.model_dump_json())
+            for fact_key, fact in updated:
+                w.set(fact_key, fact.model_dump_json(), ex=RETAIN_S)
 
-    async def _load(self, tx: Pipeline, clinic: str, ids: set[str]) -> dict[str, Stored]:
+        return write
+
+    async def _load(self, tx: Transaction, clinic: str, ids: set[str]) -> dict[str, Stored]:
         """The stored messages `ids`, watched by `tx` (read together, after the WATCH)."""
         ordered = sorted(ids)
         if not ordered:
             return {}
         msg_keys = [key(clinic, "msg", i) for i in ordered]
         await tx.watch(*msg_keys)
-        async with self._redis.pipeline(transaction=False) as reads:
+        async with tx.reads() as reads:
             for msg_key in msg_keys:
                 reads.hmget(msg_key, ["state", "plan", "changed_at", "version"])
             rows = await reads.execute()

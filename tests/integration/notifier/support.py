@@ -29,9 +29,9 @@ from redis.asyncio import Redis
 
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
-from chassis.effects import EffectLog
 from chassis.events import EventPublisher
 from chassis.kafka import group_id
+from chassis.unit_of_work import UnitOfWork
 from ops import mailcatcher
 from ops.sms_sink import SmsSink, read_sms
 from services.notifier import handlers
@@ -521,12 +521,11 @@ def planner_deps(
     clinics: ClinicDirectory,
     clock: Clock,
 ) -> handlers.Deps:
-    """What a planner needs, its effects recorded as the notifier's; delivery not told of
-    its plans (`due_now` is left as the default)."""
+    """What a planner needs, writing through the notifier's unit of work; delivery not told
+    of its plans (`due_now` is left as the default)."""
     return handlers.Deps(
-        contacts=Contacts(redis),
         plans=PlanStore(redis),
-        effects=EffectLog(redis, "notifier", publisher),
+        unit_of_work=UnitOfWork(redis, "notifier", publisher),
         clinics=clinics,
         clock=clock,
     )

@@ -19,8 +19,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
-from chassis.effects import EffectLog
 from chassis.events import EventPublisher
+from chassis.unit_of_work import UnitOfWork
 from services.notifier import handlers
 from services.notifier.contacts import ContactChange
 from services.notifier.lag import SCHEDULE_TOPICS, ScheduleLag
@@ -180,7 +180,7 @@ async def gated(
     group = f"tests-lag-{unique}"
     # A change the notifier applied (its handled mark, written with its effects) does not
     # wait, committed or not: as the service wires it.
-    applied = EffectLog(redis_client, "notifier", notifier_publisher).handled
+    applied = UnitOfWork(redis_client, "notifier", notifier_publisher).handled
     gauge = ScheduleLag(kafka_bootstrap, group, BOUND_S, applied=applied)
     clinics = write_own_clinic(tmp_path, clinic_id, unique)
     delivery = delivery_rig(
