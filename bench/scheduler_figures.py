@@ -46,7 +46,7 @@ from services.scheduler.config import Settings
 from services.scheduler.domain.plans import CoursePlan
 from services.scheduler.ledger import BookingLedger, Claim, claims_for
 from services.scheduler.main import SERVICE, scheduler_for
-from services.scheduler.operations import Scheduler
+from services.scheduler.scheduler import Scheduler
 from services.scheduler.planner import find_consultation_slot, plan_course
 from services.scheduler.store import key
 from services.scheduler.timers import booster_timer

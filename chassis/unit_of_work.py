@@ -16,7 +16,9 @@ events they cause (`Decision`). One MULTI then holds, together:
 A concurrent change to any watched key makes EXEC fail and the step run again
 from its reads (at most `CONFLICT_TRIES` times). Every key, watched or written,
 must carry the `{clinic_id}` hash tag, so the transaction runs on Redis Cluster
-(checked before EXEC: a key outside the slot is a programming error).
+(checked before EXEC: a key outside the slot is a programming error). A service's
+own script (the scheduler's booking ledger) may be one of the writes: its keys are
+declared, checked the same way, and what it checks was read under WATCH.
 
 Then the outputs are published, and only once the broker acknowledged them are
 they taken out of the outbox. Crash points, and what follows each (each has a
@@ -26,8 +28,10 @@ SIGKILL test, tests/integration/chassis/test_write_crashes.py):
    handled as if the first time;
 2. after the write, before the publish: the state and the outbox are recorded;
    the relay (`relay_once`, run by every replica) publishes what has waited
-   longer than `RELAY_GRACE_MS`, and a redelivered input, finding its handled
-   mark, publishes its own outputs at once;
+   longer than the grace (`RELAY_GRACE_MS`), and a redelivered input, finding
+   its handled mark, publishes its own outputs if they waited that long (a
+   younger output may be being published by its writer right now: a duplicate
+   delivery handled concurrently must not publish it a second time);
 3. after the publish, before the outbox is cleared: the relay publishes them
    again, with the same event ids; readers drop the duplicate by id.
 Nothing is applied twice (the handled mark), nothing is lost (the outbox).
@@ -94,6 +98,8 @@ class Transaction:
 
     async def watch(self, *keys: str) -> None:
         """Make the write fail should any of `keys` change before it (read them after)."""
+        if not keys:
+            return  # Redis refuses an empty WATCH; nothing read, nothing to guard
         for key in keys:
             _in_slot(key, self.clinic_id)
         self.watched += keys
@@ -231,12 +237,19 @@ class UnitOfWork:
             await tx.execute()
 
     async def _publish_pending(self, clinic_id: str, ids: Sequence[str]) -> None:
-        """Those of `ids` still in the outbox, published now (a redelivered input's)."""
+        """Those of `ids` still in the outbox whose writer had its time to publish them
+        (`relay_grace_ms`), published now: a redelivered input's. Younger ones are left to
+        their writer, perhaps publishing them right now (a duplicate delivery handled
+        concurrently), and to the relay should it have died."""
         if not ids:
             return
-        box, _ = self._outbox(clinic_id)
-        raw = await self._redis.hmget(box, list(ids))
-        await self.publish(clinic_id, [_output(r) for r in raw if r is not None])
+        box, written = self._outbox(clinic_id)
+        before = time.time() * 1000 - self.relay_grace_ms
+        scores = await self._redis.zmscore(written, list(ids))
+        due = [i for i, at in zip(ids, scores, strict=True) if at is not None and at <= before]
+        if due:
+            raw = await self._redis.hmget(box, due)
+            await self.publish(clinic_id, [_output(r) for r in raw if r is not None])
 
     async def relay_once(self, clinic_ids: Iterable[str], grace_ms: int | None = None) -> int:
         """Publish every output that has waited in an outbox longer than `grace_ms` (the
@@ -316,9 +329,15 @@ def _in_slot(key: str, clinic_id: str) -> None:
 
 
 def _check_slot(tx: Pipeline, clinic_id: str) -> None:
-    """Every key the MULTI writes is in the clinic's slot (the first argument of each
-    queued command is its key; MULTI itself has none)."""
+    """Every key the MULTI writes is in the clinic's slot: the first argument of each
+    queued command, or a script's declared KEYS (MULTI itself has none)."""
     for args, _ in tx.command_stack:
-        if len(args) > 1 and str(args[0]).upper() != "MULTI":
-            name = args[1]
+        command = str(args[0]).upper()
+        if command in ("EVALSHA", "EVAL"):
+            names = args[3 : 3 + int(args[2])]
+        elif len(args) > 1 and command != "MULTI":
+            names = args[1:2]
+        else:
+            continue
+        for name in names:
             _in_slot(name.decode() if isinstance(name, bytes) else str(name), clinic_id)

@@ -16,6 +16,8 @@ from chassis.http import (
     SaneInstant,
     unprocessable,
 )
+from chassis.unit_of_work import WriteConflict
+from services.scheduler.changes import COURSE_HORIZON_DAYS, CalendarMissing
 from services.scheduler.domain.clinic import (
     ClinicCalendar,
     CoursePolicy,
@@ -27,9 +29,8 @@ from services.scheduler.domain.clinic import (
 )
 from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.lifecycle import ClientSchedule, Refused
-from services.scheduler.operations import COURSE_HORIZON_DAYS, CalendarMissing, Scheduler
 from services.scheduler.planner import find_consultation_slot, plan_course
-from services.scheduler.store import ClientBusy
+from services.scheduler.scheduler import Scheduler
 from shared import events as ev
 
 
@@ -159,7 +160,7 @@ def routes(scheduler: Scheduler) -> APIRouter:
             raise HTTPException(409, str(refused)) from refused
         except LookupError as missing:
             raise HTTPException(404, "not found") from missing
-        except ClientBusy as busy:
+        except WriteConflict as busy:
             raise HTTPException(409, "the client is being changed; retry") from busy
 
     @router.get(

@@ -8,10 +8,8 @@ from chassis.config import ServiceSettings
 class Settings(ServiceSettings):
     http_port: int = Field(default=8002, ge=0, le=65535, validation_alias="KAP_HTTP_PORT")
     timer_poll_ms: int = Field(default=200, ge=10, validation_alias="KAP_TIMER_POLL_MS")
-    # A publish made under a client's lock must end (acknowledged, or failed and
-    # its producer dropped) well before the lock (store.LOCK_TIMEOUT_S, 30 s) can
-    # expire; the save after it is fenced as well, but a stale holder's events
-    # would already be out.
+    # How long a publish may wait for the broker before it fails; the change it
+    # publishes is recorded before (chassis.unit_of_work), so a failure only delays it.
     kafka_request_timeout_ms: int = Field(
         default=10_000, ge=1_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
     )

@@ -6,14 +6,14 @@ from faststream.kafka import KafkaBroker
 
 from chassis.events import CurrentEnvelope
 from chassis.kafka import subscribe
-from services.scheduler.operations import Scheduler
+from services.scheduler.reactions import Reactions
 from shared import events as ev
 from shared import topics
 
 SERVICE = "scheduler"
 
 
-def register(broker: KafkaBroker, scheduler: Scheduler) -> None:
+def register(broker: KafkaBroker, scheduler: Reactions) -> None:
     async def book_consultation(event: ev.ConsultationRequested, envelope: CurrentEnvelope) -> None:
         await scheduler.on_consultation_requested(event, envelope)
 

@@ -3,14 +3,17 @@
 Each bookable resource of a clinic (a therapist, a room, a client) has a sorted
 set of its appointments, scored by start. One Lua script checks every claim of
 an appointment set against those sets and, only if none overlaps, records them
-all: a whole course is held or nothing is, and of several replicas racing for
+all: a whole course is held or nothing is, and of several writers racing for
 one slot exactly one wins. Claims already recorded under the same appointment
 id count as the caller's own, so a redelivered booking is a no-op.
 
-A change of a schedule (a move, a drop) holds its new slots before it publishes
-and lets the replaced ones go only after its save (`Moves`): a failure in
-between undoes exactly the holds it added, and the ledger never shows a slot
-free that a saved schedule still books.
+A schedule change books through `Booking`, inside the one write step
+(chassis.unit_of_work): `hold` WATCHes the sets its claims touch and runs the
+script as a dry run (the check alone), and the step's MULTI lets go of the
+replaced slots and runs the script for real, together with the schedule's
+save. Whoever changes one of those sets in between makes the whole step run
+again, so the ledger and the saved schedules never disagree: no hold to undo,
+no release after the save.
 
 Keys carry the `{clinic_id}` hash tag: every key one script touches is one
 clinic's, hence in one Redis Cluster slot.
@@ -26,7 +29,9 @@ from typing import Any, Literal
 from uuid import UUID
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
+from chassis.unit_of_work import Transaction
 from shared.events import Appointment
 
 log = logging.getLogger(__name__)
@@ -36,17 +41,18 @@ Resource = Literal["therapist", "room", "client"]
 LONGEST_APPOINTMENT_S = 8 * 60 * 60
 
 _RESERVE = """
--- KEYS: one booking set per claim. ARGV: longest; the number of appointment ids
--- this change lets go of (their slots do not block it), those ids; then per
--- claim start, end, member. Returns {index, member} of the first conflict, or
--- {0, "", indices of the claims newly added...}.
+-- KEYS: one booking set per claim. ARGV: longest; 1 for a dry run (check only);
+-- the number of appointment ids this change lets go of (their slots do not block
+-- it), those ids; then per claim start, end, member. Returns {index, member} of
+-- the first conflict, or {0, "", indices of the claims newly added...}.
 local longest = tonumber(ARGV[1])
-local count = tonumber(ARGV[2])
+local dry = ARGV[2] == "1"
+local count = tonumber(ARGV[3])
 local released = {}
 for j = 1, count do
-  released[ARGV[2 + j]] = true
+  released[ARGV[3 + j]] = true
 end
-local first = 2 + count
+local first = 3 + count
 for i, key in ipairs(KEYS) do
   local base = first + (i - 1) * 3
   local start, finish, member = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), ARGV[base + 3]
@@ -61,6 +67,9 @@ for i, key in ipairs(KEYS) do
   end
 end
 local result = {0, ""}
+if dry then
+  return result
+end
 for i, key in ipairs(KEYS) do
   local base = first + (i - 1) * 3
   if redis.call("ZADD", key, ARGV[base + 1], ARGV[base + 3]) == 1 then
@@ -113,7 +122,7 @@ def _epoch(instant: datetime) -> int:
     return int(instant.timestamp())
 
 
-def _key(clinic_id: str, resource: Resource, resource_id: str) -> str:
+def booking_key(clinic_id: str, resource: Resource, resource_id: str) -> str:
     return f"sched:{{{clinic_id}}}:booked:{resource}:{resource_id}"
 
 
@@ -142,29 +151,50 @@ class BookingLedger:
         return held if isinstance(held, Conflict) else None
 
     async def hold(
-        self, clinic_id: str, claims: Sequence[Claim], *, releasing: Iterable[UUID] = ()
+        self,
+        clinic_id: str,
+        claims: Sequence[Claim],
+        *,
+        releasing: Iterable[UUID] = (),
+        dry_run: bool = False,
     ) -> Held | Conflict:
-        """Hold every claim, or none; slots of the appointments in `releasing` do not block."""
+        """Hold every claim, or none; slots of the appointments in `releasing` do not block.
+        A dry run only checks (nothing is added)."""
         if not claims:
             return Held(added=())
-        released = sorted({str(a) for a in releasing})
-        keys = [_key(clinic_id, c.resource, c.resource_id) for c in claims]
-        args: list[str | int] = [LONGEST_APPOINTMENT_S, len(released), *released]
-        for claim in claims:
-            args += [_epoch(claim.starts_at), _epoch(claim.ends_at), claim.member]
+        keys, args = self._call(clinic_id, claims, releasing, dry_run)
         index, other, *added = await self._reserve(keys=keys, args=args)
         if int(index) == 0:
             return Held(added=tuple(claims[int(i) - 1] for i in added))
         return Conflict(claims[int(index) - 1], UUID(text(other).split("|")[2]))
 
-    def moves(self, clinic_id: str) -> Moves:
-        return Moves(self, clinic_id)
+    def queue_hold(
+        self, p: Pipeline, clinic_id: str, claims: Sequence[Claim], releasing: Iterable[UUID]
+    ) -> None:
+        """The script queued on a write step's MULTI (what it checks was read under WATCH)."""
+        if claims:
+            keys, args = self._call(clinic_id, claims, releasing, dry_run=False)
+            p.scripts.add(self._reserve)  # type: ignore[arg-type]  # loaded before EXEC, as redis-py does for scripts
+            p.evalsha(self._reserve.sha, len(keys), *keys, *args)
+
+    def _call(
+        self, clinic_id: str, claims: Sequence[Claim], releasing: Iterable[UUID], dry_run: bool
+    ) -> tuple[list[str], list[str | int]]:
+        released = sorted({str(a) for a in releasing})
+        keys = [booking_key(clinic_id, c.resource, c.resource_id) for c in claims]
+        args: list[str | int] = [LONGEST_APPOINTMENT_S, int(dry_run), len(released), *released]
+        for claim in claims:
+            args += [_epoch(claim.starts_at), _epoch(claim.ends_at), claim.member]
+        return keys, args
+
+    def booking(self, tx: Transaction, clinic_id: str) -> Booking:
+        return Booking(self, tx, clinic_id)
 
     async def release(self, clinic_id: str, claims: Sequence[Claim]) -> None:
-        async with self._redis.pipeline(transaction=True) as tx:
-            for claim in claims:
-                tx.zrem(_key(clinic_id, claim.resource, claim.resource_id), claim.member)
-            await tx.execute()
+        for claim in claims:
+            await self._redis.zrem(
+                booking_key(clinic_id, claim.resource, claim.resource_id), claim.member
+            )
 
     async def booked(
         self,
@@ -181,7 +211,7 @@ class BookingLedger:
         async with self._redis.pipeline(transaction=False) as reads:
             for resource, resource_id in resources:
                 reads.zrangebyscore(
-                    _key(clinic_id, resource, resource_id),
+                    booking_key(clinic_id, resource, resource_id),
                     _epoch(since) - LONGEST_APPOINTMENT_S,
                     f"({_epoch(until)}",
                 )
@@ -205,56 +235,44 @@ def _overlapping(members: Iterable[Any], since_epoch: int) -> list[Booked]:
 
 
 @dataclass
-class Moves:
-    """The ledger side of one schedule change, kept in step with its save.
+class Booking:
+    """The ledger side of one schedule change, decided inside its write step.
 
-    New slots are held at once (`hold`), so no one else can take them while the
-    change is published; slots it gives up are let go only once the change is
-    saved (`settle`), so a failure before the save never frees a slot the saved
-    schedule still books: `undo` then lets go of exactly the holds this change
-    added. All of it runs under the client's lock. A crash between the save and
-    `settle` leaves a slot held too long (never a double booking).
+    `hold` checks new claims against the booking sets as they stand, those sets
+    watched from before the read, so the step's EXEC fails if anyone changes
+    them before it; `release` names slots the change gives up. `write` queues
+    both on the step's MULTI: the given-up slots go and the held ones are added
+    (by the same script, which checks them once more) with the schedule's save.
     """
 
     ledger: BookingLedger
+    tx: Transaction
     clinic_id: str
-    added: list[Claim] = field(default_factory=list)
     held: list[Claim] = field(default_factory=list)
     releasing: list[Claim] = field(default_factory=list)
 
     async def hold(
         self, claims: Sequence[Claim], replacing: Sequence[Claim] = ()
     ) -> Conflict | None:
-        """Hold `claims` in place of `replacing` (let go after the save), or nothing."""
+        """Hold `claims` in place of `replacing`, or nothing (a conflict)."""
+        keys = sorted({booking_key(self.clinic_id, c.resource, c.resource_id) for c in claims})
+        await self.tx.watch(*keys)
         letting_go = {c.appointment_id for c in [*self.releasing, *replacing]}
-        result = await self.ledger.hold(self.clinic_id, claims, releasing=letting_go)
+        result = await self.ledger.hold(self.clinic_id, claims, releasing=letting_go, dry_run=True)
         if isinstance(result, Conflict):
             return result
-        self.added += result.added
         self.held += claims
         self.releasing += replacing
         return None
 
-    def release_after_save(self, claims: Sequence[Claim]) -> None:
+    def release(self, claims: Sequence[Claim]) -> None:
         self.releasing += claims
 
-    async def undo(self) -> None:
-        """The change failed before its save: let go of what it added, keep the rest."""
-        added, self.added, self.held, self.releasing = self.added, [], [], []
-        try:
-            await self.ledger.release(self.clinic_id, added)
-        except Exception:
-            # Held too long is safe (nobody is double booked); say so, and go on failing.
-            log.exception("could not let go of %d new ledger holds", len(added))
-
-    async def settle(self) -> None:
-        """The change is saved: let go of the slots it gave up (not those it holds again)."""
+    def write(self, p: Pipeline) -> None:
+        """Queue the change on the MULTI: slots given up go, the held ones are added."""
         kept = {(c.resource, c.resource_id, c.member) for c in self.held}
-        stale = [c for c in self.releasing if (c.resource, c.resource_id, c.member) not in kept]
-        self.added, self.held, self.releasing = [], [], []
-        try:
-            await self.ledger.release(self.clinic_id, stale)
-        except Exception:
-            # The change is saved: failing it now would make a retry a new change.
-            # A slot held too long double-books no one; say so and carry on.
-            log.exception("could not let go of %d replaced ledger holds", len(stale))
+        for c in self.releasing:
+            if (c.resource, c.resource_id, c.member) not in kept:
+                p.zrem(booking_key(self.clinic_id, c.resource, c.resource_id), c.member)
+        released = {c.appointment_id for c in self.releasing}
+        self.ledger.queue_hold(p, self.clinic_id, self.held, released)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from chassis.clock import Clock
-from chassis.effects import EffectLog
 from chassis.service import ServiceRuntime, http_app, serve
 from services.scheduler import handlers
 from services.scheduler.api import routes
 from services.scheduler.config import Settings
-from services.scheduler.operations import Scheduler
+from services.scheduler.scheduler import Scheduler
 from services.scheduler.store import SchedulerStore
 from services.scheduler.timers import booster_timer
 from shared.topics import Service
@@ -35,7 +34,7 @@ def scheduler_for(runtime: ServiceRuntime) -> Scheduler:
         store=SchedulerStore(runtime.redis),
         clinics=runtime.clinics,
         publisher=runtime.publisher,
-        effects=EffectLog(runtime.redis, SERVICE, runtime.publisher),
+        unit_of_work=runtime.unit_of_work,
         clock=runtime.clock,
         metrics=runtime.metrics,
     )

@@ -9,10 +9,8 @@ its lease runs out.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -25,12 +23,6 @@ from services.scheduler.ledger import BookingLedger, Resource, text
 from services.scheduler.lifecycle import ClientSchedule
 
 log = logging.getLogger(__name__)
-
-# A lock can outlive nothing: a publish may take longer (Kafka's request timeout),
-# so every save under it is also fenced by WATCHing the schedule from the load.
-LOCK_TIMEOUT_S = 30.0
-LOCK_WAIT_S = 20.0
-LEASE_S = 30
 
 _CLAIM_DUE = """
 -- KEYS[1] due set, KEYS[2] in-flight set. ARGV: now, lease deadline, limit.
@@ -50,18 +42,6 @@ return due
 
 def key(clinic_id: str, *parts: str) -> str:
     return ":".join(("sched", f"{{{clinic_id}}}", *parts))
-
-
-class ClientBusy(Exception):
-    pass
-
-
-class ChangedMeanwhile(ClientBusy):
-    """The client's schedule (or the event's record) changed under a lock that had expired.
-
-    Nothing was saved: a request answers that the client is busy (retry), an
-    event is retried and its redelivery finds what the other handler recorded.
-    """
 
 
 class SchedulerStore:
@@ -85,12 +65,9 @@ class SchedulerStore:
         raws = await self.redis.mget([key(clinic_id, "client", str(c)) for c in client_ids])
         return [ClientSchedule.model_validate_json(raw) if raw else None for raw in raws]
 
-    async def watch_schedules(
-        self, tx: Pipeline, clinic_id: str, client_ids: Sequence[UUID]
-    ) -> None:
-        """Make `tx` fail if any of these schedules changes before it executes."""
-        if client_ids:
-            await tx.watch(*(key(clinic_id, "client", str(c)) for c in client_ids))
+    def schedule_key(self, clinic_id: str, client_id: UUID) -> str:
+        """The key a change watches from its read to its write."""
+        return key(clinic_id, "client", str(client_id))
 
     async def client_of(self, clinic_id: str, appointment_id: UUID) -> UUID | None:
         found = await self.redis.get(key(clinic_id, "appointment", str(appointment_id)))
@@ -99,7 +76,8 @@ class SchedulerStore:
     def save(
         self, tx: Pipeline, schedule: ClientSchedule, *, same_appointments: bool = False
     ) -> None:
-        """Add the schedule, its appointment index and its booster timer to `tx`.
+        """Add the schedule, its appointment index and its booster timer to a write step's
+        MULTI (`tx`).
 
         `same_appointments`: the caller changed no appointment, so the index stands.
         """
@@ -117,49 +95,6 @@ class SchedulerStore:
                 key(clinic, "boosters", "due"), {member: course.next_booster_due_at.timestamp()}
             )
         tx.sadd(key(clinic, "clients"), client)
-
-    def transaction(self) -> Pipeline:
-        return self.redis.pipeline(transaction=True)
-
-    @asynccontextmanager
-    async def locked(self, clinic_id: str, client_id: UUID) -> AsyncIterator[None]:
-        """One change at a time per client, across replicas and the API."""
-        async with self.locked_many(clinic_id, [client_id], wait_s=LOCK_WAIT_S) as held:
-            if not held:
-                raise ClientBusy(str(client_id))
-            yield
-
-    @asynccontextmanager
-    async def locked_many(
-        self, clinic_id: str, client_ids: Sequence[UUID], *, wait_s: float
-    ) -> AsyncIterator[list[UUID]]:
-        """Lock each of `client_ids` that frees up within `wait_s`; yields those locked.
-
-        Taken together and let go together. A lock that cannot be let go (it
-        expired meanwhile) is logged: what it guarded was checked another way.
-        """
-        wanted = sorted(set(client_ids), key=str)
-        locks = [
-            self.redis.lock(
-                key(clinic_id, "lock", str(client_id)),
-                timeout=LOCK_TIMEOUT_S,
-                blocking_timeout=wait_s,
-            )
-            for client_id in wanted
-        ]
-        taken = await asyncio.gather(*(lock.acquire() for lock in locks), return_exceptions=True)
-        held = [(c, lock) for c, lock, ok in zip(wanted, locks, taken, strict=True) if ok is True]
-        try:
-            failed = next((ok for ok in taken if isinstance(ok, BaseException)), None)
-            if failed is not None:
-                raise failed
-            yield [client_id for client_id, _ in held]
-        finally:
-            released = await asyncio.gather(
-                *(lock.release() for _, lock in held), return_exceptions=True
-            )
-            for problem in (r for r in released if isinstance(r, Exception)):
-                log.warning("a client lock had expired: %s", type(problem).__name__)
 
     # --- calendars --------------------------------------------------------
 

@@ -31,6 +31,7 @@ from shared import topics
 from shared.envelope import derived_event_id
 
 SERVICE = "tests-crash"
+GRACE_MS = 500  # how long a writer has to publish before a redelivery or the relay does
 
 
 def state_key(clinic: str, client: str) -> str:
@@ -46,7 +47,7 @@ async def main(point: str, clinic: str, client: str, input_id: str) -> None:
     broker = make_broker(settings, SERVICE)
     publisher = EventPublisher(broker, "intake", topics.produced_by("intake"))
     redis = Redis.from_url(os.environ["REDIS_URL"])
-    uow = UnitOfWork(redis, SERVICE, publisher)
+    uow = UnitOfWork(redis, SERVICE, publisher, relay_grace_ms=GRACE_MS)
     await broker.start()
     if point == "after_write":
         original_publish = uow.publish

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from chassis.unit_of_work import UnitOfWork
 from ops.reading import read_to_end
 from shared import topics
-from tests.integration.chassis.crash_writer import state_key
+from tests.integration.chassis.crash_writer import GRACE_MS, state_key
 
 pytestmark = pytest.mark.integration
 
@@ -78,8 +78,9 @@ async def test_a_sigkill_at_each_crash_point_loses_nothing_and_applies_nothing_t
     assert len(on_topic) == (1 if point == "after_publish" else 0)
     assert await uow.pending(clinic) == (0 if point == "before_write" else 1)
 
-    # The input comes again (Kafka redelivers what was not committed): it finds its
-    # handled mark, or is handled now for the first time.
+    # The input comes again (Kafka redelivers what was not committed, after the dead
+    # consumer's session ends): it finds its handled mark, or is handled now.
+    await asyncio.sleep(GRACE_MS / 1000)
     assert await _written(kafka_bootstrap, redis_url, "none", clinic, client) == 0
     assert await redis_client.get(state_key(clinic, client)) == "1"
     copies = await _copies(kafka_bootstrap, since, client)

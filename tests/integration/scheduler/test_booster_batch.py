@@ -1,10 +1,14 @@
-"""Boosters falling due together are fired as a batch: one busy client holds up no other."""
+"""Boosters falling due together are fired as a batch, in one write step: a change to
+one of its clients between the step's read and its write makes it decide again from what
+is there now (the change is kept, and every booster is still announced once)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -20,7 +24,7 @@ from tests.builders.scheduler import completed_course, due_at
 pytestmark = pytest.mark.integration
 
 
-async def test_a_client_busy_elsewhere_keeps_its_booster_and_the_others_fire(
+async def test_a_change_made_during_the_batch_is_kept_and_every_booster_fires_once(
     kafka_bootstrap: str, redis_url: str, redis_client: Redis, tmp_path: Path
 ) -> None:
     clinic = f"batch-{uuid.uuid4().hex[:8]}"
@@ -38,25 +42,45 @@ async def test_a_client_busy_elsewhere_keeps_its_booster_and_the_others_fire(
         now = datetime.now(UTC)
         template = completed_course(await scheduler.calendar(clinic), now - timedelta(days=15))
         busy, free = uuid.uuid4(), uuid.uuid4()
-        async with scheduler.store.transaction() as tx:
-            for client in (busy, free):
-                scheduler.store.save(tx, due_at(template, client, now - timedelta(seconds=1)))
-            await tx.execute()
+        for client in (busy, free):
+            await _save(
+                redis_client, scheduler, due_at(template, client, now - timedelta(seconds=1))
+            )
 
-        # The API holds the busy client's lock for the whole round.
-        async with scheduler.store.locked(clinic, busy):
-            fired, more_due = await scheduler.fire_due_boosters(clinic)
+        reads = 0
+        load_many = scheduler.store.load_many
 
-        assert (fired, more_due) == (1, False)
-        free_now, busy_now = await scheduler.store.load_many(clinic, [free, busy])
+        async def changed_meanwhile(clinic_id: str, clients: Sequence[uuid.UUID]) -> Any:
+            nonlocal reads
+            found = await load_many(clinic_id, clients)
+            reads += 1
+            if reads == 1:  # another writer changes the busy client after the read
+                schedule = await load_many(clinic_id, [busy])
+                assert schedule[0] is not None
+                changed = schedule[0].model_copy(update={"correlation_id": "changed-meanwhile"})
+                await redis_client.set(key(clinic, "client", str(busy)), changed.model_dump_json())
+            return found
+
+        scheduler.store.load_many = changed_meanwhile  # type: ignore[method-assign]
+        fired, more_due = await scheduler.fire_due_boosters(clinic)
+
+        assert (fired, more_due) == (2, False)
+        assert reads == 2  # the step decided again
+        free_now, busy_now = await load_many(clinic, [free, busy])
         assert free_now is not None
         assert free_now.course is not None
         assert busy_now is not None
         assert busy_now.course is not None
         assert free_now.course.next_booster == 2
-        assert busy_now.course.next_booster == 1  # untouched, its claim still in flight
-        inflight = await redis_client.zrange(key(clinic, "boosters", "inflight"), 0, -1)
-        assert inflight == [f"{busy}|1"]
+        assert busy_now.course.next_booster == 2
+        assert busy_now.correlation_id == "changed-meanwhile"  # not overwritten
+        assert await redis_client.zcard(key(clinic, "boosters", "inflight")) == 0
     finally:
         await runtime.stop()
         await demo_clinics.reset(redis_url, [clinic])
+
+
+async def _save(redis: Redis, scheduler: Any, schedule: Any) -> None:
+    async with redis.pipeline(transaction=True) as tx:
+        scheduler.store.save(tx, schedule)
+        await tx.execute()

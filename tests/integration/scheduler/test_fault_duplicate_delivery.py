@@ -3,6 +3,9 @@
 The effect log was asked whether the event was handled before the client lock
 was taken, so a second delivery (a zombie consumer after a rebalance) passed the
 check too, published its own outputs and overwrote the first handler's record.
+Since issue 15 the handled mark is watched from before the step's reads to its
+write (chassis.unit_of_work): of two deliveries one writes, the other's write
+fails and its step, run again, finds the mark.
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from services.scheduler import store
 from services.scheduler.lifecycle import ClientSchedule
-from services.scheduler.store import ChangedMeanwhile, SchedulerStore
+from services.scheduler.store import SchedulerStore
 from shared import events as ev
 from shared import topics
 from tests.helpers import topic_messages
@@ -60,12 +62,13 @@ async def test_two_concurrent_deliveries_of_one_enrolment_publish_one_set_of_out
     assert [m["value"]["stage"] for m in stages] == ["enrolled", "course_booked"]
     assert len(courses) == 1
     assert record is not None
-    recorded = [item["topic"] for item in json.loads(record)]
-    assert topics.COURSE_BOOKED.name in recorded  # the first handler's outputs, kept
+    # The mark lists the outputs that were published: the one course on the topic.
+    assert courses[0]["headers"]["ce_id"] in json.loads(record)
 
 
 class SlowLoads(SchedulerStore):
-    """Real Redis; reading a schedule just takes longer than the client lock lives."""
+    """Real Redis; reading a schedule just takes long enough for another delivery to
+    be handled meanwhile."""
 
     def __init__(self, redis: Redis, delay_s: float) -> None:
         super().__init__(redis)
@@ -79,10 +82,9 @@ class SlowLoads(SchedulerStore):
         return schedule
 
 
-async def test_a_duplicate_that_gets_in_after_the_lock_expired_does_not_publish_twice(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_duplicate_handled_while_a_slow_delivery_decides_is_published_once(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 1.0)
     async with world(kafka_bootstrap, redis_url, tmp_path) as w:
         event = enrolment(w.clinic, w.clock.now())
         envelope = w.publisher.envelope_for(event)
@@ -91,10 +93,8 @@ async def test_a_duplicate_that_gets_in_after_the_lock_expired_does_not_publish_
 
         first = asyncio.create_task(stalled.on_client_enrolled(event, envelope))
         await slow.loading.wait()
-        await asyncio.sleep(1.2)  # the stalled handler's lock has expired
-        await w.scheduler.on_client_enrolled(event, envelope)
-        with pytest.raises(ChangedMeanwhile):
-            await first  # its commit fails: the other delivery recorded the event first
+        await w.scheduler.on_client_enrolled(event, envelope)  # handled while it reads
+        await first  # its write failed; its step, run again, found the event handled
 
         client = str(event.client_id)
         stages = await topic_messages(

@@ -3,7 +3,10 @@
 `drop` and `_replan` released and reserved booking-ledger slots before
 publishing and saving; when the publish failed, the ledger held the new times
 while the saved schedule kept the old ones (and a dropped session's slot was
-free in the ledger while the schedule still booked it).
+free in the ledger while the schedule still booked it). Since issue 15 the
+change, its ledger moves and its events are recorded in one write before any
+publish: a broker that fails after it leaves the events in the outbox, and
+the relay publishes them once the broker answers.
 """
 
 from __future__ import annotations
@@ -14,9 +17,17 @@ from pathlib import Path
 import pytest
 
 from shared import events as ev
+from shared import topics
+from tests.helpers import topic_messages
 from tests.integration.scheduler.world import ledger_of, world
 
 pytestmark = pytest.mark.integration
+
+TOPIC = {
+    "reschedule": topics.SESSION_RESCHEDULED.name,
+    "cancel": topics.SESSION_CANCELLED.name,
+    "miss": topics.SESSION_MISSED.name,
+}
 
 
 @pytest.mark.parametrize("change", ["reschedule", "cancel", "miss"])
@@ -43,16 +54,17 @@ async def test_a_failed_publish_leaves_the_ledger_matching_the_saved_schedule(
                 await w.scheduler.drop(w.clinic, session.appointment_id, missed=change == "miss")
 
         w.publisher.fail = True
-        with pytest.raises(ConnectionError):
-            await attempt()
+        await attempt()  # recorded; answered; its events wait in the outbox
 
-        saved = await w.load(schedule.client_id)
-        assert saved.course == schedule.course  # nothing was saved
-        assert await w.ledger() == ledger_of(w.clinic, saved)
-
-        # Once the broker answers, the same request goes through and the ledger follows.
-        w.publisher.fail = False
-        await attempt()
         changed = await w.load(schedule.client_id)
         assert changed.course != schedule.course
         assert await w.ledger() == ledger_of(w.clinic, changed)
+        assert await w.scheduler.unit_of_work.pending(w.clinic) > 0
+        client = str(schedule.client_id)
+        assert await topic_messages(kafka_bootstrap, TOPIC[change], key=client, wait_s=1) == []
+
+        # Once the broker answers, the relay publishes them: exactly once on the topic.
+        w.publisher.fail = False
+        assert await w.scheduler.unit_of_work.relay_once([w.clinic], grace_ms=0) > 0
+        assert await w.scheduler.unit_of_work.pending(w.clinic) == 0
+        assert len(await topic_messages(kafka_bootstrap, TOPIC[change], key=client)) == 1

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
+from chassis.unit_of_work import Decision, Step, Transaction, UnitOfWork
 from services.scheduler.ledger import BookingLedger, Claim
 
 pytestmark = pytest.mark.integration
@@ -90,36 +91,84 @@ async def test_a_released_slot_can_be_booked_again(redis_client: Redis, unique: 
     assert await ledger.reserve(clinic, medicine_claims("r", "t")) is None
 
 
-async def test_undoing_a_change_lets_go_only_of_the_holds_it_added(
-    redis_client: Redis, unique: str
+def _step(
+    ledger: BookingLedger,
+    clinic: str,
+    claims: list[Claim],
+    giving_up: list[Claim] = (),  # type: ignore[assignment]
+    won: list[bool] | None = None,
+) -> Step[None]:
+    """A write step booking `claims` in place of `giving_up`, as a schedule change does."""
+
+    async def step(tx: Transaction) -> Decision[None]:
+        booking = ledger.booking(tx, clinic)
+        booking.release(giving_up)
+        held = await booking.hold(claims) is None
+        if won is not None:
+            won.append(held)
+        return Decision(booking.write if held else lambda p: None)
+
+    return step
+
+
+async def test_fifty_concurrent_write_steps_for_one_slot_book_it_once(
+    redis_url: str, unique: str
 ) -> None:
-    ledger, clinic = BookingLedger(redis_client), f"undo-{unique}"
-    booked = medicine_claims("r", "t")
-    assert await ledger.reserve(clinic, booked) is None
-    moves = ledger.moves(clinic)
-    later = medicine_claims("r", "t", START + timedelta(days=2))
+    clinic = f"steps-{unique}"
+    clients = [Redis.from_url(redis_url, decode_responses=True) for _ in range(50)]
+    try:
+        outcomes: list[list[bool]] = [[] for _ in clients]
+        await asyncio.gather(
+            *(
+                UnitOfWork(c, "tests", None).run(  # type: ignore[arg-type]
+                    clinic,
+                    [],
+                    _step(BookingLedger(c), clinic, medicine_claims("recliner-1", "t-ana"), [], o),
+                )
+                for c, o in zip(clients, outcomes, strict=True)
+            )
+        )
+        # The last decision of each step is what it wrote: exactly one held the slot.
+        assert sum(o[-1] for o in outcomes) == 1
+        room = await clients[0].zrange(f"sched:{{{clinic}}}:booked:room:recliner-1", 0, -1)
+        assert len(room) == 1  # counted in Redis, not from the steps' own answers
+    finally:
+        for c in clients:
+            await c.aclose()
 
-    assert await moves.hold([*booked, *later]) is None  # held already, and new
-    await moves.undo()
 
-    room = await redis_client.zrange(f"sched:{{{clinic}}}:booked:room:r", 0, -1)
-    assert room == [booked[1].member]
-
-
-async def test_a_change_may_take_the_slot_it_gives_up_which_goes_only_once_saved(
+async def test_a_change_may_take_the_slot_it_gives_up_in_the_same_write(
     redis_client: Redis, unique: str
 ) -> None:
     ledger, clinic = BookingLedger(redis_client), f"swap-{unique}"
     cancelled = medicine_claims("r", "t")
     assert await ledger.reserve(clinic, cancelled) is None
-    moves = ledger.moves(clinic)
-    moves.release_after_save(cancelled)
     replacement = medicine_claims("r", "t")  # another appointment, the same hours
+    uow = UnitOfWork(redis_client, "tests", None)  # type: ignore[arg-type]
 
-    assert await moves.hold(replacement) is None
+    await uow.run(clinic, [], _step(ledger, clinic, replacement, cancelled))
+
     room = f"sched:{{{clinic}}}:booked:room:r"
-    assert await redis_client.zcard(room) == 2  # both, until the change is saved
-    await moves.settle()
     assert await redis_client.zrange(room, 0, -1) == [replacement[1].member]
     # Anyone else is still refused the slot.
     assert await ledger.reserve(clinic, medicine_claims("r", "t")) is not None
+
+
+async def test_a_booking_made_between_the_check_and_the_write_makes_the_step_decide_again(
+    redis_client: Redis, unique: str
+) -> None:
+    ledger, clinic = BookingLedger(redis_client), f"between-{unique}"
+    uow = UnitOfWork(redis_client, "tests", None)  # type: ignore[arg-type]
+    decisions: list[bool] = []
+    inner = _step(ledger, clinic, medicine_claims("r", "t"), [], decisions)
+
+    async def racing(tx: Transaction) -> Decision[None]:
+        decision = await inner(tx)
+        if len(decisions) == 1:  # another replica books the slot after the check
+            assert await ledger.reserve(clinic, medicine_claims("r", "t")) is None
+        return decision
+
+    await uow.run(clinic, [], racing)
+
+    assert decisions == [True, False]  # held, then found taken on the second decision
+    assert await redis_client.zcard(f"sched:{{{clinic}}}:booked:room:r") == 1

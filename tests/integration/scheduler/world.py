@@ -20,9 +20,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from chassis.clock import FrozenClock
-from chassis.effects import EffectLog
 from chassis.events import EventPublisher
 from chassis.service import ServiceRuntime
+from chassis.unit_of_work import UnitOfWork
 from ops import demo_clinics
 from services.scheduler import lifecycle
 from services.scheduler.config import Settings
@@ -30,8 +30,8 @@ from services.scheduler.domain.plans import Bookings, CoursePlan
 from services.scheduler.ledger import claims_for
 from services.scheduler.lifecycle import ClientSchedule
 from services.scheduler.main import SERVICE, scheduler_for
-from services.scheduler.operations import Scheduler
 from services.scheduler.planner import plan_course
+from services.scheduler.scheduler import Scheduler
 from shared import events as ev
 from shared.envelope import Envelope
 from shared.topics import Topic
@@ -112,7 +112,7 @@ class World:
         return schedule
 
     async def save(self, schedule: ClientSchedule) -> None:
-        async with self.scheduler.store.transaction() as tx:
+        async with self.redis.pipeline(transaction=True) as tx:
             self.scheduler.store.save(tx, schedule)
             await tx.execute()
 
@@ -172,7 +172,7 @@ async def world(
     publisher = FlakyPublisher(runtime.publisher, also)
     scheduler = scheduler_for(runtime)
     scheduler.publisher = publisher
-    scheduler.effects = EffectLog(runtime.redis, SERVICE, publisher)
+    scheduler.unit_of_work = UnitOfWork(runtime.redis, SERVICE, publisher)
     redis = Redis.from_url(redis_url, decode_responses=True)
     await runtime.start()
     try:

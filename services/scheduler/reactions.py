@@ -1,0 +1,172 @@
+"""The scheduler's reactions to events: book a consultation, close it, book a course.
+
+Batch-shaped: `react` takes one client's events in order and folds each
+decision over the schedule the previous one left, inside one write step; the
+handlers hand it one event at a time today. Each output is named by its cause
+and its role (chassis.events), so a replay publishes the same ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from uuid import UUID, uuid5
+
+from chassis.dead_letters import Rejected
+from chassis.effects import Output
+from services.scheduler import lifecycle
+from services.scheduler.changes import (
+    BOOKING_ATTEMPTS,
+    CONSULTATION_HORIZON_DAYS,
+    COURSE_HORIZON_DAYS,
+    Changed,
+    ScheduleChanges,
+)
+from services.scheduler.domain import ids as domain_ids
+from services.scheduler.domain.course import course_steps
+from services.scheduler.domain.plans import PlanFailure
+from services.scheduler.ledger import Booking, claims_for
+from services.scheduler.lifecycle import ClientSchedule
+from services.scheduler.planner import find_consultation_slot, plan_course
+from shared import events as ev
+from shared.envelope import EVENT_ID_NAMESPACE, Envelope
+
+Reaction = tuple[ClientSchedule, list[ev.Event]]
+# One event's decision: the schedule as it stands, the moment, the ledger side.
+React = Callable[[ClientSchedule, datetime, Booking], Awaitable[Reaction]]
+
+
+class Reactions(ScheduleChanges):
+    async def react(
+        self, clinic_id: str, client_id: UUID, inputs: Sequence[tuple[Envelope, React]]
+    ) -> None:
+        """Handle one client's events once each, in order, in one write step."""
+        by_id = {cause.id: (cause, decide) for cause, decide in inputs}
+        first = inputs[0][0]
+
+        async def decide_all(
+            before: ClientSchedule | None, fresh: Sequence[str], now: datetime, booking: Booking
+        ) -> Changed[None]:
+            schedule = before or ClientSchedule(
+                clinic_id=clinic_id, client_id=client_id, correlation_id=first.correlation_id
+            )
+            outputs: list[Output] = []
+            for cause_id in fresh:
+                cause, decide = by_id[cause_id]
+                schedule, events = await decide(schedule, now, booking)
+                outputs += [
+                    Output(
+                        e, self.publisher.envelope_for(e, cause=cause, role=domain_ids.role(e, i))
+                    )
+                    for i, e in enumerate(events)
+                ]
+            return Changed(schedule, outputs)
+
+        await self.change(clinic_id, client_id, list(by_id), decide_all)
+
+    async def on_consultation_requested(
+        self, event: ev.ConsultationRequested, cause: Envelope
+    ) -> None:
+        async def decide(schedule: ClientSchedule, now: datetime, booking: Booking) -> Reaction:
+            if schedule.consultation is not None:
+                return schedule, []  # the same person asking again: already booked
+            calendar = await self.calendar(event.clinic_id)
+            schedule = schedule.model_copy(update={"preferred_times": event.preferred_times})
+            requested = lifecycle.stage(schedule, ev.ClientStage.CONSULTATION_REQUESTED, now)
+            appointment_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/consultation")
+            for _ in range(BOOKING_ATTEMPTS):
+                bookings = await self.store.bookings(
+                    calendar, event.client_id, now, CONSULTATION_HORIZON_DAYS, [appointment_id]
+                )
+                slot = find_consultation_slot(
+                    calendar, bookings, event.preferred_times, now, CONSULTATION_HORIZON_DAYS
+                )
+                if slot is None:
+                    failed = ev.ConsultationBookingFailed(
+                        clinic_id=event.clinic_id,
+                        client_id=event.client_id,
+                        occurred_at=now,
+                        reason="no therapist is free in the preferred times in the next 4 weeks",
+                    )
+                    return schedule, [requested, failed]
+                appointment = ev.Appointment(
+                    appointment_id=appointment_id,
+                    kind=ev.AppointmentKind.CONSULTATION,
+                    starts_at=slot.starts_at,
+                    ends_at=slot.ends_at,
+                    therapist_id=slot.therapist_id,
+                )
+                if await self.reserved(booking, claims_for(event.client_id, [appointment])):
+                    booked = schedule.model_copy(
+                        update={
+                            "consultation": appointment,
+                            "consultation_status": ev.AppointmentStatus.BOOKED,
+                        }
+                    )
+                    return booked, [
+                        requested,
+                        ev.ConsultationBooked(
+                            clinic_id=event.clinic_id,
+                            client_id=event.client_id,
+                            occurred_at=now,
+                            appointment=appointment,
+                        ),
+                        lifecycle.stage(schedule, ev.ClientStage.CONSULTATION_BOOKED, now),
+                        lifecycle.status_changed(
+                            schedule, appointment, ev.AppointmentStatus.BOOKED, now
+                        ),
+                    ]
+            raise RuntimeError("consultation slot kept being taken; will retry")
+
+        await self.react(event.clinic_id, event.client_id, [(cause, decide)])
+
+    async def on_consultation_held(self, event: ev.ConsultationHeld, cause: Envelope) -> None:
+        async def decide(schedule: ClientSchedule, now: datetime, _: Booking) -> Reaction:
+            appointment = schedule.consultation
+            if appointment is None:
+                raise Rejected("a consultation was held that was never booked here")
+            if schedule.consultation_status != ev.AppointmentStatus.BOOKED:
+                return schedule, []
+            status = (
+                ev.AppointmentStatus.NOSHOW
+                if event.outcome == "no_show"
+                else ev.AppointmentStatus.FULFILLED
+            )
+            updated = schedule.model_copy(update={"consultation_status": status})
+            return updated, [lifecycle.status_changed(schedule, appointment, status, now)]
+
+        await self.react(event.clinic_id, event.client_id, [(cause, decide)])
+
+    async def on_client_enrolled(self, event: ev.ClientEnrolled, cause: Envelope) -> None:
+        async def decide(schedule: ClientSchedule, now: datetime, booking: Booking) -> Reaction:
+            enrolled = lifecycle.stage(schedule, ev.ClientStage.ENROLLED, now)
+            if schedule.course is not None:
+                return schedule, [enrolled]
+            calendar = await self.calendar(event.clinic_id)
+            course_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/course")
+            preferred = schedule.consultation.therapist_id if schedule.consultation else None
+            not_before = now + timedelta(hours=1)
+            # Ids an earlier, interrupted attempt at this very course may hold already.
+            own = [uuid5(course_id, step.name) for step in course_steps(calendar.policy)]
+            for _ in range(BOOKING_ATTEMPTS):
+                bookings = await self.store.bookings(
+                    calendar, event.client_id, now, COURSE_HORIZON_DAYS + 42, own
+                )
+                plan = plan_course(calendar, bookings, course_id, not_before, preferred)
+                if isinstance(plan, PlanFailure):
+                    return schedule, [
+                        enrolled,
+                        ev.CourseBookingFailed(
+                            clinic_id=event.clinic_id,
+                            client_id=event.client_id,
+                            occurred_at=now,
+                            reason=plan.reason,
+                            earliest_fit_on=plan.earliest_fit_on,
+                        ),
+                    ]
+                if await self.reserved(booking, claims_for(event.client_id, plan.appointments)):
+                    updated, events = lifecycle.course_booked(schedule, plan, now)
+                    return updated, [enrolled, *events]
+            raise RuntimeError("course slots kept being taken; will retry")
+
+        await self.react(event.clinic_id, event.client_id, [(cause, decide)])

@@ -1,0 +1,17 @@
+"""The scheduler: its three doors over one write step.
+
+Reactions to events (reactions.py), the clinic's requests (requests.py) and the
+booster timers (timers.py) each decide in pure code and record through
+changes.ScheduleChanges, i.e. chassis.unit_of_work; none holds a Redis type of
+its own beyond the pipeline a decision's writes are queued on.
+"""
+
+from __future__ import annotations
+
+from services.scheduler.reactions import Reactions
+from services.scheduler.requests import Requests
+from services.scheduler.timers import BoosterTimers
+
+
+class Scheduler(Reactions, Requests, BoosterTimers):
+    pass
