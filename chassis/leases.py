@@ -1,0 +1,219 @@
+"""One lease queue for every "do this at time T, once" (booster timers, message delivery).
+
+Per clinic, three keys, all in its slot and all declared to every script (Redis Cluster):
+
+    {name}:{clinic}:due      zset: member -> when it falls due (service clock, epoch s)
+    {name}:{clinic}:leased   zset: member -> lease deadline (Redis's clock, ms)
+    {name}:{clinic}:tokens   hash: member -> fencing token of its latest claim
+
+What it guarantees:
+- one holder at a time: `claim` (one script) moves a due member into `leased` and
+  gives it a fencing token no claim had before; a member under a live lease is not
+  claimed again, even when scheduled again meanwhile (it stays due for after);
+- the token is checked before the effect and in the write: `still_held` right
+  before an external effect (a send), and `fence` inside the unit of work's step,
+  whose WATCH on the tokens makes the write fail should anyone claim the member
+  between the check and EXEC; a holder that lost its lease writes nothing;
+- a holder that died is taken over when its lease ends: leases run on Redis's own
+  clock (TIME), not the service clock (the demo's runs far faster than real time,
+  and a lease guards a real effect); an expired lease is claimed before what is
+  due, with a higher token. Until someone claims it, its holder may still finish.
+
+Tokens come from one counter per clinic (a field of the tokens hash no member may
+take), not one per member: a member done and scheduled again never gets a token an
+earlier holder still carries.
+
+Crash points, and what follows each:
+1. before the claim: nothing changed; the member stays due;
+2. after the claim, before the effect: the lease ends, another replica (or this one
+   restarted) claims the member with a higher token and does it;
+3. after the effect, before the write (done or retry_at with the holder's state): the
+   same, and the effect happens again: an effect outside Redis (a mail) must carry
+   an id of its own so the repeat is recognisable (a Message-ID); one inside Redis
+   is written with the fence, so it is never applied twice;
+4. after the write: nothing left to do; the member is done or due again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from chassis.unit_of_work import Transaction
+
+SEQUENCE = "#sequence"  # the tokens hash's counter: no member may be called this
+
+_CLAIM = """
+-- KEYS: due, leased, tokens. ARGV: now (service clock, epoch s), lease ms, limit,
+-- the sequence field. Expired leases first, then due members under no live lease.
+local t = redis.call("TIME")
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now_ms + tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local claimed = {}
+local function take(member)
+  redis.call("ZREM", KEYS[1], member)
+  redis.call("ZADD", KEYS[2], deadline, member)
+  local token = redis.call("HINCRBY", KEYS[3], ARGV[4], 1)
+  redis.call("HSET", KEYS[3], member, token)
+  table.insert(claimed, {member, token})
+end
+for _, member in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", "(" .. now_ms,
+    "LIMIT", 0, limit)) do
+  take(member)
+end
+local skipped = 0
+while #claimed < limit do
+  local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1],
+    "LIMIT", skipped, limit - #claimed)
+  if #due == 0 then break end
+  for _, member in ipairs(due) do
+    if redis.call("ZSCORE", KEYS[2], member) then
+      skipped = skipped + 1  -- under a live lease (expired ones were taken above)
+    else
+      take(member)
+    end
+  end
+end
+return claimed
+"""
+
+_RENEW = """
+-- KEYS: leased, tokens. ARGV: member, token, lease ms.
+if redis.call("HGET", KEYS[2], ARGV[1]) ~= ARGV[2]
+    or not redis.call("ZSCORE", KEYS[1], ARGV[1]) then
+  return 0
+end
+local t = redis.call("TIME")
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call("ZADD", KEYS[1], now_ms + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Lease:
+    clinic_id: str
+    member: str
+    token: int
+
+
+class LeaseQueue:
+    def __init__(self, redis: Redis, name: str) -> None:
+        self._redis = redis
+        self.name = name
+        self._claim = redis.register_script(_CLAIM)
+        self._renew = redis.register_script(_RENEW)
+
+    # --- keys ------------------------------------------------------------------
+
+    def due_key(self, clinic_id: str) -> str:
+        return f"{self.name}:{{{clinic_id}}}:due"
+
+    def leased_key(self, clinic_id: str) -> str:
+        return f"{self.name}:{{{clinic_id}}}:leased"
+
+    def tokens_key(self, clinic_id: str) -> str:
+        return f"{self.name}:{{{clinic_id}}}:tokens"
+
+    # --- queued onto a caller's MULTI --------------------------------------------
+
+    def schedule(self, p: Pipeline, clinic_id: str, member: str, at: datetime) -> None:
+        """`member` due at `at` (its time replaced if it was due already)."""
+        if member == SEQUENCE or not member:
+            raise ValueError(f"{member!r} cannot be a lease queue's member")
+        p.zadd(self.due_key(clinic_id), {member: at.timestamp()})
+
+    def cancel(self, p: Pipeline, clinic_id: str, member: str) -> None:
+        """Not due any more, and whoever holds it fenced out."""
+        p.zrem(self.due_key(clinic_id), member)
+        p.zrem(self.leased_key(clinic_id), member)
+        p.hdel(self.tokens_key(clinic_id), member)
+
+    def done(self, p: Pipeline, lease: Lease) -> None:
+        """The holder's effect is written: the member leaves the queue (if due again
+        meanwhile, it stays due)."""
+        p.zrem(self.leased_key(lease.clinic_id), lease.member)
+        p.hdel(self.tokens_key(lease.clinic_id), lease.member)
+
+    def retry_at(self, p: Pipeline, lease: Lease, at: datetime) -> None:
+        """Due again at `at`; the next claim gives it a new token."""
+        p.zrem(self.leased_key(lease.clinic_id), lease.member)
+        p.zadd(self.due_key(lease.clinic_id), {lease.member: at.timestamp()})
+
+    # --- claiming and fencing ------------------------------------------------------
+
+    async def claim(self, clinic_id: str, now: datetime, lease_ms: int, limit: int) -> list[Lease]:
+        """Lease up to `limit` members: expired leases first, then those due by `now`."""
+        rows = await self._claim(
+            keys=[self.due_key(clinic_id), self.leased_key(clinic_id), self.tokens_key(clinic_id)],
+            args=[f"{now.timestamp():.6f}", lease_ms, limit, SEQUENCE],
+        )
+        return [Lease(clinic_id, _text(member), int(token)) for member, token in rows]
+
+    async def fence(self, tx: Transaction, lease: Lease) -> bool:
+        """Inside a unit of work's step: whether `lease` still holds its member. The tokens
+        are watched first, so a claim by anyone else before the write makes it fail (and
+        the step run again, to find the lease lost)."""
+        [held] = await self.fence_all(tx, [lease])
+        return held
+
+    async def fence_all(self, tx: Transaction, leases: Sequence[Lease]) -> list[bool]:
+        """`fence` for several leases of the transaction's clinic, in one read."""
+        if not leases:
+            return []
+        if any(lease.clinic_id != tx.clinic_id for lease in leases):
+            raise ValueError("a lease of another clinic than the transaction's")
+        await tx.watch(self.tokens_key(tx.clinic_id))
+        async with tx.reads() as reads:
+            for lease in leases:
+                reads.hget(self.tokens_key(lease.clinic_id), lease.member)
+                reads.zscore(self.leased_key(lease.clinic_id), lease.member)
+            found = await reads.execute()
+        return [
+            _token_is(token, lease) and deadline is not None
+            for lease, token, deadline in zip(leases, found[::2], found[1::2], strict=True)
+        ]
+
+    async def still_held(self, lease: Lease) -> bool:
+        """Right before an effect outside Redis: the token is the lease's and its deadline
+        has not passed on Redis's clock. Read-only; the write is still fenced after."""
+        async with self._redis.pipeline(transaction=False) as reads:
+            reads.hget(self.tokens_key(lease.clinic_id), lease.member)
+            reads.zscore(self.leased_key(lease.clinic_id), lease.member)
+            reads.time()
+            token, deadline, (seconds, micros) = await reads.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return _token_is(token, lease) and deadline is not None and float(deadline) >= now_ms
+
+    async def renew(self, lease: Lease, lease_ms: int) -> bool:
+        """A full lease from now on Redis's clock, if `lease` still holds its member."""
+        renewed = await self._renew(
+            keys=[self.leased_key(lease.clinic_id), self.tokens_key(lease.clinic_id)],
+            args=[lease.member, lease.token, lease_ms],
+        )
+        return bool(renewed)
+
+    # --- gauges ----------------------------------------------------------------------
+
+    async def due(self, clinic_id: str) -> int:
+        """How many members wait to fall due or to be claimed (not those leased)."""
+        return int(await self._redis.zcard(self.due_key(clinic_id)))
+
+    async def next_due(self, clinic_id: str) -> datetime | None:
+        """When the clinic's earliest member falls due (service clock); None: nothing due."""
+        first = await self._redis.zrange(self.due_key(clinic_id), 0, 0, withscores=True)
+        return datetime.fromtimestamp(float(first[0][1]), UTC) if first else None
+
+
+def _token_is(raw: Any, lease: Lease) -> bool:
+    return raw is not None and int(raw) == lease.token
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
