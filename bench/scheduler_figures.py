@@ -43,11 +43,11 @@ from chassis.service import ServiceRuntime
 from ops import demo_clinics
 from ops.reading import read_to_end
 from services.scheduler.config import Settings
+from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import CoursePlan
 from services.scheduler.ledger import BookingLedger, Claim, claims_for
 from services.scheduler.main import SERVICE, scheduler_for
 from services.scheduler.scheduler import Scheduler
-from services.scheduler.planner import find_consultation_slot, plan_course
 from services.scheduler.store import key
 from services.scheduler.timers import booster_timer
 from shared import events as ev

@@ -27,9 +27,9 @@ from services.scheduler.domain.clinic import (
     Room,
     Therapist,
 )
+from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import PlanFailure
-from services.scheduler.lifecycle import ClientSchedule, Refused
-from services.scheduler.planner import find_consultation_slot, plan_course
+from services.scheduler.domain.schedule import ClientSchedule, Refused
 from services.scheduler.scheduler import Scheduler
 from shared import events as ev
 

@@ -31,8 +31,8 @@ from chassis.metrics import ServiceMetrics
 from chassis.unit_of_work import Decision, Replayed, Transaction, UnitOfWork
 from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import Booking, Claim
-from services.scheduler.lifecycle import ClientSchedule
 from services.scheduler.store import SchedulerStore
 from shared import events as ev
 

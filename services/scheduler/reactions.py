@@ -14,7 +14,6 @@ from uuid import UUID, uuid5
 
 from chassis.dead_letters import Rejected
 from chassis.effects import Output
-from services.scheduler import lifecycle
 from services.scheduler.changes import (
     BOOKING_ATTEMPTS,
     CONSULTATION_HORIZON_DAYS,
@@ -23,11 +22,12 @@ from services.scheduler.changes import (
     ScheduleChanges,
 )
 from services.scheduler.domain import ids as domain_ids
+from services.scheduler.domain import lifecycle
 from services.scheduler.domain.course import course_steps
+from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import PlanFailure
+from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import Booking, claims_for
-from services.scheduler.lifecycle import ClientSchedule
-from services.scheduler.planner import find_consultation_slot, plan_course
 from shared import events as ev
 from shared.envelope import EVENT_ID_NAMESPACE, Envelope
 

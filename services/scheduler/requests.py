@@ -17,7 +17,6 @@ from datetime import datetime
 from uuid import UUID
 
 from chassis.unit_of_work import Replayed
-from services.scheduler import lifecycle
 from services.scheduler.changes import (
     BOOKING_ATTEMPTS,
     COURSE_HORIZON_DAYS,
@@ -25,12 +24,13 @@ from services.scheduler.changes import (
     ScheduleChanges,
 )
 from services.scheduler.domain import ids as domain_ids
+from services.scheduler.domain import lifecycle
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.planner import is_late_cancellation
 from services.scheduler.domain.plans import DropSession, MoveSession, PlanFailure, Replan
 from services.scheduler.domain.replan import replan_after_reschedule
+from services.scheduler.domain.schedule import ClientSchedule, Refused
 from services.scheduler.ledger import Booking, claims_for
-from services.scheduler.lifecycle import ClientSchedule, Refused
-from services.scheduler.planner import is_late_cancellation
 from shared import events as ev
 
 Change = tuple[ClientSchedule, list[ev.Event]]

@@ -19,8 +19,8 @@ from redis.asyncio.client import Pipeline
 
 from services.scheduler.domain.clinic import ClinicCalendar, Interval
 from services.scheduler.domain.plans import Bookings
+from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import BookingLedger, Resource, text
-from services.scheduler.lifecycle import ClientSchedule
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from redis.asyncio.client import Pipeline
 
 from chassis.effects import Output
 from chassis.unit_of_work import Decision, Transaction
-from services.scheduler import lifecycle
 from services.scheduler.changes import ScheduleChanges
 from services.scheduler.domain import ids as domain_ids
-from services.scheduler.lifecycle import ClientSchedule
+from services.scheduler.domain import lifecycle
+from services.scheduler.domain.schedule import ClientSchedule
 
 log = logging.getLogger(__name__)
 

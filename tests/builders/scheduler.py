@@ -11,11 +11,11 @@ import random
 import uuid
 from datetime import datetime, timedelta
 
-from services.scheduler import lifecycle
+from services.scheduler.domain import lifecycle
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan
-from services.scheduler.lifecycle import ClientSchedule
-from services.scheduler.planner import plan_course
+from services.scheduler.domain.schedule import ClientSchedule
 
 START = datetime(2026, 3, 16)  # a Monday, clinic-local wall time
 THERAPISTS, ROOMS, DAYS = 20, 8, 42

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import date, timedelta
 
-from services.scheduler.calendar import week_of
+from services.scheduler.domain.calendar import week_of
 from services.scheduler.domain.seats import Seats
 
 

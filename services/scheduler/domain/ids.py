@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from services.scheduler.lifecycle import ClientSchedule
+from services.scheduler.domain.schedule import ClientSchedule
 from shared.envelope import derived_event_id
 from shared.events import Event
 

@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from math import ceil
 from uuid import uuid5
 
-from services.scheduler.calendar import FreeTime, epoch
+from services.scheduler.domain.calendar import FreeTime, epoch
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.course import INTEGRATION, MEDICINE, PREPARATION, Placed, Step
+from services.scheduler.domain.planner import COURSE_HORIZON_DAYS, appointment
 from services.scheduler.domain.plans import (
     Bookings,
     CoursePlan,
@@ -28,7 +29,6 @@ from services.scheduler.domain.plans import (
 )
 from services.scheduler.domain.seats import Seats
 from services.scheduler.domain.walk import CourseWalk, Want
-from services.scheduler.planner import COURSE_HORIZON_DAYS, appointment
 from shared.events import Appointment
 
 

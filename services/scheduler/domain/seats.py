@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
-from services.scheduler.calendar import FreeTime
+from services.scheduler.domain.calendar import FreeTime
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.course import COURSE_KINDS, MEDICINE, Placed, Step
 from services.scheduler.domain.spans import Spans, covers, earliest_fit, latest_fit

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
 
-from services.scheduler.calendar import week_of
+from services.scheduler.domain.calendar import week_of
 from services.scheduler.domain.course import INTEGRATION, MEDICINE, Placed, Step
 from services.scheduler.domain.seats import Seats
 

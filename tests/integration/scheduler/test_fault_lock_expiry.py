@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from services.scheduler.lifecycle import ClientSchedule
+from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.store import SchedulerStore
 from shared import events as ev
 from tests.integration.scheduler.world import ledger_of, world

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.scheduler.lifecycle import Refused
+from services.scheduler.domain.schedule import Refused
 from shared import events as ev
 from shared import topics
 from tests.helpers import topic_messages

@@ -24,13 +24,13 @@ from chassis.events import EventPublisher
 from chassis.service import ServiceRuntime
 from chassis.unit_of_work import UnitOfWork
 from ops import demo_clinics
-from services.scheduler import lifecycle
 from services.scheduler.config import Settings
+from services.scheduler.domain import lifecycle
+from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan
+from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import claims_for
-from services.scheduler.lifecycle import ClientSchedule
 from services.scheduler.main import SERVICE, scheduler_for
-from services.scheduler.planner import plan_course
 from services.scheduler.scheduler import Scheduler
 from shared import events as ev
 from shared.envelope import Envelope

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.scheduler import lifecycle
+from services.scheduler.domain import lifecycle
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan
-from services.scheduler.lifecycle import ClientSchedule
-from services.scheduler.planner import plan_course
+from services.scheduler.domain.schedule import ClientSchedule
 from shared import events as ev
 from tests.unit.scheduler.builders import clinic
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
-from services.scheduler.boosters import (
+from services.scheduler.domain.boosters import (
     BoosterDueAt,
     add_months,
     booster_due_instants,

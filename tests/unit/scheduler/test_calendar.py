@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime, time
 
 import pytest
 
-from services.scheduler.calendar import FreeTime
+from services.scheduler.domain.calendar import FreeTime
 from services.scheduler.domain.clinic import TimeRange
 from services.scheduler.domain.spans import (
     earliest_fit,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from services.scheduler.planner import find_consultation_slot
+from services.scheduler.domain.planner import find_consultation_slot
 from shared.events import PreferredTime
 from tests.unit.scheduler.builders import (
     booked_all_day,

@@ -5,8 +5,8 @@ from uuid import UUID, uuid5
 
 import pytest
 
+from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import CoursePlan, PlanFailure
-from services.scheduler.planner import plan_course
 from tests.unit.scheduler.builders import (
     EVERY_DAY,
     booked_all_day,

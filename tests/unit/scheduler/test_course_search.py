@@ -13,8 +13,8 @@ from uuid import UUID
 
 import pytest
 
-from services.scheduler import planner
-from services.scheduler.planner import plan_course
+from services.scheduler.domain import planner
+from services.scheduler.domain.planner import plan_course
 from tests.builders.scheduler import START, booked, clinic
 
 COURSE = UUID("6f1c2b9e-0000-4000-8000-00000000c0de")

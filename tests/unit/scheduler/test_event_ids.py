@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from services.scheduler.domain import ids as domain_ids
-from services.scheduler.lifecycle import ClientSchedule
+from services.scheduler.domain.schedule import ClientSchedule
 from shared import events as ev
 
 CLIENT = uuid.UUID("0b0d8c8e-7a4c-4d55-9a43-2f7c2c2f1e01")

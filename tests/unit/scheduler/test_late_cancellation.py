@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.scheduler.domain.clinic import CoursePolicy
-from services.scheduler.planner import is_late_cancellation
+from services.scheduler.domain.planner import is_late_cancellation
 
 START = datetime(2026, 5, 14, 9, tzinfo=UTC)
 

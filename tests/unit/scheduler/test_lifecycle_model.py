@@ -34,8 +34,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from services.scheduler import lifecycle
 from services.scheduler.domain import ids as domain_ids
+from services.scheduler.domain import lifecycle
+from services.scheduler.domain.planner import is_late_cancellation, plan_course
 from services.scheduler.domain.plans import (
     Bookings,
     CoursePlan,
@@ -44,8 +45,7 @@ from services.scheduler.domain.plans import (
     PlanFailure,
 )
 from services.scheduler.domain.replan import replan_after_reschedule
-from services.scheduler.lifecycle import ClientSchedule, Refused
-from services.scheduler.planner import is_late_cancellation, plan_course
+from services.scheduler.domain.schedule import ClientSchedule, Refused
 from shared import events as ev
 from shared.events import AppointmentStatus as Status
 from tests.unit.scheduler.builders import clinic, therapist

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.scheduler import lifecycle
-from services.scheduler.lifecycle import Refused
+from services.scheduler.domain import lifecycle
+from services.scheduler.domain.schedule import Refused
 from shared import events as ev
 from tests.unit.scheduler.builders import clinic
 from tests.unit.scheduler.test_booster_lifecycle import booked

@@ -6,6 +6,7 @@ from uuid import UUID, uuid4, uuid5
 import pytest
 
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import (
     Bookings,
     CoursePlan,
@@ -15,7 +16,6 @@ from services.scheduler.domain.plans import (
     Replan,
 )
 from services.scheduler.domain.replan import replan_after_reschedule
-from services.scheduler.planner import plan_course
 from shared.events import Appointment
 from tests.unit.scheduler.builders import (
     booked_all_day,

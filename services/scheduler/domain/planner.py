@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from math import ceil
 from uuid import UUID, uuid5
 
-from services.scheduler.calendar import FreeTime, instant
+from services.scheduler.domain.calendar import FreeTime, instant
 from services.scheduler.domain.capacity import PoolDays
 from services.scheduler.domain.clinic import ClinicCalendar, CoursePolicy
 from services.scheduler.domain.course import MEDICINE, PREPARATION, Placed, Step, course_steps

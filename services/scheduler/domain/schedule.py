@@ -1,0 +1,82 @@
+"""A client's schedule as the scheduler records it: the consultation, the course, boosters.
+
+The state every decision reads and every write step saves (ids and times only:
+no contact data); how it moves is domain.lifecycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.scheduler.domain.plans import CoursePlan
+from shared import events as ev
+from shared.events import AppointmentKind as Kind
+from shared.events import AppointmentStatus as Status
+
+
+class Refused(Exception):
+    """The request makes no sense for this client's schedule (HTTP 409).
+
+    `events` are facts the request brought that stand although it was refused
+    (an urgent clinical alert): published, while the schedule stays as it was.
+    """
+
+    def __init__(self, reason: str, events: Sequence[ev.Event] = ()) -> None:
+        super().__init__(reason)
+        self.events = tuple(events)
+
+
+class Course(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    plan: CoursePlan
+    statuses: dict[str, Status] = Field(default_factory=dict)
+    completed_at: AwareDatetime | None = None
+    booster_plan: ev.BoosterPlan | None = None
+    next_booster: int | None = Field(default=None, description="Number of the pending booster")
+    next_booster_due_at: AwareDatetime | None = None
+    boosters_stopped: bool = False
+    boosters_announced: int = Field(
+        default=0, ge=0, description="Number of the last booster announced (0: none yet)"
+    )
+
+    def status_of(self, appointment_id: UUID) -> Status:
+        return self.statuses.get(str(appointment_id), Status.BOOKED)
+
+    def appointment(self, appointment_id: UUID) -> ev.Appointment:
+        for appointment in self.plan.appointments:
+            if appointment.appointment_id == appointment_id:
+                return appointment
+        raise Refused("the session is not part of this course")
+
+    def last_booster_announced(self) -> int:
+        # Schedules saved before `boosters_announced` existed still know it from
+        # the pending booster's number.
+        return max(self.boosters_announced, (self.next_booster or 1) - 1)
+
+    def doses_held(self) -> int:
+        return sum(
+            1
+            for a in self.plan.appointments
+            if a.kind == Kind.MEDICINE and self.status_of(a.appointment_id) == Status.FULFILLED
+        )
+
+
+class ClientSchedule(BaseModel):
+    """The scheduler's record of one client (ids and times only: no contact data)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    clinic_id: str
+    client_id: UUID
+    correlation_id: str
+    preferred_times: tuple[ev.PreferredTime, ...] = ()
+    consultation: ev.Appointment | None = None
+    consultation_status: Status | None = None
+    course: Course | None = None
+    # Goes up by one with every saved change: what the ids of a change derive from
+    # (domain.ids). Schedules saved before it existed read as version 0.
+    version: int = Field(default=0, ge=0)
