@@ -1,10 +1,10 @@
 """Intake's HTTP API: every route is one clinic's, behind that clinic's API key.
 
 Routes parse and authenticate, call `IntakeService`, and translate its replies and
-errors into HTTP. A step answers 202 only once its events are acknowledged by the
-broker and its state is recorded; if the broker cannot be reached it answers 503
-(the chassis' handlers) and records nothing. An `Idempotency-Key` makes a retried
-step return the first answer.
+errors into HTTP. A step answers 202 once its state and events are recorded, also
+while the broker is away (its events are published once it is back); if Redis
+cannot be reached it answers 503 (the chassis' handlers) and records nothing. An
+`Idempotency-Key` makes a retried step return the first answer.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, SaneInstant
+from chassis.unit_of_work import WriteConflict
 from services.intake import domain
 from services.intake.service import ClientFile, IntakeService, KeyReused, NotFound, Reply, Retry
-from services.intake.store import ClientBusy
 from shared import events as ev
 
 IdempotencyKey = Annotated[
@@ -124,8 +124,9 @@ def _client_view(file: ClientFile) -> dict[str, Any]:
     }
 
 
-# Templates of the two "busy" answers (a new person, or a known client's step):
-# each refusal raises a copy, never the shared instance.
+# Templates of the two "busy" answers (a new person, or a known client's step), when
+# other writes kept changing what the step read: each refusal raises a copy, never
+# the shared instance.
 STEP_BUSY = HTTPException(409, "the client is being changed; retry", {"Retry-After": "1"})
 PERSON_BUSY = HTTPException(409, "a request for this person is in progress; retry")
 
@@ -139,7 +140,7 @@ async def _answer(reply: Awaitable[Reply], busy: HTTPException = STEP_BUSY) -> J
         raise HTTPException(422, str(reused)) from reused
     except domain.StepRefused as refused:
         raise HTTPException(409, str(refused)) from refused
-    except ClientBusy as taken:
+    except WriteConflict as taken:
         raise HTTPException(busy.status_code, busy.detail, busy.headers) from taken
     return JSONResponse(answer.body, status_code=answer.status_code)
 
