@@ -1,10 +1,11 @@
 """The scheduler's Redis state: client schedules, appointment index, calendars, booster timers.
 
 Every key carries the `{clinic_id}` hash tag (see ledger.py for the bookings).
-Booster timers are one sorted set per clinic scored by due instant; a Lua script
-claims due entries with a lease so that, with several replicas polling, each
-booster is handled by one of them, and one that died mid-way is taken over when
-its lease runs out.
+Booster timers are the clinic's lease queue (chassis.leases): with several
+replicas polling, each booster is claimed by one of them, and one that died
+mid-way is taken over when its lease runs out. Writes are queued on a write
+step's MULTI (chassis.unit_of_work); nothing here writes on its own but the
+calendar set through the API.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from chassis.leases import LeaseQueue
 from services.scheduler.domain.clinic import ClinicCalendar, Interval
 from services.scheduler.domain.plans import Bookings
 from services.scheduler.domain.schedule import ClientSchedule
@@ -24,31 +26,40 @@ from services.scheduler.ledger import BookingLedger, Resource, text
 
 log = logging.getLogger(__name__)
 
-_CLAIM_DUE = """
--- KEYS[1] due set, KEYS[2] in-flight set. ARGV: now, lease deadline, limit.
-local expired = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", ARGV[1])
-for _, member in ipairs(expired) do
-  redis.call("ZREM", KEYS[2], member)
-  redis.call("ZADD", KEYS[1], ARGV[1], member)
-end
-local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[3]))
-for _, member in ipairs(due) do
-  redis.call("ZREM", KEYS[1], member)
-  redis.call("ZADD", KEYS[2], ARGV[2], member)
-end
-return due
-"""
-
 
 def key(clinic_id: str, *parts: str) -> str:
     return ":".join(("sched", f"{{{clinic_id}}}", *parts))
+
+
+class BoosterQueue(LeaseQueue):
+    """The booster timers: chassis.leases on the keys they had before it, so a running
+    deployment's timers carry over (an old in-flight claim, scored on the service
+    clock in seconds, reads as a lease long expired and is taken over at once)."""
+
+    def due_key(self, clinic_id: str) -> str:
+        return key(clinic_id, "boosters", "due")
+
+    def leased_key(self, clinic_id: str) -> str:
+        return key(clinic_id, "boosters", "inflight")
+
+    def tokens_key(self, clinic_id: str) -> str:
+        return key(clinic_id, "boosters", "tokens")
+
+
+def booster_member(client_id: UUID, number: int) -> str:
+    return f"{client_id}|{number}"
+
+
+def booster_of(member: str) -> tuple[UUID, int]:
+    client, number = member.split("|")
+    return UUID(client), int(number)
 
 
 class SchedulerStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.ledger = BookingLedger(redis)
-        self._claim_due = redis.register_script(_CLAIM_DUE)
+        self.boosters = BoosterQueue(redis, "boosters")
 
     # --- client schedules -------------------------------------------------
 
@@ -90,10 +101,8 @@ class SchedulerStore:
             tx.set(key(clinic, "appointment", str(appointment.appointment_id)), client)
         course = schedule.course
         if course and course.next_booster and course.next_booster_due_at:
-            member = f"{client}|{course.next_booster}"
-            tx.zadd(
-                key(clinic, "boosters", "due"), {member: course.next_booster_due_at.timestamp()}
-            )
+            member = booster_member(schedule.client_id, course.next_booster)
+            self.boosters.schedule(tx, clinic, member, course.next_booster_due_at)
         tx.sadd(key(clinic, "clients"), client)
 
     # --- calendars --------------------------------------------------------
@@ -140,26 +149,3 @@ class SchedulerStore:
             rooms={r.id: taken["room", r.id] for r in calendar.rooms},
             client=taken["client", str(client_id)],
         )
-
-    # --- booster timers ---------------------------------------------------
-
-    async def claim_due_boosters(
-        self, clinic_id: str, now: datetime, lease_until: datetime, limit: int = 50
-    ) -> list[tuple[UUID, int]]:
-        members = await self._claim_due(
-            keys=[key(clinic_id, "boosters", "due"), key(clinic_id, "boosters", "inflight")],
-            args=[now.timestamp(), lease_until.timestamp(), limit],
-        )
-        claimed = []
-        for member in members:
-            client, number = text(member).split("|")
-            claimed.append((UUID(client), int(number)))
-        return claimed
-
-    def booster_done(self, tx: Pipeline, clinic_id: str, client_id: UUID, number: int) -> None:
-        member = f"{client_id}|{number}"
-        tx.zrem(key(clinic_id, "boosters", "inflight"), member)
-        tx.zrem(key(clinic_id, "boosters", "due"), member)
-
-    async def pending_boosters(self, clinic_id: str) -> int:
-        return int(await self.redis.zcard(key(clinic_id, "boosters", "due")))

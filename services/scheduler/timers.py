@@ -1,91 +1,97 @@
 """The booster timers: every replica polls, a lease shares the work, one write step fires.
 
-Boosters fall due together (09:00 clinic time), so a claimed batch is fired in
-one write step: its clients' schedules are read with their keys watched, every
+Boosters fall due together (09:00 clinic time), so a batch claimed from the
+clinic's lease queue (chassis.leases) is fired in one write step: the leases
+still held are fenced (a replica whose lease ran out, and was taken over,
+writes nothing), their clients' schedules read with their keys watched, every
 announcement decided (lifecycle.booster_fired announces a booster once, and
-only the one still pending), and the saves, the timers' removal and the
-announcements recorded in one MULTI, published after. A replica whose lease ran
-out while another took the batch over writes nothing: the schedules it read
-changed, so its step decides again and finds nothing left to announce.
+only the one still pending), and the saves, the next timers, the leases let go
+and the announcements recorded in one MULTI, published after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from redis.asyncio.client import Pipeline
 
 from chassis.effects import Output
+from chassis.leases import Lease
 from chassis.unit_of_work import Decision, Transaction
 from services.scheduler.changes import ScheduleChanges
 from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain import lifecycle
+from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.schedule import ClientSchedule
+from services.scheduler.store import booster_of
 
 log = logging.getLogger(__name__)
 
 BOOSTER_BATCH = 50  # boosters claimed, and fired together, per round
-LEASE_S = 30.0  # real seconds a claimed batch is a replica's before another may take it
+LEASE_MS = 30_000  # real time a claimed batch is a replica's before another may take it
 
 
 class BoosterTimers(ScheduleChanges):
     async def fire_due_boosters(self, clinic_id: str) -> tuple[int, bool]:
         """Announce the boosters due by now; (how many, whether more may be due already)."""
         now = self.clock.now()
-        lease = now + timedelta(seconds=self.clock_seconds(LEASE_S))
         calendar = await self.calendar(clinic_id)  # before claiming: a bad calendar claims nothing
-        due = await self.store.claim_due_boosters(clinic_id, now, lease, limit=BOOSTER_BATCH)
+        boosters = self.store.boosters
+        leases = await boosters.claim(clinic_id, now, LEASE_MS, BOOSTER_BATCH)
+        fired = 0
+        if leases:
+            outcome = await self.unit_of_work.run(
+                clinic_id, [], functools.partial(self._fire, calendar, now, leases)
+            )
+            fired = outcome if isinstance(outcome, int) else 0
+        self.metrics.pending("booster", clinic_id, await boosters.due(clinic_id))
+        return fired, len(leases) == BOOSTER_BATCH
+
+    async def _fire(
+        self, calendar: ClinicCalendar, now: datetime, leases: list[Lease], tx: Transaction
+    ) -> Decision[int]:
+        """The write step of a claimed batch: only the leases still held (fenced), their
+        clients' schedules watched from the read, every announcement in one MULTI."""
+        boosters, clinic_id = self.store.boosters, tx.clinic_id
+        fenced = await boosters.fence_all(tx, leases)
+        held = [lease for lease, ok in zip(leases, fenced, strict=True) if ok]
         by_client: dict[UUID, list[int]] = {}
-        for client_id, number in sorted(due, key=lambda d: d[1]):
+        due = sorted((booster_of(lease.member) for lease in held), key=lambda b: b[1])
+        for client_id, number in due:
             by_client.setdefault(client_id, []).append(number)
         clients = list(by_client)
-
-        async def step(tx: Transaction) -> Decision[int]:
-            await tx.watch(*(self.store.schedule_key(clinic_id, c) for c in clients))
-            fired: list[tuple[ClientSchedule, list[int]]] = []
-            outputs: list[Output] = []
-            for schedule in await self.store.load_many(clinic_id, clients):
-                if schedule is None or schedule.course is None:
-                    continue  # left in flight: taken over when its lease ends
-                course_id, before = schedule.course.plan.course_id, schedule
-                numbers = by_client[schedule.client_id]
-                announced = []
-                for number in numbers:  # several only if the scheduler was away that long
-                    due_at = schedule.course.next_booster_due_at if schedule.course else None
-                    schedule, events = lifecycle.booster_fired(schedule, number, calendar, now)
-                    if events and due_at is not None:
-                        cause = domain_ids.booster_cause(course_id, number, due_at)
-                        announced += self.derived(schedule, events, cause)
-                if announced:
-                    schedule = domain_ids.saved(schedule, before)
-                fired.append((schedule if announced else before, numbers))
+        await tx.watch(*(self.store.schedule_key(clinic_id, c) for c in clients))
+        saves: list[ClientSchedule] = []
+        outputs: list[Output] = []
+        for schedule in await self.store.load_many(clinic_id, clients):
+            if schedule is None or schedule.course is None:
+                continue  # nothing to announce: the timer is let go with the others
+            course_id, before = schedule.course.plan.course_id, schedule
+            announced: list[Output] = []
+            for number in by_client[schedule.client_id]:  # several: the scheduler was away
+                due_at = schedule.course.next_booster_due_at if schedule.course else None
+                schedule, events = lifecycle.booster_fired(schedule, number, calendar, now)
+                if events and due_at is not None:
+                    cause = domain_ids.booster_cause(course_id, number, due_at)
+                    announced += self.derived(schedule, events, cause)
+            if announced:
+                saves.append(domain_ids.saved(schedule, before))
                 outputs += announced
 
-            def write(p: Pipeline) -> None:
-                for schedule, numbers in fired:
-                    for number in numbers:
-                        self.store.booster_done(p, clinic_id, schedule.client_id, number)
-                    self.store.save(p, schedule, same_appointments=True)
+        def write(p: Pipeline) -> None:
+            for lease in held:
+                boosters.done(p, lease)
+            for schedule in saves:  # arms the next booster, if any
+                self.store.save(p, schedule, same_appointments=True)
 
-            return Decision(write, outputs, len({o.event.client_id for o in outputs}))
-
-        fired = 0
-        if clients:
-            outcome = await self.unit_of_work.run(clinic_id, [], step)
-            fired = outcome if isinstance(outcome, int) else 0
-        self.metrics.pending("booster", clinic_id, await self.store.pending_boosters(clinic_id))
-        return fired, len(due) == BOOSTER_BATCH
-
-    def clock_seconds(self, real_seconds: float) -> float:
-        """`real_seconds` of wall time in this clock's time (leases count in real time)."""
-        one = self.clock.real_seconds(timedelta(seconds=1)) or 1.0
-        return real_seconds / one
+        return Decision(write, outputs, len(saves))
 
 
 def booster_timer(

@@ -4,6 +4,8 @@ is there now (the change is kept, and every booster is still announced once)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,9 @@ from ops import demo_clinics
 from services.scheduler.config import Settings
 from services.scheduler.main import SERVICE, scheduler_for
 from services.scheduler.store import key
+from shared import topics
 from tests.builders.scheduler import completed_course, due_at
+from tests.helpers import topic_messages
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +88,48 @@ async def _save(redis: Redis, scheduler: Any, schedule: Any) -> None:
     async with redis.pipeline(transaction=True) as tx:
         scheduler.store.save(tx, schedule)
         await tx.execute()
+
+
+async def test_a_replica_whose_leases_were_taken_over_announces_nothing(
+    kafka_bootstrap: str, redis_url: str, redis_client: Redis, tmp_path: Path
+) -> None:
+    clinic = f"fence-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        REDIS_URL=redis_url,
+        KAP_CLINICS_FILE=demo_clinics.write(
+            tmp_path / "clinics.json", {clinic: {"name": "Fence", "timezone": "Europe/Lisbon"}}
+        ),
+    )
+    runtime = ServiceRuntime.create(SERVICE, settings, SystemClock())
+    scheduler = scheduler_for(runtime)
+    await runtime.start()
+    try:
+        now = datetime.now(UTC)
+        calendar = await scheduler.calendar(clinic)
+        template = completed_course(calendar, now - timedelta(days=15))
+        clients = [uuid.uuid4(), uuid.uuid4()]
+        for client in clients:
+            await _save(
+                redis_client, scheduler, due_at(template, client, now - timedelta(seconds=1))
+            )
+
+        # A replica claims the batch, then stalls past its lease: another takes it over.
+        stale = await scheduler.store.boosters.claim(clinic, now, lease_ms=1, limit=50)
+        assert len(stale) == 2
+        await asyncio.sleep(0.05)
+        assert await scheduler.fire_due_boosters(clinic) == (2, False)
+
+        late = await scheduler.unit_of_work.run(
+            clinic, [], functools.partial(scheduler._fire, calendar, now, stale)
+        )
+        assert late == 0  # fenced out: it wrote and published nothing
+        announced = [
+            m
+            for c in clients
+            for m in await topic_messages(kafka_bootstrap, topics.BOOSTER_DUE.name, key=str(c))
+        ]
+        assert len(announced) == 2  # one per client, counted on the topic
+    finally:
+        await runtime.stop()
+        await demo_clinics.reset(redis_url, [clinic])
