@@ -96,6 +96,17 @@ return 1
 """
 
 
+_LET_GO = """
+-- KEYS: leased, tokens. ARGV: member, token.
+if redis.call("HGET", KEYS[2], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call("ZREM", KEYS[1], ARGV[1])
+redis.call("HDEL", KEYS[2], ARGV[1])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Lease:
     clinic_id: str
@@ -109,6 +120,7 @@ class LeaseQueue:
         self.name = name
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
+        self._let_go = redis.register_script(_LET_GO)
 
     # --- keys ------------------------------------------------------------------
 
@@ -198,6 +210,15 @@ class LeaseQueue:
             args=[lease.member, lease.token, lease_ms],
         )
         return bool(renewed)
+
+    async def let_go(self, lease: Lease) -> bool:
+        """`done` for a holder with nothing to write (what it claimed is gone): only if
+        `lease` still holds its member."""
+        let_go = await self._let_go(
+            keys=[self.leased_key(lease.clinic_id), self.tokens_key(lease.clinic_id)],
+            args=[lease.member, lease.token],
+        )
+        return bool(let_go)
 
     # --- gauges ----------------------------------------------------------------------
 

@@ -11,8 +11,7 @@ events they cause (`Decision`). One MULTI then holds, together:
 - the handled mark of each input that caused it (an event id, or a request's
   key), checked absent under WATCH from before the step read anything;
 - the service's state writes;
-- the outputs, in the clinic's outbox (a hash by event id, and a sorted set by
-  when they were written).
+- the outputs, in the clinic's outbox (chassis.outbox).
 A concurrent change to any watched key makes EXEC fail and the step run again
 from its reads (at most `CONFLICT_TRIES` times). Every key, watched or written,
 must carry the `{clinic_id}` hash tag, so the transaction runs on Redis Cluster
@@ -40,32 +39,28 @@ Nothing is applied twice (the handled mark), nothing is lost (the outbox).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from chassis.effects import REMEMBER_S, Output
 from chassis.events import EventPublisher
+from chassis.outbox import GRACE_MS, Outbox, Output, output_ids
 from chassis.workers import Worker
-from shared.envelope import Envelope
-from shared.topics import BY_NAME, topic_for
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
 CONFLICT_TRIES = 20
-RELAY_GRACE_MS = 30_000  # an output this old, still in the outbox, lost its publisher
-RELAY_BATCH = 100
-RELAY_EVERY_S = 5.0
+RELAY_GRACE_MS = GRACE_MS
+# How long a handled input is remembered: longer than any redelivery.
+REMEMBER_S = 14 * 24 * 60 * 60
 
 
 class WriteConflict(RuntimeError):
@@ -130,18 +125,13 @@ class UnitOfWork:
         relay_grace_ms: int = RELAY_GRACE_MS,
     ) -> None:
         self._redis = redis
-        self.relay_grace_ms = relay_grace_ms
         self._service = service
-        self._publisher = publisher
+        self.outbox = Outbox(redis, service, publisher, relay_grace_ms)
 
     # --- keys ------------------------------------------------------------------
 
     def handled_key(self, clinic_id: str, input_id: str) -> str:
         return f"{self._service}:{{{clinic_id}}}:handled:{input_id}"
-
-    def _outbox(self, clinic_id: str) -> tuple[str, str]:
-        base = f"{self._service}:{{{clinic_id}}}:outbox"
-        return base, f"{base}:written"
 
     # --- the step ----------------------------------------------------------------
 
@@ -168,9 +158,9 @@ class UnitOfWork:
                     marks = [self.handled_key(clinic_id, i) for i in input_ids]
                     await transaction.watch(*marks)
                     earlier = await self._redis.mget(marks)
-                    seen = [_output_ids(raw) for raw in earlier if raw is not None]
+                    seen = [output_ids(raw) for raw in earlier if raw is not None]
                     if seen:
-                        await self._publish_pending(clinic_id, [i for ids in seen for i in ids])
+                        await self.outbox.publish_due(clinic_id, [i for ids in seen for i in ids])
                     transaction.fresh = [
                         i for i, raw in zip(input_ids, earlier, strict=True) if raw is None
                     ]
@@ -179,7 +169,7 @@ class UnitOfWork:
                 decision = await step(transaction)
                 tx.multi()  # type: ignore[no-untyped-call]
                 decision.write(tx)
-                ids = json.dumps(self._queue_outputs(tx, clinic_id, decision.outputs))
+                ids = json.dumps(self.outbox.queue(tx, clinic_id, decision.outputs))
                 for input_id in transaction.fresh:
                     tx.set(self.handled_key(clinic_id, input_id), ids, ex=REMEMBER_S)
                 _check_slot(tx, clinic_id)
@@ -210,117 +200,28 @@ class UnitOfWork:
             found = await reads.execute()
         return {item for item, there in zip(wanted, found, strict=True) if there}
 
-    def _queue_outputs(self, tx: Pipeline, clinic_id: str, outputs: Sequence[Output]) -> list[str]:
-        if not outputs:
-            return []
-        box, written = self._outbox(clinic_id)
-        now_ms = time.time() * 1000
-        payloads = {o.envelope.id: json.dumps(_payload(o)) for o in outputs}
-        tx.hset(box, mapping=payloads)  # type: ignore[arg-type]
-        tx.zadd(written, dict.fromkeys(payloads, now_ms))
-        return list(payloads)
+    # --- the outbox ---------------------------------------------------------------
 
-    # --- after the write ---------------------------------------------------------
+    @property
+    def relay_grace_ms(self) -> int:
+        return self.outbox.grace_ms
+
+    @relay_grace_ms.setter
+    def relay_grace_ms(self, grace_ms: int) -> None:
+        self.outbox.grace_ms = grace_ms
 
     async def publish(self, clinic_id: str, outputs: Sequence[Output]) -> None:
         """Publish `outputs` (acks=all), then take them out of the outbox."""
-        if not outputs:
-            return
-        await self._publisher.publish_all([(o.event, o.envelope) for o in outputs])
-        await self._clear(clinic_id, [o.envelope.id for o in outputs])
-
-    async def _clear(self, clinic_id: str, ids: Sequence[str]) -> None:
-        box, written = self._outbox(clinic_id)
-        async with self._redis.pipeline(transaction=True) as tx:
-            tx.hdel(box, *ids)
-            tx.zrem(written, *ids)
-            await tx.execute()
-
-    async def _publish_pending(self, clinic_id: str, ids: Sequence[str]) -> None:
-        """Those of `ids` still in the outbox whose writer had its time to publish them
-        (`relay_grace_ms`), published now: a redelivered input's. Younger ones are left to
-        their writer, perhaps publishing them right now (a duplicate delivery handled
-        concurrently), and to the relay should it have died."""
-        if not ids:
-            return
-        box, written = self._outbox(clinic_id)
-        before = time.time() * 1000 - self.relay_grace_ms
-        scores = await self._redis.zmscore(written, list(ids))
-        due = [i for i, at in zip(ids, scores, strict=True) if at is not None and at <= before]
-        if due:
-            raw = await self._redis.hmget(box, due)
-            await self.publish(clinic_id, [_output(r) for r in raw if r is not None])
+        await self.outbox.publish(clinic_id, outputs)
 
     async def relay_once(self, clinic_ids: Iterable[str], grace_ms: int | None = None) -> int:
-        """Publish every output that has waited in an outbox longer than `grace_ms` (the
-        unit's `relay_grace_ms` by default); how many."""
-        grace_ms = self.relay_grace_ms if grace_ms is None else grace_ms
-        published = 0
-        before = time.time() * 1000 - grace_ms
-        for clinic_id in clinic_ids:
-            box, written = self._outbox(clinic_id)
-            ids = await self._redis.zrangebyscore(written, 0, before, start=0, num=RELAY_BATCH)
-            if not ids:
-                continue
-            names = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
-            raw = await self._redis.hmget(box, names)
-            outputs = [_output(r) for r in raw if r is not None]
-            gone = [n for n, r in zip(names, raw, strict=True) if r is None]
-            if gone:  # cleared meanwhile by their publisher
-                await self._redis.zrem(written, *gone)
-            if outputs:
-                log.warning(
-                    "relay: %d output(s) of clinic %s were left unpublished; publishing",
-                    len(outputs),
-                    clinic_id,
-                )
-                await self.publish(clinic_id, outputs)
-                published += len(outputs)
-        return published
+        return await self.outbox.relay_once(clinic_ids, grace_ms)
 
     async def pending(self, clinic_id: str) -> int:
-        """How many outputs wait in the clinic's outbox (a gauge for dashboards)."""
-        _, written = self._outbox(clinic_id)
-        return int(await self._redis.zcard(written))
+        return await self.outbox.pending(clinic_id)
 
-    def relay(
-        self,
-        clinic_ids: Callable[[], Iterable[str]],
-        stopping: asyncio.Event,
-        every_s: float = RELAY_EVERY_S,
-    ) -> Worker:
-        """A background loop (for the service's Supervisor) publishing what dead writers
-        left in the outboxes of `clinic_ids()`, every `every_s` until `stopping`."""
-
-        async def outbox_relay() -> None:
-            while not stopping.is_set():
-                await self.relay_once(list(clinic_ids()))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), every_s)
-
-        return outbox_relay
-
-
-def _payload(output: Output) -> dict[str, Any]:
-    return {
-        "topic": topic_for(output.event).name,
-        "event": output.event.model_dump(mode="json"),
-        "envelope": output.envelope.model_dump(mode="json"),
-    }
-
-
-def _output(raw: bytes | str) -> Output:
-    item = json.loads(raw)
-    event = BY_NAME[item["topic"]].event.model_validate(item["event"])
-    return Output(event, Envelope.model_validate(item["envelope"]))
-
-
-def _output_ids(raw: bytes | str) -> list[str]:
-    """The output ids a handled mark lists (an older mark, EffectLog's, lists payloads)."""
-    listed = json.loads(raw)
-    if not isinstance(listed, list):
-        return []
-    return [i if isinstance(i, str) else i["envelope"]["id"] for i in listed]
+    def relay(self, clinic_ids: Callable[[], Iterable[str]], stopping: asyncio.Event) -> Worker:
+        return self.outbox.relay(clinic_ids, stopping)
 
 
 def _in_slot(key: str, clinic_id: str) -> None:

@@ -25,8 +25,8 @@ from redis.asyncio.client import Pipeline
 
 from chassis.clinics import Clinic
 from chassis.clock import Clock
-from chassis.effects import Output
 from chassis.events import EventPublisher
+from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from services.intake import domain
 from services.intake.store import HistoryEntry, IntakeStore, StoredResponse

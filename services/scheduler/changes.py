@@ -25,9 +25,9 @@ from redis.asyncio.client import Pipeline
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
 from chassis.dead_letters import Rejected, describe
-from chassis.effects import Output
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
+from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Replayed, Transaction, UnitOfWork
 from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain.clinic import ClinicCalendar

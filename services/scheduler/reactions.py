@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from uuid import UUID, uuid5
 
 from chassis.dead_letters import Rejected
-from chassis.effects import Output
+from chassis.outbox import Output
 from services.scheduler.changes import (
     BOOKING_ATTEMPTS,
     CONSULTATION_HORIZON_DAYS,

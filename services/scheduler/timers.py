@@ -22,8 +22,8 @@ from uuid import UUID
 
 from redis.asyncio.client import Pipeline
 
-from chassis.effects import Output
 from chassis.leases import Lease
+from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction
 from services.scheduler.changes import ScheduleChanges
 from services.scheduler.domain import ids as domain_ids

@@ -22,9 +22,9 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 from chassis.config import ServiceSettings
-from chassis.effects import Output
 from chassis.events import EventPublisher
 from chassis.kafka import make_broker
+from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from shared import events as ev
 from shared import topics
@@ -63,7 +63,7 @@ async def main(point: str, clinic: str, client: str, input_id: str) -> None:
         async def clear(clinic_id: str, ids: Sequence[str]) -> None:
             die()
 
-        uow._clear = clear  # type: ignore[method-assign]
+        uow.outbox._clear = clear  # type: ignore[method-assign]
 
     async def step(tx: Transaction) -> Decision[Any]:
         key = state_key(clinic, client)
