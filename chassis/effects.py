@@ -18,24 +18,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chassis.events import EventPublisher
+from chassis.outbox import Output
 from shared.envelope import Envelope
-from shared.events import Event
 from shared.topics import BY_NAME, topic_for
 
 # How long a handled event is remembered: longer than any redelivery.
 REMEMBER_S = 14 * 24 * 60 * 60
 
-
-@dataclass(frozen=True)
-class Output:
-    event: Event
-    envelope: Envelope
 
 
 class EffectLog:
