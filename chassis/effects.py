@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chassis.events import EventPublisher
-from chassis.outbox import Output
+from chassis.outbox import Output as Output
 from shared.envelope import Envelope
 from shared.topics import BY_NAME, topic_for
 
