@@ -31,7 +31,6 @@ from shared.topics import BY_NAME, topic_for
 REMEMBER_S = 14 * 24 * 60 * 60
 
 
-
 class EffectLog:
     def __init__(self, redis: Redis, service: str, publisher: EventPublisher) -> None:
         self._redis = redis

@@ -33,7 +33,7 @@ def make_broker(
 
     `request_timeout_ms` also bounds how long a publish through
     `chassis.events.EventPublisher` waits, metadata and connection included;
-    a publish that fails drops its producer (see `chassis.events.abort_producer`), so the
+    a publish that fails drops its producer (see `chassis.producers.abort_producer`), so the
     refused events are never sent later.
     """
     sasl = settings.kafka_sasl()
