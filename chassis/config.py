@@ -31,6 +31,9 @@ class ServiceSettings(BaseSettings):
         default=40_000, ge=1_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
     )
     # SASL/SCRAM (the secured compose overlay): one principal per service.
+    # How long an event waits in the outbox before the relay takes it for lost by its
+    # writer and publishes it (tests shorten it to see an outage end within seconds).
+    relay_grace_ms: int = Field(default=30_000, ge=0, validation_alias="KAP_RELAY_GRACE_MS")
     kafka_sasl_username: str | None = Field(default=None, validation_alias="KAFKA_SASL_USERNAME")
     kafka_sasl_password: SecretStr | None = Field(
         default=None, validation_alias="KAFKA_SASL_PASSWORD"

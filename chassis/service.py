@@ -65,7 +65,7 @@ class ServiceRuntime:
             publisher=publisher,
             metrics=metrics,
             clinics=ClinicDirectory(settings.clinics_file, metrics=metrics),
-            unit_of_work=UnitOfWork(redis, name, publisher),
+            unit_of_work=UnitOfWork(redis, name, publisher, settings.relay_grace_ms),
         )
         # Every service writes through the unit of work; its relay publishes what a
         # writer that died between its write and its publish left in an outbox.

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pydantic import Field
 
 from chassis.config import ServiceSettings
-from chassis.unit_of_work import RELAY_GRACE_MS
 
 
 class Settings(ServiceSettings):
@@ -14,6 +13,3 @@ class Settings(ServiceSettings):
     kafka_request_timeout_ms: int = Field(
         default=5_000, ge=1_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
     )
-    # How long an event waits in the outbox before the relay takes it for lost by its
-    # writer and publishes it (tests shorten it to see an outage end within seconds).
-    relay_grace_ms: int = Field(default=RELAY_GRACE_MS, ge=0, validation_alias="KAP_RELAY_GRACE_MS")

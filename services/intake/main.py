@@ -18,7 +18,6 @@ SERVICE: Service = "intake"
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
-    runtime.unit_of_work.relay_grace_ms = settings.relay_grace_ms
     store = IntakeStore(runtime.redis)
     intake = IntakeService(store, runtime.unit_of_work, runtime.publisher, runtime.clock)
     return http_app(runtime, title="KAP intake", routers=[routes(intake)])
