@@ -3,8 +3,9 @@
 Once per round: a replica leases a batch of messages due now or within
 LOOKAHEAD_S (queue.DeliveryQueue.claim_due) and delivers each in the background
 (handover.Handover: prepared, handed over at its due instant, its outcome
-recorded and published by outcomes.Outcomes), at most MAX_IN_FLIGHT at once,
-while the next round claims what falls due next.
+written under its lease with its event by the unit of work: outcomes.Outcomes,
+finishes.Finishes), at most MAX_IN_FLIGHT at once, while the next round claims
+what falls due next.
 
 While the notifier's view of a client's schedule lags behind the scheduler's
 topics, that client's time-bound messages are held apart from the due set
@@ -15,8 +16,8 @@ within the lag's bound or MIN_RECHECK_S.
 The loop sleeps until LOOKAHEAD_S before the earliest planned message falls
 due (on the injected clock, so on time on the demo's fast clock too), at most
 `poll_s`, and is woken earlier by a plan holding a message due sooner (`wake`).
-Every HOUSEKEEPING_S a round also republishes orphaned outcome events and
-counts what waits.
+Every HOUSEKEEPING_S a round also counts what waits (outcome events left
+unpublished by a dead replica are the unit of work's relay's).
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ from chassis.clinics import Clinic, ClinicDirectory
 from chassis.clock import Clock
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
+from chassis.unit_of_work import UnitOfWork
 from services.notifier.channels import DEFAULT_CONNECTIONS, Sender
 from services.notifier.contacts import Contacts
+from services.notifier.earlier import take_over
+from services.notifier.finishes import Finishes
 from services.notifier.handover import Handover
 from services.notifier.lag import Subject
 from services.notifier.lag_gate import LagGate
@@ -50,7 +54,7 @@ log = logging.getLogger(__name__)
 # just before each send, so it bounds one send, not a whole batch.
 LEASE_MS = 60_000
 BATCH = 20
-HOUSEKEEPING_S = 2.0  # how often a replica looks for orphaned outcomes and counts what waits
+HOUSEKEEPING_S = 2.0  # how often a replica counts what waits
 
 
 # Real seconds: messages due this soon are claimed and prepared (contact, render, the
@@ -88,6 +92,7 @@ class Delivery:
         poll_s: float,
         metrics: ServiceMetrics | None = None,
         *,
+        unit_of_work: UnitOfWork,
         lease_ms: int = LEASE_MS,
         schedule_lag: ScheduleLagGauge | None = None,
         send_concurrency: int = SEND_CONCURRENCY,
@@ -102,7 +107,7 @@ class Delivery:
         self._metrics = metrics
         self._lease_ms = lease_ms
         self._schedule_lag = schedule_lag
-        self._outcomes = Outcomes(queue, publisher, clock, metrics)
+        self._outcomes = Outcomes(Finishes(queue, unit_of_work), publisher, clock, metrics)
         self._handover = Handover(
             contacts,
             plans,
@@ -114,6 +119,8 @@ class Delivery:
             send_concurrency=send_concurrency,
             schedule_lag=schedule_lag,
         )
+        self._redis, self._publisher = queue.redis, publisher
+        self._taken_over: set[str] = set()  # clinics whose earlier-version keys were looked at
         self._in_flight: set[asyncio.Task[None]] = set()
         self._woken = asyncio.Event()
         self._woken_clinics: set[str] = set()
@@ -223,9 +230,8 @@ class Delivery:
         of them falls due.
         """
         result = RoundResult()
-        # Orphaned outcomes are at least OUTBOX_GRACE_MS old, and the gauge is for
-        # dashboards: neither needs looking at every round (rounds follow every
-        # plan with a message due now; two extra calls per clinic each time showed
+        # The gauge is for dashboards: it needs no look every round (rounds follow
+        # every plan with a message due now; extra calls per clinic each time showed
         # in the make bench profile).
         housekeeping = time.monotonic() >= self._next_housekeeping
         if housekeeping:
@@ -235,8 +241,8 @@ class Delivery:
         for clinic in self._clinics.all():
             if only is not None and clinic.id not in only and not housekeeping:
                 continue
-            if housekeeping:
-                await self._outcomes.publish_orphans(clinic.id, BATCH)
+            if clinic.id not in self._taken_over:
+                await self._take_over(clinic.id)
             claims = await self._queue.claim_due(
                 clinic.id, horizon, limit=BATCH, lease_ms=self._lease_ms
             )
@@ -254,6 +260,16 @@ class Delivery:
         while len(self._in_flight) >= MAX_IN_FLIGHT:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
         return result
+
+    async def _take_over(self, clinic_id: str) -> None:
+        """What the version before the lease queue left in the clinic, once (again next
+        round should Kafka be away: the rest of the round goes on meanwhile)."""
+        try:
+            await take_over(self._redis, self._queue, self._publisher, clinic_id)
+        except Exception:
+            log.error("clinic %s: taking over earlier state failed", clinic_id, exc_info=True)
+        else:
+            self._taken_over.add(clinic_id)
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._in_flight.add(task)

@@ -2,9 +2,11 @@
 
 Each message is prepared (contact, channel, render, a first check) as soon as
 it is claimed, then waits for its due instant; just before it (GATE_LEAD_S) its
-lease is renewed (queue.DeliveryQueue.renew, fenced by the lease token: a
+lease is renewed (queue.DeliveryQueue.renew, fenced by the lease's token: a
 message that outlived its lease and was re-claimed by another replica is left
-to that replica). It is handed over up to SEND_CONCURRENCY at once (pacing.Slots):
+to that replica), and right before the hand-over the lease is checked once more
+(`still_held`: the token, and the deadline on Redis's clock). It is handed over
+up to SEND_CONCURRENCY at once (pacing.Slots):
 many messages fall due at one instant, such as the send window opening, and
 one after the other they would queue behind each channel exchange.
 
@@ -147,7 +149,7 @@ class Handover:
         await until(self._clock, planned.send_at - service_span(self._clock, GATE_LEAD_S))
         if time_bound and await self._behind_on(subject_of(planned), gate):
             # A change to this appointment may be waiting unread: not now, not counted.
-            return await self._queue.hold(claim)
+            return await outcomes.hold(claim)
         renewed, fact = await asyncio.gather(
             self._queue.renew(claim, self._lease_ms),
             self._fact(planned) if time_bound else _nothing(),
@@ -161,19 +163,29 @@ class Handover:
             return False
         await until(self._clock, planned.send_at)
         async with self._slots.turn(urgent=time_bound or planned.kind in STAFF_KINDS):
+            if not await self._queue.still_held(claim):
+                log.info(
+                    "notification %s: lease lost waiting for its turn; left to its new holder",
+                    planned.notification_id,
+                    extra=claim_ids(claim),
+                )
+                return False
             # One instant for the last check, the mail's Date and the sent fact: the
             # hand-over, so what was checked true is what the client is told it was.
             at = self._clock.now()
-
-            if (reason := staleness(planned, fact, at, clinic.zone)) is not None:
-                await outcomes.skip(claim, planned, reason)
-                return False
-            try:
-                await self._senders[message.channel].send(replace(outgoing, at=at))
-            except (PermanentSendError, TransientSendError) as error:
-                await outcomes.send_failed(claim, error)
-                return False
-        await outcomes.sent(claim, message, at)
+            failed: PermanentSendError | TransientSendError | None = None
+            if (reason := staleness(planned, fact, at, clinic.zone)) is None:
+                try:
+                    await self._senders[message.channel].send(replace(outgoing, at=at))
+                except (PermanentSendError, TransientSendError) as error:
+                    failed = error
+        # Recorded after the turn: the next hand-over need not wait for the write.
+        if reason is not None:
+            await outcomes.skip(claim, planned, reason)
+        elif failed is not None:
+            await outcomes.send_failed(claim, failed)
+        else:
+            await outcomes.sent(claim, message, at)
         return False
 
     async def _behind_on(self, subject: Subject, gate: asyncio.Task[set[Subject]]) -> bool:

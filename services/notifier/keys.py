@@ -1,14 +1,13 @@
 """The notifier's Redis keys, shared by its contacts, plans and delivery queue.
 
 All with the `{clinic_id}` hash tag so every transaction and script stays in one
-Redis Cluster slot (the queue's scripts derive message keys from a prefix rather
-than declaring each one, which is safe only because of that tag):
+Redis Cluster slot; every script is handed each key it touches (none builds one):
 
     notifier:{c}:contact:{client}         JSON: contact and opt-outs (PHI: never logged)
-    notifier:{c}:msg:{notification}       hash: plan, state, correlation, attempts, outcome
+    notifier:{c}:msg:{notification}       hash: plan, state, correlation, attempts, how it ended
     notifier:{c}:due                      zset: planned ids by send_at (service clock, epoch s)
-    notifier:{c}:sending                  zset: claimed ids by lease deadline (Redis time, ms)
-    notifier:{c}:outbox                   zset: finished ids whose event is not yet published
+    notifier:{c}:leased                   zset: claimed ids by lease deadline (Redis time, ms)
+    notifier:{c}:tokens                   hash: claimed ids' fencing tokens
     notifier:{c}:held                     zset: time-bound ids due while the schedule view
                                           lagged, by send_at; back to due once it caught up
     notifier:{c}:slot:{appointment}/{k}   the id holding a replaceable slot (PlannedMessage.slot)
@@ -16,11 +15,17 @@ than declaring each one, which is safe only because of that tag):
     notifier:{c}:schedule:{appointment}   JSON: the appointment as the scheduler's events say
                                           (model.AppointmentFact), for checks at send time
     notifier:{c}:client:{client}          set: ids planned for one client (for the API)
+
+due, leased and tokens are the delivery's lease queue (chassis.leases, named LEASES);
+outcome events wait in the unit of work's outbox (notifier:{c}:outbox, chassis.unit_of_work).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+# The lease queue's name: its due set is key(clinic, "due"), the one planning writes into.
+LEASES = "notifier"
 
 # Finished messages stay listable for this long, then expire.
 RETAIN_S = 90 * 24 * 60 * 60

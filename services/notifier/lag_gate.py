@@ -4,7 +4,7 @@ A round's time-bound messages wait for the notifier's view of their client's
 schedule (lag.ScheduleLag: an unhandled change on the client's partition,
 older than the bound). The lag is asked once per round, just before the first
 of them falls due, for every client whose messages are due or held; a message
-found behind is held by its handover (queue.DeliveryQueue.hold), and held
+found behind is held by its handover (outcomes.Outcomes.hold), and held
 messages whose view caught up are released (due again) and the loop woken to
 claim them.
 """

@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             ),
         },
         publisher=runtime.publisher,
+        unit_of_work=runtime.unit_of_work,
         clock=runtime.clock,
         poll_s=settings.delivery_poll_ms / 1000,
         metrics=runtime.metrics,

@@ -1,19 +1,17 @@
-"""How a claimed message ended: recorded under its lease, then said on Kafka.
+"""How a claimed message ended: recorded under its lease, said on Kafka by the unit of work.
 
-Each outcome (sent, failed, skipped, or planned again for a retry) is recorded
-under the lease that claimed the message (queue.DeliveryQueue.finish), so a
-redelivered event, a second replica or a restart never sends it again. The one
-gap left is a crash between the channel accepting a message and the outcome
-being recorded: the lease then expires and the message goes again, with the
-same Message-ID (or SMS Idempotency-Key), so the duplicate can be recognised
-downstream.
-
-Outcome events are queued with the outcome (the queue's outbox) and published
-after, so none is lost when the process dies in between; their ids derive from
-the notification id, so a republished one is a duplicate readers drop. A
-time-bound message no longer true when due is "skipped": a permanent
-NotificationFailed with a reason "stale: ...", and the kap_notifications_skipped
-counter.
+Each outcome (sent, failed, skipped, planned again for a retry, or held for the
+schedule view) is written under the lease that claimed the message, fenced, in one
+unit-of-work step with the outcome event in the outbox (finishes.Finishes), so a
+redelivered event, a second replica or a restart never sends it again, and no
+outcome event is lost: the unit of work publishes it after the write, its relay
+whatever a dead replica left. The one gap left is a crash between the channel
+accepting a message and the outcome being written: the lease then runs out and the
+message goes again, with the same Message-ID (or SMS Idempotency-Key), so the
+duplicate can be recognised downstream. Outcome event ids derive from the
+notification id, so a republished one is a duplicate readers drop. A time-bound
+message no longer true when due is "skipped": a permanent NotificationFailed with a
+reason "stale: ...", and the kap_notifications_skipped counter.
 """
 
 from __future__ import annotations
@@ -27,9 +25,11 @@ from prometheus_client import Counter
 from chassis.clock import Clock
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
+from chassis.outbox import Output
 from services.notifier.channels import SendError, TransientSendError
+from services.notifier.finishes import Finishes
 from services.notifier.model import PlannedMessage
-from services.notifier.queue import Claim, DeliveryQueue, Outcome
+from services.notifier.queue import Claim, Finish
 from shared import events as ev
 from shared.envelope import Envelope, derived_event_id
 
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 FIRST_RETRY = timedelta(minutes=1)  # then 2, 4, 8 minutes, on the service clock
-OUTBOX_GRACE_MS = 30_000  # an outcome this old with its event unpublished was orphaned
 
 
 class UnknownClient(TransientSendError):
@@ -47,13 +46,13 @@ class UnknownClient(TransientSendError):
 class Outcomes:
     def __init__(
         self,
-        queue: DeliveryQueue,
+        finishes: Finishes,
         publisher: EventPublisher,
         clock: Clock,
         metrics: ServiceMetrics | None = None,
     ) -> None:
-        self._queue = queue
-        self._publisher = publisher
+        self._finishes = finishes
+        self._publisher = publisher  # for the outcome events' envelopes
         self._clock = clock
         self._metrics = metrics
         self._skipped = (
@@ -83,7 +82,8 @@ class Outcomes:
             await self.fail(claim, claim.message, reason, permanent=permanent)
             return
         at = self._clock.now() + FIRST_RETRY * 2 ** (claim.attempts - 1)
-        if await self._queue.retry_at(claim, at, error.reason):
+        retry = Finish(claim.lease, "planned", {"last_error": error.reason}, at=at)
+        if await self._finishes.record(retry):
             log.warning(
                 "notification %s: attempt %d failed (%s); retrying",
                 claim.message.notification_id,
@@ -105,7 +105,7 @@ class Outcomes:
             refers_to=message.refers_to,
         )
         details = {"sent_as": str(message.notification_id), "sent_channel": message.channel}
-        await self._record(claim, Outcome("sent", event, self._envelope(event, claim), details))
+        await self._record(claim, "sent", details, Output(event, self._envelope(event, claim)))
 
     async def fail(
         self,
@@ -131,7 +131,7 @@ class Outcomes:
         )
         details = {"reason": reason, "permanent": str(permanent).lower()}
         return await self._record(
-            claim, Outcome(state, event, self._envelope(event, claim), details)
+            claim, state, details, Output(event, self._envelope(event, claim))
         )
 
     async def skip(self, claim: Claim, message: PlannedMessage, reason: str) -> None:
@@ -140,13 +140,16 @@ class Outcomes:
         if recorded and self._skipped is not None and self._metrics is not None:
             self._skipped.labels(self._metrics.service, message.clinic_id, message.kind).inc()
 
-    async def publish_orphans(self, clinic_id: str, limit: int) -> None:
-        orphans = await self._queue.unpublished(
-            clinic_id, older_than_ms=OUTBOX_GRACE_MS, limit=limit
+    async def hold(self, claim: Claim) -> bool:
+        """Planned again, in the held set at its own time, the attempt not counted.
+
+        For a time-bound message while the notifier's view of the schedule lags:
+        out of the due set, so the next claims reach what is due behind it.
+        """
+        fields = {"attempts": str(claim.attempts - 1)}
+        return await self._finishes.record(
+            Finish(claim.lease, "held", fields, at=claim.message.send_at)
         )
-        for notification_id, event, envelope in orphans:
-            await self._publisher.publish(event, envelope)
-            await self._queue.published(clinic_id, notification_id)
 
     def _envelope(
         self, event: ev.NotificationSent | ev.NotificationFailed, claim: Claim
@@ -159,10 +162,17 @@ class Outcomes:
         )
         return envelope.model_copy(update={"causation_id": claim.message.cause_event_id})
 
-    async def _record(self, claim: Claim, outcome: Outcome) -> bool:
-        if not await self._queue.finish(claim, outcome):
+    async def _record(
+        self,
+        claim: Claim,
+        state: Literal["sent", "failed", "skipped"],
+        details: dict[str, str],
+        output: Output,
+    ) -> bool:
+        if not await self._finishes.record(Finish(claim.lease, state, details, output)):
             log.warning(
-                "notification %s: lease lost before its outcome was recorded",
+                "notification %s: lease lost (or the message cancelled) before its outcome "
+                "was recorded",
                 claim.message.notification_id,
                 extra=claim_ids(claim),
             )
@@ -170,12 +180,10 @@ class Outcomes:
         log.info(
             "notification %s %s (%s)",
             claim.message.notification_id,
-            outcome.state,
-            outcome.details.get("reason") or outcome.details.get("sent_channel"),
+            state,
+            details.get("reason") or details.get("sent_channel"),
             extra=claim_ids(claim),
         )
-        await self._publisher.publish(outcome.event, outcome.envelope)
-        await self._queue.published(claim.message.clinic_id, str(claim.message.notification_id))
         return True
 
 

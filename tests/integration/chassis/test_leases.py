@@ -125,6 +125,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_writes_nothing(
     assert (new.member, new.token > old.token) == ("m", True)
     assert not await queue.still_held(old)
     assert not await queue.renew(old, LONG_MS)
+    assert not await queue.let_go(old)
     assert await queue.still_held(new)
 
     assert await uow.run(clinic, [], finishing(queue, old, effect)) is False
@@ -195,6 +196,19 @@ async def test_cancel_fences_out_the_holder(
         await p.execute()
     assert not await queue.still_held(lease)
     assert await uow.run(clinic, [], finishing(queue, lease)) is False
+
+
+async def test_a_holder_with_nothing_to_write_lets_its_lease_go(
+    redis_client: Redis, unique: str
+) -> None:
+    clinic = f"leases-{unique}"
+    queue = LeaseQueue(redis_client, NAME)
+    await scheduled(redis_client, queue, clinic, ["m"], T0)
+    [lease] = await queue.claim(clinic, T0, LONG_MS, 1)
+    assert await queue.let_go(lease)
+    assert not await queue.still_held(lease)
+    assert await redis_client.hget(queue.tokens_key(clinic), "m") is None
+    assert await queue.claim(clinic, T0, LONG_MS, 1) == []
 
 
 # --- the state machine ------------------------------------------------------------------

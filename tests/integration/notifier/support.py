@@ -327,8 +327,8 @@ class Rig:
 
         async def idle() -> bool:
             due = await self.redis.zcount(f"{prefix}:due", "-inf", now)
-            busy = await self.redis.zcard(f"{prefix}:sending")
-            unpublished = await self.redis.zcard(f"{prefix}:outbox")
+            busy = await self.redis.zcard(f"{prefix}:leased")
+            unpublished = await self.redis.zcard(f"{prefix}:outbox:written")
             return due + busy + unpublished == 0
 
         await eventually(idle, "the notifier to send everything due")
@@ -510,6 +510,7 @@ def notifier_delivery(
         publisher,
         clock,
         poll_s=poll_s,
+        unit_of_work=UnitOfWork(redis, "notifier", publisher),
         lease_ms=lease_ms,
         schedule_lag=schedule_lag,
     )

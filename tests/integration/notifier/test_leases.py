@@ -74,8 +74,8 @@ async def test_a_message_outliving_its_lease_behind_a_slow_server_is_sent_once(
         async def all_delivered() -> bool:
             received = {m["To"] for m in mailcatcher.read_mails(server.maildir)}
             due = await redis_client.zcard(f"notifier:{{{clinic_id}}}:due")
-            sending = await redis_client.zcard(f"notifier:{{{clinic_id}}}:sending")
-            return received >= set(addresses) and due + sending == 0
+            leased = await redis_client.zcard(f"notifier:{{{clinic_id}}}:leased")
+            return received >= set(addresses) and due + leased == 0
 
         await eventually(all_delivered, "every message to be sent", wait_s=20)
         # A replica still sending a message it lost would add its copy now.

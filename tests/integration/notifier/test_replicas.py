@@ -8,9 +8,12 @@ from datetime import timedelta
 
 import pytest
 
+from chassis.events import EventPublisher
+from chassis.unit_of_work import UnitOfWork
 from services.notifier.config import Settings
+from services.notifier.finishes import Finishes
 from services.notifier.main import create_app
-from services.notifier.queue import DeliveryQueue
+from services.notifier.queue import DeliveryQueue, Finish
 from shared import events as ev
 from tests.helpers import serving
 from tests.integration.notifier.support import Rig, appointment, at, course
@@ -45,7 +48,7 @@ async def test_two_replicas_send_every_message_once_and_a_restart_resends_nothin
 
 
 async def test_a_message_held_by_a_replica_that_died_is_sent_once_its_lease_runs_out(
-    rig: Rig,
+    rig: Rig, notifier_publisher: EventPublisher
 ) -> None:
     rig.clock.set(at("2026-03-23T10:00+00:00"))
     ada = rig.person()
@@ -70,4 +73,9 @@ async def test_a_message_held_by_a_replica_that_died_is_sent_once_its_lease_runs
     [notification] = [n for n in await rig.notifications(client_id) if n["kind"] == "reminder_24h"]
     assert (notification["state"], notification["attempts"]) == ("sent", 2)
     # The dead replica's late outcome is refused: its lease is no longer the one held.
-    assert not await dead_replica.retry_at(claim, due + timedelta(minutes=1), "late")
+    assert not await dead_replica.still_held(claim)
+    late = Finish(claim.lease, "planned", {"last_error": "late"}, at=due + timedelta(minutes=1))
+    finishes = Finishes(dead_replica, UnitOfWork(rig.redis, "notifier", notifier_publisher))
+    assert not await finishes.record(late)
+    [notification] = [n for n in await rig.notifications(client_id) if n["kind"] == "reminder_24h"]
+    assert (notification["state"], notification["attempts"]) == ("sent", 2)

@@ -1,0 +1,120 @@
+"""How deliveries ended, written through the unit of work: per clinic, one step for
+whatever finished while the previous one ran.
+
+A finished delivery (queue.Finish) is written by a step of the service's unit of work
+(chassis.unit_of_work) in its clinic's slot: its lease fenced (LeaseQueue.fence_all,
+the clinic's tokens watched from before the read), its message's state read watched
+(planning may have cancelled it meanwhile), then one MULTI with the message's state,
+the lease done or due again, and the outcome event in the outbox; published after,
+and what a dead replica left is published by the unit of work's relay. A replica
+whose lease was taken over writes nothing: the new holder sends and records.
+
+Deliveries that end together (a night of reminders falls due at the send window's
+opening) are written together: every claim and every finish changes the clinic's
+tokens, which every step watches, so one step per delivery would have concurrent
+steps failing each other's EXEC over and over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import replace
+
+from redis.asyncio.client import Pipeline
+
+from chassis.outbox import Output
+from chassis.unit_of_work import Decision, Transaction, UnitOfWork, WriteConflict
+from services.notifier.queue import DeliveryQueue, Finish
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+# A step that kept conflicting (the unit of work's CONFLICT_TRIES) is run again this
+# often before its deliveries are left to their leases: their sends went out already.
+RUNS = 5
+
+Waiting = tuple[Finish, "asyncio.Future[bool]"]
+
+
+class Finishes:
+    def __init__(self, queue: DeliveryQueue, unit_of_work: UnitOfWork) -> None:
+        self._queue = queue
+        self._unit_of_work = unit_of_work
+        self._waiting: dict[str, list[Waiting]] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+
+    async def record(self, finish: Finish) -> bool:
+        """Write `finish` with whatever else of its clinic finished meanwhile; whether it
+        was written as it says (False: its lease was lost and nothing written, or its
+        message was cancelled or gone meanwhile and only the lease let go)."""
+        clinic = finish.lease.clinic_id
+        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(clinic, []).append((finish, written))
+        if clinic not in self._writers:
+            self._writers[clinic] = asyncio.create_task(self._write(clinic))
+        return await written
+
+    async def _write(self, clinic: str) -> None:
+        batch: list[Waiting] = []
+        try:
+            while waiting := self._waiting.get(clinic):
+                batch, self._waiting[clinic] = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
+                try:
+                    results = await self._run(clinic, [finish for finish, _ in batch])
+                except Exception as error:
+                    for _, written in batch:
+                        if not written.done():
+                            written.set_exception(error)
+                else:
+                    for (_, written), result in zip(batch, results, strict=True):
+                        if not written.done():
+                            written.set_result(result)
+                batch = []
+        finally:
+            # No await since the loop's last look: nothing was added meanwhile.
+            self._writers.pop(clinic, None)
+            for _, written in batch + self._waiting.pop(clinic, []):
+                written.cancel()
+
+    async def _run(self, clinic: str, finishes: list[Finish]) -> list[bool]:
+        step = functools.partial(self._step, finishes)
+        for run in range(1, RUNS + 1):
+            try:
+                result = await self._unit_of_work.run(clinic, [], step, leave_to_relay=True)
+            except WriteConflict:
+                if run == RUNS:
+                    raise
+                log.warning(
+                    "clinic %s: %d finished deliveries met changes; again", clinic, len(finishes)
+                )
+                continue
+            assert isinstance(result, list)
+            return result
+        raise AssertionError("unreachable")
+
+    async def _step(self, finishes: list[Finish], tx: Transaction) -> Decision[list[bool]]:
+        leases = [finish.lease for finish in finishes]
+        fenced = await self._queue.leases.fence_all(tx, leases)
+        states = await self._queue.states(tx, leases)
+        writes: list[Finish] = []
+        outputs: list[Output] = []
+        results: list[bool] = []
+        for finish, held, state in zip(finishes, fenced, states, strict=True):
+            if not held:
+                results.append(False)
+            # What was sent is recorded sent even if cancelled meanwhile: it went.
+            elif state == "sending" or (finish.state == "sent" and state is not None):
+                writes.append(finish)
+                outputs += [finish.output] if finish.output is not None else []
+                results.append(True)
+            else:
+                writes.append(replace(finish, state="gone", fields={}, output=None))
+                results.append(finish.state == "gone")
+
+        def write(p: Pipeline) -> None:
+            for finish in writes:
+                self._queue.write(p, finish)
+
+        return Decision(write, outputs, results)
