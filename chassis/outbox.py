@@ -166,7 +166,7 @@ def _output(raw: bytes | str) -> Output:
 
 
 def output_ids(raw: bytes | str) -> list[str]:
-    """The output ids a handled mark lists (an older mark, EffectLog's, lists payloads)."""
+    """The output ids a handled mark lists (one written before the unit of work: payloads)."""
     listed = json.loads(raw)
     if not isinstance(listed, list):
         return []
