@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from services.notifier.keys import key
-from services.notifier.model import ContactPrefs
+from services.notifier.prefs import ContactPrefs
 from shared.events import Channel, Contact
 
 

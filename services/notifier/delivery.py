@@ -40,8 +40,8 @@ from services.notifier.contacts import Contacts
 from services.notifier.earlier import take_over
 from services.notifier.finishes import Finishes
 from services.notifier.handover import Handover
-from services.notifier.lag import Subject
 from services.notifier.lag_gate import LagGate
+from services.notifier.lag_records import Subject
 from services.notifier.outcomes import Outcomes
 from services.notifier.pacing import WAKE_SLACK_S, ScheduleLagGauge, next_wake_s, service_span
 from services.notifier.plans import PlanStore

@@ -28,16 +28,15 @@ from pydantic import JsonValue
 from services.notifier import context
 from services.notifier.model import (
     DOSING_KINDS,
-    AppointmentFact,
     ClinicSettings,
-    ContactPrefs,
     MessageKind,
     PlannedMessage,
     Recipient,
-    client_channel,
     notification_id,
 )
+from services.notifier.prefs import ContactPrefs, client_channel
 from services.notifier.reminders import next_in_window, next_morning, reminder_send_at
+from services.notifier.staleness import AppointmentFact
 from shared import events as ev
 
 Variables = Mapping[str, JsonValue]

@@ -41,15 +41,8 @@ from chassis.clock import Clock
 from services.notifier.channels import Outgoing, PermanentSendError, Sender, TransientSendError
 from services.notifier.config import template_overrides
 from services.notifier.contacts import Contacts
-from services.notifier.lag import Subject
-from services.notifier.model import (
-    STAFF_KINDS,
-    TIME_BOUND_KINDS,
-    AppointmentFact,
-    PlannedMessage,
-    readdress,
-    staleness,
-)
+from services.notifier.lag_records import Subject
+from services.notifier.model import STAFF_KINDS, TIME_BOUND_KINDS, PlannedMessage
 from services.notifier.outcomes import MAX_ATTEMPTS, Outcomes, UnknownClient, claim_ids
 from services.notifier.pacing import (
     RECHECK_FOR_S,
@@ -60,7 +53,9 @@ from services.notifier.pacing import (
     until,
 )
 from services.notifier.plans import PlanStore
+from services.notifier.prefs import readdress
 from services.notifier.queue import Claim, DeliveryQueue
+from services.notifier.staleness import AppointmentFact, staleness
 from services.notifier.templates import RenderedMessage, TemplateSet
 from shared import events as ev
 

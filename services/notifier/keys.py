@@ -13,7 +13,7 @@ Redis Cluster slot; every script is handed each key it touches (none builds one)
     notifier:{c}:slot:{appointment}/{k}   the id holding a replaceable slot (PlannedMessage.slot)
     notifier:{c}:appointment:{id}         set: ids planned about one appointment
     notifier:{c}:schedule:{appointment}   JSON: the appointment as the scheduler's events say
-                                          (model.AppointmentFact), for checks at send time
+                                          (staleness.AppointmentFact), for checks at send time
     notifier:{c}:client:{client}          set: ids planned for one client (for the API)
 
 due, leased and tokens are the delivery's lease queue (chassis.leases, named LEASES);

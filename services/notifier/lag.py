@@ -8,18 +8,13 @@ record times are wall-clock), the message waits.
 Measured from Kafka, as `kapctl lag` does (ops.operations.group_lags: the
 group's committed offsets against the partitions' ends), so it covers every
 replica's partitions, not only this process's, and keeps no state between
-checks. Every event is keyed by client id, so a client's schedule changes are
-on one partition of each topic (the default partitioner's, `partition_of`).
-One round asks, for every partition its messages need, the group's committed
-offset and the partition's end (two requests, together); on a partition with
-records not committed, those records are read (`READ_LIMIT` at most: beyond
-that, everything on it waits), and a message waits only for one older than the
-bound that is its client's and names its appointment (or names none, or cannot
-be read), and that the notifier has not applied yet. Another client's backlog on
-the same partition, a change to another of the client's appointments, or one
-the notifier has applied but not committed (`applied`: its handled mark, written
-in one transaction with the change's effects, chassis.unit_of_work) changes nothing
-about this message.
+checks. One round asks, for every partition its messages need (a client's
+schedule changes are on one partition of each topic, lag_records.partition_of),
+the group's committed offset and the partition's end (two requests, together);
+on a partition with records not committed, those records are read
+(`READ_LIMIT` at most: beyond that, everything on it waits), and which of
+them hold a message back is lag_records.waiting's: only an unapplied change
+of its client's that names its appointment, older than the bound.
 
 The bound is the smaller of the configured real span and the same span on the
 service clock (`real_bound_s`): on the demo's clock (a clinic day per real
@@ -31,22 +26,18 @@ milliseconds of lag are clinic hours.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.partitioner import murmur2
 
 from chassis.clock import Clock
+from services.notifier.lag_records import Change, Subject, partition_of, uncommitted, waiting
 from shared import topics
-from shared.envelope import HEADER_CLINIC, HEADER_ID
 from shared.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -69,11 +60,6 @@ SCHEDULE_TOPICS: tuple[Topic, ...] = (
 )
 
 
-def partition_of(client_id: UUID, partitions: int) -> int:
-    """The partition the default partitioner gives a client's events (keyed by client id)."""
-    return int(murmur2(str(client_id).encode()) & 0x7FFFFFFF) % partitions
-
-
 def real_bound_s(bound_s: float, clock: Clock | None) -> float:
     """The smaller of `bound_s` real seconds and `bound_s` on `clock`, in real seconds.
 
@@ -86,96 +72,8 @@ def real_bound_s(bound_s: float, clock: Clock | None) -> float:
     return min(bound_s, on_the_clock) if on_the_clock > 0 else bound_s
 
 
-def uncommitted(
-    committed: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
-) -> dict[TopicPartition, tuple[int, int]]:
-    """Per partition, the offsets [from, to) of the records the group has not committed;
-    partitions with none are left out (pure).
-
-    `committed`: the group's next offset to handle (absent or -1: never committed, so
-    from the log's start, here 0: a reader moves up to the first record kept);
-    `ends`: each partition's end.
-    """
-    ranges = {}
-    for tp, end in ends.items():
-        done = max(committed.get(tp, -1), 0)
-        if done < end:
-            ranges[tp] = (done, end)
-    return ranges
-
-
-def waiting(
-    wanted: Mapping[TopicPartition, Collection[Subject]],
-    changes: Mapping[TopicPartition, Sequence[Change] | None],
-    applied: Collection[tuple[str, str]],
-) -> set[Subject]:
-    """The subjects a change waits unread for (pure): on one of their partitions, a
-    change that concerns them and is not applied; or a partition whose changes are not
-    known (None: too many to read), where anything may be waiting."""
-    found = set()
-    for tp, subjects in wanted.items():
-        if tp not in changes:
-            continue
-        on_it = changes[tp]
-        for subject in subjects:
-            if on_it is None or any(
-                c.concerns(subject) and (c.event is None or c.event not in applied) for c in on_it
-            ):
-                found.add(subject)
-    return found
-
-
-# A time-bound message's subject: its client, and the appointment it is about (None: any).
-Subject = tuple[UUID, UUID | None]
-
-
 # Which of these (clinic id, event id) the notifier has applied to its view already.
 Applied = Callable[[Collection[tuple[str, str]]], Awaitable[set[tuple[str, str]]]]
-
-
-@dataclass(frozen=True)
-class Change:
-    """An uncommitted schedule record, as far as the gate needs it: whose, which
-    appointments it names (None: it could not be read, so it may concern any), and its
-    clinic and event id (from its CloudEvents headers)."""
-
-    client: bytes | None
-    appointments: frozenset[str] | None
-    event: tuple[str, str] | None = None  # (clinic id, event id)
-
-    @classmethod
-    def of(
-        cls, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
-    ) -> Change:
-        named = dict(headers)
-        clinic, event_id = named.get(HEADER_CLINIC), named.get(HEADER_ID)
-        event = (clinic.decode(), event_id.decode()) if clinic and event_id else None
-        try:
-            appointments = frozenset(_appointment_ids(json.loads(value or b"")))
-        except ValueError:
-            return cls(key, None, event)
-        return cls(key, appointments or None, event)
-
-    def concerns(self, subject: Subject) -> bool:
-        client, appointment = subject
-        if self.client != str(client).encode():
-            return False
-        if appointment is None or self.appointments is None:
-            return True
-        return str(appointment) in self.appointments
-
-
-def _appointment_ids(value: Any) -> Iterator[str]:
-    """Every `appointment_id` in an event's JSON, however deep (a course names many)."""
-    if isinstance(value, dict):
-        for name, inner in value.items():
-            if name == "appointment_id" and isinstance(inner, str):
-                yield inner
-            else:
-                yield from _appointment_ids(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            yield from _appointment_ids(inner)
 
 
 class ScheduleLag:

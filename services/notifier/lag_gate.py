@@ -17,7 +17,7 @@ from collections.abc import Callable
 from chassis.clinics import Clinic
 from chassis.clock import Clock
 from services.notifier.handover import GATE_LEAD_S, subject_of
-from services.notifier.lag import Subject
+from services.notifier.lag_records import Subject
 from services.notifier.model import TIME_BOUND_KINDS, PlannedMessage
 from services.notifier.pacing import ScheduleLagGauge, service_span, until
 from services.notifier.queue import Claim, DeliveryQueue

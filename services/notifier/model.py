@@ -1,8 +1,9 @@
-"""The notifier's vocabulary: message kinds, planned messages, and who may be reached how.
+"""The notifier's vocabulary: message kinds, planned messages and clinic settings.
 
 Pure values. A `PlannedMessage` carries no contact details (rule 14): the
 sender looks up the client's address or phone, or the clinic's staff address,
-only when it sends.
+only when it sends (how it may reach them: prefs.py). Whether a message is
+still true when sent is staleness.py's.
 """
 
 from __future__ import annotations
@@ -19,15 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, fie
 
 from services.notifier.reminders import DEFAULT_SEND_WINDOW, GRACE, SendWindow
 from shared.envelope import EVENT_ID_NAMESPACE
-from shared.events import (
-    AppointmentKind,
-    AppointmentStatus,
-    Channel,
-    ClinicId,
-    Contact,
-    ContactPreferencesChanged,
-    TimeZoneName,
-)
+from shared.events import AppointmentKind, Channel, ClinicId, TimeZoneName
 
 Recipient = Literal["client", "staff"]
 
@@ -75,7 +68,7 @@ CHANGE_NOTICE_KINDS = frozenset(
     {MessageKind.SESSION_BOOKED, MessageKind.SESSION_RESCHEDULED, MessageKind.SESSION_CANCELLED}
 )
 # Messages about when an appointment takes place: untrue once it moves, is cancelled
-# or has started, so checked against the latest known state when sent (delivery.py).
+# or has started, so checked against the latest known state when sent (staleness.py).
 TIME_BOUND_KINDS = REMINDER_KINDS | {MessageKind.SESSION_INSTRUCTIONS}
 # Boosters are medicine sessions too: the same instructions and follow-up apply.
 DOSING_KINDS = frozenset({AppointmentKind.MEDICINE, AppointmentKind.BOOSTER})
@@ -136,173 +129,6 @@ class PlannedMessage(_Frozen):
             return None
         name = "notice" if self.kind in CHANGE_NOTICE_KINDS else str(self.kind)
         return f"{self.appointment_id}/{name}"
-
-
-class AppointmentFact(_Frozen):
-    """The notifier's own projection of one appointment, from the scheduler's events.
-
-    `as_of` is the occurred_at of the event it comes from: topics are not
-    ordered with each other, so an older fact never replaces a newer one.
-    """
-
-    appointment_id: UUID
-    status: AppointmentStatus
-    starts_at: AwareDatetime | None = Field(
-        default=None, description="Unknown when only a cancellation or no-show was seen"
-    )
-    as_of: AwareDatetime
-
-    def after(self, earlier: AppointmentFact | None) -> AppointmentFact:
-        """This fact applied over `earlier`: the newer one wins, a known start is kept."""
-        if earlier is None:
-            return self
-        if self.as_of < earlier.as_of:
-            return earlier
-        if self.starts_at is None and earlier.starts_at is not None:
-            return self.model_copy(update={"starts_at": earlier.starts_at})
-        return self
-
-
-def staleness(
-    message: PlannedMessage,
-    fact: AppointmentFact | None,
-    now: datetime,
-    tz: ZoneInfo | None = None,
-) -> str | None:
-    """Why a time-bound message is no longer true at `now` (None: send it).
-
-    Its session has started (a reminder "in 2 hours" read during the session),
-    or the latest known state of its appointment says it was cancelled, missed,
-    held, or moved to another time than the one the message announces, or it
-    is too late to be useful: `now` is past halfway between the instant it was
-    planned for and the start it announces (a "24 h" reminder more than 12 h
-    late, a "2 h" one more than an hour late). The last also keeps the short
-    gap between this check and the hand-over from ever reaching the start.
-    Other messages are never stale here.
-    """
-    if message.kind not in TIME_BOUND_KINDS or message.appointment_id is None:
-        return None
-    # A plan stored before messages carried their start (the previous version's,
-    # which wrote no projection either) falls back to the start its text announces.
-    start = (
-        message.refers_to
-        or (announced_start(message, tz) if tz is not None else None)
-        or (fact.starts_at if fact is not None else None)
-    )
-    if start is not None and now >= start:
-        return "stale: the session had already started"
-    if fact is not None:
-        if fact.status != AppointmentStatus.BOOKED:
-            return f"stale: the appointment is {fact.status.value}"
-        if (
-            message.refers_to is not None
-            and fact.starts_at is not None
-            and fact.starts_at != message.refers_to
-        ):
-            return "stale: the appointment moved"
-    if start is not None and now >= halfway(message.send_at, start):
-        return "stale: too late to be useful"
-    return None
-
-
-def announced_start(message: PlannedMessage, tz: ZoneInfo) -> datetime | None:
-    """The start a message's text announces, `refers_to` or else read back from its context.
-
-    The context holds it in clinic time as `context.clinic_time` writes it
-    ("Tuesday 31 March 2026, 09:00 WEST"); the zone's abbreviation tells the two
-    instants of a repeated hour apart. None when there is no such text.
-    """
-    if message.refers_to is not None:
-        return message.refers_to
-    text = message.context.get("starts_at")
-    if not isinstance(text, str):
-        return None
-    wall, _, abbreviation = text.rpartition(" ")
-    try:
-        naive = datetime.strptime(wall, "%A %d %B %Y, %H:%M")  # the zone: below
-    except ValueError:
-        return None
-    candidates = [naive.replace(tzinfo=tz, fold=fold) for fold in (0, 1)]
-    for local in candidates:
-        if local.tzname() == abbreviation:
-            return local.astimezone(UTC)
-    return candidates[0].astimezone(UTC)
-
-
-def halfway(planned: datetime, start: datetime) -> datetime:
-    """The last moment a message planned for `planned` about `start` is still worth sending."""
-    return planned + (start - planned) / 2
-
-
-class ContactPrefs(_Frozen):
-    """What the notifier may use to reach a client; never the address or number itself."""
-
-    preferred_channel: Channel = "email"
-    sms_consent: bool = False
-    has_phone: bool = False
-    opted_out: frozenset[Channel] = frozenset()
-
-    @classmethod
-    def from_contact(
-        cls, contact: Contact, opted_out: frozenset[Channel] = frozenset()
-    ) -> ContactPrefs:
-        """From a (repeated) consultation request; earlier opt-outs are kept."""
-        return cls(
-            preferred_channel=contact.preferred_channel,
-            sms_consent=contact.sms_consent,
-            has_phone=contact.phone is not None,
-            opted_out=opted_out,
-        )
-
-    def updated(self, change: ContactPreferencesChanged) -> ContactPrefs:
-        """Prefs after an opt-out (or opt back in); honoured from this moment."""
-        opted_out = (
-            self.opted_out | {change.channel}
-            if change.opted_out
-            else self.opted_out - {change.channel}
-        )
-        return self.model_copy(update={"opted_out": opted_out})
-
-    def allows(self, channel: Channel) -> bool:
-        if channel in self.opted_out:
-            return False
-        return channel == "email" or (self.sms_consent and self.has_phone)
-
-
-def client_channel(prefs: ContactPrefs) -> Channel | None:
-    """The preferred channel if allowed, else the other one if allowed, else None.
-
-    SMS needs recorded consent and a phone (rule 14); an opted-out channel is
-    never used. A client who opted out of email but consented to SMS gets SMS.
-    """
-    fallback: Channel = "sms" if prefs.preferred_channel == "email" else "email"
-    for channel in (prefs.preferred_channel, fallback):
-        if prefs.allows(channel):
-            return channel
-    return None
-
-
-def readdress(message: PlannedMessage, prefs: ContactPrefs) -> PlannedMessage | None:
-    """The message as it may be sent under today's prefs; call it just before sending.
-
-    A client may opt out after a reminder was planned. The message keeps its
-    channel while that is allowed, moves to the other channel (with that
-    channel's notification id) when not, and is dropped (None) when neither is.
-    Staff messages go unchanged.
-    """
-    if message.recipient == "staff" or prefs.allows(message.channel):
-        return message
-    channel = client_channel(prefs)
-    if channel is None:
-        return None
-    return message.model_copy(
-        update={
-            "channel": channel,
-            "notification_id": notification_id(
-                message.cause_event_id, message.kind, channel, "client", message.appointment_id
-            ),
-        }
-    )
 
 
 class ClinicSettings(_Frozen):

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from chassis.clock import Clock
-from services.notifier.lag import Subject
+from services.notifier.lag_records import Subject
 
 # A message found behind is asked about again, RECHECK_S apart (real time, one Kafka
 # request for every message waiting), for up to RECHECK_FOR_S before it is held: on

@@ -11,13 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from services.notifier.model import (
-    CHANGE_NOTICE_KINDS,
-    TIME_BOUND_KINDS,
-    AppointmentFact,
-    PlannedMessage,
-)
+from services.notifier.model import CHANGE_NOTICE_KINDS, TIME_BOUND_KINDS, PlannedMessage
 from services.notifier.pending import PendingNotice, supersede
+from services.notifier.staleness import AppointmentFact
 from shared.envelope import Envelope
 
 # Messages about when an appointment takes place: wrong once it moves or is cancelled.

@@ -23,8 +23,9 @@ from redis.asyncio.client import Pipeline
 from chassis.unit_of_work import Transaction
 from services.notifier.contacts import KnownContact, contact_key
 from services.notifier.keys import RETAIN_S, key, text
-from services.notifier.model import AppointmentFact, PlannedMessage
+from services.notifier.model import PlannedMessage
 from services.notifier.planning import Changes, Plan, Stored, resolve
+from services.notifier.staleness import AppointmentFact
 
 Write = Callable[[Pipeline], None]
 

@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from services.notifier.domain import messages_for
-from services.notifier.model import ClinicSettings, ContactPrefs, PlannedMessage
+from services.notifier.model import ClinicSettings, PlannedMessage
+from services.notifier.prefs import ContactPrefs
 from shared import events as ev
 
 CLINIC = ClinicSettings(

@@ -6,14 +6,8 @@ from datetime import time
 import pytest
 from pydantic import ValidationError
 
-from services.notifier.model import (
-    ClinicSettings,
-    ContactPrefs,
-    MessageKind,
-    client_channel,
-    notification_id,
-    readdress,
-)
+from services.notifier.model import ClinicSettings, MessageKind, notification_id
+from services.notifier.prefs import ContactPrefs, client_channel, readdress
 from shared import events as ev
 from tests.unit.notifier.samples import CLIENT, NOW, SMS, plan
 

@@ -16,15 +16,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from chassis.clock import FrozenClock, ScaledClock, SystemClock
 from services.notifier.context import clinic_time
 from services.notifier.domain import appointment_facts
-from services.notifier.lag import Change, Subject, uncommitted, waiting
-from services.notifier.model import (
-    AppointmentFact,
-    MessageKind,
-    PlannedMessage,
-    announced_start,
-    staleness,
-)
+from services.notifier.lag_records import Change, Subject, uncommitted, waiting
+from services.notifier.model import MessageKind, PlannedMessage
 from services.notifier.pacing import WAKE_SLACK_S, next_wake_s
+from services.notifier.staleness import AppointmentFact, announced_start, staleness
 from shared import events as ev
 from tests.unit.notifier.samples import (
     COURSE,
@@ -261,7 +256,7 @@ def test_the_lag_bound_is_the_smaller_of_the_real_bound_and_that_span_on_the_clo
 
 
 def test_a_client_is_looked_up_on_the_partition_its_events_are_keyed_to() -> None:
-    from services.notifier.lag import partition_of  # new with the per-client gate
+    from services.notifier.lag_records import partition_of  # new with the per-client gate
 
     partitioner = DefaultPartitioner()
     for number in range(200):
