@@ -44,6 +44,8 @@ class Clinic(BaseModel):
     timezone: TimeZoneName
     api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     staff_email: str | None = None
+    # Who hears of an urgent alert no one acknowledged in time (the staff address if unset).
+    on_call_email: str | None = None
 
     @property
     def zone(self) -> ZoneInfo:

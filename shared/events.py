@@ -169,6 +169,22 @@ class ClinicalAlertRaised(Event):
     raised_during: Literal["enrolment", "session"]
 
 
+class ClinicalAlertAcknowledged(Event):
+    """A member of staff took ownership of an urgent alert: its escalation is called off."""
+
+    alert_id: str = Field(description="The id (ce_id) of the ClinicalAlertRaised it answers")
+    acknowledged_by: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$", description="A staff id"
+    )
+
+
+class ClinicalAlertEscalated(Event):
+    """No one acknowledged an urgent alert in time: the clinic's on-call contact was told."""
+
+    alert_id: str = Field(description="The id (ce_id) of the ClinicalAlertRaised it escalates")
+    unacknowledged_minutes: int = Field(ge=0, description="How long it waited unacknowledged")
+
+
 class ContactPreferencesChanged(Event):
     """A client opted out of (or back into) a channel; honoured at once."""
 

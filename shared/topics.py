@@ -90,6 +90,18 @@ CLINICAL_ALERT_RAISED = _topic(
     ("intake", "scheduler"),
     "Urgent alert for clinic staff (PHQ-9 item 9 non-zero), at screening or at a session.",
 )
+CLINICAL_ALERT_ACKNOWLEDGED = _topic(
+    "clinical.alert.acknowledged.v1",
+    ev.ClinicalAlertAcknowledged,
+    "notifier",
+    "A member of staff acknowledged an urgent alert (its escalation is called off).",
+)
+CLINICAL_ALERT_ESCALATED = _topic(
+    "clinical.alert.escalated.v1",
+    ev.ClinicalAlertEscalated,
+    "notifier",
+    "An urgent alert was not acknowledged in time and went to the clinic's on-call contact.",
+)
 CONSULTATION_BOOKED = _topic(
     "scheduler.consultation.booked.v1",
     ev.ConsultationBooked,
@@ -200,6 +212,8 @@ ALL: tuple[Topic, ...] = (
     CLIENT_ENROLLED,
     CONTACT_PREFERENCES_CHANGED,
     CLINICAL_ALERT_RAISED,
+    CLINICAL_ALERT_ACKNOWLEDGED,
+    CLINICAL_ALERT_ESCALATED,
     CONSULTATION_BOOKED,
     CONSULTATION_BOOKING_FAILED,
     COURSE_BOOKED,

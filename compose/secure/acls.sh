@@ -24,6 +24,8 @@ acl --allow-principal User:intake --allow-principal User:scheduler --allow-princ
   --topic intake.client.enrolled.v1 \
   --topic intake.contact.preferences-changed.v1 \
   --topic clinical.alert.raised.v1 \
+  --topic clinical.alert.acknowledged.v1 \
+  --topic clinical.alert.escalated.v1 \
   --topic scheduler.consultation.booked.v1 \
   --topic scheduler.consultation.booking-failed.v1 \
   --topic scheduler.course.booked.v1 \
@@ -77,6 +79,8 @@ acl --allow-principal User:scheduler --operation Write --operation Create --oper
   --topic intake.consultation.held.v1.dlq \
   --topic intake.client.enrolled.v1.dlq
 acl --allow-principal User:notifier --operation Write \
+  --topic clinical.alert.acknowledged.v1 \
+  --topic clinical.alert.escalated.v1 \
   --topic notifier.notification.sent.v1 \
   --topic notifier.notification.failed.v1
 acl --allow-principal User:notifier --operation Read \

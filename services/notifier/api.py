@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
-from pydantic import AwareDatetime, BaseModel
+from fastapi import APIRouter, Body, HTTPException, Path, Query
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from chassis.clock import Clock
 from chassis.http import CLINIC_RESPONSES, AuthorisedClinic
+from services.notifier.alerts import Alert, Alerts
 from services.notifier.model import PlannedMessage
 from services.notifier.plans import PlanStore
 
@@ -50,7 +52,27 @@ def _view(record: dict[str, str]) -> NotificationView:
     )
 
 
-def routes(plans: PlanStore) -> APIRouter:
+class AlertView(BaseModel):
+    alert_id: str
+    client_id: UUID
+    raised_at: AwareDatetime
+    acknowledged_by: str | None
+    acknowledged_at: AwareDatetime | None
+
+
+class Acknowledgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    acknowledged_by: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$", description="A staff id"
+    )
+
+
+def _alert_view(alert: Alert) -> AlertView:
+    return AlertView(**{name: getattr(alert, name) for name in AlertView.model_fields})
+
+
+def routes(plans: PlanStore, alerts: Alerts | None = None, clock: Clock | None = None) -> APIRouter:
     router = APIRouter(
         prefix="/v1/clinics/{clinic_id}", tags=["notifier"], responses=CLINIC_RESPONSES
     )
@@ -65,5 +87,29 @@ def routes(plans: PlanStore) -> APIRouter:
             # As for every other clinic route: a client this clinic does not know is not found.
             raise HTTPException(404, "not found")
         return sorted((_view(r) for r in records), key=lambda v: (v.send_at, v.kind))
+
+    if alerts is None or clock is None:
+        return router
+
+    @router.get("/alerts", summary="Urgent clinical alerts, oldest first")
+    async def list_alerts(
+        clinic: AuthorisedClinic,
+        open_only: bool = Query(default=True, alias="open", description="Only unacknowledged"),
+    ) -> list[AlertView]:
+        return [_alert_view(a) for a in await alerts.listed(clinic.id, open_only=open_only)]
+
+    @router.post(
+        "/alerts/{alert_id}/acknowledge",
+        summary="Take ownership of an urgent alert: its escalation to on-call is called off",
+    )
+    async def acknowledge(
+        clinic: AuthorisedClinic,
+        alert_id: str = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"),
+        body: Acknowledgement = Body(),
+    ) -> AlertView:
+        owned = await alerts.acknowledge(clinic.id, alert_id, body.acknowledged_by, clock.now())
+        if owned is None:
+            raise HTTPException(404, "not found")
+        return _alert_view(owned)
 
     return router

@@ -35,6 +35,7 @@ from chassis.clock import Clock
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
 from chassis.unit_of_work import UnitOfWork
+from services.notifier.alerts import Alerts
 from services.notifier.channels import DEFAULT_CONNECTIONS, Sender
 from services.notifier.contacts import Contacts
 from services.notifier.earlier import take_over
@@ -97,6 +98,7 @@ class Delivery:
         schedule_lag: ScheduleLagGauge | None = None,
         send_concurrency: int = SEND_CONCURRENCY,
         stopping: asyncio.Event | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self._queue = queue
         # Set when the service stops: the loop ends after its round (a drain).
@@ -118,6 +120,7 @@ class Delivery:
             lease_ms=lease_ms,
             send_concurrency=send_concurrency,
             schedule_lag=schedule_lag,
+            alerts=alerts,
         )
         self._redis, self._publisher = queue.redis, publisher
         self._taken_over: set[str] = set()  # clinics whose earlier-version keys were looked at

@@ -225,6 +225,16 @@ class _Plan:
             "raised_at": context.clinic_time(alert.occurred_at, self.clinic.tz),
         }
         self._add(Kind.CLINICAL_ALERT, "email", "staff", self.now, ctx, None)
+        # Someone must own it: unless acknowledged by then (alerts.Alerts), it goes to the
+        # on-call contact, whatever the hour (staff kinds keep no send window).
+        escalation: Variables = {
+            **ctx,
+            "alert_id": self.cause_event_id,
+            "raised_at_utc": alert.occurred_at.isoformat(),
+            "waited_minutes": self.clinic.escalation_minutes,
+        }
+        at = self.now + self.clinic.alert_escalation_after
+        self._add(Kind.CLINICAL_ALERT_ESCALATION, "email", "on_call", at, escalation, None)
 
     def ahead_of(self, appt: ev.Appointment) -> None:
         """Reminders and, for dosing sessions, instructions before `appt`.

@@ -107,10 +107,10 @@ class Finishes:
             # What was sent is recorded sent even if cancelled meanwhile: it went.
             elif state == "sending" or (finish.state == "sent" and state is not None):
                 writes.append(finish)
-                outputs += [finish.output] if finish.output is not None else []
+                outputs += finish.outputs
                 results.append(True)
             else:
-                writes.append(replace(finish, state="gone", fields={}, output=None))
+                writes.append(replace(finish, state="gone", fields={}, outputs=()))
                 results.append(finish.state == "gone")
 
         def write(p: Pipeline) -> None:

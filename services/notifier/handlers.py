@@ -14,12 +14,13 @@ before a replica consumes at all, against a twentieth of a second for one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
+from redis.asyncio.client import Pipeline
 
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
@@ -28,9 +29,10 @@ from chassis.events import CurrentEnvelope
 from chassis.kafka import Handler, subscribe
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from services.notifier import domain
+from services.notifier.alerts import Alerts
 from services.notifier.config import clinic_settings
 from services.notifier.contacts import ContactChange, KnownContact
-from services.notifier.model import ClinicSettings
+from services.notifier.model import ClinicSettings, MessageKind, PlannedMessage
 from services.notifier.planning import Plan
 from services.notifier.plans import PlanStore
 from shared import events as ev
@@ -50,6 +52,7 @@ class Deps:
     # Told the earliest send time of every plan, so delivery looks by then (it sleeps
     # until the next due message it knew of, and this one may be due sooner).
     due_now: Callable[[str, datetime], None] = lambda clinic_id, due_at: None
+    alerts: Alerts | None = None  # urgent alerts' records, for their acknowledgement
 
 
 class Planner:
@@ -80,6 +83,8 @@ class Planner:
                 appointments=domain.appointment_facts(event),
             )
             write = await deps.plans.writes(tx, plan, client_id=event.client_id, contact=changed)
+            if isinstance(event, ev.ClinicalAlertRaised) and deps.alerts is not None:
+                write = _with_alert(write, deps.alerts, event, envelope.id, messages)
             earliest = min((m.send_at for m in messages), default=None)
             return Decision(write, result=earliest)
 
@@ -97,6 +102,26 @@ class Planner:
             return clinic_settings(clinic)
         except ValidationError as error:
             raise Rejected(f"clinic {clinic.id} notifier settings: {describe(error)}") from error
+
+
+def _with_alert(
+    write: Callable[[Pipeline], None],
+    alerts: Alerts,
+    alert: ev.ClinicalAlertRaised,
+    alert_id: str,
+    messages: Sequence[PlannedMessage],
+) -> Callable[[Pipeline], None]:
+    """The plan's writes and the alert's record (with its escalation's id), in one MULTI."""
+    escalation = next(
+        (m for m in messages if m.kind == MessageKind.CLINICAL_ALERT_ESCALATION), None
+    )
+
+    def both(p: Pipeline) -> None:
+        write(p)
+        if escalation is not None:
+            alerts.record(p, alert, alert_id, str(escalation.notification_id))
+
+    return both
 
 
 def requested(event: ev.ConsultationRequested) -> ContactChange:

@@ -38,11 +38,12 @@ import jinja2
 
 from chassis.clinics import Clinic
 from chassis.clock import Clock
+from services.notifier.alerts import Alerts
 from services.notifier.channels import Outgoing, PermanentSendError, Sender, TransientSendError
 from services.notifier.config import template_overrides
 from services.notifier.contacts import Contacts
 from services.notifier.lag_records import Subject
-from services.notifier.model import STAFF_KINDS, TIME_BOUND_KINDS, PlannedMessage
+from services.notifier.model import STAFF_KINDS, TIME_BOUND_KINDS, MessageKind, PlannedMessage
 from services.notifier.outcomes import MAX_ATTEMPTS, Outcomes, UnknownClient, claim_ids
 from services.notifier.pacing import (
     RECHECK_FOR_S,
@@ -111,7 +112,9 @@ class Handover:
         lease_ms: int,
         send_concurrency: int,
         schedule_lag: ScheduleLagGauge | None,
+        alerts: Alerts | None = None,
     ) -> None:
+        self._alerts = alerts
         self._contacts = contacts
         self._plans = plans
         self._queue = queue
@@ -161,6 +164,9 @@ class Handover:
                 extra=claim_ids(claim),
             )
             return False
+        if await self._acknowledged(planned):
+            await outcomes.skip(claim, planned, "stale: the alert was acknowledged")
+            return False
         await until(self._clock, planned.send_at)
         async with self._slots.turn(urgent=time_bound or planned.kind in STAFF_KINDS):
             # Known held while well inside the renewed lease; a round trip at the due
@@ -203,6 +209,12 @@ class Handover:
                 return False
         return True
 
+    async def _acknowledged(self, planned: PlannedMessage) -> bool:
+        """An escalation whose alert someone owned meanwhile is no longer true."""
+        if planned.kind != MessageKind.CLINICAL_ALERT_ESCALATION or self._alerts is None:
+            return False
+        return await self._alerts.acknowledged(planned.clinic_id, planned.cause_event_id)
+
     async def _fact(self, planned: PlannedMessage) -> AppointmentFact | None:
         if planned.appointment_id is None:
             return None
@@ -215,10 +227,13 @@ class Handover:
         self, clinic: Clinic, planned: PlannedMessage
     ) -> tuple[PlannedMessage, Outgoing]:
         client_name = None
-        if planned.recipient == "staff":
-            if not clinic.staff_email:
+        if planned.recipient in ("staff", "on_call"):
+            # An escalation goes to the on-call contact, or to staff if the clinic has none.
+            address = clinic.on_call_email if planned.recipient == "on_call" else None
+            address = address or clinic.staff_email
+            if not address:
                 raise PermanentSendError("the clinic has no staff email address")
-            message, to = planned, clinic.staff_email
+            message, to = planned, address
         else:
             known = await self._contacts.get(planned.clinic_id, planned.client_id)
             if known is None or known.contact is None:

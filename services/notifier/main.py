@@ -11,6 +11,7 @@ from chassis.kafka import client_login, group_id
 from chassis.service import ServiceRuntime, http_app, serve
 from chassis.unit_of_work import UnitOfWork
 from services.notifier import api, handlers
+from services.notifier.alerts import Alerts
 from services.notifier.channels import EmailChannel, SmsChannel
 from services.notifier.config import Settings
 from services.notifier.contacts import Contacts
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     contacts, plans = Contacts(runtime.redis), PlanStore(runtime.redis)
+    alerts = Alerts(runtime.redis, runtime.unit_of_work, runtime.publisher)
     delivery = Delivery(
         DeliveryQueue(runtime.redis),
         contacts,
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         metrics=runtime.metrics,
         schedule_lag=schedule_lag(settings, runtime.clock, runtime.unit_of_work),
         stopping=runtime.supervisor.stopping,
+        alerts=alerts,
     )
     handlers.register(
         runtime.broker,
@@ -58,10 +61,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             clinics=runtime.clinics,
             clock=runtime.clock,
             due_now=delivery.wake,
+            alerts=alerts,
         ),
     )
     runtime.workers.append(delivery.run)
-    return http_app(runtime, title="KAP notifier", routers=[api.routes(plans)])
+    return http_app(
+        runtime, title="KAP notifier", routers=[api.routes(plans, alerts, runtime.clock)]
+    )
 
 
 def schedule_lag(

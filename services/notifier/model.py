@@ -22,7 +22,7 @@ from services.notifier.reminders import DEFAULT_SEND_WINDOW, GRACE, SendWindow
 from shared.envelope import EVENT_ID_NAMESPACE
 from shared.events import AppointmentKind, Channel, ClinicId, TimeZoneName
 
-Recipient = Literal["client", "staff"]
+Recipient = Literal["client", "staff", "on_call"]
 
 NOTIFICATION_NAMESPACE = uuid.uuid5(EVENT_ID_NAMESPACE, "kap/notifier/notification")
 
@@ -58,9 +58,10 @@ class MessageKind(StrEnum):
     COURSE_COMPLETED = "course_completed"
     BOOSTER_DUE = "booster_due"
     CLINICAL_ALERT = "clinical_alert"
+    CLINICAL_ALERT_ESCALATION = "clinical_alert_escalation"
 
 
-STAFF_KINDS = frozenset({MessageKind.CLINICAL_ALERT})
+STAFF_KINDS = frozenset({MessageKind.CLINICAL_ALERT, MessageKind.CLINICAL_ALERT_ESCALATION})
 REMINDER_KINDS = frozenset({MessageKind.REMINDER_24H, MessageKind.REMINDER_2H})
 # Notices about a change to one appointment: held for the grace period, and a
 # later change to the same appointment replaces them (pending.py).
@@ -149,6 +150,11 @@ class ClinicSettings(_Frozen):
     )
     instructions_lead: timedelta = timedelta(hours=48)
     grace: timedelta = GRACE
+    alert_escalation_after: timedelta = Field(
+        default=timedelta(minutes=15),
+        gt=timedelta(0),
+        description="An urgent alert unacknowledged this long goes to the on-call contact",
+    )
     intake_record_path: str = Field(
         default="/clinics/{clinic_id}/clients/{client_id}/intake",
         description="Where staff open a client's record; {clinic_id} and {client_id} are filled in",
@@ -157,6 +163,10 @@ class ClinicSettings(_Frozen):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def escalation_minutes(self) -> int:
+        return int(self.alert_escalation_after.total_seconds() // 60)
 
     @field_validator("name")
     @classmethod

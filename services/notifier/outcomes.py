@@ -28,7 +28,7 @@ from chassis.metrics import ServiceMetrics
 from chassis.outbox import Output
 from services.notifier.channels import SendError, TransientSendError
 from services.notifier.finishes import Finishes
-from services.notifier.model import PlannedMessage
+from services.notifier.model import MessageKind, PlannedMessage
 from services.notifier.queue import Claim, Finish
 from shared import events as ev
 from shared.envelope import Envelope, derived_event_id
@@ -105,7 +105,26 @@ class Outcomes:
             refers_to=message.refers_to,
         )
         details = {"sent_as": str(message.notification_id), "sent_channel": message.channel}
-        await self._record(claim, "sent", details, Output(event, self._envelope(event, claim)))
+        outputs = [Output(event, self._envelope(event, claim))]
+        if message.kind == MessageKind.CLINICAL_ALERT_ESCALATION:
+            outputs.append(self._escalated(message, at))
+        await self._record(claim, "sent", details, *outputs)
+
+    def _escalated(self, message: PlannedMessage, at: datetime) -> Output:
+        """The escalation is a fact of its own: the alert went to the on-call contact."""
+        alert_id = message.cause_event_id  # the alert's event id (domain.clinical_alert)
+        raised_at = datetime.fromisoformat(str(message.context["raised_at_utc"]))
+        event = ev.ClinicalAlertEscalated(
+            clinic_id=message.clinic_id,
+            client_id=message.client_id,
+            occurred_at=at,
+            alert_id=alert_id,
+            unacknowledged_minutes=max(int((at - raised_at).total_seconds() // 60), 0),
+        )
+        envelope = self._publisher.envelope_for(
+            event, event_id=derived_event_id(alert_id, "escalated")
+        )
+        return Output(event, envelope.model_copy(update={"causation_id": alert_id}))
 
     async def fail(
         self,
@@ -167,9 +186,9 @@ class Outcomes:
         claim: Claim,
         state: Literal["sent", "failed", "skipped"],
         details: dict[str, str],
-        output: Output,
+        *outputs: Output,
     ) -> bool:
-        if not await self._finishes.record(Finish(claim.lease, state, details, output)):
+        if not await self._finishes.record(Finish(claim.lease, state, details, outputs)):
             log.warning(
                 "notification %s: lease lost (or the message cancelled) before its outcome "
                 "was recorded",

@@ -140,10 +140,7 @@ class PlanStore:
 
     def _write(self, tx: Pipeline, clinic: str, correlation_id: str, changes: Changes) -> None:
         for notification_id in changes.cancels:
-            tx.hset(key(clinic, "msg", notification_id), "state", "cancelled")
-            tx.expire(key(clinic, "msg", notification_id), RETAIN_S)
-            tx.zrem(key(clinic, "due"), notification_id)
-            tx.zrem(key(clinic, "held"), notification_id)
+            cancel_message(tx, clinic, notification_id)
         for slot in changes.cleared_slots:
             tx.delete(key(clinic, "slot", slot))
         for message, notice in changes.writes:
@@ -191,3 +188,11 @@ class PlanStore:
             if record:
                 found.append({text(k): text(v) for k, v in record.items()})
         return found
+
+
+def cancel_message(p: Pipeline, clinic_id: str, notification_id: str) -> None:
+    """Queue a planned message's cancellation on a write step's MULTI."""
+    p.hset(key(clinic_id, "msg", notification_id), "state", "cancelled")
+    p.expire(key(clinic_id, "msg", notification_id), RETAIN_S)
+    p.zrem(key(clinic_id, "due"), notification_id)
+    p.zrem(key(clinic_id, "held"), notification_id)

@@ -78,14 +78,14 @@ class Claim:
 class Finish:
     """How a claimed message's delivery ended, and what says so.
 
-    sent, failed, skipped: for good (its event in `output`); planned: due again at
+    sent, failed, skipped: for good (its events in `outputs`); planned: due again at
     `at`; held: planned again in the held set at `at`; gone: nothing to record, the
     lease let go."""
 
     lease: Lease
     state: Literal["sent", "failed", "skipped", "planned", "held", "gone"]
     fields: dict[str, str] = field(default_factory=dict)
-    output: Output | None = None
+    outputs: tuple[Output, ...] = ()
     at: datetime | None = None
 
 

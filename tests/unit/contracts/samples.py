@@ -46,6 +46,8 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
         "phq9_item9": 1,
         "raised_during": "enrolment",
     },
+    ev.ClinicalAlertAcknowledged: {"alert_id": "alert-1", "acknowledged_by": "nurse-7"},
+    ev.ClinicalAlertEscalated: {"alert_id": "alert-1", "unacknowledged_minutes": 15},
     ev.ConsultationBooked: {"appointment": {**APPOINTMENT_JSON, "kind": "consultation"}},
     ev.ConsultationBookingFailed: {"reason": "no therapist free in the preferred times"},
     ev.CourseBooked: {

@@ -34,7 +34,7 @@ def test_clinical_alert_goes_to_staff_by_email_at_once_even_at_night() -> None:
         phq9_item9=3,
         raised_during="session",
     )
-    (message,) = plan(
+    message, escalation = plan(
         alert, SMS.model_copy(update={"opted_out": frozenset({"email", "sms"})}), midnight
     )
     assert (message.kind, message.recipient, message.channel) == (
@@ -43,13 +43,31 @@ def test_clinical_alert_goes_to_staff_by_email_at_once_even_at_night() -> None:
         "email",
     )
     assert message.send_at == midnight
+    # Unless someone acknowledges it, on-call hears of it 15 minutes later, at night too.
+    assert (escalation.kind, escalation.recipient, escalation.channel) == (
+        Kind.CLINICAL_ALERT_ESCALATION,
+        "on_call",
+        "email",
+    )
+    assert escalation.send_at == midnight + timedelta(minutes=15)
+
+
+def test_an_alert_escalates_after_the_clinic_s_own_time() -> None:
+    alert = ev.ClinicalAlertRaised(
+        **event_fields(), reason="phq9_item9_positive", phq9_item9=1, raised_during="session"
+    )
+    clinic = CLINIC.model_copy(update={"alert_escalation_after": timedelta(minutes=5)})
+    _, escalation = messages_for(alert, EMAIL, clinic, NOW, cause_event_id="alert-9")
+    assert escalation.send_at == NOW + timedelta(minutes=5)
+    assert escalation.context["alert_id"] == "alert-9"
+    assert escalation.context["waited_minutes"] == 5
 
 
 def test_clinical_alert_names_the_client_record_but_not_the_scores() -> None:
     alert = ev.ClinicalAlertRaised(
         **event_fields(), reason="phq9_item9_positive", phq9_item9=3, raised_during="enrolment"
     )
-    (message,) = plan(alert)
+    message, _ = plan(alert)
     assert message.context == {
         "clinic_name": CLINIC.name,
         "client_id": str(alert.client_id),
