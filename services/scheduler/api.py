@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chassis.http import (
@@ -27,6 +28,7 @@ from services.scheduler.domain.clinic import (
     Room,
     Therapist,
 )
+from services.scheduler.domain.feasibility import why_no_course_fits
 from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule, Refused
@@ -178,6 +180,21 @@ def routes(scheduler: Scheduler) -> APIRouter:
             calendar = body.calendar(clinic.id, clinic.timezone)
         except ValidationError as refused:
             return unprocessable(refused)
+        today = scheduler.clock.now().astimezone(calendar.tz).date()
+        impossible = why_no_course_fits(calendar, today)
+        if impossible is not None:
+            return JSONResponse(
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "policy"],
+                            "msg": f"no full course can ever be planned: {impossible}",
+                            "type": "course_infeasible",
+                        }
+                    ]
+                },
+                status_code=422,
+            )
         await scheduler.store.save_calendar(calendar)
         return calendar.model_dump(mode="json")
 

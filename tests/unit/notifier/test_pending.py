@@ -10,13 +10,14 @@ from shared import events as ev
 from tests.unit.notifier.samples import COURSE, DOSE_1, INTEGRATION, NOW, at, event_fields, plan
 
 SECOND_CHANGE = NOW + timedelta(minutes=1)
+FIRST_TOLD = at("2026-03-31T10:00+01:00")
 
 
 def rescheduled(
     to: ev.Appointment,
     changed_at: datetime,
     cause: str,
-    previous: datetime = at("2026-03-31T10:00+01:00"),
+    previous: datetime = FIRST_TOLD,
 ) -> PlannedMessage:
     event = ev.SessionRescheduled(
         **event_fields(changed_at),
