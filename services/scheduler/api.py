@@ -110,8 +110,19 @@ class CompletionIn(Input):
     phq9_item9: int | None = Field(default=None, ge=0, le=3)
 
 
+SHORT_NOTICE = Field(
+    default=False,
+    description="Staff allow a re-planned session sooner than the policy's minimum notice",
+)
+
+
 class RescheduleIn(Input):
     new_starts_at: SaneInstant
+    allow_short_notice: bool = SHORT_NOTICE
+
+
+class DropIn(Input):
+    allow_short_notice: bool = SHORT_NOTICE
 
 
 class BoosterPlanIn(Input):
@@ -253,8 +264,13 @@ def routes(scheduler: Scheduler) -> APIRouter:
         summary="The client did not attend",
         responses=CONFLICT,
     )
-    async def missed(clinic: AuthorisedClinic, appointment_id: UUID) -> dict[str, Any]:
-        schedule, problem = await guarded(scheduler.drop(clinic.id, appointment_id, missed=True))
+    async def missed(
+        clinic: AuthorisedClinic, appointment_id: UUID, body: DropIn | None = None
+    ) -> dict[str, Any]:
+        short = body is not None and body.allow_short_notice
+        schedule, problem = await guarded(
+            scheduler.drop(clinic.id, appointment_id, missed=True, allow_short_notice=short)
+        )
         return {**schedule_view(schedule), "replanned": problem is None, "problem": problem}
 
     @router.post(
@@ -262,8 +278,13 @@ def routes(scheduler: Scheduler) -> APIRouter:
         summary="Cancel a session",
         responses=CONFLICT,
     )
-    async def cancel(clinic: AuthorisedClinic, appointment_id: UUID) -> dict[str, Any]:
-        schedule, problem = await guarded(scheduler.drop(clinic.id, appointment_id, missed=False))
+    async def cancel(
+        clinic: AuthorisedClinic, appointment_id: UUID, body: DropIn | None = None
+    ) -> dict[str, Any]:
+        short = body is not None and body.allow_short_notice
+        schedule, problem = await guarded(
+            scheduler.drop(clinic.id, appointment_id, missed=False, allow_short_notice=short)
+        )
         return {**schedule_view(schedule), "replanned": problem is None, "problem": problem}
 
     @router.post(
@@ -273,7 +294,12 @@ def routes(scheduler: Scheduler) -> APIRouter:
         clinic: AuthorisedClinic, appointment_id: UUID, body: RescheduleIn
     ) -> dict[str, Any]:
         schedule = await guarded(
-            scheduler.reschedule(clinic.id, appointment_id, body.new_starts_at)
+            scheduler.reschedule(
+                clinic.id,
+                appointment_id,
+                body.new_starts_at,
+                allow_short_notice=body.allow_short_notice,
+            )
         )
         return schedule_view(schedule)
 

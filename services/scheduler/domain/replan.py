@@ -38,16 +38,27 @@ def replan_after_reschedule(
     plan: CoursePlan,
     change: MoveSession | DropSession,
     now: datetime,
+    *,
+    short_notice_allowed: bool = False,
 ) -> Replan | PlanFailure:
     """The course after `change`, with every rule kept, or why that cannot be.
 
     `bookings` may include this course's own appointments; they are recognised and ignored.
     Re-planned sessions stay with the course's therapist, or any therapist if they must.
+    A session given a new time starts at least the policy's minimum notice after `now`,
+    unless staff allowed short notice; sessions keeping their time keep it however soon.
     """
     if all(a.appointment_id != change.appointment_id for a in plan.appointments):
         return PlanFailure(reason="the session is not part of this course")
     if isinstance(change, MoveSession) and change.new_starts_at < now:
         return PlanFailure(reason="the new time has already passed")
+    notice_hours = 0 if short_notice_allowed else calendar.policy.min_notice_hours
+    notice_from = now + timedelta(hours=notice_hours)
+    if isinstance(change, MoveSession) and change.new_starts_at < notice_from:
+        return PlanFailure(
+            reason=f"the new time gives less than the minimum notice of {notice_hours} h "
+            "(staff may allow short notice)"
+        )
     seats = Seats(FreeTime(calendar, bookings, own=plan.appointments), calendar)
     wants = _wants(seats, plan.appointments, change, now)
     if wants is None:
@@ -67,6 +78,7 @@ def replan_after_reschedule(
             pool=pool,
             last_day=seats.free.day_of(not_before) + timedelta(days=COURSE_HORIZON_DAYS),
             window_end=plan.window_ends_on if dose_one_held else None,
+            fresh_from=ceil(notice_from.timestamp()),
         )
         placed = walk.walk([], wants)
         if placed is not None:
