@@ -27,7 +27,13 @@ from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain import lifecycle
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.planner import is_late_cancellation
-from services.scheduler.domain.plans import DropSession, MoveSession, PlanFailure, Replan
+from services.scheduler.domain.plans import (
+    ClientAvailability,
+    DropSession,
+    MoveSession,
+    PlanFailure,
+    Replan,
+)
 from services.scheduler.domain.replan import replan_after_reschedule
 from services.scheduler.domain.schedule import ClientSchedule, Refused
 from services.scheduler.ledger import Booking, claims_for
@@ -153,6 +159,9 @@ class Requests(ScheduleChanges):
                 change,
                 now,
                 short_notice_allowed=short_notice_allowed,
+                availability=schedule.course_availability(
+                    calendar.policy.course_in_consultation_times
+                ),
             )
             if isinstance(replan, PlanFailure):
                 return replan
@@ -176,6 +185,17 @@ class Requests(ScheduleChanges):
             return lifecycle.set_booster_plan(schedule, plan, calendar, now)
 
         action = f"boosters-{plan.model_dump_json() if plan else 'stopped'}"
+        return await self._for_client(clinic_id, client_id, action, change)
+
+    async def set_availability(
+        self, clinic_id: str, client_id: UUID, availability: ClientAvailability
+    ) -> ClientSchedule:
+        """Where the client's course sessions may lie from now on (booked ones stay)."""
+
+        def change(schedule: ClientSchedule, now: datetime, _: Booking) -> Change:
+            return schedule.model_copy(update={"availability": availability}), []
+
+        action = f"availability-{availability.model_dump_json()}"
         return await self._for_client(clinic_id, client_id, action, change)
 
     async def _request(

@@ -140,6 +140,12 @@ class CoursePolicy(Config):
         "unless staff allow short notice",
     )
     slot_step_minutes: int = Field(default=15, ge=5, le=60)
+    course_in_consultation_times: bool = Field(
+        default=False,
+        description="Plan the course inside the weekly windows given for the consultation "
+        "when the client set no availability of their own (off: those windows are often "
+        "shorter than a medicine session)",
+    )
     booster: BoosterPlan = BoosterPlan()
     booster_due_local_time: time = time(9, 0)
 

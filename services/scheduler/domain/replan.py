@@ -21,6 +21,7 @@ from services.scheduler.domain.course import INTEGRATION, MEDICINE, PREPARATION,
 from services.scheduler.domain.planner import COURSE_HORIZON_DAYS, appointment
 from services.scheduler.domain.plans import (
     Bookings,
+    ClientAvailability,
     CoursePlan,
     DropSession,
     MoveSession,
@@ -40,6 +41,7 @@ def replan_after_reschedule(
     now: datetime,
     *,
     short_notice_allowed: bool = False,
+    availability: ClientAvailability | None = None,
 ) -> Replan | PlanFailure:
     """The course after `change`, with every rule kept, or why that cannot be.
 
@@ -47,6 +49,7 @@ def replan_after_reschedule(
     Re-planned sessions stay with the course's therapist, or any therapist if they must.
     A session given a new time starts at least the policy's minimum notice after `now`,
     unless staff allowed short notice; sessions keeping their time keep it however soon.
+    A session given a new time lies inside the client's `availability` when given.
     """
     if all(a.appointment_id != change.appointment_id for a in plan.appointments):
         return PlanFailure(reason="the session is not part of this course")
@@ -59,7 +62,8 @@ def replan_after_reschedule(
             reason=f"the new time gives less than the minimum notice of {notice_hours} h "
             "(staff may allow short notice)"
         )
-    seats = Seats(FreeTime(calendar, bookings, own=plan.appointments), calendar)
+    free = FreeTime(calendar, bookings, own=plan.appointments, client=availability)
+    seats = Seats(free, calendar)
     wants = _wants(seats, plan.appointments, change, now)
     if wants is None:
         return PlanFailure(reason="sessions already held cannot be re-ordered")
