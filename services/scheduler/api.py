@@ -194,18 +194,9 @@ def routes(scheduler: Scheduler) -> APIRouter:
         today = scheduler.clock.now().astimezone(calendar.tz).date()
         impossible = why_no_course_fits(calendar, today)
         if impossible is not None:
-            return JSONResponse(
-                {
-                    "detail": [
-                        {
-                            "loc": ["body", "policy"],
-                            "msg": f"no full course can ever be planned: {impossible}",
-                            "type": "course_infeasible",
-                        }
-                    ]
-                },
-                status_code=422,
-            )
+            why = f"no full course can ever be planned: {impossible}"
+            problem = {"loc": ["body", "policy"], "msg": why, "type": "course_infeasible"}
+            return JSONResponse({"detail": [problem]}, status_code=422)
         await scheduler.store.save_calendar(calendar)
         return calendar.model_dump(mode="json")
 
