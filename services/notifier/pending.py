@@ -44,6 +44,9 @@ def supersede(
     the pending one (a replay out of order) leaves it as it is. A session booked
     and then moved before the client heard of it is announced once, as booked
     at its new time; booked and then cancelled, it is not announced at all.
+    Moved twice before the client heard of the first move, it is announced as
+    moved from the time they were last told (the first move's previous time),
+    and not at all when it is back at that time.
     """
     if notice.kind not in CHANGE_NOTICE_KINDS or notice.appointment_id is None:
         raise ValueError(f"{notice.kind} is not a change notice about an appointment")
@@ -58,6 +61,16 @@ def supersede(
             return None
         if notice.kind == MessageKind.SESSION_RESCHEDULED:
             notice = _as_booking(notice)
+    elif (
+        pending.message.kind == MessageKind.SESSION_RESCHEDULED
+        and notice.kind == MessageKind.SESSION_RESCHEDULED
+    ):
+        told = pending.message.context.get("previous_starts_at")
+        if told == notice.context.get("starts_at"):
+            return None
+        notice = notice.model_copy(
+            update={"context": {**notice.context, "previous_starts_at": told}}
+        )
     return PendingNotice(message=notice, changed_at=changed_at, version=pending.version + 1)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chassis.http import (
@@ -27,6 +28,7 @@ from services.scheduler.domain.clinic import (
     Room,
     Therapist,
 )
+from services.scheduler.domain.feasibility import why_no_course_fits
 from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule, Refused
@@ -108,8 +110,19 @@ class CompletionIn(Input):
     phq9_item9: int | None = Field(default=None, ge=0, le=3)
 
 
+SHORT_NOTICE = Field(
+    default=False,
+    description="Staff allow a re-planned session sooner than the policy's minimum notice",
+)
+
+
 class RescheduleIn(Input):
     new_starts_at: SaneInstant
+    allow_short_notice: bool = SHORT_NOTICE
+
+
+class DropIn(Input):
+    allow_short_notice: bool = SHORT_NOTICE
 
 
 class BoosterPlanIn(Input):
@@ -178,6 +191,12 @@ def routes(scheduler: Scheduler) -> APIRouter:
             calendar = body.calendar(clinic.id, clinic.timezone)
         except ValidationError as refused:
             return unprocessable(refused)
+        today = scheduler.clock.now().astimezone(calendar.tz).date()
+        impossible = why_no_course_fits(calendar, today)
+        if impossible is not None:
+            why = f"no full course can ever be planned: {impossible}"
+            problem = {"loc": ["body", "policy"], "msg": why, "type": "course_infeasible"}
+            return JSONResponse({"detail": [problem]}, status_code=422)
         await scheduler.store.save_calendar(calendar)
         return calendar.model_dump(mode="json")
 
@@ -236,8 +255,13 @@ def routes(scheduler: Scheduler) -> APIRouter:
         summary="The client did not attend",
         responses=CONFLICT,
     )
-    async def missed(clinic: AuthorisedClinic, appointment_id: UUID) -> dict[str, Any]:
-        schedule, problem = await guarded(scheduler.drop(clinic.id, appointment_id, missed=True))
+    async def missed(
+        clinic: AuthorisedClinic, appointment_id: UUID, body: DropIn | None = None
+    ) -> dict[str, Any]:
+        short = body is not None and body.allow_short_notice
+        schedule, problem = await guarded(
+            scheduler.drop(clinic.id, appointment_id, missed=True, allow_short_notice=short)
+        )
         return {**schedule_view(schedule), "replanned": problem is None, "problem": problem}
 
     @router.post(
@@ -245,8 +269,13 @@ def routes(scheduler: Scheduler) -> APIRouter:
         summary="Cancel a session",
         responses=CONFLICT,
     )
-    async def cancel(clinic: AuthorisedClinic, appointment_id: UUID) -> dict[str, Any]:
-        schedule, problem = await guarded(scheduler.drop(clinic.id, appointment_id, missed=False))
+    async def cancel(
+        clinic: AuthorisedClinic, appointment_id: UUID, body: DropIn | None = None
+    ) -> dict[str, Any]:
+        short = body is not None and body.allow_short_notice
+        schedule, problem = await guarded(
+            scheduler.drop(clinic.id, appointment_id, missed=False, allow_short_notice=short)
+        )
         return {**schedule_view(schedule), "replanned": problem is None, "problem": problem}
 
     @router.post(
@@ -256,7 +285,12 @@ def routes(scheduler: Scheduler) -> APIRouter:
         clinic: AuthorisedClinic, appointment_id: UUID, body: RescheduleIn
     ) -> dict[str, Any]:
         schedule = await guarded(
-            scheduler.reschedule(clinic.id, appointment_id, body.new_starts_at)
+            scheduler.reschedule(
+                clinic.id,
+                appointment_id,
+                body.new_starts_at,
+                allow_short_notice=body.allow_short_notice,
+            )
         )
         return schedule_view(schedule)
 

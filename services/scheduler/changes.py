@@ -15,7 +15,7 @@ import functools
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Generic, TypeVar
 from uuid import UUID
 
@@ -31,6 +31,7 @@ from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Replayed, Transaction, UnitOfWork
 from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.feasibility import why_no_course_fits
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import Booking, Claim
 from services.scheduler.store import SchedulerStore
@@ -86,9 +87,18 @@ class ScheduleChanges:
         if section == "{}":
             raise CalendarMissing(f"clinic {clinic_id!r} has no scheduler calendar configured")
         try:
-            return _parsed_calendar(clinic.id, clinic.timezone, section)
+            calendar = _parsed_calendar(clinic.id, clinic.timezone, section)
         except ValidationError as bad:
             raise CalendarMissing(f"clinic {clinic_id!r} calendar: {describe(bad)}") from bad
+        if override is None:  # a saved calendar was checked when it was saved
+            year = self.clock.now().year
+            impossible = _why_no_course_fits(clinic.id, clinic.timezone, section, year)
+            if impossible is not None:
+                raise CalendarMissing(
+                    f"clinic {clinic_id!r} calendar: no full course can ever be planned: "
+                    f"{impossible}"
+                )
+        return calendar
 
     async def has_calendar(self, clinic_id: str) -> bool:
         return await self.store.has_calendar_override(clinic_id)
@@ -149,6 +159,14 @@ class ScheduleChanges:
             )
             for event, event_id in zip(events, domain_ids.event_ids(cause, events), strict=True)
         ]
+
+
+@functools.lru_cache(maxsize=256)
+def _why_no_course_fits(clinic_id: str, timezone: str, section_json: str, year: int) -> str | None:
+    """Checked once a year per calendar from the clinics file: a year of first doses is
+    searched from 1 January, so the answer stands for that year whatever the day."""
+    calendar = _parsed_calendar(clinic_id, timezone, section_json)
+    return why_no_course_fits(calendar, date(year, 1, 1))
 
 
 @functools.lru_cache(maxsize=256)

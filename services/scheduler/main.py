@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from chassis.clock import Clock
 from chassis.service import ServiceRuntime, http_app, serve
-from services.scheduler import handlers
+from services.scheduler import client_api, handlers
 from services.scheduler.api import routes
 from services.scheduler.config import Settings
 from services.scheduler.scheduler import Scheduler
@@ -25,7 +25,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     runtime.workers.append(
         booster_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
     )
-    return http_app(runtime, title="KAP scheduler", routers=[routes(scheduler)])
+    return http_app(
+        runtime, title="KAP scheduler", routers=[routes(scheduler), client_api.routes(scheduler)]
+    )
 
 
 def scheduler_for(runtime: ServiceRuntime) -> Scheduler:

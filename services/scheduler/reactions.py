@@ -152,7 +152,17 @@ class Reactions(ScheduleChanges):
                 bookings = await self.store.bookings(
                     calendar, event.client_id, now, COURSE_HORIZON_DAYS + 42, own
                 )
-                plan = plan_course(calendar, bookings, course_id, not_before, preferred)
+                availability = schedule.course_availability(
+                    calendar.policy.course_in_consultation_times
+                )
+                plan = plan_course(
+                    calendar,
+                    bookings,
+                    course_id,
+                    not_before,
+                    preferred,
+                    availability=availability,
+                )
                 if isinstance(plan, PlanFailure):
                     return schedule, [
                         enrolled,

@@ -27,7 +27,13 @@ from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain import lifecycle
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.planner import is_late_cancellation
-from services.scheduler.domain.plans import DropSession, MoveSession, PlanFailure, Replan
+from services.scheduler.domain.plans import (
+    ClientAvailability,
+    DropSession,
+    MoveSession,
+    PlanFailure,
+    Replan,
+)
 from services.scheduler.domain.replan import replan_after_reschedule
 from services.scheduler.domain.schedule import ClientSchedule, Refused
 from services.scheduler.ledger import Booking, claims_for
@@ -73,9 +79,15 @@ class Requests(ScheduleChanges):
         return await self._request(clinic_id, appointment_id, f"completed/{answers}", change)
 
     async def drop(
-        self, clinic_id: str, appointment_id: UUID, *, missed: bool
+        self,
+        clinic_id: str,
+        appointment_id: UUID,
+        *,
+        missed: bool,
+        allow_short_notice: bool = False,
     ) -> tuple[ClientSchedule, str | None]:
-        """A no-show or cancellation; the course is re-planned inside its window if it can be."""
+        """A no-show or cancellation; the course is re-planned inside its window if it can be,
+        with the minimum notice unless staff allow short notice."""
         calendar = await self.calendar(clinic_id)
         note: list[str] = []
 
@@ -90,34 +102,37 @@ class Requests(ScheduleChanges):
                 schedule, appointment_id, missed=missed, late=late, now=now
             )
             booking.release(claims_for(schedule.client_id, [course.appointment(appointment_id)]))
-            replan = await self._replan(
-                calendar, updated, DropSession(appointment_id=appointment_id), now, booking
-            )
+            drop = DropSession(appointment_id=appointment_id)
+            replan = await self._replan(calendar, updated, drop, now, booking, allow_short_notice)
             if isinstance(replan, PlanFailure):
                 note.append(replan.reason)
                 return updated, events
             updated, more = lifecycle.replanned(updated, replan, now)
             return updated, events + more
 
-        action = "missed" if missed else "cancelled"
+        action = ("missed" if missed else "cancelled") + _short_notice(allow_short_notice)
         schedule = await self._request(clinic_id, appointment_id, action, change)
         return schedule, note[0] if note else None
 
     async def reschedule(
-        self, clinic_id: str, appointment_id: UUID, new_starts_at: datetime
+        self,
+        clinic_id: str,
+        appointment_id: UUID,
+        new_starts_at: datetime,
+        *,
+        allow_short_notice: bool = False,
     ) -> ClientSchedule:
         calendar = await self.calendar(clinic_id)
 
         async def change(schedule: ClientSchedule, now: datetime, booking: Booking) -> Change:
             move = MoveSession(appointment_id=appointment_id, new_starts_at=new_starts_at)
-            replan = await self._replan(calendar, schedule, move, now, booking)
+            replan = await self._replan(calendar, schedule, move, now, booking, allow_short_notice)
             if isinstance(replan, PlanFailure):
                 raise Refused(replan.reason)
             return lifecycle.replanned(schedule, replan, now)
 
-        return await self._request(
-            clinic_id, appointment_id, f"moved-{new_starts_at.isoformat()}", change
-        )
+        action = f"moved-{new_starts_at.isoformat()}{_short_notice(allow_short_notice)}"
+        return await self._request(clinic_id, appointment_id, action, change)
 
     async def _replan(
         self,
@@ -126,6 +141,7 @@ class Requests(ScheduleChanges):
         change: MoveSession | DropSession,
         now: datetime,
         booking: Booking,
+        short_notice_allowed: bool = False,
     ) -> Replan | PlanFailure:
         """The course after `change`, its new slots held in place of the old ones."""
         course = schedule.course
@@ -136,7 +152,17 @@ class Requests(ScheduleChanges):
             bookings = await self.store.bookings(
                 calendar, schedule.client_id, now, COURSE_HORIZON_DAYS, own
             )
-            replan = replan_after_reschedule(calendar, bookings, course.plan, change, now)
+            replan = replan_after_reschedule(
+                calendar,
+                bookings,
+                course.plan,
+                change,
+                now,
+                short_notice_allowed=short_notice_allowed,
+                availability=schedule.course_availability(
+                    calendar.policy.course_in_consultation_times
+                ),
+            )
             if isinstance(replan, PlanFailure):
                 return replan
             before = {a.appointment_id: a for a in course.plan.appointments}
@@ -159,6 +185,17 @@ class Requests(ScheduleChanges):
             return lifecycle.set_booster_plan(schedule, plan, calendar, now)
 
         action = f"boosters-{plan.model_dump_json() if plan else 'stopped'}"
+        return await self._for_client(clinic_id, client_id, action, change)
+
+    async def set_availability(
+        self, clinic_id: str, client_id: UUID, availability: ClientAvailability
+    ) -> ClientSchedule:
+        """Where the client's course sessions may lie from now on (booked ones stay)."""
+
+        def change(schedule: ClientSchedule, now: datetime, _: Booking) -> Change:
+            return schedule.model_copy(update={"availability": availability}), []
+
+        action = f"availability-{availability.model_dump_json()}"
         return await self._for_client(clinic_id, client_id, action, change)
 
     async def _request(
@@ -195,3 +232,8 @@ class Requests(ScheduleChanges):
         if outcome is None or isinstance(outcome, Replayed):  # a request carries no mark
             raise RuntimeError("a request's write step answered nothing")
         return outcome
+
+
+def _short_notice(allowed: bool) -> str:
+    # Part of the action: the same request with staff's override is another fact.
+    return "/short-notice" if allowed else ""

@@ -18,7 +18,7 @@ from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from services.scheduler.domain.clinic import ClinicCalendar, Interval, TimeRange
-from services.scheduler.domain.plans import Bookings
+from services.scheduler.domain.plans import Bookings, ClientAvailability
 from services.scheduler.domain.spans import Span, Spans, intersect, merge, subtract
 from shared.events import Appointment, PreferredTime
 
@@ -112,9 +112,14 @@ class FreeTime:
     """
 
     def __init__(
-        self, calendar: ClinicCalendar, bookings: Bookings, own: Iterable[Appointment] = ()
+        self,
+        calendar: ClinicCalendar,
+        bookings: Bookings,
+        own: Iterable[Appointment] = (),
+        client: ClientAvailability | None = None,
     ) -> None:
         self.tz = calendar.tz
+        self._client = client if client is not None and client.limits else None
         self._calendar = calendar
         self._therapists = {t.id: t for t in calendar.therapists}
         own = tuple(own)
@@ -218,9 +223,24 @@ class FreeTime:
             hours = intersect(record.opening, mine)
         if not hours:
             return ()
+        if self._client is not None:
+            hours = self._client_can_come(day, hours)
+            if not hours:
+                return ()
         busy = self._therapist_busy[therapist_id].during(record.start_at, record.end_at)
         free = subtract(hours, busy) if busy else hours
         return subtract(free, record.client_busy) if record.client_busy else free
+
+    def _client_can_come(self, day: date, hours: Spans) -> Spans:
+        client = self._client
+        if client is None:
+            return hours
+        if day in client.blocked_dates:
+            return ()
+        if not client.weekly:
+            return hours
+        wanted = [w for w in client.weekly if w.weekday == day.weekday()]
+        return intersect(hours, self.local_spans(day, wanted)) if wanted else ()
 
     def _weekly_offsets(self, therapist_id: str, weekday: int) -> Spans:
         """The therapist's hours inside the clinic's on this weekday, in wall-clock seconds

@@ -132,7 +132,20 @@ class CoursePolicy(Config):
     )
     integration_pattern: IntegrationPattern = "after_every_dose"
     cancellation_window_hours: int = Field(default=48, ge=0, le=24 * 14)
+    min_notice_hours: int = Field(
+        default=24,
+        ge=0,
+        le=24 * 14,
+        description="A re-planned or moved session starts at least this long after the change, "
+        "unless staff allow short notice",
+    )
     slot_step_minutes: int = Field(default=15, ge=5, le=60)
+    course_in_consultation_times: bool = Field(
+        default=False,
+        description="Plan the course inside the weekly windows given for the consultation "
+        "when the client set no availability of their own (off: those windows are often "
+        "shorter than a medicine session)",
+    )
     booster: BoosterPlan = BoosterPlan()
     booster_due_local_time: time = time(9, 0)
 

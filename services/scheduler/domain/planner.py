@@ -11,7 +11,13 @@ from services.scheduler.domain.calendar import FreeTime, instant
 from services.scheduler.domain.capacity import PoolDays
 from services.scheduler.domain.clinic import ClinicCalendar, CoursePolicy
 from services.scheduler.domain.course import MEDICINE, PREPARATION, Placed, Step, course_steps
-from services.scheduler.domain.plans import Bookings, CoursePlan, PlanFailure, Slot
+from services.scheduler.domain.plans import (
+    Bookings,
+    ClientAvailability,
+    CoursePlan,
+    PlanFailure,
+    Slot,
+)
 from services.scheduler.domain.seats import Seats
 from services.scheduler.domain.spans import earliest_fit, intersect
 from services.scheduler.domain.walk import CourseWalk, Want, earliest_course_end
@@ -70,6 +76,7 @@ def plan_course(
     not_before: datetime,
     preferred_therapist: str | None = None,
     horizon_days: int = COURSE_HORIZON_DAYS,
+    availability: ClientAvailability | None = None,
 ) -> CoursePlan | PlanFailure:
     """The whole course: preparation(s), doses and integrations, by the policy's rules.
 
@@ -81,13 +88,14 @@ def plan_course(
     `course_id`, so planning the same course again yields the same ids.
 
     On failure, the same search runs on up to a year ahead, and `earliest_fit_on` is the
-    day the course it finds would start (its first preparation).
+    day the course it finds would start (its first preparation). Every session lies inside
+    the client's `availability` when given.
     """
     if not calendar.rooms:
         return PlanFailure(reason="the clinic has no room for medicine sessions")
     if not calendar.therapists:
         return PlanFailure(reason="the clinic has no therapists")
-    planner = _CoursePlanner(calendar, bookings, ceil(not_before.timestamp()))
+    planner = _CoursePlanner(calendar, bookings, ceil(not_before.timestamp()), availability)
     therapists = _preferred_first(calendar, preferred_therapist)
     first_days = planner.first_dose_days(horizon_days)
     placed = planner.search(therapists, first_days)
@@ -95,8 +103,10 @@ def plan_course(
         return _course_plan(calendar, course_id, placed)
     later = planner.first_dose_days(EARLIEST_FIT_HORIZON_DAYS)[len(first_days) :]
     found = planner.search(therapists, later)
+    limited = availability is not None and availability.limits
+    fits = "fits the client's availability" if limited else "fits"
     return PlanFailure(
-        reason=f"no full course fits in the next {horizon_days} days",
+        reason=f"no full course {fits} in the next {horizon_days} days",
         earliest_fit_on=found[0].day if found else None,
     )
 
@@ -107,10 +117,16 @@ def _preferred_first(calendar: ClinicCalendar, preferred: str | None) -> tuple[s
 
 
 class _CoursePlanner:
-    def __init__(self, calendar: ClinicCalendar, bookings: Bookings, not_before: int) -> None:
+    def __init__(
+        self,
+        calendar: ClinicCalendar,
+        bookings: Bookings,
+        not_before: int,
+        availability: ClientAvailability | None,
+    ) -> None:
         self.policy = calendar.policy
         self.closures = calendar.closures
-        self.seats = Seats(FreeTime(calendar, bookings), calendar)
+        self.seats = Seats(FreeTime(calendar, bookings, client=availability), calendar)
         self.not_before = not_before
         steps = course_steps(self.policy)
         self.preparations = [s for s in steps if s.kind is PREPARATION]

@@ -8,7 +8,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.scheduler.domain.clinic import Interval
-from shared.events import Appointment
+from shared.events import Appointment, PreferredTime
 
 
 class Value(BaseModel):
@@ -66,3 +66,15 @@ class Replan(Value):
     rescheduled: tuple[Appointment, ...] = Field(description="Same id, new time or resources")
     added: tuple[Appointment, ...] = Field(description="Replacements for dropped sessions")
     dropped: tuple[UUID, ...] = ()
+
+
+class ClientAvailability(Value):
+    """When the client can come for course sessions: clinic-local weekly windows (none: any
+    opening hour) and local dates they cannot come at all. Every session lies inside one."""
+
+    weekly: tuple[PreferredTime, ...] = ()
+    blocked_dates: frozenset[date] = frozenset()
+
+    @property
+    def limits(self) -> bool:
+        return bool(self.weekly or self.blocked_dates)

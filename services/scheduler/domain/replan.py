@@ -21,6 +21,7 @@ from services.scheduler.domain.course import INTEGRATION, MEDICINE, PREPARATION,
 from services.scheduler.domain.planner import COURSE_HORIZON_DAYS, appointment
 from services.scheduler.domain.plans import (
     Bookings,
+    ClientAvailability,
     CoursePlan,
     DropSession,
     MoveSession,
@@ -38,17 +39,31 @@ def replan_after_reschedule(
     plan: CoursePlan,
     change: MoveSession | DropSession,
     now: datetime,
+    *,
+    short_notice_allowed: bool = False,
+    availability: ClientAvailability | None = None,
 ) -> Replan | PlanFailure:
     """The course after `change`, with every rule kept, or why that cannot be.
 
     `bookings` may include this course's own appointments; they are recognised and ignored.
     Re-planned sessions stay with the course's therapist, or any therapist if they must.
+    A session given a new time starts at least the policy's minimum notice after `now`,
+    unless staff allowed short notice; sessions keeping their time keep it however soon.
+    A session given a new time lies inside the client's `availability` when given.
     """
     if all(a.appointment_id != change.appointment_id for a in plan.appointments):
         return PlanFailure(reason="the session is not part of this course")
     if isinstance(change, MoveSession) and change.new_starts_at < now:
         return PlanFailure(reason="the new time has already passed")
-    seats = Seats(FreeTime(calendar, bookings, own=plan.appointments), calendar)
+    notice_hours = 0 if short_notice_allowed else calendar.policy.min_notice_hours
+    notice_from = now + timedelta(hours=notice_hours)
+    if isinstance(change, MoveSession) and change.new_starts_at < notice_from:
+        return PlanFailure(
+            reason=f"the new time gives less than the minimum notice of {notice_hours} h "
+            "(staff may allow short notice)"
+        )
+    free = FreeTime(calendar, bookings, own=plan.appointments, client=availability)
+    seats = Seats(free, calendar)
     wants = _wants(seats, plan.appointments, change, now)
     if wants is None:
         return PlanFailure(reason="sessions already held cannot be re-ordered")
@@ -67,6 +82,7 @@ def replan_after_reschedule(
             pool=pool,
             last_day=seats.free.day_of(not_before) + timedelta(days=COURSE_HORIZON_DAYS),
             window_end=plan.window_ends_on if dose_one_held else None,
+            fresh_from=ceil(notice_from.timestamp()),
         )
         placed = walk.walk([], wants)
         if placed is not None:

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from services.scheduler.domain.plans import CoursePlan
+from services.scheduler.domain.plans import ClientAvailability, CoursePlan
 from shared import events as ev
 from shared.events import AppointmentKind as Kind
 from shared.events import AppointmentStatus as Status
@@ -77,6 +77,17 @@ class ClientSchedule(BaseModel):
     consultation: ev.Appointment | None = None
     consultation_status: Status | None = None
     course: Course | None = None
+    # Set by the clinic (PUT .../availability): where course sessions may lie.
+    availability: ClientAvailability | None = None
     # Goes up by one with every saved change: what the ids of a change derive from
     # (domain.ids). Schedules saved before it existed read as version 0.
     version: int = Field(default=0, ge=0)
+
+    def course_availability(self, consultation_times_too: bool) -> ClientAvailability | None:
+        """Where the client's course sessions may lie: their own availability, else (if the
+        clinic says so) the windows they gave for the consultation; None: anywhere."""
+        if self.availability is not None:
+            return self.availability
+        if consultation_times_too and self.preferred_times:
+            return ClientAvailability(weekly=self.preferred_times)
+        return None

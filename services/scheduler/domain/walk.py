@@ -54,6 +54,7 @@ class CourseWalk:
         pool: Sequence[str],
         last_day: date,
         window_end: date | None = None,
+        fresh_from: int | None = None,
     ) -> None:
         self.seats = seats
         self.policy = seats.policy
@@ -61,6 +62,9 @@ class CourseWalk:
         self.pool = tuple(pool)
         self.last_day = last_day
         self.window_end = window_end
+        # Where a step is newly placed (searched, not kept), not before this: the notice
+        # a client is owed of a new time. A kept time was told already.
+        self.fresh_from = fresh_from
 
     def walk(self, placed: Sequence[Placed], wants: Sequence[Want]) -> list[Placed] | None:
         done = list(placed)
@@ -102,6 +106,9 @@ class CourseWalk:
 
     def _search(self, want: Want, done: list[Placed]) -> Iterator[Placed]:
         not_before, day, last = self._bounds(want, done)
+        if self.fresh_from is not None and self.fresh_from > not_before:
+            not_before = self.fresh_from
+            day = max(day, self.seats.free.day_of(not_before))
         while day <= last:
             if want.step.kind is not MEDICINE or self._week_has_room(day, done):
                 found = self.seats.earliest(want.step, day, not_before, self.pool)

@@ -10,14 +10,20 @@ from shared import events as ev
 from tests.unit.notifier.samples import COURSE, DOSE_1, INTEGRATION, NOW, at, event_fields, plan
 
 SECOND_CHANGE = NOW + timedelta(minutes=1)
+FIRST_TOLD = at("2026-03-31T10:00+01:00")
 
 
-def rescheduled(to: ev.Appointment, changed_at: datetime, cause: str) -> PlannedMessage:
+def rescheduled(
+    to: ev.Appointment,
+    changed_at: datetime,
+    cause: str,
+    previous: datetime = FIRST_TOLD,
+) -> PlannedMessage:
     event = ev.SessionRescheduled(
         **event_fields(changed_at),
         course_id=COURSE,
         appointment=to,
-        previous_starts_at=at("2026-03-31T10:00+01:00"),
+        previous_starts_at=previous,
     )
     return _notice(plan(event, now=changed_at, cause_event_id=cause))
 
@@ -107,3 +113,38 @@ def test_only_change_notices_about_the_same_appointment_supersede() -> None:
     )
     with pytest.raises(ValueError, match="not a change notice"):
         supersede(pending, reminder, changed_at=SECOND_CHANGE)
+
+
+TOLD = at("2026-03-30T10:00+01:00")
+NEVER_TOLD = at("2026-04-01T10:00+01:00")
+IN_BETWEEN = DOSE_1.model_copy(
+    update={"starts_at": NEVER_TOLD, "ends_at": NEVER_TOLD + timedelta(hours=3)}
+)
+
+
+def test_two_moves_inside_the_grace_period_name_the_time_the_client_was_last_told() -> None:
+    first = supersede(None, rescheduled(IN_BETWEEN, NOW, "first", TOLD), changed_at=NOW)
+    second = supersede(
+        first,
+        rescheduled(LATER_DOSE, SECOND_CHANGE, "second", NEVER_TOLD),
+        changed_at=SECOND_CHANGE,
+    )
+    assert second is not None
+    assert second.message.context["previous_starts_at"] == "Monday 30 March 2026, 10:00 WEST"
+    assert second.message.context["starts_at"] == "Friday 3 April 2026, 10:00 WEST"
+
+
+def test_a_move_after_the_notice_went_names_the_time_that_notice_told() -> None:
+    # The first notice was sent: no pending one is left, so the event's previous time stands.
+    after = supersede(
+        None, rescheduled(LATER_DOSE, SECOND_CHANGE, "second", NEVER_TOLD), changed_at=SECOND_CHANGE
+    )
+    assert after is not None
+    assert after.message.context["previous_starts_at"] == "Wednesday 1 April 2026, 10:00 WEST"
+
+
+def test_moved_and_moved_back_inside_the_grace_period_is_not_announced() -> None:
+    told_dose = DOSE_1.model_copy(update={"starts_at": TOLD, "ends_at": TOLD + timedelta(hours=3)})
+    first = supersede(None, rescheduled(IN_BETWEEN, NOW, "first", TOLD), changed_at=NOW)
+    back = rescheduled(told_dose, SECOND_CHANGE, "back", NEVER_TOLD)
+    assert supersede(first, back, changed_at=SECOND_CHANGE) is None
