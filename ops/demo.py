@@ -60,6 +60,33 @@ class Person:
     windows: list[dict[str, Any]]
 
     @property
+    def refused_at_check_in(self) -> str | None:
+        """Why this person's first dose cannot be given at check-in, if it cannot (rule 16)."""
+        return {3: "no_ride_home", 8: "blood_pressure_over_limit"}.get(self.number % 11)
+
+    def check_in(self, dose_number: int, refused_before: bool) -> dict[str, Any]:
+        refuse = None if refused_before or dose_number != 1 else self.refused_at_check_in
+        high = refuse == "blood_pressure_over_limit"
+        return {
+            "ride_home_confirmed": refuse != "no_ride_home",
+            "fasting_confirmed": True,
+            "vitals": {
+                "systolic": 152 if high else 124,
+                "diastolic": 96 if high else 80,
+                "heart_rate": 74,
+            },
+            "phq9_item9": 0,
+        }
+
+    def adverse_events(self, dose_number: int) -> list[dict[str, str]]:
+        """Mild nausea now and then; a severe event for a few (it alerts staff)."""
+        if self.number % 12 == 7 and dose_number == 3:
+            return [{"kind": "hypertension", "severity": "severe"}]
+        if (self.number + dose_number) % 5 == 0:
+            return [{"kind": "nausea", "severity": "mild"}]
+        return []
+
+    @property
     def email(self) -> str:
         return f"person{self.number}.{self.run}.{self.clinic}@demo.example"
 
@@ -83,6 +110,7 @@ class Tally:
     ineligible: int = 0
     accepted: int = 0  # requests the services answered with success
     refused: Counter[str] = field(default_factory=Counter)
+    refused_check_ins: set[int] = field(default_factory=set)  # people refused once at check-in
 
     def reached(self, clinic: str, stage: str, n: int = 1) -> None:
         self.progress[clinic][stage] += n
@@ -249,7 +277,7 @@ class Staff:
                         continue
             miss = person.misses_a_dose and not missed and upcoming.get("dose_number") == 2
             missed = missed or miss
-            response = await self.hold(clinic, upcoming, miss=miss)
+            response = await self.hold(person, clinic, upcoming, miss=miss)
             if response.status_code != 200:
                 self.tally.refused["session"] += 1
                 return
@@ -257,10 +285,32 @@ class Staff:
         self.tally.expected[topics.COURSE_COMPLETED.name] += 1
         self.tally.reached(clinic, "completed")
 
-    async def hold(self, clinic: str, upcoming: dict[str, Any], *, miss: bool) -> httpx.Response:
-        """At the session's end, record it held (and tally it), or missed when `miss`."""
+    async def hold(
+        self, person: Person, clinic: str, upcoming: dict[str, Any], *, miss: bool
+    ) -> httpx.Response:
+        """A medicine session is checked in as it starts: refused, it is cancelled (and
+        re-planned like any cancellation). At the session's end it is recorded held
+        (and tallied), or missed when `miss`; a dose's record follows its completion."""
         appointment = upcoming["appointment_id"]
         url = f"{self.scheduler}/v1/clinics/{clinic}/appointments/{appointment}"
+        medicine = upcoming["kind"] == "medicine"
+        if medicine and not miss:
+            await self.until(datetime.fromisoformat(upcoming["starts_at"]))
+            refused_before = person.number in self.tally.refused_check_ins
+            answers = person.check_in(upcoming["dose_number"], refused_before)
+            checked = await self.call("POST", f"{url}/check-in", clinic, json=answers)
+            if checked.status_code == 404 and checked.json().get("detail") == "Not Found":
+                medicine = False  # a replica from before check-ins (make upgrade): none needed
+            elif checked.status_code != 200:
+                return checked
+            mine = medicine and next(
+                a
+                for a in checked.json()["course"]["appointments"]
+                if a["appointment_id"] == appointment
+            )
+            if mine and mine["check_in"]["outcome"] == "refused":
+                self.tally.refused_check_ins.add(person.number)
+                return await self.call("POST", f"{url}/cancellation", clinic)
         await self.until(datetime.fromisoformat(upcoming["ends_at"]))
         if miss:
             return await self.call("POST", f"{url}/missed", clinic)
@@ -273,7 +323,27 @@ class Staff:
         if response.status_code == 200:
             self.tally.completed_appointments.add(appointment)
             self.tally.reached(clinic, "sessions")
+            if medicine:
+                await self.record(person, clinic, url, upcoming)
         return response
+
+    async def record(self, person: Person, clinic: str, url: str, session: dict[str, Any]) -> None:
+        dosed = datetime.fromisoformat(session["starts_at"]) + timedelta(minutes=15)
+        vitals = {"systolic": 128, "diastolic": 82, "heart_rate": 78}
+        record = {
+            "route": "intramuscular",
+            "dose_mg": 50 + 10 * min(session["dose_number"], 4),
+            "administered_by": f"staff-{person.clinic}-1",
+            "dosed_at": dosed.isoformat(),
+            "discharged_at": (dosed + timedelta(minutes=130)).isoformat(),
+            "vitals_at_dosing": vitals,
+            "vitals_at_40_min": vitals,
+            "vitals_at_discharge": vitals,
+            "adverse_events": person.adverse_events(session["dose_number"]),
+        }
+        recorded = await self.call("POST", f"{url}/record", clinic, json=record)
+        if recorded.status_code != 200:
+            self.tally.refused["record"] += 1
 
     async def await_booster(self, clinic: str, client: str, until: datetime) -> None:
         schedule = await self.schedule(clinic, client, "course")
@@ -375,6 +445,17 @@ def report(
         "courses_completed": len(journal.clients_with(topics.COURSE_COMPLETED.name)),
         "boosters_due": journal.distinct(topics.BOOSTER_DUE.name),
         "clinical_alerts": journal.distinct(topics.CLINICAL_ALERT_RAISED.name),
+        "checkins_refused": len(
+            {
+                r.value["appointment_id"]
+                for r in journal.of(topics.PUBLIC_APPOINTMENT_CHECKED_IN.name)
+                if r.value["outcome"] == "refused"
+            }
+        ),
+        "adverse_events": sum(
+            len(r.value["record"]["adverse_events"])
+            for r in {r.id: r for r in journal.of(topics.SESSION_RECORDED.name)}.values()
+        ),
         "notifications_sent": len(
             {r.value["notification_id"] for r in journal.of(topics.NOTIFICATION_SENT.name)}
         ),

@@ -270,7 +270,7 @@ class Staff(demo.Staff):
                 moves_before.clear()  # no room to move: attend it where it is
             miss = person.misses_a_dose and not missed and upcoming.get("dose_number") == 2
             missed = missed or miss
-            response = await self.hold(clinic, upcoming, miss=miss)
+            response = await self.hold(person, clinic, upcoming, miss=miss)
             if response.status_code != 200:
                 self.tally.refused["session"] += 1
                 self.refused("session", response)

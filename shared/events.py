@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import date, time
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from uuid import UUID
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 ClinicId = Annotated[
     str,
@@ -161,12 +161,27 @@ class ClientEnrolled(Event):
     gad7_total: int = Field(ge=0, le=21)
 
 
-class ClinicalAlertRaised(Event):
-    """Urgent: staff are told at once, outside any send window."""
+AlertReason = Literal["phq9_item9_positive", "blood_pressure_over_limit", "severe_adverse_event"]
 
-    reason: Literal["phq9_item9_positive"]
-    phq9_item9: int = Field(ge=1, le=3)
-    raised_during: Literal["enrolment", "session"]
+
+class ClinicalAlertRaised(Event):
+    """Urgent: staff are told at once, outside any send window.
+
+    Added within v1 (optional or new values only): the check-in's and the session
+    record's reasons, `raised_during` "check_in", and the appointment concerned.
+    `phq9_item9` is set for (and only for) a PHQ-9 item 9 alert.
+    """
+
+    reason: AlertReason
+    phq9_item9: int | None = Field(default=None, ge=1, le=3)
+    raised_during: Literal["enrolment", "session", "check_in"]
+    appointment_id: UUID | None = Field(default=None, description="The session concerned, if any")
+
+    @model_validator(mode="after")
+    def _item9_with_its_reason(self) -> Self:
+        if (self.reason == "phq9_item9_positive") != (self.phq9_item9 is not None):
+            raise ValueError("phq9_item9 is given with, and only with, reason phq9_item9_positive")
+        return self
 
 
 class ClinicalAlertAcknowledged(Event):
@@ -274,6 +289,88 @@ class BoostersStopped(Event):
     reason: Literal["stopped_by_care_team", "discharged"]
 
 
+class CheckInRefusal(StrEnum):
+    """Why a check-in before a medicine session was refused (protocol rule 16)."""
+
+    NO_RIDE_HOME = "no_ride_home"
+    NOT_FASTING = "not_fasting"
+    BLOOD_PRESSURE_OVER_LIMIT = "blood_pressure_over_limit"
+
+
+class VitalSigns(Contract):
+    """Clinical data: internal topics and the scheduler's store only."""
+
+    systolic: int = Field(ge=50, le=300, description="mmHg")
+    diastolic: int = Field(ge=20, le=200, description="mmHg")
+    heart_rate: int = Field(ge=20, le=250, description="Beats per minute")
+
+
+class CheckInAnswers(Contract):
+    """What staff record before a dose: clinical data, never on a public topic."""
+
+    ride_home_confirmed: bool
+    fasting_confirmed: bool = Field(description="No food for 2 h, no liquids for 30 min")
+    vitals: VitalSigns
+    phq9_item9: int = Field(ge=0, le=3)
+
+
+class SessionCheckedIn(Event):
+    """A check-in before a medicine session, passed or refused (then proposed for rescheduling)."""
+
+    course_id: UUID
+    appointment_id: UUID
+    starts_at: AwareDatetime
+    passed: bool
+    refused_for: tuple[CheckInRefusal, ...] = ()
+    answers: CheckInAnswers
+
+
+MedicineRoute = Literal["sublingual", "intramuscular", "intravenous"]
+Severity = Literal["mild", "moderate", "severe"]
+
+
+class AdverseEventKind(StrEnum):
+    NAUSEA = "nausea"
+    VOMITING = "vomiting"
+    ANXIETY = "anxiety"
+    DISSOCIATION_DISTRESS = "dissociation_distress"
+    HYPERTENSION = "hypertension"
+    TACHYCARDIA = "tachycardia"
+    SEDATION = "sedation"
+    HEADACHE = "headache"
+    DIZZINESS = "dizziness"
+    OTHER = "other"
+
+
+class AdverseEvent(Contract):
+    kind: AdverseEventKind
+    severity: Severity
+
+
+class SessionRecord(Contract):
+    """What was given and how the client was monitored (protocol rule 17). Clinical data."""
+
+    medicine: Literal["ketamine", "esketamine"] = "ketamine"
+    route: MedicineRoute
+    dose_mg: float = Field(gt=0, le=1000)
+    administered_by: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", description="Staff id (not a name)"
+    )
+    dosed_at: AwareDatetime
+    discharged_at: AwareDatetime
+    vitals_at_dosing: VitalSigns
+    vitals_at_40_min: VitalSigns
+    vitals_at_discharge: VitalSigns
+    adverse_events: tuple[AdverseEvent, ...] = Field(default=(), max_length=20)
+
+
+class SessionRecorded(Event):
+    course_id: UUID
+    appointment_id: UUID
+    dose_number: int | None = None
+    record: SessionRecord
+
+
 # --- notifier --------------------------------------------------------------
 
 
@@ -333,3 +430,14 @@ class AppointmentStatusChanged(Event):
     status: AppointmentStatus
     starts_at: AwareDatetime
     ends_at: AwareDatetime
+
+
+class AppointmentCheckedIn(Event):
+    """Partner feed: a medicine session's check-in passed, or was refused (and the
+    session is proposed for rescheduling). Codes only, no measurements."""
+
+    appointment_id: UUID
+    kind: AppointmentKind
+    starts_at: AwareDatetime
+    outcome: Literal["passed", "refused"]
+    refused_for: tuple[CheckInRefusal, ...] = ()

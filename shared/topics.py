@@ -88,7 +88,8 @@ CLINICAL_ALERT_RAISED = _topic(
     "clinical.alert.raised.v1",
     ev.ClinicalAlertRaised,
     ("intake", "scheduler"),
-    "Urgent alert for clinic staff (PHQ-9 item 9 non-zero), at screening or at a session.",
+    "Urgent alert for clinic staff (PHQ-9 item 9 non-zero, blood pressure over the limit at "
+    "check-in, a severe adverse event), at screening, check-in or a session.",
 )
 CLINICAL_ALERT_ACKNOWLEDGED = _topic(
     "clinical.alert.acknowledged.v1",
@@ -180,6 +181,20 @@ BOOSTERS_STOPPED = _topic(
     "scheduler",
     "No further boosters will be announced.",
 )
+SESSION_CHECKED_IN = _topic(
+    "scheduler.session.checked-in.v1",
+    ev.SessionCheckedIn,
+    "scheduler",
+    "A medicine session's check-in (ride, fasting, vitals, item 9): passed or refused with "
+    "its codes. Clinical data: internal only.",
+)
+SESSION_RECORDED = _topic(
+    "scheduler.session.recorded.v1",
+    ev.SessionRecorded,
+    "scheduler",
+    "The record of a medicine session (dose, route, vitals, monitoring, adverse events). "
+    "Clinical data: internal only.",
+)
 NOTIFICATION_SENT = _topic(
     "notifier.notification.sent.v1",
     ev.NotificationSent,
@@ -204,6 +219,13 @@ PUBLIC_APPOINTMENT_STATUS = _topic(
     "scheduler",
     "Partner feed: an appointment's FHIR status changed (pseudonymous).",
 )
+PUBLIC_APPOINTMENT_CHECKED_IN = _topic(
+    "public.appointment.checked-in.v1",
+    ev.AppointmentCheckedIn,
+    "scheduler",
+    "Partner feed: a medicine session's check-in passed or was refused, with codes "
+    "(pseudonymous; no measurements).",
+)
 
 ALL: tuple[Topic, ...] = (
     CONSULTATION_REQUESTED,
@@ -227,10 +249,13 @@ ALL: tuple[Topic, ...] = (
     BOOSTER_PLAN_SET,
     BOOSTER_DUE,
     BOOSTERS_STOPPED,
+    SESSION_CHECKED_IN,
+    SESSION_RECORDED,
     NOTIFICATION_SENT,
     NOTIFICATION_FAILED,
     PUBLIC_STAGE_REACHED,
     PUBLIC_APPOINTMENT_STATUS,
+    PUBLIC_APPOINTMENT_CHECKED_IN,
 )
 
 BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL}

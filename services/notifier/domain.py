@@ -214,7 +214,8 @@ class _Plan:
         self.client(kind, self.now + self.clinic.grace, ctx, appointment_id, refers_to)
 
     def clinical_alert(self, alert: ev.ClinicalAlertRaised) -> None:
-        # Staff learn only that item 9 was answered non-zero, not the scores (rule 14).
+        # Staff learn only why (item 9 non-zero, blood pressure over the limit, a severe
+        # adverse event) and when, never the scores or measurements (rule 14).
         record = self.clinic.intake_record_path.format(
             clinic_id=alert.clinic_id, client_id=alert.client_id
         )
@@ -222,6 +223,7 @@ class _Plan:
             "client_id": str(alert.client_id),
             "intake_record_path": record,
             "raised_during": alert.raised_during,
+            "reason": alert.reason,
             "raised_at": context.clinic_time(alert.occurred_at, self.clinic.tz),
         }
         self._add(Kind.CLINICAL_ALERT, "email", "staff", self.now, ctx, None)

@@ -18,6 +18,7 @@ from chassis.http import (
     unprocessable,
 )
 from chassis.unit_of_work import WriteConflict
+from services.scheduler.api_medicine import add_medicine_routes, session_safety_view
 from services.scheduler.changes import COURSE_HORIZON_DAYS, CalendarMissing
 from services.scheduler.domain.clinic import (
     ClinicCalendar,
@@ -31,7 +32,7 @@ from services.scheduler.domain.clinic import (
 from services.scheduler.domain.feasibility import why_no_course_fits
 from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import PlanFailure
-from services.scheduler.domain.schedule import ClientSchedule, Refused
+from services.scheduler.domain.schedule import ClientSchedule, Invalid, Refused
 from services.scheduler.scheduler import Scheduler
 from shared import events as ev
 
@@ -147,7 +148,11 @@ def schedule_view(schedule: ClientSchedule) -> dict[str, Any]:
             "therapist_id": course.plan.therapist_id,
             "window_ends_on": course.plan.window_ends_on.isoformat(),
             "appointments": [
-                {**a.model_dump(mode="json"), "status": course.status_of(a.appointment_id)}
+                {
+                    **a.model_dump(mode="json"),
+                    "status": course.status_of(a.appointment_id),
+                    **session_safety_view(course, a),
+                }
                 for a in course.plan.appointments
             ],
             "completed_at": course.completed_at.isoformat() if course.completed_at else None,
@@ -169,6 +174,9 @@ def routes(scheduler: Scheduler) -> APIRouter:
     async def guarded(call: Any) -> Any:
         try:
             return await call
+        except Invalid as invalid:
+            detail = [{"loc": ["body", invalid.field], "msg": str(invalid), "type": "value_error"}]
+            raise HTTPException(422, detail) from invalid
         except (Refused, CalendarMissing) as refused:
             raise HTTPException(409, str(refused)) from refused
         except LookupError as missing:
@@ -249,6 +257,8 @@ def routes(scheduler: Scheduler) -> APIRouter:
             )
         )
         return schedule_view(schedule)
+
+    add_medicine_routes(router, scheduler, guarded, schedule_view)
 
     @router.post(
         "/appointments/{appointment_id}/missed",

@@ -11,6 +11,7 @@ alert), named apart from the request's own outputs.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ from services.scheduler.changes import (
     ScheduleChanges,
 )
 from services.scheduler.domain import ids as domain_ids
-from services.scheduler.domain import lifecycle
+from services.scheduler.domain import lifecycle, medicine
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.planner import is_late_cancellation
 from services.scheduler.domain.plans import (
@@ -77,6 +78,30 @@ class Requests(ScheduleChanges):
         # different answers are another fact (and another alert, if any).
         answers = f"ride-{ride_home_confirmed}/phq9-{phq9_total}-{phq9_item9}"
         return await self._request(clinic_id, appointment_id, f"completed/{answers}", change)
+
+    async def check_in(
+        self, clinic_id: str, appointment_id: UUID, answers: ev.CheckInAnswers
+    ) -> ClientSchedule:
+        """Check the client in before a medicine session; a refusal is recorded (the
+        session is proposed for rescheduling), so it answers with the schedule too."""
+        calendar = await self.calendar(clinic_id)
+
+        def change(schedule: ClientSchedule, now: datetime, _: Booking) -> Change:
+            return medicine.check_in(schedule, appointment_id, answers, calendar, now)
+
+        action = f"checked-in/{answers.model_dump_json()}"
+        return await self._request(clinic_id, appointment_id, action, change)
+
+    async def record(
+        self, clinic_id: str, appointment_id: UUID, record: ev.SessionRecord
+    ) -> ClientSchedule:
+        calendar = await self.calendar(clinic_id)
+
+        def change(schedule: ClientSchedule, now: datetime, _: Booking) -> Change:
+            return medicine.record_session(schedule, appointment_id, record, calendar, now)
+
+        digest = hashlib.sha256(record.model_dump_json().encode()).hexdigest()[:16]
+        return await self._request(clinic_id, appointment_id, f"recorded/{digest}", change)
 
     async def drop(
         self,

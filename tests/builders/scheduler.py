@@ -11,14 +11,21 @@ import random
 import uuid
 from datetime import datetime, timedelta
 
-from services.scheduler.domain import lifecycle
+from services.scheduler.domain import lifecycle, medicine
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan
 from services.scheduler.domain.schedule import ClientSchedule
+from shared import events as ev
 
 START = datetime(2026, 3, 16)  # a Monday, clinic-local wall time
 THERAPISTS, ROOMS, DAYS = 20, 8, 42
+PASSING_CHECKIN = ev.CheckInAnswers(
+    ride_home_confirmed=True,
+    fasting_confirmed=True,
+    vitals=ev.VitalSigns(systolic=122, diastolic=78, heart_rate=72),
+    phq9_item9=0,
+)
 
 
 class FigureFailed(AssertionError):
@@ -84,6 +91,7 @@ def completed_course(calendar: ClinicCalendar, completed_at: datetime) -> Client
         raise FigureFailed(f"no course fits an empty calendar: {plan.reason}")
     schedule, _ = lifecycle.course_booked(schedule, plan, start)
     for appointment in plan.appointments:
+        schedule = checked_in(schedule, appointment, calendar)
         schedule, _ = lifecycle.complete_session(
             schedule,
             appointment.appointment_id,
@@ -96,6 +104,21 @@ def completed_course(calendar: ClinicCalendar, completed_at: datetime) -> Client
     course = schedule.course
     if course is None or course.completed_at is None or course.next_booster != 1:
         raise FigureFailed("holding every session did not complete the course")
+    return schedule
+
+
+def checked_in(
+    schedule: ClientSchedule,
+    appointment: ev.Appointment,
+    calendar: ClinicCalendar,
+    answers: ev.CheckInAnswers = PASSING_CHECKIN,
+) -> ClientSchedule:
+    """A medicine session checked in as it starts (other sessions need none)."""
+    if appointment.kind != ev.AppointmentKind.MEDICINE:
+        return schedule
+    schedule, _ = medicine.check_in(
+        schedule, appointment.appointment_id, answers, calendar, appointment.starts_at
+    )
     return schedule
 
 

@@ -111,6 +111,27 @@ class Room(Config):
     name: str = Field(min_length=1, max_length=200)
 
 
+class CheckInPolicy(Config):
+    """Check-in before a medicine session and its record (protocol rules 16, 17).
+
+    Blood pressure passes at the limit (140/90 passes, 141/90 or 140/91 does not),
+    as "above 140/90" blocks at screening. Heart rate is recorded, not judged: the
+    protocol sets it no limit, so staff read it with the rest.
+    """
+
+    systolic_limit: int = Field(default=140, ge=90, le=220, description="mmHg, inclusive")
+    diastolic_limit: int = Field(default=90, ge=50, le=140, description="mmHg, inclusive")
+    opens_minutes_before: int = Field(
+        default=120, ge=0, le=24 * 60, description="Earliest check-in before the session starts"
+    )
+    completion_requires_checkin: bool = Field(
+        default=True, description="A medicine session is completed only after a passed check-in"
+    )
+    min_monitoring_minutes: int = Field(
+        default=120, ge=0, le=24 * 60, description="From dosing to discharge, at least"
+    )
+
+
 class CoursePolicy(Config):
     """The clinic's course rules; defaults are the protocol's (docs: kap-protocol.md)."""
 
@@ -148,6 +169,7 @@ class CoursePolicy(Config):
     )
     booster: BoosterPlan = BoosterPlan()
     booster_due_local_time: time = time(9, 0)
+    checkin: CheckInPolicy = CheckInPolicy()
 
     @field_validator("integration_days_after")
     @classmethod

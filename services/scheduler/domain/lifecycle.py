@@ -11,6 +11,7 @@ from typing import Literal, TypedDict
 from uuid import UUID
 
 from services.scheduler.domain.boosters import BoosterDueAt, next_booster_due
+from services.scheduler.domain.checkin import completion_refusal
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.plans import CoursePlan, Replan
 from services.scheduler.domain.schedule import ClientSchedule, Course, Refused
@@ -109,6 +110,11 @@ def complete_session(
         )
     if now < appointment.starts_at:
         raise Refused("a session cannot be completed before it starts", events)
+    no_checkin = completion_refusal(
+        appointment, course.checkin_for(appointment), calendar.policy.checkin
+    )
+    if no_checkin:
+        raise Refused(no_checkin, events)
     if appointment.kind == Kind.MEDICINE and not ride_home_confirmed:
         # Protocol rule 8: no confirmed ride, no session; it is proposed for rescheduling.
         raise Refused("no confirmed ride home: the session cannot be held; reschedule it", events)

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.scheduler.domain.checkin import CheckIn
 from services.scheduler.domain.plans import ClientAvailability, CoursePlan
 from shared import events as ev
 from shared.events import AppointmentKind as Kind
@@ -29,6 +30,14 @@ class Refused(Exception):
         self.events = tuple(events)
 
 
+class Invalid(Refused):
+    """A request whose `field` the clinic's rules refuse (HTTP 422 naming it)."""
+
+    def __init__(self, field: str, reason: str, events: Sequence[ev.Event] = ()) -> None:
+        super().__init__(reason, events)
+        self.field = field
+
+
 class Course(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -42,6 +51,17 @@ class Course(BaseModel):
     boosters_announced: int = Field(
         default=0, ge=0, description="Number of the last booster announced (0: none yet)"
     )
+    # Medicine sessions' check-ins and records, by appointment id (clinical data:
+    # kept here, published on internal topics only).
+    checkins: dict[str, CheckIn] = Field(default_factory=dict)
+    records: dict[str, ev.SessionRecord] = Field(default_factory=dict)
+
+    def checkin_for(self, appointment: ev.Appointment) -> CheckIn | None:
+        """The check-in made for the session as it now stands (none once it moved)."""
+        checkin = self.checkins.get(str(appointment.appointment_id))
+        if checkin is None or checkin.for_starts_at != appointment.starts_at:
+            return None
+        return checkin
 
     def status_of(self, appointment_id: UUID) -> Status:
         return self.statuses.get(str(appointment_id), Status.BOOKED)

@@ -14,6 +14,7 @@ import pytest
 from services.scheduler.domain.schedule import Refused
 from shared import events as ev
 from shared import topics
+from tests.builders.scheduler import PASSING_CHECKIN
 from tests.helpers import topic_messages
 from tests.integration.scheduler.world import world
 
@@ -32,6 +33,9 @@ async def test_a_completion_refused_for_no_ride_home_still_raises_the_clinical_a
         dose = next(
             a for a in schedule.course.plan.appointments if a.kind == ev.AppointmentKind.MEDICINE
         )
+        w.clock.advance(dose.starts_at - w.clock.now())
+        await w.scheduler.check_in(w.clinic, dose.appointment_id, PASSING_CHECKIN)
+        checked_in = await w.load(schedule.client_id)
         w.clock.advance(dose.ends_at - w.clock.now())
 
         with pytest.raises(Refused, match="ride home"):
@@ -55,7 +59,7 @@ async def test_a_completion_refused_for_no_ride_home_still_raises_the_clinical_a
         (2, "session")
     ]
     assert completions == []  # the completion itself stays refused
-    assert saved.course == schedule.course
+    assert saved.course == checked_in.course
 
 
 def test_the_scheduler_may_publish_clinical_alerts() -> None:

@@ -19,6 +19,7 @@ from chassis.events import EventPublisher
 from shared import events as ev
 from shared import topics
 from shared.envelope import Envelope
+from tests.builders.scheduler import PASSING_CHECKIN
 from tests.helpers import auth, topic_messages
 
 pytestmark = pytest.mark.integration
@@ -152,6 +153,13 @@ async def test_six_completions_complete_the_course_and_boosters_fall_due_once_ea
         assert early.status_code == 409
         for dose in doses:
             appointment = ev.Appointment.model_validate(dose)
+            clock.advance(appointment.starts_at - clock.now())
+            checked_in = await scheduler.post(
+                f"/v1/clinics/lisbon/appointments/{appointment.appointment_id}/check-in",
+                json=PASSING_CHECKIN.model_dump(mode="json"),
+                headers=auth("lisbon"),
+            )
+            assert checked_in.status_code == 200, checked_in.text
             clock.advance(appointment.ends_at - clock.now())
             no_ride = await scheduler.post(
                 f"/v1/clinics/lisbon/appointments/{appointment.appointment_id}/completion",
@@ -235,6 +243,13 @@ async def test_clinic_requests_that_make_no_sense_are_refused_and_change_nothing
         headers=auth("boston"),
     )
     assert foreign.status_code == 404
+    clock.advance(doses[0].starts_at - clock.now())
+    checked_in = await scheduler.post(
+        f"/v1/clinics/lisbon/appointments/{doses[0].appointment_id}/check-in",
+        json=PASSING_CHECKIN.model_dump(mode="json"),
+        headers=auth("lisbon"),
+    )
+    assert checked_in.status_code == 200
     clock.advance(doses[0].ends_at - clock.now())
     held = await scheduler.post(
         f"/v1/clinics/lisbon/appointments/{doses[0].appointment_id}/completion",

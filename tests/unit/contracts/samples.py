@@ -19,6 +19,7 @@ APPOINTMENT_JSON = {
     "room_id": "recliner-1",
     "dose_number": 1,
 }
+VITALS = {"systolic": 150, "diastolic": 95, "heart_rate": 88}
 SESSION = {"course_id": COURSE, "appointment_id": APPOINTMENT, "kind": "medicine"}
 
 SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
@@ -74,6 +75,35 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
     },
     ev.BoosterDue: {"course_id": COURSE, "booster_number": 1, "due_at": "2026-05-04T08:00:00Z"},
     ev.BoostersStopped: {"course_id": COURSE, "reason": "discharged"},
+    ev.SessionCheckedIn: {
+        "course_id": COURSE,
+        "appointment_id": APPOINTMENT,
+        "starts_at": "2026-03-30T08:00:00Z",
+        "passed": False,
+        "refused_for": ["blood_pressure_over_limit"],
+        "answers": {
+            "ride_home_confirmed": True,
+            "fasting_confirmed": True,
+            "vitals": VITALS,
+            "phq9_item9": 0,
+        },
+    },
+    ev.SessionRecorded: {
+        "course_id": COURSE,
+        "appointment_id": APPOINTMENT,
+        "dose_number": 1,
+        "record": {
+            "route": "intramuscular",
+            "dose_mg": 60,
+            "administered_by": "staff-17",
+            "dosed_at": "2026-03-30T08:15:00Z",
+            "discharged_at": "2026-03-30T10:30:00Z",
+            "vitals_at_dosing": VITALS,
+            "vitals_at_40_min": VITALS,
+            "vitals_at_discharge": VITALS,
+            "adverse_events": [{"kind": "nausea", "severity": "mild"}],
+        },
+    },
     ev.NotificationSent: {
         "notification_id": APPOINTMENT,
         "message_kind": "reminder_24h",
@@ -95,6 +125,13 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
         "status": "fulfilled",
         "starts_at": "2026-03-30T08:00:00Z",
         "ends_at": "2026-03-30T11:00:00Z",
+    },
+    ev.AppointmentCheckedIn: {
+        "appointment_id": APPOINTMENT,
+        "kind": "medicine",
+        "starts_at": "2026-03-30T08:00:00Z",
+        "outcome": "refused",
+        "refused_for": ["no_ride_home", "blood_pressure_over_limit"],
     },
 }
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
+from typing import Literal
 
 import pytest
 
@@ -73,8 +75,31 @@ def test_clinical_alert_names_the_client_record_but_not_the_scores() -> None:
         "client_id": str(alert.client_id),
         "intake_record_path": f"/clinics/lisbon/clients/{alert.client_id}/intake",
         "raised_during": "enrolment",
+        "reason": "phq9_item9_positive",
         "raised_at": "Monday 23 March 2026, 10:00 WET",
     }
+
+
+@pytest.mark.parametrize(
+    ("reason", "during"),
+    [("blood_pressure_over_limit", "check_in"), ("severe_adverse_event", "session")],
+)
+def test_check_in_and_session_record_alerts_reach_staff_at_once_without_measurements(
+    reason: Literal["blood_pressure_over_limit", "severe_adverse_event"],
+    during: Literal["check_in", "session"],
+) -> None:
+    alert = ev.ClinicalAlertRaised(
+        **event_fields(), reason=reason, raised_during=during, appointment_id=uuid.uuid4()
+    )
+    message, escalation = plan(alert)
+    assert escalation.kind == Kind.CLINICAL_ALERT_ESCALATION  # every alert needs an owner
+    assert (message.kind, message.recipient, message.channel) == (
+        Kind.CLINICAL_ALERT,
+        "staff",
+        "email",
+    )
+    assert message.send_at == NOW
+    assert message.context["reason"] == reason
 
 
 def test_course_booked_plans_confirmation_instructions_and_reminders() -> None:

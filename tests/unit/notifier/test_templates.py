@@ -136,6 +136,30 @@ def test_clinical_alert_email_gives_staff_the_record_but_not_the_score() -> None
     assert "Maria" not in result.text
 
 
+@pytest.mark.parametrize(
+    ("reason", "copy"),
+    [
+        ("blood_pressure_over_limit", "Blood pressure over the clinic's limit at the check-in"),
+        ("severe_adverse_event", "A severe adverse event recorded in a medicine session"),
+    ],
+)
+def test_check_in_and_record_alerts_say_why_without_measurements(reason: str, copy: str) -> None:
+    sample = SAMPLES[(MessageKind.CLINICAL_ALERT, "email")][0]
+    alert = sample.model_copy(update={"context": {**sample.context, "reason": reason}})
+    result = TemplateSet().render(alert)
+    assert copy in result.text
+    assert copy in (result.html or "").replace("&#39;", "'")
+    assert "PHQ-9" not in result.text
+    assert "mmHg" not in result.text
+
+
+def test_an_alert_queued_before_reasons_existed_still_renders_as_item_9() -> None:
+    sample = SAMPLES[(MessageKind.CLINICAL_ALERT, "email")][0]
+    context = {k: v for k, v in sample.context.items() if k != "reason"}
+    result = TemplateSet().render(sample.model_copy(update={"context": context}))
+    assert "PHQ-9 item 9 answered non-zero at enrolment" in result.text
+
+
 def test_html_escapes_variables() -> None:
     (message,) = SAMPLES[(MessageKind.SCREENING_OUTCOME, "email")][:1]
     result = TemplateSet().render(message, client_name="<script>alert(1)</script>")

@@ -11,6 +11,7 @@ from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan
 from services.scheduler.domain.schedule import ClientSchedule
 from shared import events as ev
+from tests.builders.scheduler import checked_in
 from tests.unit.scheduler.builders import clinic
 
 START = datetime(2027, 6, 7, 7, tzinfo=UTC)  # a Monday
@@ -30,6 +31,7 @@ def hold_all(calendar: ClinicCalendar, schedule: ClientSchedule) -> ClientSchedu
     for appointment in schedule.course.plan.appointments:
         if schedule.course.status_of(appointment.appointment_id) != ev.AppointmentStatus.BOOKED:
             continue
+        schedule = checked_in(schedule, appointment, calendar)
         schedule, _ = lifecycle.complete_session(
             schedule,
             appointment.appointment_id,

@@ -50,7 +50,13 @@ from shared import events as ev
 from shared.events import AppointmentStatus as Status
 from tests.unit.scheduler.builders import clinic, therapist
 
-CALENDAR = clinic(therapists=[therapist("ana"), therapist("bea")], rooms=2)
+# Completion without a check-in (the policy switched off): the model walks completions,
+# drops and boosters; check-in's own paths are tested in test_checkin.py.
+CALENDAR = clinic(
+    therapists=[therapist("ana"), therapist("bea")],
+    rooms=2,
+    policy={"checkin": {"completion_requires_checkin": False}},
+)
 START = datetime(2027, 6, 7, 7, tzinfo=UTC)  # a Monday
 CLIENT = uuid.UUID("7d1f0c2a-5b9e-4c3d-8e2f-1a6b4c9d0e11")
 COURSE = uuid.UUID("3c2b1a09-8f7e-4d6c-9b5a-0e1f2d3c4b5a")

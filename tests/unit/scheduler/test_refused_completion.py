@@ -7,6 +7,7 @@ import pytest
 from services.scheduler.domain import lifecycle
 from services.scheduler.domain.schedule import Refused
 from shared import events as ev
+from tests.builders.scheduler import checked_in
 from tests.unit.scheduler.builders import clinic
 from tests.unit.scheduler.test_booster_lifecycle import booked
 
@@ -19,6 +20,7 @@ def test_no_ride_home_refuses_the_completion_but_not_the_alert(item9: int) -> No
     dose = next(
         a for a in schedule.course.plan.appointments if a.kind == ev.AppointmentKind.MEDICINE
     )
+    schedule = checked_in(schedule, dose, calendar)
 
     with pytest.raises(Refused, match="ride home") as refused:
         lifecycle.complete_session(
