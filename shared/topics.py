@@ -168,6 +168,30 @@ BOOSTERS_STOPPED = _topic(
     "scheduler",
     "No further boosters will be announced.",
 )
+COURSE_PAUSED = _topic(
+    "scheduler.course.paused.v1",
+    ev.CoursePaused,
+    "scheduler",
+    "A course was paused: its future sessions released, its window frozen.",
+)
+COURSE_RESUMED = _topic(
+    "scheduler.course.resumed.v1",
+    ev.CourseResumed,
+    "scheduler",
+    "A paused course was re-planned, or a review hold lifted.",
+)
+COURSE_HELD_FOR_REVIEW = _topic(
+    "scheduler.course.held-for-review.v1",
+    ev.CourseHeldForReview,
+    "scheduler",
+    "Consecutive medicine no-shows: the course waits for a clinician.",
+)
+COURSE_ENDED = _topic(
+    "scheduler.course.ended.v1",
+    ev.CourseEnded,
+    "scheduler",
+    "A course ended: withdrawn, discharged or closed as incomplete; nothing more is booked.",
+)
 NOTIFICATION_SENT = _topic(
     "notifier.notification.sent.v1",
     ev.NotificationSent,
@@ -193,6 +217,13 @@ PUBLIC_APPOINTMENT_STATUS = _topic(
     "Partner feed: an appointment's FHIR status changed (pseudonymous).",
 )
 
+PUBLIC_COURSE_STATUS = _topic(
+    "public.course.status-changed.v1",
+    ev.CourseStatusChanged,
+    "scheduler",
+    "Partner feed: a course paused, resumed, on review or ended, with an end code.",
+)
+
 ALL: tuple[Topic, ...] = (
     CONSULTATION_REQUESTED,
     CONSULTATION_HELD,
@@ -213,10 +244,15 @@ ALL: tuple[Topic, ...] = (
     BOOSTER_PLAN_SET,
     BOOSTER_DUE,
     BOOSTERS_STOPPED,
+    COURSE_PAUSED,
+    COURSE_RESUMED,
+    COURSE_HELD_FOR_REVIEW,
+    COURSE_ENDED,
     NOTIFICATION_SENT,
     NOTIFICATION_FAILED,
     PUBLIC_STAGE_REACHED,
     PUBLIC_APPOINTMENT_STATUS,
+    PUBLIC_COURSE_STATUS,
 )
 
 BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL}

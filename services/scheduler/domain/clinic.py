@@ -135,6 +135,9 @@ class CoursePolicy(Config):
     slot_step_minutes: int = Field(default=15, ge=5, le=60)
     booster: BoosterPlan = BoosterPlan()
     booster_due_local_time: time = time(9, 0)
+    review_after_no_shows: int = Field(
+        default=2, ge=1, le=12, description="Consecutive medicine no-shows before a review hold"
+    )
 
     @field_validator("integration_days_after")
     @classmethod

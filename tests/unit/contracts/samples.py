@@ -72,6 +72,19 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
     },
     ev.BoosterDue: {"course_id": COURSE, "booster_number": 1, "due_at": "2026-05-04T08:00:00Z"},
     ev.BoostersStopped: {"course_id": COURSE, "reason": "discharged"},
+    ev.CoursePaused: {"course_id": COURSE, "sessions_released": 5, "window_days_left": 12},
+    ev.CourseResumed: {
+        "course_id": COURSE,
+        "window_ends_on": "2026-04-30",
+        "appointments": [APPOINTMENT_JSON],
+    },
+    ev.CourseHeldForReview: {"course_id": COURSE, "consecutive_no_shows": 2},
+    ev.CourseEnded: {
+        "course_id": COURSE,
+        "reason": "withdrawn",
+        "sessions_released": 4,
+        "medicine_sessions_completed": 2,
+    },
     ev.NotificationSent: {
         "notification_id": APPOINTMENT,
         "message_kind": "reminder_24h",
@@ -94,6 +107,7 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
         "starts_at": "2026-03-30T08:00:00Z",
         "ends_at": "2026-03-30T11:00:00Z",
     },
+    ev.CourseStatusChanged: {"course_id": COURSE, "status": "ended", "ended_as": "withdrawn"},
 }
 
 
