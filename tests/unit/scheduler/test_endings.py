@@ -82,7 +82,8 @@ def test_a_pause_releases_every_future_session_and_freezes_the_days_left() -> No
     today = now.astimezone(calendar.tz).date()
     assert after.paused_days_left == (course.plan.window_ends_on - today).days + 1
     cancelled = [e for e in events if isinstance(e, ev.SessionCancelled)]
-    assert len(cancelled) == len(released) and not any(e.late for e in cancelled)
+    assert len(cancelled) == len(released)
+    assert not any(e.late for e in cancelled)
     [fact] = [e for e in events if isinstance(e, ev.CoursePaused)]
     assert fact.sessions_released == len(released)
     assert fact.window_days_left == after.paused_days_left
@@ -207,7 +208,8 @@ def test_a_review_hold_keeps_the_booked_sessions() -> None:
     )
     held, events = endings.hold_for_review(schedule, missed.appointment_id, missed.ends_at)
     course = endings.course_of(held)
-    assert course.standing == "on_review" and course.review_for == missed.appointment_id
+    assert course.standing == "on_review"
+    assert course.review_for == missed.appointment_id
     assert course.plan == endings.course_of(schedule).plan
     assert [type(e) for e in events] == [ev.CourseHeldForReview, ev.CourseStatusChanged]
 
@@ -217,18 +219,21 @@ def test_an_ending_releases_everything_and_nothing_is_announced_or_booked_after(
     completed = hold_until(calendar, booked(calendar), doses=6)
     course = endings.course_of(completed)
     due = course.next_booster_due_at
-    assert due is not None and course.completed_at is not None
+    assert due is not None
+    assert course.completed_at is not None
     now = course.completed_at + timedelta(hours=1)
 
     ended, events, _ = endings.end_course(completed, Ended.DISCHARGED, now)
 
     after = endings.course_of(ended)
-    assert after.standing == "ended" and after.end_code is Ended.DISCHARGED
+    assert after.standing == "ended"
+    assert after.end_code is Ended.DISCHARGED
     assert future_booked(ended, now) == []
     [stopped] = [e for e in events if isinstance(e, ev.BoostersStopped)]
     assert stopped.reason == "discharged"
     [fact] = [e for e in events if isinstance(e, ev.CourseEnded)]
-    assert fact.reason is Ended.DISCHARGED and fact.medicine_sessions_completed == 6
+    assert fact.reason is Ended.DISCHARGED
+    assert fact.medicine_sessions_completed == 6
     [public] = [e for e in events if isinstance(e, ev.CourseStatusChanged)]
     assert public.ended_as is Ended.DISCHARGED
     # A timer armed before the ending still fires: it announces nothing.
@@ -268,7 +273,8 @@ def test_a_new_course_only_after_the_last_one_completed_or_ended() -> None:
         endings.archived(active, START)
     ended, _, _ = endings.end_course(active, Ended.WITHDRAWN, START)
     archived, events = endings.archived(ended, START)
-    assert archived.course is None and events == []
+    assert archived.course is None
+    assert events == []
     assert archived.previous_courses == (endings.course_of(ended).plan.course_id,)
     completed = hold_until(calendar, booked(calendar), doses=6)
     course = endings.course_of(completed)
@@ -284,4 +290,5 @@ def test_a_schedule_saved_before_endings_existed_still_loads_as_active() -> None
         del raw["course"][field]
     del raw["course"]["end_code"], raw["previous_courses"]
     loaded = ClientSchedule.model_validate(raw)
-    assert endings.course_of(loaded).standing == "active" and loaded.previous_courses == ()
+    assert endings.course_of(loaded).standing == "active"
+    assert loaded.previous_courses == ()

@@ -14,6 +14,7 @@ course_requests.resume) on the pure domain, against a small reference model:
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -212,7 +213,7 @@ class CourseLife(RuleBasedStateMachine):
             ),
             key=lambda a: a.starts_at,
         )
-        for first, second in zip(booked, booked[1:], strict=False):
+        for first, second in itertools.pairwise(booked):
             assert first.ends_at <= second.starts_at
 
     @invariant()
