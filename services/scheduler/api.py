@@ -150,7 +150,7 @@ def schedule_view(schedule: ClientSchedule) -> dict[str, Any]:
             "window_days_left": course.paused_days_left,
             "ended_at": course.ended_at.isoformat() if course.ended_at else None,
             "end_code": course.end_code,
-            "released": [a.model_dump(mode="json") for a in course.released],
+            "off_plan": [a.model_dump(mode="json") for a in course.off_plan],
         }
     return view
 

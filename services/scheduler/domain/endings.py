@@ -62,7 +62,8 @@ def consecutive_no_shows(course: Course) -> int:
     """Medicine sessions missed in a row, counted back from the latest one attended or
     missed (a cancellation neither breaks nor extends the run)."""
     count = 0
-    medicine = [a for a in course.plan.appointments if a.kind is MEDICINE]
+    sessions = (*course.plan.appointments, *course.off_plan)  # replaced no-shows count too
+    medicine = [a for a in sessions if a.kind is MEDICINE]
     for session in sorted(medicine, key=lambda a: a.starts_at, reverse=True):
         status = course.status_of(session.appointment_id)
         if status == Status.NOSHOW:
@@ -109,7 +110,7 @@ def _release(
         }
     )
     course = course.model_copy(
-        update={"plan": plan, "statuses": statuses, "released": (*course.released, *released)}
+        update={"plan": plan, "statuses": statuses, "off_plan": (*course.off_plan, *released)}
     )
     events: list[ev.Event] = []
     for session in released:

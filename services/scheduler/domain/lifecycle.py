@@ -285,8 +285,9 @@ def replanned(
     """The course after a reschedule: moved sessions and replacements for dropped ones."""
     course = _course(schedule)
     previous = {a.appointment_id: a for a in course.plan.appointments}
+    off_plan = (*course.off_plan, *(previous[i] for i in replan.dropped if i in previous))
     updated = schedule.model_copy(
-        update={"course": course.model_copy(update={"plan": replan.plan})}
+        update={"course": course.model_copy(update={"plan": replan.plan, "off_plan": off_plan})}
     )
     events: list[ev.Event] = []
     for moved in replan.rescheduled:

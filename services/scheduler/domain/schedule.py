@@ -51,8 +51,10 @@ class Course(BaseModel):
     )
     # Added with endings (issue 16); schedules saved before read as an active course.
     standing: Standing = "active"
-    released: tuple[ev.Appointment, ...] = Field(
-        default=(), description="Sessions let go by a pause or an ending, kept on record"
+    off_plan: tuple[ev.Appointment, ...] = Field(
+        default=(),
+        description="Sessions taken out of the plan, kept on record: missed or cancelled "
+        "and replaced, or released by a pause or an ending",
     )
     paused_days_left: int | None = Field(default=None, ge=0)
     review_for: UUID | None = Field(default=None, description="The no-show that held it")
@@ -63,7 +65,7 @@ class Course(BaseModel):
         return self.statuses.get(str(appointment_id), Status.BOOKED)
 
     def appointment(self, appointment_id: UUID) -> ev.Appointment:
-        for appointment in (*self.plan.appointments, *self.released):
+        for appointment in (*self.plan.appointments, *self.off_plan):
             if appointment.appointment_id == appointment_id:
                 return appointment
         raise Refused("the session is not part of this course")

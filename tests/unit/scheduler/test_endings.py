@@ -133,7 +133,7 @@ def test_a_resume_plans_the_doses_left_inside_the_frozen_window() -> None:
     assert all(a.starts_at.astimezone(calendar.tz).date() <= window_end for a in added)
     assert all(a.starts_at >= later + timedelta(hours=1) for a in added)
     assert new_doses[0].starts_at - dose_two.starts_at >= timedelta(hours=48)
-    released = {a.appointment_id for a in endings.course_of(paused).released}
+    released = {a.appointment_id for a in endings.course_of(paused).off_plan}
     assert not released & {a.appointment_id for a in added}
     resumed, events = endings.resumed(paused, plan, added, later)
     assert endings.course_of(resumed).standing == "active"
@@ -286,7 +286,7 @@ def test_a_new_course_only_after_the_last_one_completed_or_ended() -> None:
 def test_a_schedule_saved_before_endings_existed_still_loads_as_active() -> None:
     schedule = booked(clinic())
     raw = schedule.model_dump(mode="json")
-    for field in ("standing", "released", "paused_days_left", "review_for", "ended_at"):
+    for field in ("standing", "off_plan", "paused_days_left", "review_for", "ended_at"):
         del raw["course"][field]
     del raw["course"]["end_code"], raw["previous_courses"]
     loaded = ClientSchedule.model_validate(raw)
