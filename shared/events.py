@@ -371,6 +371,46 @@ class SessionRecorded(Event):
     record: SessionRecord
 
 
+class CourseEndCode(StrEnum):
+    """Why a course ended before (or instead of) running its booster plan to the end."""
+
+    WITHDRAWN = "withdrawn"
+    DISCHARGED = "discharged"
+    CLOSED_INCOMPLETE = "closed_incomplete"
+
+
+class CoursePaused(Event):
+    """Future sessions released; the window frozen with `window_days_left` (None: the
+    window had not opened, the first dose not yet held)."""
+
+    course_id: UUID
+    sessions_released: int = Field(ge=0)
+    window_days_left: int | None = Field(default=None, ge=0)
+
+
+class CourseResumed(Event):
+    """A paused course re-planned, or a review hold lifted (`appointments` newly booked)."""
+
+    course_id: UUID
+    window_ends_on: date
+    appointments: tuple[Appointment, ...] = ()
+
+
+class CourseHeldForReview(Event):
+    """Consecutive medicine no-shows: nothing is rebooked until a clinician decides."""
+
+    course_id: UUID
+    consecutive_no_shows: int = Field(ge=1)
+
+
+class CourseEnded(Event):
+    course_id: UUID
+    reason: CourseEndCode
+    sessions_released: int = Field(ge=0)
+    medicine_sessions_completed: int = Field(ge=0)
+    detail: str | None = Field(default=None, description="Why, for clinic staff (no PHI)")
+
+
 # --- notifier --------------------------------------------------------------
 
 
@@ -441,3 +481,18 @@ class AppointmentCheckedIn(Event):
     starts_at: AwareDatetime
     outcome: Literal["passed", "refused"]
     refused_for: tuple[CheckInRefusal, ...] = ()
+
+
+class CourseStatus(StrEnum):
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    ON_REVIEW = "on_review"
+    ENDED = "ended"
+
+
+class CourseStatusChanged(Event):
+    """Partner feed: a course paused, resumed, held for review or ended (with its code)."""
+
+    course_id: UUID
+    status: CourseStatus
+    ended_as: CourseEndCode | None = None

@@ -195,6 +195,30 @@ SESSION_RECORDED = _topic(
     "The record of a medicine session (dose, route, vitals, monitoring, adverse events). "
     "Clinical data: internal only.",
 )
+COURSE_PAUSED = _topic(
+    "scheduler.course.paused.v1",
+    ev.CoursePaused,
+    "scheduler",
+    "A course was paused: its future sessions released, its window frozen.",
+)
+COURSE_RESUMED = _topic(
+    "scheduler.course.resumed.v1",
+    ev.CourseResumed,
+    "scheduler",
+    "A paused course was re-planned, or a review hold lifted.",
+)
+COURSE_HELD_FOR_REVIEW = _topic(
+    "scheduler.course.held-for-review.v1",
+    ev.CourseHeldForReview,
+    "scheduler",
+    "Consecutive medicine no-shows: the course waits for a clinician.",
+)
+COURSE_ENDED = _topic(
+    "scheduler.course.ended.v1",
+    ev.CourseEnded,
+    "scheduler",
+    "A course ended: withdrawn, discharged or closed as incomplete; nothing more is booked.",
+)
 NOTIFICATION_SENT = _topic(
     "notifier.notification.sent.v1",
     ev.NotificationSent,
@@ -227,6 +251,13 @@ PUBLIC_APPOINTMENT_CHECKED_IN = _topic(
     "(pseudonymous; no measurements).",
 )
 
+PUBLIC_COURSE_STATUS = _topic(
+    "public.course.status-changed.v1",
+    ev.CourseStatusChanged,
+    "scheduler",
+    "Partner feed: a course paused, resumed, on review or ended, with an end code.",
+)
+
 ALL: tuple[Topic, ...] = (
     CONSULTATION_REQUESTED,
     CONSULTATION_HELD,
@@ -251,11 +282,16 @@ ALL: tuple[Topic, ...] = (
     BOOSTERS_STOPPED,
     SESSION_CHECKED_IN,
     SESSION_RECORDED,
+    COURSE_PAUSED,
+    COURSE_RESUMED,
+    COURSE_HELD_FOR_REVIEW,
+    COURSE_ENDED,
     NOTIFICATION_SENT,
     NOTIFICATION_FAILED,
     PUBLIC_STAGE_REACHED,
     PUBLIC_APPOINTMENT_STATUS,
     PUBLIC_APPOINTMENT_CHECKED_IN,
+    PUBLIC_COURSE_STATUS,
 )
 
 BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL}

@@ -41,11 +41,16 @@ acl --allow-principal User:intake --allow-principal User:scheduler --allow-princ
   --topic scheduler.booster.stopped.v1 \
   --topic scheduler.session.checked-in.v1 \
   --topic scheduler.session.recorded.v1 \
+  --topic scheduler.course.paused.v1 \
+  --topic scheduler.course.resumed.v1 \
+  --topic scheduler.course.held-for-review.v1 \
+  --topic scheduler.course.ended.v1 \
   --topic notifier.notification.sent.v1 \
   --topic notifier.notification.failed.v1 \
   --topic public.client.stage-reached.v1 \
   --topic public.appointment.status-changed.v1 \
-  --topic public.appointment.checked-in.v1
+  --topic public.appointment.checked-in.v1 \
+  --topic public.course.status-changed.v1
 acl --allow-principal User:intake --operation Write \
   --topic intake.consultation.requested.v1 \
   --topic intake.consultation.held.v1 \
@@ -72,9 +77,14 @@ acl --allow-principal User:scheduler --operation Write \
   --topic scheduler.booster.stopped.v1 \
   --topic scheduler.session.checked-in.v1 \
   --topic scheduler.session.recorded.v1 \
+  --topic scheduler.course.paused.v1 \
+  --topic scheduler.course.resumed.v1 \
+  --topic scheduler.course.held-for-review.v1 \
+  --topic scheduler.course.ended.v1 \
   --topic public.client.stage-reached.v1 \
   --topic public.appointment.status-changed.v1 \
-  --topic public.appointment.checked-in.v1
+  --topic public.appointment.checked-in.v1 \
+  --topic public.course.status-changed.v1
 acl --allow-principal User:scheduler --operation Read \
   --topic intake.consultation.requested.v1 \
   --topic intake.consultation.held.v1 \

@@ -180,11 +180,15 @@ def hold_consultation(
 def screen(
     record: ClientRecord, screening: Screening, now: datetime
 ) -> tuple[ClientRecord, ev.ScreeningCompleted]:
+    # An enrolled client may be screened afresh: a returning client's new course
+    # (protocol rule 18). Intake does not know whether the last course ended; the
+    # scheduler books a new one only once it has, and says so otherwise.
     _require(
         record,
         IntakeStatus.CONSULTATION_HELD,
         IntakeStatus.SCREENED_INELIGIBLE,
         IntakeStatus.SCREENED_ELIGIBLE,
+        IntakeStatus.ENROLLED,
         step="record screening",
     )
     found = contraindications(screening)
@@ -227,6 +231,8 @@ def enrol(
     record: ClientRecord, scores: Scores, consent_at: datetime, now: datetime
 ) -> tuple[ClientRecord, ev.ClientEnrolled]:
     _require(record, IntakeStatus.SCREENED_ELIGIBLE, step="enrol")
+    if record.consent_recorded_at is not None and consent_at <= record.consent_recorded_at:
+        raise StepRefused("cannot enrol again: a new course needs a fresh consent")
     event = ev.ClientEnrolled(
         clinic_id=record.clinic_id,
         client_id=record.client_id,

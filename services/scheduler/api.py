@@ -20,6 +20,7 @@ from chassis.http import (
 from chassis.unit_of_work import WriteConflict
 from services.scheduler.api_medicine import add_medicine_routes, session_safety_view
 from services.scheduler.changes import COURSE_HORIZON_DAYS, CalendarMissing
+from services.scheduler.course_api import course_routes
 from services.scheduler.domain.clinic import (
     ClinicCalendar,
     CoursePolicy,
@@ -141,6 +142,7 @@ def schedule_view(schedule: ClientSchedule) -> dict[str, Any]:
         else None,
         "consultation_status": schedule.consultation_status,
         "course": None,
+        "previous_courses": [str(c) for c in schedule.previous_courses],
     }
     if course is not None:
         view["course"] = {
@@ -162,6 +164,11 @@ def schedule_view(schedule: ClientSchedule) -> dict[str, Any]:
             if course.next_booster_due_at
             else None,
             "boosters_stopped": course.boosters_stopped,
+            "standing": course.standing,
+            "window_days_left": course.paused_days_left,
+            "ended_at": course.ended_at.isoformat() if course.ended_at else None,
+            "end_code": course.end_code,
+            "off_plan": [a.model_dump(mode="json") for a in course.off_plan],
         }
     return view
 
@@ -319,4 +326,5 @@ def routes(scheduler: Scheduler) -> APIRouter:
     async def stop_boosters(clinic: AuthorisedClinic, client_id: UUID) -> dict[str, Any]:
         return schedule_view(await guarded(scheduler.set_boosters(clinic.id, client_id, None)))
 
+    router.include_router(course_routes(scheduler, guarded, schedule_view))
     return router

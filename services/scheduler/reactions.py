@@ -21,8 +21,8 @@ from services.scheduler.changes import (
     Changed,
     ScheduleChanges,
 )
+from services.scheduler.domain import endings, lifecycle
 from services.scheduler.domain import ids as domain_ids
-from services.scheduler.domain import lifecycle
 from services.scheduler.domain.course import course_steps
 from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import PlanFailure
@@ -140,8 +140,20 @@ class Reactions(ScheduleChanges):
     async def on_client_enrolled(self, event: ev.ClientEnrolled, cause: Envelope) -> None:
         async def decide(schedule: ClientSchedule, now: datetime, booking: Booking) -> Reaction:
             enrolled = lifecycle.stage(schedule, ev.ClientStage.ENROLLED, now)
+            archived: list[ev.Event] = []
             if schedule.course is not None:
-                return schedule, [enrolled]
+                # A returning client: a new course once the last one completed or ended.
+                if not endings.finished(schedule.course):
+                    return schedule, [
+                        enrolled,
+                        ev.CourseBookingFailed(
+                            clinic_id=event.clinic_id,
+                            client_id=event.client_id,
+                            occurred_at=now,
+                            reason="a course is still in progress: end it before a new one",
+                        ),
+                    ]
+                schedule, archived = endings.archived(schedule, now)
             calendar = await self.calendar(event.clinic_id)
             course_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/course")
             preferred = schedule.consultation.therapist_id if schedule.consultation else None
@@ -166,6 +178,7 @@ class Reactions(ScheduleChanges):
                 if isinstance(plan, PlanFailure):
                     return schedule, [
                         enrolled,
+                        *archived,
                         ev.CourseBookingFailed(
                             clinic_id=event.clinic_id,
                             client_id=event.client_id,
@@ -176,7 +189,7 @@ class Reactions(ScheduleChanges):
                     ]
                 if await self.reserved(booking, claims_for(event.client_id, plan.appointments)):
                     updated, events = lifecycle.course_booked(schedule, plan, now)
-                    return updated, [enrolled, *events]
+                    return updated, [enrolled, *archived, *events]
             raise RuntimeError("course slots kept being taken; will retry")
 
         await self.react(event.clinic_id, event.client_id, [(cause, decide)])

@@ -24,8 +24,8 @@ from services.scheduler.changes import (
     Changed,
     ScheduleChanges,
 )
+from services.scheduler.domain import endings, lifecycle, medicine
 from services.scheduler.domain import ids as domain_ids
-from services.scheduler.domain import lifecycle, medicine
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.planner import is_late_cancellation
 from services.scheduler.domain.plans import (
@@ -126,11 +126,22 @@ class Requests(ScheduleChanges):
             updated, events = lifecycle.session_dropped(
                 schedule, appointment_id, missed=missed, late=late, now=now
             )
-            booking.release(claims_for(schedule.client_id, [course.appointment(appointment_id)]))
+            dropped = course.appointment(appointment_id)
+            booking.release(claims_for(schedule.client_id, [dropped]))
+            if course.standing != "active":
+                return updated, events  # paused, on review or ended: nothing rebooked
+            is_medicine = dropped.kind is ev.AppointmentKind.MEDICINE
+            no_shows = endings.consecutive_no_shows(endings.course_of(updated))
+            if missed and is_medicine and no_shows >= calendar.policy.review_after_no_shows:
+                note.append(f"{no_shows} medicine sessions missed in a row: held for review")
+                updated, more = endings.hold_for_review(updated, appointment_id, now)
+                return updated, events + more
             drop = DropSession(appointment_id=appointment_id)
             replan = await self._replan(calendar, updated, drop, now, booking, allow_short_notice)
             if isinstance(replan, PlanFailure):
                 note.append(replan.reason)
+                if is_medicine:  # the window cannot hold the doses left: closed as incomplete
+                    return self._closed_incomplete(updated, replan, now, booking, events)
                 return updated, events
             updated, more = lifecycle.replanned(updated, replan, now)
             return updated, events + more
@@ -150,6 +161,8 @@ class Requests(ScheduleChanges):
         calendar = await self.calendar(clinic_id)
 
         async def change(schedule: ClientSchedule, now: datetime, booking: Booking) -> Change:
+            if schedule.course is not None and schedule.course.standing in ("paused", "ended"):
+                raise Refused(f"the course is {schedule.course.standing}: nothing is moved")
             move = MoveSession(appointment_id=appointment_id, new_starts_at=new_starts_at)
             replan = await self._replan(calendar, schedule, move, now, booking, allow_short_notice)
             if isinstance(replan, PlanFailure):
@@ -158,6 +171,19 @@ class Requests(ScheduleChanges):
 
         action = f"moved-{new_starts_at.isoformat()}{_short_notice(allow_short_notice)}"
         return await self._request(clinic_id, appointment_id, action, change)
+
+    def _closed_incomplete(
+        self,
+        schedule: ClientSchedule,
+        failure: PlanFailure,
+        now: datetime,
+        booking: Booking,
+        events: list[ev.Event],
+    ) -> Change:
+        code = ev.CourseEndCode.CLOSED_INCOMPLETE
+        ended, more, released = endings.end_course(schedule, code, now, failure.reason)
+        booking.release(claims_for(schedule.client_id, released))
+        return ended, events + more
 
     async def _replan(
         self,

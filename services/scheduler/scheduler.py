@@ -1,6 +1,6 @@
 """The scheduler: its three doors over one write step.
 
-Reactions to events (reactions.py), the clinic's requests (requests.py) and the
+Reactions to events (reactions.py), the clinic's requests (requests.py, course_requests.py) and the
 booster timers (timers.py) each decide in pure code and record through
 changes.ScheduleChanges, i.e. chassis.unit_of_work; none holds a Redis type of
 its own beyond the pipeline a decision's writes are queued on.
@@ -8,10 +8,10 @@ its own beyond the pipeline a decision's writes are queued on.
 
 from __future__ import annotations
 
+from services.scheduler.course_requests import CourseRequests
 from services.scheduler.reactions import Reactions
-from services.scheduler.requests import Requests
 from services.scheduler.timers import BoosterTimers
 
 
-class Scheduler(Reactions, Requests, BoosterTimers):
+class Scheduler(Reactions, CourseRequests, BoosterTimers):
     pass

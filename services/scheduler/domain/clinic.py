@@ -170,6 +170,9 @@ class CoursePolicy(Config):
     booster: BoosterPlan = BoosterPlan()
     booster_due_local_time: time = time(9, 0)
     checkin: CheckInPolicy = CheckInPolicy()
+    review_after_no_shows: int = Field(
+        default=2, ge=1, le=12, description="Consecutive medicine no-shows before a review hold"
+    )
 
     @field_validator("integration_days_after")
     @classmethod

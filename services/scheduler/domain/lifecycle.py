@@ -132,7 +132,8 @@ def complete_session(
         status_changed(schedule, appointment, Status.FULFILLED, now),
     ]
     done = _course(updated)
-    if done.completed_at is None and done.doses_held() >= calendar.policy.medicine_sessions:
+    complete = done.doses_held() >= calendar.policy.medicine_sessions
+    if done.completed_at is None and done.standing != "ended" and complete:
         updated, more = _complete_course(updated, calendar, now)
         events += more
     return updated, events
@@ -170,8 +171,8 @@ def set_booster_plan(
     new plan's first date still ahead.
     """
     course = _course(schedule)
-    if course.completed_at is None:
-        raise Refused("boosters follow a completed course")
+    if course.completed_at is None or course.standing == "ended":
+        raise Refused("boosters follow a completed course, not one that has ended")
     upcoming = next_booster_due(
         course.completed_at, plan, calendar.tz, now, calendar.policy.booster_due_local_time
     )
@@ -228,6 +229,7 @@ def booster_fired(
         or course.next_booster_due_at is None
         or course.booster_plan is None
         or course.boosters_stopped
+        or course.standing == "ended"  # nothing after an ending (domain.endings)
         or now < course.next_booster_due_at
     ):
         return schedule, []  # already announced, not yet due, or the plan changed meanwhile
@@ -289,8 +291,9 @@ def replanned(
     """The course after a reschedule: moved sessions and replacements for dropped ones."""
     course = _course(schedule)
     previous = {a.appointment_id: a for a in course.plan.appointments}
+    off_plan = (*course.off_plan, *(previous[i] for i in replan.dropped if i in previous))
     updated = schedule.model_copy(
-        update={"course": course.model_copy(update={"plan": replan.plan})}
+        update={"course": course.model_copy(update={"plan": replan.plan, "off_plan": off_plan})}
     )
     events: list[ev.Event] = []
     for moved in replan.rescheduled:

@@ -7,6 +7,7 @@ no contact data); how it moves is domain.lifecycle.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -38,6 +39,12 @@ class Invalid(Refused):
         self.field = field
 
 
+# active: booked and re-planned as usual; paused: nothing booked, the window frozen;
+# on_review: held for a clinician after no-shows, keeping what is booked; ended: nothing
+# is booked again (domain.endings).
+Standing = Literal["active", "paused", "on_review", "ended"]
+
+
 class Course(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -63,11 +70,23 @@ class Course(BaseModel):
             return None
         return checkin
 
+    # Added with endings (issue 16); schedules saved before read as an active course.
+    standing: Standing = "active"
+    off_plan: tuple[ev.Appointment, ...] = Field(
+        default=(),
+        description="Sessions taken out of the plan, kept on record: missed or cancelled "
+        "and replaced, or released by a pause or an ending",
+    )
+    paused_days_left: int | None = Field(default=None, ge=0)
+    review_for: UUID | None = Field(default=None, description="The no-show that held it")
+    ended_at: AwareDatetime | None = None
+    end_code: ev.CourseEndCode | None = None
+
     def status_of(self, appointment_id: UUID) -> Status:
         return self.statuses.get(str(appointment_id), Status.BOOKED)
 
     def appointment(self, appointment_id: UUID) -> ev.Appointment:
-        for appointment in self.plan.appointments:
+        for appointment in (*self.plan.appointments, *self.off_plan):
             if appointment.appointment_id == appointment_id:
                 return appointment
         raise Refused("the session is not part of this course")
@@ -99,6 +118,9 @@ class ClientSchedule(BaseModel):
     course: Course | None = None
     # Set by the clinic (PUT .../availability): where course sessions may lie.
     availability: ClientAvailability | None = None
+    previous_courses: tuple[UUID, ...] = Field(
+        default=(), description="Courses completed or ended before this one, oldest first"
+    )
     # Goes up by one with every saved change: what the ids of a change derive from
     # (domain.ids). Schedules saved before it existed read as version 0.
     version: int = Field(default=0, ge=0)

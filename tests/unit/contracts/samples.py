@@ -104,6 +104,19 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
             "adverse_events": [{"kind": "nausea", "severity": "mild"}],
         },
     },
+    ev.CoursePaused: {"course_id": COURSE, "sessions_released": 5, "window_days_left": 12},
+    ev.CourseResumed: {
+        "course_id": COURSE,
+        "window_ends_on": "2026-04-30",
+        "appointments": [APPOINTMENT_JSON],
+    },
+    ev.CourseHeldForReview: {"course_id": COURSE, "consecutive_no_shows": 2},
+    ev.CourseEnded: {
+        "course_id": COURSE,
+        "reason": "withdrawn",
+        "sessions_released": 4,
+        "medicine_sessions_completed": 2,
+    },
     ev.NotificationSent: {
         "notification_id": APPOINTMENT,
         "message_kind": "reminder_24h",
@@ -133,6 +146,7 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
         "outcome": "refused",
         "refused_for": ["no_ride_home", "blood_pressure_over_limit"],
     },
+    ev.CourseStatusChanged: {"course_id": COURSE, "status": "ended", "ended_as": "withdrawn"},
 }
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -117,3 +117,17 @@ def test_preferred_times_move_into_the_clinic_zone_splitting_at_midnight() -> No
         ev.PreferredTime(weekday=0, start=time(23, 0), end=time(23, 59)),
         ev.PreferredTime(weekday=1, start=time(0, 0), end=time(1, 0)),
     )
+
+
+def test_a_returning_client_is_screened_afresh_and_enrolled_with_a_fresh_consent() -> None:
+    scores = domain.Scores(phq9=(1,) * 8 + (0,), gad7=(1,) * 7)
+    enrolled, _ = domain.enrol(record(domain.IntakeStatus.SCREENED_ELIGIBLE), scores, NOW, NOW)
+    later = NOW + timedelta(days=90)
+    screened, event = domain.screen(enrolled, CLEAR, later)
+    assert event.eligible
+    assert screened.status is domain.IntakeStatus.SCREENED_ELIGIBLE
+    with pytest.raises(domain.StepRefused, match="fresh consent"):
+        domain.enrol(screened, scores, NOW, later)  # the first course's consent again
+    again, enrolment = domain.enrol(screened, scores, later, later)
+    assert again.status is domain.IntakeStatus.ENROLLED
+    assert enrolment.consent_recorded_at == later
