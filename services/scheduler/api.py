@@ -1,38 +1,25 @@
-"""The scheduler's HTTP API: a clinic's calendar, availability, and its clients' sessions."""
+"""The scheduler's HTTP API: a client's schedule, sessions and boosters.
+
+`routes` builds the clinic's router and includes the other route modules under
+its prefix, sharing `guarded` (refusal → 409) and `schedule_view`: calendar_api
+(calendar, availability), api_medicine (check-in, session record) and
+course_api (pause, resume, endings).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
 
-from chassis.http import (
-    CLINIC_RESPONSES,
-    CONFLICT,
-    AuthorisedClinic,
-    SaneDate,
-    SaneInstant,
-    unprocessable,
-)
+from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, SaneInstant
 from chassis.unit_of_work import WriteConflict
 from services.scheduler.api_medicine import add_medicine_routes, session_safety_view
-from services.scheduler.changes import COURSE_HORIZON_DAYS, CalendarMissing
+from services.scheduler.calendar_api import calendar_routes
+from services.scheduler.changes import CalendarMissing
 from services.scheduler.course_api import course_routes
-from services.scheduler.domain.clinic import (
-    ClinicCalendar,
-    CoursePolicy,
-    Interval,
-    OpeningHours,
-    ResourceId,
-    Room,
-    Therapist,
-)
-from services.scheduler.domain.feasibility import why_no_course_fits
-from services.scheduler.domain.planner import find_consultation_slot, plan_course
-from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule, Invalid, Refused
 from services.scheduler.scheduler import Scheduler
 from shared import events as ev
@@ -40,70 +27,6 @@ from shared import events as ev
 
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IntervalIn(Input):
-    starts_at: SaneInstant
-    ends_at: SaneInstant
-
-
-class TherapistIn(Input):
-    """A therapist as the API takes one: the domain's, with its instants bounded."""
-
-    id: ResourceId
-    display_name: str = Field(min_length=1, max_length=200)
-    availability: OpeningHours
-    time_off: tuple[IntervalIn, ...] = Field(default=(), max_length=500)
-
-
-def _unique(items: tuple[Any, ...], what: str) -> tuple[Any, ...]:
-    ids = [item.id for item in items]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
-        raise ValueError(f"{what} ids must be unique; repeated: {', '.join(repeated)}")
-    return items
-
-
-class CalendarIn(Input):
-    opening_hours: OpeningHours
-    therapists: tuple[TherapistIn, ...] = Field(default=(), max_length=200)
-    rooms: tuple[Room, ...] = Field(default=(), max_length=200)
-    closures: frozenset[SaneDate] = Field(default=frozenset(), max_length=1000)
-    policy: CoursePolicy = CoursePolicy()
-
-    # Here, not only in ClinicCalendar: found after the body was accepted, a
-    # repeat was a 500; found here it is a 422 naming the field.
-    @field_validator("therapists")
-    @classmethod
-    def _unique_therapists(cls, therapists: tuple[TherapistIn, ...]) -> tuple[TherapistIn, ...]:
-        return _unique(therapists, "therapist")
-
-    @field_validator("rooms")
-    @classmethod
-    def _unique_rooms(cls, rooms: tuple[Room, ...]) -> tuple[Room, ...]:
-        return _unique(rooms, "room")
-
-    def calendar(self, clinic_id: str, timezone: str) -> ClinicCalendar:
-        therapists = tuple(
-            Therapist(
-                id=t.id,
-                display_name=t.display_name,
-                availability=t.availability,
-                time_off=tuple(
-                    Interval(starts_at=i.starts_at, ends_at=i.ends_at) for i in t.time_off
-                ),
-            )
-            for t in self.therapists
-        )
-        return ClinicCalendar(
-            clinic_id=clinic_id,
-            timezone=timezone,
-            opening_hours=self.opening_hours,
-            therapists=therapists,
-            rooms=self.rooms,
-            closures=self.closures,
-            policy=self.policy,
-        )
 
 
 class CompletionIn(Input):
@@ -191,53 +114,7 @@ def routes(scheduler: Scheduler) -> APIRouter:
         except WriteConflict as busy:
             raise HTTPException(409, "the client is being changed; retry") from busy
 
-    @router.get(
-        "/calendar",
-        summary="Opening hours, therapists, rooms and course policy",
-        responses=CONFLICT,
-    )
-    async def read_calendar(clinic: AuthorisedClinic) -> dict[str, Any]:
-        calendar: ClinicCalendar = await guarded(scheduler.calendar(clinic.id))
-        return calendar.model_dump(mode="json")
-
-    @router.put("/calendar", summary="Change therapists, rooms, hours or policy")
-    async def change_calendar(clinic: AuthorisedClinic, body: CalendarIn) -> Any:
-        try:
-            calendar = body.calendar(clinic.id, clinic.timezone)
-        except ValidationError as refused:
-            return unprocessable(refused)
-        today = scheduler.clock.now().astimezone(calendar.tz).date()
-        impossible = why_no_course_fits(calendar, today)
-        if impossible is not None:
-            why = f"no full course can ever be planned: {impossible}"
-            problem = {"loc": ["body", "policy"], "msg": why, "type": "course_infeasible"}
-            return JSONResponse({"detail": [problem]}, status_code=422)
-        await scheduler.store.save_calendar(calendar)
-        return calendar.model_dump(mode="json")
-
-    @router.get(
-        "/availability", summary="The earliest consultation and course start", responses=CONFLICT
-    )
-    async def availability(
-        clinic: AuthorisedClinic,
-        since: Annotated[SaneInstant | None, Query(alias="from")] = None,
-    ) -> dict[str, Any]:
-        calendar: ClinicCalendar = await guarded(scheduler.calendar(clinic.id))
-        start = since or scheduler.clock.now()
-        nobody = UUID(int=0)
-        bookings = await scheduler.store.bookings(calendar, nobody, start, COURSE_HORIZON_DAYS)
-        slot = find_consultation_slot(calendar, bookings, (), start)
-        plan = plan_course(calendar, bookings, nobody, start)
-        return {
-            "earliest_consultation": slot.model_dump(mode="json") if slot else None,
-            "earliest_course": None
-            if isinstance(plan, PlanFailure)
-            else {
-                "first_session_at": plan.appointments[0].starts_at.isoformat(),
-                "therapist_id": plan.therapist_id,
-                "window_ends_on": plan.window_ends_on.isoformat(),
-            },
-        }
+    router.include_router(calendar_routes(scheduler, guarded))
 
     @router.get("/clients/{client_id}/schedule", summary="A client's appointments and boosters")
     async def read_schedule(clinic: AuthorisedClinic, client_id: UUID) -> dict[str, Any]:

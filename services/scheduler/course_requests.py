@@ -1,9 +1,10 @@
 """The clinic's requests about a whole course: pause, resume, withdraw, discharge.
 
-Each is decided in domain.endings on the schedule as read inside the write step
-(requests.Requests._for_client); sessions a pause or an ending lets go free
-their slots through the step's Booking, and a resumed course's new sessions are
-held there, all in the one MULTI with the schedule and its events.
+Each is decided in domain.pausing or domain.endings on the schedule as read
+inside the write step (requests.Requests._for_client); sessions a pause or an
+ending lets go free their slots through the step's Booking, and a resumed
+course's new sessions are held there, all in the one MULTI with the schedule
+and its events.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from datetime import datetime
 from uuid import UUID
 
 from services.scheduler.changes import BOOKING_ATTEMPTS, COURSE_HORIZON_DAYS
-from services.scheduler.domain import endings, lifecycle
+from services.scheduler.domain import endings, lifecycle, pausing
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.facts import course_of
 from services.scheduler.domain.plans import DropSession, PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule, Refused
 from services.scheduler.ledger import Booking, claims_for
@@ -26,7 +28,7 @@ class CourseRequests(Requests):
         calendar = await self.calendar(clinic_id)
 
         def change(schedule: ClientSchedule, now: datetime, booking: Booking) -> Change:
-            updated, events, released = endings.pause(schedule, calendar, now)
+            updated, events, released = pausing.pause(schedule, calendar, now)
             booking.release(claims_for(schedule.client_id, released))
             return updated, events
 
@@ -46,19 +48,19 @@ class CourseRequests(Requests):
         calendar = await self.calendar(clinic_id)
 
         async def change(schedule: ClientSchedule, now: datetime, booking: Booking) -> Change:
-            course = endings.course_of(schedule)
+            course = course_of(schedule)
             if course.standing == "paused":
                 return await self._replanned(calendar, schedule, now, booking)
             if course.standing != "on_review":
                 raise Refused("the course is not paused or on review")
             if course.review_for is None:
-                return endings.resumed(schedule, course.plan, (), now)
+                return pausing.resumed(schedule, course.plan, (), now)
             missed = DropSession(appointment_id=course.review_for)
             replan = await self._replan(calendar, schedule, missed, now, booking)
             if isinstance(replan, PlanFailure):  # the missed dose no longer fits its window
                 return self._closed_incomplete(schedule, replan, now, booking, [])
             updated, events = lifecycle.replanned(schedule, replan, now)
-            updated, more = endings.resumed(updated, replan.plan, replan.added, now, told=True)
+            updated, more = pausing.resumed(updated, replan.plan, replan.added, now, told=True)
             return updated, events + more
 
         return await self._for_client(clinic_id, client_id, "course-resumed", change)
@@ -66,17 +68,17 @@ class CourseRequests(Requests):
     async def _replanned(
         self, calendar: ClinicCalendar, schedule: ClientSchedule, now: datetime, booking: Booking
     ) -> Change:
-        course = endings.course_of(schedule)
+        course = course_of(schedule)
         tag = f"resume-v{schedule.version}"
         for _ in range(BOOKING_ATTEMPTS):
             own = [a.appointment_id for a in course.plan.appointments]
             bookings = await self.store.bookings(
                 calendar, schedule.client_id, now, COURSE_HORIZON_DAYS + 42, own
             )
-            planned = endings.resume_plan(calendar, bookings, course, now, tag)
+            planned = pausing.resume_plan(calendar, bookings, course, now, tag)
             if isinstance(planned, PlanFailure):
                 raise Refused(planned.reason)
             plan, added = planned
             if await self.reserved(booking, claims_for(schedule.client_id, added)):
-                return endings.resumed(schedule, plan, added, now)
+                return pausing.resumed(schedule, plan, added, now)
         raise Refused("the calendar keeps changing; retry")

@@ -21,7 +21,7 @@ from services.scheduler.changes import (
     Changed,
     ScheduleChanges,
 )
-from services.scheduler.domain import endings, lifecycle
+from services.scheduler.domain import facts, lifecycle, returning
 from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain.course import course_steps
 from services.scheduler.domain.planner import find_consultation_slot, plan_course
@@ -72,7 +72,7 @@ class Reactions(ScheduleChanges):
                 return schedule, []  # the same person asking again: already booked
             calendar = await self.calendar(event.clinic_id)
             schedule = schedule.model_copy(update={"preferred_times": event.preferred_times})
-            requested = lifecycle.stage(schedule, ev.ClientStage.CONSULTATION_REQUESTED, now)
+            requested = facts.stage(schedule, ev.ClientStage.CONSULTATION_REQUESTED, now)
             appointment_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/consultation")
             for _ in range(BOOKING_ATTEMPTS):
                 bookings = await self.store.bookings(
@@ -111,8 +111,8 @@ class Reactions(ScheduleChanges):
                             occurred_at=now,
                             appointment=appointment,
                         ),
-                        lifecycle.stage(schedule, ev.ClientStage.CONSULTATION_BOOKED, now),
-                        lifecycle.status_changed(
+                        facts.stage(schedule, ev.ClientStage.CONSULTATION_BOOKED, now),
+                        facts.status_changed(
                             schedule, appointment, ev.AppointmentStatus.BOOKED, now
                         ),
                     ]
@@ -133,17 +133,17 @@ class Reactions(ScheduleChanges):
                 else ev.AppointmentStatus.FULFILLED
             )
             updated = schedule.model_copy(update={"consultation_status": status})
-            return updated, [lifecycle.status_changed(schedule, appointment, status, now)]
+            return updated, [facts.status_changed(schedule, appointment, status, now)]
 
         await self.react(event.clinic_id, event.client_id, [(cause, decide)])
 
     async def on_client_enrolled(self, event: ev.ClientEnrolled, cause: Envelope) -> None:
         async def decide(schedule: ClientSchedule, now: datetime, booking: Booking) -> Reaction:
-            enrolled = lifecycle.stage(schedule, ev.ClientStage.ENROLLED, now)
+            enrolled = facts.stage(schedule, ev.ClientStage.ENROLLED, now)
             archived: list[ev.Event] = []
             if schedule.course is not None:
                 # A returning client: a new course once the last one completed or ended.
-                if not endings.finished(schedule.course):
+                if not returning.finished(schedule.course):
                     return schedule, [
                         enrolled,
                         ev.CourseBookingFailed(
@@ -153,7 +153,7 @@ class Reactions(ScheduleChanges):
                             reason="a course is still in progress: end it before a new one",
                         ),
                     ]
-                schedule, archived = endings.archived(schedule, now)
+                schedule, archived = returning.archived(schedule, now)
             calendar = await self.calendar(event.clinic_id)
             course_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/course")
             preferred = schedule.consultation.therapist_id if schedule.consultation else None

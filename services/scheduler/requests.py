@@ -24,9 +24,10 @@ from services.scheduler.changes import (
     Changed,
     ScheduleChanges,
 )
-from services.scheduler.domain import endings, lifecycle, medicine
+from services.scheduler.domain import booster_lifecycle, endings, lifecycle, medicine
 from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.facts import course_of
 from services.scheduler.domain.planner import is_late_cancellation
 from services.scheduler.domain.plans import (
     ClientAvailability,
@@ -131,7 +132,7 @@ class Requests(ScheduleChanges):
             if course.standing != "active":
                 return updated, events  # paused, on review or ended: nothing rebooked
             is_medicine = dropped.kind is ev.AppointmentKind.MEDICINE
-            no_shows = endings.consecutive_no_shows(endings.course_of(updated))
+            no_shows = endings.consecutive_no_shows(course_of(updated))
             if missed and is_medicine and no_shows >= calendar.policy.review_after_no_shows:
                 note.append(f"{no_shows} medicine sessions missed in a row: held for review")
                 updated, more = endings.hold_for_review(updated, appointment_id, now)
@@ -232,8 +233,8 @@ class Requests(ScheduleChanges):
 
         def change(schedule: ClientSchedule, now: datetime, _: Booking) -> Change:
             if plan is None:
-                return lifecycle.stop_boosters(schedule, "stopped_by_care_team", now)
-            return lifecycle.set_booster_plan(schedule, plan, calendar, now)
+                return booster_lifecycle.stop_boosters(schedule, "stopped_by_care_team", now)
+            return booster_lifecycle.set_booster_plan(schedule, plan, calendar, now)
 
         action = f"boosters-{plan.model_dump_json() if plan else 'stopped'}"
         return await self._for_client(clinic_id, client_id, action, change)

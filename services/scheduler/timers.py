@@ -4,9 +4,9 @@ Boosters fall due together (09:00 clinic time), so a batch claimed from the
 clinic's lease queue (chassis.leases) is fired in one write step: the leases
 still held are fenced (a replica whose lease ran out, and was taken over,
 writes nothing), their clients' schedules read with their keys watched, every
-announcement decided (lifecycle.booster_fired announces a booster once, and
-only the one still pending), and the saves, the next timers, the leases let go
-and the announcements recorded in one MULTI, published after.
+announcement decided (booster_lifecycle.booster_fired announces a booster once,
+and only the one still pending), and the saves, the next timers, the leases let
+go and the announcements recorded in one MULTI, published after.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from chassis.leases import Lease
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction
 from services.scheduler.changes import ScheduleChanges
+from services.scheduler.domain import booster_lifecycle
 from services.scheduler.domain import ids as domain_ids
-from services.scheduler.domain import lifecycle
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.store import booster_of
@@ -77,7 +77,7 @@ class BoosterTimers(ScheduleChanges):
             announced: list[Output] = []
             for number in by_client[schedule.client_id]:  # several: the scheduler was away
                 due_at = schedule.course.next_booster_due_at if schedule.course else None
-                schedule, events = lifecycle.booster_fired(schedule, number, calendar, now)
+                schedule, events = booster_lifecycle.booster_fired(schedule, number, calendar, now)
                 if events and due_at is not None:
                     cause = domain_ids.booster_cause(course_id, number, due_at)
                     announced += self.derived(schedule, events, cause)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.scheduler.domain import lifecycle
+from services.scheduler.domain import booster_lifecycle, lifecycle
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan
@@ -55,11 +55,11 @@ def test_a_booster_is_not_announced_before_it_is_due() -> None:
     due = schedule.course.next_booster_due_at
     assert due is not None
 
-    early, events = lifecycle.booster_fired(schedule, 1, calendar, due - timedelta(days=1))
+    early, events = booster_lifecycle.booster_fired(schedule, 1, calendar, due - timedelta(days=1))
 
     assert announced(events) == []
     assert early == schedule
-    assert announced(lifecycle.booster_fired(schedule, 1, calendar, due)[1]) == [1]
+    assert announced(booster_lifecycle.booster_fired(schedule, 1, calendar, due)[1]) == [1]
 
 
 def test_an_old_timer_after_a_plan_change_announces_nothing_early() -> None:
@@ -68,7 +68,7 @@ def test_an_old_timer_after_a_plan_change_announces_nothing_early() -> None:
     assert schedule.course is not None
     first_due = schedule.course.next_booster_due_at
     assert first_due is not None
-    schedule, events = lifecycle.booster_fired(schedule, 1, calendar, first_due)
+    schedule, events = booster_lifecycle.booster_fired(schedule, 1, calendar, first_due)
     assert announced(events) == [1]
     assert schedule.course is not None
     old_second_due = schedule.course.next_booster_due_at
@@ -76,19 +76,19 @@ def test_an_old_timer_after_a_plan_change_announces_nothing_early() -> None:
 
     # Booster 2 now falls 30 days after booster 1's day instead of 14.
     changed = ev.BoosterPlan(interval_days=30, count=3, then_monthly=False)
-    schedule, _ = lifecycle.set_booster_plan(schedule, changed, calendar, first_due)
+    schedule, _ = booster_lifecycle.set_booster_plan(schedule, changed, calendar, first_due)
     assert schedule.course is not None
     new_due = schedule.course.next_booster_due_at
     assert new_due is not None
     assert new_due > old_second_due
     # The old timer for booster 2 (and a stray one for booster 1) fire on the old date.
     same_round = [
-        *lifecycle.booster_fired(schedule, 2, calendar, old_second_due)[1],
-        *lifecycle.booster_fired(schedule, 1, calendar, old_second_due)[1],
+        *booster_lifecycle.booster_fired(schedule, 2, calendar, old_second_due)[1],
+        *booster_lifecycle.booster_fired(schedule, 1, calendar, old_second_due)[1],
     ]
 
     assert announced(same_round) == []
-    assert announced(lifecycle.booster_fired(schedule, 2, calendar, new_due)[1]) == [2]
+    assert announced(booster_lifecycle.booster_fired(schedule, 2, calendar, new_due)[1]) == [2]
 
 
 def test_after_a_plan_change_the_next_booster_takes_the_next_number() -> None:
@@ -97,11 +97,11 @@ def test_after_a_plan_change_the_next_booster_takes_the_next_number() -> None:
     assert schedule.course is not None
     first_due = schedule.course.next_booster_due_at
     assert first_due is not None
-    schedule, _ = lifecycle.booster_fired(schedule, 1, calendar, first_due)
+    schedule, _ = booster_lifecycle.booster_fired(schedule, 1, calendar, first_due)
 
     # The new plan's first date is 20 days after the course: still ahead, booster 2.
     changed = ev.BoosterPlan(interval_days=20, count=2, then_monthly=False)
-    schedule, _ = lifecycle.set_booster_plan(schedule, changed, calendar, first_due)
+    schedule, _ = booster_lifecycle.set_booster_plan(schedule, changed, calendar, first_due)
 
     assert schedule.course is not None
     assert schedule.course.next_booster == 2
@@ -111,7 +111,7 @@ def test_after_a_plan_change_the_next_booster_takes_the_next_number() -> None:
 def test_boosters_stopped_during_the_course_stay_stopped_when_it_completes() -> None:
     calendar = clinic()
     schedule = booked(calendar)
-    schedule, stopped = lifecycle.stop_boosters(schedule, "stopped_by_care_team", START)
+    schedule, stopped = booster_lifecycle.stop_boosters(schedule, "stopped_by_care_team", START)
     assert any(isinstance(e, ev.BoostersStopped) for e in stopped)
 
     completed = hold_all(calendar, schedule)

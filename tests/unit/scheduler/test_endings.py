@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from services.scheduler.domain import endings, lifecycle
+from services.scheduler.domain import booster_lifecycle, endings, lifecycle, pausing, returning
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.facts import course_of
 from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan, PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule, Refused
@@ -66,7 +67,7 @@ def doses_held(schedule: ClientSchedule) -> int:
 
 
 def future_booked(schedule: ClientSchedule, now: datetime) -> list[ev.Appointment]:
-    course = endings.course_of(schedule)
+    course = course_of(schedule)
     return [
         a
         for a in course.plan.appointments
@@ -77,15 +78,15 @@ def future_booked(schedule: ClientSchedule, now: datetime) -> list[ev.Appointmen
 def test_a_pause_releases_every_future_session_and_freezes_the_days_left() -> None:
     calendar = clinic()
     schedule = hold_until(calendar, booked(calendar), doses=2)
-    course = endings.course_of(schedule)
+    course = course_of(schedule)
     now = max(a.ends_at for a in course.plan.appointments if a.dose_number == 2)
     waiting = future_booked(schedule, now)
 
-    paused, events, released = endings.pause(schedule, calendar, now)
+    paused, events, released = pausing.pause(schedule, calendar, now)
 
     assert {a.appointment_id for a in released} == {a.appointment_id for a in waiting}
     assert future_booked(paused, now) == []
-    after = endings.course_of(paused)
+    after = course_of(paused)
     assert after.standing == "paused"
     assert all(after.status_of(a.appointment_id) == Status.CANCELLED for a in released)
     today = now.astimezone(calendar.tz).date()
@@ -102,36 +103,36 @@ def test_a_pause_releases_every_future_session_and_freezes_the_days_left() -> No
 
 def test_a_pause_before_the_first_dose_counts_no_days_left() -> None:
     calendar = clinic()
-    paused, _, released = endings.pause(booked(calendar), calendar, START)
-    assert endings.course_of(paused).paused_days_left is None
-    assert len(released) == len(endings.course_of(booked(calendar)).plan.appointments)
+    paused, _, released = pausing.pause(booked(calendar), calendar, START)
+    assert course_of(paused).paused_days_left is None
+    assert len(released) == len(course_of(booked(calendar)).plan.appointments)
 
 
 def test_a_pause_is_refused_when_paused_ended_or_completed() -> None:
     calendar = clinic()
-    paused, _, _ = endings.pause(booked(calendar), calendar, START)
+    paused, _, _ = pausing.pause(booked(calendar), calendar, START)
     with pytest.raises(Refused):
-        endings.pause(paused, calendar, START)
+        pausing.pause(paused, calendar, START)
     ended, _, _ = endings.end_course(booked(calendar), Ended.WITHDRAWN, START)
     with pytest.raises(Refused):
-        endings.pause(ended, calendar, START)
+        pausing.pause(ended, calendar, START)
     completed = hold_until(calendar, booked(calendar), doses=6)
-    assert endings.course_of(completed).completed_at is not None
+    assert course_of(completed).completed_at is not None
     with pytest.raises(Refused):
-        endings.pause(completed, calendar, START + timedelta(days=40))
+        pausing.pause(completed, calendar, START + timedelta(days=40))
 
 
 def test_a_resume_plans_the_doses_left_inside_the_frozen_window() -> None:
     calendar = clinic()
     schedule = hold_until(calendar, booked(calendar), doses=2)
-    course = endings.course_of(schedule)
+    course = course_of(schedule)
     dose_two = next(a for a in course.plan.appointments if a.dose_number == 2)
-    paused, _, _ = endings.pause(schedule, calendar, dose_two.ends_at)
+    paused, _, _ = pausing.pause(schedule, calendar, dose_two.ends_at)
     later = dose_two.ends_at + timedelta(days=3)
-    days_left = endings.course_of(paused).paused_days_left
+    days_left = course_of(paused).paused_days_left
     assert days_left is not None
 
-    planned = endings.resume_plan(calendar, Bookings(), endings.course_of(paused), later, "r1")
+    planned = pausing.resume_plan(calendar, Bookings(), course_of(paused), later, "r1")
 
     assert not isinstance(planned, PlanFailure)
     plan, added = planned
@@ -142,10 +143,10 @@ def test_a_resume_plans_the_doses_left_inside_the_frozen_window() -> None:
     assert all(a.starts_at.astimezone(calendar.tz).date() <= window_end for a in added)
     assert all(a.starts_at >= later + timedelta(hours=1) for a in added)
     assert new_doses[0].starts_at - dose_two.starts_at >= timedelta(hours=48)
-    released = {a.appointment_id for a in endings.course_of(paused).off_plan}
+    released = {a.appointment_id for a in course_of(paused).off_plan}
     assert not released & {a.appointment_id for a in added}
-    resumed, events = endings.resumed(paused, plan, added, later)
-    assert endings.course_of(resumed).standing == "active"
+    resumed, events = pausing.resumed(paused, plan, added, later)
+    assert course_of(resumed).standing == "active"
     assert sum(isinstance(e, ev.SessionScheduled) for e in events) == len(added)
     assert [e.status for e in events if isinstance(e, ev.CourseStatusChanged)] == [
         ev.CourseStatus.RESUMED
@@ -155,13 +156,13 @@ def test_a_resume_plans_the_doses_left_inside_the_frozen_window() -> None:
 def test_a_resume_fails_when_the_frozen_days_cannot_hold_the_doses_left() -> None:
     calendar = clinic()
     schedule = hold_until(calendar, booked(calendar), doses=1)
-    dose_one = next(a for a in endings.course_of(schedule).plan.appointments if a.dose_number == 1)
-    paused, _, _ = endings.pause(schedule, calendar, dose_one.ends_at)
+    dose_one = next(a for a in course_of(schedule).plan.appointments if a.dose_number == 1)
+    paused, _, _ = pausing.pause(schedule, calendar, dose_one.ends_at)
     # Two days left in the window cannot hold five doses 48 h apart.
-    course = endings.course_of(paused).model_copy(update={"paused_days_left": 2})
+    course = course_of(paused).model_copy(update={"paused_days_left": 2})
     later = dose_one.ends_at + timedelta(days=1)
 
-    planned = endings.resume_plan(calendar, Bookings(), course, later, "r")
+    planned = pausing.resume_plan(calendar, Bookings(), course, later, "r")
 
     assert isinstance(planned, PlanFailure)
     assert "2 days left" in planned.reason
@@ -175,10 +176,10 @@ def test_a_resume_before_the_first_dose_plans_a_whole_course_in_a_clinic_open_tw
         policy={"course_window_days": 42},
     )
     start = datetime(2027, 3, 15, 7, tzinfo=UTC)
-    paused, _, _ = endings.pause(booked(calendar, start), calendar, start)
+    paused, _, _ = pausing.pause(booked(calendar, start), calendar, start)
     later = start + timedelta(days=7)
 
-    planned = endings.resume_plan(calendar, Bookings(), endings.course_of(paused), later, "r")
+    planned = pausing.resume_plan(calendar, Bookings(), course_of(paused), later, "r")
 
     assert not isinstance(planned, PlanFailure)
     plan, added = planned
@@ -194,7 +195,7 @@ def test_a_resume_before_the_first_dose_plans_a_whole_course_in_a_clinic_open_tw
 def test_consecutive_no_shows_are_counted_back_to_the_last_dose_attended() -> None:
     calendar = clinic()
     schedule = hold_until(calendar, booked(calendar), doses=1)
-    course = endings.course_of(schedule)
+    course = course_of(schedule)
     doses = [a for a in course.plan.appointments if a.kind is Kind.MEDICINE]
     statuses = {
         **course.statuses,
@@ -211,22 +212,22 @@ def test_consecutive_no_shows_are_counted_back_to_the_last_dose_attended() -> No
 def test_a_review_hold_keeps_the_booked_sessions() -> None:
     calendar = clinic()
     schedule = booked(calendar)
-    missed = next(a for a in endings.course_of(schedule).plan.appointments if a.dose_number == 1)
+    missed = next(a for a in course_of(schedule).plan.appointments if a.dose_number == 1)
     schedule, _ = lifecycle.session_dropped(
         schedule, missed.appointment_id, missed=True, late=False, now=missed.ends_at
     )
     held, events = endings.hold_for_review(schedule, missed.appointment_id, missed.ends_at)
-    course = endings.course_of(held)
+    course = course_of(held)
     assert course.standing == "on_review"
     assert course.review_for == missed.appointment_id
-    assert course.plan == endings.course_of(schedule).plan
+    assert course.plan == course_of(schedule).plan
     assert [type(e) for e in events] == [ev.CourseHeldForReview, ev.CourseStatusChanged]
 
 
 def test_an_ending_releases_everything_and_nothing_is_announced_or_booked_after() -> None:
     calendar = clinic()
     completed = hold_until(calendar, booked(calendar), doses=6)
-    course = endings.course_of(completed)
+    course = course_of(completed)
     due = course.next_booster_due_at
     assert due is not None
     assert course.completed_at is not None
@@ -234,7 +235,7 @@ def test_an_ending_releases_everything_and_nothing_is_announced_or_booked_after(
 
     ended, events, _ = endings.end_course(completed, Ended.DISCHARGED, now)
 
-    after = endings.course_of(ended)
+    after = course_of(ended)
     assert after.standing == "ended"
     assert after.end_code is Ended.DISCHARGED
     assert future_booked(ended, now) == []
@@ -248,9 +249,9 @@ def test_an_ending_releases_everything_and_nothing_is_announced_or_booked_after(
     # A timer armed before the ending still fires: it announces nothing.
     still = after.model_copy(update={"next_booster": 1, "next_booster_due_at": due})
     armed = ended.model_copy(update={"course": still})
-    assert lifecycle.booster_fired(armed, 1, calendar, due) == (armed, [])
+    assert booster_lifecycle.booster_fired(armed, 1, calendar, due) == (armed, [])
     with pytest.raises(Refused):
-        lifecycle.set_booster_plan(ended, calendar.policy.booster, calendar, now)
+        booster_lifecycle.set_booster_plan(ended, calendar.policy.booster, calendar, now)
     with pytest.raises(Refused):
         endings.end_course(ended, Ended.WITHDRAWN, now)
 
@@ -258,7 +259,7 @@ def test_an_ending_releases_everything_and_nothing_is_announced_or_booked_after(
 def test_a_withdrawn_course_does_not_complete_on_a_session_recorded_after() -> None:
     calendar = clinic(policy={"medicine_sessions": 2, "course_window_days": 14})
     schedule = hold_until(calendar, booked(calendar), doses=1)
-    dose_two = next(a for a in endings.course_of(schedule).plan.appointments if a.dose_number == 2)
+    dose_two = next(a for a in course_of(schedule).plan.appointments if a.dose_number == 2)
     # Withdrawn during dose 2 (started, so not released), then dose 2 is recorded.
     ended, _, released = endings.end_course(schedule, Ended.WITHDRAWN, dose_two.starts_at)
     assert dose_two not in released
@@ -271,7 +272,7 @@ def test_a_withdrawn_course_does_not_complete_on_a_session_recorded_after() -> N
         calendar=calendar,
         now=dose_two.ends_at,
     )
-    assert endings.course_of(after).completed_at is None
+    assert course_of(after).completed_at is None
     assert not any(isinstance(e, ev.CourseCompleted | ev.BoosterPlanSet) for e in events)
 
 
@@ -279,16 +280,16 @@ def test_a_new_course_only_after_the_last_one_completed_or_ended() -> None:
     calendar = clinic()
     active = booked(calendar)
     with pytest.raises(Refused):
-        endings.archived(active, START)
+        returning.archived(active, START)
     ended, _, _ = endings.end_course(active, Ended.WITHDRAWN, START)
-    archived, events = endings.archived(ended, START)
+    archived, events = returning.archived(ended, START)
     assert archived.course is None
     assert events == []
-    assert archived.previous_courses == (endings.course_of(ended).plan.course_id,)
+    assert archived.previous_courses == (course_of(ended).plan.course_id,)
     completed = hold_until(calendar, booked(calendar), doses=6)
-    course = endings.course_of(completed)
+    course = course_of(completed)
     assert course.completed_at is not None
-    archived, events = endings.archived(completed, course.completed_at)
+    archived, events = returning.archived(completed, course.completed_at)
     assert [type(e) for e in events] == [ev.BoostersStopped, ev.ClientStageReached]
 
 
@@ -299,5 +300,5 @@ def test_a_schedule_saved_before_endings_existed_still_loads_as_active() -> None
         del raw["course"][field]
     del raw["course"]["end_code"], raw["previous_courses"]
     loaded = ClientSchedule.model_validate(raw)
-    assert endings.course_of(loaded).standing == "active"
+    assert course_of(loaded).standing == "active"
     assert loaded.previous_courses == ()

@@ -23,12 +23,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from services.scheduler.domain import endings, lifecycle
+from services.scheduler.domain import booster_lifecycle, endings, lifecycle, pausing, returning
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.facts import course_of
 from services.scheduler.domain.planner import is_late_cancellation, plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan, DropSession, PlanFailure
 from services.scheduler.domain.replan import replan_after_reschedule
-from services.scheduler.domain.schedule import ClientSchedule, Refused
+from services.scheduler.domain.schedule import ClientSchedule, Course, Refused
 from shared import events as ev
 from shared.events import AppointmentKind as Kind
 from shared.events import AppointmentStatus as Status
@@ -53,18 +54,18 @@ def dropped(
 ) -> Change:
     """A no-show or cancellation decided as requests.Requests.drop decides it."""
     late = not missed and is_late_cancellation(session.starts_at, now, CALENDAR.policy)
-    running = endings.course_of(schedule).standing == "active"
+    running = course_of(schedule).standing == "active"
     schedule, events = lifecycle.session_dropped(
         schedule, session.appointment_id, missed=missed, late=late, now=now
     )
     if not running:
         return schedule, events
     medicine = session.kind is Kind.MEDICINE
-    streak = endings.consecutive_no_shows(endings.course_of(schedule))
+    streak = endings.consecutive_no_shows(course_of(schedule))
     if missed and medicine and streak >= CALENDAR.policy.review_after_no_shows:
         schedule, more = endings.hold_for_review(schedule, session.appointment_id, now)
         return schedule, events + more
-    plan = endings.course_of(schedule).plan
+    plan = course_of(schedule).plan
     replan = replan_after_reschedule(
         CALENDAR, Bookings(), plan, DropSession(appointment_id=session.appointment_id), now
     )
@@ -93,8 +94,8 @@ class CourseLife(RuleBasedStateMachine):
         self.after_end: list[ev.Event] = []
 
     @property
-    def course(self) -> endings.Course:
-        return endings.course_of(self.schedule)
+    def course(self) -> Course:
+        return course_of(self.schedule)
 
     def next_booked(self) -> ev.Appointment | None:
         booked = [
@@ -153,7 +154,7 @@ class CourseLife(RuleBasedStateMachine):
     def pause(self) -> None:
         if self.course.completed_at is not None:
             return
-        schedule, events, _ = endings.pause(self.schedule, CALENDAR, self.now)
+        schedule, events, _ = pausing.pause(self.schedule, CALENDAR, self.now)
         self.took((schedule, events))
         self.standing, self.stopped_at = "paused", self.now
 
@@ -162,10 +163,10 @@ class CourseLife(RuleBasedStateMachine):
     def resume(self) -> None:
         course = self.course
         if self.standing == "paused":
-            planned = endings.resume_plan(CALENDAR, Bookings(), course, self.now, str(self.now))
+            planned = pausing.resume_plan(CALENDAR, Bookings(), course, self.now, str(self.now))
             if isinstance(planned, PlanFailure):
                 return  # refused: stays paused
-            self.took(endings.resumed(self.schedule, *planned, self.now))
+            self.took(pausing.resumed(self.schedule, *planned, self.now))
             self.standing, self.stopped_at = "active", None
             return
         assert course.review_for is not None
@@ -178,7 +179,7 @@ class CourseLife(RuleBasedStateMachine):
             self.standing, self.stopped_at = "ended", self.now
             return
         schedule, events = lifecycle.replanned(self.schedule, replan, self.now)
-        self.took(endings.resumed(schedule, replan.plan, replan.added, self.now, told=True))
+        self.took(pausing.resumed(schedule, replan.plan, replan.added, self.now, told=True))
         self.standing = "active"
 
     @precondition(lambda self: self.standing != "ended")
@@ -194,7 +195,9 @@ class CourseLife(RuleBasedStateMachine):
         due = self.course.next_booster_due_at
         if due is not None and due <= self.now and self.course.next_booster:
             self.took(
-                lifecycle.booster_fired(self.schedule, self.course.next_booster, CALENDAR, self.now)
+                booster_lifecycle.booster_fired(
+                    self.schedule, self.course.next_booster, CALENDAR, self.now
+                )
             )
 
     @invariant()
@@ -236,10 +239,10 @@ class CourseLife(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            endings.archived(self.schedule, self.now)
-            assert endings.finished(self.course)
+            returning.archived(self.schedule, self.now)
+            assert returning.finished(self.course)
         except Refused:
-            assert not endings.finished(self.course)
+            assert not returning.finished(self.course)
 
 
 CourseLife.TestCase.settings = settings(

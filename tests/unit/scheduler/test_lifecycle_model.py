@@ -34,8 +34,8 @@ from hypothesis.stateful import (
     rule,
 )
 
+from services.scheduler.domain import booster_lifecycle, lifecycle
 from services.scheduler.domain import ids as domain_ids
-from services.scheduler.domain import lifecycle
 from services.scheduler.domain.planner import is_late_cancellation, plan_course
 from services.scheduler.domain.plans import (
     Bookings,
@@ -152,7 +152,7 @@ class ClientLifecycle(RuleBasedStateMachine):
             course = schedule.course
             assert course is not None
             due_at, prior = course.next_booster_due_at, schedule
-            schedule, events = lifecycle.booster_fired(schedule, number, CALENDAR, self.now)
+            schedule, events = booster_lifecycle.booster_fired(schedule, number, CALENDAR, self.now)
             if not events:
                 continue
             assert due_at is not None
@@ -262,7 +262,7 @@ class ClientLifecycle(RuleBasedStateMachine):
         plan = ev.BoosterPlan(interval_days=interval, count=count, then_monthly=monthly)
         self.change(
             f"boosters-{plan.model_dump_json()}",
-            lambda s, now: lifecycle.set_booster_plan(s, plan, CALENDAR, now),
+            lambda s, now: booster_lifecycle.set_booster_plan(s, plan, CALENDAR, now),
         )
         course = self.schedule.course
         if course is not None and course.booster_plan == plan and not course.boosters_stopped:
@@ -272,7 +272,7 @@ class ClientLifecycle(RuleBasedStateMachine):
     def stop_boosters(self) -> None:
         self.change(
             "boosters-stopped",
-            lambda s, now: lifecycle.stop_boosters(s, "stopped_by_care_team", now),
+            lambda s, now: booster_lifecycle.stop_boosters(s, "stopped_by_care_team", now),
         )
 
     @rule(days=st.integers(1, 45))
@@ -299,13 +299,13 @@ class ClientLifecycle(RuleBasedStateMachine):
         """A timer fired again: from before its save, the same ids; after it, nothing."""
         assert self.last_booster is not None
         prior, number, at, ids = self.last_booster
-        _, events = lifecycle.booster_fired(prior, number, CALENDAR, at)
+        _, events = booster_lifecycle.booster_fired(prior, number, CALENDAR, at)
         course = prior.course
         assert course is not None
         assert course.next_booster_due_at is not None
         cause = domain_ids.booster_cause(course.plan.course_id, number, course.next_booster_due_at)
         assert tuple(domain_ids.event_ids(cause, events)) == ids
-        assert lifecycle.booster_fired(self.schedule, number, CALENDAR, self.now)[1] == []
+        assert booster_lifecycle.booster_fired(self.schedule, number, CALENDAR, self.now)[1] == []
 
     # --- what must hold after every step ---------------------------------------------
 
