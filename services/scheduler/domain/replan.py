@@ -29,7 +29,7 @@ from services.scheduler.domain.plans import (
     Replan,
 )
 from services.scheduler.domain.seats import Seats
-from services.scheduler.domain.walk import CourseWalk, Want
+from services.scheduler.domain.walk import CourseWalk, Want, therapist_pools
 from shared.events import Appointment
 
 
@@ -73,9 +73,7 @@ def replan_after_reschedule(
     dose_one_held = any(w.mode == "history" and w.step == Step(MEDICINE, 1) for w in wants)
     not_before = ceil(now.timestamp())
     therapists = [t.id for t in calendar.therapists]
-    pools = [[plan.therapist_id]] if plan.therapist_id in therapists else []
-    pools.append(sorted(therapists, key=lambda therapist: therapist != plan.therapist_id))
-    for pool in pools:
+    for pool in therapist_pools(therapists, plan.therapist_id):
         walk = CourseWalk(
             seats,
             not_before=not_before,

@@ -161,3 +161,11 @@ class CourseWalk:
         week = week_of(day)
         taken = sum(1 for p in done if p.step.kind is MEDICINE and week_of(p.day) == week)
         return taken < self.policy.max_doses_per_week
+
+
+def therapist_pools(therapists: Sequence[str], preferred: str) -> list[list[str]]:
+    """Who a course's sessions are walked with, in turn: its own therapist alone (same
+    therapist for the whole course where possible, rule 5), then anyone, theirs first."""
+    pools = [[preferred]] if preferred in therapists else []
+    pools.append(sorted(therapists, key=lambda therapist: therapist != preferred))
+    return pools
