@@ -289,6 +289,36 @@ class BoostersStopped(Event):
     reason: Literal["stopped_by_care_team", "discharged"]
 
 
+class BoosterSessionBooked(Event):
+    """A booster that fell due, booked: its medicine session, then its integration."""
+
+    course_id: UUID
+    booster_number: int = Field(ge=1)
+    due_at: AwareDatetime
+    appointments: tuple[Appointment, ...] = Field(description="In time order")
+
+
+class BoosterBookingFailed(Event):
+    """A booster fell due (and was announced) but no session fits its window."""
+
+    course_id: UUID
+    booster_number: int = Field(ge=1)
+    due_at: AwareDatetime
+    reason: str
+    earliest_fit_on: date | None = Field(
+        default=None, description="Earliest clinic-local day a booster session would fit"
+    )
+
+
+class BoosterDeclined(Event):
+    """A booked booster declined: its sessions released; the booster plan goes on."""
+
+    course_id: UUID
+    booster_number: int = Field(ge=1)
+    appointment_ids: tuple[UUID, ...]
+    declined_by: Literal["client", "staff"]
+
+
 class CheckInRefusal(StrEnum):
     """Why a check-in before a medicine session was refused (protocol rule 16)."""
 

@@ -181,6 +181,24 @@ BOOSTERS_STOPPED = _topic(
     "scheduler",
     "No further boosters will be announced.",
 )
+BOOSTER_SESSION_BOOKED = _topic(
+    "scheduler.booster-session.booked.v1",
+    ev.BoosterSessionBooked,
+    "scheduler",
+    "A booster that fell due was booked: a medicine session and its integration.",
+)
+BOOSTER_BOOKING_FAILED = _topic(
+    "scheduler.booster-session.booking-failed.v1",
+    ev.BoosterBookingFailed,
+    "scheduler",
+    "A booster fell due but no session fits its window (the reason, the earliest day).",
+)
+BOOSTER_DECLINED = _topic(
+    "scheduler.booster-session.declined.v1",
+    ev.BoosterDeclined,
+    "scheduler",
+    "A booked booster was declined by the client or staff; the next booster still comes.",
+)
 SESSION_CHECKED_IN = _topic(
     "scheduler.session.checked-in.v1",
     ev.SessionCheckedIn,
@@ -280,6 +298,9 @@ ALL: tuple[Topic, ...] = (
     BOOSTER_PLAN_SET,
     BOOSTER_DUE,
     BOOSTERS_STOPPED,
+    BOOSTER_SESSION_BOOKED,
+    BOOSTER_BOOKING_FAILED,
+    BOOSTER_DECLINED,
     SESSION_CHECKED_IN,
     SESSION_RECORDED,
     COURSE_PAUSED,

@@ -39,6 +39,9 @@ acl --allow-principal User:intake --allow-principal User:scheduler --allow-princ
   --topic scheduler.booster.plan-set.v1 \
   --topic scheduler.booster.due.v1 \
   --topic scheduler.booster.stopped.v1 \
+  --topic scheduler.booster-session.booked.v1 \
+  --topic scheduler.booster-session.booking-failed.v1 \
+  --topic scheduler.booster-session.declined.v1 \
   --topic scheduler.session.checked-in.v1 \
   --topic scheduler.session.recorded.v1 \
   --topic scheduler.course.paused.v1 \
@@ -75,6 +78,9 @@ acl --allow-principal User:scheduler --operation Write \
   --topic scheduler.booster.plan-set.v1 \
   --topic scheduler.booster.due.v1 \
   --topic scheduler.booster.stopped.v1 \
+  --topic scheduler.booster-session.booked.v1 \
+  --topic scheduler.booster-session.booking-failed.v1 \
+  --topic scheduler.booster-session.declined.v1 \
   --topic scheduler.session.checked-in.v1 \
   --topic scheduler.session.recorded.v1 \
   --topic scheduler.course.paused.v1 \
@@ -115,6 +121,7 @@ acl --allow-principal User:notifier --operation Read \
   --topic scheduler.session.missed.v1 \
   --topic scheduler.course.completed.v1 \
   --topic scheduler.booster.due.v1 \
+  --topic scheduler.booster-session.booked.v1 \
   --group kap-notifier
 acl --allow-principal User:notifier --operation Write --operation Create --operation Describe \
   --topic intake.consultation.requested.v1.dlq \
@@ -131,7 +138,8 @@ acl --allow-principal User:notifier --operation Write --operation Create --opera
   --topic scheduler.session.completed.v1.dlq \
   --topic scheduler.session.missed.v1.dlq \
   --topic scheduler.course.completed.v1.dlq \
-  --topic scheduler.booster.due.v1.dlq
+  --topic scheduler.booster.due.v1.dlq \
+  --topic scheduler.booster-session.booked.v1.dlq
 acl --allow-principal User:partner --operation Read --operation Describe --resource-pattern-type prefixed \
   --topic public.
 acl --allow-principal User:partner --operation Read --resource-pattern-type prefixed \

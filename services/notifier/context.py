@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import JsonValue
 
 from services.notifier.model import DOSING_KINDS
-from shared.events import Appointment, AppointmentKind
+from shared.events import Appointment, AppointmentKind, BoosterSessionBooked
 
 Context = dict[str, JsonValue]
 
@@ -64,12 +64,18 @@ def instructions(appt: Appointment, tz: ZoneInfo) -> Context:
     }
 
 
-def course(appointments: Iterable[Appointment], window_ends_on: date, tz: ZoneInfo) -> Context:
+def course(
+    appointments: Iterable[Appointment], window_ends_on: date | None, tz: ZoneInfo
+) -> Context:
     in_order = sorted(appointments, key=lambda appt: appt.starts_at)
     sessions: list[JsonValue] = [appointment(appt, tz) for appt in in_order]
     return {
         "sessions": sessions,
         "session_count": len(in_order),
         "dosing_count": sum(appt.kind in DOSING_KINDS for appt in in_order),
-        "window_ends_on": clinic_day(window_ends_on),
+        "window_ends_on": clinic_day(window_ends_on) if window_ends_on else None,
     }
+
+
+def booster(booked: BoosterSessionBooked, tz: ZoneInfo) -> Context:
+    return {**course(booked.appointments, None, tz), "number": booked.booster_number}

@@ -91,6 +91,10 @@ def messages_for(
             plan.client(Kind.COURSE_BOOKED, now, course)
             for appt in event.appointments:
                 plan.ahead_of(appt)
+        case ev.BoosterSessionBooked():
+            plan.client(Kind.BOOSTER_SESSION_BOOKED, now, context.booster(event, tz))
+            for appt in event.appointments:
+                plan.ahead_of(appt)
         case ev.SessionScheduled():
             booked = context.appointment(event.appointment, tz)
             plan.change_notice(
@@ -157,7 +161,7 @@ def appointment_facts(event: ev.Event) -> tuple[AppointmentFact, ...]:
         case ev.ConsultationBooked() | ev.SessionScheduled() | ev.SessionRescheduled():
             appt = event.appointment
             return (fact(appt.appointment_id, booked, appt.starts_at),)
-        case ev.CourseBooked():
+        case ev.CourseBooked() | ev.BoosterSessionBooked():
             return tuple(fact(a.appointment_id, booked, a.starts_at) for a in event.appointments)
         case ev.SessionCancelled():
             return (fact(event.appointment_id, status.CANCELLED),)

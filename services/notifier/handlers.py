@@ -207,6 +207,11 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
     async def on_booster_due(event: ev.BoosterDue, envelope: CurrentEnvelope) -> None:
         await planner.plan(event, envelope)
 
+    async def on_booster_session_booked(
+        event: ev.BoosterSessionBooked, envelope: CurrentEnvelope
+    ) -> None:
+        await planner.plan(event, envelope)
+
     handlers: list[tuple[Topic, Handler]] = [
         (topics.CONSULTATION_REQUESTED, on_consultation_requested),
         (topics.CONTACT_PREFERENCES_CHANGED, on_contact_preferences_changed),
@@ -223,6 +228,7 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
         (topics.SESSION_COMPLETED, on_session_completed),
         (topics.COURSE_COMPLETED, on_course_completed),
         (topics.BOOSTER_DUE, on_booster_due),
+        (topics.BOOSTER_SESSION_BOOKED, on_booster_session_booked),
     ]
     subscribe(
         broker,

@@ -57,6 +57,7 @@ SCHEDULE_TOPICS: tuple[Topic, ...] = (
     topics.SESSION_CANCELLED,
     topics.SESSION_MISSED,
     topics.SESSION_COMPLETED,
+    topics.BOOSTER_SESSION_BOOKED,
 )
 
 

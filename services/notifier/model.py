@@ -57,6 +57,7 @@ class MessageKind(StrEnum):
     INTEGRATION_FOLLOW_UP = "integration_follow_up"
     COURSE_COMPLETED = "course_completed"
     BOOSTER_DUE = "booster_due"
+    BOOSTER_SESSION_BOOKED = "booster_session_booked"
     CLINICAL_ALERT = "clinical_alert"
     CLINICAL_ALERT_ESCALATION = "clinical_alert_escalation"
 

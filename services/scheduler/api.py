@@ -3,7 +3,7 @@
 `routes` builds the clinic's router and includes the other route modules under
 its prefix, sharing `guarded` (refusal → 409) and `schedule_view`: calendar_api
 (calendar, availability), api_medicine (check-in, session record) and
-course_api (pause, resume, endings).
+course_api (pause, resume, endings) and booster_api (decline a booster).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, SaneInstant
 from chassis.unit_of_work import WriteConflict
 from services.scheduler.api_medicine import add_medicine_routes, session_safety_view
+from services.scheduler.booster_api import booster_routes, booster_sessions_view
 from services.scheduler.calendar_api import calendar_routes
 from services.scheduler.changes import CalendarMissing
 from services.scheduler.course_api import course_routes
@@ -92,6 +93,7 @@ def schedule_view(schedule: ClientSchedule) -> dict[str, Any]:
             "ended_at": course.ended_at.isoformat() if course.ended_at else None,
             "end_code": course.end_code,
             "off_plan": [a.model_dump(mode="json") for a in course.off_plan],
+            "booster_sessions": booster_sessions_view(course),
         }
     return view
 
@@ -204,4 +206,5 @@ def routes(scheduler: Scheduler) -> APIRouter:
         return schedule_view(await guarded(scheduler.set_boosters(clinic.id, client_id, None)))
 
     router.include_router(course_routes(scheduler, guarded, schedule_view))
+    router.include_router(booster_routes(scheduler, guarded, schedule_view))
     return router

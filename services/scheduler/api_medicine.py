@@ -60,7 +60,7 @@ class SessionRecordIn(_Input):
 
 def session_safety_view(course: Course, appointment: ev.Appointment) -> dict[str, Any]:
     """A session's check-in outcome and whether it is recorded: codes only, no measurements."""
-    if appointment.kind != ev.AppointmentKind.MEDICINE:
+    if appointment.kind not in (ev.AppointmentKind.MEDICINE, ev.AppointmentKind.BOOSTER):
         return {}
     checkin = course.checkin_for(appointment)
     return {

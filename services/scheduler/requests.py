@@ -129,8 +129,9 @@ class Requests(ScheduleChanges):
             )
             dropped = course.appointment(appointment_id)
             booking.release(claims_for(schedule.client_id, [dropped]))
-            if course.standing != "active":
-                return updated, events  # paused, on review or ended: nothing rebooked
+            if course.standing != "active" or course.booster_with(appointment_id):
+                # Paused, on review or ended, or a booster's session: nothing rebooked.
+                return updated, events
             is_medicine = dropped.kind is ev.AppointmentKind.MEDICINE
             no_shows = endings.consecutive_no_shows(course_of(updated))
             if missed and is_medicine and no_shows >= calendar.policy.review_after_no_shows:

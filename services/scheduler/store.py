@@ -97,6 +97,7 @@ class SchedulerStore:
         appointments = [schedule.consultation] if schedule.consultation else []
         if schedule.course:
             appointments += list(schedule.course.plan.appointments)
+            appointments += [a for b in schedule.course.booster_sessions for a in b.appointments]
         for appointment in [] if same_appointments else appointments:
             tx.set(key(clinic, "appointment", str(appointment.appointment_id)), client)
         course = schedule.course

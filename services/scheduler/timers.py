@@ -5,8 +5,10 @@ clinic's lease queue (chassis.leases) is fired in one write step: the leases
 still held are fenced (a replica whose lease ran out, and was taken over,
 writes nothing), their clients' schedules read with their keys watched, every
 announcement decided (booster_lifecycle.booster_fired announces a booster once,
-and only the one still pending), and the saves, the next timers, the leases let
-go and the announcements recorded in one MULTI, published after.
+and only the one still pending), each booster announced booked there and then
+(its slots held through the step's Booking, BoosterTimers._book), and the saves,
+the next timers, the leases let go, the ledger's holds and the announcements
+recorded in one MULTI, published after.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -25,12 +28,16 @@ from redis.asyncio.client import Pipeline
 from chassis.leases import Lease
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction
-from services.scheduler.changes import ScheduleChanges
-from services.scheduler.domain import booster_lifecycle
+from services.scheduler.changes import BOOKING_ATTEMPTS, ScheduleChanges
+from services.scheduler.domain import booster_booking, booster_lifecycle, booster_sessions
 from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain.clinic import ClinicCalendar
+from services.scheduler.domain.facts import Change, course_of
+from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule
+from services.scheduler.ledger import Booking, claims_for
 from services.scheduler.store import booster_of
+from shared.events import Appointment
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,7 @@ class BoosterTimers(ScheduleChanges):
         await tx.watch(*(self.store.schedule_key(clinic_id, c) for c in clients))
         saves: list[ClientSchedule] = []
         outputs: list[Output] = []
+        booking, holds = self.store.ledger.booking(tx, clinic_id), _Held()
         for schedule in await self.store.load_many(clinic_id, clients):
             if schedule is None or schedule.course is None:
                 continue  # nothing to announce: the timer is let go with the others
@@ -79,6 +87,11 @@ class BoosterTimers(ScheduleChanges):
                 due_at = schedule.course.next_booster_due_at if schedule.course else None
                 schedule, events = booster_lifecycle.booster_fired(schedule, number, calendar, now)
                 if events and due_at is not None:
+                    if calendar.policy.book_boosters and booster_booking.may_book(schedule.course):
+                        schedule, booked = await self._book(
+                            calendar, schedule, number, due_at, now, booking, holds
+                        )
+                        events += booked
                     cause = domain_ids.booster_cause(course_id, number, due_at)
                     announced += self.derived(schedule, events, cause)
             if announced:
@@ -89,9 +102,71 @@ class BoosterTimers(ScheduleChanges):
             for lease in held:
                 boosters.done(p, lease)
             for schedule in saves:  # arms the next booster, if any
-                self.store.save(p, schedule, same_appointments=True)
+                booked = schedule.client_id in holds.clients
+                self.store.save(p, schedule, same_appointments=not booked)
+            booking.write(p)
 
         return Decision(write, outputs, len(saves))
+
+    async def _book(
+        self,
+        calendar: ClinicCalendar,
+        schedule: ClientSchedule,
+        number: int,
+        due_at: datetime,
+        now: datetime,
+        booking: Booking,
+        held: _Held,
+    ) -> Change:
+        """Book the booster that fell due, its slots held through the step's Booking (the
+        batch's earlier holds, not in the ledger yet, count as taken); else the failure."""
+        course = course_of(schedule)
+        course_id, client_id = course.plan.course_id, schedule.client_id
+        last = calendar.policy.booster_booking_days[1]
+        ahead = max(0, (due_at - now).days) + last + 15 + booster_sessions.EARLIEST_FIT_DAYS
+        own = booster_sessions.booster_ids(course_id, number)
+        for _ in range(BOOKING_ATTEMPTS):
+            bookings = await self.store.bookings(calendar, client_id, now, ahead, own)
+            bookings = booster_sessions.with_held(
+                bookings, held.others(client_id), held.own(client_id)
+            )
+            placed = booster_sessions.place_booster(
+                calendar,
+                bookings,
+                course_id,
+                number,
+                due_at,
+                now,
+                course.plan.therapist_id,
+                schedule.course_availability(calendar.policy.course_in_consultation_times),
+            )
+            if isinstance(placed, PlanFailure):
+                return booster_booking.booster_booking_failed(schedule, number, due_at, placed, now)
+            if await self.reserved(booking, claims_for(client_id, placed)):
+                held.add(client_id, placed)
+                return booster_booking.booster_booked(schedule, number, due_at, placed, now)
+        taken = PlanFailure(reason="the booster's slots kept being taken")
+        return booster_booking.booster_booking_failed(schedule, number, due_at, taken, now)
+
+
+@dataclass
+class _Held:
+    """Sessions one write step has held so far, by client."""
+
+    by_client: dict[UUID, list[Appointment]] = field(default_factory=dict)
+
+    @property
+    def clients(self) -> set[UUID]:
+        return set(self.by_client)
+
+    def add(self, client_id: UUID, appointments: Sequence[Appointment]) -> None:
+        self.by_client.setdefault(client_id, []).extend(appointments)
+
+    def own(self, client_id: UUID) -> list[Appointment]:
+        return self.by_client.get(client_id, [])
+
+    def others(self, client_id: UUID) -> list[Appointment]:
+        return [a for c, held in self.by_client.items() if c != client_id for a in held]
 
 
 def booster_timer(

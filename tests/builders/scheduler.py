@@ -114,7 +114,7 @@ def checked_in(
     answers: ev.CheckInAnswers = PASSING_CHECKIN,
 ) -> ClientSchedule:
     """A medicine session checked in as it starts (other sessions need none)."""
-    if appointment.kind != ev.AppointmentKind.MEDICINE:
+    if appointment.kind not in (ev.AppointmentKind.MEDICINE, ev.AppointmentKind.BOOSTER):
         return schedule
     schedule, _ = medicine.check_in(
         schedule, appointment.appointment_id, answers, calendar, appointment.starts_at

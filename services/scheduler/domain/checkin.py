@@ -16,6 +16,9 @@ from shared import events as ev
 from shared.events import AppointmentKind as Kind
 from shared.events import CheckInRefusal as Refusal
 
+# Booster sessions are medicine sessions too: the same check-in and record (rule 19).
+DOSING = frozenset({Kind.MEDICINE, Kind.BOOSTER})
+
 
 class CheckIn(BaseModel):
     """A check-in as the course keeps it: for the session's start it was made for, so
@@ -97,7 +100,7 @@ def completion_refusal(
     A refused check-in always stops the session; a missing one does so when the
     clinic's policy requires a check-in (the default).
     """
-    if appointment.kind != Kind.MEDICINE:
+    if appointment.kind not in DOSING:
         return None
     if checkin is not None and not checkin.passed:
         codes = ", ".join(checkin.refused_for)

@@ -169,6 +169,15 @@ class CoursePolicy(Config):
     )
     booster: BoosterPlan = BoosterPlan()
     booster_due_local_time: time = time(9, 0)
+    booster_booking_days: tuple[int, int] = Field(
+        default=(0, 7),
+        description="Clinic-local days from a booster's due date: the first and last day its "
+        "session may be booked on",
+    )
+    book_boosters: bool = Field(
+        default=True,
+        description="Book each booster's sessions when it falls due (off: announced only)",
+    )
     checkin: CheckInPolicy = CheckInPolicy()
     review_after_no_shows: int = Field(
         default=2, ge=1, le=12, description="Consecutive medicine no-shows before a review hold"
@@ -181,6 +190,14 @@ class CoursePolicy(Config):
         earliest, latest = days
         if not 1 <= earliest <= latest <= 14:
             raise ValueError("integration days must satisfy 1 <= earliest <= latest <= 14")
+        return days
+
+    @field_validator("booster_booking_days")
+    @classmethod
+    def _booster_days_ordered(cls, days: tuple[int, int]) -> tuple[int, int]:
+        first, last = days
+        if not 0 <= first <= last <= 28:
+            raise ValueError("booster booking days must satisfy 0 <= first <= last <= 28")
         return days
 
     @field_validator("slot_step_minutes")

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from services.scheduler.domain import booster_lifecycle
+from services.scheduler.domain import booster_booking, booster_lifecycle
 from services.scheduler.domain.course import MEDICINE
 from services.scheduler.domain.facts import Change, base, course_of, course_status, status_changed
 from services.scheduler.domain.schedule import ClientSchedule, Course, Refused
@@ -89,6 +89,8 @@ def end_course(
     if course.standing == "ended":
         raise Refused("the course has already ended")
     updated, events, released = release(schedule, now)
+    updated, boosters, booster_sessions = booster_booking.release_boosters(updated, now)
+    events, released = events + boosters, released + booster_sessions
     if course.completed_at is not None and not course.boosters_stopped:
         discharged = code is ev.CourseEndCode.DISCHARGED
         why: Literal["discharged", "stopped_by_care_team"] = (

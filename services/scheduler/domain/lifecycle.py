@@ -11,13 +11,12 @@ from datetime import datetime
 from uuid import UUID
 
 from services.scheduler.domain.booster_lifecycle import set_booster_plan
-from services.scheduler.domain.checkin import completion_refusal
+from services.scheduler.domain.checkin import DOSING, completion_refusal
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.facts import base, course_of, stage, status_changed
 from services.scheduler.domain.plans import CoursePlan, Replan
 from services.scheduler.domain.schedule import ClientSchedule, Course, Refused
 from shared import events as ev
-from shared.events import AppointmentKind as Kind
 from shared.events import AppointmentStatus as Status
 
 
@@ -81,7 +80,7 @@ def complete_session(
     )
     if no_checkin:
         raise Refused(no_checkin, events)
-    if appointment.kind == Kind.MEDICINE and not ride_home_confirmed:
+    if appointment.kind in DOSING and not ride_home_confirmed:
         # Protocol rule 8: no confirmed ride, no session; it is proposed for rescheduling.
         raise Refused("no confirmed ride home: the session cannot be held; reschedule it", events)
     updated = _with_status(schedule, appointment_id, Status.FULFILLED)

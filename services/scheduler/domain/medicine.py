@@ -14,7 +14,6 @@ from services.scheduler.domain import checkin as rules
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.schedule import ClientSchedule, Course, Invalid, Refused
 from shared import events as ev
-from shared.events import AppointmentKind as Kind
 from shared.events import AppointmentStatus as Status
 
 
@@ -25,7 +24,7 @@ def _medicine_session(
     if course is None:
         raise Refused("the client has no course")
     appointment = course.appointment(appointment_id)
-    if appointment.kind != Kind.MEDICINE:
+    if appointment.kind not in rules.DOSING:
         raise Refused("check-in and the session record are for medicine sessions")
     return course, appointment
 

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.scheduler.domain.booster_sessions import BoosterSessions
 from services.scheduler.domain.checkin import CheckIn
 from services.scheduler.domain.plans import ClientAvailability, CoursePlan
 from shared import events as ev
@@ -81,12 +82,22 @@ class Course(BaseModel):
     review_for: UUID | None = Field(default=None, description="The no-show that held it")
     ended_at: AwareDatetime | None = None
     end_code: ev.CourseEndCode | None = None
+    # Added with booked boosters (issue 16): each booster booked when it fell due.
+    booster_sessions: tuple[BoosterSessions, ...] = ()
+
+    def booster_with(self, appointment_id: UUID) -> BoosterSessions | None:
+        """The booked booster one of whose sessions this is, if any."""
+        for booster in self.booster_sessions:
+            if any(a.appointment_id == appointment_id for a in booster.appointments):
+                return booster
+        return None
 
     def status_of(self, appointment_id: UUID) -> Status:
         return self.statuses.get(str(appointment_id), Status.BOOKED)
 
     def appointment(self, appointment_id: UUID) -> ev.Appointment:
-        for appointment in (*self.plan.appointments, *self.off_plan):
+        boosters = (a for b in self.booster_sessions for a in b.appointments)
+        for appointment in (*self.plan.appointments, *self.off_plan, *boosters):
             if appointment.appointment_id == appointment_id:
                 return appointment
         raise Refused("the session is not part of this course")

@@ -75,6 +75,25 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
     },
     ev.BoosterDue: {"course_id": COURSE, "booster_number": 1, "due_at": "2026-05-04T08:00:00Z"},
     ev.BoostersStopped: {"course_id": COURSE, "reason": "discharged"},
+    ev.BoosterSessionBooked: {
+        "course_id": COURSE,
+        "booster_number": 1,
+        "due_at": "2026-05-04T08:00:00Z",
+        "appointments": [{**APPOINTMENT_JSON, "kind": "booster", "dose_number": None}],
+    },
+    ev.BoosterBookingFailed: {
+        "course_id": COURSE,
+        "booster_number": 2,
+        "due_at": "2026-05-18T08:00:00Z",
+        "reason": "no booster session fits from 2026-05-18 to 2026-05-25",
+        "earliest_fit_on": "2026-05-27",
+    },
+    ev.BoosterDeclined: {
+        "course_id": COURSE,
+        "booster_number": 1,
+        "appointment_ids": [APPOINTMENT],
+        "declined_by": "client",
+    },
     ev.SessionCheckedIn: {
         "course_id": COURSE,
         "appointment_id": APPOINTMENT,

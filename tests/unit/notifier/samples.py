@@ -45,6 +45,8 @@ def appointment(
 PREPARATION = appointment(ev.AppointmentKind.PREPARATION, at("2026-03-30T10:00+01:00"))
 DOSE_1 = appointment(ev.AppointmentKind.MEDICINE, at("2026-04-01T10:00+01:00"), 180, dose=1)
 INTEGRATION = appointment(ev.AppointmentKind.INTEGRATION, at("2026-04-02T10:00+01:00"))
+BOOSTER = appointment(ev.AppointmentKind.BOOSTER, at("2026-03-26T10:00+00:00"), 180)
+BOOSTER_INTEGRATION = appointment(ev.AppointmentKind.INTEGRATION, at("2026-03-27T10:00+00:00"))
 CONSULTATION = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-26T15:00+00:00"), 30)
 
 
@@ -114,7 +116,18 @@ def every_event() -> list[ev.Event]:
         ev.BoosterDue(
             **event_fields(), course_id=COURSE, booster_number=1, due_at=NOW + timedelta(days=1)
         ),
+        booster_session_booked(),
     ]
+
+
+def booster_session_booked() -> ev.BoosterSessionBooked:
+    return ev.BoosterSessionBooked(
+        **event_fields(),
+        course_id=COURSE,
+        booster_number=1,
+        due_at=NOW,
+        appointments=(BOOSTER, BOOSTER_INTEGRATION),
+    )
 
 
 def plan(

@@ -1,0 +1,88 @@
+"""Issue 16 over real Kafka and Redis: a booster falling due is booked (on its topic, in
+the ledger, in the schedule); declined, its slots are freed and the next booster still
+falls due and is booked in turn."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from services.scheduler.domain.schedule import ClientSchedule
+from shared import events as ev
+from shared import topics
+from tests.helpers import topic_messages
+from tests.integration.scheduler.world import World, world
+
+pytestmark = pytest.mark.integration
+
+
+async def held_ids(w: World) -> set[str]:
+    """The appointment ids the clinic's ledger holds."""
+    return {m.split("|")[2] for members in (await w.ledger()).values() for m in members}
+
+
+async def fire_when_due(w: World, client: ClientSchedule) -> ClientSchedule:
+    schedule = await w.load(client.client_id)
+    assert schedule.course is not None
+    due = schedule.course.next_booster_due_at
+    assert due is not None
+    w.clock.advance(due - w.clock.now() + timedelta(minutes=1))
+    fired, _ = await w.scheduler.fire_due_boosters(w.clinic)
+    assert fired == 1
+    return await w.load(client.client_id)
+
+
+async def test_a_booster_falling_due_is_booked_and_a_declined_one_does_not_stop_the_next(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    async with world(kafka_bootstrap, redis_url, tmp_path) as w:
+        completed = await w.completed_client()
+        key = str(completed.client_id)
+
+        first = await fire_when_due(w, completed)
+        assert first.course is not None
+        [booster] = first.course.booster_sessions
+        dose, talk = booster.appointments
+        ids = {str(dose.appointment_id), str(talk.appointment_id)}
+        assert (dose.kind, talk.kind) == (
+            ev.AppointmentKind.BOOSTER,
+            ev.AppointmentKind.INTEGRATION,
+        )
+        assert dose.starts_at >= booster.due_at
+        assert ids <= await held_ids(w)  # the ledger holds both sessions
+        [booked] = await topic_messages(
+            kafka_bootstrap, topics.BOOSTER_SESSION_BOOKED.name, key=key
+        )
+        assert booked["value"]["booster_number"] == 1
+        assert {a["appointment_id"] for a in booked["value"]["appointments"]} == ids
+        public = await topic_messages(
+            kafka_bootstrap, topics.PUBLIC_APPOINTMENT_STATUS.name, key=key, expect=2
+        )
+        assert {(m["value"]["kind"], m["value"]["status"]) for m in public} == {
+            ("booster", "booked"),
+            ("integration", "booked"),
+        }
+
+        declined = await w.scheduler.decline_booster(w.clinic, dose.appointment_id, "client")
+        assert declined.course is not None
+        assert declined.course.status_of(dose.appointment_id) == ev.AppointmentStatus.CANCELLED
+        assert ids.isdisjoint(await held_ids(w))  # both slots freed
+        [fact] = await topic_messages(kafka_bootstrap, topics.BOOSTER_DECLINED.name, key=key)
+        assert fact["value"]["declined_by"] == "client"
+        assert declined.course.next_booster == 2
+
+        second = await fire_when_due(w, declined)
+        assert second.course is not None
+        assert [b.number for b in second.course.booster_sessions] == [1, 2]
+        announced = await topic_messages(
+            kafka_bootstrap, topics.BOOSTER_DUE.name, key=key, expect=2
+        )
+        booked_twice = await topic_messages(
+            kafka_bootstrap, topics.BOOSTER_SESSION_BOOKED.name, key=key, expect=2
+        )
+        new_ids = {str(a.appointment_id) for a in second.course.booster_sessions[1].appointments}
+        assert new_ids <= await held_ids(w)
+    assert [m["value"]["booster_number"] for m in announced] == [1, 2]
+    assert [m["value"]["booster_number"] for m in booked_twice] == [1, 2]
