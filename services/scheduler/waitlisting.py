@@ -24,6 +24,7 @@ from services.scheduler.waitlist_store import new_token
 from shared import events as ev
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8002"
+JOIN_STEP = timedelta(milliseconds=1)
 
 
 class WaitlistSteps(ScheduleChanges):
@@ -82,9 +83,12 @@ class WaitlistSteps(ScheduleChanges):
         """The client on the clinic's waitlist (their place kept if already on it)."""
         waitlist = await self._waiting(booking)
         clients = [client for client, _ in waitlist]
-        joined_at = dict(waitlist).get(schedule.client_id, now)
+        # Joined after everyone on it: two clients joining in the same instant keep
+        # the order they joined in (a sorted set would order them by id).
+        last = waitlist[-1][1] if waitlist else now
+        joined_at = dict(waitlist).get(schedule.client_id, max(now, last + JOIN_STEP))
         clinic_id, client_id = schedule.clinic_id, schedule.client_id
-        booking.also.append(lambda p: self.store.waitlist.join(p, clinic_id, client_id, now))
+        booking.also.append(lambda p: self.store.waitlist.join(p, clinic_id, client_id, joined_at))
         return ev.ConsultationWaitlisted(
             **facts.base(schedule, now),
             position=rules.position(clients, client_id),

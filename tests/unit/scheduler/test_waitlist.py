@@ -98,7 +98,8 @@ def test_an_expired_offer_goes_to_the_next_in_line_then_to_nobody() -> None:
     assert rules.expire(first, NOW + timedelta(hours=23)) is None  # still open
     later = NOW + timedelta(hours=24)
     lapsed = rules.expire(first, later)
-    assert lapsed is not None and lapsed.status == "expired"
+    assert lapsed is not None
+    assert lapsed.status == "expired"
     second = rules.hand_on(lapsed, [A, B], policy, later, uuid.uuid4(), "d2")
     assert second is not None
     assert second.client_id == B
