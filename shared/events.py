@@ -219,6 +219,39 @@ class ConsultationBookingFailed(Event):
     earliest_available_at: AwareDatetime | None = None
 
 
+class ConsultationWaitlisted(Event):
+    """No consultation fitted (or a no-show's rebooking was used up): the client is on
+    the clinic's waitlist, in order of joining, for a freed slot to be offered."""
+
+    position: int = Field(ge=1, description="Place on the clinic's waitlist (1: first)")
+    joined_at: AwareDatetime
+    earliest_available_at: AwareDatetime | None = Field(
+        default=None, description="Earliest consultation in the client's times, if any"
+    )
+
+
+class ConsultationSlotOffered(Event):
+    """A freed consultation slot offered to the first waiting client in line; the link
+    (a single-use token) accepts it until it expires, then it goes to the next."""
+
+    offer_id: UUID
+    appointment: Appointment
+    expires_at: AwareDatetime
+    accept_url: str = Field(description="POST here to accept; the token is the credential")
+
+
+class ConsultationOfferAccepted(Event):
+    offer_id: UUID
+    appointment: Appointment
+
+
+class ConsultationOfferLapsed(Event):
+    """An offer that can no longer be taken: it expired, or the slot was taken first."""
+
+    offer_id: UUID
+    lapsed_as: Literal["expired", "slot_taken"]
+
+
 class CourseBooked(Event):
     course_id: UUID
     therapist_id: str

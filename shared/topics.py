@@ -115,6 +115,30 @@ CONSULTATION_BOOKING_FAILED = _topic(
     "scheduler",
     "No consultation slot fitted the client's preferred times.",
 )
+CONSULTATION_WAITLISTED = _topic(
+    "scheduler.consultation.waitlisted.v1",
+    ev.ConsultationWaitlisted,
+    "scheduler",
+    "The client joined the clinic's consultation waitlist: position and earliest date.",
+)
+CONSULTATION_SLOT_OFFERED = _topic(
+    "scheduler.consultation.slot-offered.v1",
+    ev.ConsultationSlotOffered,
+    "scheduler",
+    "A freed consultation slot was offered to the next client on the waitlist.",
+)
+CONSULTATION_OFFER_ACCEPTED = _topic(
+    "scheduler.consultation.offer-accepted.v1",
+    ev.ConsultationOfferAccepted,
+    "scheduler",
+    "A waitlisted client accepted an offered slot; it is booked.",
+)
+CONSULTATION_OFFER_LAPSED = _topic(
+    "scheduler.consultation.offer-lapsed.v1",
+    ev.ConsultationOfferLapsed,
+    "scheduler",
+    "An offered slot expired (and went to the next in line) or was taken first.",
+)
 COURSE_BOOKED = _topic(
     "scheduler.course.booked.v1",
     ev.CourseBooked,
@@ -287,6 +311,10 @@ ALL: tuple[Topic, ...] = (
     CLINICAL_ALERT_ESCALATED,
     CONSULTATION_BOOKED,
     CONSULTATION_BOOKING_FAILED,
+    CONSULTATION_WAITLISTED,
+    CONSULTATION_SLOT_OFFERED,
+    CONSULTATION_OFFER_ACCEPTED,
+    CONSULTATION_OFFER_LAPSED,
     COURSE_BOOKED,
     COURSE_BOOKING_FAILED,
     SESSION_SCHEDULED,

@@ -28,6 +28,10 @@ acl --allow-principal User:intake --allow-principal User:scheduler --allow-princ
   --topic clinical.alert.escalated.v1 \
   --topic scheduler.consultation.booked.v1 \
   --topic scheduler.consultation.booking-failed.v1 \
+  --topic scheduler.consultation.waitlisted.v1 \
+  --topic scheduler.consultation.slot-offered.v1 \
+  --topic scheduler.consultation.offer-accepted.v1 \
+  --topic scheduler.consultation.offer-lapsed.v1 \
   --topic scheduler.course.booked.v1 \
   --topic scheduler.course.booking-failed.v1 \
   --topic scheduler.session.scheduled.v1 \
@@ -67,6 +71,10 @@ acl --allow-principal User:scheduler --operation Write \
   --topic clinical.alert.raised.v1 \
   --topic scheduler.consultation.booked.v1 \
   --topic scheduler.consultation.booking-failed.v1 \
+  --topic scheduler.consultation.waitlisted.v1 \
+  --topic scheduler.consultation.slot-offered.v1 \
+  --topic scheduler.consultation.offer-accepted.v1 \
+  --topic scheduler.consultation.offer-lapsed.v1 \
   --topic scheduler.course.booked.v1 \
   --topic scheduler.course.booking-failed.v1 \
   --topic scheduler.session.scheduled.v1 \
@@ -113,6 +121,8 @@ acl --allow-principal User:notifier --operation Read \
   --topic clinical.alert.raised.v1 \
   --topic scheduler.consultation.booked.v1 \
   --topic scheduler.consultation.booking-failed.v1 \
+  --topic scheduler.consultation.waitlisted.v1 \
+  --topic scheduler.consultation.slot-offered.v1 \
   --topic scheduler.course.booked.v1 \
   --topic scheduler.session.scheduled.v1 \
   --topic scheduler.session.rescheduled.v1 \
@@ -131,6 +141,8 @@ acl --allow-principal User:notifier --operation Write --operation Create --opera
   --topic clinical.alert.raised.v1.dlq \
   --topic scheduler.consultation.booked.v1.dlq \
   --topic scheduler.consultation.booking-failed.v1.dlq \
+  --topic scheduler.consultation.waitlisted.v1.dlq \
+  --topic scheduler.consultation.slot-offered.v1.dlq \
   --topic scheduler.course.booked.v1.dlq \
   --topic scheduler.session.scheduled.v1.dlq \
   --topic scheduler.session.rescheduled.v1.dlq \

@@ -75,6 +75,20 @@ def messages_for(
                 now,
                 {"earliest_available": context.clinic_time(earliest, tz) if earliest else None},
             )
+        case ev.ConsultationWaitlisted():
+            earliest = event.earliest_available_at
+            waiting: Variables = {
+                "position": event.position,
+                "earliest_available": context.clinic_time(earliest, tz) if earliest else None,
+            }
+            plan.client(Kind.CONSULTATION_WAITLISTED, now, waiting)
+        case ev.ConsultationSlotOffered():
+            offered = {
+                **context.appointment(event.appointment, tz),
+                "expires_at": context.clinic_time(event.expires_at, tz),
+                "accept_url": event.accept_url,
+            }
+            plan.client(Kind.CONSULTATION_SLOT_OFFERED, now, offered)
         case ev.ConsultationBooked():
             plan.client(Kind.CONSULTATION_BOOKED, now, context.appointment(event.appointment, tz))
             plan.ahead_of(event.appointment)

@@ -168,6 +168,16 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
     ) -> None:
         await planner.plan(event, envelope)
 
+    async def on_consultation_waitlisted(
+        event: ev.ConsultationWaitlisted, envelope: CurrentEnvelope
+    ) -> None:
+        await planner.plan(event, envelope)
+
+    async def on_consultation_slot_offered(
+        event: ev.ConsultationSlotOffered, envelope: CurrentEnvelope
+    ) -> None:
+        await planner.plan(event, envelope)
+
     async def on_consultation_held(event: ev.ConsultationHeld, envelope: CurrentEnvelope) -> None:
         await planner.plan(event, envelope)
 
@@ -217,6 +227,8 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
         (topics.CONTACT_PREFERENCES_CHANGED, on_contact_preferences_changed),
         (topics.CONSULTATION_BOOKING_FAILED, on_consultation_booking_failed),
         (topics.CONSULTATION_BOOKED, on_consultation_booked),
+        (topics.CONSULTATION_WAITLISTED, on_consultation_waitlisted),
+        (topics.CONSULTATION_SLOT_OFFERED, on_consultation_slot_offered),
         (topics.CONSULTATION_HELD, on_consultation_held),
         (topics.SCREENING_COMPLETED, on_screening_completed),
         (topics.CLINICAL_ALERT_RAISED, on_clinical_alert_raised),

@@ -45,6 +45,8 @@ class MessageKind(StrEnum):
     CONSULTATION_REQUEST_RECEIVED = "consultation_request_received"
     CONSULTATION_SLOT_UNAVAILABLE = "consultation_slot_unavailable"
     CONSULTATION_BOOKED = "consultation_booked"
+    CONSULTATION_WAITLISTED = "consultation_waitlisted"
+    CONSULTATION_SLOT_OFFERED = "consultation_slot_offered"
     SCREENING_OUTCOME = "screening_outcome"
     COURSE_BOOKED = "course_booked"
     SESSION_BOOKED = "session_booked"

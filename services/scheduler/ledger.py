@@ -22,7 +22,7 @@ clinic's, hence in one Redis Cluster slot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -250,6 +250,10 @@ class Booking:
     clinic_id: str
     held: list[Claim] = field(default_factory=list)
     releasing: list[Claim] = field(default_factory=list)
+    # Writes of the same change outside the ledger and the schedule (the clinic's
+    # waitlist and offers), queued on the same MULTI; what they decide on was read
+    # under the step's WATCH (`tx`).
+    also: list[Callable[[Pipeline], None]] = field(default_factory=list)
 
     async def hold(
         self, claims: Sequence[Claim], replacing: Sequence[Claim] = ()
@@ -276,3 +280,5 @@ class Booking:
                 p.zrem(booking_key(self.clinic_id, c.resource, c.resource_id), c.member)
         released = {c.appointment_id for c in self.releasing}
         self.ledger.queue_hold(p, self.clinic_id, self.held, released)
+        for write in self.also:
+            write(p)

@@ -6,9 +6,10 @@ from fastapi import FastAPI
 
 from chassis.clock import Clock
 from chassis.service import ServiceRuntime, http_app, serve
-from services.scheduler import client_api, handlers
+from services.scheduler import client_api, handlers, offer_api
 from services.scheduler.api import routes
 from services.scheduler.config import Settings
+from services.scheduler.offers import offer_timer
 from services.scheduler.scheduler import Scheduler
 from services.scheduler.store import SchedulerStore
 from services.scheduler.timers import booster_timer
@@ -21,13 +22,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     settings = settings or Settings()
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     scheduler = scheduler_for(runtime)
+    scheduler.public_url = settings.public_url
     handlers.register(runtime.broker, scheduler)
     runtime.workers.append(
         booster_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
     )
-    return http_app(
-        runtime, title="KAP scheduler", routers=[routes(scheduler), client_api.routes(scheduler)]
+    runtime.workers.append(
+        offer_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
     )
+    routers = [routes(scheduler), client_api.routes(scheduler), *offer_api.routes(scheduler)]
+    return http_app(runtime, title="KAP scheduler", routers=routers)
 
 
 def scheduler_for(runtime: ServiceRuntime) -> Scheduler:

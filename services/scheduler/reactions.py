@@ -19,15 +19,15 @@ from services.scheduler.changes import (
     CONSULTATION_HORIZON_DAYS,
     COURSE_HORIZON_DAYS,
     Changed,
-    ScheduleChanges,
 )
-from services.scheduler.domain import facts, lifecycle, returning
+from services.scheduler.domain import facts, lifecycle, returning, waitlist
 from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain.course import course_steps
 from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import Booking, claims_for
+from services.scheduler.waitlisting import WaitlistSteps, minimum_notice
 from shared import events as ev
 from shared.envelope import EVENT_ID_NAMESPACE, Envelope
 
@@ -36,7 +36,7 @@ Reaction = tuple[ClientSchedule, list[ev.Event]]
 React = Callable[[ClientSchedule, datetime, Booking], Awaitable[Reaction]]
 
 
-class Reactions(ScheduleChanges):
+class Reactions(WaitlistSteps):
     async def react(
         self, clinic_id: str, client_id: UUID, inputs: Sequence[tuple[Envelope, React]]
     ) -> None:
@@ -81,14 +81,17 @@ class Reactions(ScheduleChanges):
                 slot = find_consultation_slot(
                     calendar, bookings, event.preferred_times, now, CONSULTATION_HORIZON_DAYS
                 )
-                if slot is None:
+                if slot is None:  # the earliest date further on, and a waitlist place
+                    earliest = await self.earliest_consultation(calendar, schedule, now)
                     failed = ev.ConsultationBookingFailed(
                         clinic_id=event.clinic_id,
                         client_id=event.client_id,
                         occurred_at=now,
                         reason="no therapist is free in the preferred times in the next 4 weeks",
+                        earliest_available_at=earliest,
                     )
-                    return schedule, [requested, failed]
+                    waitlisted = await self.join_waitlist(booking, schedule, now, earliest)
+                    return schedule, [requested, failed, waitlisted]
                 appointment = ev.Appointment(
                     appointment_id=appointment_id,
                     kind=ev.AppointmentKind.CONSULTATION,
@@ -97,6 +100,7 @@ class Reactions(ScheduleChanges):
                     therapist_id=slot.therapist_id,
                 )
                 if await self.reserved(booking, claims_for(event.client_id, [appointment])):
+                    self.leave_waitlist(booking, event.client_id)
                     booked = schedule.model_copy(
                         update={
                             "consultation": appointment,
@@ -121,7 +125,7 @@ class Reactions(ScheduleChanges):
         await self.react(event.clinic_id, event.client_id, [(cause, decide)])
 
     async def on_consultation_held(self, event: ev.ConsultationHeld, cause: Envelope) -> None:
-        async def decide(schedule: ClientSchedule, now: datetime, _: Booking) -> Reaction:
+        async def decide(schedule: ClientSchedule, now: datetime, booking: Booking) -> Reaction:
             appointment = schedule.consultation
             if appointment is None:
                 raise Rejected("a consultation was held that was never booked here")
@@ -133,9 +137,44 @@ class Reactions(ScheduleChanges):
                 else ev.AppointmentStatus.FULFILLED
             )
             updated = schedule.model_copy(update={"consultation_status": status})
-            return updated, [facts.status_changed(schedule, appointment, status, now)]
+            closed = facts.status_changed(schedule, appointment, status, now)
+            if status is ev.AppointmentStatus.NOSHOW:
+                return await self._after_no_show(updated, cause, now, booking, closed)
+            return updated, [closed]
 
         await self.react(event.clinic_id, event.client_id, [(cause, decide)])
+
+    async def _after_no_show(
+        self,
+        schedule: ClientSchedule,
+        cause: Envelope,
+        now: datetime,
+        booking: Booking,
+        closed: ev.Event,
+    ) -> Reaction:
+        """A consultation no-show is rebooked (once by default), then waitlisted."""
+        calendar = await self.calendar(schedule.clinic_id)
+        if waitlist.rebook_after_no_show(schedule, calendar.policy):
+            appointment_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/rebooked")
+            not_before = minimum_notice(calendar, now)
+            appointment = await self.book_consultation(
+                booking, calendar, schedule, appointment_id, not_before
+            )
+            if appointment is not None:
+                rebooked = schedule.model_copy(
+                    update={
+                        "consultation": appointment,
+                        "consultation_status": ev.AppointmentStatus.BOOKED,
+                        "consultation_rebooks": schedule.consultation_rebooks + 1,
+                    }
+                )
+                booked = ev.ConsultationBooked(**facts.base(schedule, now), appointment=appointment)
+                status = facts.status_changed(
+                    schedule, appointment, ev.AppointmentStatus.BOOKED, now
+                )
+                return rebooked, [closed, booked, status]
+        earliest = await self.earliest_consultation(calendar, schedule, now)
+        return schedule, [closed, await self.join_waitlist(booking, schedule, now, earliest)]
 
     async def on_client_enrolled(self, event: ev.ClientEnrolled, cause: Envelope) -> None:
         async def decide(schedule: ClientSchedule, now: datetime, booking: Booking) -> Reaction:

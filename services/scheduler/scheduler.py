@@ -1,19 +1,20 @@
-"""The scheduler: its three doors over one write step.
+"""The scheduler: its doors over one write step.
 
 Reactions to events (reactions.py), the clinic's requests (requests.py,
-course_requests.py, booster_requests.py) and the booster timers (timers.py)
-each decide in pure code and record through changes.ScheduleChanges, i.e.
-chassis.unit_of_work; none holds a Redis type of its own beyond the pipeline a
-decision's writes are queued on.
+course_requests.py, booster_requests.py), the booster timers (timers.py) and the
+waitlist's offers (offers.py) each decide in pure code and record through
+changes.ScheduleChanges, i.e. chassis.unit_of_work; none holds a Redis type of its
+own beyond the pipeline a decision's writes are queued on.
 """
 
 from __future__ import annotations
 
 from services.scheduler.booster_requests import BoosterRequests
 from services.scheduler.course_requests import CourseRequests
+from services.scheduler.offers import Offers
 from services.scheduler.reactions import Reactions
 from services.scheduler.timers import BoosterTimers
 
 
-class Scheduler(Reactions, CourseRequests, BoosterRequests, BoosterTimers):
+class Scheduler(Reactions, CourseRequests, BoosterRequests, BoosterTimers, Offers):
     pass

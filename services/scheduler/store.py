@@ -23,6 +23,7 @@ from services.scheduler.domain.clinic import ClinicCalendar, Interval
 from services.scheduler.domain.plans import Bookings
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import BookingLedger, Resource, text
+from services.scheduler.waitlist_store import WaitlistStore
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class SchedulerStore:
         self.redis = redis
         self.ledger = BookingLedger(redis)
         self.boosters = BoosterQueue(redis, "boosters")
+        self.waitlist = WaitlistStore(redis)
 
     # --- client schedules -------------------------------------------------
 

@@ -182,6 +182,15 @@ class CoursePolicy(Config):
     review_after_no_shows: int = Field(
         default=2, ge=1, le=12, description="Consecutive medicine no-shows before a review hold"
     )
+    offer_expiry_hours: int = Field(
+        default=24, ge=1, le=24 * 7, description="How long a freed slot is offered to one client"
+    )
+    consultation_no_show_rebooks: int = Field(
+        default=1, ge=0, le=3, description="Consultation no-shows rebooked before the waitlist"
+    )
+    earliest_search_days: int = Field(
+        default=365, ge=28, le=730, description="How far ahead the earliest date is searched"
+    )
 
     @field_validator("integration_days_after")
     @classmethod

@@ -129,6 +129,9 @@ class ClientSchedule(BaseModel):
     course: Course | None = None
     # Set by the clinic (PUT .../availability): where course sessions may lie.
     availability: ClientAvailability | None = None
+    consultation_rebooks: int = Field(
+        default=0, ge=0, description="Consultations rebooked after a no-show (domain.waitlist)"
+    )
     previous_courses: tuple[UUID, ...] = Field(
         default=(), description="Courses completed or ended before this one, oldest first"
     )

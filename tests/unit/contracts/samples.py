@@ -51,6 +51,22 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
     ev.ClinicalAlertEscalated: {"alert_id": "alert-1", "unacknowledged_minutes": 15},
     ev.ConsultationBooked: {"appointment": {**APPOINTMENT_JSON, "kind": "consultation"}},
     ev.ConsultationBookingFailed: {"reason": "no therapist free in the preferred times"},
+    ev.ConsultationWaitlisted: {
+        "position": 2,
+        "joined_at": "2026-03-20T10:00:00Z",
+        "earliest_available_at": "2026-05-04T08:00:00Z",
+    },
+    ev.ConsultationSlotOffered: {
+        "offer_id": COURSE,
+        "appointment": {**APPOINTMENT_JSON, "kind": "consultation"},
+        "expires_at": "2026-03-21T10:00:00Z",
+        "accept_url": "http://scheduler/v1/offers/clinic-a.token/accept",
+    },
+    ev.ConsultationOfferAccepted: {
+        "offer_id": COURSE,
+        "appointment": {**APPOINTMENT_JSON, "kind": "consultation"},
+    },
+    ev.ConsultationOfferLapsed: {"offer_id": COURSE, "lapsed_as": "expired"},
     ev.CourseBooked: {
         "course_id": COURSE,
         "therapist_id": "t-ana",

@@ -72,6 +72,16 @@ def every_event() -> list[ev.Event]:
         ev.ConsultationRequested(**event_fields(), contact=contact),
         ev.ConsultationBookingFailed(**event_fields(), reason="no slot", earliest_available_at=NOW),
         ev.ConsultationBooked(**event_fields(), appointment=CONSULTATION),
+        ev.ConsultationWaitlisted(
+            **event_fields(), position=2, joined_at=NOW, earliest_available_at=NOW
+        ),
+        ev.ConsultationSlotOffered(
+            **event_fields(),
+            offer_id=COURSE,
+            appointment=CONSULTATION,
+            expires_at=NOW,
+            accept_url="https://clinic.example/v1/offers/clinic-a.abc/accept",
+        ),
         ev.ConsultationHeld(**event_fields(), outcome="no_show"),
         ev.ScreeningCompleted(**event_fields(), eligible=True),
         ev.ScreeningCompleted(
