@@ -207,6 +207,18 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
     async def on_booster_due(event: ev.BoosterDue, envelope: CurrentEnvelope) -> None:
         await planner.plan(event, envelope)
 
+    async def on_course_paused(event: ev.CoursePaused, envelope: CurrentEnvelope) -> None:
+        await planner.plan(event, envelope)
+
+    async def on_course_resumed(event: ev.CourseResumed, envelope: CurrentEnvelope) -> None:
+        await planner.plan(event, envelope)
+
+    async def on_course_ended(event: ev.CourseEnded, envelope: CurrentEnvelope) -> None:
+        await planner.plan(event, envelope)
+
+    async def on_session_checked_in(event: ev.SessionCheckedIn, envelope: CurrentEnvelope) -> None:
+        await planner.plan(event, envelope)  # a refusal is told; the answers are never kept
+
     handlers: list[tuple[Topic, Handler]] = [
         (topics.CONSULTATION_REQUESTED, on_consultation_requested),
         (topics.CONTACT_PREFERENCES_CHANGED, on_contact_preferences_changed),
@@ -223,6 +235,10 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
         (topics.SESSION_COMPLETED, on_session_completed),
         (topics.COURSE_COMPLETED, on_course_completed),
         (topics.BOOSTER_DUE, on_booster_due),
+        (topics.COURSE_PAUSED, on_course_paused),
+        (topics.COURSE_RESUMED, on_course_resumed),
+        (topics.COURSE_ENDED, on_course_ended),
+        (topics.SESSION_CHECKED_IN, on_session_checked_in),
     ]
     subscribe(
         broker,

@@ -59,6 +59,10 @@ class MessageKind(StrEnum):
     BOOSTER_DUE = "booster_due"
     CLINICAL_ALERT = "clinical_alert"
     CLINICAL_ALERT_ESCALATION = "clinical_alert_escalation"
+    COURSE_PAUSED = "course_paused"
+    COURSE_RESUMED = "course_resumed"
+    COURSE_ENDED = "course_ended"
+    CHECK_IN_REFUSED = "check_in_refused"
 
 
 STAFF_KINDS = frozenset({MessageKind.CLINICAL_ALERT, MessageKind.CLINICAL_ALERT_ESCALATION})
