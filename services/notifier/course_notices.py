@@ -38,7 +38,9 @@ def notice_for(event: ev.Event, clinic: ClinicSettings) -> Notice | None:
             )
         case ev.CourseEnded():
             # Withdrawn, discharged or closed incomplete: the same neutral words to the client.
-            ended = {"medicine_sessions_completed": event.medicine_sessions_completed}
+            ended: dict[str, JsonValue] = {
+                "medicine_sessions_completed": event.medicine_sessions_completed
+            }
             return Notice(MessageKind.COURSE_ENDED, ended)
         case ev.SessionCheckedIn() if not event.passed:
             refused: dict[str, JsonValue] = {
