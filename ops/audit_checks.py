@@ -23,7 +23,10 @@ plants that failure to show the counter sees it:
   provider's acceptance and the sent mark cannot be closed by the notifier alone;
 - `mail_mismatches` / `sms_mismatches`: sink copies with no NotificationSent and
   NotificationSent with no copy in the sink of its channel;
-- `lost`: requests whose expected downstream fact never reached the topics.
+- `lost`: requests whose expected downstream fact never reached the topics;
+- `doses_without_checkin` / `booked_after_course_ended`: ops/audit_course.py, which also
+  counts what courses lived through (`courses_paused`, `courses_withdrawn`,
+  `courses_restarted`, `alerts_escalated`; reported, not failures).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ops import audit_rules
+from ops import audit_course, audit_rules
 from ops.audit_messages import (
     Mail,
     Text,
@@ -63,6 +66,8 @@ FAILING = (
     "mail_mismatches",
     "sms_mismatches",
     "lost",
+    "doses_without_checkin",
+    "booked_after_course_ended",
 )
 
 
@@ -89,6 +94,12 @@ class Findings:
     reminders_on_time: int = 0
     reminders_late: int = 0
     reminders_skipped: int = 0
+    doses_without_checkin: int = 0
+    booked_after_course_ended: int = 0
+    courses_paused: int = 0
+    courses_withdrawn: int = 0
+    courses_restarted: int = 0
+    alerts_escalated: int = 0
     detail: Counter[str] = field(default_factory=Counter)
 
     def counts(self) -> dict[str, int]:
@@ -145,6 +156,14 @@ def audit(
             _in_flight([(t.key or "", t.accepted_at) for t in text_list], in_flight_after),
         )
     findings.lost = lost(records, expected or Expected(), now, findings.detail)
+    findings.doses_without_checkin = audit_course.doses_without_checkin(records, findings.detail)
+    findings.booked_after_course_ended = audit_course.booked_after_course_ended(
+        records, rebuilt, findings.detail
+    )
+    findings.courses_paused = audit_course.courses_paused(records)
+    findings.courses_withdrawn = audit_course.courses_withdrawn(records)
+    findings.courses_restarted = audit_course.courses_restarted(records)
+    findings.alerts_escalated = audit_course.alerts_escalated(records)
     return findings
 
 

@@ -29,7 +29,7 @@ import httpx
 from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
-from ops import audit, demo_clinics
+from ops import audit, demo_clinics, demo_courses
 from ops.stack import ROOT, SERVICES, Stack
 from shared import topics
 
@@ -58,6 +58,7 @@ class Person:
     item9: int
     sms: bool
     windows: list[dict[str, Any]]
+    role: str | None = None  # pauses, withdraws, or returns (withdraws, then a second course)
 
     @property
     def refused_at_check_in(self) -> str | None:
@@ -111,6 +112,7 @@ class Tally:
     accepted: int = 0  # requests the services answered with success
     refused: Counter[str] = field(default_factory=Counter)
     refused_check_ins: set[int] = field(default_factory=set)  # people refused once at check-in
+    course_changed: set[int] = field(default_factory=set)  # people who paused or withdrew
 
     def reached(self, clinic: str, stage: str, n: int = 1) -> None:
         self.progress[clinic][stage] += n
@@ -139,6 +141,7 @@ def people(count: int, seed: int, run: str) -> list[Person]:
                 ],
             )
         )
+    demo_courses.assign_roles(crowd)
     return crowd
 
 
@@ -251,6 +254,9 @@ class Staff:
             return
         tally.reached(clinic, "course")
         await self.attend(person, clinic, client, schedule)
+        again = await demo_courses.come_back(self, person, clinic, client)
+        if again is not None:
+            await self.attend(person, clinic, client, again)
         await self.await_booster(clinic, client, boosters_until)
 
     async def attend(
@@ -275,6 +281,12 @@ class Staff:
                     if moved.status_code == 200:
                         schedule = moved.json()
                         continue
+            if demo_courses.acts_now(self, person, upcoming):
+                changed = await demo_courses.change_course(self, person, clinic, client)
+                if changed is None:
+                    return  # withdrawn: the course has ended
+                schedule = changed
+                continue
             miss = person.misses_a_dose and not missed and upcoming.get("dose_number") == 2
             missed = missed or miss
             response = await self.hold(person, clinic, upcoming, miss=miss)
@@ -394,6 +406,7 @@ async def drive(
     boosters_until = clock.now() + timedelta(days=80)
     stop = asyncio.Event()
     view = asyncio.create_task(live_view(tally, clock, stop))
+    desk = asyncio.create_task(demo_courses.front_desk(staff, stop))
     started = time.monotonic()
     try:
         journeys = [staff.journey(person, boosters_until) for person in crowd]
@@ -401,6 +414,7 @@ async def drive(
     finally:
         stop.set()
         await view
+        await desk
         await staff.http.aclose()
     # Let the notifier send what is due by now, then read what really happened.
     await settle(bootstrap, tally)
@@ -457,6 +471,9 @@ def report(
         "courses_completed": len(journal.clients_with(topics.COURSE_COMPLETED.name)),
         "boosters_due": journal.distinct(topics.BOOSTER_DUE.name),
         "clinical_alerts": journal.distinct(topics.CLINICAL_ALERT_RAISED.name),
+        "alerts_acknowledged": len(
+            {r.value["alert_id"] for r in journal.of(topics.CLINICAL_ALERT_ACKNOWLEDGED.name)}
+        ),
         "checkins_refused": len(
             {
                 r.value["appointment_id"]

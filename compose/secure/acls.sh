@@ -132,6 +132,10 @@ acl --allow-principal User:notifier --operation Read \
   --topic scheduler.course.completed.v1 \
   --topic scheduler.booster.due.v1 \
   --topic scheduler.booster-session.booked.v1 \
+  --topic scheduler.session.checked-in.v1 \
+  --topic scheduler.course.paused.v1 \
+  --topic scheduler.course.resumed.v1 \
+  --topic scheduler.course.ended.v1 \
   --group kap-notifier
 acl --allow-principal User:notifier --operation Write --operation Create --operation Describe \
   --topic intake.consultation.requested.v1.dlq \
@@ -151,7 +155,11 @@ acl --allow-principal User:notifier --operation Write --operation Create --opera
   --topic scheduler.session.missed.v1.dlq \
   --topic scheduler.course.completed.v1.dlq \
   --topic scheduler.booster.due.v1.dlq \
-  --topic scheduler.booster-session.booked.v1.dlq
+  --topic scheduler.booster-session.booked.v1.dlq \
+  --topic scheduler.session.checked-in.v1.dlq \
+  --topic scheduler.course.paused.v1.dlq \
+  --topic scheduler.course.resumed.v1.dlq \
+  --topic scheduler.course.ended.v1.dlq
 acl --allow-principal User:partner --operation Read --operation Describe --resource-pattern-type prefixed \
   --topic public.
 acl --allow-principal User:partner --operation Read --resource-pattern-type prefixed \

@@ -25,7 +25,7 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
-from services.notifier import context
+from services.notifier import context, course_notices
 from services.notifier.model import (
     DOSING_KINDS,
     ClinicSettings,
@@ -151,6 +151,9 @@ def messages_for(
                 "due_at": context.clinic_time(event.due_at, tz),
             }
             plan.client(Kind.BOOSTER_DUE, plan.in_window(max(now, event.due_at)), due)
+        case ev.CoursePaused() | ev.CourseResumed() | ev.CourseEnded() | ev.SessionCheckedIn():
+            if notice := course_notices.notice_for(event, clinic_settings):
+                plan.client(notice.kind, plan.in_window(now), notice.context, notice.appointment_id)
     return plan.messages
 
 

@@ -222,6 +222,18 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
     ) -> None:
         await planner.plan(event, envelope)
 
+    async def on_course_paused(event: ev.CoursePaused, envelope: CurrentEnvelope) -> None:
+        await planner.plan(event, envelope)
+
+    async def on_course_resumed(event: ev.CourseResumed, envelope: CurrentEnvelope) -> None:
+        await planner.plan(event, envelope)
+
+    async def on_course_ended(event: ev.CourseEnded, envelope: CurrentEnvelope) -> None:
+        await planner.plan(event, envelope)
+
+    async def on_session_checked_in(event: ev.SessionCheckedIn, envelope: CurrentEnvelope) -> None:
+        await planner.plan(event, envelope)  # a refusal is told; the answers are never kept
+
     handlers: list[tuple[Topic, Handler]] = [
         (topics.CONSULTATION_REQUESTED, on_consultation_requested),
         (topics.CONTACT_PREFERENCES_CHANGED, on_contact_preferences_changed),
@@ -241,6 +253,10 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
         (topics.COURSE_COMPLETED, on_course_completed),
         (topics.BOOSTER_DUE, on_booster_due),
         (topics.BOOSTER_SESSION_BOOKED, on_booster_session_booked),
+        (topics.COURSE_PAUSED, on_course_paused),
+        (topics.COURSE_RESUMED, on_course_resumed),
+        (topics.COURSE_ENDED, on_course_ended),
+        (topics.SESSION_CHECKED_IN, on_session_checked_in),
     ]
     subscribe(
         broker,

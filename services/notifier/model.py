@@ -62,6 +62,10 @@ class MessageKind(StrEnum):
     BOOSTER_SESSION_BOOKED = "booster_session_booked"
     CLINICAL_ALERT = "clinical_alert"
     CLINICAL_ALERT_ESCALATION = "clinical_alert_escalation"
+    COURSE_PAUSED = "course_paused"
+    COURSE_RESUMED = "course_resumed"
+    COURSE_ENDED = "course_ended"
+    CHECK_IN_REFUSED = "check_in_refused"
 
 
 STAFF_KINDS = frozenset({MessageKind.CLINICAL_ALERT, MessageKind.CLINICAL_ALERT_ESCALATION})

@@ -127,6 +127,50 @@ def every_event() -> list[ev.Event]:
             **event_fields(), course_id=COURSE, booster_number=1, due_at=NOW + timedelta(days=1)
         ),
         booster_session_booked(),
+        *course_changes(),
+    ]
+
+
+def check_in(passed: bool, *refused_for: ev.CheckInRefusal) -> ev.SessionCheckedIn:
+    """A check-in before DOSE_1 (clinical answers: never shown to the client)."""
+    high = ev.CheckInRefusal.BLOOD_PRESSURE_OVER_LIMIT in refused_for
+    return ev.SessionCheckedIn(
+        **event_fields(),
+        course_id=COURSE,
+        appointment_id=DOSE_1.appointment_id,
+        starts_at=DOSE_1.starts_at,
+        passed=passed,
+        refused_for=refused_for,
+        answers=ev.CheckInAnswers(
+            ride_home_confirmed=ev.CheckInRefusal.NO_RIDE_HOME not in refused_for,
+            fasting_confirmed=True,
+            vitals=ev.VitalSigns(
+                systolic=158 if high else 124, diastolic=99 if high else 80, heart_rate=71
+            ),
+            phq9_item9=0,
+        ),
+    )
+
+
+def course_changes() -> list[ev.Event]:
+    """A course paused, resumed on new times, ended; a check-in refused."""
+    return [
+        ev.CoursePaused(**event_fields(), course_id=COURSE, sessions_released=3),
+        ev.CourseResumed(
+            **event_fields(),
+            course_id=COURSE,
+            window_ends_on=date(2026, 4, 24),
+            appointments=(DOSE_1, INTEGRATION),
+        ),
+        ev.CourseEnded(
+            **event_fields(),
+            course_id=COURSE,
+            reason=ev.CourseEndCode.CLOSED_INCOMPLETE,
+            sessions_released=2,
+            medicine_sessions_completed=3,
+            detail="window can no longer hold the remaining doses",
+        ),
+        check_in(False, ev.CheckInRefusal.BLOOD_PRESSURE_OVER_LIMIT),
     ]
 
 
