@@ -62,7 +62,7 @@ class Send:
     cause: int | None  # index of the causing record
     appointment: str | None
     refers_to: datetime | None
-    version: tuple[str, str]
+    version: tuple[str, ...]
 
 
 # --- notifications ------------------------------------------------------------
@@ -83,6 +83,12 @@ def resolve_notifications(
     by_id: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         by_id[r.id].append(i)
+    # A returning client's second round of care (screening again, a new course) says
+    # the same facts anew: a course finished before them makes them new messages.
+    finished: dict[str, list[datetime]] = defaultdict(list)
+    for r in records:
+        if r.topic in (topics.COURSE_COMPLETED.name, topics.COURSE_ENDED.name):
+            finished[r.key].append(occurred(r))
     sent: dict[str, Send] = {}
     skipped: list[Send] = []
     for r in records:
@@ -93,12 +99,12 @@ def resolve_notifications(
             # The mail's Date is when it was composed: the truer "sent" instant.
             at = min(at, composed) if composed is not None else at
             if nid not in sent:
-                sent[nid] = _resolve(r, nid, at, records, by_id, rebuilt)
+                sent[nid] = _resolve(r, nid, at, records, by_id, rebuilt, finished)
         elif r.topic == topics.NOTIFICATION_FAILED.name:
             reason = str(r.value.get("reason", "")).lower()
             if any(word in reason for word in SKIP_WORDS):
                 nid = str(r.value["notification_id"])
-                skipped.append(_resolve(r, nid, occurred(r), records, by_id, rebuilt))
+                skipped.append(_resolve(r, nid, occurred(r), records, by_id, rebuilt, finished))
     return list(sent.values()), skipped
 
 
@@ -109,6 +115,7 @@ def _resolve(
     records: list[Record],
     by_id: Mapping[str, list[int]],
     rebuilt: Rebuilt,
+    finished: Mapping[str, list[datetime]],
 ) -> Send:
     cause_id = str(r.value.get("cause_event_id", ""))
     candidates = by_id.get(cause_id, [])
@@ -130,9 +137,13 @@ def _resolve(
         if version is None and known is not None:
             # Planned from a fact about something else: the version standing then.
             version = known.version_at(occurred(records[cause]))
-        planned_from = ("version", str(version)) if version is not None else ("id", cause_id)
+        planned_from: tuple[str, ...] = (
+            ("version", str(version)) if version is not None else ("id", cause_id)
+        )
     elif cause is not None:
-        planned_from = ("fact", _fingerprint(records[cause]))
+        said_at = occurred(records[cause])
+        round_of_care = sum(1 for end in finished.get(r.key, ()) if end < said_at)
+        planned_from = ("fact", _fingerprint(records[cause]), str(round_of_care))
     else:
         planned_from = ("id", cause_id)
     return Send(

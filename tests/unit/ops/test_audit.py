@@ -390,3 +390,29 @@ def test_a_reminder_replanned_from_a_fact_about_another_session_is_repeated() ->
     at = history.planned(case.course, case.dose1, timedelta(hours=24)) + timedelta(minutes=2)
     history.send(move, MessageKind.REMINDER_24H, at, case.dose1)
     assert counts(case) == {**ZERO, "notifications_repeated": 1}
+
+
+def test_a_returning_client_s_second_screening_is_a_new_message_not_a_repeat(
+    case: Clean,
+) -> None:
+    history = case.history
+    screened = ev.ScreeningCompleted(**history.base(case.client, utc(6, 25, 9)), eligible=True)
+    first = history.add(screened)
+    history.send(first, MessageKind.SCREENING_OUTCOME, utc(6, 25, 9))
+    # The same screening said again in the same round of care: a repeat.
+    again = history.add(screened.model_copy(update={"occurred_at": utc(6, 26, 9)}))
+    history.send(again, MessageKind.SCREENING_OUTCOME, utc(6, 26, 9))
+    assert counts(case)["notifications_repeated"] == 1
+    # After the course ended, the client is screened anew: a new round, a new message.
+    history.add(
+        ev.CourseEnded(
+            **history.base(case.client, utc(6, 27, 9)),
+            course_id=case.course_id,
+            reason=ev.CourseEndCode.WITHDRAWN,
+            sessions_released=0,
+            medicine_sessions_completed=2,
+        )
+    )
+    returning = history.add(screened.model_copy(update={"occurred_at": utc(6, 28, 9)}))
+    history.send(returning, MessageKind.SCREENING_OUTCOME, utc(6, 28, 9))
+    assert counts(case)["notifications_repeated"] == 1
