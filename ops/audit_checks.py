@@ -226,7 +226,13 @@ def rule_violations(rebuilt: Rebuilt, rules: dict[str, ClinicRules], detail: Cou
         found["too_many"] += max(len(taken) - policy.medicine_sessions, 0)
         first = _first_booked_dose(rebuilt, course.course_id)
         if first is not None:
-            longest = first.astimezone(tz).date() + timedelta(days=policy.course_window_days - 1)
+            # A pause freezes the window: the days it lasted carry the window on.
+            paused = sum(
+                (resumed.astimezone(tz).date() - at.astimezone(tz).date()).days
+                for at, resumed in course.pauses
+            )
+            days = policy.course_window_days - 1 + paused
+            longest = first.astimezone(tz).date() + timedelta(days=days)
             found["window_too_long"] += course.window_ends_on > longest
         found["outside_window"] += sum(
             1

@@ -10,7 +10,7 @@ planned from either belongs to the same version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,8 @@ SCHEDULE_TOPICS = frozenset(
         topics.SESSION_MISSED.name,
         topics.SESSION_COMPLETED.name,
         topics.PUBLIC_APPOINTMENT_STATUS.name,
+        topics.COURSE_PAUSED.name,
+        topics.COURSE_RESUMED.name,
     }
 )
 _STATUS_OF = {
@@ -112,7 +114,10 @@ class Course:
     course_id: str
     client: str
     clinic: str
-    window_ends_on: date
+    window_ends_on: date  # the latest said: at booking, or at a resume after a pause
+    # (paused at, resumed at): a pause freezes the window, a resume carries it on later
+    pauses: tuple[tuple[datetime, datetime], ...] = ()
+    paused_at: datetime | None = None
 
 
 @dataclass
@@ -150,6 +155,18 @@ def _apply(rebuilt: Rebuilt, index: int, record: Record, when: datetime) -> None
         )
         for appointment in value["appointments"]:
             _set(rebuilt, index, record, when, appointment, BOOKED, course_id)
+    elif topic == topics.COURSE_PAUSED.name and str(course_id) in rebuilt.courses:
+        course = rebuilt.courses[str(course_id)]
+        rebuilt.courses[str(course_id)] = replace(course, paused_at=when)
+    elif topic == topics.COURSE_RESUMED.name and str(course_id) in rebuilt.courses:
+        course = rebuilt.courses[str(course_id)]
+        pauses = (*course.pauses, (course.paused_at, when)) if course.paused_at else course.pauses
+        rebuilt.courses[str(course_id)] = replace(
+            course,
+            window_ends_on=date.fromisoformat(value["window_ends_on"]),
+            pauses=pauses,
+            paused_at=None,
+        )
     elif topic in (topics.CONSULTATION_BOOKED.name, topics.SESSION_SCHEDULED.name):
         _set(rebuilt, index, record, when, value["appointment"], BOOKED, course_id)
     elif topic == topics.SESSION_RESCHEDULED.name:

@@ -416,3 +416,38 @@ def test_a_returning_client_s_second_screening_is_a_new_message_not_a_repeat(
     returning = history.add(screened.model_copy(update={"occurred_at": utc(6, 28, 9)}))
     history.send(returning, MessageKind.SCREENING_OUTCOME, utc(6, 28, 9))
     assert counts(case)["notifications_repeated"] == 1
+
+
+def test_a_pause_carries_the_course_window_on_by_the_days_it_lasted(case: Clean) -> None:
+    history = case.history
+    history.add(
+        ev.CoursePaused(
+            **history.base(case.client, utc(6, 10, 9)),
+            course_id=case.course_id,
+            sessions_released=1,
+        )
+    )
+    # Paused for ten days: the window (to 21 June) now ends on 1 July.
+    history.add(
+        ev.CourseResumed(
+            **history.base(case.client, utc(6, 20, 9)),
+            course_id=case.course_id,
+            window_ends_on=datetime(2026, 7, 1).date(),
+        )
+    )
+    inside = appointment(ev.AppointmentKind.MEDICINE, utc(6, 30, 9), 180, room="r-1", dose=3)
+    history.add(
+        ev.SessionScheduled(
+            **history.base(case.client, utc(6, 20, 9)), course_id=case.course_id, appointment=inside
+        )
+    )
+    assert counts(case)["rule_violations"] == 0
+    beyond = appointment(ev.AppointmentKind.MEDICINE, utc(7, 3, 9), 180, room="r-1", dose=4)
+    history.add(
+        ev.SessionScheduled(
+            **history.base(case.client, utc(6, 20, 10)),
+            course_id=case.course_id,
+            appointment=beyond,
+        )
+    )
+    assert run(case).detail["rule_outside_window"] == 1
