@@ -36,7 +36,6 @@ from services.notifier.model import (
 )
 from services.notifier.prefs import ContactPrefs, client_channel
 from services.notifier.reminders import next_in_window, next_morning, reminder_send_at
-from services.notifier.staleness import AppointmentFact
 from shared import events as ev
 
 Variables = Mapping[str, JsonValue]
@@ -155,53 +154,6 @@ def messages_for(
             if notice := course_notices.notice_for(event, clinic_settings):
                 plan.client(notice.kind, plan.in_window(now), notice.context, notice.appointment_id)
     return plan.messages
-
-
-def appointment_facts(event: ev.Event) -> tuple[AppointmentFact, ...]:
-    """What `event` says about appointments: the notifier's projection of the schedule.
-
-    Time-bound messages are checked against it when they are sent.
-    """
-    booked, status = ev.AppointmentStatus.BOOKED, ev.AppointmentStatus
-
-    def fact(
-        appointment_id: UUID, state: ev.AppointmentStatus, starts_at: datetime | None = None
-    ) -> AppointmentFact:
-        return AppointmentFact(
-            appointment_id=appointment_id,
-            status=state,
-            starts_at=starts_at,
-            as_of=event.occurred_at,
-        )
-
-    match event:
-        case ev.ConsultationBooked() | ev.SessionScheduled() | ev.SessionRescheduled():
-            appt = event.appointment
-            return (fact(appt.appointment_id, booked, appt.starts_at),)
-        case ev.CourseBooked() | ev.BoosterSessionBooked():
-            return tuple(fact(a.appointment_id, booked, a.starts_at) for a in event.appointments)
-        case ev.SessionCancelled():
-            return (fact(event.appointment_id, status.CANCELLED),)
-        case ev.SessionMissed():
-            return (fact(event.appointment_id, status.NOSHOW),)
-        case ev.SessionCompleted():
-            return (fact(event.appointment_id, status.FULFILLED),)
-    return ()
-
-
-def superseded_appointments(event: ev.Event) -> tuple[UUID, ...]:
-    """Appointments whose pending messages `event` makes wrong: drop them before storing its plan.
-
-    A moved session's old reminders would otherwise still fire at the old
-    times (a new plan may skip a reminder that is now too late), and a
-    cancelled session must not be reminded of.
-    """
-    match event:
-        case ev.SessionRescheduled():
-            return (event.appointment.appointment_id,)
-        case ev.SessionCancelled():
-            return (event.appointment_id,)
-    return ()
 
 
 @dataclass

@@ -30,6 +30,7 @@ from chassis.kafka import Handler, subscribe
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from services.notifier import domain
 from services.notifier.alerts import Alerts
+from services.notifier.appointment_facts import appointment_facts, superseded_appointments
 from services.notifier.config import clinic_settings
 from services.notifier.contacts import ContactChange, KnownContact
 from services.notifier.model import ClinicSettings, MessageKind, PlannedMessage
@@ -78,9 +79,9 @@ class Planner:
             plan = Plan(
                 cause=envelope,
                 messages=messages,
-                superseded_appointments=domain.superseded_appointments(event),
+                superseded_appointments=superseded_appointments(event),
                 changed_at=event.occurred_at,
-                appointments=domain.appointment_facts(event),
+                appointments=appointment_facts(event),
             )
             write = await deps.plans.writes(tx, plan, client_id=event.client_id, contact=changed)
             if isinstance(event, ev.ClinicalAlertRaised) and deps.alerts is not None:

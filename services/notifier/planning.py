@@ -28,7 +28,7 @@ class Plan:
     messages: Sequence[PlannedMessage]
     superseded_appointments: Sequence[UUID] = ()
     changed_at: datetime | None = None
-    # What the event says about appointments (domain.appointment_facts).
+    # What the event says about appointments (appointment_facts.appointment_facts).
     appointments: Sequence[AppointmentFact] = ()
 
 

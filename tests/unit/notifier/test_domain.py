@@ -6,7 +6,8 @@ from typing import Literal
 
 import pytest
 
-from services.notifier.domain import messages_for, superseded_appointments
+from services.notifier.appointment_facts import superseded_appointments
+from services.notifier.domain import messages_for
 from services.notifier.model import ClinicSettings, MessageKind
 from shared import events as ev
 from tests.unit.notifier.samples import (

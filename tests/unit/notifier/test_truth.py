@@ -14,8 +14,8 @@ from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from chassis.clock import FrozenClock, ScaledClock, SystemClock
+from services.notifier.appointment_facts import appointment_facts
 from services.notifier.context import clinic_time
-from services.notifier.domain import appointment_facts
 from services.notifier.lag_records import Change, Subject, uncommitted, waiting
 from services.notifier.model import MessageKind, PlannedMessage
 from services.notifier.pacing import WAKE_SLACK_S, next_wake_s
