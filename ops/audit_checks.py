@@ -26,7 +26,8 @@ plants that failure to show the counter sees it:
 - `lost`: requests whose expected downstream fact never reached the topics;
 - `doses_without_checkin` / `booked_after_course_ended`: ops/audit_course.py, which also
   counts what courses lived through (`courses_paused`, `courses_withdrawn`,
-  `courses_restarted`, `alerts_escalated`; reported, not failures).
+  `courses_restarted`, `alerts_escalated`, `booster_sessions_booked`, `waitlisted`,
+  `waitlist_offers_taken`; reported, not failures).
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ class Findings:
     courses_withdrawn: int = 0
     courses_restarted: int = 0
     alerts_escalated: int = 0
+    booster_sessions_booked: int = 0
+    waitlisted: int = 0
+    waitlist_offers_taken: int = 0
     detail: Counter[str] = field(default_factory=Counter)
 
     def counts(self) -> dict[str, int]:
@@ -164,6 +168,9 @@ def audit(
     findings.courses_withdrawn = audit_course.courses_withdrawn(records)
     findings.courses_restarted = audit_course.courses_restarted(records)
     findings.alerts_escalated = audit_course.alerts_escalated(records)
+    findings.booster_sessions_booked = audit_course.booster_sessions_booked(records)
+    findings.waitlisted = audit_course.waitlisted(records)
+    findings.waitlist_offers_taken = audit_course.waitlist_offers_taken(records)
     return findings
 
 

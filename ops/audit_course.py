@@ -1,5 +1,6 @@
 """The auditor's course checks: doses given without a check-in, bookings after a course ended,
-and the counts of what courses lived through (paused, withdrawn, restarted, alerts escalated).
+and the counts of what courses lived through (paused, withdrawn, restarted, alerts escalated,
+booster sessions booked, consultations waitlisted and waitlist offers taken).
 
 Read from the topics alone, like every auditor count (ops/audit_checks.py).
 """
@@ -111,3 +112,22 @@ def alerts_escalated(records: list[Record]) -> int:
             if r.topic == topics.CLINICAL_ALERT_ESCALATED.name
         }
     )
+
+
+def booster_sessions_booked(records: list[Record]) -> int:
+    """Booster sessions booked when their booster fell due (a republished fact is one)."""
+    return _distinct(records, topics.BOOSTER_SESSION_BOOKED.name)
+
+
+def waitlisted(records: list[Record]) -> int:
+    """Times a client joined a clinic's consultation waitlist."""
+    return _distinct(records, topics.CONSULTATION_WAITLISTED.name)
+
+
+def waitlist_offers_taken(records: list[Record]) -> int:
+    """Freed consultation slots a waiting client accepted through the offer's link."""
+    return _distinct(records, topics.CONSULTATION_OFFER_ACCEPTED.name)
+
+
+def _distinct(records: list[Record], topic: str) -> int:
+    return len({r.id for r in records if r.topic == topic})

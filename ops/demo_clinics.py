@@ -12,9 +12,15 @@ from redis.asyncio import Redis
 
 WEEKDAYS_8_TO_19 = {str(d): [{"start": "08:00", "end": "19:00"}] for d in range(5)}
 SATURDAY_MORNING = {"5": [{"start": "09:00", "end": "13:00"}]}
+# One clinic also sees people on Saturdays, one consultation a week (09:00-09:30): the demo's
+# waitlist forms there (ops/demo_waitlist.py), and its offers stay open three clinic days
+# (three real seconds at the demo's pace) so the demo's client can take one.
+SATURDAY_DESK = "lisbon"
+SATURDAY_DESK_HOURS = {"5": [{"start": "09:00", "end": "09:30"}]}
+SATURDAY_DESK_POLICY = {"offer_expiry_hours": 72}
 
 
-def _calendar(therapists: int, rooms: int) -> dict[str, Any]:
+def _calendar(therapists: int, rooms: int, *, saturday_desk: bool = False) -> dict[str, Any]:
     team = [
         {"id": f"t-{n}", "display_name": f"Therapist {n}", "availability": WEEKDAYS_8_TO_19}
         for n in range(1, therapists + 1)
@@ -30,11 +36,16 @@ def _calendar(therapists: int, rooms: int) -> dict[str, Any]:
             },
         }
     )
-    return {
+    calendar: dict[str, Any] = {
         "opening_hours": {**WEEKDAYS_8_TO_19, **SATURDAY_MORNING},
         "therapists": team,
         "rooms": [{"id": f"recliner-{n}", "name": f"Recliner {n}"} for n in range(1, rooms + 1)],
     }
+    if saturday_desk:
+        desk = {"id": "t-saturday", "display_name": "Saturday consultations"}
+        team.append({**desk, "availability": SATURDAY_DESK_HOURS})
+        calendar["policy"] = SATURDAY_DESK_POLICY
+    return calendar
 
 
 CLINICS: dict[str, dict[str, Any]] = {
@@ -57,15 +68,17 @@ def write(
     *,
     therapists: int = 4,
     rooms: int = 3,
+    saturday_desk: str | None = None,
 ) -> Path:
-    """The clinics file: `clinics` (id -> name and time zone), each with its calendar."""
+    """The clinics file: `clinics` (id -> name and time zone), each with its calendar; the
+    clinic `saturday_desk` names also takes one consultation on Saturdays (the demo's)."""
     entries = [
         {
             "id": clinic_id,
             **spec,
             "api_key_sha256": hashlib.sha256(api_key(clinic_id).encode()).hexdigest(),
             "staff_email": f"care-team@{clinic_id}.clinic.example",
-            "scheduler": _calendar(therapists, rooms),
+            "scheduler": _calendar(therapists, rooms, saturday_desk=clinic_id == saturday_desk),
         }
         for clinic_id, spec in clinics.items()
     ]

@@ -252,6 +252,14 @@ class ConsultationOfferLapsed(Event):
     lapsed_as: Literal["expired", "slot_taken"]
 
 
+class ConsultationCancelled(Event):
+    """The clinic cancelled a booked consultation (its slot goes to the waitlist): the
+    client is no longer reminded of it."""
+
+    appointment_id: UUID
+    starts_at: AwareDatetime
+
+
 class CourseBooked(Event):
     course_id: UUID
     therapist_id: str

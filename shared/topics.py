@@ -139,6 +139,12 @@ CONSULTATION_OFFER_LAPSED = _topic(
     "scheduler",
     "An offered slot expired (and went to the next in line) or was taken first.",
 )
+CONSULTATION_CANCELLED = _topic(
+    "scheduler.consultation.cancelled.v1",
+    ev.ConsultationCancelled,
+    "scheduler",
+    "The clinic cancelled a booked consultation; its slot is offered to the waitlist.",
+)
 COURSE_BOOKED = _topic(
     "scheduler.course.booked.v1",
     ev.CourseBooked,
@@ -315,6 +321,7 @@ ALL: tuple[Topic, ...] = (
     CONSULTATION_SLOT_OFFERED,
     CONSULTATION_OFFER_ACCEPTED,
     CONSULTATION_OFFER_LAPSED,
+    CONSULTATION_CANCELLED,
     COURSE_BOOKED,
     COURSE_BOOKING_FAILED,
     SESSION_SCHEDULED,

@@ -32,6 +32,7 @@ acl --allow-principal User:intake --allow-principal User:scheduler --allow-princ
   --topic scheduler.consultation.slot-offered.v1 \
   --topic scheduler.consultation.offer-accepted.v1 \
   --topic scheduler.consultation.offer-lapsed.v1 \
+  --topic scheduler.consultation.cancelled.v1 \
   --topic scheduler.course.booked.v1 \
   --topic scheduler.course.booking-failed.v1 \
   --topic scheduler.session.scheduled.v1 \
@@ -75,6 +76,7 @@ acl --allow-principal User:scheduler --operation Write \
   --topic scheduler.consultation.slot-offered.v1 \
   --topic scheduler.consultation.offer-accepted.v1 \
   --topic scheduler.consultation.offer-lapsed.v1 \
+  --topic scheduler.consultation.cancelled.v1 \
   --topic scheduler.course.booked.v1 \
   --topic scheduler.course.booking-failed.v1 \
   --topic scheduler.session.scheduled.v1 \
@@ -123,6 +125,7 @@ acl --allow-principal User:notifier --operation Read \
   --topic scheduler.consultation.booking-failed.v1 \
   --topic scheduler.consultation.waitlisted.v1 \
   --topic scheduler.consultation.slot-offered.v1 \
+  --topic scheduler.consultation.cancelled.v1 \
   --topic scheduler.course.booked.v1 \
   --topic scheduler.session.scheduled.v1 \
   --topic scheduler.session.rescheduled.v1 \
@@ -147,6 +150,7 @@ acl --allow-principal User:notifier --operation Write --operation Create --opera
   --topic scheduler.consultation.booking-failed.v1.dlq \
   --topic scheduler.consultation.waitlisted.v1.dlq \
   --topic scheduler.consultation.slot-offered.v1.dlq \
+  --topic scheduler.consultation.cancelled.v1.dlq \
   --topic scheduler.course.booked.v1.dlq \
   --topic scheduler.session.scheduled.v1.dlq \
   --topic scheduler.session.rescheduled.v1.dlq \

@@ -38,7 +38,7 @@ def appointment_facts(event: ev.Event) -> tuple[AppointmentFact, ...]:
             return (fact(appt.appointment_id, booked, appt.starts_at),)
         case ev.CourseBooked() | ev.BoosterSessionBooked():
             return tuple(fact(a.appointment_id, booked, a.starts_at) for a in event.appointments)
-        case ev.SessionCancelled():
+        case ev.SessionCancelled() | ev.ConsultationCancelled():
             return (fact(event.appointment_id, status.CANCELLED),)
         case ev.SessionMissed():
             return (fact(event.appointment_id, status.NOSHOW),)
@@ -57,6 +57,6 @@ def superseded_appointments(event: ev.Event) -> tuple[UUID, ...]:
     match event:
         case ev.SessionRescheduled():
             return (event.appointment.appointment_id,)
-        case ev.SessionCancelled():
+        case ev.SessionCancelled() | ev.ConsultationCancelled():
             return (event.appointment_id,)
     return ()

@@ -179,6 +179,11 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
     ) -> None:
         await planner.plan(event, envelope)
 
+    async def on_consultation_cancelled(
+        event: ev.ConsultationCancelled, envelope: CurrentEnvelope
+    ) -> None:
+        await planner.plan(event, envelope)
+
     async def on_consultation_held(event: ev.ConsultationHeld, envelope: CurrentEnvelope) -> None:
         await planner.plan(event, envelope)
 
@@ -242,6 +247,7 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
         (topics.CONSULTATION_BOOKED, on_consultation_booked),
         (topics.CONSULTATION_WAITLISTED, on_consultation_waitlisted),
         (topics.CONSULTATION_SLOT_OFFERED, on_consultation_slot_offered),
+        (topics.CONSULTATION_CANCELLED, on_consultation_cancelled),
         (topics.CONSULTATION_HELD, on_consultation_held),
         (topics.SCREENING_COMPLETED, on_screening_completed),
         (topics.CLINICAL_ALERT_RAISED, on_clinical_alert_raised),

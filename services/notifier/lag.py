@@ -51,6 +51,7 @@ READ_LIMIT = 1000
 # The scheduler's topics that change when or whether an appointment takes place.
 SCHEDULE_TOPICS: tuple[Topic, ...] = (
     topics.CONSULTATION_BOOKED,
+    topics.CONSULTATION_CANCELLED,
     topics.COURSE_BOOKED,
     topics.SESSION_SCHEDULED,
     topics.SESSION_RESCHEDULED,

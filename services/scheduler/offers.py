@@ -70,7 +70,14 @@ class Offers(WaitlistSteps):
             booking.release(claims_for(schedule.client_id, [consultation]))
             cancelled = ev.AppointmentStatus.CANCELLED
             updated = schedule.model_copy(update={"consultation_status": cancelled})
-            events: list[ev.Event] = [facts.status_changed(schedule, consultation, cancelled, now)]
+            events: list[ev.Event] = [
+                ev.ConsultationCancelled(
+                    **facts.base(schedule, now),
+                    appointment_id=consultation.appointment_id,
+                    starts_at=consultation.starts_at,
+                ),
+                facts.status_changed(schedule, consultation, cancelled, now),
+            ]
             events += await self.offer_to_next(booking, calendar, consultation, now)
             saved = domain_ids.saved(updated, schedule)
             cause = domain_ids.change_cause(schedule, f"{appointment_id}/cancelled")

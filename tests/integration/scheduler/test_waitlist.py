@@ -97,6 +97,8 @@ async def test_a_freed_slot_is_offered_to_the_first_in_line_and_accepting_books_
         freed = (await w.load(a)).consultation
         assert freed is not None
         await w.scheduler.cancel_consultation(w.clinic, freed.appointment_id)
+        cancelled = await one(kafka_bootstrap, topics.CONSULTATION_CANCELLED, a)
+        assert cancelled["appointment_id"] == str(freed.appointment_id)  # no more reminders
         offered = await one(kafka_bootstrap, topics.CONSULTATION_SLOT_OFFERED, b)
         url = str(offered["accept_url"])
         token = url.split("/v1/offers/")[1].removesuffix("/accept")

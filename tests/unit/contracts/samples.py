@@ -67,6 +67,10 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
         "appointment": {**APPOINTMENT_JSON, "kind": "consultation"},
     },
     ev.ConsultationOfferLapsed: {"offer_id": COURSE, "lapsed_as": "expired"},
+    ev.ConsultationCancelled: {
+        "appointment_id": APPOINTMENT_JSON["appointment_id"],
+        "starts_at": "2026-03-21T09:00:00Z",
+    },
     ev.CourseBooked: {
         "course_id": COURSE,
         "therapist_id": "t-ana",

@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from services.notifier.appointment_facts import superseded_appointments
+from services.notifier.appointment_facts import appointment_facts, superseded_appointments
 from services.notifier.domain import messages_for
 from services.notifier.model import ClinicSettings, MessageKind
 from shared import events as ev
@@ -261,3 +261,14 @@ def test_events_of_another_clinic_are_refused() -> None:
 def test_events_that_tell_nobody_anything_plan_nothing() -> None:
     stopped = ev.BoostersStopped(**event_fields(), course_id=COURSE, reason="discharged")
     assert plan(stopped) == []
+
+
+def test_a_consultation_the_clinic_cancelled_is_no_longer_reminded_of() -> None:
+    consultation = uuid.uuid4()
+    cancelled = ev.ConsultationCancelled(
+        **event_fields(), appointment_id=consultation, starts_at=at("2026-04-11T09:00+01:00")
+    )
+    assert superseded_appointments(cancelled) == (consultation,)
+    [fact] = appointment_facts(cancelled)
+    assert (fact.appointment_id, fact.status) == (consultation, ev.AppointmentStatus.CANCELLED)
+    assert plan(cancelled) == []
