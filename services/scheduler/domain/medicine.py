@@ -57,6 +57,8 @@ def check_in(
     if early_or_late:
         raise Refused(early_or_late, alerts)
     earlier = course.checkin_for(appointment)
+    if earlier is not None and earlier.answers == answers:
+        return schedule, []  # the same check-in sent again (a retry): recorded already
     if earlier is not None:
         verdict = "passed" if earlier.passed else "refused"
         raise Refused(f"the session was already checked in ({verdict})", alerts)
@@ -116,7 +118,7 @@ def record_session(
     )
     earlier = course.records.get(str(appointment_id))
     if earlier == record:
-        raise Refused("the session was already recorded")  # its alerts went with it
+        return schedule, []  # the same record sent again (a retry): kept already
     if earlier is not None:
         raise Refused("the session already has its record", alerts)
     status = course.status_of(appointment_id)

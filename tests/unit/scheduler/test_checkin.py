@@ -161,6 +161,11 @@ def test_a_session_is_checked_in_once_and_only_while_it_is_ahead_or_under_way() 
     calendar, schedule, dose, _ = with_checkin(answers(ride=False))
     with pytest.raises(Refused, match="already checked in"):
         medicine.check_in(schedule, dose.appointment_id, PASSING_CHECKIN, calendar, dose.starts_at)
+    # The same check-in sent again (a retry after a lost answer) changes and says nothing.
+    again, events = medicine.check_in(
+        schedule, dose.appointment_id, answers(ride=False), calendar, dose.starts_at
+    )
+    assert (again, events) == (schedule, [])
     fresh = booked(calendar)
     later = first_dose(fresh)
     with pytest.raises(Refused, match="session is over"):
@@ -312,8 +317,14 @@ def test_no_record_without_a_passed_check_in_nor_twice() -> None:
     schedule, _ = medicine.record_session(
         schedule, dose.appointment_id, given_record, calendar, dose.ends_at
     )
-    with pytest.raises(Refused, match="already recorded"):
-        medicine.record_session(schedule, dose.appointment_id, given_record, calendar, dose.ends_at)
+    # The same record sent again (a retry after a lost answer) changes and says nothing.
+    again, events = medicine.record_session(
+        schedule, dose.appointment_id, given_record, calendar, dose.ends_at
+    )
+    assert (again, events) == (schedule, [])
+    other = record(dose, timedelta(minutes=130))
+    with pytest.raises(Refused, match="already has its record"):
+        medicine.record_session(schedule, dose.appointment_id, other, calendar, dose.ends_at)
 
 
 def test_a_discharge_in_the_future_is_refused() -> None:
