@@ -231,7 +231,7 @@ def rule_violations(rebuilt: Rebuilt, rules: dict[str, ClinicRules], detail: Cou
         weeks = Counter(_week(s.astimezone(tz).date()) for s in starts)
         found["per_week"] += sum(max(n - policy.max_doses_per_week, 0) for n in weeks.values())
         found["too_many"] += max(len(taken) - policy.medicine_sessions, 0)
-        first = _first_booked_dose(rebuilt, course.course_id)
+        first = _first_booked_dose(rebuilt, course.course_id, course.window_from)
         if first is not None:
             # A pause freezes the window: the days it lasted carry the window on.
             paused = sum(
@@ -256,13 +256,23 @@ def _week(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
-def _first_booked_dose(rebuilt: Rebuilt, course_id: str) -> datetime | None:
-    firsts = [
-        a.history[0][2].starts_at
+def _first_booked_dose(
+    rebuilt: Rebuilt, course_id: str, since: datetime | None = None
+) -> datetime | None:
+    """When the course's window opened: its first dose as it stands (given, or still
+    booked), for the window opens at the first dose; a first dose moved later before it
+    was given opens it later. Doses first booked before `since` (a pause before the first
+    dose restarts the window) do not count."""
+    doses = [
+        a
         for a in rebuilt.appointments.values()
-        if a.course_id == course_id and a.history and a.history[0][2].kind == "medicine"
+        if a.course_id == course_id
+        and a.history
+        and a.history[0][2].kind == "medicine"
+        and (since is None or a.history[0][0] >= since)
     ]
-    return min(firsts, default=None)
+    live = [a.final.starts_at for a in doses if a.final.status in LIVE]
+    return min(live or [a.history[0][2].starts_at for a in doses], default=None)
 
 
 # --- boosters ---------------------------------------------------------------

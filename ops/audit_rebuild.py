@@ -118,6 +118,10 @@ class Course:
     # (paused at, resumed at): a pause freezes the window, a resume carries it on later
     pauses: tuple[tuple[datetime, datetime], ...] = ()
     paused_at: datetime | None = None
+    paused_before_window: bool = False  # paused before its first dose: the window not open
+    # A pause before the first dose restarts the window: it opens at the first dose
+    # booked after the resume.
+    window_from: datetime | None = None
 
 
 @dataclass
@@ -157,15 +161,24 @@ def _apply(rebuilt: Rebuilt, index: int, record: Record, when: datetime) -> None
             _set(rebuilt, index, record, when, appointment, BOOKED, course_id)
     elif topic == topics.COURSE_PAUSED.name and str(course_id) in rebuilt.courses:
         course = rebuilt.courses[str(course_id)]
-        rebuilt.courses[str(course_id)] = replace(course, paused_at=when)
+        not_open = value.get("window_days_left") is None
+        rebuilt.courses[str(course_id)] = replace(
+            course, paused_at=when, paused_before_window=not_open
+        )
     elif topic == topics.COURSE_RESUMED.name and str(course_id) in rebuilt.courses:
         course = rebuilt.courses[str(course_id)]
-        pauses = (*course.pauses, (course.paused_at, when)) if course.paused_at else course.pauses
+        pauses, window_from = course.pauses, course.window_from
+        if course.paused_at and course.paused_before_window:
+            window_from = when
+        elif course.paused_at:
+            pauses = (*course.pauses, (course.paused_at, when))
         rebuilt.courses[str(course_id)] = replace(
             course,
             window_ends_on=date.fromisoformat(value["window_ends_on"]),
             pauses=pauses,
             paused_at=None,
+            paused_before_window=False,
+            window_from=window_from,
         )
     elif topic in (topics.CONSULTATION_BOOKED.name, topics.SESSION_SCHEDULED.name):
         _set(rebuilt, index, record, when, value["appointment"], BOOKED, course_id)

@@ -317,7 +317,11 @@ class Staff:
             if checked.status_code == 404 and checked.json().get("detail") == "Not Found":
                 medicine = False  # a replica from before check-ins (make upgrade): none needed
             elif checked.status_code != 200:
-                return checked
+                # Not checked in while the session could be (under make chaos a replica's
+                # restart can outlive a session on the fast clock): it is cancelled and
+                # re-planned, as a refused one is, and the journey goes on.
+                self.tally.refused["check_in"] += 1
+                return await self.call("POST", f"{url}/cancellation", clinic)
             mine = medicine and next(
                 a
                 for a in checked.json()["course"]["appointments"]

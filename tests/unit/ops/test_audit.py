@@ -451,3 +451,26 @@ def test_a_pause_carries_the_course_window_on_by_the_days_it_lasted(case: Clean)
         )
     )
     assert run(case).detail["rule_outside_window"] == 1
+
+
+def test_the_window_opens_at_the_first_dose_as_it_stands(case: Clean) -> None:
+    history = case.history
+    # The first dose moved a day later before it was given: its window ends a day later.
+    later = moved(case, case.dose1, utc(6, 2, 9), utc(5, 30, 9))
+    history.add(
+        ev.CourseResumed(
+            **history.base(case.client, utc(5, 30, 10)),
+            course_id=case.course_id,
+            window_ends_on=datetime(2026, 6, 22).date(),
+        )
+    )
+    assert later.starts_at == utc(6, 2, 9)
+    assert run(case).detail["rule_window_too_long"] == 0
+    history.add(
+        ev.CourseResumed(
+            **history.base(case.client, utc(5, 30, 11)),
+            course_id=case.course_id,
+            window_ends_on=datetime(2026, 6, 23).date(),
+        )
+    )
+    assert run(case).detail["rule_window_too_long"] == 1  # a day more than the policy's
