@@ -232,6 +232,7 @@ def rule_violations(rebuilt: Rebuilt, rules: dict[str, ClinicRules], detail: Cou
         found["per_week"] += sum(max(n - policy.max_doses_per_week, 0) for n in weeks.values())
         found["too_many"] += max(len(taken) - policy.medicine_sessions, 0)
         first = _first_booked_dose(rebuilt, course.course_id, course.window_from)
+        window_end = course.window_ends_on
         if first is not None:
             # A pause freezes the window: the days it lasted carry the window on.
             paused = sum(
@@ -241,10 +242,13 @@ def rule_violations(rebuilt: Rebuilt, rules: dict[str, ClinicRules], detail: Cou
             days = policy.course_window_days - 1 + paused
             longest = first.astimezone(tz).date() + timedelta(days=days)
             found["window_too_long"] += course.window_ends_on > longest
+            # The window opens at the first dose as it stands: a first dose re-planned
+            # later carries the window with it (the scheduler says so on no topic).
+            window_end = max(window_end, longest)
         found["outside_window"] += sum(
             1
             for a in taken
-            if a.final.starts_at.astimezone(tz).date() > course.window_ends_on
+            if a.final.starts_at.astimezone(tz).date() > window_end
             and not a.moved_outside_window  # announced as such: the rule's own way out
         )
     for name, n in found.items():

@@ -425,6 +425,7 @@ def test_a_pause_carries_the_course_window_on_by_the_days_it_lasted(case: Clean)
             **history.base(case.client, utc(6, 10, 9)),
             course_id=case.course_id,
             sessions_released=1,
+            window_days_left=12,  # the window (open since the first dose) to 21 June
         )
     )
     # Paused for ten days: the window (to 21 June) now ends on 1 July.
