@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from chassis.service import ServiceRuntime
 from ops import demo_clinics
 from services.scheduler.config import Settings
 from services.scheduler.main import SERVICE, scheduler_for
+from services.scheduler.scheduler import Scheduler
 from services.scheduler.store import key
 from shared import topics
 from tests.builders.scheduler import completed_course, due_at
@@ -31,18 +33,7 @@ pytestmark = pytest.mark.integration
 async def test_a_change_made_during_the_batch_is_kept_and_every_booster_fires_once(
     kafka_bootstrap: str, redis_url: str, redis_client: Redis, tmp_path: Path
 ) -> None:
-    clinic = f"batch-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        REDIS_URL=redis_url,
-        KAP_CLINICS_FILE=demo_clinics.write(
-            tmp_path / "clinics.json", {clinic: {"name": "Batch", "timezone": "Europe/Lisbon"}}
-        ),
-    )
-    runtime = ServiceRuntime.create(SERVICE, settings, SystemClock())
-    scheduler = scheduler_for(runtime)
-    await runtime.start()
-    try:
+    async with _scheduler(kafka_bootstrap, redis_url, tmp_path, "batch") as (clinic, scheduler):
         now = datetime.now(UTC)
         template = completed_course(await scheduler.calendar(clinic), now - timedelta(days=15))
         busy, free = uuid.uuid4(), uuid.uuid4()
@@ -79,6 +70,25 @@ async def test_a_change_made_during_the_batch_is_kept_and_every_booster_fires_on
         assert busy_now.course.next_booster == 2
         assert busy_now.correlation_id == "changed-meanwhile"  # not overwritten
         assert await redis_client.zcard(key(clinic, "boosters", "inflight")) == 0
+
+
+@asynccontextmanager
+async def _scheduler(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, name: str
+) -> AsyncIterator[tuple[str, Scheduler]]:
+    """A scheduler of its own on a fresh clinic (its keys removed afterwards)."""
+    clinic = f"{name}-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        REDIS_URL=redis_url,
+        KAP_CLINICS_FILE=demo_clinics.write(
+            tmp_path / "clinics.json", {clinic: {"name": name, "timezone": "Europe/Lisbon"}}
+        ),
+    )
+    runtime = ServiceRuntime.create(SERVICE, settings, SystemClock())
+    await runtime.start()
+    try:
+        yield clinic, scheduler_for(runtime)
     finally:
         await runtime.stop()
         await demo_clinics.reset(redis_url, [clinic])
@@ -93,18 +103,7 @@ async def _save(redis: Redis, scheduler: Any, schedule: Any) -> None:
 async def test_a_replica_whose_leases_were_taken_over_announces_nothing(
     kafka_bootstrap: str, redis_url: str, redis_client: Redis, tmp_path: Path
 ) -> None:
-    clinic = f"fence-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        REDIS_URL=redis_url,
-        KAP_CLINICS_FILE=demo_clinics.write(
-            tmp_path / "clinics.json", {clinic: {"name": "Fence", "timezone": "Europe/Lisbon"}}
-        ),
-    )
-    runtime = ServiceRuntime.create(SERVICE, settings, SystemClock())
-    scheduler = scheduler_for(runtime)
-    await runtime.start()
-    try:
+    async with _scheduler(kafka_bootstrap, redis_url, tmp_path, "fence") as (clinic, scheduler):
         now = datetime.now(UTC)
         calendar = await scheduler.calendar(clinic)
         template = completed_course(calendar, now - timedelta(days=15))
@@ -130,6 +129,3 @@ async def test_a_replica_whose_leases_were_taken_over_announces_nothing(
             for m in await topic_messages(kafka_bootstrap, topics.BOOSTER_DUE.name, key=str(c))
         ]
         assert len(announced) == 2  # one per client, counted on the topic
-    finally:
-        await runtime.stop()
-        await demo_clinics.reset(redis_url, [clinic])
