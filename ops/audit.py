@@ -45,6 +45,7 @@ class Record:
     type: str
     value: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    appended_ms: int | None = None  # Kafka's record time (real ms), when read from Kafka
 
 
 @dataclass
@@ -116,6 +117,7 @@ async def read_journal(
                 headers.get("ce_type", ""),
                 value,
                 headers,
+                record.timestamp,
             )
         )
     return journal

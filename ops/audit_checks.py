@@ -17,7 +17,10 @@ plants that failure to show the counter sees it:
   the appointment, or the fact, it was planned from);
 - `stale_reminders`: reminders and instructions whose referred start was not the
   appointment's start (or the appointment was no longer booked) when sent, or
-  that were sent at or after that start;
+  that were sent at or after that start; one whose change reached the topics too
+  little before its copy reached the sink for any notifier to read it, and whose
+  client was told the change after, is counted apart as `reminders_crossed`
+  (reported, not a failure; see ops/audit_messages.py CROSSING_S);
 - `mail_resends` / `sms_resends`: extra copies of one notification in the sinks
   (the same Message-ID / Idempotency-Key), reported apart: the crash between the
   provider's acceptance and the sent mark cannot be closed by the notifier alone;
@@ -95,6 +98,7 @@ class Findings:
     reminders_on_time: int = 0
     reminders_late: int = 0
     reminders_skipped: int = 0
+    reminders_crossed: int = 0
     doses_without_checkin: int = 0
     booked_after_course_ended: int = 0
     courses_paused: int = 0
@@ -134,13 +138,26 @@ def audit(
     rebuilt = rebuild(records)
     now = now or max((occurred(r) for r in records), default=None)
     mail_list = list(mails) if mails is not None else None
+    text_list = list(texts) if texts is not None else None
     mail_dates = {m.message_id: m.date for m in mail_list or () if m.date is not None}
     sends, skips = resolve_notifications(records, rebuilt, mail_dates)
     findings.overlaps = overlaps(rebuilt, findings.detail)
     findings.rule_violations = rule_violations(rebuilt, rules, findings.detail)
     findings.boosters_repeated = boosters_repeated(records, rules, findings.detail)
     findings.notifications_repeated = notifications_repeated(sends)
-    findings.stale_reminders = stale(sends, rebuilt, findings.detail)
+    # When each copy first reached its sink (real time), by notification id.
+    handed_over: dict[str, float] = {}
+    copies = [(m.message_id.strip()[1:].split("@")[0], m.accepted_at) for m in mail_list or ()]
+    for nid, accepted in copies + [(t.key or "", t.accepted_at) for t in text_list or ()]:
+        if accepted is not None:
+            handed_over[nid] = min(accepted, handed_over.get(nid, accepted))
+    findings.stale_reminders, findings.reminders_crossed = stale(
+        sends,
+        rebuilt,
+        findings.detail,
+        records,
+        handed_over,
+    )
     on_time, late, skipped = reminder_timing(
         sends, skips, records, rebuilt, rules, now, tolerance, findings.detail
     )
@@ -152,8 +169,7 @@ def audit(
             sent_ids(records, "email", mail_form=True),
             _in_flight([(m.message_id, m.accepted_at) for m in mail_list], in_flight_after),
         )
-    if texts is not None:
-        text_list = list(texts)
+    if text_list is not None:
         findings.sms_resends, findings.sms_mismatches = sink_checks(
             [t.key or "" for t in text_list],
             sent_ids(records, "sms", mail_form=False),

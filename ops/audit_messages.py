@@ -187,12 +187,75 @@ def notifications_repeated(sends: list[Send]) -> int:
     return sum(n - 1 for n in messages.values())
 
 
-def stale(sends: list[Send], rebuilt: Rebuilt, detail: Counter[str]) -> int:
-    found = Counter(_staleness(s, rebuilt) for s in sends if s.kind in TIME_BOUND)
-    found.pop(None, None)
+# Real seconds: a change that reached the topics this little before a message's copy
+# reached its sink crossed it in flight. The notifier asks whether its view of the
+# client's schedule is current 30 ms ahead of the hand-over (services/notifier/handover.py
+# GATE_LEAD_S) and cannot read a change decided after that; nothing can, short of one
+# lock across two services. On the demo's clock (a clinic day per real second) these
+# 60 ms are 86 clinic minutes, at a clinic's own pace they are simultaneous.
+CROSSING_S = 0.06
+
+
+def stale(
+    sends: list[Send],
+    rebuilt: Rebuilt,
+    detail: Counter[str],
+    records: list[Record] | None = None,
+    handed_over: Mapping[str, float] | None = None,
+) -> tuple[int, int]:
+    """(stale messages, messages that crossed their change in flight and were corrected).
+
+    A message that went out untrue is stale unless all of these hold, judged by
+    clocks outside the notifier: the change reached the topics (Kafka's record
+    time) less than CROSSING_S before the message's copy reached its sink (the
+    sink's time), and the client was then told of the change (a later
+    notification caused by that very fact). Without those times it is stale.
+    """
+    crossed = 0
+    found: Counter[str] = Counter()
+    for s in sends:
+        if s.kind not in TIME_BOUND or (why := _staleness(s, rebuilt)) is None:
+            continue
+        if why == "moved_or_dropped" and _crossed(s, rebuilt, records or [], sends, handed_over):
+            crossed += 1
+        else:
+            found[why] += 1
     for why, n in found.items():
         detail[f"stale_{why}"] += n
-    return sum(found.values())
+    return sum(found.values()), crossed
+
+
+def _crossed(
+    s: Send,
+    rebuilt: Rebuilt,
+    records: list[Record],
+    sends: list[Send],
+    handed_over: Mapping[str, float] | None,
+) -> bool:
+    change = _change_in_force(s, rebuilt)
+    reached_sink = (handed_over or {}).get(s.notification_id)
+    if change is None or reached_sink is None:
+        return False
+    appended_ms = records[change].appended_ms
+    if appended_ms is None or appended_ms / 1000 <= reached_sink - CROSSING_S:
+        return False
+    return any(
+        t.client == s.client and t.cause is not None and t.at > s.at
+        and records[t.cause].id == records[change].id
+        for t in sends
+    )
+
+
+def _change_in_force(s: Send, rebuilt: Rebuilt) -> int | None:
+    """The record whose change to the appointment stood when `s` was sent."""
+    appt = rebuilt.appointments.get(s.appointment or "")
+    if appt is None:
+        return None
+    version = appt.version_at(s.at)
+    for (index, appointment), after in rebuilt.version_after.items():
+        if appointment == s.appointment and after == version:
+            return index
+    return None
 
 
 def _staleness(s: Send, rebuilt: Rebuilt) -> str | None:

@@ -475,3 +475,55 @@ def test_the_window_opens_at_the_first_dose_as_it_stands(case: Clean) -> None:
         )
     )
     assert run(case).detail["rule_window_too_long"] == 1  # a day more than the policy's
+
+
+# --- a change crossing a message in flight ---------------------------------------
+
+KAFKA_MS = 1_800_000_000_000  # a real instant (ms), as Kafka stamps records
+
+
+def crossed(case: Clean, *, gap_s: float, told: bool) -> Findings:
+    """dose2 moved 10 clinic minutes before its 24 h reminder went out; the move reached
+    Kafka `gap_s` real seconds before the reminder's copy reached its sink; `told`: the
+    client was then sent a notice caused by the move."""
+    history = case.history
+    sent_at = utc(6, 3, 9)
+    move = history.add(
+        ev.SessionRescheduled(
+            **history.base(case.client, sent_at - timedelta(minutes=10)),
+            course_id=case.course_id,
+            appointment=case.dose2.model_copy(
+                update={
+                    "starts_at": utc(6, 5, 9),
+                    "ends_at": utc(6, 5, 9) + (case.dose2.ends_at - case.dose2.starts_at),
+                }
+            ),
+            previous_starts_at=case.dose2.starts_at,
+        )
+    )
+    history.records[-1] = move = dataclasses.replace(move, appended_ms=KAFKA_MS)
+    forget(history, case.dose2, case.course)
+    history.send(case.course, MessageKind.REMINDER_24H, sent_at, case.dose2)
+    history.mails[-1] = dataclasses.replace(
+        history.mails[-1], accepted_at=KAFKA_MS / 1000 + gap_s
+    )
+    if told:
+        history.send(move, MessageKind.SESSION_RESCHEDULED, sent_at + timedelta(minutes=5), case.dose2)
+    return run(case)
+
+
+def test_a_change_that_crossed_the_reminder_in_flight_and_was_told_is_reported_apart(
+    case: Clean,
+) -> None:
+    found = crossed(case, gap_s=0.01, told=True)
+    assert (found.stale_reminders, found.reminders_crossed) == (0, 1)
+
+
+def test_a_crossing_the_client_was_never_told_of_is_stale(case: Clean) -> None:
+    found = crossed(case, gap_s=0.01, told=False)
+    assert (found.stale_reminders, found.reminders_crossed) == (1, 0)
+
+
+def test_a_change_on_the_topics_well_before_the_send_is_stale_even_if_told(case: Clean) -> None:
+    found = crossed(case, gap_s=0.5, told=True)
+    assert (found.stale_reminders, found.reminders_crossed) == (1, 0)
