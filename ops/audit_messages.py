@@ -240,7 +240,9 @@ def _crossed(
     if appended_ms is None or appended_ms / 1000 <= reached_sink - CROSSING_S:
         return False
     return any(
-        t.client == s.client and t.cause is not None and t.at > s.at
+        t.client == s.client
+        and t.cause is not None
+        and t.at > s.at
         and records[t.cause].id == records[change].id
         for t in sends
     )

@@ -504,11 +504,11 @@ def crossed(case: Clean, *, gap_s: float, told: bool) -> Findings:
     history.records[-1] = move = dataclasses.replace(move, appended_ms=KAFKA_MS)
     forget(history, case.dose2, case.course)
     history.send(case.course, MessageKind.REMINDER_24H, sent_at, case.dose2)
-    history.mails[-1] = dataclasses.replace(
-        history.mails[-1], accepted_at=KAFKA_MS / 1000 + gap_s
-    )
+    history.mails[-1] = dataclasses.replace(history.mails[-1], accepted_at=KAFKA_MS / 1000 + gap_s)
     if told:
-        history.send(move, MessageKind.SESSION_RESCHEDULED, sent_at + timedelta(minutes=5), case.dose2)
+        history.send(
+            move, MessageKind.SESSION_RESCHEDULED, sent_at + timedelta(minutes=5), case.dose2
+        )
     return run(case)
 
 
