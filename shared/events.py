@@ -174,7 +174,7 @@ class ClinicalAlertRaised(Event):
 
     reason: AlertReason
     phq9_item9: int | None = Field(default=None, ge=1, le=3)
-    raised_during: Literal["enrolment", "session", "check_in"]
+    raised_during: Literal["enrolment", "session", "check_in", "measure"]
     appointment_id: UUID | None = Field(default=None, description="The session concerned, if any")
 
     @model_validator(mode="after")
@@ -482,6 +482,92 @@ class CourseEnded(Event):
     detail: str | None = Field(default=None, description="Why, for clinic staff (no PHI)")
 
 
+# --- measures (protocol rules 3 and 21) ---------------------------------------
+
+
+class Instrument(StrEnum):
+    PHQ9 = "phq9"
+    GAD7 = "gad7"
+
+
+# Items per instrument, and the LOINC code of its total (FHIR QuestionnaireResponse).
+INSTRUMENT_ITEMS = {Instrument.PHQ9: 9, Instrument.GAD7: 7}
+LOINC_TOTAL = {Instrument.PHQ9: "44261-6", Instrument.GAD7: "70274-6"}
+
+
+class MeasurePoint(StrEnum):
+    """Where a measure stands in a client's care: its schedule (clinic policy)."""
+
+    ENROLMENT = "enrolment"
+    PRE_DOSE = "pre_dose"
+    END_OF_COURSE = "end_of_course"
+    MONTH_1 = "month_1"
+    MONTH_3 = "month_3"
+    MONTH_6 = "month_6"
+
+
+class MeasureDue(Event):
+    """A measure of the client's schedule fell due: the client is asked to answer it.
+
+    `measure_id` names one (course, point, dose) and is the same on a replay; a
+    pre-dose measure names its session. Answered between `opens_at` and `closes_at`.
+    """
+
+    measure_id: UUID
+    course_id: UUID
+    point: MeasurePoint
+    instruments: tuple[Instrument, ...] = Field(min_length=1)
+    opens_at: AwareDatetime
+    closes_at: AwareDatetime
+    dose_number: int | None = Field(default=None, ge=1, description="Pre-dose measures only")
+    appointment_id: UUID | None = Field(default=None, description="Pre-dose: the session")
+
+
+class QuestionnaireResponse(Contract):
+    """One instrument answered, in FHIR QuestionnaireResponse terms. Clinical data."""
+
+    questionnaire: Instrument
+    status: Literal["completed"] = "completed"
+    items: tuple[int, ...] = Field(description="Each item's answer, 0-3, in the form's order")
+    total: int = Field(ge=0, le=27)
+    loinc: str = Field(description="LOINC code of the total: 44261-6 PHQ-9, 70274-6 GAD-7")
+    authored: AwareDatetime
+
+    @model_validator(mode="after")
+    def _scored(self) -> Self:
+        if len(self.items) != INSTRUMENT_ITEMS[self.questionnaire]:
+            raise ValueError(
+                f"{self.questionnaire} has {INSTRUMENT_ITEMS[self.questionnaire]} items"
+            )
+        if any(not 0 <= item <= 3 for item in self.items):
+            raise ValueError("every item is answered 0-3")
+        if self.total != sum(self.items):
+            raise ValueError("total is the sum of the items")
+        if self.loinc != LOINC_TOTAL[self.questionnaire]:
+            raise ValueError(
+                f"the LOINC code of a {self.questionnaire} total is "
+                f"{LOINC_TOTAL[self.questionnaire]}"
+            )
+        return self
+
+    @property
+    def phq9_item9(self) -> int | None:
+        return self.items[8] if self.questionnaire == Instrument.PHQ9 else None
+
+
+class MeasureAnswered(Event):
+    """A client's answers, from a measure link or entered by staff, scored. Internal only."""
+
+    responses: tuple[QuestionnaireResponse, ...] = Field(min_length=1)
+    source: Literal["link", "staff"]
+    measure_id: UUID | None = Field(default=None, description="None: outside the schedule")
+    course_id: UUID | None = None
+    point: MeasurePoint | None = None
+    entered_by: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Staff id (staff entry)"
+    )
+
+
 # --- notifier --------------------------------------------------------------
 
 
@@ -567,3 +653,24 @@ class CourseStatusChanged(Event):
     course_id: UUID
     status: CourseStatus
     ended_as: CourseEndCode | None = None
+
+
+class CohortOutcomesSummarized(Event):
+    """Partner feed: one clinic's outcomes for the clients whose course completed (or
+    ended) in one month, de-identified, published only for cohorts of at least 10.
+
+    No client is named: `client_id` is the cohort's own id (uuid5 of clinic, month
+    and measure point), which keys the message. Withdrawn and incomplete courses
+    count in the rates as not responded, and are also given apart.
+    """
+
+    cohort_month: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM, clinic time")
+    point: MeasurePoint
+    questionnaire: Instrument = Instrument.PHQ9
+    clients_started: int = Field(ge=10, description="Everyone in the cohort who started a course")
+    clients_measured: int = Field(ge=0)
+    ended_early: int = Field(ge=0, description="Withdrawn, discharged or closed incomplete")
+    mean_change: float | None = Field(default=None, description="From baseline; negative: better")
+    mean_change_ci95: tuple[float, float] | None = None
+    response_rate: float = Field(ge=0, le=1)
+    remission_rate: float = Field(ge=0, le=1)

@@ -267,6 +267,18 @@ COURSE_ENDED = _topic(
     "scheduler",
     "A course ended: withdrawn, discharged or closed as incomplete; nothing more is booked.",
 )
+MEASURE_DUE = _topic(
+    "scheduler.measure.due.v1",
+    ev.MeasureDue,
+    "scheduler",
+    "A PHQ-9/GAD-7 measure of the client's schedule fell due; the notifier sends its link",
+)
+MEASURE_ANSWERED = _topic(
+    "intake.measure.answered.v1",
+    ev.MeasureAnswered,
+    "intake",
+    "A client's measure answered (link or staff), scored as QuestionnaireResponses; clinical",
+)
 NOTIFICATION_SENT = _topic(
     "notifier.notification.sent.v1",
     ev.NotificationSent,
@@ -305,6 +317,13 @@ PUBLIC_COURSE_STATUS = _topic(
     "scheduler",
     "Partner feed: a course paused, resumed, on review or ended, with an end code.",
 )
+PUBLIC_COHORT_OUTCOMES = _topic(
+    "public.outcomes.cohort-summarized.v1",
+    ev.CohortOutcomesSummarized,
+    "scheduler",
+    "Partner feed: a clinic's de-identified outcomes per month of course completion and "
+    "measure point; cohorts under 10 clients are never published.",
+)
 
 ALL: tuple[Topic, ...] = (
     CONSULTATION_REQUESTED,
@@ -342,12 +361,15 @@ ALL: tuple[Topic, ...] = (
     COURSE_RESUMED,
     COURSE_HELD_FOR_REVIEW,
     COURSE_ENDED,
+    MEASURE_DUE,
+    MEASURE_ANSWERED,
     NOTIFICATION_SENT,
     NOTIFICATION_FAILED,
     PUBLIC_STAGE_REACHED,
     PUBLIC_APPOINTMENT_STATUS,
     PUBLIC_APPOINTMENT_CHECKED_IN,
     PUBLIC_COURSE_STATUS,
+    PUBLIC_COHORT_OUTCOMES,
 )
 
 BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL}

@@ -53,19 +53,23 @@ acl --allow-principal User:intake --allow-principal User:scheduler --allow-princ
   --topic scheduler.course.resumed.v1 \
   --topic scheduler.course.held-for-review.v1 \
   --topic scheduler.course.ended.v1 \
+  --topic scheduler.measure.due.v1 \
+  --topic intake.measure.answered.v1 \
   --topic notifier.notification.sent.v1 \
   --topic notifier.notification.failed.v1 \
   --topic public.client.stage-reached.v1 \
   --topic public.appointment.status-changed.v1 \
   --topic public.appointment.checked-in.v1 \
-  --topic public.course.status-changed.v1
+  --topic public.course.status-changed.v1 \
+  --topic public.outcomes.cohort-summarized.v1
 acl --allow-principal User:intake --operation Write \
   --topic intake.consultation.requested.v1 \
   --topic intake.consultation.held.v1 \
   --topic intake.screening.completed.v1 \
   --topic intake.client.enrolled.v1 \
   --topic intake.contact.preferences-changed.v1 \
-  --topic clinical.alert.raised.v1
+  --topic clinical.alert.raised.v1 \
+  --topic intake.measure.answered.v1
 acl --allow-principal User:intake --operation Read \
   --group kap-intake
 acl --allow-principal User:scheduler --operation Write \
@@ -97,10 +101,12 @@ acl --allow-principal User:scheduler --operation Write \
   --topic scheduler.course.resumed.v1 \
   --topic scheduler.course.held-for-review.v1 \
   --topic scheduler.course.ended.v1 \
+  --topic scheduler.measure.due.v1 \
   --topic public.client.stage-reached.v1 \
   --topic public.appointment.status-changed.v1 \
   --topic public.appointment.checked-in.v1 \
-  --topic public.course.status-changed.v1
+  --topic public.course.status-changed.v1 \
+  --topic public.outcomes.cohort-summarized.v1
 acl --allow-principal User:scheduler --operation Read \
   --topic intake.consultation.requested.v1 \
   --topic intake.consultation.held.v1 \

@@ -186,6 +186,49 @@ SAMPLES: dict[type[ev.Event], dict[str, Any]] = {
         "refused_for": ["no_ride_home", "blood_pressure_over_limit"],
     },
     ev.CourseStatusChanged: {"course_id": COURSE, "status": "ended", "ended_as": "withdrawn"},
+    ev.MeasureDue: {
+        "measure_id": "3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+        "course_id": COURSE,
+        "point": "pre_dose",
+        "instruments": ["phq9", "gad7"],
+        "opens_at": "2026-03-28T08:00:00Z",
+        "closes_at": "2026-03-30T08:00:00Z",
+        "dose_number": 1,
+        "appointment_id": APPOINTMENT,
+    },
+    ev.MeasureAnswered: {
+        "responses": [
+            {
+                "questionnaire": "phq9",
+                "items": [2, 2, 1, 2, 1, 1, 2, 1, 0],
+                "total": 12,
+                "loinc": "44261-6",
+                "authored": "2026-03-29T18:00:00Z",
+            },
+            {
+                "questionnaire": "gad7",
+                "items": [1, 2, 1, 1, 0, 1, 2],
+                "total": 8,
+                "loinc": "70274-6",
+                "authored": "2026-03-29T18:00:00Z",
+            },
+        ],
+        "source": "link",
+        "measure_id": "3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+        "course_id": COURSE,
+        "point": "pre_dose",
+    },
+    ev.CohortOutcomesSummarized: {
+        "cohort_month": "2026-04",
+        "point": "end_of_course",
+        "clients_started": 12,
+        "clients_measured": 11,
+        "ended_early": 1,
+        "mean_change": -7.4,
+        "mean_change_ci95": [-9.8, -5.0],
+        "response_rate": 0.58,
+        "remission_rate": 0.33,
+    },
 }
 
 
