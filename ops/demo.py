@@ -29,7 +29,7 @@ import httpx
 from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
-from ops import audit, demo_clinics, demo_courses, demo_waitlist
+from ops import audit, audit_measures, demo_clinics, demo_courses, demo_measures, demo_waitlist
 from ops.stack import ROOT, SERVICES, Stack
 from shared import topics
 
@@ -412,6 +412,10 @@ async def drive(
     stop = asyncio.Event()
     view = asyncio.create_task(live_view(tally, clock, stop))
     desk = asyncio.create_task(demo_courses.front_desk(staff, stop))
+    answering = demo_measures.Answering(
+        stack.maildir, {p.email.lower(): p for p in crowd}, crowd[0].run if crowd else ""
+    )
+    clients_answer = asyncio.create_task(answering.loop(stop))
     started = time.monotonic()
     try:
         journeys = [staff.journey(person, boosters_until) for person in crowd]
@@ -422,6 +426,7 @@ async def drive(
         stop.set()
         await view
         await desk
+        await clients_answer
         await staff.http.aclose()
     # Let the notifier send what is due by now, then read what really happened.
     await settle(bootstrap, tally)
@@ -466,6 +471,7 @@ def report(
     findings: audit.Findings,
 ) -> dict[str, Any]:
     completed_seen = {r.value["appointment_id"] for r in journal.of(topics.SESSION_COMPLETED.name)}
+    rates = audit_measures.outcome_rates(journal.records)
     summary = {
         "clients": len(tally.clients),
         "consultations_booked": len(journal.clients_with(topics.CONSULTATION_BOOKED.name)),
@@ -496,6 +502,10 @@ def report(
         "notifications_sent": len(
             {r.value["notification_id"] for r in journal.of(topics.NOTIFICATION_SENT.name)}
         ),
+        "measures_sent": audit_measures.measures_sent(journal.records),
+        "measures_answered": audit_measures.measures_answered(journal.records),
+        "response_rate": rates.response_rate,
+        "remission_rate": rates.remission_rate,
         "notifications_failed": len(
             {r.value["notification_id"] for r in journal.of(topics.NOTIFICATION_FAILED.name)}
         ),

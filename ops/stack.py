@@ -124,6 +124,8 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     smtp_port: int = field(default_factory=free_port)
     sms_port: int = field(default_factory=free_port)
+    # intake-0's port, known before it starts: the measure links the notifier sends point here.
+    public_port: int = field(default_factory=free_port)
     # The services' code: ROOT runs this checkout (the installed console scripts);
     # another directory holding `services/`, `chassis/` and `shared/` runs that copy.
     code_dir: Path = ROOT
@@ -144,6 +146,7 @@ class Stack:
             "KAP_SMTP_HOST": "127.0.0.1",
             "KAP_SMTP_PORT": str(self.smtp_port),
             "KAP_SMS_API_URL": f"http://127.0.0.1:{self.sms_port}",
+            "KAP_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.public_port}",
         }
 
     def replica_urls(self) -> dict[str, list[str]]:
@@ -218,7 +221,8 @@ class Stack:
             time.sleep(1.0)
 
     def service_process(self, service: str, replica: int, port: int | None = None) -> Process:
-        port = port or free_port()
+        front = service == "intake" and replica == 0
+        port = port or (self.public_port if front else free_port())
         env = {**self.service_env(), "KAP_HTTP_PORT": str(port)}
         return Process(
             f"{service}-{replica}",
