@@ -3,7 +3,7 @@
 Timing, by kind of message:
 - the clinical alert goes to staff by email at once, whatever the hour (rule 3);
 - replies to something the client or clinic just did (request received, booking
-  confirmed) go at once: delaying a confirmation helps nobody;
+  confirmed, a consultation cancelled) go at once: delaying them helps nobody;
 - change notices about one appointment (booked, rescheduled, cancelled) wait
   for the clinic's grace period, so rapid changes collapse (pending.py);
 - reminders and session instructions go inside the send window before the
@@ -91,6 +91,13 @@ def messages_for(
         case ev.ConsultationBooked():
             plan.client(Kind.CONSULTATION_BOOKED, now, context.appointment(event.appointment, tz))
             plan.ahead_of(event.appointment)
+        case ev.ConsultationCancelled():
+            # At once, as its booking was confirmed: the client may be planning to come.
+            cancelled = {
+                "session_label": context.SESSION_LABELS[ev.AppointmentKind.CONSULTATION],
+                "starts_at": context.clinic_time(event.starts_at, tz),
+            }
+            plan.client(Kind.CONSULTATION_CANCELLED, now, cancelled, event.appointment_id)
         case ev.ConsultationHeld() if event.outcome == "no_show":
             missed = {"session_label": context.SESSION_LABELS[ev.AppointmentKind.CONSULTATION]}
             plan.client(Kind.SESSION_MISSED, plan.in_window(now), missed)

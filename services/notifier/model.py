@@ -47,6 +47,7 @@ class MessageKind(StrEnum):
     CONSULTATION_BOOKED = "consultation_booked"
     CONSULTATION_WAITLISTED = "consultation_waitlisted"
     CONSULTATION_SLOT_OFFERED = "consultation_slot_offered"
+    CONSULTATION_CANCELLED = "consultation_cancelled"
     SCREENING_OUTCOME = "screening_outcome"
     COURSE_BOOKED = "course_booked"
     SESSION_BOOKED = "session_booked"

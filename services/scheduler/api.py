@@ -21,7 +21,7 @@ from services.scheduler.booster_api import booster_routes, booster_sessions_view
 from services.scheduler.calendar_api import calendar_routes
 from services.scheduler.changes import CalendarMissing
 from services.scheduler.course_api import course_routes
-from services.scheduler.domain.schedule import ClientSchedule, Invalid, Refused
+from services.scheduler.domain.schedule import ClientSchedule, Invalid, Missing, Refused
 from services.scheduler.scheduler import Scheduler
 from shared import events as ev
 
@@ -112,7 +112,8 @@ def routes(scheduler: Scheduler) -> APIRouter:
         except (Refused, CalendarMissing) as refused:
             raise HTTPException(409, str(refused)) from refused
         except LookupError as missing:
-            raise HTTPException(404, "not found") from missing
+            what = str(missing) if isinstance(missing, Missing) else "not found"
+            raise HTTPException(404, what) from missing
         except WriteConflict as busy:
             raise HTTPException(409, "the client is being changed; retry") from busy
 

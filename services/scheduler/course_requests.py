@@ -17,7 +17,7 @@ from services.scheduler.domain import endings, lifecycle, pausing
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.facts import course_of
 from services.scheduler.domain.plans import DropSession, PlanFailure
-from services.scheduler.domain.schedule import ClientSchedule, Refused
+from services.scheduler.domain.schedule import ClientSchedule, Course, Missing, Refused
 from services.scheduler.ledger import Booking, claims_for
 from services.scheduler.requests import Change, Requests
 from shared import events as ev
@@ -28,6 +28,7 @@ class CourseRequests(Requests):
         calendar = await self.calendar(clinic_id)
 
         def change(schedule: ClientSchedule, now: datetime, booking: Booking) -> Change:
+            _course(schedule)
             updated, events, released = pausing.pause(schedule, calendar, now)
             booking.release(claims_for(schedule.client_id, released))
             return updated, events
@@ -36,6 +37,7 @@ class CourseRequests(Requests):
 
     async def end(self, clinic_id: str, client_id: UUID, code: ev.CourseEndCode) -> ClientSchedule:
         def change(schedule: ClientSchedule, now: datetime, booking: Booking) -> Change:
+            _course(schedule)
             updated, events, released = endings.end_course(schedule, code, now)
             booking.release(claims_for(schedule.client_id, released))
             return updated, events
@@ -48,9 +50,11 @@ class CourseRequests(Requests):
         calendar = await self.calendar(clinic_id)
 
         async def change(schedule: ClientSchedule, now: datetime, booking: Booking) -> Change:
-            course = course_of(schedule)
+            course = _course(schedule)
             if course.standing == "paused":
                 return await self._replanned(calendar, schedule, now, booking)
+            if course.standing == "ended":
+                raise Refused("the course has ended: nothing is resumed")
             if course.standing != "on_review":
                 raise Refused("the course is not paused or on review")
             if course.review_for is None:
@@ -82,3 +86,10 @@ class CourseRequests(Requests):
             if await self.reserved(booking, claims_for(schedule.client_id, added)):
                 return pausing.resumed(schedule, plan, added, now)
         raise Refused("the calendar keeps changing; retry")
+
+
+def _course(schedule: ClientSchedule) -> Course:
+    """The client's course; a client who never had one has no course to act on (404)."""
+    if schedule.course is None:
+        raise Missing("the client has no course")
+    return schedule.course

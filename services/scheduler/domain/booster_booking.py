@@ -76,6 +76,8 @@ def decline_booster(
     """The booster one of whose sessions this is, declined: its sessions not yet started
     are cancelled and let go; the next booster of the plan still falls due."""
     course = course_of(schedule)
+    if course.standing == "ended":
+        raise Refused("the course has ended: its boosters were released with it")
     booster = course.booster_with(appointment_id)
     if booster is None:
         raise Refused("only a booked booster can be declined")

@@ -32,6 +32,10 @@ class Refused(Exception):
         self.events = tuple(events)
 
 
+class Missing(LookupError):
+    """What the request names does not exist (HTTP 404, saying what is missing)."""
+
+
 class Invalid(Refused):
     """A request whose `field` the clinic's rules refuse (HTTP 422 naming it)."""
 

@@ -1,7 +1,7 @@
 """The consultation waitlist over real Kafka and Redis (issue 16, rule 20): a client no
 consultation fits for is waitlisted with the earliest date; a cancelled consultation's
 slot is offered to the first in line, who accepts it by the link; an offer not accepted
-in time goes to the next."""
+in time goes to the next; a consultation no-show is rebooked once, then waitlisted."""
 
 from __future__ import annotations
 
@@ -144,3 +144,56 @@ async def test_an_offer_not_accepted_in_time_goes_to_the_next_in_line(
     assert lapsed["lapsed_as"] == "expired"
     assert schedule.consultation is not None
     assert schedule.consultation.starts_at == freed.starts_at
+
+
+async def no_show(w: World, client: uuid.UUID) -> None:
+    """The consultation's end passes and intake says the client did not come."""
+    booked = (await w.load(client)).consultation
+    assert booked is not None
+    w.clock.advance(booked.ends_at - w.clock.now() + timedelta(minutes=5))
+    held = ev.ConsultationHeld(
+        clinic_id=w.clinic, client_id=client, occurred_at=w.clock.now(), outcome="no_show"
+    )
+    await w.scheduler.on_consultation_held(held, w.publisher.envelope_for(held))
+
+
+async def test_a_consultation_no_show_is_rebooked_once_then_the_client_waits(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    async with world(kafka_bootstrap, redis_url, tmp_path) as w:
+        client = await request(w)
+        first = (await w.load(client)).consultation
+        assert first is not None
+        assert first.starts_at == WEDNESDAYS[0]
+
+        await no_show(w, client)  # rebooked: the policy's one rebooking (the default)
+        again = await w.load(client)
+        assert again.consultation is not None
+        assert again.consultation.starts_at == WEDNESDAYS[1]  # the client's next time
+        assert again.consultation_rebooks == 1
+        assert await waiting(w) == []
+        members = {m for ms in (await w.ledger()).values() for m in ms}
+        assert any(m.endswith(str(again.consultation.appointment_id)) for m in members)
+
+        await no_show(w, client)  # the rebooking used up: the client waits
+        assert await waiting(w) == [str(client)]
+        assert (await w.load(client)).consultation_status == ev.AppointmentStatus.NOSHOW
+        key = str(client)
+        booked = await topic_messages(
+            kafka_bootstrap, topics.CONSULTATION_BOOKED.name, key=key, expect=3, wait_s=2
+        )
+        waitlisted = await one(kafka_bootstrap, topics.CONSULTATION_WAITLISTED, client)
+        statuses = await topic_messages(
+            kafka_bootstrap, topics.PUBLIC_APPOINTMENT_STATUS.name, key=key, expect=4
+        )
+    assert [b["value"]["appointment"]["starts_at"] for b in booked] == [
+        "2027-06-09T09:00:00Z",
+        "2027-06-16T09:00:00Z",
+    ]
+    assert waitlisted["position"] == 1
+    assert [(s["value"]["appointment_id"], s["value"]["status"]) for s in statuses] == [
+        (str(first.appointment_id), "booked"),
+        (str(first.appointment_id), "noshow"),
+        (str(again.consultation.appointment_id), "booked"),
+        (str(again.consultation.appointment_id), "noshow"),
+    ]

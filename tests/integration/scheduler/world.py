@@ -3,7 +3,8 @@
 Fault tests (issue 14) need what HTTP cannot give: a publisher that fails or
 stalls, a lock that expires, two deliveries at once. Kafka and Redis stay real;
 only the publisher may be wrapped. Each world is a new clinic id, so its ledger
-and schedules start empty, and its keys are removed afterwards.
+and schedules start empty, and its keys are removed afterwards. `World.http` serves
+the clinic's HTTP API over the same scheduler, for tests of what a route answers.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 
 from chassis.clock import FrozenClock
 from chassis.events import EventPublisher
-from chassis.service import ServiceRuntime
+from chassis.service import ServiceRuntime, http_app
 from chassis.unit_of_work import UnitOfWork
 from ops import demo_clinics
+from services.scheduler.api import routes
 from services.scheduler.config import Settings
 from services.scheduler.domain import lifecycle
 from services.scheduler.domain.planner import plan_course
@@ -82,6 +85,18 @@ class World:
         replica = scheduler_for(self.runtime)
         self.schedulers.append(replica)
         return replica
+
+    @asynccontextmanager
+    async def http(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The clinic's HTTP API (services.scheduler.api) over this world's scheduler, its
+        runtime already running: requests as staff send them, with the clinic's key."""
+        app = http_app(self.runtime, title="KAP scheduler", routers=[routes(self.scheduler)])
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url=f"http://test/v1/clinics/{self.clinic}",
+            headers={"X-API-Key": demo_clinics.api_key(self.clinic)},
+        ) as client:
+            yield client
 
     async def booked_client(self) -> ClientSchedule:
         """A client whose course is booked (ledger held, schedule saved), starting today."""

@@ -82,6 +82,11 @@ def every_event() -> list[ev.Event]:
             expires_at=NOW,
             accept_url="https://clinic.example/v1/offers/clinic-a.abc/accept",
         ),
+        ev.ConsultationCancelled(
+            **event_fields(),
+            appointment_id=CONSULTATION.appointment_id,
+            starts_at=CONSULTATION.starts_at,
+        ),
         ev.ConsultationHeld(**event_fields(), outcome="no_show"),
         ev.ScreeningCompleted(**event_fields(), eligible=True),
         ev.ScreeningCompleted(

@@ -9,6 +9,7 @@ import pytest
 from services.notifier.appointment_facts import appointment_facts, superseded_appointments
 from services.notifier.domain import messages_for
 from services.notifier.model import ClinicSettings, MessageKind
+from services.notifier.prefs import ContactPrefs
 from shared import events as ev
 from tests.unit.notifier.samples import (
     CLINIC,
@@ -271,4 +272,28 @@ def test_a_consultation_the_clinic_cancelled_is_no_longer_reminded_of() -> None:
     assert superseded_appointments(cancelled) == (consultation,)
     [fact] = appointment_facts(cancelled)
     assert (fact.appointment_id, fact.status) == (consultation, ev.AppointmentStatus.CANCELLED)
-    assert plan(cancelled) == []
+
+
+@pytest.mark.parametrize("prefs", [EMAIL, SMS], ids=["email", "sms"])
+def test_a_consultation_the_clinic_cancelled_is_told_at_once_in_clinic_time(
+    prefs: ContactPrefs,
+) -> None:
+    consultation = uuid.uuid4()
+    cancelled = ev.ConsultationCancelled(
+        **event_fields(), appointment_id=consultation, starts_at=at("2026-04-11T09:00+01:00")
+    )
+    [message] = plan(cancelled, prefs)
+    assert (message.kind, message.recipient) == (Kind.CONSULTATION_CANCELLED, "client")
+    assert message.channel == ("sms" if prefs is SMS else "email")
+    assert message.send_at == NOW
+    assert message.appointment_id == consultation
+    # Lisbon is on summer time by then: 08:00 UTC is 09:00 WEST.
+    assert message.context["starts_at"] == "Saturday 11 April 2026, 09:00 WEST"
+
+
+def test_a_client_opted_out_of_every_channel_hears_nothing_of_a_cancellation() -> None:
+    cancelled = ev.ConsultationCancelled(
+        **event_fields(), appointment_id=uuid.uuid4(), starts_at=at("2026-04-11T09:00+01:00")
+    )
+    silent = EMAIL.model_copy(update={"opted_out": frozenset({"email", "sms"})})
+    assert plan(cancelled, silent) == []

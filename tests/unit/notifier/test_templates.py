@@ -116,6 +116,20 @@ def test_session_instructions_cover_everything_rule_9_asks() -> None:
         assert instruction in text
 
 
+def test_a_cancelled_consultation_says_when_it_was_in_clinic_time_on_both_channels() -> None:
+    [mail] = SAMPLES[(MessageKind.CONSULTATION_CANCELLED, "email")]
+    [sms] = SAMPLES[(MessageKind.CONSULTATION_CANCELLED, "sms")]
+    when = "Thursday 26 March 2026, 15:00 WET"
+    email = rendered(mail)
+    assert email.subject == f"Your consultation on {when} has been cancelled"
+    assert f"free consultation on {when} has been cancelled" in email.text
+    assert "arrange another time" in email.text
+    assert rendered(sms).text == (
+        f"Lisbon Wellbeing Clinic: we are sorry, your consultation on {when} has been "
+        "cancelled. Please reply or call us to arrange another time."
+    )
+
+
 def test_screening_refusal_does_not_name_the_contraindication() -> None:
     refusal = next(
         m
