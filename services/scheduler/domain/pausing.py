@@ -78,8 +78,18 @@ def resumed(
     course = course_of(schedule)
     if course.standing not in ("paused", "on_review"):
         raise Refused("the course is not paused or on review")
+    # Sessions the new plan replaces stay on record: a no-show before the pause still
+    # counts towards the review hold (endings.consecutive_no_shows).
+    kept = {a.appointment_id for a in plan.appointments}
+    gone = tuple(a for a in course.plan.appointments if a.appointment_id not in kept)
     running = course.model_copy(
-        update={"plan": plan, "standing": "active", "paused_days_left": None, "review_for": None}
+        update={
+            "plan": plan,
+            "standing": "active",
+            "paused_days_left": None,
+            "review_for": None,
+            "off_plan": (*course.off_plan, *gone),
+        }
     )
     updated = schedule.model_copy(update={"course": running})
     events: list[ev.Event] = []
