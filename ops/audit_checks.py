@@ -346,6 +346,7 @@ ANSWERED_AT_ONCE = frozenset(
         topics.CONSULTATION_BOOKED.name,
         topics.COURSE_BOOKED.name,
         topics.CLINICAL_ALERT_RAISED.name,
+        topics.CONSULTATION_CANCELLED.name,
     }
 )
 BOOSTER_GRACE = timedelta(days=2)

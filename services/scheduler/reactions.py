@@ -68,8 +68,11 @@ class Reactions(WaitlistSteps):
         self, event: ev.ConsultationRequested, cause: Envelope
     ) -> None:
         async def decide(schedule: ClientSchedule, now: datetime, booking: Booking) -> Reaction:
-            if schedule.consultation is not None:
-                return schedule, []  # the same person asking again: already booked
+            gone = (ev.AppointmentStatus.CANCELLED, ev.AppointmentStatus.NOSHOW)
+            if schedule.consultation is not None and schedule.consultation_status not in gone:
+                return schedule, []  # the same person asking again: booked, or held already
+            # A cancelled consultation (or a no-show past its rebooks) is booked anew:
+            # the client asked for another time.
             calendar = await self.calendar(event.clinic_id)
             schedule = schedule.model_copy(update={"preferred_times": event.preferred_times})
             requested = facts.stage(schedule, ev.ClientStage.CONSULTATION_REQUESTED, now)

@@ -197,3 +197,33 @@ async def test_a_consultation_no_show_is_rebooked_once_then_the_client_waits(
         (str(again.consultation.appointment_id), "booked"),
         (str(again.consultation.appointment_id), "noshow"),
     ]
+
+
+async def test_a_client_whose_consultation_was_cancelled_who_asks_again_is_booked_again(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The cancellation notice says to ask for another time: asking again books one."""
+    async with world(kafka_bootstrap, redis_url, tmp_path) as w:
+        client = await request(w)
+        first = (await w.load(client)).consultation
+        assert first is not None
+        await w.scheduler.cancel_consultation(w.clinic, first.appointment_id)
+        again = ev.ConsultationRequested(
+            clinic_id=w.clinic,
+            client_id=client,
+            occurred_at=w.clock.now(),
+            contact=CONTACT,
+            preferred_times=WANTED,
+            repeat_request=True,
+        )
+        await w.scheduler.on_consultation_requested(again, w.publisher.envelope_for(again))
+        # A redelivery of the same request books nothing more.
+        await w.scheduler.on_consultation_requested(again, w.publisher.envelope_for(again))
+        booked = await topic_messages(
+            kafka_bootstrap, topics.CONSULTATION_BOOKED.name, key=str(client), expect=2
+        )
+        second = (await w.load(client)).consultation
+    assert len(booked) == 2
+    assert second is not None
+    assert second.appointment_id != first.appointment_id
+    assert booked[1]["value"]["appointment"]["appointment_id"] == str(second.appointment_id)

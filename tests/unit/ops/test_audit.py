@@ -527,3 +527,17 @@ def test_a_crossing_the_client_was_never_told_of_is_stale(case: Clean) -> None:
 def test_a_change_on_the_topics_well_before_the_send_is_stale_even_if_told(case: Clean) -> None:
     found = crossed(case, gap_s=0.5, told=True)
     assert (found.stale_reminders, found.reminders_crossed) == (1, 0)
+
+
+def test_a_cancelled_consultation_the_client_was_never_told_of_is_lost(case: Clean) -> None:
+    history = case.history
+    booked = next(r for r in history.records if r.topic == "scheduler.consultation.booked.v1")
+    appt = ev.Appointment.model_validate(booked.value["appointment"])
+    history.add(
+        ev.ConsultationCancelled(
+            **history.base(case.client, appt.starts_at - timedelta(days=1)),
+            appointment_id=appt.appointment_id,
+            starts_at=appt.starts_at,
+        )
+    )
+    assert run(case).detail["lost_no_notification"] == 1
