@@ -91,11 +91,15 @@ class Person:
     def email(self) -> str:
         return f"person{self.number}.{self.run}.{self.clinic}@demo.example"
 
+    @property
+    def phone(self) -> str:
+        return f"+3519{zlib.crc32(self.email.encode()) % 10**8:08d}"
+
     def request(self) -> dict[str, Any]:
         return {
             "name": f"{FIRST_NAMES[self.number % len(FIRST_NAMES)]} Demo{self.number}",
             "email": self.email,
-            "phone": f"+3519{zlib.crc32(self.email.encode()) % 10**8:08d}",
+            "phone": self.phone,
             "preferred_channel": "sms" if self.sms else "email",
             "sms_consent": self.sms,
             "preferred_times": self.windows,
@@ -413,7 +417,10 @@ async def drive(
     view = asyncio.create_task(live_view(tally, clock, stop))
     desk = asyncio.create_task(demo_courses.front_desk(staff, stop))
     answering = demo_measures.Answering(
-        stack.maildir, {p.email.lower(): p for p in crowd}, crowd[0].run if crowd else ""
+        stack.maildir,
+        stack.sms_log,
+        {address: p for p in crowd for address in (p.email.lower(), p.phone)},
+        crowd[0].run if crowd else "",
     )
     clients_answer = asyncio.create_task(answering.loop(stop))
     started = time.monotonic()

@@ -13,6 +13,7 @@ these parameters.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import zlib
@@ -114,9 +115,11 @@ class Answering:
     """The clients of one run answering the links their mail brings."""
 
     maildir: Path
-    crowd: dict[str, Person]  # by e-mail address
+    sms_log: Path
+    crowd: dict[str, Person]  # by e-mail address and by phone number
     run: str
     seen: set[str] = field(default_factory=set)  # mail files read
+    texts_read: int = 0  # lines of the SMS log read
     answered: dict[str, int] = field(default_factory=dict)  # address -> links answered
     statuses: dict[int, int] = field(default_factory=dict)  # HTTP status -> count
 
@@ -129,17 +132,31 @@ class Answering:
                 await asyncio.sleep(POLL_S)
 
     async def answer_new(self, http: httpx.AsyncClient) -> None:
+        for to, text in [*self._new_mail(), *self._new_texts()]:
+            person, link = self.crowd.get(to), LINK.search(text)
+            if person is not None and link is not None:
+                await self.answer(http, person, link.group(0))
+
+    def _new_mail(self) -> list[tuple[str, str]]:
+        found = []
         for path in sorted(self.maildir.glob("*.eml")):
             if path.name in self.seen:
                 continue
             self.seen.add(path.name)
             mail: EmailMessage = message_from_bytes(path.read_bytes(), policy=policy.default)
-            person = self.crowd.get(str(mail["To"] or "").strip().lower())
             body = mail.get_body(preferencelist=("plain", "html"))
-            link = LINK.search(body.get_content() if body is not None else "")
-            if person is None or link is None:
-                continue
-            await self.answer(http, person, link.group(0))
+            text = body.get_content() if body is not None else ""
+            found.append((str(mail["To"] or "").strip().lower(), text))
+        return found
+
+    def _new_texts(self) -> list[tuple[str, str]]:
+        if not self.sms_log.exists():
+            return []
+        # Whole lines only: the provider may be writing the last one.
+        lines = self.sms_log.read_text().split("\n")[:-1]
+        fresh, self.texts_read = lines[self.texts_read :], len(lines)
+        entries = [json.loads(line) for line in fresh if line.strip()]
+        return [(str(e.get("to", "")), str(e.get("body", ""))) for e in entries]
 
     async def answer(self, http: httpx.AsyncClient, person: Person, url: str) -> None:
         rng = random.Random(zlib.crc32(url.encode()))  # noqa: S311 - demo data
