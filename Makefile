@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help install infra-up infra-down kafka-up kafka-down redis-up redis-down \
-        topics lint test test-unit demo bench chaos upgrade docs clean
+        topics lint test test-unit demo bench chaos upgrade docs clean compose-tool browser-tool
 
 help:
 	@echo "make demo       run the three services on local Kafka and Redis, driving clinics through the lifecycle"
@@ -50,7 +50,11 @@ lint: install
 compose-tool:
 	@command -v docker-compose >/dev/null || bash infra/install-compose.sh
 
-test: install lint compose-tool infra-up
+# Debian's chromium, for the browser tests (Playwright drives it; it downloads nothing).
+browser-tool:
+	@test -x /usr/bin/chromium || bash infra/install-chromium.sh
+
+test: install lint compose-tool browser-tool infra-up
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: install

@@ -26,6 +26,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from chassis.crisis_lines import CrisisContact, NationalLine, country_of_zone, national_line
 from chassis.metrics import ServiceMetrics
 from shared.events import ClinicId, TimeZoneName
 
@@ -46,10 +47,23 @@ class Clinic(BaseModel):
     staff_email: str | None = None
     # Who hears of an urgent alert no one acknowledged in time (the staff address if unset).
     on_call_email: str | None = None
+    # Shown to a client whose answers say they may be at risk (chassis.crisis_lines):
+    # the clinic's own contacts, then its country's line (the country read from the
+    # time zone unless given; `national_crisis_line` replaces the built-in one).
+    crisis_contacts: tuple[CrisisContact, ...] = Field(default=(), max_length=10)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166")
+    national_crisis_line: CrisisContact | None = None
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def national_line(self) -> NationalLine:
+        found = national_line(self.country or country_of_zone(self.timezone))
+        if self.national_crisis_line is not None:
+            return found.model_copy(update={"line": self.national_crisis_line})
+        return found
 
     def section(self, name: str) -> dict[str, Any]:
         """This clinic's settings for one service (empty: that service's defaults)."""

@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Works locally and in tests; a deployment sets its own (docker-compose passes one through).
+DEV_MEASURE_LINK_SECRET = "kap-dev-only-measure-link-secret"  # noqa: S105 (dev only)
+
 
 class ServiceSettings(BaseSettings):
     """What every service reads; a service's own Settings adds to it."""
@@ -51,6 +54,20 @@ class ServiceSettings(BaseSettings):
     clock_scale: float = Field(default=1.0, gt=0, validation_alias="KAP_CLOCK_SCALE")
     clock_origin: AwareDatetime | None = Field(default=None, validation_alias="KAP_CLOCK_ORIGIN")
     clock_anchor: AwareDatetime | None = Field(default=None, validation_alias="KAP_CLOCK_ANCHOR")
+    # Measure links (chassis.measure_links): the notifier signs them, intake reads them,
+    # so both must be given the same list. Comma-separated; the first signs, every one
+    # verifies (rotation: put the new secret first, drop the old once its links expired).
+    measure_link_secrets: SecretStr = Field(
+        default=SecretStr(DEV_MEASURE_LINK_SECRET), validation_alias="KAP_MEASURE_LINK_SECRETS"
+    )
+
+    def measure_link_secret_list(self) -> list[str]:
+        raw = self.measure_link_secrets.get_secret_value()
+        return [secret.strip() for secret in raw.split(",") if secret.strip()]
+
+    @property
+    def measure_link_secret_is_the_dev_default(self) -> bool:
+        return self.measure_link_secret_list() == [DEV_MEASURE_LINK_SECRET]
 
     def kafka_sasl(self) -> tuple[str, str] | None:
         if self.kafka_sasl_username and self.kafka_sasl_password:

@@ -162,6 +162,12 @@ CLINIC_RESPONSES: dict[int | str, dict[str, Any]] = {
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: _problem("Refused in the resource's present state, or it is being changed: retry")
 }
+TOO_MANY: dict[int | str, dict[str, Any]] = {
+    429: {
+        **_problem("Too many requests from this address; retry after Retry-After seconds"),
+        "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds"}},
+    }
+}
 
 
 # --- instants and dates within a sane range --------------------------------------

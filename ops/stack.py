@@ -141,6 +141,10 @@ class Stack:
     def service_env(self) -> dict[str, str]:
         """What docker-compose sets, pointed at this machine's Kafka, Redis, SMTP and SMS."""
         return {
+            # Every simulated person calls from this machine's one address: the
+            # per-address limits would refuse the crowd (the per-client ones still count).
+            "KAP_FORM_RATE_PER_ADDRESS": "0",
+            "KAP_CONSULTATION_RATE_PER_ADDRESS": "0",
             **os.environ,
             **self.env,
             "KAP_SMTP_HOST": "127.0.0.1",

@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import time
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, SaneInstant
+from chassis.http import CLINIC_RESPONSES, CONFLICT, TOO_MANY, AuthorisedClinic, SaneInstant
 from chassis.unit_of_work import WriteConflict
-from services.intake import domain
-from services.intake.service import ClientFile, IntakeService, KeyReused, NotFound, Reply, Retry
+from services.intake import domain, measures
+from services.intake.limits import Limit, RateLimited, RateLimiter
+from services.intake.service import (
+    AlreadyAnswered,
+    ClientFile,
+    IntakeService,
+    KeyReused,
+    NotFound,
+    Reply,
+    Retry,
+)
 from shared import events as ev
 
 IdempotencyKey = Annotated[
@@ -97,6 +106,16 @@ class EnrolmentIn(Input):
     gad7: list[Answer] = Field(min_length=7, max_length=7, description="GAD-7 answers, 0-3")
 
 
+class MeasureIn(Input):
+    phq9: list[Answer] = Field(min_length=9, max_length=9, description="PHQ-9 answers, 0-3")
+    gad7: list[Answer] = Field(min_length=7, max_length=7, description="GAD-7 answers, 0-3")
+    entered_by: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Staff id")
+    point: ev.MeasurePoint | None = Field(default=None, description="Where in the schedule")
+    measure_id: UUID | None = Field(
+        default=None, description="The scheduled measure answered (its link is then used up)"
+    )
+
+
 class ContactPreferenceIn(Input):
     channel: Literal["email", "sms"]
     opted_out: bool
@@ -140,21 +159,41 @@ async def _answer(reply: Awaitable[Reply], busy: HTTPException = STEP_BUSY) -> J
         raise HTTPException(422, str(reused)) from reused
     except domain.StepRefused as refused:
         raise HTTPException(409, str(refused)) from refused
+    except AlreadyAnswered as answered:
+        raise HTTPException(409, "this measure was answered already") from answered
     except WriteConflict as taken:
         raise HTTPException(busy.status_code, busy.detail, busy.headers) from taken
     return JSONResponse(answer.body, status_code=answer.status_code)
 
 
-def routes(intake: IntakeService) -> APIRouter:
+def per_address(limiter: RateLimiter, what: str, allowed: int) -> Callable[..., Awaitable[None]]:
+    """A route dependency: the calling address's requests to one clinic, counted."""
+
+    async def counted(clinic: AuthorisedClinic, request: Request) -> None:
+        address = request.client.host if request.client else "unknown"
+        try:
+            await limiter.hit(clinic.id, Limit(what, address, allowed))
+        except RateLimited as limited:
+            headers = {"Retry-After": str(limited.retry_after_s)}
+            raise HTTPException(429, str(limited), headers) from limited
+
+    return counted
+
+
+def routes(
+    intake: IntakeService, limiter: RateLimiter, consultations_per_address: int
+) -> APIRouter:
     router = APIRouter(
         prefix="/v1/clinics/{clinic_id}", tags=["intake"], responses=CLINIC_RESPONSES
     )
+    limit_requests = per_address(limiter, "consultation:address", consultations_per_address)
 
     @router.post(
         "/consultation-requests",
         status_code=202,
         summary="Request a free consultation",
-        responses=CONFLICT,
+        responses={**CONFLICT, **TOO_MANY},
+        dependencies=[Depends(limit_requests)],
     )
     async def request_consultation(
         clinic: AuthorisedClinic,
@@ -209,6 +248,24 @@ def routes(intake: IntakeService) -> APIRouter:
         retry = _retry(request, body, idempotency_key)
         consent_at = body.consent_recorded_at
         return await _answer(intake.enrol(clinic.id, client_id, scores, consent_at, retry))
+
+    @router.post(
+        "/clients/{client_id}/measures",
+        status_code=202,
+        summary="Enter a client's PHQ-9 and GAD-7 answers (staff)",
+        responses=CONFLICT,
+    )
+    async def enter_measure(
+        clinic: AuthorisedClinic,
+        client_id: UUID,
+        body: MeasureIn,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        scores = domain.Scores(phq9=tuple(body.phq9), gad7=tuple(body.gad7))
+        how = measures.Answered("staff", body.measure_id, body.point, body.entered_by)
+        retry = _retry(request, body, idempotency_key)
+        return await _answer(intake.record_measure(clinic.id, client_id, scores, how, retry))
 
     @router.post("/clients/{client_id}/contact-preferences", status_code=202, responses=CONFLICT)
     async def change_contact_preferences(

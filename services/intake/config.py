@@ -13,3 +13,13 @@ class Settings(ServiceSettings):
     kafka_request_timeout_ms: int = Field(
         default=5_000, ge=1_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
     )
+    # Requests allowed per window (real seconds, not the clinic's clock), counted in the
+    # clinic's Redis slot; 0 turns one off. The measure form counts opening and sending.
+    rate_window_s: int = Field(default=60, ge=1, le=3600, validation_alias="KAP_RATE_WINDOW_S")
+    form_rate_per_address: int = Field(
+        default=30, ge=0, validation_alias="KAP_FORM_RATE_PER_ADDRESS"
+    )
+    form_rate_per_client: int = Field(default=20, ge=0, validation_alias="KAP_FORM_RATE_PER_CLIENT")
+    consultation_rate_per_address: int = Field(
+        default=30, ge=0, validation_alias="KAP_CONSULTATION_RATE_PER_ADDRESS"
+    )

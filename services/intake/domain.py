@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 from enum import StrEnum
+from typing import Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -212,7 +213,10 @@ def screen(
 
 
 def clinical_alert(
-    record: ClientRecord, scores: Scores, now: datetime
+    record: ClientRecord,
+    scores: Scores,
+    now: datetime,
+    during: Literal["enrolment", "measure"] = "enrolment",
 ) -> ev.ClinicalAlertRaised | None:
     """Rule 3: any non-zero PHQ-9 item 9 alerts staff at once, whatever else happens."""
     if scores.phq9_item9 == 0:
@@ -223,7 +227,7 @@ def clinical_alert(
         occurred_at=now,
         reason="phq9_item9_positive",
         phq9_item9=scores.phq9_item9,
-        raised_during="enrolment",
+        raised_during=during,
     )
 
 

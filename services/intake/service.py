@@ -8,7 +8,8 @@ its history, the answer to a retried `Idempotency-Key` and the events it caused
 once its write is recorded: with the broker away it is still accepted (202), and
 the outbox relay publishes its events once the broker is back. A concurrent write
 to a watched key makes the step rerun from its reads (no lock).
-Errors are the domain's (`StepRefused`), this module's (`NotFound`, `KeyReused`)
+Errors are the domain's (`StepRefused`), this module's (`NotFound`, `KeyReused`,
+`AlreadyAnswered`)
 and the unit of work's (`WriteConflict`); the caller maps them to its protocol.
 """
 
@@ -28,8 +29,8 @@ from chassis.clock import Clock
 from chassis.events import EventPublisher
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
-from services.intake import domain
-from services.intake.store import HistoryEntry, IntakeStore, StoredResponse
+from services.intake import domain, measures
+from services.intake.store import HistoryEntry, IntakeStore, MeasureMark, StoredResponse
 from shared import events as ev
 from shared.envelope import EVENT_ID_NAMESPACE, derived_event_id
 
@@ -46,6 +47,10 @@ class NotFound(Exception):
 
 class KeyReused(Exception):
     """The Idempotency-Key was already used for a different request."""
+
+
+class AlreadyAnswered(Exception):
+    """The measure was answered before (its link is used up): nothing is recorded again."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ class Outcome:
     events: list[ev.Event]
     step: str
     body: dict[str, Any]
+    # Writes of the step beside the record's (queued on the same MULTI).
+    also: Callable[[Pipeline], None] | None = None
+    # What names the events when no Idempotency-Key does (a measure: its id).
+    event_seed: str | None = None
 
 
 Decide = Callable[[Transaction, datetime], Awaitable[Outcome]]
@@ -211,6 +220,49 @@ class IntakeService:
         decide = self._on_client(clinic_id, client_id, "preferences", change)
         return await self._write(clinic_id, retry, decide)
 
+    async def record_measure(
+        self,
+        clinic_id: str,
+        client_id: UUID,
+        scores: domain.Scores,
+        how: measures.Answered,
+        retry: Retry,
+    ) -> Reply:
+        """A measure answered, scored and published, with an alert if item 9 is above 0.
+
+        A measure with an id is answered once: its mark is read under WATCH and written
+        in the same MULTI as the answer, so of two submissions (a double click, the link
+        and staff) one is recorded and the other gets `AlreadyAnswered`. The events are
+        named by the measure, so nothing could publish a second answer to it unnoticed.
+        """
+        measure_id = how.measure_id
+
+        async def decide(tx: Transaction, now: datetime) -> Outcome:
+            if measure_id and await self._store.measure_answered(clinic_id, measure_id, tx):
+                raise AlreadyAnswered(measure_id)
+            record = await self._store.load(clinic_id, client_id, tx)
+            if record is None:
+                raise NotFound(client_id)
+            events = measures.answered(record, scores, how, now)
+            mark = MeasureMark(now, how.source)
+            body = {
+                "client_id": str(client_id),
+                "measure_id": str(measure_id) if measure_id else None,
+                **measures.summary(scores),
+            }
+
+            def also(p: Pipeline) -> None:
+                if measure_id:
+                    self._store.mark_measure_answered(p, clinic_id, measure_id, mark)
+
+            seed = f"measure/{measure_id}" if measure_id else None
+            return Outcome(record, events, "measure_answered", body, also, seed)
+
+        return await self._write(clinic_id, retry, decide)
+
+    async def measure_answered(self, clinic_id: str, measure_id: UUID) -> bool:
+        return await self._store.measure_answered(clinic_id, measure_id) is not None
+
     async def client(self, clinic_id: str, client_id: UUID) -> ClientFile:
         record = await self._store.load(clinic_id, client_id)
         if record is None:
@@ -244,8 +296,11 @@ class IntakeService:
 
             def write(tx: Pipeline) -> None:
                 self._store.write(tx, outcome.record, entries, retry.key, answer)
+                if outcome.also:
+                    outcome.also(tx)
 
-            outputs = [self._output(outcome.record, e, retry.key) for e in outcome.events]
+            seed = outcome.event_seed or retry.key
+            outputs = [self._output(outcome.record, e, seed) for e in outcome.events]
             return Decision(write, outputs, reply)
 
         reply = await self._uow.run(clinic_id, NO_MARK, step, leave_to_relay=True)

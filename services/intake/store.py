@@ -1,4 +1,5 @@
-"""Intake's Redis state: client records, their history, contact index, idempotency.
+"""Intake's Redis state: client records, their history, contact index, idempotency,
+and which measures were answered (a measure link's single use).
 
 Every key of a clinic carries the `{clinic_id}` hash tag, so one clinic's keys
 share a slot and the unit of work's transaction also runs on Redis Cluster.
@@ -24,6 +25,9 @@ from chassis.unit_of_work import Transaction
 from services.intake.domain import ClientRecord
 
 IDEMPOTENCY_TTL_S = 24 * 60 * 60
+# Beyond the last follow-up measure (6 months after a course): a link of a measure
+# answered stays used for as long as any link to it could be valid.
+MEASURE_ANSWERED_TTL_S = 400 * 24 * 60 * 60
 
 
 def _digest(value: str) -> str:
@@ -43,6 +47,14 @@ class StoredResponse:
     fingerprint: str
     status_code: int
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MeasureMark:
+    """A measure was answered: when, and from where (no answers)."""
+
+    answered_at: datetime
+    source: str
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,26 @@ class IntakeStore:
             return None
         data = json.loads(raw)
         return StoredResponse(data["fingerprint"], data["status_code"], data["body"])
+
+    async def measure_answered(
+        self, clinic_id: str, measure_id: UUID, tx: Transaction | None = None
+    ) -> MeasureMark | None:
+        key = _key(clinic_id, "measure", str(measure_id), "answered")
+        if tx is not None:
+            await tx.watch(key)
+        raw = await self._redis.get(key)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return MeasureMark(datetime.fromisoformat(data["answered_at"]), data["source"])
+
+    @staticmethod
+    def mark_measure_answered(
+        tx: Pipeline, clinic_id: str, measure_id: UUID, mark: MeasureMark
+    ) -> None:
+        value = {"answered_at": mark.answered_at.isoformat(), "source": mark.source}
+        key = _key(clinic_id, "measure", str(measure_id), "answered")
+        tx.set(key, json.dumps(value), ex=MEASURE_ANSWERED_TTL_S)
 
     @staticmethod
     def write(

@@ -84,6 +84,17 @@ def test_compose_sets_only_variables_the_service_reads_and_all_it_requires(
     assert required <= given, f"{service}: compose misses required {required - given}"
 
 
+def test_the_notifier_signs_measure_links_with_the_secrets_intake_reads_them_with(
+    resolved: dict[str, Any],
+) -> None:
+    secrets = {
+        service: resolved["services"][service]["environment"].get("KAP_MEASURE_LINK_SECRETS")
+        for service in ("intake", "notifier")
+    }
+    assert secrets["intake"]
+    assert secrets["intake"] == secrets["notifier"]
+
+
 @pytest.mark.parametrize("service", sorted(SETTINGS))
 def test_scaled_services_have_no_fixed_names_or_host_ports(
     resolved: dict[str, Any], service: str

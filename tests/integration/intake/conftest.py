@@ -17,6 +17,10 @@ def intake_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Set
         KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         REDIS_URL=redis_url,
         KAP_CLINICS_FILE=write_clinics(tmp_path / "clinics.json"),
+        # Every test calls from one address, into the same clinics of one Redis: the
+        # per-address limits are tested on their own (test_rate_limits.py).
+        KAP_FORM_RATE_PER_ADDRESS=0,
+        KAP_CONSULTATION_RATE_PER_ADDRESS=0,
     )
 
 
