@@ -1,6 +1,7 @@
 """kapctl: the operator's command line for a KAP deployment.
 
-Every command talks to Kafka (and the clinics file); none needs a service's code.
+Every command talks to Kafka (and the clinics file), `outcomes` to the
+scheduler's HTTP API; none needs a service's code.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 from chassis.clinics import Clinic
 from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics
-from ops import audit, operations
+from ops import audit, operations, outcomes
 from shared.topics import ALL
 
 
@@ -115,6 +117,27 @@ def _audit(args: argparse.Namespace) -> int:
     return 1 if failing else 0
 
 
+def _outcomes(args: argparse.Namespace) -> int:
+    keys = args.api_key or [os.environ.get("KAP_API_KEY", "")]
+    if len(keys) not in (1, len(args.clinic)) or not all(keys):
+        raise ValueError("give one --api-key for every --clinic, or one for all ($KAP_API_KEY)")
+    keys = keys * len(args.clinic) if len(keys) == 1 else keys
+    by_clinic = dict(zip(args.clinic, keys, strict=True))
+
+    async def fetch_all() -> dict[str, dict[str, object]]:
+        return {c: await outcomes.fetch_outcomes(args.url, c, k) for c, k in by_clinic.items()}
+
+    found = asyncio.run(fetch_all())
+    if args.json:
+        print(json.dumps(found))
+    else:
+        for table in found.values():
+            print("\n".join(outcomes.table_lines(table)), end="\n\n")
+    chart = outcomes.write_chart(found, Path(args.chart))
+    print(f"chart: {chart}", file=sys.stderr)
+    return 0
+
+
 def _clinics_upsert(args: argparse.Namespace) -> int:
     path = Path(args.file or ServiceSettings().clinics_file)
     clinic = {"id": args.id}
@@ -191,6 +214,30 @@ def parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--detail", action="store_true", help="also each count's parts, on stderr")
     check.set_defaults(run=_audit)
+
+    outcome = commands.add_parser(
+        "outcomes",
+        help="a clinic's cohort outcomes (PHQ-9) as a table, and a PNG chart",
+        description="Reads the scheduler's GET /v1/clinics/{clinic}/outcomes: prints each "
+        "clinic's cohorts by month of course end and measure point, and writes a chart of "
+        "the mean PHQ-9 by measure point with its 95% interval, one line per clinic.",
+    )
+    outcome.add_argument(
+        "--clinic", action="append", required=True, help="a clinic id (repeatable)"
+    )
+    outcome.add_argument(
+        "--api-key",
+        action="append",
+        help="each --clinic's key, in order, or one for all (default: $KAP_API_KEY)",
+    )
+    outcome.add_argument(
+        "--url",
+        default=os.environ.get("KAP_SCHEDULER_URL", "http://127.0.0.1:8002"),
+        help="the scheduler (default: $KAP_SCHEDULER_URL or http://127.0.0.1:8002)",
+    )
+    outcome.add_argument("--chart", default="outcomes.png", help="the PNG to write")
+    outcome.add_argument("--json", action="store_true", help="print the API's answers as JSON")
+    outcome.set_defaults(run=_outcomes)
 
     clinics = commands.add_parser("clinics", help="the clinics file")
     clinic_commands = clinics.add_subparsers(dest="action", required=True)

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from chassis.clock import Clock
 from chassis.service import ServiceRuntime, http_app, serve
-from services.scheduler import client_api, handlers, offer_api
+from services.scheduler import client_api, handlers, offer_api, outcomes_api
 from services.scheduler.api import routes
 from services.scheduler.config import Settings
 from services.scheduler.offers import offer_timer
@@ -30,7 +30,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     runtime.workers.append(
         offer_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
     )
-    routers = [routes(scheduler), client_api.routes(scheduler), *offer_api.routes(scheduler)]
+    routers = [
+        routes(scheduler),
+        client_api.routes(scheduler),
+        *offer_api.routes(scheduler),
+        outcomes_api.routes(scheduler),
+    ]
     return http_app(runtime, title="KAP scheduler", routers=routers)
 
 

@@ -78,6 +78,11 @@ class SchedulerStore:
         raws = await self.redis.mget([key(clinic_id, "client", str(c)) for c in client_ids])
         return [ClientSchedule.model_validate_json(raw) if raw else None for raw in raws]
 
+    async def client_ids(self, clinic_id: str) -> list[UUID]:
+        """Every client the clinic's scheduler has a schedule for."""
+        members = await self.redis.smembers(key(clinic_id, "clients"))
+        return sorted(UUID(text(member)) for member in members)
+
     def schedule_key(self, clinic_id: str, client_id: UUID) -> str:
         """The key a change watches from its read to its write."""
         return key(clinic_id, "client", str(client_id))

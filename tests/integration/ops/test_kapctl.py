@@ -188,6 +188,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["dlq", "replay", "--help"],
         ["lag", "--help"],
         ["clinics", "upsert", "--help"],
+        ["outcomes", "--help"],
     ):
         with pytest.raises(SystemExit) as done:
             kapctl.main(argv)
