@@ -29,7 +29,15 @@ import httpx
 from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
-from ops import audit, audit_measures, demo_clinics, demo_courses, demo_measures, demo_waitlist
+from ops import (
+    audit,
+    audit_measures,
+    demo_clinics,
+    demo_courses,
+    demo_measures,
+    demo_waitlist,
+    outcomes,
+)
 from ops.stack import ROOT, SERVICES, Stack
 from shared import topics
 
@@ -44,6 +52,7 @@ STAGES = (
     "completed",
     "booster",
 )
+OUTCOMES_CHART = "outcomes.png"  # beside the run's mail folder
 FIRST_NAMES = ("Ada", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana", "Ines", "Jonas")
 
 
@@ -437,6 +446,11 @@ async def drive(
         await staff.http.aclose()
     # Let the notifier send what is due by now, then read what really happened.
     await settle(bootstrap, tally)
+    await outcomes.write_outcomes_chart(
+        stack.url("scheduler"),
+        {clinic: demo_clinics.api_key(clinic) for clinic in demo_clinics.CLINICS},
+        stack.workdir / OUTCOMES_CHART,
+    )
     journal = await audit.read_journal(bootstrap, tally.clients)
     redis = Redis.from_url(redis_url, decode_responses=True)
     try:
@@ -603,6 +617,7 @@ def main() -> int:
     if failing:
         print(f"Auditor (topics, mailbox, SMS log) found: {json.dumps(failing, sort_keys=True)}")
     print(f"Auditor's parts of its counts: {json.dumps(summary['parts'], sort_keys=True)}")
+    print(f"Outcomes chart (mean PHQ-9 by measure point, 95% intervals): {run / OUTCOMES_CHART}")
     print("DEMO " + json.dumps(summary, sort_keys=True), flush=True)
     return 0 if ok else 1
 
