@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr
 
 from chassis.clinics import Clinic
 from chassis.config import ServiceSettings
+from chassis.measure_links import MeasureLinks
 from services.notifier.model import ClinicSettings
 
 TEMPLATES = "templates"
@@ -43,6 +44,23 @@ class Settings(ServiceSettings):
     schedule_lag_bound_ms: int = Field(
         default=5_000, ge=0, validation_alias="KAP_SCHEDULE_LAG_BOUND_MS"
     )
+    # Measure requests (issue 17): the link to intake's form, `{base}/m/{token}`. The
+    # secrets are intake's too (the same variable): the first signs, every one verifies.
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8001", min_length=1, validation_alias="KAP_PUBLIC_BASE_URL"
+    )
+    measure_link_secrets: SecretStr = Field(
+        default=SecretStr("dev-measure-link-secret-change-me"),  # docker-compose's default too
+        validation_alias="KAP_MEASURE_LINK_SECRETS",
+    )
+    measure_link_ttl_hours: int = Field(
+        default=72, ge=1, le=24 * 30, validation_alias="KAP_MEASURE_LINK_TTL_HOURS"
+    )
+
+    def measure_links(self) -> MeasureLinks:
+        """The signer; a secret shorter than 16 characters is refused at start."""
+        secrets = self.measure_link_secrets.get_secret_value().split(",")
+        return MeasureLinks([s.strip() for s in secrets if s.strip()])
 
 
 def clinic_settings(clinic: Clinic) -> ClinicSettings:
