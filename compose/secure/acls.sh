@@ -111,11 +111,13 @@ acl --allow-principal User:scheduler --operation Read \
   --topic intake.consultation.requested.v1 \
   --topic intake.consultation.held.v1 \
   --topic intake.client.enrolled.v1 \
+  --topic intake.measure.answered.v1 \
   --group kap-scheduler
 acl --allow-principal User:scheduler --operation Write --operation Create --operation Describe \
   --topic intake.consultation.requested.v1.dlq \
   --topic intake.consultation.held.v1.dlq \
-  --topic intake.client.enrolled.v1.dlq
+  --topic intake.client.enrolled.v1.dlq \
+  --topic intake.measure.answered.v1.dlq
 acl --allow-principal User:notifier --operation Write \
   --topic clinical.alert.acknowledged.v1 \
   --topic clinical.alert.escalated.v1 \
@@ -145,6 +147,8 @@ acl --allow-principal User:notifier --operation Read \
   --topic scheduler.course.paused.v1 \
   --topic scheduler.course.resumed.v1 \
   --topic scheduler.course.ended.v1 \
+  --topic scheduler.measure.due.v1 \
+  --topic intake.measure.answered.v1 \
   --group kap-notifier
 acl --allow-principal User:notifier --operation Write --operation Create --operation Describe \
   --topic intake.consultation.requested.v1.dlq \
@@ -169,7 +173,9 @@ acl --allow-principal User:notifier --operation Write --operation Create --opera
   --topic scheduler.session.checked-in.v1.dlq \
   --topic scheduler.course.paused.v1.dlq \
   --topic scheduler.course.resumed.v1.dlq \
-  --topic scheduler.course.ended.v1.dlq
+  --topic scheduler.course.ended.v1.dlq \
+  --topic scheduler.measure.due.v1.dlq \
+  --topic intake.measure.answered.v1.dlq
 acl --allow-principal User:partner --operation Read --operation Describe --resource-pattern-type prefixed \
   --topic public.
 acl --allow-principal User:partner --operation Read --resource-pattern-type prefixed \

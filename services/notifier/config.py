@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr
 
 from chassis.clinics import Clinic
 from chassis.config import ServiceSettings
+from chassis.measure_links import MeasureLinks
 from services.notifier.model import ClinicSettings
 
 TEMPLATES = "templates"
@@ -43,6 +44,18 @@ class Settings(ServiceSettings):
     schedule_lag_bound_ms: int = Field(
         default=5_000, ge=0, validation_alias="KAP_SCHEDULE_LAG_BOUND_MS"
     )
+    # Measure requests (issue 17): the link to intake's form, `{base}/m/{token}`, signed
+    # with the secrets every service reads (chassis.config.ServiceSettings).
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8001", min_length=1, validation_alias="KAP_PUBLIC_BASE_URL"
+    )
+    measure_link_ttl_hours: int = Field(
+        default=72, ge=1, le=24 * 30, validation_alias="KAP_MEASURE_LINK_TTL_HOURS"
+    )
+
+    def measure_links(self) -> MeasureLinks:
+        """The signer; a secret shorter than 16 characters is refused at start."""
+        return MeasureLinks(self.measure_link_secret_list())
 
 
 def clinic_settings(clinic: Clinic) -> ClinicSettings:

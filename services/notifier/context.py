@@ -13,7 +13,13 @@ from zoneinfo import ZoneInfo
 from pydantic import JsonValue
 
 from services.notifier.model import DOSING_KINDS
-from shared.events import Appointment, AppointmentKind, BoosterSessionBooked
+from shared.events import (
+    Appointment,
+    AppointmentKind,
+    BoosterSessionBooked,
+    MeasureDue,
+    MeasurePoint,
+)
 
 Context = dict[str, JsonValue]
 
@@ -79,3 +85,14 @@ def course(
 
 def booster(booked: BoosterSessionBooked, tz: ZoneInfo) -> Context:
     return {**course(booked.appointments, None, tz), "number": booked.booster_number}
+
+
+def measure(due: MeasureDue, tz: ZoneInfo) -> Context:
+    """A measure request: which measure (its link is minted at hand-over: measures.py), and
+    until when it is open; no score, no instrument's name (rule 14)."""
+    return {
+        "measure_id": str(due.measure_id),
+        "before_session": due.point == MeasurePoint.PRE_DOSE,
+        "closes_at": clinic_time(due.closes_at, tz),
+        "closes_at_utc": due.closes_at.isoformat(),
+    }

@@ -43,6 +43,7 @@ from services.notifier.finishes import Finishes
 from services.notifier.handover import Handover
 from services.notifier.lag_gate import LagGate
 from services.notifier.lag_records import Subject
+from services.notifier.measures import MeasureRequests
 from services.notifier.outcomes import Outcomes
 from services.notifier.pacing import WAKE_SLACK_S, ScheduleLagGauge, next_wake_s, service_span
 from services.notifier.plans import PlanStore
@@ -99,6 +100,7 @@ class Delivery:
         send_concurrency: int = SEND_CONCURRENCY,
         stopping: asyncio.Event | None = None,
         alerts: Alerts | None = None,
+        measures: MeasureRequests | None = None,
     ) -> None:
         self._queue = queue
         # Set when the service stops: the loop ends after its round (a drain).
@@ -121,6 +123,7 @@ class Delivery:
             send_concurrency=send_concurrency,
             schedule_lag=schedule_lag,
             alerts=alerts,
+            measures=measures,
         )
         self._redis, self._publisher = queue.redis, publisher
         self._taken_over: set[str] = set()  # clinics whose earlier-version keys were looked at

@@ -7,8 +7,8 @@ Timing, by kind of message:
 - change notices about one appointment (booked, rescheduled, cancelled) wait
   for the clinic's grace period, so rapid changes collapse (pending.py);
 - reminders and session instructions go inside the send window before the
-  session (reminders.reminder_send_at); everything else goes at the next
-  moment inside the window.
+  session (reminders.reminder_send_at); everything else (a measure request
+  from when its measure opens) goes at the next moment inside the window.
 
 Intended use by the handler: look up the client's ContactPrefs (the default
 ContactPrefs() when none are known), drop the pending messages of
@@ -157,6 +157,10 @@ def messages_for(
                 "due_at": context.clinic_time(event.due_at, tz),
             }
             plan.client(Kind.BOOSTER_DUE, plan.in_window(max(now, event.due_at)), due)
+        case ev.MeasureDue():
+            send_at = plan.in_window(max(now, event.opens_at))
+            measure = context.measure(event, tz)
+            plan.client(Kind.MEASURE_REQUEST, send_at, measure, event.appointment_id)
         case ev.CoursePaused() | ev.CourseResumed() | ev.CourseEnded() | ev.SessionCheckedIn():
             if notice := course_notices.notice_for(event, clinic_settings):
                 plan.client(notice.kind, plan.in_window(now), notice.context, notice.appointment_id)

@@ -33,6 +33,7 @@ from services.notifier.alerts import Alerts
 from services.notifier.appointment_facts import appointment_facts, superseded_appointments
 from services.notifier.config import clinic_settings
 from services.notifier.contacts import ContactChange, KnownContact
+from services.notifier.measures import MeasureRequests
 from services.notifier.model import ClinicSettings, MessageKind, PlannedMessage
 from services.notifier.planning import Plan
 from services.notifier.plans import PlanStore
@@ -54,6 +55,7 @@ class Deps:
     # until the next due message it knew of, and this one may be due sooner).
     due_now: Callable[[str, datetime], None] = lambda clinic_id, due_at: None
     alerts: Alerts | None = None  # urgent alerts' records, for their acknowledgement
+    measures: MeasureRequests | None = None  # which measures were answered
 
 
 class Planner:
@@ -240,6 +242,13 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
     async def on_session_checked_in(event: ev.SessionCheckedIn, envelope: CurrentEnvelope) -> None:
         await planner.plan(event, envelope)  # a refusal is told; the answers are never kept
 
+    async def on_measure_due(event: ev.MeasureDue, envelope: CurrentEnvelope) -> None:
+        await planner.plan(event, envelope)
+
+    async def on_measure_answered(event: ev.MeasureAnswered, envelope: CurrentEnvelope) -> None:
+        if deps.measures is not None:  # that it was answered, never the answers
+            await deps.measures.on_answered(event, envelope, deps.unit_of_work)
+
     handlers: list[tuple[Topic, Handler]] = [
         (topics.CONSULTATION_REQUESTED, on_consultation_requested),
         (topics.CONTACT_PREFERENCES_CHANGED, on_contact_preferences_changed),
@@ -264,6 +273,8 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
         (topics.COURSE_RESUMED, on_course_resumed),
         (topics.COURSE_ENDED, on_course_ended),
         (topics.SESSION_CHECKED_IN, on_session_checked_in),
+        (topics.MEASURE_DUE, on_measure_due),
+        (topics.MEASURE_ANSWERED, on_measure_answered),
     ]
     subscribe(
         broker,

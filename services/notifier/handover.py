@@ -19,7 +19,9 @@ appointment (plans.PlanStore.appointment): one whose session has started, or
 whose appointment was moved, cancelled or held meanwhile, is skipped. While the
 notifier's view of its client's schedule lags (the round's lag answer, asked
 again for RECHECK_FOR_S), it is held instead, the attempt not counted;
-everything else, above all the urgent clinical alert, goes regardless.
+everything else, above all the urgent clinical alert, goes regardless. A
+measure request is checked the same way against its measure (measures.py:
+closed, or answered meanwhile), and its link is minted as it is prepared.
 
 A message is never handed over before its due instant; the last check, the
 mail's Date and the NotificationSent time are the instant it is handed over.
@@ -43,6 +45,7 @@ from services.notifier.channels import Outgoing, PermanentSendError, Sender, Tra
 from services.notifier.config import template_overrides
 from services.notifier.contacts import Contacts
 from services.notifier.lag_records import Subject
+from services.notifier.measures import MeasureRequests
 from services.notifier.model import STAFF_KINDS, TIME_BOUND_KINDS, MessageKind, PlannedMessage
 from services.notifier.outcomes import MAX_ATTEMPTS, Outcomes, UnknownClient, claim_ids
 from services.notifier.pacing import (
@@ -113,8 +116,10 @@ class Handover:
         send_concurrency: int,
         schedule_lag: ScheduleLagGauge | None,
         alerts: Alerts | None = None,
+        measures: MeasureRequests | None = None,
     ) -> None:
         self._alerts = alerts
+        self._measures = measures
         self._contacts = contacts
         self._plans = plans
         self._queue = queue
@@ -141,6 +146,9 @@ class Handover:
         if time_bound and (reason := await self._stale(planned, clinic)) is not None:
             await outcomes.skip(claim, planned, reason)  # no use preparing it
             return False
+        if (reason := await self._measure_stale(planned)) is not None:
+            await outcomes.skip(claim, planned, reason)
+            return False
         try:
             message, outgoing = await self._prepare(clinic, planned)
         except (PermanentSendError, TransientSendError) as error:
@@ -166,6 +174,9 @@ class Handover:
             return False
         if await self._acknowledged(planned):
             await outcomes.skip(claim, planned, "stale: the alert was acknowledged")
+            return False
+        if (reason := await self._measure_stale(planned)) is not None:
+            await outcomes.skip(claim, planned, reason)
             return False
         await until(self._clock, planned.send_at)
         async with self._slots.turn(urgent=time_bound or planned.kind in STAFF_KINDS):
@@ -215,6 +226,11 @@ class Handover:
             return False
         return await self._alerts.acknowledged(planned.clinic_id, planned.cause_event_id)
 
+    async def _measure_stale(self, planned: PlannedMessage) -> str | None:
+        if planned.kind != MessageKind.MEASURE_REQUEST or self._measures is None:
+            return None
+        return await self._measures.staleness(planned, self._clock.now())
+
     async def _fact(self, planned: PlannedMessage) -> AppointmentFact | None:
         if planned.appointment_id is None:
             return None
@@ -242,6 +258,10 @@ class Handover:
             if readdressed is None:
                 raise PermanentSendError("no usable channel: opted out, or no SMS consent")
             message, client_name = readdressed, known.contact.name
+            if message.kind == MessageKind.MEASURE_REQUEST:
+                if self._measures is None:
+                    raise PermanentSendError("measure links are not configured")
+                message = self._measures.linked(message, self._clock.now(), clinic.zone)
             address = known.contact.email if message.channel == "email" else known.contact.phone
             if address is None:
                 raise PermanentSendError("no phone number for SMS")

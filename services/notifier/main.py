@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -17,6 +18,7 @@ from services.notifier.config import Settings
 from services.notifier.contacts import Contacts
 from services.notifier.delivery import Delivery
 from services.notifier.lag import ScheduleLag
+from services.notifier.measures import MeasureRequests
 from services.notifier.plans import PlanStore
 from services.notifier.queue import DeliveryQueue
 
@@ -30,6 +32,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     contacts, plans = Contacts(runtime.redis), PlanStore(runtime.redis)
     alerts = Alerts(runtime.redis, runtime.unit_of_work, runtime.publisher)
+    measures = MeasureRequests(
+        runtime.redis,
+        settings.measure_links(),
+        settings.public_base_url,
+        timedelta(hours=settings.measure_link_ttl_hours),
+    )
     delivery = Delivery(
         DeliveryQueue(runtime.redis),
         contacts,
@@ -52,6 +60,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         schedule_lag=schedule_lag(settings, runtime.clock, runtime.unit_of_work),
         stopping=runtime.supervisor.stopping,
         alerts=alerts,
+        measures=measures,
     )
     handlers.register(
         runtime.broker,
@@ -62,6 +71,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             clock=runtime.clock,
             due_now=delivery.wake,
             alerts=alerts,
+            measures=measures,
         ),
     )
     runtime.workers.append(delivery.run)

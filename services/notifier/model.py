@@ -67,6 +67,7 @@ class MessageKind(StrEnum):
     COURSE_RESUMED = "course_resumed"
     COURSE_ENDED = "course_ended"
     CHECK_IN_REFUSED = "check_in_refused"
+    MEASURE_REQUEST = "measure_request"
 
 
 STAFF_KINDS = frozenset({MessageKind.CLINICAL_ALERT, MessageKind.CLINICAL_ALERT_ESCALATION})

@@ -2,8 +2,9 @@
 
 Thin, as api.py: the bodies are checked here (422 naming the field), the rules
 are domain.checkin's. A refused check-in is recorded, so it answers 200 with
-the session's `check_in` outcome; a record the clinic's rules refuse (monitoring
-too short) is a 422 naming `discharged_at`.
+the session's `check_in` outcome, and `measure_overdue` when the session's
+pre-dose measure opened and is still unanswered; a record the clinic's rules
+refuse (monitoring too short) is a 422 naming `discharged_at`.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ def add_medicine_routes(
         clinic: AuthorisedClinic, appointment_id: UUID, body: CheckInIn
     ) -> dict[str, Any]:
         answers = ev.CheckInAnswers.model_validate(body.model_dump())
-        return view(await guarded(scheduler.check_in(clinic.id, appointment_id, answers)))
+        schedule = await guarded(scheduler.check_in(clinic.id, appointment_id, answers))
+        overdue = await scheduler.measure_overdue(schedule, appointment_id)
+        return {**view(schedule), "measure_overdue": overdue}
 
     @router.post(
         "/appointments/{appointment_id}/record",

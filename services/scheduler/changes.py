@@ -5,8 +5,10 @@ timers) each decide a change in pure code; this module runs that decision in
 `chassis.unit_of_work`: the schedule is read with its key watched, the booking
 ledger is checked the same way (ledger.Booking), and the save, the ledger's
 moves, the outputs and the inputs' handled marks are one MULTI in the clinic's
-slot, published after. No lock: a concurrent change to anything the decision
-read makes the step decide again from what is there now.
+slot, published after. The course's measures follow whatever changed it
+(domain.measures.replanned), their timers saved with the schedule. No lock: a
+concurrent change to anything the decision read makes the step decide again from
+what is there now.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from chassis.metrics import ServiceMetrics
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Replayed, Transaction, UnitOfWork
 from services.scheduler.domain import ids as domain_ids
+from services.scheduler.domain import measures
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.feasibility import why_no_course_fits
 from services.scheduler.domain.schedule import ClientSchedule
@@ -120,8 +123,12 @@ class ScheduleChanges:
             await tx.watch(self.store.schedule_key(clinic_id, client_id))
             before = await self.store.load(clinic_id, client_id)
             booking = self.store.ledger.booking(tx, clinic_id)
-            changed = await decide(before, tx.fresh, self.clock.now(), booking)
+            now = self.clock.now()
+            changed = await decide(before, tx.fresh, now, booking)
             after = changed.schedule
+            if after is not None and after.course is not None:
+                calendar = await self.calendar(clinic_id)
+                after = measures.replanned(after, calendar.policy.measures, calendar.tz, now)
             if after is not None and before is not None:
                 after = domain_ids.saved(after, before)
             elif after is not None:
@@ -129,7 +136,7 @@ class ScheduleChanges:
 
             def write(p: Pipeline) -> None:
                 if after is not None:  # the ledger follows the saved schedule, or nothing
-                    self.store.save(p, after)
+                    self.store.save(p, after, before=before)
                     booking.write(p)
 
             return Decision(write, changed.outputs, changed.result)

@@ -6,14 +6,14 @@ from faststream.kafka import KafkaBroker
 
 from chassis.events import CurrentEnvelope
 from chassis.kafka import subscribe
-from services.scheduler.reactions import Reactions
+from services.scheduler.scheduler import Scheduler
 from shared import events as ev
 from shared import topics
 
 SERVICE = "scheduler"
 
 
-def register(broker: KafkaBroker, scheduler: Reactions) -> None:
+def register(broker: KafkaBroker, scheduler: Scheduler) -> None:
     async def book_consultation(event: ev.ConsultationRequested, envelope: CurrentEnvelope) -> None:
         await scheduler.on_consultation_requested(event, envelope)
 
@@ -23,6 +23,9 @@ def register(broker: KafkaBroker, scheduler: Reactions) -> None:
     async def book_course(event: ev.ClientEnrolled, envelope: CurrentEnvelope) -> None:
         await scheduler.on_client_enrolled(event, envelope)
 
+    async def record_measure(event: ev.MeasureAnswered, envelope: CurrentEnvelope) -> None:
+        await scheduler.on_measure_answered(event, envelope)
+
     subscribe(
         broker,
         SERVICE,
@@ -30,6 +33,7 @@ def register(broker: KafkaBroker, scheduler: Reactions) -> None:
             (topics.CONSULTATION_REQUESTED, book_consultation),
             (topics.CONSULTATION_HELD, close_consultation),
             (topics.CLIENT_ENROLLED, book_course),
+            (topics.MEASURE_ANSWERED, record_measure),
         ],
-        "scheduler reacts: books consultations and courses",
+        "scheduler reacts: books consultations and courses, records measures answered",
     )

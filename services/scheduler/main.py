@@ -9,6 +9,7 @@ from chassis.service import ServiceRuntime, http_app, serve
 from services.scheduler import client_api, handlers, offer_api, outcomes_api
 from services.scheduler.api import routes
 from services.scheduler.config import Settings
+from services.scheduler.measure_timers import measure_timer
 from services.scheduler.offers import offer_timer
 from services.scheduler.scheduler import Scheduler
 from services.scheduler.store import SchedulerStore
@@ -26,6 +27,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     handlers.register(runtime.broker, scheduler)
     runtime.workers.append(
         booster_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
+    )
+    runtime.workers.append(
+        measure_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
     )
     runtime.workers.append(
         offer_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)

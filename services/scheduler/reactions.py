@@ -1,4 +1,5 @@
-"""The scheduler's reactions to events: book a consultation, close it, book a course.
+"""The scheduler's reactions to events: book a consultation, close it, book a course (and
+record the enrolment's measures).
 
 Batch-shaped: `react` takes one client's events in order and folds each
 decision over the schedule the previous one left, inside one write step; the
@@ -14,6 +15,7 @@ from uuid import UUID, uuid5
 
 from chassis.dead_letters import Rejected
 from chassis.outbox import Output
+from services.scheduler import measure_log
 from services.scheduler.changes import (
     BOOKING_ATTEMPTS,
     CONSULTATION_HORIZON_DAYS,
@@ -180,7 +182,15 @@ class Reactions(WaitlistSteps):
         return schedule, [closed, await self.join_waitlist(booking, schedule, now, earliest)]
 
     async def on_client_enrolled(self, event: ev.ClientEnrolled, cause: Envelope) -> None:
+        baseline, field = measure_log.enrolment_entry(event), measure_log.enrolment_field(cause.id)
+
         async def decide(schedule: ClientSchedule, now: datetime, booking: Booking) -> Reaction:
+            # The enrolment's measures are the client's first (the outcomes' baseline).
+            booking.also.append(
+                lambda p: self.store.measure_log.record(
+                    p, event.clinic_id, event.client_id, field, baseline
+                )
+            )
             enrolled = facts.stage(schedule, ev.ClientStage.ENROLLED, now)
             archived: list[ev.Event] = []
             if schedule.course is not None:

@@ -1,15 +1,17 @@
-"""The scheduler's Redis state: client schedules, appointment index, calendars, booster timers.
+"""The scheduler's Redis state: client schedules, appointment index, calendars, timers.
 
-Every key carries the `{clinic_id}` hash tag (see ledger.py for the bookings).
-Booster timers are the clinic's lease queue (chassis.leases): with several
-replicas polling, each booster is claimed by one of them, and one that died
-mid-way is taken over when its lease runs out. Writes are queued on a write
+Every key carries the `{clinic_id}` hash tag (see ledger.py for the bookings,
+measure_log.py for the answered measures). Booster and measure timers are the
+clinic's lease queues (chassis.leases): with several replicas polling, each timer
+is claimed by one of them, and one that died mid-way is taken over when its lease
+runs out. Writes are queued on a write
 step's MULTI (chassis.unit_of_work); nothing here writes on its own but the
 calendar set through the API.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -19,10 +21,12 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chassis.leases import LeaseQueue
+from services.scheduler.domain import measures
 from services.scheduler.domain.clinic import ClinicCalendar, Interval
 from services.scheduler.domain.plans import Bookings
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import BookingLedger, Resource, text
+from services.scheduler.measure_log import MeasureLog
 from services.scheduler.waitlist_store import WaitlistStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,28 @@ class BoosterQueue(LeaseQueue):
         return key(clinic_id, "boosters", "tokens")
 
 
+class MeasureQueue(LeaseQueue):
+    """The measure timers: one member per pending measure, due when it opens."""
+
+    def due_key(self, clinic_id: str) -> str:
+        return key(clinic_id, "measure-timers", "due")
+
+    def leased_key(self, clinic_id: str) -> str:
+        return key(clinic_id, "measure-timers", "inflight")
+
+    def tokens_key(self, clinic_id: str) -> str:
+        return key(clinic_id, "measure-timers", "tokens")
+
+
+def measure_member(client_id: UUID, measure_id: UUID) -> str:
+    return f"{client_id}|{measure_id}"
+
+
+def measure_of(member: str) -> tuple[UUID, UUID]:
+    client, measure = member.split("|")
+    return UUID(client), UUID(measure)
+
+
 def booster_member(client_id: UUID, number: int) -> str:
     return f"{client_id}|{number}"
 
@@ -62,6 +88,8 @@ class SchedulerStore:
         self.ledger = BookingLedger(redis)
         self.boosters = BoosterQueue(redis, "boosters")
         self.waitlist = WaitlistStore(redis)
+        self.measures = MeasureQueue(redis, "measure-timers")
+        self.measure_log = MeasureLog(redis)
 
     # --- client schedules -------------------------------------------------
 
@@ -92,12 +120,18 @@ class SchedulerStore:
         return UUID(text(found)) if found else None
 
     def save(
-        self, tx: Pipeline, schedule: ClientSchedule, *, same_appointments: bool = False
+        self,
+        tx: Pipeline,
+        schedule: ClientSchedule,
+        *,
+        same_appointments: bool = False,
+        before: ClientSchedule | None = None,
     ) -> None:
-        """Add the schedule, its appointment index and its booster timer to a write step's
-        MULTI (`tx`).
+        """Add the schedule, its appointment index, its booster timer and its measure timers to
+        a write step's MULTI (`tx`).
 
         `same_appointments`: the caller changed no appointment, so the index stands.
+        `before`: the schedule as read; the timers of its measures no longer pending go.
         """
         clinic, client = schedule.clinic_id, str(schedule.client_id)
         tx.set(key(clinic, "client", client), schedule.model_dump_json())
@@ -111,6 +145,13 @@ class SchedulerStore:
         if course and course.next_booster and course.next_booster_due_at:
             member = booster_member(schedule.client_id, course.next_booster)
             self.boosters.schedule(tx, clinic, member, course.next_booster_due_at)
+        timer = functools.partial(measure_member, schedule.client_id)
+        waiting = {m.measure_id: m.opens_at for m in measures.pending(schedule)}
+        for measure_id, opens_at in waiting.items():
+            self.measures.schedule(tx, clinic, timer(measure_id), opens_at)
+        for gone in measures.pending(before):
+            if gone.measure_id not in waiting:
+                self.measures.cancel(tx, clinic, timer(gone.measure_id))
         tx.sadd(key(clinic, "clients"), client)
 
     # --- calendars --------------------------------------------------------

@@ -14,9 +14,7 @@ recorded in one MULTI, published after.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +27,7 @@ from chassis.leases import Lease
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction
 from services.scheduler.changes import BOOKING_ATTEMPTS, ScheduleChanges
-from services.scheduler.domain import booster_booking, booster_lifecycle, booster_sessions
+from services.scheduler.domain import booster_booking, booster_lifecycle, booster_sessions, measures
 from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.facts import Change, course_of
@@ -37,9 +35,8 @@ from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import Booking, claims_for
 from services.scheduler.store import booster_of
+from services.scheduler.timer_loop import timer_loop
 from shared.events import Appointment
-
-log = logging.getLogger(__name__)
 
 BOOSTER_BATCH = 50  # boosters claimed, and fired together, per round
 LEASE_MS = 30_000  # real time a claimed batch is a replica's before another may take it
@@ -75,7 +72,7 @@ class BoosterTimers(ScheduleChanges):
             by_client.setdefault(client_id, []).append(number)
         clients = list(by_client)
         await tx.watch(*(self.store.schedule_key(clinic_id, c) for c in clients))
-        saves: list[ClientSchedule] = []
+        saves: list[tuple[ClientSchedule, ClientSchedule]] = []
         outputs: list[Output] = []
         booking, holds = self.store.ledger.booking(tx, clinic_id), _Held()
         for schedule in await self.store.load_many(clinic_id, clients):
@@ -94,16 +91,18 @@ class BoosterTimers(ScheduleChanges):
                         events += booked
                     cause = domain_ids.booster_cause(course_id, number, due_at)
                     announced += self.derived(schedule, events, cause)
-            if announced:
-                saves.append(domain_ids.saved(schedule, before))
+            if announced:  # a booked booster's dose is measured before (domain.measures)
+                policy = calendar.policy.measures
+                schedule = measures.replanned(schedule, policy, calendar.tz, now)
+                saves.append((domain_ids.saved(schedule, before), before))
                 outputs += announced
 
         def write(p: Pipeline) -> None:
             for lease in held:
                 boosters.done(p, lease)
-            for schedule in saves:  # arms the next booster, if any
+            for schedule, before in saves:  # arms the next booster, if any
                 booked = schedule.client_id in holds.clients
-                self.store.save(p, schedule, same_appointments=not booked)
+                self.store.save(p, schedule, same_appointments=not booked, before=before)
             booking.write(p)
 
         return Decision(write, outputs, len(saves))
@@ -173,37 +172,4 @@ def booster_timer(
     timers: BoosterTimers, poll_s: float, stopping: asyncio.Event
 ) -> Callable[[], Coroutine[Any, Any, None]]:
     """The loop; it ends after the round in progress once `stopping` is set (a drain)."""
-
-    async def fire_boosters_when_due() -> None:
-        # redis-py 8.1 can swallow a cancellation that lands inside a script
-        # call, so the loop also asks whether it is being cancelled.
-        task = asyncio.current_task()
-        while not stopping.is_set() and (task is None or not task.cancelling()):
-            try:
-                more_due = await _one_round(timers)
-            except Exception:  # Redis, Kafka or the clinics file: the loop outlives them
-                log.exception("booster timer round failed")
-                more_due = False
-            # Boosters fall due together (09:00 clinic time): a full batch means
-            # the next is probably waiting already, so no sleep before it.
-            if not more_due:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), poll_s)
-
-    return fire_boosters_when_due
-
-
-async def _one_round(timers: BoosterTimers) -> bool:
-    """Fire what is due in every clinic; whether more may be due already somewhere."""
-    more_due = False
-    for clinic in timers.clinics.all():
-        if not clinic.section("scheduler") and not await timers.has_calendar(clinic.id):
-            continue  # a clinic that books nothing here has no boosters either
-        try:
-            fired, more = await timers.fire_due_boosters(clinic.id)
-            more_due = more_due or more
-            if fired:
-                log.info("boosters due announced", extra={"clinic_id": clinic.id})
-        except Exception:  # one clinic's failure does not hold up the others
-            log.exception("booster timer round failed", extra={"clinic_id": clinic.id})
-    return more_due
+    return timer_loop("booster", timers, timers.fire_due_boosters, poll_s, stopping)

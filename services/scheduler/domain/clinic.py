@@ -22,7 +22,14 @@ from pydantic import (
     model_validator,
 )
 
-from shared.events import AppointmentKind, BoosterPlan, ClinicId, TimeZoneName
+from shared.events import (
+    AppointmentKind,
+    BoosterPlan,
+    ClinicId,
+    Instrument,
+    MeasurePoint,
+    TimeZoneName,
+)
 
 Weekday = Annotated[int, Field(ge=0, le=6, description="0 = Monday")]
 ResourceId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -132,6 +139,54 @@ class CheckInPolicy(Config):
     )
 
 
+SCHEDULED_POINTS = frozenset(
+    {
+        MeasurePoint.PRE_DOSE,
+        MeasurePoint.END_OF_COURSE,
+        MeasurePoint.MONTH_1,
+        MeasurePoint.MONTH_3,
+        MeasurePoint.MONTH_6,
+    }
+)
+
+
+class MeasurePolicy(Config):
+    """The schedule of PHQ-9/GAD-7 measures (protocol rules 3, 21; domain.measures).
+
+    Leave a point out of `points` to switch it off (none: no measures asked); the
+    enrolment measure is intake's, not scheduled here.
+    """
+
+    points: frozenset[MeasurePoint] = SCHEDULED_POINTS
+    instruments: tuple[Instrument, ...] = Field(
+        default=(Instrument.PHQ9, Instrument.GAD7), min_length=1
+    )
+    pre_dose_hours: int = Field(
+        default=48, ge=1, le=24 * 14, description="Opens this long before each dose's start"
+    )
+    end_of_course_days: int = Field(
+        default=7, ge=1, le=60, description="Open this long from the last dose's completion"
+    )
+    follow_up_local_time: time = Field(
+        default=time(9, 0), description="Clinic-local time the 1, 3 and 6 month measures open"
+    )
+    follow_up_days: int = Field(default=14, ge=1, le=60, description="How long a follow-up is open")
+
+    @field_validator("points")
+    @classmethod
+    def _scheduled_points(cls, points: frozenset[MeasurePoint]) -> frozenset[MeasurePoint]:
+        if wrong := points - SCHEDULED_POINTS:
+            raise ValueError(f"not scheduled points: {sorted(wrong)} (enrolment is intake's)")
+        return points
+
+    @field_validator("instruments")
+    @classmethod
+    def _instruments_once(cls, instruments: tuple[Instrument, ...]) -> tuple[Instrument, ...]:
+        if len(set(instruments)) != len(instruments):
+            raise ValueError("each instrument at most once")
+        return instruments
+
+
 class CoursePolicy(Config):
     """The clinic's course rules; defaults are the protocol's (docs: kap-protocol.md)."""
 
@@ -191,6 +246,7 @@ class CoursePolicy(Config):
     earliest_search_days: int = Field(
         default=365, ge=28, le=730, description="How far ahead the earliest date is searched"
     )
+    measures: MeasurePolicy = MeasurePolicy()
 
     @field_validator("integration_days_after")
     @classmethod

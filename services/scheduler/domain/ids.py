@@ -8,6 +8,8 @@ An id names exactly one fact and is the same on every replay of that fact:
 - a booster announcement is named by its course, its number and its due
   instant, so booster 1 of a changed plan is not the earlier booster 1, and a
   timer fired again after a failed save repeats the same id;
+- a measure falling due is named by its measure id, which names one measure of
+  one course (domain.measures), so a timer fired again repeats the same id;
 - events caused by another event are named by the cause's id and their role
   (chassis.events), which already names one fact.
 """
@@ -31,6 +33,11 @@ def change_cause(before: ClientSchedule, action: str) -> str:
 def booster_cause(course_id: UUID, number: int, due_at: datetime) -> str:
     """What announcing booster `number` due at `due_at` is named by."""
     return f"{course_id}/booster-{number}/{due_at.timestamp():.0f}"
+
+
+def measure_cause(measure_id: UUID) -> str:
+    """What announcing measure `measure_id` due is named by."""
+    return f"measure/{measure_id}"
 
 
 def role(event: Event, index: int) -> str:

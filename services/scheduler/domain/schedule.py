@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.scheduler.domain.booster_sessions import BoosterSessions
 from services.scheduler.domain.checkin import CheckIn
+from services.scheduler.domain.measure_state import ScheduledMeasure
 from services.scheduler.domain.plans import ClientAvailability, CoursePlan
 from shared import events as ev
 from shared.events import AppointmentKind as Kind
@@ -88,6 +89,8 @@ class Course(BaseModel):
     end_code: ev.CourseEndCode | None = None
     # Added with booked boosters (issue 16): each booster booked when it fell due.
     booster_sessions: tuple[BoosterSessions, ...] = ()
+    # Added with measures (issue 17): the course's schedule of measures (domain.measures).
+    measures: tuple[ScheduledMeasure, ...] = ()
 
     def booster_with(self, appointment_id: UUID) -> BoosterSessions | None:
         """The booked booster one of whose sessions this is, if any."""

@@ -28,7 +28,7 @@ from chassis.unit_of_work import UnitOfWork
 from ops import demo_clinics
 from services.scheduler.api import routes
 from services.scheduler.config import Settings
-from services.scheduler.domain import lifecycle
+from services.scheduler.domain import lifecycle, measures
 from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan
 from services.scheduler.domain.schedule import ClientSchedule
@@ -110,6 +110,9 @@ class World:
             clinic_id=self.clinic, client_id=client, correlation_id=str(client)
         )
         schedule, _ = lifecycle.course_booked(schedule, plan, self.clock.now())
+        # As the write step saves a booked course: with its measures (domain.measures).
+        policy = calendar.policy.measures
+        schedule = measures.replanned(schedule, policy, calendar.tz, self.clock.now())
         assert (
             await self.scheduler.store.ledger.reserve(
                 self.clinic, claims_for(client, plan.appointments)

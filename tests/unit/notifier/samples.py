@@ -133,6 +133,30 @@ def every_event() -> list[ev.Event]:
         ),
         booster_session_booked(),
         *course_changes(),
+        *measures_due(),
+    ]
+
+
+def measures_due() -> list[ev.MeasureDue]:
+    """Two measures falling due now: dose 1's (closing as it starts) and the 3 month one."""
+    common = {**event_fields(), "course_id": COURSE, "instruments": ("phq9", "gad7")}
+    return [
+        ev.MeasureDue(
+            **common,
+            measure_id=uuid.uuid5(COURSE, "measure/pre_dose"),
+            point=ev.MeasurePoint.PRE_DOSE,
+            opens_at=NOW,
+            closes_at=DOSE_1.starts_at,
+            dose_number=1,
+            appointment_id=DOSE_1.appointment_id,
+        ),
+        ev.MeasureDue(
+            **common,
+            measure_id=uuid.uuid5(COURSE, "measure/month_3"),
+            point=ev.MeasurePoint.MONTH_3,
+            opens_at=NOW,
+            closes_at=NOW + timedelta(days=14),
+        ),
     ]
 
 

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 
+from chassis.measure_links import MeasureLinks
+from services.notifier.measures import MeasureRequests
 from services.notifier.model import MessageKind, PlannedMessage
 from services.notifier.templates import (
     MinimumPhiError,
@@ -12,7 +15,15 @@ from services.notifier.templates import (
     TemplateSet,
     render,
 )
-from tests.unit.notifier.samples import CLIENT, EMAIL, SMS, course_booked, every_event, plan
+from tests.unit.notifier.samples import (
+    CLIENT,
+    CLINIC,
+    EMAIL,
+    SMS,
+    course_booked,
+    every_event,
+    plan,
+)
 
 CLIENT_NAME = "Zeferina Quintal"
 # Rule 14: none of these may show in an SMS or an email subject.
@@ -34,11 +45,21 @@ FORBIDDEN = (
 )
 
 
+LINKS = MeasureRequests(
+    None,  # type: ignore[arg-type]  # minting reads nothing
+    MeasureLinks(["a-test-secret-of-16+"]),
+    "https://forms.clinic.example",
+    timedelta(hours=72),
+)
+
+
 def sample_messages() -> dict[tuple[MessageKind, str], list[PlannedMessage]]:
     samples: dict[tuple[MessageKind, str], list[PlannedMessage]] = {}
     for prefs in (EMAIL, SMS):
         for event in every_event():
             for message in plan(event, prefs):
+                if message.kind == MessageKind.MEASURE_REQUEST:  # linked at hand-over
+                    message = LINKS.linked(message, message.send_at, CLINIC.tz)
                 samples.setdefault((message.kind, message.channel), []).append(message)
     return samples
 
