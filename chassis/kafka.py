@@ -160,8 +160,10 @@ def subscribe(
         subscriber(handler, filter=_from(topic))
 
 
-def _from(topic: Topic) -> Callable[[Any], bool]:
-    def is_from(message: Any) -> bool:
+def _from(topic: Topic) -> Callable[[Any], Awaitable[bool]]:
+    # A coroutine: FastStream runs a plain function filter in a worker thread, and every
+    # message is offered to the handlers' filters in turn (one thread hop each).
+    async def is_from(message: Any) -> bool:
         return getattr(message.raw_message, "topic", None) == topic.name
 
     return is_from

@@ -68,6 +68,7 @@ class Person:
     sms: bool
     windows: list[dict[str, Any]]
     role: str | None = None  # pauses, withdraws, or returns (withdraws, then a second course)
+    client: str | None = None  # their client id, once their request was accepted
 
     @property
     def refused_at_check_in(self) -> str | None:
@@ -125,6 +126,7 @@ class Tally:
     consultations_only: int = 0  # the waitlist's people: no course follows (ops/demo_waitlist.py)
     accepted: int = 0  # requests the services answered with success
     refused: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)  # why (status and reason), to print
     refused_check_ins: set[int] = field(default_factory=set)  # people refused once at check-in
     course_changed: set[int] = field(default_factory=set)  # people who paused or withdrew
 
@@ -195,6 +197,19 @@ class Staff:
             await asyncio.sleep(min(0.2 * (attempt + 1), 2))
         raise RuntimeError(f"{service} did not answer {method} {path}")
 
+    async def doses_held(self, person: Person) -> int:
+        """Medicine doses the person's current course has held (the scheduler's view)."""
+        if person.client is None:
+            return 0
+        url = f"{self.scheduler}/v1/clinics/{person.clinic}/clients/{person.client}/schedule"
+        response = await self.call("GET", url, person.clinic)
+        course = response.json().get("course") if response.status_code == 200 else None
+        return sum(
+            1
+            for a in (course or {}).get("appointments", [])
+            if a["kind"] == "medicine" and a["status"] == "fulfilled"
+        )
+
     async def until(self, instant: datetime) -> None:
         await asyncio.sleep(max(self.clock.real_seconds(instant - self.clock.now()), 0) + 0.05)
 
@@ -220,7 +235,7 @@ class Staff:
         if requested.status_code != 202:
             tally.refused["consultation_request"] += 1
             return
-        client = requested.json()["client_id"]
+        client = person.client = requested.json()["client_id"]
         tally.clients[client] = clinic
         tally.expected[topics.CONSULTATION_REQUESTED.name] += 1
         tally.reached(clinic, "requested")
@@ -334,6 +349,7 @@ class Staff:
                 # restart can outlive a session on the fast clock): it is cancelled and
                 # re-planned, as a refused one is, and the journey goes on.
                 self.tally.refused["check_in"] += 1
+                self.tally.refusals[f"check_in {checked.status_code} {checked.text[:90]}"] += 1
                 return await self.call("POST", f"{url}/cancellation", clinic)
             mine = medicine and next(
                 a
@@ -386,6 +402,7 @@ class Staff:
         recorded = await self.call("POST", f"{url}/record", clinic, json=record)
         if recorded.status_code != 200:
             self.tally.refused["record"] += 1
+            self.tally.refusals[f"record {recorded.status_code} {recorded.text[:90]}"] += 1
 
     async def await_booster(self, clinic: str, client: str, until: datetime) -> None:
         schedule = await self.schedule(clinic, client, "course")
@@ -430,6 +447,7 @@ async def drive(
         stack.sms_log,
         {address: p for p in crowd for address in (p.email.lower(), p.phone)},
         crowd[0].run if crowd else "",
+        staff.doses_held,
     )
     clients_answer = asyncio.create_task(answering.loop(stop))
     started = time.monotonic()
@@ -537,6 +555,7 @@ def report(
         # What the scheduler's own ledger says: it refuses overlaps, so a second opinion only.
         "ledger_double_bookings_second_opinion": double,
         "refused": dict(tally.refused),
+        "refusals": dict(tally.refusals),
         "seconds": round(elapsed, 1),
     }
     example = next(
@@ -617,6 +636,8 @@ def main() -> int:
     if failing:
         print(f"Auditor (topics, mailbox, SMS log) found: {json.dumps(failing, sort_keys=True)}")
     print(f"Auditor's parts of its counts: {json.dumps(summary['parts'], sort_keys=True)}")
+    for why, n in summary.pop("refusals", {}).items():
+        print(f"Refused {n}x: {why}")
     print(f"Outcomes chart (mean PHQ-9 by measure point, 95% intervals): {run / OUTCOMES_CHART}")
     print("DEMO " + json.dumps(summary, sort_keys=True), flush=True)
     return 0 if ok else 1

@@ -2,8 +2,9 @@
 
 Each client has a course of PHQ-9 scores drawn once from the published figures
 (protocol rule 15: about 60% respond, about 30% remit at the end of a course,
-with spread); the k-th link a client answers is their k-th point on that course
-(six pre-dose measures, then the end of the course and the follow-ups). The
+with spread); an answer stands on that course as far as the doses held so far
+(the staff's view of the client's schedule): before the first dose, the start;
+after the sixth, the end. The
 answers go in over HTTP, by following the link in the mail the sink received
 (GET the form, POST it as a browser would): the outcomes are then computed by
 the auditor from the answers on the topics (ops/audit_measures.py), never from
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import re
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -45,9 +48,9 @@ class Course:
     gad7_from: int
     gad7_to: int
 
-    def at(self, answered_before: int) -> tuple[int, int]:
-        """The scores of the client's next answer, given how many they answered before."""
-        done = min(answered_before / DOSES, 1.0)
+    def at(self, doses_held: int) -> tuple[int, int]:
+        """The scores of an answer given after `doses_held` doses of the course."""
+        done = min(doses_held / DOSES, 1.0)
         return (
             round(self.phq9_from + (self.phq9_to - self.phq9_from) * done),
             round(self.gad7_from + (self.gad7_to - self.gad7_from) * done),
@@ -110,17 +113,26 @@ def filled(html: str, phq9: int, gad7: int) -> dict[str, str]:
     return {**form.hidden, **{n: str(v) for n, v in zip(phq + gad, values, strict=True)}}
 
 
+# How many medicine doses a client has had so far (the staff's view of their schedule).
+DosesHeld = Callable[["Person"], Awaitable[int]]
+
+
 @dataclass
 class Answering:
-    """The clients of one run answering the links their mail brings."""
+    """The clients of one run answering the links their mail and texts bring.
+
+    Reading the sinks runs in a worker thread: the demo's staff share this event
+    loop, and a check-in late by a few real milliseconds is a session missed.
+    """
 
     maildir: Path
     sms_log: Path
     crowd: dict[str, Person]  # by e-mail address and by phone number
     run: str
+    doses_held: DosesHeld
     seen: set[str] = field(default_factory=set)  # mail files read
-    texts_read: int = 0  # lines of the SMS log read
-    answered: dict[str, int] = field(default_factory=dict)  # address -> links answered
+    texts_at: int = 0  # bytes of the SMS log read
+    answered: int = 0
     statuses: dict[int, int] = field(default_factory=dict)  # HTTP status -> count
 
     async def loop(self, stop: asyncio.Event) -> None:
@@ -132,18 +144,27 @@ class Answering:
                 await asyncio.sleep(POLL_S)
 
     async def answer_new(self, http: httpx.AsyncClient) -> None:
-        for to, text in [*self._new_mail(), *self._new_texts()]:
-            person, link = self.crowd.get(to), LINK.search(text)
-            if person is not None and link is not None:
-                await self.answer(http, person, link.group(0))
+        for to, link in await asyncio.to_thread(self._new_links):
+            if (person := self.crowd.get(to)) is not None:
+                await self.answer(http, person, link)
+
+    def _new_links(self) -> list[tuple[str, str]]:
+        return [
+            (to, found.group(0))
+            for to, text in [*self._new_mail(), *self._new_texts()]
+            if (found := LINK.search(text)) is not None
+        ]
 
     def _new_mail(self) -> list[tuple[str, str]]:
         found = []
-        for path in sorted(self.maildir.glob("*.eml")):
-            if path.name in self.seen:
+        for entry in sorted(os.scandir(self.maildir), key=lambda e: e.name):
+            if entry.name in self.seen or not entry.name.endswith(".eml"):
                 continue
-            self.seen.add(path.name)
-            mail: EmailMessage = message_from_bytes(path.read_bytes(), policy=policy.default)
+            self.seen.add(entry.name)
+            raw = Path(entry.path).read_bytes()
+            if b"/m/" not in raw:
+                continue  # no measure link: not parsed
+            mail: EmailMessage = message_from_bytes(raw, policy=policy.default)
             body = mail.get_body(preferencelist=("plain", "html"))
             text = body.get_content() if body is not None else ""
             found.append((str(mail["To"] or "").strip().lower(), text))
@@ -152,10 +173,12 @@ class Answering:
     def _new_texts(self) -> list[tuple[str, str]]:
         if not self.sms_log.exists():
             return []
-        # Whole lines only: the provider may be writing the last one.
-        lines = self.sms_log.read_text().split("\n")[:-1]
-        fresh, self.texts_read = lines[self.texts_read :], len(lines)
-        entries = [json.loads(line) for line in fresh if line.strip()]
+        with self.sms_log.open("rb") as log:
+            log.seek(self.texts_at)
+            chunk = log.read()
+        whole = chunk[: chunk.rfind(b"\n") + 1]  # the provider may be writing the last line
+        self.texts_at += len(whole)
+        entries = [json.loads(line) for line in whole.splitlines() if line.strip()]
         return [(str(e.get("to", "")), str(e.get("body", ""))) for e in entries]
 
     async def answer(self, http: httpx.AsyncClient, person: Person, url: str) -> None:
@@ -166,9 +189,7 @@ class Answering:
         self.statuses[form.status_code] = self.statuses.get(form.status_code, 0) + 1
         if form.status_code != 200:
             return
-        before = self.answered.get(person.email, 0)
-        phq9, gad7 = course_of(person.number, self.run).at(before)
+        phq9, gad7 = course_of(person.number, self.run).at(await self.doses_held(person))
         sent = await http.post(url, data=filled(form.text, phq9, gad7))
         self.statuses[sent.status_code] = self.statuses.get(sent.status_code, 0) + 1
-        if sent.is_success:
-            self.answered[person.email] = before + 1
+        self.answered += sent.is_success

@@ -8,11 +8,12 @@ record times are wall-clock), the message waits.
 Measured from Kafka, as `kapctl lag` does (ops.operations.group_lags: the
 group's committed offsets against the partitions' ends), so it covers every
 replica's partitions, not only this process's, and keeps no state between
-checks. One round asks, for every partition its messages need (a client's
-schedule changes are on one partition of each topic, lag_records.partition_of),
-the group's committed offset and the partition's end (two requests, together);
-on a partition with records not committed, those records are read
-(`READ_LIMIT` at most: beyond that, everything on it waits), and which of
+checks but a cache of the records it read (they never change). One round asks,
+for every partition its messages need (a client's schedule changes are on one
+partition of each topic, lag_records.partition_of), the group's committed
+offset and the partition's end (two requests, together); on a partition with
+records not committed, those records are read (`READ_LIMIT` at most: beyond
+that, everything on it waits), and which of
 them hold a message back is lag_records.waiting's: only an unapplied change
 of its client's that names its appointment, older than the bound.
 
@@ -28,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -78,6 +80,27 @@ def real_bound_s(bound_s: float, clock: Clock | None) -> float:
 Applied = Callable[[Collection[tuple[str, str]]], Awaitable[set[tuple[str, str]]]]
 
 
+@dataclass
+class _Read:
+    """What one partition's uncommitted records said, read once: offsets [since, upto)."""
+
+    since: int
+    upto: int
+    items: list[tuple[int, int, Change]] = field(default_factory=list)  # offset, time, change
+
+    def forget_before(self, offset: int) -> None:
+        """Committed since: no longer asked about."""
+        if offset > self.since:
+            self.items = [item for item in self.items if item[0] >= offset]
+            self.since = offset
+
+    def add(self, items: Iterable[tuple[int, int, Change]]) -> None:
+        self.items += [item for item in items if item[0] >= self.upto]
+
+    def changes(self, start: int, end: int, older_than_ms: int) -> list[Change]:
+        return [c for offset, at, c in self.items if start <= offset < end and at < older_than_ms]
+
+
 class ScheduleLag:
     """Asks Kafka which clients' partitions the notifier's group is behind on."""
 
@@ -102,6 +125,7 @@ class ScheduleLag:
         self._reader: AIOKafkaConsumer | None = None  # reads the uncommitted records
         self._applied = applied
         self._asking = asyncio.Lock()
+        self._read: dict[TopicPartition, _Read] = {}  # records read, by partition
 
     async def behind(self, subjects: Collection[Subject]) -> set[Subject]:
         """The (client, appointment) pairs with a change older than the bound unhandled.
@@ -164,36 +188,59 @@ class ScheduleLag:
     ) -> dict[TopicPartition, list[Change] | None]:
         """The changes older than `older_than_ms` (Kafka's record time) in each partition's
         [from, to) offsets, read from Kafka; None for a partition with more than READ_LIMIT
-        records to read (the group is far behind: everything on it waits)."""
+        records to read (the group is far behind: everything on it waits).
+
+        A record is read and decoded once (`_Read`): while a backlog lasts it is asked
+        about many times a second, and decoding it anew each time made this gate the
+        notifier's largest cost, which made the backlog grow. Only records not yet
+        committed are kept, at most READ_LIMIT per partition.
+        """
         changes: dict[TopicPartition, list[Change] | None] = {
             tp: None for tp, (start, end) in ranges.items() if end - start > READ_LIMIT
         }
-        reading = {tp: span for tp, span in ranges.items() if tp not in changes}
-        if not reading:
-            return changes
-        found: dict[TopicPartition, list[Change]] = {tp: [] for tp in reading}
+        for tp in changes:
+            self._read.pop(tp, None)
+        spans = {tp: span for tp, span in ranges.items() if tp not in changes}
+        reading: dict[TopicPartition, int] = {}
+        for tp, (start, end) in spans.items():
+            known = self._read.get(tp)
+            if known is None or not known.since <= start <= known.upto:
+                known = self._read[tp] = _Read(since=start, upto=start)
+            known.forget_before(start)
+            if known.upto < end:
+                reading[tp] = end
+        if reading:
+            await self._read_on(reading)
+        found = {
+            tp: self._read[tp].changes(start, end, older_than_ms)
+            for tp, (start, end) in spans.items()
+        }
+        return {**changes, **found}
+
+    async def _read_on(self, reading: dict[TopicPartition, int]) -> None:
+        """Read each partition from where it was read up to to `reading[tp]`."""
         reader = await self._reader_on(list(reading))
-        for tp, (start, _) in reading.items():
-            reader.seek(tp, start)
+        for tp in reading:
+            reader.seek(tp, self._read[tp].upto)
         reader.resume(*reading)
         try:
             while reading:
                 fetched = await reader.getmany(*reading, timeout_ms=READ_WAIT_MS)
                 for tp, records in fetched.items():
-                    start, end = ranges[tp]
-                    found[tp] += [
-                        Change.of(r.key, r.value, r.headers)
+                    self._read[tp].add(
+                        (r.offset, r.timestamp, Change.of(r.key, r.value, r.headers))
                         for r in records
-                        if start <= r.offset < end and r.timestamp < older_than_ms
-                    ]
+                        if r.offset < reading[tp]
+                    )
                 # The position moves past gaps (compaction, transaction markers) too.
                 for tp in list(reading):
-                    if await reader.position(tp) >= reading[tp][1]:
+                    position = await reader.position(tp)
+                    self._read[tp].upto = max(self._read[tp].upto, min(position, reading[tp]))
+                    if position >= reading[tp]:
                         del reading[tp]
         finally:
             # Assigned partitions are fetched ahead in the background: not while paused.
             reader.pause(*reader.assignment())
-        return {**changes, **found}
 
     async def _reader_on(self, partitions: list[TopicPartition]) -> AIOKafkaConsumer:
         """The reader, assigned every partition asked about so far, all paused.
@@ -237,6 +284,7 @@ class ScheduleLag:
     async def close(self) -> None:
         admin, consumers = self._admin, (self._consumer, self._reader)
         self._admin = self._consumer = self._reader = None
+        self._read.clear()
         for consumer in consumers:
             if consumer is None:
                 continue

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from chassis.config import DEV_MEASURE_LINK_SECRET  # every service's default
 from chassis.measure_links import MeasureLinks
 from shared import events as ev
 from shared import topics
@@ -16,7 +17,6 @@ from tests.integration.notifier.support import Rig, at, html_of, sent_at, text_o
 
 pytestmark = pytest.mark.integration
 
-DEV_SECRET = "dev-measure-link-secret-change-me"  # the notifier's default, as docker-compose's
 LINK = re.compile(r"http://127\.0\.0\.1:8001/m/(\S+)")
 
 
@@ -45,7 +45,7 @@ async def test_a_measure_due_sends_a_mail_whose_link_reads_back_to_client_clinic
     subject = f"A short check-in from {rig.clinic.name}"
     [mail] = [m for m in await rig.mails(ada.email, 2) if m["Subject"] == subject]
     [token] = LINK.findall(text_of(mail))
-    link = MeasureLinks([DEV_SECRET]).read(token, rig.clock.now())
+    link = MeasureLinks([DEV_MEASURE_LINK_SECRET]).read(token, rig.clock.now())
     assert (link.clinic_id, link.client_id, link.measure_id) == (
         rig.clinic.id,
         client_id,
