@@ -226,6 +226,19 @@ class Staff:
         return None
 
     async def journey(self, person: Person, boosters_until: datetime) -> None:
+        enrolled = await self.enrol(person)
+        if enrolled is None:
+            return
+        clinic, (client, schedule) = person.clinic, enrolled
+        await self.attend(person, clinic, client, schedule)
+        again = await demo_courses.come_back(self, person, clinic, client)
+        if again is not None:
+            await self.attend(person, clinic, client, again)
+        await self.await_booster(clinic, client, boosters_until)
+
+    async def enrol(self, person: Person) -> tuple[str, dict[str, Any]] | None:
+        """From the request to a course booked: the client id and their schedule (None: the
+        person stopped on the way: refused, not eligible, or not booked in time)."""
         clinic, tally = person.clinic, self.tally
         base = f"{self.intake}/v1/clinics/{clinic}"
         key = {"Idempotency-Key": f"demo-{person.email}"}
@@ -234,14 +247,14 @@ class Staff:
         )
         if requested.status_code != 202:
             tally.refused["consultation_request"] += 1
-            return
+            return None
         client = person.client = requested.json()["client_id"]
         tally.clients[client] = clinic
         tally.expected[topics.CONSULTATION_REQUESTED.name] += 1
         tally.reached(clinic, "requested")
         schedule = await self.schedule(clinic, client, "consultation")
         if schedule is None:
-            return
+            return None
         tally.reached(clinic, "consultation")
         await self.until(datetime.fromisoformat(schedule["consultation"]["ends_at"]))
         client_url = f"{base}/clients/{client}"
@@ -265,7 +278,7 @@ class Staff:
         tally.reached(clinic, "screened")
         if not person.eligible:
             tally.ineligible += 1
-            return
+            return None
         phq9 = [2, 2, 2, 1, 2, 1, 1, 1, person.item9]
         enrolled = await self.call(
             "POST",
@@ -275,18 +288,14 @@ class Staff:
         )
         if enrolled.status_code != 202:
             tally.refused["enrolment"] += 1
-            return
+            return None
         tally.expected[topics.CLIENT_ENROLLED.name] += 1
         tally.reached(clinic, "enrolled")
         schedule = await self.schedule(clinic, client, "course")
         if schedule is None:
-            return
+            return None
         tally.reached(clinic, "course")
-        await self.attend(person, clinic, client, schedule)
-        again = await demo_courses.come_back(self, person, clinic, client)
-        if again is not None:
-            await self.attend(person, clinic, client, again)
-        await self.await_booster(clinic, client, boosters_until)
+        return client, schedule
 
     async def attend(
         self, person: Person, clinic: str, client: str, schedule: dict[str, Any]
@@ -573,13 +582,14 @@ def report(
 
 
 def adds_up(summary: dict[str, Any]) -> bool:
-    """Everyone eligible who came for a course got one, and the auditor found nothing (resends
-    are reported apart)."""
+    """Everyone eligible who came for a course got one, clients answered measures from their
+    links, and the auditor found nothing (resends are reported apart)."""
     eligible = summary["clients"] - summary["ineligible"] - summary["consultations_only"]
     failing = (*audit.FAILING, "ledger_double_bookings_second_opinion")
     return bool(
         summary["clients"] > 0
         and summary["courses_booked"] == eligible
+        and summary["measures_answered"] > 0  # clients answered their links (issue 17)
         and all(summary[name] == 0 for name in failing)
     )
 

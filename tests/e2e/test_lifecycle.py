@@ -9,7 +9,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -17,11 +19,12 @@ import pytest
 from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
-from ops import audit, demo_clinics
+from ops import audit, demo_clinics, demo_measures
 from ops.demo import ORIGIN, Person, Staff, Tally, audit_of, people
 from ops.mailcatcher import read_mails
 from ops.stack import Stack
 from shared import topics
+from tests.helpers import topic_messages
 
 pytestmark = pytest.mark.integration
 DAY_SECONDS = 0.5
@@ -272,3 +275,95 @@ def test_metrics_count_the_journeys_business_facts(
     stayed = sum(p.eligible and p.role != "withdraws" for p in crowd)
     assert counted("scheduler", topics.BOOSTER_DUE.name) >= stayed
     assert counted("notifier", topics.NOTIFICATION_SENT.name) > 0
+
+
+def test_a_client_follows_the_link_in_their_mail_and_the_scored_answers_reach_kafka_and_outcomes(
+    stack: Stack, clock: ScaledClock, journeys: Tally, kafka_bootstrap: str
+) -> None:
+    """Issue 17: a course booked puts a pre-dose measure due; its mail's link opens the form
+    (intake), the form posted as a browser would is scored and published, and the
+    scheduler's view of the client's outcomes then holds the answer."""
+    person = Person(
+        run=uuid.uuid4().hex[:8],
+        number=1,
+        clinic="lisbon",
+        eligible=True,
+        misses_a_dose=False,
+        reschedules=False,
+        item9=0,
+        sms=False,
+        windows=[{"weekday": d, "start": "09:00", "end": "17:00"} for d in range(5)],
+    )
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        staff = Staff(stack.replica_urls(), clock, Tally())
+        try:
+            enrolled = await staff.enrol(person)
+            assert enrolled is not None, "the person was not booked a course"
+            client = enrolled[0]
+            link = await link_in_mail(stack.maildir, person.email)
+            async with httpx.AsyncClient(timeout=10) as http:
+                form = await http.get(link)
+                assert form.status_code == 200, form.text[:300]
+                assert "Over the last 2 weeks" in form.text
+                answers = demo_measures.filled(form.text, phq9=7, gad7=4)
+                thanks = await http.post(link, data=answers)
+                assert thanks.status_code == 200, thanks.text[:300]
+                again = await http.post(link, data=answers)
+            assert again.status_code == 409  # the link is used up by the submission
+            [answered] = await topic_messages(
+                kafka_bootstrap, topics.MEASURE_ANSWERED.name, key=client
+            )
+            outcomes = await staff_outcomes(staff, person.clinic, client)
+            return answered["value"], outcomes
+        finally:
+            await staff.http.aclose()
+
+    answered, outcomes = asyncio.run(run())
+    phq9 = next(r for r in answered["responses"] if r["questionnaire"] == "phq9")
+    assert (phq9["total"], phq9["loinc"], phq9["items"][8]) == (7, "44261-6", 0)
+    assert answered["source"] == "link"
+    measures = outcomes["measures"]
+    assert any(m["phq9"] == 7 and m["measure_id"] == answered["measure_id"] for m in measures)
+
+
+async def link_in_mail(maildir: Path, address: str, wait_s: float = 30.0) -> str:
+    """The measure link in the first mail to `address` that carries one (a link lives
+    72 clinic hours: 1.5 real seconds here, so only likely files are parsed)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if found := _link_in(maildir, address):
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no measure link reached {address} in {wait_s} s")
+
+
+def _link_in(maildir: Path, address: str) -> str | None:
+    for path in sorted(maildir.glob("*.eml")):
+        raw = path.read_bytes()
+        if b"/m/" not in raw or address.encode() not in raw:
+            continue
+        mail = message_from_bytes(raw, policy=policy.default)
+        if str(mail["To"]).strip().lower() != address.lower():
+            continue
+        body = mail.get_body(preferencelist=("plain",))
+        found = demo_measures.LINK.search(body.get_content() if body is not None else "")
+        if found:
+            return found.group(0)
+    return None
+
+
+async def staff_outcomes(
+    staff: Staff, clinic: str, client: str, wait_s: float = 20.0
+) -> dict[str, Any]:
+    """The client's outcomes once the scheduler has recorded an answer."""
+    url = f"{staff.scheduler}/v1/clinics/{clinic}/clients/{client}/outcomes"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        response = await staff.call("GET", url, clinic)
+        if response.status_code == 200 and any(
+            m["source"] == "link" for m in response.json()["measures"]
+        ):
+            return dict(response.json())
+        await asyncio.sleep(0.2)
+    raise AssertionError("the scheduler never recorded the answer")
