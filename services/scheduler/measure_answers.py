@@ -1,13 +1,16 @@
 """Answered measures (intake.measure.answered.v1), as the scheduler records them.
 
 Each answer goes into the client's measure log (measure_log.py) in one write step
-with its handled mark: a redelivered answer is recorded once. Its measure's timer
+with its handled mark: a redelivered answer is recorded once. An answer from a link
+names its measure only; the measure's point and course are taken from the course's
+schedule of measures, so outcomes place it where it was asked. Its measure's timer
 is left as it is: fired, it finds the answer and sends nothing (domain.measures.fired).
 The check-in asks whether its session's pre-dose measure is overdue.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from uuid import UUID
 
 from chassis.unit_of_work import Decision, Transaction
@@ -24,6 +27,20 @@ class MeasureAnswers(ScheduleChanges):
         if self.clinics.get(event.clinic_id) is None:
             raise UnknownClinic(f"unknown clinic {event.clinic_id!r}")
         entry = answered_entry(event)
+        if entry.point is None and event.measure_id is not None:
+            # A link names the measure only: its point and course are the schedule's (a
+            # measure id names one point of one course, so this never changes).
+            schedule = await self.store.load(event.clinic_id, event.client_id)
+            course = schedule.course if schedule is not None else None
+            scheduled = (
+                next((m for m in course.measures if m.measure_id == event.measure_id), None)
+                if course is not None
+                else None
+            )
+            if scheduled is not None and course is not None:
+                entry = replace(
+                    entry, point=scheduled.point.value, course_id=str(course.plan.course_id)
+                )
 
         async def step(tx: Transaction) -> Decision[None]:
             return Decision(

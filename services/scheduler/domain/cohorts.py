@@ -20,8 +20,6 @@ cohort not suppressed is published.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -170,6 +168,7 @@ def summarized(clinic_id: str, row: CohortRow, now: datetime) -> ev.CohortOutcom
         raise ValueError(f"cohort {row.month} {row.point} is not publishable")
     change = row.change
     interval = change.interval if change else None
+    few = row.measured < MIN_COHORT
     return ev.CohortOutcomesSummarized(
         clinic_id=clinic_id,
         client_id=cohort_id(clinic_id, row.month, row.point),
@@ -179,16 +178,21 @@ def summarized(clinic_id: str, row: CohortRow, now: datetime) -> ev.CohortOutcom
         clients_started=row.started,
         clients_measured=row.measured,
         ended_early=row.ended_early,
-        mean_change=round(change.mean, 2) if change else None,
-        mean_change_ci95=(round(interval[0], 2), round(interval[1], 2)) if interval else None,
+        # The mean of fewer than MIN_COHORT measured is not shown: of one, it is theirs.
+        mean_change=round(change.mean, 2) if change and few is False else None,
+        mean_change_ci95=(round(interval[0], 2), round(interval[1], 2))
+        if interval and few is False
+        else None,
         response_rate=round(row.response_rate, 4),
         remission_rate=round(row.remission_rate, 4),
     )
 
 
 def summary_event_id(summary: ev.CohortOutcomesSummarized) -> str:
-    """Named by the clinic, month, point and the figures: the same figures published
-    again carry the same id; changed figures, a new one."""
-    figures = summary.model_dump(mode="json", exclude={"occurred_at"})
-    digest = hashlib.sha256(json.dumps(figures, sort_keys=True).encode()).hexdigest()
-    return derived_event_id(f"outcomes/{summary.client_id}", digest[:32])
+    """Named by the clinic, month and point alone: a cohort is published once, when final.
+
+    Figures that change after (a late answer, a returning client's course) are not
+    published again: two summaries of one cohort could be subtracted to show one
+    client's change.
+    """
+    return derived_event_id(f"outcomes/{summary.client_id}", "summary")

@@ -133,7 +133,7 @@ def test_courses_in_progress_are_in_no_cohort() -> None:
     assert cohorts.cohort_table([going], LISBON, AFTER_END_OF_COURSE) == []
 
 
-def test_the_summary_names_no_client_and_its_id_follows_the_figures() -> None:
+def test_the_summary_names_no_client_and_a_cohort_has_one_summary_id_whatever_its_figures() -> None:
     members = [client(16, 6) for _ in range(10)]
     summary = cohorts.summarized("lisbon", row(members), AFTER_END_OF_COURSE)
     again = cohorts.summarized("lisbon", row(members), AFTER_END_OF_COURSE + timedelta(hours=1))
@@ -141,7 +141,10 @@ def test_the_summary_names_no_client_and_its_id_follows_the_figures() -> None:
     assert summary.client_id == cohorts.cohort_id("lisbon", MONTH, END_OF_COURSE)
     assert changed.client_id == summary.client_id
     assert cohorts.summary_event_id(again) == cohorts.summary_event_id(summary)
-    assert cohorts.summary_event_id(changed) != cohorts.summary_event_id(summary)
+    # Published once: changed figures never go out again (two could be subtracted).
+    assert cohorts.summary_event_id(changed) == cohorts.summary_event_id(summary)
+    other = cohorts.cohort_id("lisbon", MONTH, MONTH_1)
+    assert other != summary.client_id  # another point is another cohort, another summary
     assert (summary.clients_started, summary.clients_measured) == (10, 10)
     assert (summary.mean_change, summary.response_rate, summary.remission_rate) == (-10, 1, 0)
     text = json.dumps(summary.model_dump(mode="json"))
@@ -158,3 +161,12 @@ def test_the_chart_summary_gives_the_baseline_then_each_point() -> None:
     assert (baseline.n, baseline.mean) == (5, 16.8)
     assert (end.n, end.mean) == (4, 6)
     assert all(s.suppressed for s in summaries)  # 5 clients
+
+
+def test_the_mean_change_of_fewer_than_ten_measured_is_not_published() -> None:
+    """Ten started, one measured: the cohort may be published, but its mean change would be
+    that one client's."""
+    members = [client(16, 6)] + [client(16, None) for _ in range(9)]
+    summary = cohorts.summarized("lisbon", row(members), AFTER_END_OF_COURSE)
+    assert (summary.clients_started, summary.clients_measured) == (10, 1)
+    assert (summary.mean_change, summary.mean_change_ci95) == (None, None)
