@@ -136,6 +136,13 @@ def course_outcome(course: Course, measures: Sequence[Measure]) -> CourseOutcome
     baseline = before[-1] if before else None
     ending, ended_at = _ending(course)
     windows = follow_up_windows(doses[-1], ended_at) if ended_at else {}
+    # A point the course scheduled stays open as long as its link does (calendar months
+    # at a local hour; the windows above are only the span unnamed answers fall in).
+    for scheduled in course.measures:
+        if (window := windows.get(scheduled.point)) is not None:
+            windows[scheduled.point] = Window(
+                min(window.opens, scheduled.opens_at), max(window.closes, scheduled.closes_at)
+            )
     points = []
     for point in FOLLOW_UPS:
         window = windows.get(point)

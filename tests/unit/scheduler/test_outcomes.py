@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from services.scheduler.domain.measure_state import ScheduledMeasure
 from services.scheduler.domain.outcomes import (
     END_OF_COURSE,
     MONTH_1,
@@ -174,3 +175,24 @@ def test_a_course_in_progress_has_no_windows_yet() -> None:
     assert outcome.ending == "in_progress"
     assert outcome.ended_at is None
     assert all(p.window is None for p in outcome.points)
+
+
+def test_a_scheduled_point_stays_open_as_long_as_its_link() -> None:
+    """Review finding: a 6-month link open till the 14th day after calendar month 6 was
+    counted closed at 30 x 6 + 14 days, so the point could be final with links open."""
+    shape = course()
+    late_close = COMPLETED_AT + timedelta(days=6 * 30 + 20)
+    scheduled = ScheduledMeasure(
+        measure_id=uuid.uuid4(),
+        point=MONTH_6,
+        instruments=(ev.Instrument.PHQ9,),
+        opens_at=COMPLETED_AT + timedelta(days=6 * 30 + 3),
+        closes_at=late_close,
+        planned_at=COMPLETED_AT,
+    )
+    found = course_outcome(shape.model_copy(update={"measures": (scheduled,)}), [enrolment(16)])
+    assert found is not None
+    window = found.at(MONTH_6).window
+    assert window is not None
+    assert window.closes == late_close
+    assert found.at(MONTH_1).window == follow_up_windows(LAST_DOSE, COMPLETED_AT)[MONTH_1]
