@@ -80,11 +80,14 @@ class OutcomeRequests(ScheduleChanges):
         clients = await self.store.client_ids(clinic_id)
         schedules = await self.store.load_many(clinic_id, clients)
         measures = await self.measures.of_many(clinic_id, clients)
+        # A returning client's earlier courses stay in the cohorts of the months they ended.
         outcomes = [
             outcome
             for schedule in schedules
-            if schedule is not None and schedule.course is not None
-            if (outcome := course_outcome(schedule.course, measures[schedule.client_id]))
+            if schedule is not None
+            for course in (*schedule.finished_courses, schedule.course)
+            if course is not None
+            if (outcome := course_outcome(course, measures[schedule.client_id]))
         ]
         return ClinicOutcomes(
             timezone=str(zone.key),

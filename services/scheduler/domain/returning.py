@@ -1,7 +1,8 @@
 """A returning client: a new course replaces a completed or ended one.
 
-Pure, like domain.lifecycle. The old course's id is kept in `previous_courses`;
-its boosters stop when it is put on record.
+Pure, like domain.lifecycle. The old course's id is kept in `previous_courses` and
+the course itself in `finished_courses` (its cohort still counts it); its boosters
+stop when it is put on record.
 """
 
 from __future__ import annotations
@@ -28,4 +29,10 @@ def archived(schedule: ClientSchedule, now: datetime) -> Change:
     if course.completed_at is not None and not course.boosters_stopped and course.booster_plan:
         schedule, events = booster_lifecycle.stop_boosters(schedule, "stopped_by_care_team", now)
     previous = (*schedule.previous_courses, course.plan.course_id)
-    return schedule.model_copy(update={"course": None, "previous_courses": previous}), events
+    update = {
+        "course": None,
+        "previous_courses": previous,
+        # Kept whole: the month it ended in still counts it (outcomes, cohorts).
+        "finished_courses": (*schedule.finished_courses, course_of(schedule)),
+    }
+    return schedule.model_copy(update=update), events

@@ -142,6 +142,8 @@ class ClientSchedule(BaseModel):
     previous_courses: tuple[UUID, ...] = Field(
         default=(), description="Courses completed or ended before this one, oldest first"
     )
+    # Added with outcomes (issue 17): those courses themselves, so their cohort keeps them.
+    finished_courses: tuple[Course, ...] = ()
     # Goes up by one with every saved change: what the ids of a change derive from
     # (domain.ids). Schedules saved before it existed read as version 0.
     version: int = Field(default=0, ge=0)

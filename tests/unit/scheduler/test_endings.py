@@ -286,6 +286,8 @@ def test_a_new_course_only_after_the_last_one_completed_or_ended() -> None:
     assert archived.course is None
     assert events == []
     assert archived.previous_courses == (course_of(ended).plan.course_id,)
+    # The course itself is kept: its cohort (the month it ended) still counts it.
+    assert archived.finished_courses == (course_of(ended),)
     completed = hold_until(calendar, booked(calendar), doses=6)
     course = course_of(completed)
     assert course.completed_at is not None
