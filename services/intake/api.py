@@ -181,7 +181,10 @@ def per_address(limiter: RateLimiter, what: str, allowed: int) -> Callable[..., 
 
 
 def routes(
-    intake: IntakeService, limiter: RateLimiter, consultations_per_address: int
+    intake: IntakeService,
+    limiter: RateLimiter,
+    consultations_per_address: int,
+    consultations_per_client: int = 0,
 ) -> APIRouter:
     router = APIRouter(
         prefix="/v1/clinics/{clinic_id}", tags=["intake"], responses=CLINIC_RESPONSES
@@ -208,6 +211,12 @@ def routes(
             preferred_channel=body.preferred_channel,
             sms_consent=body.sms_consent,
         )
+        try:
+            person = Limit("consultation:client", contact.email.lower(), consultations_per_client)
+            await limiter.hit(clinic.id, person)
+        except RateLimited as limited:
+            headers = {"Retry-After": str(limited.retry_after_s)}
+            raise HTTPException(429, str(limited), headers) from limited
         windows = tuple(ev.PreferredTime(**w.model_dump()) for w in body.preferred_times)
         retry = _retry(request, body, idempotency_key)
         reply = intake.request_consultation(clinic, contact, windows, body.timezone, retry)

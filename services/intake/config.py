@@ -23,3 +23,7 @@ class Settings(ServiceSettings):
     consultation_rate_per_address: int = Field(
         default=30, ge=0, validation_alias="KAP_CONSULTATION_RATE_PER_ADDRESS"
     )
+    # Per person (their e-mail address, digested in the key), whatever address they call from.
+    consultation_rate_per_client: int = Field(
+        default=5, ge=0, validation_alias="KAP_CONSULTATION_RATE_PER_CLIENT"
+    )

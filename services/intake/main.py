@@ -38,7 +38,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     )
     if settings.measure_link_secret_is_the_dev_default:
         log.warning("KAP_MEASURE_LINK_SECRETS is the development default: set it in deployment")
-    api = routes(intake, limiter, settings.consultation_rate_per_address)
+    api = routes(
+        intake,
+        limiter,
+        settings.consultation_rate_per_address,
+        settings.consultation_rate_per_client,
+    )
     return http_app(runtime, title="KAP intake", routers=[api, form.routes(forms)])
 
 

@@ -21,6 +21,7 @@ def intake_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Set
         # per-address limits are tested on their own (test_rate_limits.py).
         KAP_FORM_RATE_PER_ADDRESS=0,
         KAP_CONSULTATION_RATE_PER_ADDRESS=0,
+        KAP_CONSULTATION_RATE_PER_CLIENT=0,
     )
 
 

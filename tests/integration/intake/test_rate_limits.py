@@ -32,6 +32,7 @@ def limited_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Se
         KAP_FORM_RATE_PER_ADDRESS=3,
         KAP_FORM_RATE_PER_CLIENT=5,
         KAP_CONSULTATION_RATE_PER_ADDRESS=2,
+        KAP_CONSULTATION_RATE_PER_CLIENT=2,
         KAP_RATE_WINDOW_S=60,
     )
 
@@ -116,3 +117,17 @@ async def test_consultation_requests_are_limited_per_address_and_clinic(
         headers=auth("lisbon"),
     )
     assert other.status_code == 202
+
+
+async def test_consultation_requests_are_limited_per_person_whatever_the_address(
+    caller: Caller, unique: str
+) -> None:
+    """One e-mail address asking again and again from ever new addresses (review finding:
+    only the address was limited)."""
+    body = {"name": "Ada Example", "email": f"Rate.Person.{unique}@example.org"}
+    url = "/v1/clinics/lisbon/consultation-requests"
+    answers = [
+        (await caller(address()).post(url, json=body, headers=auth("lisbon"))).status_code
+        for _ in range(3)
+    ]
+    assert answers == [202, 202, 429]
