@@ -9,7 +9,7 @@ the demo's own parameters.
 
 Outcome rates, at the end of the course, over the clients whose course completed
 and who answered its end-of-course measure:
-- baseline: the last PHQ-9 before the first dose was held (the enrolment measure
+- baseline: the last PHQ-9 before the first dose started (the enrolment measure
   when none is newer);
 - response: the PHQ-9 fell by at least 50% from a baseline of 5 or more;
 - remission: the PHQ-9 is under 5.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ops.audit_rebuild import occurred
+from ops.audit_rebuild import occurred, rebuild
 from shared import topics
 
 if TYPE_CHECKING:
@@ -74,11 +74,18 @@ def outcome_rates(records: list[Record]) -> Rates:
         for r in records
         if r.topic == topics.MEASURE_DUE.name
     }
+    # The first dose from the moment it started (as the schedule stood when it was held),
+    # not from when its completion was recorded: a link answered during the dose is no
+    # baseline, as the scheduler's outcomes have it.
+    appointments = rebuild(records).appointments
     first_dose: dict[tuple[str, str], datetime] = {}
     for r in records:
         if r.topic == topics.SESSION_COMPLETED.name and r.value.get("dose_number") == 1:
             key = (r.key, r.value["course_id"])
-            first_dose[key] = min(occurred(r), first_dose.get(key, occurred(r)))
+            appt = appointments.get(str(r.value["appointment_id"]))
+            state = appt.at(occurred(r)) if appt else None
+            started = state.starts_at if state is not None else occurred(r)
+            first_dose[key] = min(started, first_dose.get(key, started))
     # client -> [(when, PHQ-9)], the enrolment measure and every answer
     scores: dict[str, list[tuple[datetime, int]]] = {}
     ends: dict[tuple[str, str], int] = {}

@@ -153,3 +153,69 @@ def test_the_form_is_filled_by_its_radio_groups() -> None:
     assert sum(int(fields[f"phq9_{i}"]) for i in range(1, 10)) == 12
     assert fields["phq9_9"] == "0"
     assert sum(int(fields[f"gad7_{i}"]) for i in range(1, 8)) == 5
+
+
+def test_a_measure_answered_during_the_first_dose_is_no_baseline() -> None:
+    """The first dose counts from its start, not from when its completion was recorded."""
+    history = History()
+    client = uuid.uuid4()
+    dose = ev.Appointment(
+        appointment_id=uuid.uuid4(),
+        kind=ev.AppointmentKind.MEDICINE,
+        starts_at=utc(4, 6, 9),
+        ends_at=utc(4, 6, 12),
+        therapist_id="t-1",
+        dose_number=1,
+    )
+    history.add(
+        ev.ClientEnrolled(
+            **history.base(client, utc(4, 1, 9)),
+            consent_recorded_at=utc(4, 1, 9),
+            phq9_total=12,
+            phq9_band=ev.Phq9Band.MODERATE,
+            gad7_total=8,
+        )
+    )
+    history.add(
+        ev.CourseBooked(
+            **history.base(client, utc(4, 2, 9)),
+            course_id=COURSE,
+            therapist_id="t-1",
+            appointments=(dose,),
+            window_ends_on=utc(4, 27, 0).date(),
+        )
+    )
+    history.add(  # during the dose: after it started, before its completion was recorded
+        ev.MeasureAnswered(
+            **history.base(client, utc(4, 6, 10)),
+            source="staff",
+            responses=(phq9(2, utc(4, 6, 10)),),
+        )
+    )
+    history.add(
+        ev.SessionCompleted(
+            **history.base(client, utc(4, 6, 12)),
+            course_id=COURSE,
+            appointment_id=dose.appointment_id,
+            kind=ev.AppointmentKind.MEDICINE,
+            dose_number=1,
+            ride_home_confirmed=True,
+        )
+    )
+    history.add(
+        ev.CourseCompleted(
+            **history.base(client, utc(4, 24, 12)), course_id=COURSE, medicine_sessions_completed=6
+        )
+    )
+    history.add(
+        ev.MeasureAnswered(
+            **history.base(client, utc(4, 25, 9)),
+            source="staff",
+            point=ev.MeasurePoint.END_OF_COURSE,
+            course_id=COURSE,
+            responses=(phq9(6, utc(4, 25, 9)),),
+        )
+    )
+    rates = audit_measures.outcome_rates(history.records)
+    # Baseline 12 (enrolment), not 2: 12 -> 6 responded; from 2 it would not have.
+    assert (rates.clients, rates.responded, rates.remitted) == (1, 1, 0)
