@@ -86,7 +86,8 @@ class MeasureForms:
     async def open(self, token: str, address: str) -> Opened:
         """The form to show; LinkInvalid, Expired, LinkUsed or RateLimited otherwise."""
         opened = await self._admit(token, address)
-        if await self._intake.measure_answered(opened.clinic.id, opened.link.measure_id):
+        link = opened.link
+        if await self._intake.measure_answered(opened.clinic.id, link.client_id, link.measure_id):
             raise LinkUsed(opened.clinic)
         return opened
 

@@ -238,7 +238,9 @@ class IntakeService:
         measure_id = how.measure_id
 
         async def decide(tx: Transaction, now: datetime) -> Outcome:
-            if measure_id and await self._store.measure_answered(clinic_id, measure_id, tx):
+            if measure_id and await self._store.measure_answered(
+                clinic_id, client_id, measure_id, tx
+            ):
                 raise AlreadyAnswered(measure_id)
             record = await self._store.load(clinic_id, client_id, tx)
             if record is None:
@@ -253,15 +255,16 @@ class IntakeService:
 
             def also(p: Pipeline) -> None:
                 if measure_id:
-                    self._store.mark_measure_answered(p, clinic_id, measure_id, mark)
+                    self._store.mark_measure_answered(p, clinic_id, client_id, measure_id, mark)
 
             seed = f"measure/{measure_id}" if measure_id else None
             return Outcome(record, events, "measure_answered", body, also, seed)
 
         return await self._write(clinic_id, retry, decide)
 
-    async def measure_answered(self, clinic_id: str, measure_id: UUID) -> bool:
-        return await self._store.measure_answered(clinic_id, measure_id) is not None
+    async def measure_answered(self, clinic_id: str, client_id: UUID, measure_id: UUID) -> bool:
+        found = await self._store.measure_answered(clinic_id, client_id, measure_id)
+        return found is not None
 
     async def client(self, clinic_id: str, client_id: UUID) -> ClientFile:
         record = await self._store.load(clinic_id, client_id)

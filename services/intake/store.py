@@ -112,9 +112,10 @@ class IntakeStore:
         return StoredResponse(data["fingerprint"], data["status_code"], data["body"])
 
     async def measure_answered(
-        self, clinic_id: str, measure_id: UUID, tx: Transaction | None = None
+        self, clinic_id: str, client_id: UUID, measure_id: UUID, tx: Transaction | None = None
     ) -> MeasureMark | None:
-        key = _key(clinic_id, "measure", str(measure_id), "answered")
+        # The client's own: staff naming another client's measure by mistake use up nothing.
+        key = _key(clinic_id, "measure", str(client_id), str(measure_id), "answered")
         if tx is not None:
             await tx.watch(key)
         raw = await self._redis.get(key)
@@ -125,10 +126,10 @@ class IntakeStore:
 
     @staticmethod
     def mark_measure_answered(
-        tx: Pipeline, clinic_id: str, measure_id: UUID, mark: MeasureMark
+        tx: Pipeline, clinic_id: str, client_id: UUID, measure_id: UUID, mark: MeasureMark
     ) -> None:
         value = {"answered_at": mark.answered_at.isoformat(), "source": mark.source}
-        key = _key(clinic_id, "measure", str(measure_id), "answered")
+        key = _key(clinic_id, "measure", str(client_id), str(measure_id), "answered")
         tx.set(key, json.dumps(value), ex=MEASURE_ANSWERED_TTL_S)
 
     @staticmethod

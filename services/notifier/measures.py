@@ -10,7 +10,7 @@ before its send instant mints the same token: the signature is deterministic.
 A request is no longer true once its measure closed (a pre-dose measure closes as
 its session starts) or was answered meanwhile (staff may enter the answers at the
 desk). The notifier hears answers on intake.measure.answered.v1 and keeps only
-that the measure was answered (`notifier:{c}:measure-answered:{measure}`), never
+that the measure was answered (`notifier:{c}:measure-answered:{client}/{measure}`), never
 the answers; both are checked before the message is prepared and again just
 before its hand-over. A pre-dose request is not checked against its session: a
 cancelled or moved session's request still closes at the start it was sent for.
@@ -34,8 +34,9 @@ from shared import events as ev
 from shared.envelope import Envelope
 
 
-def answered_key(clinic_id: str, measure_id: UUID | str) -> str:
-    return key(clinic_id, "measure-answered", str(measure_id))
+def answered_key(clinic_id: str, client_id: UUID | str, measure_id: UUID | str) -> str:
+    # The client's own measure: an answer naming another client's id withdraws nothing.
+    return key(clinic_id, "measure-answered", f"{client_id}/{measure_id}")
 
 
 class MeasureRequests:
@@ -56,7 +57,7 @@ class MeasureRequests:
             return  # answers outside the schedule: no request to withdraw
 
         def write(p: Pipeline) -> None:
-            p.set(answered_key(event.clinic_id, measure_id), "1", ex=RETAIN_S)
+            p.set(answered_key(event.clinic_id, event.client_id, measure_id), "1", ex=RETAIN_S)
 
         async def step(tx: Transaction) -> Decision[None]:
             return Decision(write)
@@ -70,7 +71,8 @@ class MeasureRequests:
         if now >= closes_at(message):
             return "stale: the measure closed"
         measure_id = str(message.context["measure_id"])
-        if await self._redis.exists(answered_key(message.clinic_id, measure_id)):
+        answered = answered_key(message.clinic_id, message.client_id, measure_id)
+        if await self._redis.exists(answered):
             return "stale: the measure was answered"
         return None
 

@@ -56,7 +56,7 @@ async def test_a_client_answers_from_a_link_and_kafka_gets_the_scores_and_the_al
     assert answer["headers"]["ce_clinicid"] == "lisbon"
     assert answer["headers"]["ce_subject"] == client
 
-    mark = f"intake:{{lisbon}}:measure:{measure}:answered"
+    mark = f"intake:{{lisbon}}:measure:{client}:{measure}:answered"
     assert await redis_client.ttl(mark) > 0
 
     # Used up: a second send is told so and publishes nothing; opening says so too.
@@ -183,3 +183,22 @@ async def test_staff_entry_outside_the_schedule_and_its_refusals(
     assert (await intake.post(nobody, json=body, headers=auth("lisbon"))).status_code == 404
     foreign = await intake.post(url, json=body, headers=auth("boston"))
     assert foreign.status_code == 404
+
+
+async def test_staff_naming_another_clients_measure_use_up_nothing_of_theirs(
+    intake: httpx.AsyncClient, intake_settings: Settings, unique: str
+) -> None:
+    """Review finding: the answered mark was the measure's alone, so a typo in staff entry
+    used up another client's link and withdrew their request."""
+    first = await new_client(intake, unique)
+    other = await new_client(intake, unique + "-b")
+    token, measure = link_for(intake_settings, other)
+    body = {
+        "phq9": [1, 1, 1, 1, 1, 1, 1, 1, 0],
+        "gad7": [0, 0, 0, 0, 0, 0, 0],
+        "entered_by": "nurse.ana",
+        "measure_id": str(measure),  # the other client's, by mistake
+    }
+    url = f"/v1/clinics/lisbon/clients/{first}/measures"
+    assert (await intake.post(url, json=body, headers=auth("lisbon"))).status_code == 202
+    assert (await intake.get(f"/m/{token}")).status_code == 200  # theirs is still open

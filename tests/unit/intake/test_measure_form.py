@@ -43,7 +43,9 @@ class Desk:
         self.answered: set[uuid.UUID] = set()
         self.recorded: list[tuple[Any, ...]] = []
 
-    async def measure_answered(self, clinic_id: str, measure_id: uuid.UUID) -> bool:
+    async def measure_answered(
+        self, clinic_id: str, client_id: uuid.UUID, measure_id: uuid.UUID
+    ) -> bool:
         return measure_id in self.answered
 
     async def record_measure(self, clinic_id: str, client_id: uuid.UUID, *rest: Any) -> None:
