@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, SecretStr
+from pydantic import AwareDatetime, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Works locally and in tests; a deployment sets its own (docker-compose passes one through).
 DEV_MEASURE_LINK_SECRET = "kap-dev-only-measure-link-secret"  # noqa: S105 (dev only)
+
+
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 
 class ServiceSettings(BaseSettings):
@@ -33,14 +36,29 @@ class ServiceSettings(BaseSettings):
     kafka_request_timeout_ms: int = Field(
         default=40_000, ge=1_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
     )
-    # SASL/SCRAM (the secured compose overlay): one principal per service.
     # How long an event waits in the outbox before the relay takes it for lost by its
     # writer and publishes it (tests shorten it to see an outage end within seconds).
     relay_grace_ms: int = Field(default=30_000, ge=0, validation_alias="KAP_RELAY_GRACE_MS")
+    # Kafka security (chassis.kafka.kafka_security turns these into the clients' options).
+    # Unset, the protocol is SASL_PLAINTEXT with a SASL login (the secured compose
+    # overlay: one principal per service) and PLAINTEXT without, as before it was a setting.
+    kafka_security_protocol: KafkaProtocol | None = Field(
+        default=None, validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM"
+    )
     kafka_sasl_username: str | None = Field(default=None, validation_alias="KAFKA_SASL_USERNAME")
     kafka_sasl_password: SecretStr | None = Field(
         default=None, validation_alias="KAFKA_SASL_PASSWORD"
     )
+    # TLS: the broker's certificate is checked against this CA file, or the system's CAs
+    # (a managed cluster's public certificate) when unset; cert and key log in by mTLS.
+    kafka_ssl_ca_file: FilePath | None = Field(default=None, validation_alias="KAFKA_SSL_CA_FILE")
+    kafka_ssl_cert_file: FilePath | None = Field(
+        default=None, validation_alias="KAFKA_SSL_CERT_FILE"
+    )
+    kafka_ssl_key_file: FilePath | None = Field(default=None, validation_alias="KAFKA_SSL_KEY_FILE")
     otel_exporter: Literal["none", "console"] = Field(
         default="none", validation_alias="KAP_OTEL_EXPORTER"
     )
@@ -61,6 +79,45 @@ class ServiceSettings(BaseSettings):
         default=SecretStr(DEV_MEASURE_LINK_SECRET), validation_alias="KAP_MEASURE_LINK_SECRETS"
     )
 
+    @model_validator(mode="after")
+    def _kafka_security_is_whole(self) -> ServiceSettings:
+        # Refused at start, naming the variable: a half-configured login otherwise shows
+        # up later as a connection that hangs or a broker log line nobody reads.
+        protocol = self.kafka_protocol()
+        if protocol.startswith("SASL_"):
+            for name, value in (
+                ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+            ):
+                if not value:
+                    raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {name}")
+        elif self.kafka_sasl_username or self.kafka_sasl_password:
+            raise ValueError(
+                f"KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD are set but"
+                f" KAFKA_SECURITY_PROTOCOL={protocol} does not log in with SASL"
+                " (SASL_PLAINTEXT or SASL_SSL)"
+            )
+        if not protocol.endswith("SSL"):
+            for name, path in (
+                ("KAFKA_SSL_CA_FILE", self.kafka_ssl_ca_file),
+                ("KAFKA_SSL_CERT_FILE", self.kafka_ssl_cert_file),
+                ("KAFKA_SSL_KEY_FILE", self.kafka_ssl_key_file),
+            ):
+                if path is not None:
+                    raise ValueError(
+                        f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use"
+                        " TLS (SSL or SASL_SSL)"
+                    )
+        if self.kafka_ssl_key_file is not None and self.kafka_ssl_cert_file is None:
+            raise ValueError("KAFKA_SSL_KEY_FILE needs KAFKA_SSL_CERT_FILE (its certificate)")
+        return self
+
+    def kafka_protocol(self) -> KafkaProtocol:
+        if self.kafka_security_protocol is not None:
+            return self.kafka_security_protocol
+        login = self.kafka_sasl_username or self.kafka_sasl_password
+        return "SASL_PLAINTEXT" if login else "PLAINTEXT"
+
     def measure_link_secret_list(self) -> list[str]:
         raw = self.measure_link_secrets.get_secret_value()
         return [secret.strip() for secret in raw.split(",") if secret.strip()]
@@ -68,8 +125,3 @@ class ServiceSettings(BaseSettings):
     @property
     def measure_link_secret_is_the_dev_default(self) -> bool:
         return self.measure_link_secret_list() == [DEV_MEASURE_LINK_SECRET]
-
-    def kafka_sasl(self) -> tuple[str, str] | None:
-        if self.kafka_sasl_username and self.kafka_sasl_password:
-            return self.kafka_sasl_username, self.kafka_sasl_password.get_secret_value()
-        return None

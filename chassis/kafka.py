@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from faststream.security import SASLScram512
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from chassis.config import ServiceSettings
 from chassis.dead_letters import DeadLetterPolicy, dead_letter_middleware
@@ -36,10 +38,9 @@ def make_broker(
     a publish that fails drops its producer (see `chassis.producers.abort_producer`), so the
     refused events are never sent later.
     """
-    sasl = settings.kafka_sasl()
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
-        security=SASLScram512(*sasl, use_ssl=False) if sasl else None,
+        security=kafka_security(settings),
         request_timeout_ms=request_timeout_ms,
         client_id=f"kap-{service}",
         acks="all",
@@ -65,16 +66,42 @@ def make_broker(
     return broker
 
 
-def client_login(sasl: tuple[str, str] | None) -> dict[str, str]:
-    """A plain aiokafka client's options for the service's SASL/SCRAM login (none without)."""
-    if sasl is None:
-        return {}
-    return {
-        "security_protocol": "SASL_PLAINTEXT",
-        "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": sasl[0],
-        "sasl_plain_password": sasl[1],
-    }
+_SASL = {"SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256, "PLAIN": SASLPlaintext}
+
+
+def kafka_security(settings: ServiceSettings) -> BaseSecurity | None:
+    """The settings' TLS and SASL login as FastStream's security object (None: plaintext).
+
+    The one place settings become a connection: the broker takes this, and every plain
+    aiokafka client (admin, lag readers, kapctl) takes `client_options`, derived from it.
+    """
+    protocol = settings.kafka_protocol()
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        # check_hostname stays on; no CA file means the system's CAs.
+        context = create_ssl_context(
+            cafile=settings.kafka_ssl_ca_file,
+            certfile=settings.kafka_ssl_cert_file,
+            keyfile=settings.kafka_ssl_key_file,
+        )
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        # The settings' validator guarantees both when the protocol is SASL_*.
+        assert settings.kafka_sasl_username
+        assert settings.kafka_sasl_password
+        login = _SASL[settings.kafka_sasl_mechanism]
+        return login(
+            settings.kafka_sasl_username,
+            settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            use_ssl=context is not None,
+        )
+    return BaseSecurity(ssl_context=context) if context is not None else None
+
+
+def client_options(settings: ServiceSettings) -> dict[str, Any]:
+    """A plain aiokafka client's security options, exactly those the broker's clients get
+    (FastStream's own translation of `kafka_security`); empty for plaintext."""
+    return parse_security(kafka_security(settings))
 
 
 def group_id(service: str) -> str:
@@ -103,14 +130,14 @@ async def apply_topics(
     bootstrap_servers: str,
     replication_factor: int = 1,
     topics: Sequence[Topic] = ALL,
-    sasl: tuple[str, str] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create every missing topic (and its dead-letter topic); return the names created.
 
     Idempotent, and safe when several replicas start at once: a topic another
-    process created first counts as present.
+    process created first counts as present. `security`: `client_options(settings)`.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_login(sasl))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(security or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

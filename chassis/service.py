@@ -25,7 +25,7 @@ from chassis.clock import Clock, clock_from
 from chassis.config import ServiceSettings
 from chassis.events import EventPublisher
 from chassis.http import install_error_handlers
-from chassis.kafka import apply_topics, make_broker
+from chassis.kafka import apply_topics, client_options, make_broker
 from chassis.logs import configure_logging
 from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from chassis.unit_of_work import UnitOfWork
@@ -84,7 +84,7 @@ class ServiceRuntime:
         await apply_topics(
             self.settings.kafka_bootstrap_servers,
             self.settings.topic_replication_factor,
-            sasl=self.settings.kafka_sasl(),
+            security=client_options(self.settings),
         )
         await self.broker.start()
         self.supervisor.start(self.workers)

@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -80,17 +80,19 @@ async def read_journal(
     *,
     clinics: Iterable[str] = (),
     since: datetime | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> Journal:
     """Read every topic to its current end and keep the records of `clients`.
 
     `clients` None keeps every client's; `clinics` keeps only those clinics';
     `since` keeps the clients whose first record reached Kafka at or after it
     (Kafka's own timestamps, real time), i.e. one run's people on shared topics.
+    `security`: the login and TLS options of `chassis.kafka.client_options`.
     """
     wanted = set(clients) if clients is not None else None
     only = set(clinics)
     journal = Journal(read_at=time.time())
-    raw = await read_to_end(bootstrap, [topic.name for topic in ALL])
+    raw = await read_to_end(bootstrap, [topic.name for topic in ALL], security=security)
     first_seen: dict[str, int] = {}
     for record in raw:
         key = (record.key or b"").decode(errors="replace")

@@ -13,10 +13,11 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from chassis.clinics import Clinic
 from chassis.config import ServiceSettings
-from chassis.kafka import apply_topics
+from chassis.kafka import apply_topics, client_options
 from ops import audit, operations, outcomes
 from shared.topics import ALL
 
@@ -25,9 +26,14 @@ def _bootstrap(args: argparse.Namespace) -> str:
     return str(args.bootstrap or ServiceSettings().kafka_bootstrap_servers)
 
 
+def _security() -> dict[str, Any]:
+    """The services' own Kafka login and TLS (KAFKA_SECURITY_PROTOCOL and the rest)."""
+    return client_options(ServiceSettings())
+
+
 def _topics_apply(args: argparse.Namespace) -> int:
     replication = args.replication_factor or ServiceSettings().topic_replication_factor
-    created = asyncio.run(apply_topics(_bootstrap(args), replication))
+    created = asyncio.run(apply_topics(_bootstrap(args), replication, security=_security()))
     print(f"{len(created)} topic(s) created, {2 * len(ALL) - len(created)} already present")
     for name in created:
         print(f"  + {name}")
@@ -44,7 +50,11 @@ def _topics_list(_: argparse.Namespace) -> int:
 
 def _lag(args: argparse.Namespace) -> int:
     lags = asyncio.run(
-        operations.consumer_lag(_bootstrap(args), args.group or operations.SERVICE_GROUPS)
+        operations.consumer_lag(
+            _bootstrap(args),
+            args.group or operations.SERVICE_GROUPS,
+            security=_security(),
+        )
     )
     if args.json:
         print(json.dumps([{**vars(lag), "lag": lag.behind} for lag in lags]))
@@ -62,7 +72,9 @@ def _lag(args: argparse.Namespace) -> int:
 
 
 def _dlq_list(args: argparse.Namespace) -> int:
-    letters = asyncio.run(operations.dead_letters(_bootstrap(args), args.topic))
+    letters = asyncio.run(
+        operations.dead_letters(_bootstrap(args), args.topic, security=_security())
+    )
     for letter in letters[-args.limit :]:
         print(json.dumps(letter.summary()))
     print(f"{len(letters)} dead letter(s)", file=sys.stderr)
@@ -71,14 +83,18 @@ def _dlq_list(args: argparse.Namespace) -> int:
 
 def _dlq_replay(args: argparse.Namespace) -> int:
     replayed = asyncio.run(
-        operations.replay_dead_letters(_bootstrap(args), args.topic, args.client or ())
+        operations.replay_dead_letters(
+            _bootstrap(args), args.topic, args.client or (), security=_security()
+        )
     )
     print(f"replayed {replayed} dead letter(s) to their topics")
     return 0
 
 
 def _timeline(args: argparse.Namespace) -> int:
-    journal = asyncio.run(audit.read_journal(_bootstrap(args), [args.client_id]))
+    journal = asyncio.run(
+        audit.read_journal(_bootstrap(args), [args.client_id], security=_security())
+    )
     for record in journal.timeline(args.client_id):
         print(f"{record.time}  {record.topic:<42} {record.id}")
     return 0
@@ -90,7 +106,11 @@ def _audit(args: argparse.Namespace) -> int:
         since = since.replace(tzinfo=UTC)
     journal = asyncio.run(
         audit.read_journal(
-            _bootstrap(args), args.client or None, clinics=args.clinic or (), since=since
+            _bootstrap(args),
+            args.client or None,
+            clinics=args.clinic or (),
+            since=since,
+            security=_security(),
         )
     )
     clinics_file = args.clinics_file or ServiceSettings().clinics_file

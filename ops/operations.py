@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,15 @@ class DeadLetter:
         }
 
 
-async def consumer_lag(bootstrap: str, groups: Iterable[str] = SERVICE_GROUPS) -> list[Lag]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+# `security` below: the login and TLS options of `chassis.kafka.client_options`.
+Security = Mapping[str, Any] | None
+
+
+async def consumer_lag(
+    bootstrap: str, groups: Iterable[str] = SERVICE_GROUPS, *, security: Security = None
+) -> list[Lag]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     await consumer.start()
     try:
@@ -112,9 +118,12 @@ def dlq_topics(original: str | None = None) -> list[str]:
     return [name + DLQ_SUFFIX for name in names]
 
 
-async def dead_letters(bootstrap: str, original: str | None = None) -> list[DeadLetter]:
+async def dead_letters(
+    bootstrap: str, original: str | None = None, *, security: Security = None
+) -> list[DeadLetter]:
     """Every dead letter still kept, oldest first per topic."""
-    return [_dead_letter(r) for r in await read_to_end(bootstrap, dlq_topics(original))]
+    records = await read_to_end(bootstrap, dlq_topics(original), security=security)
+    return [_dead_letter(r) for r in records]
 
 
 def _dead_letter(record: Any) -> DeadLetter:
@@ -129,7 +138,11 @@ def _dead_letter(record: Any) -> DeadLetter:
 
 
 async def replay_dead_letters(
-    bootstrap: str, original: str | None = None, clients: Iterable[str] = ()
+    bootstrap: str,
+    original: str | None = None,
+    clients: Iterable[str] = (),
+    *,
+    security: Security = None,
 ) -> int:
     """Send dead letters back to their topic.
 
@@ -138,29 +151,32 @@ async def replay_dead_letters(
     letters of those clients, chosen by hand (the group is left untouched).
     """
     if chosen := set(clients):
-        letters = [d for d in await dead_letters(bootstrap, original) if d.key in chosen]
-        return await _republish(bootstrap, letters)
+        kept = await dead_letters(bootstrap, original, security=security)
+        return await _republish(bootstrap, [d for d in kept if d.key in chosen], security)
     consumer = AIOKafkaConsumer(
         *dlq_topics(original),
         bootstrap_servers=bootstrap,
         group_id=REPLAY_GROUP,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **(security or {}),
     )
     await consumer.start()
     replayed = 0
     try:
         while batches := await consumer.getmany(timeout_ms=2000):
             letters = [_dead_letter(r) for records in batches.values() for r in records]
-            replayed += await _republish(bootstrap, letters)
+            replayed += await _republish(bootstrap, letters, security)
             await consumer.commit()
         return replayed
     finally:
         await consumer.stop()
 
 
-async def _republish(bootstrap: str, letters: list[DeadLetter]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+async def _republish(bootstrap: str, letters: list[DeadLetter], security: Security) -> int:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **(security or {})
+    )
     await producer.start()
     try:
         for letter in letters:

@@ -9,13 +9,20 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
 async def read_to_end(
-    bootstrap: str, topics: Iterable[str], since: Mapping[TopicPartition, int] | None = None
+    bootstrap: str,
+    topics: Iterable[str],
+    since: Mapping[TopicPartition, int] | None = None,
+    *,
+    security: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """Every record now on `topics` (no consumer group, nothing committed).
 
     With `since`, a partition it names is read from that offset instead of its start.
+    `security`: the login and TLS options of `chassis.kafka.client_options`.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
+    )
     await consumer.start()
     found: list[Any] = []
     try:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from chassis.clock import Clock
-from chassis.kafka import client_login, group_id
+from chassis.kafka import client_options, group_id
 from chassis.service import ServiceRuntime, http_app, serve
 from chassis.unit_of_work import UnitOfWork
 from services.notifier import api, handlers
@@ -88,7 +88,7 @@ def schedule_lag(
     handled marks in `unit_of_work`) not waited for."""
     if settings.schedule_lag_bound_ms == 0:
         return None
-    options = client_login(settings.kafka_sasl())
+    options = client_options(settings)
     return ScheduleLag(
         settings.kafka_bootstrap_servers,
         group_id(SERVICE),

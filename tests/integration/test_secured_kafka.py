@@ -22,7 +22,7 @@ from aiokafka.errors import (
 )
 
 from chassis.config import ServiceSettings
-from chassis.kafka import apply_topics
+from chassis.kafka import apply_topics, client_options
 from ops.acls import PRINCIPALS, password_variable
 from shared.topics import ALL, CLIENT_ENROLLED, PUBLIC_STAGE_REACHED, SESSION_SCHEDULED
 from tests import infra
@@ -57,7 +57,12 @@ def secured() -> Iterator[str]:
 @pytest.fixture(scope="module")
 async def created(secured: str) -> list[str]:
     """The topic catalogue, applied as a service does at start-up, as intake."""
-    return await apply_topics(secured, sasl=("intake", PASSWORDS["intake"]))
+    intake = ServiceSettings(
+        kafka_bootstrap_servers=secured,
+        kafka_sasl_username="intake",
+        kafka_sasl_password=PASSWORDS["intake"],
+    )
+    return await apply_topics(secured, security=client_options(intake))
 
 
 def login(principal: str, password: str | None = None) -> dict[str, Any]:
