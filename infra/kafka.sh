@@ -8,6 +8,14 @@
 # compose/secure/server.properties (SASL/SCRAM, ACLs; admin password
 # KAP_ADMIN_PASSWORD, default admin-secret), with its own state in
 # .infra/kafka-secure and ports 19094 (controller 19095).
+# KAFKA_TLS=1: a broker with TLS listeners instead, rendered from
+# infra/kafka/tls.properties.template with a CA and broker certificate it makes with
+# openssl (.infra/kafka-tls/certs/ca.pem is the CA file clients need): TLS only on
+# KAFKA_PORT (19096), SASL_SSL on KAFKA_SASL_PORT (port + 1) with SCRAM-SHA-512,
+# SCRAM-SHA-256 and PLAIN for user KAFKA_TLS_USER (kap) with password
+# KAFKA_TLS_PASSWORD (kap-tls-secret, letters and digits only), controller on
+# KAFKA_CONTROLLER_PORT (port + 2). Certificates and SCRAM users are made once
+# (`rm -rf .infra/kafka-tls` to start over).
 # KAFKA_NODES=3: a quorum of three combined broker/controller nodes instead, each
 # rendered from infra/kafka/cluster.properties.template (replication 3, min in-sync 2)
 # with its state in .infra/kafka-cluster/node-N; node N listens on
@@ -16,6 +24,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SECURE="${KAFKA_SECURE:-0}"
+TLS="${KAFKA_TLS:-0}"
 NODES="${KAFKA_NODES:-1}"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"   # seconds; raise on very slow machines
@@ -27,11 +36,19 @@ LIBS="$JARS/libs"
 [[ "$NODES" =~ ^[0-9]+$ ]] && ((NODES == 1 || NODES >= 3)) ||
   die "KAFKA_NODES must be 1 or at least 3 (a quorum that survives losing a node), not '$NODES'"
 [[ "$SECURE" == 1 && "$NODES" != 1 ]] && die "KAFKA_SECURE=1 runs one broker; unset KAFKA_NODES"
+[[ "$TLS" == 1 && ("$NODES" != 1 || "$SECURE" == 1) ]] &&
+  die "KAFKA_TLS=1 runs one broker of its own; unset KAFKA_NODES and KAFKA_SECURE"
 if [[ "$SECURE" == 1 ]]; then
   KAFKA_PORT="${KAFKA_PORT:-19094}"
   KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19095}"
   STATE="$INFRA_STATE/kafka-secure"
   NAME="secure kafka (SASL/SCRAM)"
+elif [[ "$TLS" == 1 ]]; then
+  KAFKA_PORT="${KAFKA_PORT:-19096}"
+  KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-$((KAFKA_PORT + 1))}"
+  KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 2))}"
+  STATE="$INFRA_STATE/kafka-tls"
+  NAME="tls kafka (SSL :$KAFKA_PORT, SASL_SSL :$KAFKA_SASL_PORT)"
 elif ((NODES > 1)); then
   CLUSTER_BASE_PORT="${KAFKA_PORT:-29092}"   # node N: this + 2(N-1), controller the next
   CLUSTER_STATE="$INFRA_STATE/kafka-cluster"
@@ -120,6 +137,45 @@ secure_config() {
   SCRAM=(--add-scram "SCRAM-SHA-512=[name=admin,password=$KAP_ADMIN_PASSWORD]")
 }
 
+# A CA and a broker certificate for 127.0.0.1/localhost signed by it, made once; the
+# broker reads PEM (key and certificate chain in broker.pem), clients get ca.pem.
+make_certs() {
+  local certs="$STATE/certs"
+  [[ -s "$certs/broker.pem" && -s "$certs/ca.pem" ]] && return 0
+  command -v openssl >/dev/null || die "openssl is required to make the TLS broker's certificates"
+  rm -rf "$certs.tmp" && mkdir -p "$certs.tmp"
+  (
+    cd "$certs.tmp"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=kap local test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout ca.key -out ca.pem
+    openssl req -new -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout broker.key -out broker.csr
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+      "extendedKeyUsage=serverAuth,clientAuth" >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile broker.ext -out broker.crt
+    cat broker.key broker.crt ca.pem >broker.pem
+  ) >"$STATE/certs.log" 2>&1 || die "making certificates failed — see ${STATE#"$REPO_ROOT/"}/certs.log"
+  rm -rf "$certs" && mv "$certs.tmp" "$certs"
+}
+
+tls_config() {
+  local user="${KAFKA_TLS_USER:-kap}" password="${KAFKA_TLS_PASSWORD:-kap-tls-secret}"
+  [[ "$user$password" =~ ^[A-Za-z0-9_-]+$ ]] ||
+    die "KAFKA_TLS_USER and KAFKA_TLS_PASSWORD: letters, digits, _ and - only (they go into a JAAS line)"
+  make_certs
+  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+      -e "s|@KAFKA_SASL_PORT@|$KAFKA_SASL_PORT|g" \
+      -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+      -e "s|@DATA_DIR@|$DATA|g" \
+      -e "s|@CERTS@|$STATE/certs|g" \
+      -e "s|@USER@|$user|g" \
+      -e "s|@PASSWORD@|$password|g" \
+      "$CONF/tls.properties.template" >"$CONFIG"
+  SCRAM=(--add-scram "SCRAM-SHA-512=[name=$user,password=$password]"
+         --add-scram "SCRAM-SHA-256=[name=$user,password=$password]")
+}
+
 # KRaft needs the log dir formatted with a cluster id once; later starts reuse it.
 format_storage() {
   [[ -f "$DATA/meta.properties" ]] && return 0
@@ -175,13 +231,15 @@ cmd_up() {
     exit 0
   fi
   rm -f "$PIDFILE"      # stale (process gone or pid recycled)
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ${KAFKA_SASL_PORT:+"$KAFKA_SASL_PORT"}; do
     port_open "$p" && die "port $p on 127.0.0.1 is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
   done
 
   require_java
   fetch_jars
-  if [[ "$SECURE" == 1 ]]; then secure_config; else render_config; fi
+  if [[ "$SECURE" == 1 ]]; then secure_config
+  elif [[ "$TLS" == 1 ]]; then tls_config
+  else render_config; fi
   format_storage
 
   launch
