@@ -211,3 +211,43 @@ def local_kafka_version() -> str | None:
     for jar in sorted(libs.glob("kafka_2.13-*.jar")):
         return jar.stem.removeprefix("kafka_2.13-")
     return None
+
+
+@dataclass(frozen=True)
+class TlsKafka:
+    """The local broker of `KAFKA_TLS=1 infra/kafka.sh`: its two listeners and its CA."""
+
+    ssl_bootstrap: str  # TLS only
+    sasl_ssl_bootstrap: str  # SASL_SSL: SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN
+    ca_file: Path
+    user: str
+    password: str
+
+
+@contextlib.contextmanager
+def tls_kafka(port: int, user: str, password: str) -> Iterator[TlsKafka]:
+    """A fresh TLS broker (new CA, certificate and SCRAM user) on `port` (SSL), `port + 1`
+    (SASL_SSL) and `port + 2` (controller); stopped afterwards.
+
+    Always the local process, like secure_kafka: the script's own listeners are under test.
+    """
+    env = {
+        **os.environ,
+        "KAFKA_TLS": "1",
+        "KAFKA_PORT": str(port),
+        "KAFKA_SASL_PORT": str(port + 1),
+        "KAFKA_CONTROLLER_PORT": str(port + 2),
+        "KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m",
+        "KAFKA_TLS_USER": user,
+        "KAFKA_TLS_PASSWORD": password,
+    }
+    state = ROOT / ".infra" / "kafka-tls"
+    _run("kafka.sh", "down", env)  # a broker left over by an interrupted run
+    shutil.rmtree(state, ignore_errors=True)
+    _run("kafka.sh", "up", env)
+    try:
+        yield TlsKafka(
+            f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}", state / "certs" / "ca.pem", user, password
+        )
+    finally:
+        _run("kafka.sh", "down", env)
