@@ -138,7 +138,8 @@ secure_config() {
 }
 
 # A CA and a broker certificate for 127.0.0.1/localhost signed by it, made once; the
-# broker reads PEM (key and certificate chain in broker.pem), clients get ca.pem.
+# broker reads PEM (key and certificate chain in broker.pem), clients get ca.pem (and
+# client.pem/client.key to try mTLS).
 make_certs() {
   local certs="$STATE/certs"
   [[ -s "$certs/broker.pem" && -s "$certs/ca.pem" ]] && return 0
@@ -155,6 +156,11 @@ make_certs() {
     openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile broker.ext -out broker.crt
     cat broker.key broker.crt ca.pem >broker.pem
+    # A client certificate from the same CA, for trying mTLS (KAFKA_SSL_CERT_FILE/KEY_FILE).
+    openssl req -new -newkey rsa:2048 -nodes -subj "/CN=kap-client" -keyout client.key -out client.csr
+    printf '%s\n' "extendedKeyUsage=clientAuth" >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile client.ext -out client.pem
   ) >"$STATE/certs.log" 2>&1 || die "making certificates failed — see ${STATE#"$REPO_ROOT/"}/certs.log"
   rm -rf "$certs" && mv "$certs.tmp" "$certs"
 }

@@ -39,9 +39,15 @@ def tls() -> Iterator[infra.TlsKafka]:
 
 
 def environment(tls: infra.TlsKafka, protocol: str, mechanism: str | None) -> dict[str, str]:
-    """The variables a deployment sets for this protocol and login."""
+    """The variables a deployment sets for this protocol and login (mTLS: "client-cert")."""
     env = {"KAFKA_SECURITY_PROTOCOL": protocol, "KAFKA_SSL_CA_FILE": str(tls.ca_file)}
-    if mechanism is None:
+    if mechanism == "client-cert":
+        certs = tls.ca_file.parent
+        env |= {
+            "KAFKA_SSL_CERT_FILE": str(certs / "client.pem"),
+            "KAFKA_SSL_KEY_FILE": str(certs / "client.key"),
+        }
+    if protocol == "SSL":
         return {**env, "KAFKA_BOOTSTRAP_SERVERS": tls.ssl_bootstrap}
     return {
         **env,
@@ -54,7 +60,14 @@ def environment(tls: infra.TlsKafka, protocol: str, mechanism: str | None) -> di
 
 @pytest.mark.parametrize(
     ("protocol", "mechanism"),
-    [("SSL", None), ("SASL_SSL", "SCRAM-SHA-512"), ("SASL_SSL", "PLAIN")],
+    [
+        ("SSL", None),
+        # mTLS: the broker verifies a certificate offered (ssl.client.auth=requested),
+        # so this one is presented and checked against the CA.
+        ("SSL", "client-cert"),
+        ("SASL_SSL", "SCRAM-SHA-512"),
+        ("SASL_SSL", "PLAIN"),
+    ],
 )
 def test_an_event_published_by_the_chassis_is_read_back_by_kapctl_with_the_same_settings(
     tls: infra.TlsKafka,
