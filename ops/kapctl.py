@@ -18,7 +18,7 @@ from chassis.clinics import Clinic
 from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics
 from ops import audit, operations, outcomes
-from shared.topics import ALL
+from shared.topics import ALL, RECORD_TOPICS
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
@@ -28,7 +28,7 @@ def _bootstrap(args: argparse.Namespace) -> str:
 def _topics_apply(args: argparse.Namespace) -> int:
     replication = args.replication_factor or ServiceSettings().topic_replication_factor
     created = asyncio.run(apply_topics(_bootstrap(args), replication))
-    print(f"{len(created)} topic(s) created, {2 * len(ALL) - len(created)} already present")
+    print(f"{len(created)} topic(s) created, {2 * len(ALL) + len(RECORD_TOPICS) - len(created)} already present")
     for name in created:
         print(f"  + {name}")
     return 0
