@@ -80,4 +80,5 @@ def check_section(clinic: Clinic) -> None:
     try:
         TemplateSet(template_overrides(clinic))
     except TemplateRenderError as error:
-        raise ClinicRefused([(("notifier", TEMPLATES, error.kind, error.part), str(error))]) from error
+        where = ("notifier", TEMPLATES, error.kind, error.part)
+        raise ClinicRefused([(where, str(error))]) from error

@@ -73,7 +73,7 @@ def routes(
     async def put_clinic(
         clinic_id: Annotated[ClinicId, PathParam()],
         entry: Annotated[dict[str, JsonValue], Body(description="The clinic, as in the file")],
-        actor: str = Depends(admin),  # noqa: B008 - FastAPI's dependency idiom
+        actor: str = Depends(admin),
     ) -> ClinicWritten:
         if entry.setdefault("id", clinic_id) != clinic_id:
             raise _refused(ClinicRefused([(("id",), "must be the clinic id in the path")]))
@@ -86,7 +86,7 @@ def routes(
     @router.delete("/clinics/{clinic_id}", summary="Retire a clinic (its record says who, when)")
     async def retire_clinic(
         clinic_id: Annotated[ClinicId, PathParam()],
-        actor: str = Depends(admin),  # noqa: B008 - FastAPI's dependency idiom
+        actor: str = Depends(admin),
     ) -> ClinicWritten:
         record = await write_clinic(
             send, {"id": clinic_id}, checks, actor, registry=registry, retired=True

@@ -24,7 +24,13 @@ from aiokafka.errors import (
 from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics
 from ops.acls import PRINCIPALS, password_variable
-from shared.topics import ALL, CLIENT_ENROLLED, RECORD_TOPICS, PUBLIC_STAGE_REACHED, SESSION_SCHEDULED
+from shared.topics import (
+    ALL,
+    CLIENT_ENROLLED,
+    PUBLIC_STAGE_REACHED,
+    RECORD_TOPICS,
+    SESSION_SCHEDULED,
+)
 from tests import infra
 from tests.helpers import partner_reads, publish_stage_reached
 
