@@ -396,6 +396,9 @@ class RecordTopic:
     name: str
     record: type[ev.Contract]
     description: str
+    # The services that write it (besides operators' tools): the scheduler serves the
+    # admin API (services.scheduler.admin_api).
+    producers: tuple[Service, ...] = ("scheduler",)
     partitions: int = 1  # a few thousand small records: one partition keeps them in order
     config: dict[str, str] = field(default_factory=dict)
 
