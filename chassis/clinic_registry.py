@@ -163,10 +163,15 @@ async def read_registry(
     bootstrap: str, registry: str = CLINIC_REGISTRY.name, sasl: tuple[str, str] | None = None
 ) -> dict[str, ClinicConfigured]:
     """The registry as a fresh reader rebuilds it now: the last record per clinic."""
-    view = ClinicRegistryView(bootstrap, registry, sasl=sasl)
+    view = ClinicRegistryView(bootstrap, registry, sasl=sasl, wait_for_topic=False)
     task = asyncio.create_task(view.run(asyncio.Event()))
     try:
-        await view.wait_caught_up(60)
+        caught_up = asyncio.create_task(view.wait_caught_up(60))
+        await asyncio.wait([task, caught_up], return_when=asyncio.FIRST_COMPLETED)
+        if not caught_up.done():
+            caught_up.cancel()
+            task.result()  # the reader failed: its error, not a minute's wait
+        await caught_up
         return dict(view.records)
     finally:
         task.cancel()
@@ -190,8 +195,12 @@ class ClinicRegistryView(ClinicDirectory):
         *,
         sasl: tuple[str, str] | None = None,
         metrics: ServiceMetrics | None = None,
+        wait_for_topic: bool = True,
     ) -> None:
         super().__init__(Path(f"kafka:{topic}"), metrics=metrics)
+        # A service waits for its registry topic (created at its start); a one-off
+        # reader (kapctl) is told at once that it is missing.
+        self._wait_for_topic = wait_for_topic
         self._bootstrap, self._topic, self._sasl = bootstrap, topic, sasl
         self._by_id: dict[str, Clinic] = {}
         self.records: dict[str, ClinicConfigured] = {}
@@ -254,6 +263,8 @@ class ClinicRegistryView(ClinicDirectory):
             found = consumer.partitions_for_topic(self._topic)
             if found:
                 return [TopicPartition(self._topic, p) for p in sorted(found)]
+            if not self._wait_for_topic:
+                raise LookupError(f"no topic {self._topic} (kapctl topics apply creates it)")
             await asyncio.sleep(0.5)  # created by apply_topics at start; not yet visible
         return []
 
