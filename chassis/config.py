@@ -33,6 +33,16 @@ class ServiceSettings(BaseSettings):
     clinics_file: Path = Field(
         default=Path("config/clinics.json"), validation_alias="KAP_CLINICS_FILE"
     )
+    # Where the clinics come from: the file above (read and re-read by every pod), or the
+    # compacted registry topic (chassis.clinic_registry), written by `kapctl clinics`
+    # and the scheduler's admin API. `file` stays the default until deployments have
+    # imported their file (`kapctl clinics import`).
+    clinics_source: Literal["file", "topic"] = Field(
+        default="file", validation_alias="KAP_CLINICS_SOURCE"
+    )
+    clinics_topic: str = Field(
+        default="clinics.registry.v1", min_length=1, validation_alias="KAP_CLINICS_TOPIC"
+    )
     kafka_request_timeout_ms: int = Field(
         default=40_000, ge=1_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
     )

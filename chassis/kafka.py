@@ -20,7 +20,7 @@ from chassis.config import ServiceSettings
 from chassis.dead_letters import DeadLetterPolicy, dead_letter_middleware
 from chassis.metrics import ServiceMetrics
 from chassis.tracing import tracer_provider
-from shared.topics import ALL, Topic
+from shared.topics import ALL, RECORD_TOPICS, RecordTopic, Topic
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +126,28 @@ def _new_topics(topics: Sequence[Topic], replication_factor: int) -> list[NewTop
     return wanted
 
 
+def _new_record_topics(topics: Sequence[RecordTopic], replication_factor: int) -> list[NewTopic]:
+    min_isr = str(min(2, replication_factor))
+    return [
+        NewTopic(
+            topic.name,
+            num_partitions=topic.partitions,
+            replication_factor=replication_factor,
+            topic_configs={**topic.kafka_config(), "min.insync.replicas": min_isr},
+        )
+        for topic in topics
+    ]
+
+
 async def apply_topics(
     bootstrap_servers: str,
     replication_factor: int = 1,
     topics: Sequence[Topic] = ALL,
     security: Mapping[str, Any] | None = None,
+    records: Sequence[RecordTopic] = RECORD_TOPICS,
 ) -> list[str]:
-    """Create every missing topic (and its dead-letter topic); return the names created.
+    """Create every missing topic (and its dead-letter topic), and the configuration
+    record topics (compacted where their spec says); return the names created.
 
     Idempotent, and safe when several replicas start at once: a topic another
     process created first counts as present. `security`: `client_options(settings)`.
@@ -141,7 +156,9 @@ async def apply_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in _new_topics(topics, replication_factor) if t.name not in existing]
+        wanted = _new_topics(topics, replication_factor)
+        wanted += _new_record_topics(records, replication_factor)
+        missing = [t for t in wanted if t.name not in existing]
         if not missing:
             return []
         response = await admin.create_topics(missing)

@@ -10,6 +10,7 @@ before the process exits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from fastapi.responses import PlainTextResponse
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
+from chassis.clinic_registry import ClinicRegistryView
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock, clock_from
 from chassis.config import ServiceSettings
@@ -30,7 +32,7 @@ from chassis.logs import configure_logging
 from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from chassis.unit_of_work import UnitOfWork
 from chassis.workers import Supervisor, Worker
-from shared.topics import Service, produced_by
+from shared.topics import CLINIC_CHANGES, CLINIC_REGISTRY, Service, produced_by
 
 WORKER_STOP_S = 10.0
 
@@ -56,6 +58,14 @@ class ServiceRuntime:
         broker = make_broker(settings, name, settings.kafka_request_timeout_ms, metrics)
         redis = Redis.from_url(settings.redis_url, decode_responses=True)
         publisher = EventPublisher(broker, name, produced_by(name), metrics)
+        clinics: ClinicDirectory = ClinicDirectory(settings.clinics_file, metrics=metrics)
+        if settings.clinics_source == "topic":
+            clinics = ClinicRegistryView(
+                settings.kafka_bootstrap_servers,
+                settings.clinics_topic,
+                security=client_options(settings),
+                metrics=metrics,
+            )
         runtime = cls(
             name=name,
             settings=settings,
@@ -64,9 +74,16 @@ class ServiceRuntime:
             redis=redis,
             publisher=publisher,
             metrics=metrics,
-            clinics=ClinicDirectory(settings.clinics_file, metrics=metrics),
+            clinics=clinics,
             unit_of_work=UnitOfWork(redis, name, publisher, settings.relay_grace_ms),
         )
+        if isinstance(clinics, ClinicRegistryView):
+            registry = clinics
+
+            async def clinic_registry() -> None:
+                await registry.run(runtime.supervisor.stopping)
+
+            runtime.workers.append(clinic_registry)
         # Every service writes through the unit of work; its relay publishes what a
         # writer that died between its write and its publish left in an outbox.
         runtime.workers.append(
@@ -85,6 +102,10 @@ class ServiceRuntime:
             self.settings.kafka_bootstrap_servers,
             self.settings.topic_replication_factor,
             security=client_options(self.settings),
+            records=(
+                dataclasses.replace(CLINIC_REGISTRY, name=self.settings.clinics_topic),
+                CLINIC_CHANGES,
+            ),
         )
         await self.broker.start()
         self.supervisor.start(self.workers)
@@ -102,6 +123,10 @@ class ServiceRuntime:
         # A broken clinics file is not checked here: the last good one serves, and
         # failing every replica's readiness for a typo would be an outage.
         checks["workers"] = not self.supervisor.down
+        if isinstance(self.clinics, ClinicRegistryView):
+            # Not ready until the registry is read up to where it ended at start: a
+            # replica serving before then would answer 404 for clinics that exist.
+            checks["clinics"] = self.clinics.caught_up
         # Any failure to answer means not ready; the reason is in the client's log.
         with contextlib.suppress(Exception):
             checks["kafka"] = bool(await self.broker.ping(timeout=2.0))

@@ -15,11 +15,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chassis.clinics import Clinic
+from chassis.clinic_registry import (
+    ClinicRefused,
+    checked_clinic,
+    read_registry,
+    registry_producer,
+    write_clinic,
+)
+from chassis.clinics import hash_api_key
 from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics, client_options
 from ops import audit, operations, outcomes
-from shared.topics import ALL
+from ops.clinic_registry import SECTION_CHECKS
+from shared.topics import ALL, RECORD_TOPICS
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
@@ -34,7 +42,8 @@ def _security() -> dict[str, Any]:
 def _topics_apply(args: argparse.Namespace) -> int:
     replication = args.replication_factor or ServiceSettings().topic_replication_factor
     created = asyncio.run(apply_topics(_bootstrap(args), replication, security=_security()))
-    print(f"{len(created)} topic(s) created, {2 * len(ALL) - len(created)} already present")
+    present = 2 * len(ALL) + len(RECORD_TOPICS) - len(created)
+    print(f"{len(created)} topic(s) created, {present} already present")
     for name in created:
         print(f"  + {name}")
     return 0
@@ -159,19 +168,93 @@ def _outcomes(args: argparse.Namespace) -> int:
 
 
 def _clinics_upsert(args: argparse.Namespace) -> int:
-    path = Path(args.file or ServiceSettings().clinics_file)
-    clinic = {"id": args.id}
+    settings = ServiceSettings()
+    clinic: dict[str, Any] = {"id": args.id}
     for field in ("name", "timezone", "staff_email"):
         if getattr(args, field):
             clinic[field] = getattr(args, field)
-    if args.section_file:
-        clinic.update(json.loads(Path(args.section_file).read_text()))
-    action = operations.upsert_clinic(path, clinic, args.api_key)
-    # Whatever was written must load: refuse to leave a file the services would reject.
-    entries = json.loads(path.read_text())
-    Clinic.model_validate(next(e for e in entries if e["id"] == args.id))
-    print(f"clinic {args.id} {action} in {path}")
+    for given in (args.section_file, args.entry):
+        if given:
+            clinic.update(json.loads(Path(given).read_text()))
+    if args.file or (settings.clinics_source == "file" and not args.registry):
+        path = Path(args.file or settings.clinics_file)
+        # Checked before the file is written: never leave one the services would reject.
+        action = operations.upsert_clinic(
+            path, clinic, args.api_key, check=lambda entry: checked_clinic(entry, SECTION_CHECKS)
+        )
+        print(f"clinic {args.id} {action} in {path}")
+        return 0
+
+    async def upsert() -> str:
+        topic = args.topic or settings.clinics_topic
+        found = await read_registry(_bootstrap(args), topic, security=_security())
+        current = found.get(args.id)
+        live = current is not None and not current.retired
+        entry = {**(current.config if live and current else {}), **clinic}
+        if args.api_key:
+            entry["api_key_sha256"] = hash_api_key(args.api_key)
+        async with registry_producer(_bootstrap(args), _security()) as send:
+            await write_clinic(send, entry, SECTION_CHECKS, _actor(), registry=topic)
+        return "updated" if live else "added"
+
+    print(f"clinic {args.id} {asyncio.run(upsert())} in the registry")
     return 0
+
+
+def _clinics_import(args: argparse.Namespace) -> int:
+    """Every clinic of a clinics file into the registry: all checked before any is written."""
+    settings = ServiceSettings()
+    entries = json.loads(Path(args.file).read_text())
+    if not isinstance(entries, list):
+        raise ValueError(f"{args.file}: a clinics file is a JSON list of clinics")
+    for n, entry in enumerate(entries):
+        try:
+            checked_clinic(entry, SECTION_CHECKS)
+        except ClinicRefused as refused:
+            raise ValueError(f"{args.file}: clinic #{n} ({entry.get('id')!r}): {refused}") from None
+
+    async def publish() -> None:
+        topic = args.topic or settings.clinics_topic
+        async with registry_producer(_bootstrap(args), _security()) as send:
+            for entry in entries:
+                await write_clinic(send, entry, SECTION_CHECKS, _actor(), registry=topic)
+
+    asyncio.run(publish())
+    print(f"{len(entries)} clinic(s) imported into the registry")
+    return 0
+
+
+def _clinics_retire(args: argparse.Namespace) -> int:
+    settings = ServiceSettings()
+
+    async def retire() -> None:
+        async with registry_producer(_bootstrap(args), _security()) as send:
+            await write_clinic(
+                send,
+                {"id": args.id},
+                SECTION_CHECKS,
+                _actor(),
+                registry=args.topic or settings.clinics_topic,
+                retired=True,
+            )
+
+    asyncio.run(retire())
+    print(f"clinic {args.id} retired in the registry")
+    return 0
+
+
+def _clinics_list(args: argparse.Namespace) -> int:
+    settings = ServiceSettings()
+    topic = args.topic or settings.clinics_topic
+    found = asyncio.run(read_registry(_bootstrap(args), topic, security=_security()))
+    for clinic_id, record in sorted(found.items()):
+        state = "retired" if record.retired else "live"
+        print(f"{clinic_id:<40} {state:<7} {record.changed_at.isoformat()}  {record.changed_by}")
+    return 0
+
+
+def _actor() -> str:
+    return f"kapctl:{os.environ.get('USER') or 'unknown'}"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -259,9 +342,17 @@ def parser() -> argparse.ArgumentParser:
     outcome.add_argument("--json", action="store_true", help="print the API's answers as JSON")
     outcome.set_defaults(run=_outcomes)
 
-    clinics = commands.add_parser("clinics", help="the clinics file")
+    clinics = commands.add_parser(
+        "clinics", help="the clinic registry (KAP_CLINICS_SOURCE=topic) or the clinics file"
+    )
     clinic_commands = clinics.add_subparsers(dest="action", required=True)
-    upsert = clinic_commands.add_parser("upsert", help="add or update a clinic")
+    upsert = clinic_commands.add_parser(
+        "upsert",
+        help="add or update a clinic, checked as the services check it",
+        description="Writes to the registry topic when $KAP_CLINICS_SOURCE is topic or "
+        "--registry is given (merged with the clinic's current record), else edits the "
+        "clinics file. A configuration any service would refuse is refused, naming the field.",
+    )
     upsert.add_argument("id")
     upsert.add_argument("--name")
     upsert.add_argument("--timezone", help="IANA zone, e.g. Europe/Lisbon")
@@ -270,8 +361,24 @@ def parser() -> argparse.ArgumentParser:
     upsert.add_argument(
         "--section-file", help="JSON with per-service sections (scheduler, notifier)"
     )
-    upsert.add_argument("--file", help="the clinics file (default: $KAP_CLINICS_FILE)")
+    upsert.add_argument("--entry", help="JSON of the clinic's entry (any fields, as in the file)")
+    upsert.add_argument("--file", help="edit this clinics file (default: $KAP_CLINICS_FILE)")
+    upsert.add_argument("--registry", action="store_true", help="write to the registry topic")
+    upsert.add_argument("--topic", help="the registry topic (default: $KAP_CLINICS_TOPIC)")
     upsert.set_defaults(run=_clinics_upsert)
+    imports = clinic_commands.add_parser(
+        "import", help="every clinic of a clinics file into the registry (all checked first)"
+    )
+    imports.add_argument("file")
+    imports.add_argument("--topic", help="the registry topic (default: $KAP_CLINICS_TOPIC)")
+    imports.set_defaults(run=_clinics_import)
+    retire = clinic_commands.add_parser("retire", help="retire a clinic in the registry")
+    retire.add_argument("id")
+    retire.add_argument("--topic", help="the registry topic (default: $KAP_CLINICS_TOPIC)")
+    retire.set_defaults(run=_clinics_retire)
+    listing = clinic_commands.add_parser("list", help="the clinics in the registry")
+    listing.add_argument("--topic", help="the registry topic (default: $KAP_CLINICS_TOPIC)")
+    listing.set_defaults(run=_clinics_list)
     return root
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,8 +191,16 @@ async def _republish(bootstrap: str, letters: list[DeadLetter], security: Securi
         await producer.stop()
 
 
-def upsert_clinic(path: Path, clinic: dict[str, Any], api_key: str | None) -> str:
-    """Add or update one clinic in the clinics file; services pick it up without a restart."""
+def upsert_clinic(
+    path: Path,
+    clinic: dict[str, Any],
+    api_key: str | None,
+    check: Callable[[dict[str, Any]], object] = lambda _: None,
+) -> str:
+    """Add or update one clinic in the clinics file; services pick it up without a restart.
+
+    `check` sees the clinic's merged entry before anything is written, and refuses by raising.
+    """
     entries: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
     existing = next((e for e in entries if e["id"] == clinic["id"]), None)
     if api_key:
@@ -205,6 +213,7 @@ def upsert_clinic(path: Path, clinic: dict[str, Any], api_key: str | None) -> st
     else:
         existing.update(clinic)
         action = "updated"
+    check(existing if existing is not None else clinic)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(entries, indent=2))
     temporary.replace(path)  # readers never see half a file

@@ -14,7 +14,15 @@ from typing import Annotated, Literal, Self
 from uuid import UUID
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
 
 ClinicId = Annotated[
     str,
@@ -674,3 +682,25 @@ class CohortOutcomesSummarized(Event):
     mean_change_ci95: tuple[float, float] | None = None
     response_rate: float = Field(ge=0, le=1)
     remission_rate: float = Field(ge=0, le=1)
+
+
+# --- the clinic registry (keyed by clinic, not client: see shared.topics.CLINIC_REGISTRY) --
+
+
+class ClinicConfigured(Contract):
+    """One clinic's whole configuration as it stands after a change, or its retirement.
+
+    The registry topic is compacted on the clinic id, so the last record per clinic is
+    the clinic. A retired clinic is an explicit record (`retired: true`), not a
+    tombstone: it keeps who retired it and when, and a reader long after compaction
+    still tells "retired" from "never configured" (a tombstone is deleted after
+    `delete.retention.ms`). Carries no PHI: names, hours, policy, the key's SHA-256.
+    """
+
+    record_id: UUID = Field(description="This change's id (the same on its audit copy)")
+    clinic_id: ClinicId
+    config: dict[str, JsonValue] = Field(description="The clinic's entry, as in the clinics file")
+    retired: bool = False
+    changed_by: str = Field(min_length=1, max_length=200, description="Who made the change")
+    changed_at: AwareDatetime
+    schema_version: Literal[1] = 1

@@ -382,3 +382,47 @@ def topic_for(event: ev.Event) -> Topic:
 
 def produced_by(service: Service) -> tuple[Topic, ...]:
     return tuple(topic for topic in ALL if service in topic.producers)
+
+
+# --- configuration records: keyed by clinic id, outside the client-event catalogue -----
+
+
+@dataclass(frozen=True)
+class RecordTopic:
+    """A topic of configuration records (not client events): keyed by clinic id, written
+    by operators, read whole by every service. No dead-letter topic: a record a reader
+    cannot use is a configuration error, logged and counted, and the last good one kept."""
+
+    name: str
+    record: type[ev.Contract]
+    description: str
+    # The services that write it (besides operators' tools): the scheduler serves the
+    # admin API (services.scheduler.admin_api).
+    producers: tuple[Service, ...] = ("scheduler",)
+    partitions: int = 1  # a few thousand small records: one partition keeps them in order
+    config: dict[str, str] = field(default_factory=dict)
+
+    def kafka_config(self) -> dict[str, str]:
+        return dict(self.config)
+
+
+CLINIC_REGISTRY = RecordTopic(
+    "clinics.registry.v1",
+    ev.ClinicConfigured,
+    "Every clinic's configuration, the last record per clinic id (compacted); services "
+    "build their clinic catalogue from it.",
+    # Compacted: the latest record per clinic is kept forever, older ones go. A dirty
+    # ratio of 0.1 and 1 h segments let a superseded config (an old key hash) go soon.
+    config={
+        "cleanup.policy": "compact",
+        "min.cleanable.dirty.ratio": "0.1",
+        "segment.ms": str(60 * 60 * 1000),
+    },
+)
+CLINIC_CHANGES = RecordTopic(
+    "clinics.changes.v1",
+    ev.ClinicConfigured,
+    "Audit trail: every accepted clinic change (who, when, the whole config), never compacted.",
+    config={"cleanup.policy": "delete", "retention.ms": str(7 * 365 * DAY_MS)},
+)
+RECORD_TOPICS: tuple[RecordTopic, ...] = (CLINIC_REGISTRY, CLINIC_CHANGES)

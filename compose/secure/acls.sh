@@ -62,6 +62,14 @@ acl --allow-principal User:intake --allow-principal User:scheduler --allow-princ
   --topic public.appointment.checked-in.v1 \
   --topic public.course.status-changed.v1 \
   --topic public.outcomes.cohort-summarized.v1
+acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --operation Describe --operation Create \
+  --topic clinics.registry.v1 \
+  --topic clinics.changes.v1
+acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --operation Read \
+  --topic clinics.registry.v1
+acl --allow-principal User:scheduler --operation Write \
+  --topic clinics.registry.v1 \
+  --topic clinics.changes.v1
 acl --allow-principal User:intake --operation Write \
   --topic intake.consultation.requested.v1 \
   --topic intake.consultation.held.v1 \

@@ -14,10 +14,12 @@ from typing import Any
 
 from pydantic import Field, SecretStr
 
+from chassis.clinic_registry import ClinicRefused
 from chassis.clinics import Clinic
 from chassis.config import ServiceSettings
 from chassis.measure_links import MeasureLinks
 from services.notifier.model import ClinicSettings
+from services.notifier.templates import TemplateRenderError, TemplateSet
 
 TEMPLATES = "templates"
 
@@ -69,3 +71,14 @@ def clinic_settings(clinic: Clinic) -> ClinicSettings:
 def template_overrides(clinic: Clinic) -> Mapping[str, Mapping[str, str]]:
     overrides: Any = clinic.section("notifier").get(TEMPLATES, {})
     return overrides if isinstance(overrides, dict) else {}
+
+
+def check_section(clinic: Clinic) -> None:
+    """Refuses a `notifier` section the notifier could not use: its policy, and its
+    template overrides, compiled as delivery compiles them (chassis.clinic_registry)."""
+    clinic_settings(clinic)
+    try:
+        TemplateSet(template_overrides(clinic))
+    except TemplateRenderError as error:
+        where = ("notifier", TEMPLATES, error.kind, error.part)
+        raise ClinicRefused([(where, str(error))]) from error

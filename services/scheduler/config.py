@@ -17,3 +17,8 @@ class Settings(ServiceSettings):
     kafka_request_timeout_ms: int = Field(
         default=10_000, ge=1_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
     )
+    # The operators' admin API (services.scheduler.admin_api): the admin key's SHA-256
+    # (`sha256sum` of the key, hex); unset, the admin routes refuse every call.
+    admin_api_key_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", validation_alias="KAP_ADMIN_API_KEY_SHA256"
+    )

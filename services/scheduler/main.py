@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from chassis.clinic_registry import Send
 from chassis.clock import Clock
 from chassis.service import ServiceRuntime, http_app, serve
-from services.scheduler import client_api, handlers, offer_api, outcomes_api
+from ops.clinic_registry import SECTION_CHECKS
+from services.scheduler import admin_api, client_api, handlers, offer_api, outcomes_api
 from services.scheduler.api import routes
 from services.scheduler.config import Settings
 from services.scheduler.measure_timers import measure_timer
@@ -39,8 +41,22 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         client_api.routes(scheduler),
         *offer_api.routes(scheduler),
         outcomes_api.routes(scheduler),
+        admin_api.routes(
+            _registry_send(runtime),
+            SECTION_CHECKS,
+            settings.admin_api_key_sha256,
+            settings.clinics_topic,
+        ),
     ]
     return http_app(runtime, title="KAP scheduler", routers=routers)
+
+
+def _registry_send(runtime: ServiceRuntime) -> Send:
+    async def send(topic: str, key: bytes, value: bytes) -> None:
+        # The broker's producer: idempotent, acks=all, and awaited until acknowledged.
+        await runtime.broker.publish(value, topic, key=key)
+
+    return send
 
 
 def scheduler_for(runtime: ServiceRuntime) -> Scheduler:

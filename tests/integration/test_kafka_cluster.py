@@ -118,7 +118,10 @@ async def test_acknowledged_events_survive_a_killed_broker_once_each_and_in_orde
     settings = ServiceSettings(kafka_bootstrap_servers=cluster.bootstrap)
     topic = dataclasses.replace(SESSION_SCHEDULED, name=f"test.cluster.{unique}.v1")
     created = await apply_topics(
-        settings.kafka_bootstrap_servers, settings.topic_replication_factor, topics=[topic]
+        settings.kafka_bootstrap_servers,
+        settings.topic_replication_factor,
+        topics=[topic],
+        records=(),
     )
     assert set(created) == {topic.name, topic.dead_letters}
     partitions, min_insync = await wait_for_layout(cluster.bootstrap, topic.name, topic.partitions)

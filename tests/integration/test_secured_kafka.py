@@ -24,7 +24,13 @@ from aiokafka.errors import (
 from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics, client_options
 from ops.acls import PRINCIPALS, password_variable
-from shared.topics import ALL, CLIENT_ENROLLED, PUBLIC_STAGE_REACHED, SESSION_SCHEDULED
+from shared.topics import (
+    ALL,
+    CLIENT_ENROLLED,
+    PUBLIC_STAGE_REACHED,
+    RECORD_TOPICS,
+    SESSION_SCHEDULED,
+)
 from tests import infra
 from tests.helpers import partner_reads, publish_stage_reached
 
@@ -109,6 +115,7 @@ async def test_a_service_applies_the_topic_catalogue_as_its_own_principal(
     created: list[str],
 ) -> None:
     wanted = {name for topic in ALL for name in (topic.name, topic.dead_letters)}
+    wanted |= {topic.name for topic in RECORD_TOPICS}
     assert set(created) == wanted
 
 
