@@ -28,6 +28,7 @@ from chassis.http import install_error_handlers
 from chassis.kafka import apply_topics, make_broker
 from chassis.logs import configure_logging
 from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from chassis.redis_client import connect_redis
 from chassis.unit_of_work import UnitOfWork
 from chassis.workers import Supervisor, Worker
 from shared.topics import Service, produced_by
@@ -54,7 +55,7 @@ class ServiceRuntime:
         """Build every client without connecting any (that happens at start-up)."""
         metrics = ServiceMetrics(name)
         broker = make_broker(settings, name, settings.kafka_request_timeout_ms, metrics)
-        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        redis = connect_redis(settings.redis_url, settings.redis_mode)
         publisher = EventPublisher(broker, name, produced_by(name), metrics)
         runtime = cls(
             name=name,
