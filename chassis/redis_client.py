@@ -7,7 +7,7 @@ On a cluster every key of a write step carries its clinic's `{clinic_id}` hash t
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import (
@@ -15,6 +15,7 @@ from redis.exceptions import (
     ClusterDownError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -48,3 +49,22 @@ def connect_redis(url: str, mode: RedisMode = "standalone", *, decode: bool = Tr
     if mode == "cluster":
         return cast(Redis, RedisCluster.from_url(url, decode_responses=decode))
     return Redis.from_url(url, decode_responses=decode)
+
+
+async def eviction_policies(redis: Redis) -> list[str]:
+    """Each primary's `maxmemory-policy`. Anything but `noeviction` may drop the handled
+    marks and effect records (they carry TTLs, so every volatile-* policy takes them
+    first) and silently break exactly-once."""
+    if isinstance(redis, RedisCluster):
+        return [await _policy(redis, target_nodes=node) for node in redis.get_primaries()]
+    return [await _policy(redis)]
+
+
+async def _policy(redis: Redis | RedisCluster, **target: Any) -> str:
+    try:
+        reply = await redis.config_get("maxmemory-policy", **target)
+    except ResponseError:
+        # Managed Redis often disables or renames CONFIG; INFO still tells.
+        info = await redis.info("memory", **target)
+        return str(info["maxmemory_policy"])
+    return str(reply["maxmemory-policy"])
