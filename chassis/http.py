@@ -103,7 +103,7 @@ def _document_readiness(app: FastAPI) -> None:
         readyz = schema.get("paths", {}).get("/readyz", {}).get("get")
         if readyz is not None:
             readyz["responses"].setdefault(
-                "503", {"description": "Kafka, Redis (or its maxmemory-policy evicts) or the consumers are not ready"}
+                "503", {"description": "Kafka, Redis or consumers not ready (or Redis evicts)"}
             )
         return schema
 

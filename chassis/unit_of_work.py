@@ -43,7 +43,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -232,7 +232,7 @@ def _in_slot(key: str, clinic_id: str) -> None:
 def _check_slot(tx: Pipeline, clinic_id: str) -> None:
     """Every key the MULTI writes is in the clinic's slot: the first argument of each
     queued command, or a script's declared KEYS (MULTI itself has none)."""
-    for args, _ in tx.command_stack:
+    for args in _queued(tx):
         command = str(args[0]).upper()
         if command in ("EVALSHA", "EVAL"):
             names = args[3 : 3 + int(args[2])]
@@ -242,3 +242,14 @@ def _check_slot(tx: Pipeline, clinic_id: str) -> None:
             continue
         for name in names:
             _in_slot(name.decode() if isinstance(name, bytes) else str(name), clinic_id)
+
+
+def _queued(tx: Pipeline) -> list[tuple[Any, ...]]:
+    """The arguments of each command queued on the MULTI, on one node or a cluster
+    (redis-py's cluster pipeline keeps its queue in its transaction strategy)."""
+    if hasattr(tx, "command_stack"):
+        return [args for args, _ in tx.command_stack]
+    queue = getattr(getattr(tx, "_execution_strategy", None), "_command_queue", None)
+    if queue is None:  # a redis-py that moved it: fail loudly rather than check nothing
+        raise TypeError(f"cannot read the commands queued on {type(tx).__name__}")
+    return [command.args for command in queue]
