@@ -7,9 +7,12 @@ On a cluster every key of a write step carries its clinic's `{clinic_id}` hash t
 
 from __future__ import annotations
 
+from copy import copy
 from typing import Any, Literal, cast
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -68,3 +71,59 @@ async def _policy(redis: Redis | RedisCluster, **target: Any) -> str:
         info = await redis.info("memory", **target)
         return str(info["maxmemory_policy"])
     return str(reply["maxmemory-policy"])
+
+
+class NotReplicated(RedisConnectionError):
+    """EXEC applied on the primary, but no replica acknowledged it in time: a primary
+    lost now would take the step with it. A connection error, so transient: the input
+    comes again (its handled mark makes the replay apply nothing twice)."""
+
+
+def no_retry_transaction(redis: Redis) -> Pipeline:
+    """A MULTI/EXEC pipeline that never retries by itself.
+
+    redis-py's cluster transaction retries WATCH and EXEC after a connection error on
+    a new connection, where the earlier WATCHes are gone: a step's EXEC then applies
+    what it decided from a stale read (a lost update), or applies twice. Here the
+    error reaches the unit of work instead, which runs the step again from its reads,
+    or leaves the input to come again. (A standalone pipeline does not retry EXEC.)"""
+    tx = redis.pipeline(transaction=True)
+    if isinstance(tx, ClusterPipeline):
+        strategy = _strategy(tx)
+        if not hasattr(strategy, "_retry"):
+            raise TypeError("cannot turn off the retries of redis-py's cluster transaction")
+        # One attempt; the same errors still call its handler, which refreshes the
+        # slot map after MOVED or a lost node (a new Retry would skip that).
+        retry = copy(strategy._retry)
+        retry.update_retries(0)
+        strategy._retry = retry
+    return tx
+
+
+async def execute_replicated(tx: Pipeline, timeout_ms: int) -> list[Any]:
+    """EXEC, then on a cluster `WAIT 1 timeout_ms` on the same connection (WAIT counts
+    the replicas holding this connection's writes): replication is asynchronous, and a
+    primary killed after acknowledging an EXEC its replica never got loses the step
+    while its input counts as handled. Raises NotReplicated when no replica acknowledged.
+    Standalone: EXEC alone (no replica to wait for, and no extra round trip)."""
+    if not isinstance(tx, ClusterPipeline):
+        return await tx.execute()
+    strategy = _strategy(tx)
+    try:
+        # The strategy's own execute keeps the connection; the pipeline's resets it.
+        result: list[Any] = await strategy.execute()
+        connection = strategy._transaction_connection
+        await connection.send_command("WAIT", 1, timeout_ms)
+        acked = int(await connection.read_response())
+    finally:
+        await tx.reset()
+    if acked < 1:
+        raise NotReplicated(f"no replica acknowledged the write within {timeout_ms} ms")
+    return result
+
+
+def _strategy(tx: ClusterPipeline) -> Any:
+    strategy = getattr(tx, "_execution_strategy", None)
+    if strategy is None:  # a redis-py that moved it: fail loudly rather than retry unsafely
+        raise TypeError(f"cannot reach the transaction of {type(tx).__name__}")
+    return strategy

@@ -51,6 +51,7 @@ from redis.exceptions import WatchError
 
 from chassis.events import EventPublisher
 from chassis.outbox import GRACE_MS, Outbox, Output, output_ids
+from chassis.redis_client import execute_replicated, no_retry_transaction
 from chassis.workers import Worker
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ CONFLICT_TRIES = 20
 RELAY_GRACE_MS = GRACE_MS
 # How long a handled input is remembered: longer than any redelivery.
 REMEMBER_S = 14 * 24 * 60 * 60
+# On a cluster, how long a step waits for a replica to hold its write before the
+# input is left to come again (chassis.redis_client.execute_replicated).
+REPLICA_ACK_MS = 1000
 
 
 class WriteConflict(RuntimeError):
@@ -152,7 +156,7 @@ class UnitOfWork:
         unless `leave_to_relay`: an HTTP request whose write is recorded is answered, and
         the relay publishes its outputs once the broker is back."""
         for _ in range(CONFLICT_TRIES):
-            async with self._redis.pipeline(transaction=True) as tx:
+            async with no_retry_transaction(self._redis) as tx:
                 transaction = Transaction(self._redis, tx, clinic_id)
                 if input_ids:
                     marks = [self.handled_key(clinic_id, i) for i in input_ids]
@@ -174,7 +178,7 @@ class UnitOfWork:
                     tx.set(self.handled_key(clinic_id, input_id), ids, ex=REMEMBER_S)
                 _check_slot(tx, clinic_id)
                 try:
-                    await tx.execute()
+                    await execute_replicated(tx, REPLICA_ACK_MS)
                 except WatchError:
                     continue
             try:
