@@ -18,6 +18,9 @@ must carry the `{clinic_id}` hash tag, so the transaction runs on Redis Cluster
 (checked before EXEC: a key outside the slot is a programming error). A service's
 own script (the scheduler's booking ledger) may be one of the writes: its keys are
 declared, checked the same way, and what it checks was read under WATCH.
+On a cluster the MULTI is tried once (no client retry: a retried EXEC loses its
+WATCH) and counts only once a replica holds it (WAIT), so a primary lost right
+after the EXEC loses no step whose input counts as handled.
 
 Then the outputs are published, and only once the broker acknowledged them are
 they taken out of the outbox. Crash points, and what follows each (each has a
