@@ -8,10 +8,15 @@
 # compose/secure/server.properties (SASL/SCRAM, ACLs; admin password
 # KAP_ADMIN_PASSWORD, default admin-secret), with its own state in
 # .infra/kafka-secure and ports 19094 (controller 19095).
+# KAFKA_NODES=3: a quorum of three combined broker/controller nodes instead, each
+# rendered from infra/kafka/cluster.properties.template (replication 3, min in-sync 2)
+# with its state in .infra/kafka-cluster/node-N; node N listens on
+# KAFKA_PORT + 2(N-1) (default base 29092) and its controller on the port after.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SECURE="${KAFKA_SECURE:-0}"
+NODES="${KAFKA_NODES:-1}"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"   # seconds; raise on very slow machines
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
@@ -19,11 +24,18 @@ HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 CONF="$REPO_ROOT/infra/kafka"
 JARS="$INFRA_STATE/kafka"        # the classpath cache, shared by both brokers
 LIBS="$JARS/libs"
+[[ "$NODES" =~ ^[0-9]+$ ]] && ((NODES == 1 || NODES >= 3)) ||
+  die "KAFKA_NODES must be 1 or at least 3 (a quorum that survives losing a node), not '$NODES'"
+[[ "$SECURE" == 1 && "$NODES" != 1 ]] && die "KAFKA_SECURE=1 runs one broker; unset KAFKA_NODES"
 if [[ "$SECURE" == 1 ]]; then
   KAFKA_PORT="${KAFKA_PORT:-19094}"
   KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19095}"
   STATE="$INFRA_STATE/kafka-secure"
   NAME="secure kafka (SASL/SCRAM)"
+elif ((NODES > 1)); then
+  CLUSTER_BASE_PORT="${KAFKA_PORT:-29092}"   # node N: this + 2(N-1), controller the next
+  CLUSTER_STATE="$INFRA_STATE/kafka-cluster"
+  STATE="$CLUSTER_STATE"                      # select_node points these at one node
 else
   KAFKA_PORT="${KAFKA_PORT:-9092}"
   KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
@@ -36,6 +48,9 @@ PIDFILE="$STATE/kafka.pid"
 MAIN_CLASS="kafka.Kafka"
 CONFIG="$STATE/server.properties"
 SCRAM=()   # --add-scram arguments of the storage format (secure only)
+SHARED_CLUSTER_ID=""   # the cluster's nodes must all be formatted with one id
+DOWN_HINT="\`$0 down\`"
+((NODES > 1)) && DOWN_HINT="\`KAFKA_NODES=$NODES $0 down\`"
 
 require_java() {
   local spec=""
@@ -108,8 +123,8 @@ secure_config() {
 # KRaft needs the log dir formatted with a cluster id once; later starts reuse it.
 format_storage() {
   [[ -f "$DATA/meta.properties" ]] && return 0
-  local cluster_id
-  cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null)"
+  local cluster_id="$SHARED_CLUSTER_ID"
+  [[ -n "$cluster_id" ]] || cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null)"
   java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" "${SCRAM[@]}" \
     >"$STATE/format.log" 2>&1 ||
     die "formatting Kafka storage failed — see ${STATE#"$REPO_ROOT/"}/format.log"
@@ -128,10 +143,24 @@ wait_ready() {
     alive "$pid" || { echo "error: $NAME exited during startup; last log lines:" >&2; break; }
     sleep 0.5
   done
-  alive "$pid" && echo "error: $NAME not ready after ${START_TIMEOUT}s (pid $pid left running; \`$0 down\` stops it); last log lines:" >&2
+  alive "$pid" && echo "error: $NAME not ready after ${START_TIMEOUT}s (pid $pid left running; $DOWN_HINT stops it); last log lines:" >&2
   tail -n 20 "$LOG" >&2 2>/dev/null || true
   [[ -s "$STATE/stdout.log" ]] && tail -n 20 "$STATE/stdout.log" >&2
   exit 1
+}
+
+# Start the configured node in the background; its pid is in $PIDFILE on return.
+launch() {
+  # Keep the previous run's log for post-mortems; readiness grep needs a fresh one.
+  [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"
+  # setsid+nohup: detach from the caller's session so the broker outlives this
+  # shell. The inner bash records its own pid, then execs java (same pid).
+  setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+    java $HEAP_OPTS -Djava.awt.headless=true \
+      -Dkafka.logs.dir="$STATE" -Dlog4j2.configurationFile="$CONF/log4j2.properties" \
+      -cp "$LIBS/*" "$MAIN_CLASS" "$CONFIG" \
+    >"$STATE/stdout.log" 2>&1 </dev/null 9>&- &
+  for _ in {1..50}; do [[ -s "$PIDFILE" ]] && break; sleep 0.1; done
 }
 
 cmd_up() {
@@ -155,16 +184,7 @@ cmd_up() {
   if [[ "$SECURE" == 1 ]]; then secure_config; else render_config; fi
   format_storage
 
-  # Keep the previous run's log for post-mortems; readiness grep needs a fresh one.
-  [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"
-  # setsid+nohup: detach from the caller's session so the broker outlives this
-  # shell. The inner bash records its own pid, then execs java (same pid).
-  setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
-    java $HEAP_OPTS -Djava.awt.headless=true \
-      -Dkafka.logs.dir="$STATE" -Dlog4j2.configurationFile="$CONF/log4j2.properties" \
-      -cp "$LIBS/*" "$MAIN_CLASS" "$CONFIG" \
-    >"$STATE/stdout.log" 2>&1 </dev/null 9>&- &
-  for _ in {1..50}; do [[ -s "$PIDFILE" ]] && break; sleep 0.1; done
+  launch
   wait_ready "$(cat "$PIDFILE")"
 }
 
@@ -195,6 +215,142 @@ cmd_logs() {
   [[ -f "$LOG" ]] || die "no log yet ($LOG)"
   if [[ "${1:-}" == "-f" ]]; then tail -n 50 -F "$LOG"; else tail -n 50 "$LOG"; fi
 }
+
+# --- KAFKA_NODES > 1: a local quorum -------------------------------------------------
+
+# Point the per-node globals (ports, state, config, pid) at node $1.
+select_node() {
+  KAFKA_PORT=$((CLUSTER_BASE_PORT + 2 * ($1 - 1)))
+  KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
+  STATE="$CLUSTER_STATE/node-$1"
+  DATA="$STATE/data"
+  LOG="$STATE/kafka.log"
+  PIDFILE="$STATE/kafka.pid"
+  CONFIG="$STATE/server.properties"
+  NAME="kafka node $1"
+  mkdir -p "$STATE"
+}
+
+quorum_voters() {
+  local n voters=()
+  for ((n = 1; n <= NODES; n++)); do
+    voters+=("$n@127.0.0.1:$((CLUSTER_BASE_PORT + 2 * (n - 1) + 1))")
+  done
+  (IFS=,; echo "${voters[*]}")
+}
+
+bootstrap_servers() {
+  local n servers=()
+  for ((n = 1; n <= NODES; n++)); do servers+=("127.0.0.1:$((CLUSTER_BASE_PORT + 2 * (n - 1)))"); done
+  (IFS=,; echo "${servers[*]}")
+}
+
+render_node_config() {
+  sed -e "s|@NODE_ID@|$1|g" \
+      -e "s|@QUORUM_VOTERS@|$(quorum_voters)|g" \
+      -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+      -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+      -e "s|@DATA_DIR@|$DATA|g" \
+      "$CONF/cluster.properties.template" >"$CONFIG"
+}
+
+# Every node is formatted with the same cluster id, kept beside the nodes so that a
+# node whose data was removed rejoins the same cluster.
+shared_cluster_id() {
+  local file="$CLUSTER_STATE/cluster.id"
+  if [[ ! -s "$file" ]]; then
+    java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null >"$file.tmp"
+    mv -f "$file.tmp" "$file"
+  fi
+  cat "$file"
+}
+
+# Start every node that is not running (so `up` also restarts a node that died),
+# then wait for all: a node reports started only once a majority of the quorum is up,
+# so they cannot be started one after another.
+cluster_up() {
+  local n pid
+  lock_state "$CLUSTER_STATE"
+  require_java
+  fetch_jars
+  SHARED_CLUSTER_ID="$(shared_cluster_id)"
+  for ((n = 1; n <= NODES; n++)); do
+    select_node "$n"
+    live_pid "$PIDFILE" "$MAIN_CLASS" >/dev/null && continue
+    rm -f "$PIDFILE"
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+      port_open "$p" && die "port $p on 127.0.0.1 (node $n) is already in use by another process (set KAFKA_PORT to another base)"
+    done
+    render_node_config "$n"
+    format_storage
+    launch
+  done
+  for ((n = 1; n <= NODES; n++)); do
+    select_node "$n"
+    pid="$(live_pid "$PIDFILE" "$MAIN_CLASS")" || pid="$(cat "$PIDFILE" 2>/dev/null || echo 0)"
+    wait_ready "$pid"
+  done
+  echo "kafka cluster of $NODES nodes up; bootstrap $(bootstrap_servers)"
+}
+
+# TERM every node at once, then wait: stopped one by one, the last node would wait for
+# a quorum that is already gone before its controlled shutdown gives up.
+cluster_down() {
+  local n pid pids=()
+  lock_state "$CLUSTER_STATE"
+  for ((n = 1; n <= NODES; n++)); do
+    select_node "$n"
+    if pid="$(live_pid "$PIDFILE" "$MAIN_CLASS")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$n:$pid")
+    else
+      echo "$NAME not running"
+    fi
+  done
+  for entry in "${pids[@]}"; do
+    n="${entry%%:*}" pid="${entry#*:}"
+    if ! wait_exit "$pid" 30; then
+      echo "kafka node $n (pid $pid) did not stop within 30 s, killing" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_exit "$pid" 5 || true
+    fi
+    echo "kafka node $n stopped (pid $pid)"
+  done
+  for ((n = 1; n <= NODES; n++)); do rm -f "$CLUSTER_STATE/node-$n/kafka.pid"; done
+}
+
+cluster_status() {
+  local n pid down=0
+  for ((n = 1; n <= NODES; n++)); do
+    select_node "$n"
+    if pid="$(live_pid "$PIDFILE" "$MAIN_CLASS")" && port_open "$KAFKA_PORT"; then
+      echo "$NAME running on 127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT, pid $pid)"
+    elif [[ -n "${pid:-}" ]]; then
+      echo "$NAME starting or unresponsive (pid $pid, port $KAFKA_PORT closed)"; down=1
+    else
+      echo "$NAME not running"; down=1
+    fi
+    pid=""
+  done
+  return "$down"
+}
+
+cluster_logs() {
+  local n logs=()
+  for ((n = 1; n <= NODES; n++)); do logs+=("$CLUSTER_STATE/node-$n/kafka.log"); done
+  if [[ "${1:-}" == "-f" ]]; then tail -n 20 -F "${logs[@]}"; else tail -n 20 "${logs[@]}"; fi
+}
+
+if ((NODES > 1)); then
+  case "${1:-}" in
+    up) cluster_up ;;
+    down) cluster_down ;;
+    status) cluster_status ;;
+    logs) shift; cluster_logs "$@" ;;
+    *) echo "usage: KAFKA_NODES=$NODES $0 up|down|status|logs [-f]" >&2; exit 2 ;;
+  esac
+  exit $?
+fi
 
 case "${1:-}" in
   up) cmd_up ;;

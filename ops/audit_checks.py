@@ -127,11 +127,14 @@ def audit(
     now: datetime | None = None,
     tolerance: timedelta = ON_TIME_TOLERANCE,
     in_flight_after: float | None = None,
+    sent_elsewhere: frozenset[str] = frozenset(),
 ) -> Findings:
     """Count every failure in `records` (and the sinks' copies, when given).
 
     `in_flight_after`: the real time (s) after which a copy the sink accepted may
-    still lack its sent fact on the topics as read (see `sink_checks`).
+    still lack its sent fact on the topics as read (see `sink_checks`);
+    `sent_elsewhere`: notification ids sent to clients outside `records`, whose
+    copies a shared sink may hold: theirs, neither matched nor mismatched here.
     """
     rules = rules if rules is not None else audit_rules.load()
     findings = Findings()
@@ -147,7 +150,7 @@ def audit(
     findings.notifications_repeated = notifications_repeated(sends)
     # When each copy first reached its sink (real time), by notification id.
     handed_over: dict[str, float] = {}
-    copies = [(m.message_id.strip()[1:].split("@")[0], m.accepted_at) for m in mail_list or ()]
+    copies = [(_mail_nid(m.message_id), m.accepted_at) for m in mail_list or ()]
     for nid, accepted in copies + [(t.key or "", t.accepted_at) for t in text_list or ()]:
         if accepted is not None:
             handed_over[nid] = min(accepted, handed_over.get(nid, accepted))
@@ -165,13 +168,13 @@ def audit(
     findings.reminders_skipped = skipped
     if mail_list is not None:
         findings.mail_resends, findings.mail_mismatches = sink_checks(
-            [m.message_id for m in mail_list],
+            [m.message_id for m in mail_list if _mail_nid(m.message_id) not in sent_elsewhere],
             sent_ids(records, "email", mail_form=True),
             _in_flight([(m.message_id, m.accepted_at) for m in mail_list], in_flight_after),
         )
     if text_list is not None:
         findings.sms_resends, findings.sms_mismatches = sink_checks(
-            [t.key or "" for t in text_list],
+            [t.key or "" for t in text_list if (t.key or "") not in sent_elsewhere],
             sent_ids(records, "sms", mail_form=False),
             _in_flight([(t.key or "", t.accepted_at) for t in text_list], in_flight_after),
         )
@@ -188,6 +191,11 @@ def audit(
     findings.waitlisted = audit_course.waitlisted(records)
     findings.waitlist_offers_taken = audit_course.waitlist_offers_taken(records)
     return findings
+
+
+def _mail_nid(message_id: str) -> str:
+    """The notification id in a Message-ID (`<id@kap>`, as audit_messages._mail_id writes)."""
+    return message_id.strip()[1:].split("@")[0]
 
 
 def _in_flight(copies: list[tuple[str, float | None]], after: float | None) -> frozenset[str]:

@@ -154,6 +154,57 @@ def secure_kafka(admin_password: str) -> Iterator[str]:
         _run("kafka.sh", "down", env)
 
 
+@dataclass(frozen=True)
+class KafkaCluster:
+    """The local quorum of `KAFKA_NODES=3 infra/kafka.sh` on ports from `base_port`."""
+
+    base_port: int
+    nodes: int = 3
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.port(n)}" for n in range(1, self.nodes + 1))
+
+    def port(self, node: int) -> int:
+        return self.base_port + 2 * (node - 1)
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_NODES": str(self.nodes),
+            "KAFKA_PORT": str(self.base_port),
+            "KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m",
+        }
+
+    def pid(self, node: int) -> int:
+        """The pid of a node the script started (for a fault test's SIGKILL)."""
+        pidfile = ROOT / ".infra" / "kafka-cluster" / f"node-{node}" / "kafka.pid"
+        return int(pidfile.read_text().strip())
+
+    def up(self) -> None:
+        """Start every node that is not running (also restarts one that was killed)."""
+        _run("kafka.sh", "up", self.env())
+
+    def down(self) -> None:
+        _run("kafka.sh", "down", self.env())
+
+
+@contextlib.contextmanager
+def kafka_cluster(base_port: int) -> Iterator[KafkaCluster]:
+    """A fresh local three-node quorum (`KAFKA_NODES=3 infra/kafka.sh`), stopped afterwards.
+
+    Always local processes, like secure_kafka: the script's own cluster is under test.
+    """
+    cluster = KafkaCluster(base_port)
+    cluster.down()  # nodes left over by an interrupted run
+    shutil.rmtree(ROOT / ".infra" / "kafka-cluster", ignore_errors=True)
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
 def local_kafka_version() -> str | None:
     """The version of the locally assembled broker, from its jar's name."""
     libs = ROOT / ".infra" / "kafka" / "libs"

@@ -166,16 +166,21 @@ async def _answer(reply: Awaitable[Reply], busy: HTTPException = STEP_BUSY) -> J
     return JSONResponse(answer.body, status_code=answer.status_code)
 
 
+async def within(limiter: RateLimiter, clinic_id: str, *limits: Limit) -> None:
+    """Count a request against `limits`; over one, a 429 with Retry-After."""
+    try:
+        await limiter.hit(clinic_id, *limits)
+    except RateLimited as limited:
+        headers = {"Retry-After": str(limited.retry_after_s)}
+        raise HTTPException(429, str(limited), headers) from limited
+
+
 def per_address(limiter: RateLimiter, what: str, allowed: int) -> Callable[..., Awaitable[None]]:
     """A route dependency: the calling address's requests to one clinic, counted."""
 
     async def counted(clinic: AuthorisedClinic, request: Request) -> None:
         address = request.client.host if request.client else "unknown"
-        try:
-            await limiter.hit(clinic.id, Limit(what, address, allowed))
-        except RateLimited as limited:
-            headers = {"Retry-After": str(limited.retry_after_s)}
-            raise HTTPException(429, str(limited), headers) from limited
+        await within(limiter, clinic.id, Limit(what, address, allowed))
 
     return counted
 
@@ -211,12 +216,8 @@ def routes(
             preferred_channel=body.preferred_channel,
             sms_consent=body.sms_consent,
         )
-        try:
-            person = Limit("consultation:client", contact.email.lower(), consultations_per_client)
-            await limiter.hit(clinic.id, person)
-        except RateLimited as limited:
-            headers = {"Retry-After": str(limited.retry_after_s)}
-            raise HTTPException(429, str(limited), headers) from limited
+        person = Limit("consultation:client", contact.email.lower(), consultations_per_client)
+        await within(limiter, clinic.id, person)
         windows = tuple(ev.PreferredTime(**w.model_dump()) for w in body.preferred_times)
         retry = _retry(request, body, idempotency_key)
         reply = intake.request_consultation(clinic, contact, windows, body.timezone, retry)

@@ -29,15 +29,22 @@ class MeasureAnswers(ScheduleChanges):
         entry = answered_entry(event)
         if entry.point is None and event.measure_id is not None:
             # A link names the measure only: its point and course are the schedule's (a
-            # measure id names one point of one course, so this never changes).
+            # measure id names one point of one course, so this never changes), the
+            # current course's or one put on record for a new one.
             schedule = await self.store.load(event.clinic_id, event.client_id)
-            course = schedule.course if schedule is not None else None
-            scheduled = (
-                next((m for m in course.measures if m.measure_id == event.measure_id), None)
-                if course is not None
-                else None
+            courses = (*schedule.finished_courses, schedule.course) if schedule else ()
+            found = next(
+                (
+                    (course, m)
+                    for course in courses
+                    if course is not None
+                    for m in course.measures
+                    if m.measure_id == event.measure_id
+                ),
+                None,
             )
-            if scheduled is not None and course is not None:
+            if found is not None:
+                course, scheduled = found
                 entry = replace(
                     entry, point=scheduled.point.value, course_id=str(course.plan.course_id)
                 )

@@ -11,23 +11,31 @@ Written in the write step of the event it records (chassis.unit_of_work), so a
 redelivered event writes the same field with the same value; kept with no expiry
 (outcomes compare every point with the baseline). Read by the measure timers (an
 answered measure is not sent), the check-in (a pre-dose measure overdue) and the
-outcomes. This module is the one reader and writer of the format.
+outcomes (`measures_of_many`). This module is the one reader and writer of the format.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from services.scheduler.domain.measures import Answer
+from services.scheduler.domain.outcomes import Measure
 from shared import events as ev
+from shared.events import MeasurePoint
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 500  # clients' hashes per round trip when outcomes read a clinic
 
 ENROLMENT = "enrolment"
 
@@ -98,9 +106,24 @@ class MeasureLog:
         """Queue one entry on a write step's MULTI."""
         p.hset(log_key(clinic_id, client_id), field, entry.to_json())
 
-    async def entries(self, clinic_id: str, client_id: UUID) -> dict[str, MeasureEntry]:
-        raw = await self._redis.hgetall(log_key(clinic_id, client_id))
-        return {_text(f): MeasureEntry.from_json(v) for f, v in raw.items()}
+    async def measures_of(self, clinic_id: str, client_id: UUID) -> list[Measure]:
+        """One client's measures for outcomes, oldest first."""
+        return (await self.measures_of_many(clinic_id, [client_id]))[client_id]
+
+    async def measures_of_many(
+        self, clinic_id: str, client_ids: Sequence[UUID]
+    ) -> dict[UUID, list[Measure]]:
+        """Each client's measures for outcomes, a chunk of clients per round trip."""
+        found: dict[UUID, list[Measure]] = {}
+        for start in range(0, len(client_ids), READ_CHUNK):
+            chunk = client_ids[start : start + READ_CHUNK]
+            async with self._redis.pipeline(transaction=False) as reads:
+                for client_id in chunk:
+                    reads.hgetall(log_key(clinic_id, client_id))
+                hashes = await reads.execute()
+            for client_id, fields in zip(chunk, hashes, strict=True):
+                found[client_id] = parsed({_text(k): _text(v) for k, v in fields.items()})
+        return found
 
     async def answers_of(
         self, clinic_id: str, client_ids: Sequence[UUID]
@@ -120,3 +143,32 @@ class MeasureLog:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class _Recorded(BaseModel):
+    """An entry as outcomes read it: tolerant of entries written before a field existed."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    measure_id: UUID | None = None
+    point: MeasurePoint | None = None
+    course_id: UUID | None = None
+    authored: AwareDatetime
+    source: str | None = None
+    phq9: int | None = None
+    gad7: int | None = None
+
+
+def parsed(fields: Mapping[str, str]) -> list[Measure]:
+    """The measures of one client's hash, oldest first. A value that cannot be read is
+    left out and logged by its field (an event id, no clinical data), so one bad record
+    does not hide a clinic's outcomes."""
+    measures = []
+    for key, raw in fields.items():
+        try:
+            recorded = _Recorded.model_validate_json(raw)
+        except ValidationError:
+            log.warning("measure record %s is unreadable; left out of outcomes", key)
+            continue
+        measures.append(Measure(key=key, **recorded.model_dump()))
+    return sorted(measures, key=lambda m: (m.authored, m.key))

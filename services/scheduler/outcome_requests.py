@@ -1,6 +1,6 @@
 """Outcomes: a client's measures over their course, the clinic's cohorts, their publication.
 
-Read from the schedules and the measure records (measure_records), decided in
+Read from the schedules and the measure log (measure_log), decided in
 domain.outcomes and domain.cohorts. Publishing is one write step
 (chassis.unit_of_work): each publishable cohort summary is an input named by its
 event id, so a summary already published is not published again, one left in
@@ -23,7 +23,6 @@ from services.scheduler.changes import ScheduleChanges, UnknownClinic
 from services.scheduler.domain import cohorts
 from services.scheduler.domain.cohorts import CohortRow, PointSummary
 from services.scheduler.domain.outcomes import CourseOutcome, Measure, course_outcome
-from services.scheduler.measure_records import MeasureRecords
 from shared import events as ev
 
 Publication = Literal["published", "already_published", "suppressed", "not_final"]
@@ -53,10 +52,6 @@ class CohortPublication:
 
 
 class OutcomeRequests(ScheduleChanges):
-    @property
-    def measures(self) -> MeasureRecords:
-        return MeasureRecords(self.store.redis)
-
     def _zone(self, clinic_id: str) -> ZoneInfo:
         clinic = self.clinics.get(clinic_id)
         if clinic is None:
@@ -67,7 +62,7 @@ class OutcomeRequests(ScheduleChanges):
         """None: the scheduler knows nothing of the client."""
         zone = self._zone(clinic_id)
         schedule = await self.store.load(clinic_id, client_id)
-        measures = await self.measures.of(clinic_id, client_id)
+        measures = await self.store.measure_log.measures_of(clinic_id, client_id)
         if schedule is None and not measures:
             return None
         course = schedule.course if schedule else None
@@ -79,7 +74,7 @@ class OutcomeRequests(ScheduleChanges):
         zone = self._zone(clinic_id)
         clients = await self.store.client_ids(clinic_id)
         schedules = await self.store.load_many(clinic_id, clients)
-        measures = await self.measures.of_many(clinic_id, clients)
+        measures = await self.store.measure_log.measures_of_many(clinic_id, clients)
         # A returning client's earlier courses stay in the cohorts of the months they ended.
         outcomes = [
             outcome

@@ -73,6 +73,43 @@ def test_cluster_profile_is_valid_with_three_brokers_replication_3_and_min_isr_2
     assert config["services"]["scheduler"]["environment"]["KAP_TOPIC_REPLICATION_FACTOR"] == "3"
 
 
+def test_the_local_three_brokers_are_configured_as_the_compose_cluster_profile() -> None:
+    """`KAFKA_NODES=3 infra/kafka.sh` renders infra/kafka/cluster.properties.template: its
+    replication and group settings must be the compose cluster profile's (KAFKA_X_Y is
+    x.y), so the local quorum the tests run keeps data as the one compose deploys.
+    Listener names and addresses differ on purpose (loopback ports against hostnames)."""
+    config = yaml.safe_load(
+        compose(
+            "--env-file", str(ROOT / "compose" / "cluster.env"), "--profile", "cluster", "config"
+        )
+    )
+    template = ROOT / "infra" / "kafka" / "cluster.properties.template"
+    local = dict(
+        line.split("=", 1)
+        for line in template.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert local["default.replication.factor"] == "3"
+    assert local["min.insync.replicas"] == "2"
+    shared = [
+        "process.roles",
+        "default.replication.factor",
+        "min.insync.replicas",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "auto.create.topics.enable",
+        "group.initial.rebalance.delay.ms",
+        "group.coordinator.append.linger.ms",
+    ]
+    for name in ("kafka", "kafka-2", "kafka-3"):
+        env = config["services"][name]["environment"]
+        assert len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == 3
+        for prop in shared:
+            value = str(env["KAFKA_" + prop.upper().replace(".", "_")]).lower()
+            assert local[prop] == value, f"{name} {prop}: compose {value}, local {local[prop]}"
+
+
 @pytest.mark.parametrize("service", sorted(SETTINGS))
 def test_compose_sets_only_variables_the_service_reads_and_all_it_requires(
     resolved: dict[str, Any], service: str

@@ -47,7 +47,7 @@ Ending = Literal["in_progress", "completed", "ended_early"]
 
 @dataclass(frozen=True)
 class Measure:
-    """One answered measure as the scheduler keeps it (measure_records)."""
+    """One answered measure as the scheduler keeps it (measure_log)."""
 
     key: str
     authored: datetime

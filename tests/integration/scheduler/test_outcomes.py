@@ -28,7 +28,7 @@ from services.scheduler.domain.planner import plan_course
 from services.scheduler.domain.plans import Bookings, CoursePlan
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.main import create_app
-from services.scheduler.measure_records import measures_key
+from services.scheduler.measure_log import log_key as measures_key
 from shared import events as ev
 from shared import topics
 from tests.builders.scheduler import checked_in, completed_course

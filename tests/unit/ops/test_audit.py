@@ -541,3 +541,14 @@ def test_a_cancelled_consultation_the_client_was_never_told_of_is_lost(case: Cle
         )
     )
     assert run(case).detail["lost_no_notification"] == 1
+
+
+def test_a_copy_sent_to_a_client_outside_the_run_is_theirs_not_a_mismatch(case: Clean) -> None:
+    """A sink shared with another run or a test holds their copies too: a copy whose sent
+    fact is on the topics for a client outside the journal is neither matched nor a
+    mismatch here; one with no sent fact anywhere still is."""
+    theirs, nobodys = str(uuid.uuid4()), str(uuid.uuid4())
+    case.history.mails.append(Mail(f"<{theirs}@kap>", utc(6, 1, 8)))
+    case.history.mails.append(Mail(f"<{nobodys}@kap>", utc(6, 1, 8)))
+    found = run(case, sent_elsewhere=frozenset({theirs}))
+    assert found.mail_mismatches == 1

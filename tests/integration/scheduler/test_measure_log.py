@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from services.scheduler.measure_records import MeasureRecords, measures_key
+from services.scheduler.measure_log import MeasureLog
+from services.scheduler.measure_log import log_key as measures_key
 from shared.events import MeasurePoint
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,7 @@ async def test_a_clients_hash_reads_back_as_measures_oldest_first(
             "evt-3": record(authored="2027-05-20T08:00:00Z", gad7=4),
         },
     )
-    found = await MeasureRecords(redis_client).of(clinic, client)
+    found = await MeasureLog(redis_client).measures_of(clinic, client)
     assert [m.key for m in found] == ["enrolment:evt-1", "evt-2", "evt-3"]
     first, second, third = found
     assert (first.point, first.source, first.phq9, first.gad7) == (
@@ -81,7 +82,7 @@ async def test_an_unreadable_record_is_left_out_and_the_rest_read(
             "evt-naive-time": record(authored="2027-03-01T09:00:00"),
         },
     )
-    found = await MeasureRecords(redis_client).of(clinic, client)
+    found = await MeasureLog(redis_client).measures_of(clinic, client)
     assert [(m.key, m.phq9) for m in found] == [("evt-good", 9)]
 
 
@@ -92,6 +93,6 @@ async def test_many_clients_are_read_at_once_and_a_client_without_measures_has_n
     clients = [uuid.uuid4() for _ in range(3)]
     for n, client in enumerate(clients[:2]):
         await redis_client.hset(measures_key(clinic, client), "evt", record(phq9=n + 10))
-    found = await MeasureRecords(redis_client).of_many(clinic, clients)
+    found = await MeasureLog(redis_client).measures_of_many(clinic, clients)
     assert [[m.phq9 for m in found[c]] for c in clients] == [[10], [11], []]
     assert measures_key(clinic, clients[0]) == f"{{{clinic}}}:measures:{clients[0]}"
