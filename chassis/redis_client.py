@@ -114,7 +114,15 @@ async def execute_replicated(tx: Pipeline, timeout_ms: int) -> list[Any]:
         result: list[Any] = await strategy.execute()
         connection = strategy._transaction_connection
         await connection.send_command("WAIT", 1, timeout_ms)
-        acked = int(await connection.read_response())
+        try:
+            acked = int(await connection.read_response())
+        except ResponseError as error:
+            # A planned failover demotes the primary while WAIT blocks: Redis answers
+            # "UNBLOCKED ... (master -> replica?)". Whether the new primary holds the
+            # write is unknown until the input comes again and finds its handled mark.
+            if not str(error).startswith("UNBLOCKED"):
+                raise
+            raise NotReplicated(f"the primary was demoted while waiting: {error}") from error
     finally:
         await tx.reset()
     if acked < 1:

@@ -27,6 +27,17 @@ cluster_ok() {
   done
 }
 
+# Every replica has finished its first sync: before that, a write's WAIT finds no
+# replica and the step is refused (NotReplicated), so `up` is not done until then.
+replicas_linked() {
+  local port info
+  for port in $(ports); do
+    info="$(cli "$port" info replication 2>/dev/null)" || return 1
+    grep -q '^role:slave' <<<"$info" || continue
+    grep -q '^master_link_status:up' <<<"$info" || return 1
+  done
+}
+
 cmd_up() {
   local port pid fresh=0
   lock_state "$STATE"
@@ -60,13 +71,13 @@ cmd_up() {
       die "redis-cli --cluster create failed — see .infra/redis-cluster/create.log"
   fi
   for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-    if cluster_ok; then
+    if cluster_ok && replicas_linked; then
       echo "redis cluster up on 127.0.0.1:$BASE-$((BASE + NODES - 1)) (3 primaries, 3 replicas)"
       return 0
     fi
     sleep 0.1
   done
-  echo "error: cluster_state not ok after ${START_TIMEOUT}s:" >&2
+  echo "error: cluster_state not ok or a replica not linked after ${START_TIMEOUT}s:" >&2
   cli "$BASE" cluster info >&2 2>/dev/null || true
   exit 1
 }

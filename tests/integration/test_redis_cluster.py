@@ -212,7 +212,7 @@ async def test_a_primary_failing_over_under_load_applies_every_step_exactly_once
     finally:
         # The killed node comes back (as a replica now) for the tests after this one.
         await asyncio.to_thread(_script, "up")
-    assert not unexpected, unexpected
+    assert not unexpected, [f"{type(e).__name__}: {e} (from {e.__context__!r})" for e in unexpected]
     assert queue.empty()
     assert after_promotion > 0, "steps ran on after the new primary took over"
     # Exactly once: each clinic's counter, log and hash hold each input once.
