@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+CLUSTER ?= 0
 
 .PHONY: help install infra-up infra-down kafka-up kafka-down redis-up redis-down \
         topics lint test test-unit demo bench chaos upgrade docs clean compose-tool browser-tool
@@ -15,7 +16,7 @@ help:
 	@echo "make bench      the system against the raw Kafka client, and the scheduler's figures"
 	@echo "make chaos      kill and restart services, Kafka and Redis under load; check nothing was lost"
 	@echo "make upgrade    drain the previous version's services under load, switch to this one; audit"
-	@echo "make infra-up   start local Kafka (KRaft) and Redis; infra-down stops them"
+	@echo "make infra-up   start local Kafka (KRaft) and Redis (CLUSTER=1: a Redis Cluster); infra-down stops them"
 	@echo "make docs       regenerate docs/asyncapi.yaml and docs/schemas/"
 
 $(INSTALLED): pyproject.toml
@@ -31,10 +32,11 @@ kafka-up:
 	@bash infra/kafka.sh up
 kafka-down:
 	@bash infra/kafka.sh down
+# CLUSTER=1: a local Redis Cluster (3 primaries, 3 replicas) instead of one node.
 redis-up:
-	@bash infra/redis.sh up
+	@REDIS_CLUSTER=$(CLUSTER) bash infra/redis.sh up
 redis-down:
-	@bash infra/redis.sh down
+	@REDIS_CLUSTER=$(CLUSTER) bash infra/redis.sh down
 
 infra-up: kafka-up redis-up
 infra-down: kafka-down redis-down

@@ -28,6 +28,10 @@ class ServiceSettings(BaseSettings):
         default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    # `cluster`: REDIS_URL names any node of a Redis Cluster (TLS and AUTH from the URL).
+    redis_mode: Literal["standalone", "cluster"] = Field(
+        default="standalone", validation_alias="REDIS_MODE"
+    )
     http_host: str = Field(default="127.0.0.1", validation_alias="KAP_HTTP_HOST")
     http_port: int = Field(default=8000, ge=0, le=65535, validation_alias="KAP_HTTP_PORT")
     clinics_file: Path = Field(

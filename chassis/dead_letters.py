@@ -1,7 +1,8 @@
 """Bounded retries, then the dead-letter topic: a bad message never stalls its partition.
 
 Three outcomes for a message whose handler raises:
-- the infrastructure is down (Redis, Kafka) or the configuration is unusable:
+- the infrastructure is down (Redis, Kafka; a Redis Cluster between primaries)
+  or the configuration is unusable:
   nothing is wrong with the message,
   so it is not dead-lettered; after a short backoff the error propagates and the
   subscriber's NACK_ON_ERROR policy rewinds the partition to redeliver it;
@@ -20,17 +21,16 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotEnoughReplicasError
 from faststream import BaseMiddleware
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chassis.clinics import ConfigurationError
 from chassis.events import consumed_record
 from chassis.logs import context_of, message_context
+from chassis.redis_client import TRANSIENT_REDIS_ERRORS
 from shared.envelope import EnvelopeError
 from shared.topics import DLQ_SUFFIX
 
@@ -66,8 +66,7 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     UnicodeDecodeError,
 )
 INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
+    *TRANSIENT_REDIS_ERRORS,
     KafkaConnectionError,
     KafkaTimeoutError,
     NotEnoughReplicasError,
@@ -75,6 +74,20 @@ INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     # Not the message's fault either: it waits for the operator's fix, never the DLQ.
     ConfigurationError,
 )
+
+
+Outcome = Literal["redeliver", "dead_letter", "retry"]
+
+
+def classify(error: BaseException) -> Outcome:
+    """What a handler's error means for its message: `redeliver` (the infrastructure's
+    fault, never dead-lettered), `dead_letter` (the message's own), or `retry` (unknown:
+    a few attempts, then the dead-letter topic)."""
+    if isinstance(error, INFRASTRUCTURE_ERRORS):
+        return "redeliver"
+    if isinstance(error, PERMANENT_ERRORS):
+        return "dead_letter"
+    return "retry"
 
 
 @dataclass(frozen=True)
@@ -113,15 +126,15 @@ def dead_letter_middleware(
                 attempt += 1
                 try:
                     return await call_next(msg)
-                except INFRASTRUCTURE_ERRORS as error:
-                    log.warning("cannot be handled now (%s); will redeliver", type(error).__name__)
-                    await asyncio.sleep(policy.max_backoff_s)
-                    raise
-                except PERMANENT_ERRORS as error:
-                    await _dead_letter(broker, service, msg, error, attempt, metrics)
-                    return None
                 except Exception as error:
-                    if attempt >= policy.attempts:
+                    outcome = classify(error)
+                    if outcome == "redeliver":
+                        log.warning(
+                            "cannot be handled now (%s); will redeliver", type(error).__name__
+                        )
+                        await asyncio.sleep(policy.max_backoff_s)
+                        raise
+                    if outcome == "dead_letter" or attempt >= policy.attempts:
                         await _dead_letter(broker, service, msg, error, attempt, metrics)
                         return None
                     await asyncio.sleep(policy.backoff(attempt))

@@ -12,11 +12,10 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import AfterValidator, AwareDatetime, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chassis.clinics import Clinic, ConfigurationError, _authorised_clinic
+from chassis.redis_client import TRANSIENT_REDIS_ERRORS
 
 MAX_BODY_BYTES = 64 * 1024
 RETRY_AFTER_S = "5"
@@ -86,8 +85,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(KafkaError, kafka_down)
     app.add_exception_handler(TimeoutError, kafka_down)
-    app.add_exception_handler(RedisConnectionError, redis_down)
-    app.add_exception_handler(RedisTimeoutError, redis_down)
+    for error in TRANSIENT_REDIS_ERRORS:  # a cluster failover too: 503, retry later
+        app.add_exception_handler(error, redis_down)
     app.add_exception_handler(ConfigurationError, misconfigured)
     app.add_middleware(BodySizeLimit)
     _document_readiness(app)
@@ -104,7 +103,7 @@ def _document_readiness(app: FastAPI) -> None:
         readyz = schema.get("paths", {}).get("/readyz", {}).get("get")
         if readyz is not None:
             readyz["responses"].setdefault(
-                "503", {"description": "Kafka, Redis or the consumers are not ready"}
+                "503", {"description": "Kafka, Redis or consumers not ready (or Redis evicts)"}
             )
         return schema
 

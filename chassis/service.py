@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,11 +31,14 @@ from chassis.http import install_error_handlers
 from chassis.kafka import apply_topics, client_options, make_broker
 from chassis.logs import configure_logging
 from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from chassis.redis_client import connect_redis, eviction_policies
 from chassis.unit_of_work import UnitOfWork
 from chassis.workers import Supervisor, Worker
 from shared.topics import CLINIC_CHANGES, CLINIC_REGISTRY, Service, produced_by
 
 WORKER_STOP_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,7 +60,7 @@ class ServiceRuntime:
         """Build every client without connecting any (that happens at start-up)."""
         metrics = ServiceMetrics(name)
         broker = make_broker(settings, name, settings.kafka_request_timeout_ms, metrics)
-        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        redis = connect_redis(settings.redis_url, settings.redis_mode)
         publisher = EventPublisher(broker, name, produced_by(name), metrics)
         clinics: ClinicDirectory = ClinicDirectory(settings.clinics_file, metrics=metrics)
         if settings.clinics_source == "topic":
@@ -132,10 +136,23 @@ class ServiceRuntime:
             checks["kafka"] = bool(await self.broker.ping(timeout=2.0))
         with contextlib.suppress(Exception):
             checks["redis"] = bool(await self.redis.ping())
+        checks["redis_noeviction"] = await self._redis_keeps_everything()
         # Every subscription has partitions (a service that consumes nothing is ready).
         consumers = [getattr(s, "consumer", None) for s in self.broker.subscribers]
         checks["consumers"] = all(c is not None and c.assignment() for c in consumers)
         return checks
+
+    async def _redis_keeps_everything(self) -> bool:
+        """Refuse readiness on an evicting Redis: it would drop handled marks and
+        effect records under memory pressure, and exactly-once with them."""
+        try:
+            policies = await eviction_policies(self.redis)
+        except Exception:
+            return False  # Redis away: the "redis" check says so
+        evicting = sorted({p for p in policies if p != "noeviction"})
+        if evicting:
+            log.warning("redis maxmemory-policy is %s; set noeviction", ", ".join(evicting))
+        return not evicting
 
 
 def health_routes(runtime: ServiceRuntime) -> APIRouter:

@@ -18,6 +18,9 @@ must carry the `{clinic_id}` hash tag, so the transaction runs on Redis Cluster
 (checked before EXEC: a key outside the slot is a programming error). A service's
 own script (the scheduler's booking ledger) may be one of the writes: its keys are
 declared, checked the same way, and what it checks was read under WATCH.
+On a cluster the MULTI is tried once (no client retry: a retried EXEC loses its
+WATCH) and counts only once a replica holds it (WAIT), so a primary lost right
+after the EXEC loses no step whose input counts as handled.
 
 Then the outputs are published, and only once the broker acknowledged them are
 they taken out of the outbox. Crash points, and what follows each (each has a
@@ -43,7 +46,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -51,6 +54,7 @@ from redis.exceptions import WatchError
 
 from chassis.events import EventPublisher
 from chassis.outbox import GRACE_MS, Outbox, Output, output_ids
+from chassis.redis_client import execute_replicated, no_retry_transaction
 from chassis.workers import Worker
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,9 @@ CONFLICT_TRIES = 20
 RELAY_GRACE_MS = GRACE_MS
 # How long a handled input is remembered: longer than any redelivery.
 REMEMBER_S = 14 * 24 * 60 * 60
+# On a cluster, how long a step waits for a replica to hold its write before the
+# input is left to come again (chassis.redis_client.execute_replicated).
+REPLICA_ACK_MS = 1000
 
 
 class WriteConflict(RuntimeError):
@@ -152,7 +159,7 @@ class UnitOfWork:
         unless `leave_to_relay`: an HTTP request whose write is recorded is answered, and
         the relay publishes its outputs once the broker is back."""
         for _ in range(CONFLICT_TRIES):
-            async with self._redis.pipeline(transaction=True) as tx:
+            async with no_retry_transaction(self._redis) as tx:
                 transaction = Transaction(self._redis, tx, clinic_id)
                 if input_ids:
                     marks = [self.handled_key(clinic_id, i) for i in input_ids]
@@ -174,7 +181,7 @@ class UnitOfWork:
                     tx.set(self.handled_key(clinic_id, input_id), ids, ex=REMEMBER_S)
                 _check_slot(tx, clinic_id)
                 try:
-                    await tx.execute()
+                    await execute_replicated(tx, REPLICA_ACK_MS)
                 except WatchError:
                     continue
             try:
@@ -232,7 +239,7 @@ def _in_slot(key: str, clinic_id: str) -> None:
 def _check_slot(tx: Pipeline, clinic_id: str) -> None:
     """Every key the MULTI writes is in the clinic's slot: the first argument of each
     queued command, or a script's declared KEYS (MULTI itself has none)."""
-    for args, _ in tx.command_stack:
+    for args in _queued(tx):
         command = str(args[0]).upper()
         if command in ("EVALSHA", "EVAL"):
             names = args[3 : 3 + int(args[2])]
@@ -242,3 +249,14 @@ def _check_slot(tx: Pipeline, clinic_id: str) -> None:
             continue
         for name in names:
             _in_slot(name.decode() if isinstance(name, bytes) else str(name), clinic_id)
+
+
+def _queued(tx: Pipeline) -> list[tuple[Any, ...]]:
+    """The arguments of each command queued on the MULTI, on one node or a cluster
+    (redis-py's cluster pipeline keeps its queue in its transaction strategy)."""
+    if hasattr(tx, "command_stack"):
+        return [args for args, _ in tx.command_stack]
+    queue = getattr(getattr(tx, "_execution_strategy", None), "_command_queue", None)
+    if queue is None:  # a redis-py that moved it: fail loudly rather than check nothing
+        raise TypeError(f"cannot read the commands queued on {type(tx).__name__}")
+    return [command.args for command in queue]

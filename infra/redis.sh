@@ -3,7 +3,12 @@
 # options only (no /etc/redis config, no systemd unit).
 #   infra/redis.sh up|down|status
 # Env: REDIS_PORT (6379).
+#   REDIS_CLUSTER=1 infra/redis.sh up|down|status
+# A Redis Cluster of 3 primaries and 3 replicas instead (infra/redis-cluster.sh).
 set -euo pipefail
+if [[ "${REDIS_CLUSTER:-0}" == 1 ]]; then
+  exec bash "$(dirname "${BASH_SOURCE[0]}")/redis-cluster.sh" "$@"
+fi
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 REDIS_PORT="${REDIS_PORT:-6379}"
@@ -93,5 +98,6 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  install) mkdir -p "$STATE"; install_redis ;;  # used by redis-cluster.sh
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

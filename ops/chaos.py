@@ -26,6 +26,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
+from chassis.config import ServiceSettings
+from chassis.redis_client import connect_redis
 from ops import audit, demo, demo_clinics
 from ops.stack import ROOT, SERVICES, Process, Stack
 from shared import topics
@@ -137,7 +139,7 @@ async def run(args: argparse.Namespace, stack: Stack, clock: ScaledClock) -> dic
     )
     await staff.http.aclose()
     await demo.settle(args.kafka, tally, quiet_s=5, wait_s=60)
-    redis = Redis.from_url(args.redis, decode_responses=True)
+    redis = connect_redis(args.redis, ServiceSettings().redis_mode)
     try:
         await leases_let_go(redis)
         journal = await audit.read_journal(args.kafka, tally.clients)

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
+from chassis.config import ServiceSettings
+from chassis.redis_client import connect_redis
 from ops import (
     audit,
     audit_measures,
@@ -479,7 +480,7 @@ async def drive(
         stack.workdir / OUTCOMES_CHART,
     )
     journal = await audit.read_journal(bootstrap, tally.clients)
-    redis = Redis.from_url(redis_url, decode_responses=True)
+    redis = connect_redis(redis_url, ServiceSettings().redis_mode)
     try:
         double = await audit.double_bookings(redis, demo_clinics.CLINICS)
     finally:

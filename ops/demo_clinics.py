@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
+from chassis.config import ServiceSettings
+from chassis.redis_client import connect_redis
 
 WEEKDAYS_8_TO_19 = {str(d): [{"start": "08:00", "end": "19:00"}] for d in range(5)}
 SATURDAY_MORNING = {"5": [{"start": "09:00", "end": "13:00"}]}
@@ -93,7 +94,7 @@ async def reset(redis_url: str, clinic_ids: Iterable[str] = CLINICS) -> int:
     Every key of a clinic carries its `{clinic_id}` hash tag, so one pattern
     finds them all, whichever service wrote them.
     """
-    redis = Redis.from_url(redis_url)
+    redis = connect_redis(redis_url, ServiceSettings().redis_mode, decode=False)
     removed = 0
     try:
         for clinic_id in clinic_ids:

@@ -17,13 +17,12 @@ from typing import Any
 import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chassis.clinics import Clinic, ConfigurationError
 from chassis.http import RETRY_AFTER_S
 from chassis.measure_links import LinkInvalid
+from chassis.redis_client import TRANSIENT_REDIS_ERRORS
 from chassis.unit_of_work import WriteConflict
 from services.intake.instruments import FORM, OPTIONS
 from services.intake.limits import RateLimited
@@ -47,7 +46,11 @@ HEADERS = {
         "frame-ancestors 'none'; base-uri 'none'"
     ),
 }
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConfigurationError, WriteConflict)
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    *TRANSIENT_REDIS_ERRORS,
+    ConfigurationError,
+    WriteConflict,
+)
 
 
 def _page(description: str) -> dict[str, Any]:
@@ -174,7 +177,13 @@ def routes(forms: MeasureForms) -> APIRouter:
         wait = {"Retry-After": RETRY_AFTER_S}
         return pages.render("unavailable.html", 503, None, wait, form_kept=sending)
 
-    refused = (LinkInvalid, Expired, LinkUsed, RateLimited, *UNAVAILABLE)
+    refused: tuple[type[Exception], ...] = (
+        LinkInvalid,
+        Expired,
+        LinkUsed,
+        RateLimited,
+        *UNAVAILABLE,
+    )
 
     @router.get("/m/{token}", response_class=HTMLResponse, summary="A measure's form")
     async def open_form(token: str, request: Request) -> HTMLResponse:

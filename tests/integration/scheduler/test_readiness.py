@@ -34,6 +34,7 @@ async def test_readyz_fails_without_redis_and_recovers_when_it_returns(
     assert before.json()["checks"] == {
         "kafka": True,
         "redis": True,
+        "redis_noeviction": True,
         "consumers": True,
         "workers": True,
     }

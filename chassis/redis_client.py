@@ -1,0 +1,137 @@
+"""The one place a Redis client is built: one node, or a Redis Cluster (`REDIS_MODE`).
+
+TLS and AUTH come from the URL in both modes (`rediss://user:password@host:port`).
+On a cluster every key of a write step carries its clinic's `{clinic_id}` hash tag
+(chassis.unit_of_work), so each step runs on one slot's primary.
+"""
+
+from __future__ import annotations
+
+from copy import copy
+from typing import Any, Literal, cast
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+RedisMode = Literal["standalone", "cluster"]
+
+# Redis is away or between primaries, never the input's fault: the work waits and
+# runs again. During a cluster failover a write may reach the old primary, now a
+# replica (READONLY), a slot may be mid-migration (TRYAGAIN, MOVED/ASK once the
+# client's redirects ran out) or uncovered for a moment (CLUSTERDOWN, and the
+# client's own "slot not covered", a RedisClusterException); BusyLoadingError (a
+# node loading its AOF after a restart) is a ConnectionError.
+TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    TryAgainError,
+    ClusterDownError,
+    AskError,
+    RedisClusterException,
+)
+
+
+def connect_redis(url: str, mode: RedisMode = "standalone", *, decode: bool = True) -> Redis:
+    """A client for `url`; nothing connects until the first command.
+
+    The cluster client is typed as `Redis`: the services use only commands both
+    clients offer (single-slot transactions, pipelines, scripts with declared keys),
+    and one type keeps every store's signature the same in both modes."""
+    if mode == "cluster":
+        return cast(Redis, RedisCluster.from_url(url, decode_responses=decode))
+    return Redis.from_url(url, decode_responses=decode)
+
+
+async def eviction_policies(redis: Redis) -> list[str]:
+    """Each primary's `maxmemory-policy`. Anything but `noeviction` may drop the handled
+    marks and effect records (they carry TTLs, so every volatile-* policy takes them
+    first) and silently break exactly-once."""
+    if isinstance(redis, RedisCluster):
+        return [await _policy(redis, target_nodes=node) for node in redis.get_primaries()]
+    return [await _policy(redis)]
+
+
+async def _policy(redis: Redis | RedisCluster, **target: Any) -> str:
+    try:
+        reply = await redis.config_get("maxmemory-policy", **target)
+    except ResponseError:
+        # Managed Redis often disables or renames CONFIG; INFO still tells.
+        info = await redis.info("memory", **target)
+        return str(info["maxmemory_policy"])
+    return str(reply["maxmemory-policy"])
+
+
+class NotReplicated(RedisConnectionError):
+    """EXEC applied on the primary, but no replica acknowledged it in time: a primary
+    lost now would take the step with it. A connection error, so transient: the input
+    comes again (its handled mark makes the replay apply nothing twice)."""
+
+
+def no_retry_transaction(redis: Redis) -> Pipeline:
+    """A MULTI/EXEC pipeline that never retries by itself.
+
+    redis-py's cluster transaction retries WATCH and EXEC after a connection error on
+    a new connection, where the earlier WATCHes are gone: a step's EXEC then applies
+    what it decided from a stale read (a lost update), or applies twice. Here the
+    error reaches the unit of work instead, which runs the step again from its reads,
+    or leaves the input to come again. (A standalone pipeline does not retry EXEC.)"""
+    tx = redis.pipeline(transaction=True)
+    if isinstance(tx, ClusterPipeline):
+        strategy = _strategy(tx)
+        if not hasattr(strategy, "_retry"):
+            raise TypeError("cannot turn off the retries of redis-py's cluster transaction")
+        # One attempt; the same errors still call its handler, which refreshes the
+        # slot map after MOVED or a lost node (a new Retry would skip that).
+        retry = copy(strategy._retry)
+        retry.update_retries(0)
+        strategy._retry = retry
+    return tx
+
+
+async def execute_replicated(tx: Pipeline, timeout_ms: int) -> list[Any]:
+    """EXEC, then on a cluster `WAIT 1 timeout_ms` on the same connection (WAIT counts
+    the replicas holding this connection's writes): replication is asynchronous, and a
+    primary killed after acknowledging an EXEC its replica never got loses the step
+    while its input counts as handled. Raises NotReplicated when no replica acknowledged.
+    Standalone: EXEC alone (no replica to wait for, and no extra round trip)."""
+    if not isinstance(tx, ClusterPipeline):
+        return await tx.execute()
+    strategy = _strategy(tx)
+    try:
+        # The strategy's own execute keeps the connection; the pipeline's resets it.
+        result: list[Any] = await strategy.execute()
+        connection = strategy._transaction_connection
+        await connection.send_command("WAIT", 1, timeout_ms)
+        try:
+            acked = int(await connection.read_response())
+        except ResponseError as error:
+            # A planned failover demotes the primary while WAIT blocks: Redis answers
+            # "UNBLOCKED ... (master -> replica?)". Whether the new primary holds the
+            # write is unknown until the input comes again and finds its handled mark.
+            if not str(error).startswith("UNBLOCKED"):
+                raise
+            raise NotReplicated(f"the primary was demoted while waiting: {error}") from error
+    finally:
+        await tx.reset()
+    if acked < 1:
+        raise NotReplicated(f"no replica acknowledged the write within {timeout_ms} ms")
+    return result
+
+
+def _strategy(tx: ClusterPipeline) -> Any:
+    strategy = getattr(tx, "_execution_strategy", None)
+    if strategy is None:  # a redis-py that moved it: fail loudly rather than retry unsafely
+        raise TypeError(f"cannot reach the transaction of {type(tx).__name__}")
+    return strategy

@@ -1,0 +1,237 @@
+"""The write step on a real Redis Cluster (3 primaries, 3 replicas, infra/redis.sh with
+REDIS_CLUSTER=1): its keys share the clinic's slot, and a primary failing over while
+steps run loses and doubles nothing. Errors met during the failover are the transient
+kind (chassis.dead_letters.classify): the input comes again, as Kafka would redeliver it,
+and is never dead-lettered.
+
+Nodes on KAP_TEST_REDIS_CLUSTER_BASE..+5 (17000), buses 10 above; a cluster already
+running there is used and left running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from chassis.config import ServiceSettings
+from chassis.dead_letters import classify
+from chassis.events import EventPublisher
+from chassis.kafka import make_broker
+from chassis.redis_client import connect_redis
+from chassis.unit_of_work import REPLAYED, Decision, Transaction, UnitOfWork
+from tests.infra import ROOT
+
+pytestmark = pytest.mark.integration
+
+BASE = int(os.environ.get("KAP_TEST_REDIS_CLUSTER_BASE", "17000"))
+SERVICE = "tests"
+
+
+def _script(command: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REDIS_CLUSTER": "1", "REDIS_CLUSTER_BASE": str(BASE)}
+    return subprocess.run(
+        ["bash", str(ROOT / "infra" / "redis.sh"), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    already = _script("status").returncode == 0
+    if not already:
+        up = _script("up")
+        assert up.returncode == 0, up.stderr + up.stdout
+    yield f"redis://127.0.0.1:{BASE}/0"
+    if not already:
+        _script("down")
+
+
+@pytest.fixture
+async def cluster(cluster_url: str) -> AsyncIterator[Redis]:
+    client = connect_redis(cluster_url, "cluster")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def uow(cluster: Redis) -> UnitOfWork:
+    # Steps here have no outputs: nothing is published, so the broker is never started.
+    broker = make_broker(ServiceSettings(), SERVICE)
+    return UnitOfWork(cluster, SERVICE, EventPublisher(broker, SERVICE, ()))
+
+
+def _keys(clinic: str) -> tuple[str, str, str]:
+    tag = f"{{{clinic}}}"
+    return f"tests:{tag}:applied", f"tests:{tag}:log", f"tests:{tag}:seen"
+
+
+def _apply(clinic: str, input_id: str) -> Any:
+    """A step writing three keys of the clinic's slot, from what it read under WATCH."""
+    applied, log, seen = _keys(clinic)
+
+    async def step(tx: Transaction) -> Decision[int]:
+        await tx.watch(applied)
+        count = int(await tx.redis.get(applied) or 0)
+
+        def write(w: Any) -> None:
+            w.set(applied, count + 1)
+            w.rpush(log, input_id)
+            w.hset(seen, input_id, count + 1)
+
+        return Decision(write, result=count + 1)
+
+    return step
+
+
+async def test_a_write_step_with_several_keys_runs_in_the_clinics_slot(
+    uow: UnitOfWork, cluster: Redis
+) -> None:
+    clinic = f"cl-{uuid.uuid4().hex[:8]}"
+    applied, log, seen = _keys(clinic)
+    assert await uow.run(clinic, ["in-1"], _apply(clinic, "in-1")) == 1
+    assert await uow.run(clinic, ["in-2"], _apply(clinic, "in-2")) == 2
+    assert await uow.run(clinic, ["in-1"], _apply(clinic, "in-1")) is REPLAYED
+    assert await cluster.get(applied) == "2"
+    assert await cluster.lrange(log, 0, -1) == ["in-1", "in-2"]
+    assert await cluster.hgetall(seen) == {"in-1": "1", "in-2": "2"}
+
+
+def _replica_of_primary_for(clinic: str) -> int:
+    """The port of a replica of the primary that serves the clinic's slot."""
+    cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(BASE)]
+    slot = int(subprocess.check_output([*cli, "cluster", "keyslot", f"{{{clinic}}}"], text=True))
+    nodes = [
+        line.split()
+        for line in subprocess.check_output([*cli, "cluster", "nodes"], text=True).splitlines()
+    ]
+    primary = next(
+        n[0] for n in nodes if "master" in n[2] and any(_covers(part, slot) for part in n[8:])
+    )
+    replica = next(n for n in nodes if n[3] == primary and "slave" in n[2])
+    return int(replica[1].split("@")[0].rsplit(":", 1)[1])
+
+
+def _covers(part: str, slot: int) -> bool:
+    if part.startswith("["):
+        return False  # a slot being migrated or imported
+    low, _, high = part.partition("-")
+    return int(low) <= slot <= int(high or low)
+
+
+def _cli(port: int, *args: str) -> str:
+    return subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    ).stdout
+
+
+def _primary_of(port: int) -> int:
+    """The port of the primary a replica follows (ROLE: slave, host, port, ...)."""
+    return int(_cli(port, "role").split()[2])
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "failover",  # CLUSTER FAILOVER on the replica: the operator's planned switch
+        "kill",  # SHUTDOWN NOSAVE on the primary: a crash, replicas promoted by vote
+    ],
+)
+async def test_a_primary_failing_over_under_load_applies_every_step_exactly_once(
+    uow: UnitOfWork, cluster: Redis, how: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    clinics = [f"fo-{run}-{n}" for n in range(3)]
+    inputs = [(clinic, f"in-{i}") for i in range(120) for clinic in clinics]
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    for item in inputs:
+        queue.put_nowait(item)
+    transient: list[str] = []
+    unexpected: list[BaseException] = []
+    quarter, promoted = asyncio.Event(), asyncio.Event()
+    after_promotion = 0
+
+    async def worker() -> None:
+        nonlocal after_promotion
+        while not queue.empty():
+            clinic, input_id = queue.get_nowait()
+            while True:  # as Kafka redelivers: the same input, until it is handled
+                try:
+                    await uow.run(clinic, [input_id], _apply(clinic, input_id))
+                    break
+                except Exception as error:
+                    # Anything not transient would be retried, then dead-lettered.
+                    if classify(error) != "redeliver":
+                        unexpected.append(error)
+                        return
+                    transient.append(type(error).__name__)
+                    await asyncio.sleep(0.05)
+            after_promotion += promoted.is_set()
+            if queue.qsize() <= len(inputs) * 3 // 4:
+                quarter.set()
+
+    async def fail_over() -> int:
+        await quarter.wait()
+        replica = await asyncio.to_thread(_replica_of_primary_for, clinics[0])
+        primary = await asyncio.to_thread(_primary_of, replica)
+        if how == "kill":
+            # SHUTDOWN NOSAVE: the primary is gone, as a crashed node; its replica takes
+            # over after cluster-node-timeout (2 s, infra/redis-cluster.sh).
+            await asyncio.to_thread(_cli, primary, "shutdown", "nosave")
+        else:
+            await asyncio.to_thread(_cli, replica, "cluster", "failover")
+        deadline = time.monotonic() + 20
+        while (await asyncio.to_thread(_cli, replica, "role")).split()[:1] != ["master"]:
+            assert time.monotonic() < deadline, "the replica did not take over"
+            await asyncio.sleep(0.1)
+        promoted.set()
+        if how == "kill":
+            # Steps now wait for a replica (WAIT): the killed node comes back as one.
+            await asyncio.to_thread(_script, "up")
+        return replica
+
+    started = time.monotonic()
+    try:
+        *_, replica = await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(4)), fail_over()), timeout=30
+        )
+    finally:
+        # The killed node comes back (as a replica now) for the tests after this one.
+        await asyncio.to_thread(_script, "up")
+    assert not unexpected, [f"{type(e).__name__}: {e} (from {e.__context__!r})" for e in unexpected]
+    assert queue.empty()
+    assert after_promotion > 0, "steps ran on after the new primary took over"
+    # Exactly once: each clinic's counter, log and hash hold each input once.
+    for clinic in clinics:
+        applied, log, seen = _keys(clinic)
+        entries = await cluster.lrange(log, 0, -1)
+        counter = int(await cluster.get(applied) or 0)
+        seen_at = await cluster.hgetall(seen)
+        # Which failure it was: a step lost whole (missing from the log: replication),
+        # applied twice (doubled in the log), or from a stale read (counts repeated).
+        report = {
+            "counter": counter,
+            "logged": len(entries),
+            "missing": sorted({f"in-{i}" for i in range(120)} - set(entries)),
+            "doubled": sorted({e for e in entries if entries.count(e) > 1}),
+            "counts_repeated": len(seen_at) - len(set(seen_at.values())),
+        }
+        assert counter == 120, report
+        assert sorted(entries) == sorted(f"in-{i}" for i in range(120)), report
+        assert len(seen_at) == 120, report
+    assert time.monotonic() - started < 30
+    print(f"failed over to :{replica}; transient errors met: {sorted(set(transient))}")
