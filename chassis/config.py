@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import AwareDatetime, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.topics import ALL, LIFECYCLE_PARTITIONS
+
 # Works locally and in tests; a deployment sets its own (docker-compose passes one through).
 DEV_MEASURE_LINK_SECRET = "kap-dev-only-measure-link-secret"  # noqa: S105 (dev only)
 
@@ -73,6 +75,42 @@ class ServiceSettings(BaseSettings):
         default=None, validation_alias="KAFKA_SSL_CERT_FILE"
     )
     kafka_ssl_key_file: FilePath | None = Field(default=None, validation_alias="KAFKA_SSL_KEY_FILE")
+    # Topics (chassis.kafka.configured_topics). Created at start unless a platform team
+    # manages them (Terraform, a managed cluster's console): then a service only checks
+    # that each exists with the configured partitions, and refuses to start otherwise.
+    create_topics: bool = Field(default=True, validation_alias="KAP_CREATE_TOPICS")
+    # Partitions of each client-keyed topic when it is created. A topic never changes
+    # its count in place: a client's order rests on its key's partition, so a
+    # re-partition is a new topic version (docs/production.md, "Re-partitioning").
+    topic_partitions: int = Field(
+        default=LIFECYCLE_PARTITIONS, ge=1, le=10_000, validation_alias="KAP_TOPIC_PARTITIONS"
+    )
+    # Per topic, as JSON: {"scheduler.session.scheduled.v1": 24}.
+    topic_partitions_by_topic: dict[str, int] = Field(
+        default_factory=dict, validation_alias="KAP_TOPIC_PARTITIONS_BY_TOPIC"
+    )
+    # How long the lifecycle and clinical topics keep their events: the clinic group's
+    # records retention (Kafka is the record; Redis is rebuilt from it). Public topics
+    # keep their own shorter retention. Production: tiered storage (docs/production.md).
+    record_retention_days: int = Field(
+        default=7 * 365, ge=1, validation_alias="KAP_RECORD_RETENTION_DAYS"
+    )
+    # The consumer group (chassis.kafka.subscribe). Static membership (KIP-345): a
+    # replica with a stable name (a StatefulSet pod's) rejoins after a restart within
+    # the session timeout without moving anyone's partitions. Unset: dynamic members.
+    consumer_group_instance_id: str | None = Field(
+        default=None, min_length=1, validation_alias="KAP_CONSUMER_GROUP_INSTANCE_ID"
+    )
+    consumer_session_timeout_ms: int = Field(
+        default=10_000, ge=1_000, validation_alias="KAP_CONSUMER_SESSION_TIMEOUT_MS"
+    )
+    # Short, so a joining replica's rebalance ends in about a second.
+    consumer_heartbeat_interval_ms: int = Field(
+        default=500, ge=100, validation_alias="KAP_CONSUMER_HEARTBEAT_INTERVAL_MS"
+    )
+    consumer_max_poll_interval_ms: int = Field(
+        default=300_000, ge=1_000, validation_alias="KAP_CONSUMER_MAX_POLL_INTERVAL_MS"
+    )
     otel_exporter: Literal["none", "console"] = Field(
         default="none", validation_alias="KAP_OTEL_EXPORTER"
     )
@@ -124,6 +162,22 @@ class ServiceSettings(BaseSettings):
                     )
         if self.kafka_ssl_key_file is not None and self.kafka_ssl_cert_file is None:
             raise ValueError("KAFKA_SSL_KEY_FILE needs KAFKA_SSL_CERT_FILE (its certificate)")
+        return self
+
+    @model_validator(mode="after")
+    def _topics_and_consumer_are_sound(self) -> ServiceSettings:
+        known = {topic.name for topic in ALL}
+        for name, count in self.topic_partitions_by_topic.items():
+            if name not in known:
+                raise ValueError(f"KAP_TOPIC_PARTITIONS_BY_TOPIC names no topic: {name}")
+            if count < 1:
+                raise ValueError(f"KAP_TOPIC_PARTITIONS_BY_TOPIC: {name} needs 1 or more")
+        if self.consumer_heartbeat_interval_ms * 3 > self.consumer_session_timeout_ms:
+            # Kafka's own rule of thumb: a member missing one heartbeat stays in the group.
+            raise ValueError(
+                "KAP_CONSUMER_HEARTBEAT_INTERVAL_MS must be at most a third of"
+                " KAP_CONSUMER_SESSION_TIMEOUT_MS"
+            )
         return self
 
     def kafka_protocol(self) -> KafkaProtocol:

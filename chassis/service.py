@@ -28,7 +28,14 @@ from chassis.clock import Clock, clock_from
 from chassis.config import ServiceSettings
 from chassis.events import EventPublisher
 from chassis.http import install_error_handlers
-from chassis.kafka import apply_topics, client_options, make_broker
+from chassis.kafka import (
+    GroupMembership,
+    apply_topics,
+    check_topics,
+    client_options,
+    configured_topics,
+    make_broker,
+)
 from chassis.logs import configure_logging
 from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from chassis.redis_client import connect_redis, eviction_policies
@@ -99,18 +106,22 @@ class ServiceRuntime:
         return runtime
 
     workers: list[Worker] = field(default_factory=list)
+    # One per subscription (chassis.kafka.subscribe), for readiness.
+    memberships: list[GroupMembership] = field(default_factory=list)
     supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def start(self) -> None:
-        await apply_topics(
-            self.settings.kafka_bootstrap_servers,
-            self.settings.topic_replication_factor,
-            security=client_options(self.settings),
-            records=(
-                dataclasses.replace(CLINIC_REGISTRY, name=self.settings.clinics_topic),
-                CLINIC_CHANGES,
-            ),
+        topics = configured_topics(self.settings)
+        records = (
+            dataclasses.replace(CLINIC_REGISTRY, name=self.settings.clinics_topic),
+            CLINIC_CHANGES,
         )
+        security = client_options(self.settings)
+        bootstrap = self.settings.kafka_bootstrap_servers
+        if self.settings.create_topics:
+            replication = self.settings.topic_replication_factor
+            await apply_topics(bootstrap, replication, topics, security, records)
+        await check_topics(bootstrap, topics, security, records)
         await self.broker.start()
         self.supervisor.start(self.workers)
 
@@ -137,9 +148,12 @@ class ServiceRuntime:
         with contextlib.suppress(Exception):
             checks["redis"] = bool(await self.redis.ping())
         checks["redis_noeviction"] = await self._redis_keeps_everything()
-        # Every subscription has partitions (a service that consumes nothing is ready).
+        # Every subscription's consumer runs and has joined its group once: not "holds
+        # partitions now", which is false for the whole of every rebalance (a replica
+        # joining or leaving) and always for a replica beyond the partition count.
         consumers = [getattr(s, "consumer", None) for s in self.broker.subscribers]
-        checks["consumers"] = all(c is not None and c.assignment() for c in consumers)
+        started = all(c is not None for c in consumers)
+        checks["consumers"] = started and all(m.joined for m in self.memberships)
         return checks
 
     async def _redis_keeps_everything(self) -> bool:

@@ -24,7 +24,7 @@ from chassis.clinic_registry import (
 )
 from chassis.clinics import hash_api_key
 from chassis.config import ServiceSettings
-from chassis.kafka import apply_topics, client_options
+from chassis.kafka import apply_topics, client_options, configured_topics
 from ops import audit, operations, outcomes
 from ops.clinic_registry import SECTION_CHECKS
 from shared.topics import ALL, RECORD_TOPICS
@@ -40,8 +40,11 @@ def _security() -> dict[str, Any]:
 
 
 def _topics_apply(args: argparse.Namespace) -> int:
-    replication = args.replication_factor or ServiceSettings().topic_replication_factor
-    created = asyncio.run(apply_topics(_bootstrap(args), replication, security=_security()))
+    settings = ServiceSettings()
+    replication = args.replication_factor or settings.topic_replication_factor
+    # Sized as the services would create them (KAP_TOPIC_PARTITIONS, retention).
+    topics = configured_topics(settings)
+    created = asyncio.run(apply_topics(_bootstrap(args), replication, topics, _security()))
     present = 2 * len(ALL) + len(RECORD_TOPICS) - len(created)
     print(f"{len(created)} topic(s) created, {present} already present")
     for name in created:
@@ -51,7 +54,7 @@ def _topics_apply(args: argparse.Namespace) -> int:
 
 def _topics_list(_: argparse.Namespace) -> int:
     width = max(len(t.name) for t in ALL)
-    for topic in ALL:
+    for topic in configured_topics(ServiceSettings()):
         name, producer = f"{topic.name:<{width}}", f"{','.join(topic.producers):<9}"
         print(f"{name}  {topic.partitions:>2}p  {producer}  {topic.description}")
     return 0

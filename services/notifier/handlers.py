@@ -24,9 +24,10 @@ from redis.asyncio.client import Pipeline
 
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
+from chassis.config import ServiceSettings
 from chassis.dead_letters import Rejected, describe
 from chassis.events import CurrentEnvelope
-from chassis.kafka import Handler, subscribe
+from chassis.kafka import GroupMembership, Handler, subscribe
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from services.notifier import domain
 from services.notifier.alerts import Alerts
@@ -148,7 +149,7 @@ def preferences(event: ev.ContactPreferencesChanged) -> ContactChange:
     return change
 
 
-def register(broker: KafkaBroker, deps: Deps) -> None:
+def register(broker: KafkaBroker, deps: Deps, settings: ServiceSettings) -> GroupMembership:
     planner = Planner(deps)
 
     async def on_consultation_requested(
@@ -276,9 +277,10 @@ def register(broker: KafkaBroker, deps: Deps) -> None:
         (topics.MEASURE_DUE, on_measure_due),
         (topics.MEASURE_ANSWERED, on_measure_answered),
     ]
-    subscribe(
+    return subscribe(
         broker,
         SERVICE,
         handlers,
         "notifier reacts: plans the messages each lifecycle event causes",
+        settings,
     )

@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         alerts=alerts,
         measures=measures,
     )
-    handlers.register(
+    membership = handlers.register(
         runtime.broker,
         handlers.Deps(
             plans=plans,
@@ -73,7 +73,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             alerts=alerts,
             measures=measures,
         ),
+        settings,
     )
+    runtime.memberships.append(membership)
     runtime.workers.append(delivery.run)
     return http_app(
         runtime, title="KAP notifier", routers=[api.routes(plans, alerts, runtime.clock)]

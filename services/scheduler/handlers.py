@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
 
+from chassis.config import ServiceSettings
 from chassis.events import CurrentEnvelope
-from chassis.kafka import subscribe
+from chassis.kafka import GroupMembership, subscribe
 from services.scheduler.scheduler import Scheduler
 from shared import events as ev
 from shared import topics
@@ -13,7 +14,9 @@ from shared import topics
 SERVICE = "scheduler"
 
 
-def register(broker: KafkaBroker, scheduler: Scheduler) -> None:
+def register(
+    broker: KafkaBroker, scheduler: Scheduler, settings: ServiceSettings
+) -> GroupMembership:
     async def book_consultation(event: ev.ConsultationRequested, envelope: CurrentEnvelope) -> None:
         await scheduler.on_consultation_requested(event, envelope)
 
@@ -26,7 +29,7 @@ def register(broker: KafkaBroker, scheduler: Scheduler) -> None:
     async def record_measure(event: ev.MeasureAnswered, envelope: CurrentEnvelope) -> None:
         await scheduler.on_measure_answered(event, envelope)
 
-    subscribe(
+    return subscribe(
         broker,
         SERVICE,
         [
@@ -36,4 +39,5 @@ def register(broker: KafkaBroker, scheduler: Scheduler) -> None:
             (topics.MEASURE_ANSWERED, record_measure),
         ],
         "scheduler reacts: books consultations and courses, records measures answered",
+        settings,
     )

@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
     scheduler = scheduler_for(runtime)
     scheduler.public_url = settings.public_url
-    handlers.register(runtime.broker, scheduler)
+    runtime.memberships.append(handlers.register(runtime.broker, scheduler, settings))
     runtime.workers.append(
         booster_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
     )

@@ -6,10 +6,13 @@ import asyncio
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from chassis.clock import FrozenClock
+from chassis.kafka import group_id
 from services.scheduler.config import Settings
 from services.scheduler.main import create_app
+from shared import topics
 from tests import infra
 from tests.helpers import serving
 
@@ -64,3 +67,58 @@ async def test_readyz_fails_while_a_background_loop_is_down(
         assert down.status_code == 503
         assert down.json()["checks"]["workers"] is False
         assert down.json()["checks"]["redis"] is True
+
+
+SCHEDULER_TOPICS = [
+    topics.CONSULTATION_REQUESTED,
+    topics.CONSULTATION_HELD,
+    topics.CLIENT_ENROLLED,
+    topics.MEASURE_ANSWERED,
+]
+
+
+async def test_readyz_stays_ready_through_rebalances_and_with_no_partitions(
+    kafka_bootstrap: str, scheduler: httpx.AsyncClient
+) -> None:
+    """As many members join the scheduler's group as its topics have partitions, named to
+    sort first, so the round-robin assignor deals them every partition and the serving
+    replica none (a replica beyond the partition count); then they leave. The replica is healthy
+    throughout (it takes partitions back at the next rebalance): /readyz must not say
+    otherwise, or a load balancer pulls replicas at every deploy and scale-out."""
+    assert (await ready(scheduler, 200)).status_code == 200
+    statuses: list[int] = []
+    watching = True
+
+    async def watch() -> None:
+        while watching:
+            statuses.append((await scheduler.get("/readyz")).status_code)
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(watch())
+    others = [
+        AIOKafkaConsumer(
+            *(topic.name for topic in SCHEDULER_TOPICS),
+            bootstrap_servers=kafka_bootstrap,
+            group_id=group_id("scheduler"),
+            client_id=f"a-standby-{n}",  # member ids sort before the scheduler's "kap-..."
+            enable_auto_commit=False,
+            heartbeat_interval_ms=500,
+        )
+        for n in range(sum(topic.partitions for topic in SCHEDULER_TOPICS))
+    ]
+    held = 0
+    try:
+        await asyncio.gather(*(consumer.start() for consumer in others))
+        deadline = asyncio.get_running_loop().time() + 30
+        while held < len(others):
+            assert asyncio.get_running_loop().time() < deadline, f"they hold {held} partitions"
+            await asyncio.gather(*(c.getmany(timeout_ms=100) for c in others))
+            held = sum(len(c.assignment()) for c in others)
+        await asyncio.sleep(2)  # the serving replica holds no partition all this while
+    finally:
+        await asyncio.gather(*(consumer.stop() for consumer in others))
+    await asyncio.sleep(2)  # they left: the serving replica takes every partition back
+    watching = False
+    await watcher
+    assert len(statuses) > 50
+    assert set(statuses) == {200}, f"{statuses.count(503)} of {len(statuses)} answers were 503"
