@@ -7,13 +7,14 @@ INSTALLED := $(VENV)/.installed
 CLUSTER ?= 0
 
 .PHONY: help install infra-up infra-down kafka-up kafka-down redis-up redis-down \
-        topics lint test test-unit demo bench chaos upgrade docs clean compose-tool browser-tool
+        topics lint test test-unit demo cluster-demo bench chaos upgrade docs clean compose-tool browser-tool
 
 help:
 	@echo "make demo       run the three services on local Kafka and Redis, driving clinics through the lifecycle"
 	@echo "make test       lint, then every test against real Kafka and Redis (started when needed)"
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      the system against the raw Kafka client, and the scheduler's figures"
+	@echo "make cluster-demo  the demo on 3 Kafka brokers and a 3+3 Redis Cluster, killing a broker and a Redis primary"
 	@echo "make chaos      kill and restart services, Kafka and Redis under load; check nothing was lost"
 	@echo "make upgrade    drain the previous version's services under load, switch to this one; audit"
 	@echo "make infra-up   start local Kafka (KRaft) and Redis (CLUSTER=1: a Redis Cluster); infra-down stops them"
@@ -41,8 +42,8 @@ redis-down:
 infra-up: kafka-up redis-up
 infra-down: kafka-down redis-down
 
-topics: install kafka-up
-	$(BIN)/kapctl topics apply
+topics: install
+	@bash infra/with-infra.sh $(BIN)/kapctl topics apply
 
 lint: install
 	$(BIN)/ruff check .
@@ -56,14 +57,21 @@ compose-tool:
 browser-tool:
 	@test -x /usr/bin/chromium || bash infra/install-chromium.sh
 
-test: install lint compose-tool browser-tool infra-up
-	$(BIN)/pytest -q -p no:cacheprovider
+# Like demo, chaos and bench: Kafka and Redis started here are stopped afterwards
+# (ones already running stay up); the clusters the tests start stop with them.
+test: install lint compose-tool browser-tool
+	@bash infra/with-infra.sh $(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
 demo: install
 	@bash infra/with-infra.sh $(BIN)/python -m ops.demo
+
+# The demo on three Kafka brokers and a Redis Cluster of six, killing a broker and
+# crashing a Redis primary meanwhile; starts (and then stops) both clusters.
+cluster-demo: install
+	@$(BIN)/python -m ops.cluster_demo
 
 chaos: install
 	@bash infra/with-infra.sh $(BIN)/python -m ops.chaos

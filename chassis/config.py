@@ -180,6 +180,10 @@ class ServiceSettings(BaseSettings):
             )
         return self
 
+    def kafka_bootstrap_list(self) -> list[str]:
+        """`KAFKA_BOOTSTRAP_SERVERS` as the list of `host:port` it names (comma-separated)."""
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+
     def kafka_protocol(self) -> KafkaProtocol:
         if self.kafka_security_protocol is not None:
             return self.kafka_security_protocol

@@ -41,7 +41,9 @@ def make_broker(
     refused events are never sent later.
     """
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        # A list: FastStream wraps a string in one, and aiokafka splits commas only in a
+        # string, so "a:9092,b:9092" would reach it as one unresolvable host.
+        settings.kafka_bootstrap_list(),
         security=kafka_security(settings),
         request_timeout_ms=request_timeout_ms,
         client_id=f"kap-{service}",

@@ -51,7 +51,7 @@ elif [[ "$TLS" == 1 ]]; then
   NAME="tls kafka (SSL :$KAFKA_PORT, SASL_SSL :$KAFKA_SASL_PORT)"
 elif ((NODES > 1)); then
   CLUSTER_BASE_PORT="${KAFKA_PORT:-29092}"   # node N: this + 2(N-1), controller the next
-  CLUSTER_STATE="$INFRA_STATE/kafka-cluster"
+  CLUSTER_STATE="${KAFKA_CLUSTER_STATE:-$INFRA_STATE/kafka-cluster}"  # tests keep theirs apart
   STATE="$CLUSTER_STATE"                      # select_node points these at one node
 else
   KAFKA_PORT="${KAFKA_PORT:-9092}"

@@ -154,6 +154,9 @@ def secure_kafka(admin_password: str) -> Iterator[str]:
         _run("kafka.sh", "down", env)
 
 
+CLUSTER_STATE = ROOT / ".infra" / "kafka-cluster-tests"
+
+
 @dataclass(frozen=True)
 class KafkaCluster:
     """The local quorum of `KAFKA_NODES=3 infra/kafka.sh` on ports from `base_port`."""
@@ -174,11 +177,13 @@ class KafkaCluster:
             "KAFKA_NODES": str(self.nodes),
             "KAFKA_PORT": str(self.base_port),
             "KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m",
+            # Apart from `make cluster-demo`'s cluster, which this fixture wipes otherwise.
+            "KAFKA_CLUSTER_STATE": str(CLUSTER_STATE),
         }
 
     def pid(self, node: int) -> int:
         """The pid of a node the script started (for a fault test's SIGKILL)."""
-        pidfile = ROOT / ".infra" / "kafka-cluster" / f"node-{node}" / "kafka.pid"
+        pidfile = CLUSTER_STATE / f"node-{node}" / "kafka.pid"
         return int(pidfile.read_text().strip())
 
     def up(self) -> None:
@@ -197,7 +202,7 @@ def kafka_cluster(base_port: int) -> Iterator[KafkaCluster]:
     """
     cluster = KafkaCluster(base_port)
     cluster.down()  # nodes left over by an interrupted run
-    shutil.rmtree(ROOT / ".infra" / "kafka-cluster", ignore_errors=True)
+    shutil.rmtree(CLUSTER_STATE, ignore_errors=True)
     cluster.up()
     try:
         yield cluster

@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from chassis.config import ServiceSettings
-from chassis.kafka import apply_topics
+from chassis.kafka import apply_topics, make_broker
 from shared.topics import SESSION_SCHEDULED
 from tests import infra
 
@@ -187,3 +187,30 @@ async def test_acknowledged_events_survive_a_killed_broker_once_each_and_in_orde
         per_key[key].append(number)
     for key, numbers in per_key.items():
         assert numbers == sorted(numbers), f"{key}'s events out of order"
+
+
+async def test_a_service_broker_connects_to_every_broker_the_setting_lists(
+    cluster: infra.KafkaCluster, unique: str
+) -> None:
+    """KAFKA_BOOTSTRAP_SERVERS names several brokers, comma-separated, as a managed
+    cluster's does. The services' broker once passed the whole string as one host
+    ("Unable to bootstrap from [('127.0.0.1:19100,...', ...)]"): no service could start."""
+    settings = ServiceSettings(KAFKA_BOOTSTRAP_SERVERS=cluster.bootstrap)
+    assert "," in settings.kafka_bootstrap_servers
+    topic = dataclasses.replace(SESSION_SCHEDULED, name=f"test.bootstrap.{unique}.v1")
+    await apply_topics(settings.kafka_bootstrap_servers, 3, topics=[topic], records=())
+    broker = make_broker(settings, "tests")
+    await broker.start()
+    try:
+        await broker.publish(b"listed", topic=topic.name, key=b"k")
+    finally:
+        await broker.stop()
+    consumer = AIOKafkaConsumer(
+        topic.name, bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await consumer.stop()
+    assert [r.value for records in batches.values() for r in records] == [b"listed"]
