@@ -484,7 +484,11 @@ def delivery_rig(
     delivery = notifier_delivery(
         redis, clinics, senders, publisher, clock, poll_s=poll_s, schedule_lag=schedule_lag
     )
-    deps = planner_deps(redis, publisher, clinics, clock)
+    # Planned through the delivery's unit of work, as in the service: its writes hint
+    # the delivery's due index.
+    deps = replace(
+        planner_deps(redis, publisher, clinics, clock), unit_of_work=delivery.unit_of_work
+    )
     planner = handlers.Planner(replace(deps, due_now=delivery.wake))
     return DeliveryRig(deps.plans, delivery, planner, publisher, clock)
 
