@@ -329,13 +329,14 @@ def notifier_due_work(
     buckets: int = DUE_BUCKETS,
     lease_ms: int = DUE_LEASE_MS,
     sweep_s: float = DUE_SWEEP_S,
+    kind: str = "notifier",
 ) -> DueWork:
     """The delivery's due index (over the due and the held sets, hinted by
     `unit_of_work`), its buckets and its sweep; main.create_app passes the settings'."""
-    index = DueIndex(queue.redis, "notifier", buckets, [queue.leases.due_key, queue.held_key])
+    index = DueIndex(queue.redis, kind, buckets, [queue.leases.due_key, queue.held_key])
     unit_of_work.index_due(index)
     queue.index = index
-    owners = BucketOwners(queue.redis, "notifier", buckets, lease_ms)
+    owners = BucketOwners(queue.redis, kind, buckets, lease_ms)
 
     async def unset(clinic_id: str) -> float | None:  # Delivery sets its own
         return await queue.leases.earliest(clinic_id, clock)
