@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 
 from bench.system import percentile
 from chassis.clock import SystemClock
+from chassis.due_work import DueWork
 from chassis.service import ServiceRuntime
 from ops import demo_clinics
 from ops.reading import read_to_end
@@ -46,7 +47,7 @@ from services.scheduler.config import Settings
 from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import CoursePlan
 from services.scheduler.ledger import BookingLedger, Claim, claims_for
-from services.scheduler.main import SERVICE, scheduler_for
+from services.scheduler.main import SERVICE, due_works, scheduler_for
 from services.scheduler.scheduler import Scheduler
 from services.scheduler.store import key
 from services.scheduler.timers import booster_timer
@@ -276,7 +277,7 @@ async def timer_figures(
             KAP_TIMER_POLL_MS=DEFAULT_POLL_MS,
         )
         since = await _booster_offsets(kafka_bootstrap)
-        async with _timer_loop(settings) as scheduler:
+        async with _timer_loop(settings) as (scheduler, work):
             calendar = await scheduler.calendar(clinic_id)
             template = completed_course(calendar, datetime.now(UTC) - timedelta(days=14))
             first_due = time.time() + 2.0
@@ -286,6 +287,8 @@ async def timer_figures(
                     at = datetime.fromtimestamp(instant, UTC)
                     scheduler.store.save(tx, due_at(template, uuid.UUID(client), at))
                 await tx.execute()
+            # Written here, not through a write step: the due index is told as one would.
+            await work.index.hint(clinic_id, first_due)
             in_set = await redis.zcard(due_set)
             memory = int(await redis.memory_usage(due_set, samples=0) or 0)
             await _all_fired(redis, clinic_id, first_due + window_s)
@@ -325,17 +328,17 @@ async def _far_off_boosters(redis: Redis, due_set: str, count: int) -> None:
 
 
 @asynccontextmanager
-async def _timer_loop(settings: Settings) -> AsyncIterator[Scheduler]:
+async def _timer_loop(settings: Settings) -> AsyncIterator[tuple[Scheduler, DueWork]]:
     """The scheduler service's composition without its event subscribers (nothing joins
     its consumer group): the booster timer loop runs as in the service, on the wall clock."""
     runtime = ServiceRuntime.create(SERVICE, settings, SystemClock())
     scheduler = scheduler_for(runtime)
-    runtime.workers.append(
-        booster_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
-    )
+    work = due_works(runtime, scheduler.store)["booster"]
+    poll_s = settings.timer_poll_ms / 1000
+    runtime.workers.append(booster_timer(scheduler, work, poll_s, runtime.supervisor.stopping))
     try:
         await runtime.start()
-        yield scheduler
+        yield scheduler, work
     finally:
         await runtime.stop()
 

@@ -49,6 +49,13 @@ class ServiceSettings(BaseSettings):
     clinics_topic: str = Field(
         default="clinics.registry.v1", min_length=1, validation_alias="KAP_CLINICS_TOPIC"
     )
+    # Due work (chassis.due_work): timers and deliveries are found through a due index of
+    # this many buckets, each worked by one replica at a time under a lease of
+    # `due_lease_ms` (real time: a stopped replica's buckets are taken after it), and
+    # every clinic is swept once per `due_sweep_s` for what a lost hint left behind.
+    due_buckets: int = Field(default=16, ge=1, le=1024, validation_alias="KAP_DUE_BUCKETS")
+    due_lease_ms: int = Field(default=5_000, ge=100, validation_alias="KAP_DUE_LEASE_MS")
+    due_sweep_s: float = Field(default=60.0, gt=0, validation_alias="KAP_DUE_SWEEP_S")
     kafka_request_timeout_ms: int = Field(
         default=40_000, ge=1_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
     )

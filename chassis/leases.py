@@ -38,12 +38,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from chassis.clock import Clock
 from chassis.unit_of_work import Transaction
 
 SEQUENCE = "#sequence"  # the tokens hash's counter: no member may be called this
@@ -225,6 +226,24 @@ class LeaseQueue:
     async def due(self, clinic_id: str) -> int:
         """How many members wait to fall due or to be claimed (not those leased)."""
         return int(await self._redis.zcard(self.due_key(clinic_id)))
+
+    async def earliest(self, clinic_id: str, clock: Clock) -> float | None:
+        """When the clinic should next be looked at (service clock, epoch s; None: never),
+        what a due index settles to: its earliest due member, or sooner the end of its
+        earliest lease (its holder may die: the member is claimed again then). Leases run
+        on Redis's clock; on a clock that does not move with real time, at once."""
+        async with self._redis.pipeline(transaction=False) as reads:
+            reads.zrange(self.due_key(clinic_id), 0, 0, withscores=True)
+            reads.zrange(self.leased_key(clinic_id), 0, 0, withscores=True)
+            reads.time()
+            due, leased, (seconds, micros) = await reads.execute()
+        times = [float(due[0][1])] if due else []
+        if leased:
+            now = clock.now().timestamp()
+            left_s = max(0.0, float(leased[0][1]) / 1000 - int(seconds) - int(micros) / 1e6)
+            per_real_s = clock.real_seconds(timedelta(seconds=1))
+            times.append(now + left_s / per_real_s if per_real_s > 0 else now)
+        return min(times) if times else None
 
     async def next_due(self, clinic_id: str) -> datetime | None:
         """When the clinic's earliest member falls due (service clock); None: nothing due."""

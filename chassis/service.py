@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -22,10 +22,13 @@ from fastapi.responses import PlainTextResponse
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
+from chassis.buckets import BucketOwners
 from chassis.clinic_registry import ClinicRegistryView
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock, clock_from
 from chassis.config import ServiceSettings
+from chassis.due_index import DueIndex, NextDue
+from chassis.due_work import DueWork
 from chassis.events import EventPublisher
 from chassis.http import install_error_handlers
 from chassis.kafka import (
@@ -109,6 +112,19 @@ class ServiceRuntime:
     # One per subscription (chassis.kafka.subscribe), for readiness.
     memberships: list[GroupMembership] = field(default_factory=list)
     supervisor: Supervisor = field(default_factory=Supervisor)
+
+    def due_work(
+        self, kind: str, sources: list[Callable[[str], str]], next_due: NextDue
+    ) -> DueWork:
+        """One timer kind's due work: its index (hinted by the unit of work after each write
+        to one of `sources`, the clinic's due sets), its buckets shared with the other
+        replicas, and its sweep over every clinic."""
+        settings = self.settings
+        index = DueIndex(self.redis, kind, settings.due_buckets, sources)
+        self.unit_of_work.index_due(index)
+        owners = BucketOwners(self.redis, kind, settings.due_buckets, settings.due_lease_ms)
+        clinic_ids = lambda: [clinic.id for clinic in self.clinics.all()]  # noqa: E731
+        return DueWork(index, owners, clinic_ids, next_due, settings.due_sweep_s)
 
     async def start(self) -> None:
         topics = configured_topics(self.settings)

@@ -37,6 +37,11 @@ SIGKILL test, tests/integration/chassis/test_write_crashes.py):
 3. after the publish, before the outbox is cleared: the relay publishes them
    again, with the same event ids; readers drop the duplicate by id.
 Nothing is applied twice (the handled mark), nothing is lost (the outbox).
+
+Due indexes (chassis.due_index) told of with `index_due` get a hint after each
+commit whose MULTI added or moved a due item in one of their due sets: the
+earliest score queued. After, not in the MULTI: the index is in another slot. A
+crash between the commit and the hint leaves the item to the index's sweep.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
+from chassis.due_index import DueIndex
 from chassis.events import EventPublisher
 from chassis.outbox import GRACE_MS, Outbox, Output, output_ids
 from chassis.redis_client import execute_replicated, no_retry_transaction
@@ -134,6 +140,11 @@ class UnitOfWork:
         self._redis = redis
         self._service = service
         self.outbox = Outbox(redis, service, publisher, relay_grace_ms)
+        self._indexes: list[DueIndex] = []
+
+    def index_due(self, index: DueIndex) -> None:
+        """Hint `index` after every commit that writes a due item into one of its sources."""
+        self._indexes.append(index)
 
     # --- keys ------------------------------------------------------------------
 
@@ -180,10 +191,13 @@ class UnitOfWork:
                 for input_id in transaction.fresh:
                     tx.set(self.handled_key(clinic_id, input_id), ids, ex=REMEMBER_S)
                 _check_slot(tx, clinic_id)
+                queued = _queued(tx)
+                hints = [(i, i.hints_of(clinic_id, queued)) for i in self._indexes]
                 try:
                     await execute_replicated(tx, REPLICA_ACK_MS)
                 except WatchError:
                     continue
+            await _hint(clinic_id, hints)
             try:
                 await self.publish(clinic_id, decision.outputs)
             except Exception:
@@ -229,6 +243,17 @@ class UnitOfWork:
 
     def relay(self, clinic_ids: Callable[[], Iterable[str]], stopping: asyncio.Event) -> Worker:
         return self.outbox.relay(clinic_ids, stopping)
+
+
+async def _hint(clinic_id: str, hints: Sequence[tuple[DueIndex, float | None]]) -> None:
+    """The write is done whatever becomes of its hints: one lost is the sweep's."""
+    for index, at in hints:
+        if at is None:
+            continue
+        try:
+            await index.hint(clinic_id, at)
+        except Exception:
+            log.warning("clinic %s: %s due hint lost; the sweep finds it", clinic_id, index.kind)
 
 
 def _in_slot(key: str, clinic_id: str) -> None:

@@ -13,25 +13,38 @@ topics, that client's time-bound messages are held apart from the due set
 clinical alert, goes regardless. While any are held, the loop looks again
 within the lag's bound or MIN_RECHECK_S.
 
-The loop sleeps until LOOKAHEAD_S before the earliest planned message falls
-due (on the injected clock, so on time on the demo's fast clock too), at most
-`poll_s`, and is woken earlier by a plan holding a message due sooner (`wake`).
-Every HOUSEKEEPING_S a round also counts what waits (outcome events left
-unpublished by a dead replica are the unit of work's relay's).
+Which clinics a round looks at: those the due index (chassis.due_work) finds
+with a message due in this replica's buckets, and a few of the slow sweep's; a
+woken round, only the clinics woken. Each clinic looked at is settled: its index
+score is its next message's time again (or its earliest lease's end), what waits
+is counted for the gauge, and whether messages are held is noted for the gate.
+A held message is planned in the held set by a write step, whose hint brings the
+clinic to the round of its bucket's owner.
+
+The loop sleeps until LOOKAHEAD_S before the earliest message of its buckets
+falls due (on the injected clock, so on time on the demo's fast clock too), at
+most `poll_s`, and is woken earlier by a plan holding a message due sooner
+(`wake`). Outcome events left unpublished by a dead replica are the unit of
+work's relay's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from chassis.buckets import BucketOwners
 from chassis.clinics import Clinic, ClinicDirectory
 from chassis.clock import Clock
+from chassis.config import ServiceSettings
+from chassis.due_index import DueIndex
+from chassis.due_work import DueWork
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
 from chassis.unit_of_work import UnitOfWork
@@ -52,11 +65,15 @@ from shared import events as ev
 
 log = logging.getLogger(__name__)
 
+_DEFAULTS = ServiceSettings.model_fields
+DUE_BUCKETS: int = _DEFAULTS["due_buckets"].default
+DUE_LEASE_MS: int = _DEFAULTS["due_lease_ms"].default
+DUE_SWEEP_S: float = _DEFAULTS["due_sweep_s"].default
+
 # Far longer than one send may take (channels time out after 10 s per step); renewed
 # just before each send, so it bounds one send, not a whole batch.
 LEASE_MS = 60_000
 BATCH = 20
-HOUSEKEEPING_S = 2.0  # how often a replica counts what waits
 
 
 # Real seconds: messages due this soon are claimed and prepared (contact, render, the
@@ -101,8 +118,12 @@ class Delivery:
         stopping: asyncio.Event | None = None,
         alerts: Alerts | None = None,
         measures: MeasureRequests | None = None,
+        due: DueWork | None = None,
     ) -> None:
         self._queue = queue
+        self.unit_of_work = unit_of_work
+        self._due = due or notifier_due_work(queue, unit_of_work, clinics, clock)
+        self._due.next_due = self._look_again_at
         # Set when the service stops: the loop ends after its round (a drain).
         self._stopping = stopping or asyncio.Event()
         self._clinics = clinics
@@ -130,7 +151,6 @@ class Delivery:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._woken = asyncio.Event()
         self._woken_clinics: set[str] = set()
-        self._next_housekeeping = 0.0  # monotonic; the first round does it
         # When the sleeping loop will look anyway (service clock); None: awake, or unknown.
         self._next_look: datetime | None = None
         self._gate = LagGate(queue, clock, schedule_lag, self.wake, held_limit=BATCH)
@@ -190,6 +210,8 @@ class Delivery:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
             if self._schedule_lag is not None:
                 await self._schedule_lag.close()
+            with contextlib.suppress(Exception):  # else the others take them when leases end
+                await self._due.owners.release()
         # A client library may turn our cancellation into an error of its own
         # (caught above): stop all the same, or shutdown would wait forever.
         raise asyncio.CancelledError
@@ -204,15 +226,9 @@ class Delivery:
         Held messages are not in the due set: while any wait, the poll bound
         makes the next round look again whether the schedule view caught up.
         """
-        earliest: datetime | None = None
-        held: set[str] = set()
-        for clinic in self._clinics.all():
-            due, waiting = await self._queue.due_summary(clinic.id)
-            if due is not None and (earliest is None or due < earliest):
-                earliest = due
-            if waiting:
-                held.add(clinic.id)
-        self._gate.held_clinics = held
+        first = await self._due.index.earliest(self._due.owners.owned)
+        earliest = datetime.fromtimestamp(first, UTC) if first is not None else None
+        held = self._gate.held_clinics
         # Woken a lookahead early: the round prepares what falls due, then waits for it.
         if earliest is not None:
             earliest -= service_span(self._clock, LOOKAHEAD_S)
@@ -227,36 +243,34 @@ class Delivery:
         return wait_s
 
     async def round(self, only: set[str] | None = None) -> RoundResult:
-        """One pass over every clinic (or those in `only`).
+        """One pass over the clinics found due (or those in `only`).
 
-        What every clinic has due now or within LOOKAHEAD_S is claimed first;
-        each message is then prepared and handed over at its due instant, up to
+        What each has due now or within LOOKAHEAD_S is claimed first; each
+        message is then prepared and handed over at its due instant, up to
         SEND_CONCURRENCY at once. The schedule lag is asked once for all the
         clients whose time-bound messages are due or held, just before the first
         of them falls due.
         """
         result = RoundResult()
-        # The gauge is for dashboards: it needs no look every round (rounds follow
-        # every plan with a message due now; extra calls per clinic each time showed
-        # in the make bench profile).
-        housekeeping = time.monotonic() >= self._next_housekeeping
-        if housekeeping:
-            self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         horizon = self._clock.now() + service_span(self._clock, LOOKAHEAD_S)
+        if only is None:
+            clinic_ids = await self._due.clinics(horizon.timestamp())
+        else:
+            clinic_ids = sorted(only)
         batch: list[tuple[Clinic, Claim]] = []
-        for clinic in self._clinics.all():
-            if only is not None and clinic.id not in only and not housekeeping:
+        for clinic_id in clinic_ids:
+            clinic = self._clinics.get(clinic_id)
+            if clinic is None:  # retired: nothing of it is sent any more
+                await self._due.forget(clinic_id)
                 continue
             if clinic.id not in self._taken_over:
                 await self._take_over(clinic.id)
             claims = await self._queue.claim_due(
                 clinic.id, horizon, limit=BATCH, lease_ms=self._lease_ms
             )
+            await self._due.settle(clinic.id)
             batch += [(clinic, claim) for claim in claims]
             result.busy = result.busy or len(claims) == BATCH
-            if housekeeping and self._metrics is not None:
-                waiting = await self._queue.waiting(clinic.id)
-                self._metrics.pending("notification", clinic.id, waiting)
         # Delivered in the background: the next round claims what falls due next
         # while these wait for their instant or their channel.
         gate = asyncio.create_task(self._gate.behind(batch))
@@ -266,6 +280,18 @@ class Delivery:
         while len(self._in_flight) >= MAX_IN_FLIGHT:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
         return result
+
+    async def _look_again_at(self, clinic_id: str) -> float | None:
+        """When `clinic_id` is next to be looked at (its index score); counts what waits,
+        and notes whether any is held for the gate."""
+        due, held = await self._queue.counts(clinic_id)
+        if held:
+            self._gate.held_clinics.add(clinic_id)
+        else:
+            self._gate.held_clinics.discard(clinic_id)
+        if self._metrics is not None:
+            self._metrics.pending("notification", clinic_id, due + held)
+        return await self._queue.leases.earliest(clinic_id, self._clock)
 
     async def _take_over(self, clinic_id: str) -> None:
         """What the version before the lease queue left in the clinic, once (again next
@@ -292,3 +318,27 @@ class Delivery:
     ) -> None:
         if await self._handover.deliver(clinic, claim, gate):
             self._gate.held_clinics.add(clinic.id)
+
+
+def notifier_due_work(
+    queue: DeliveryQueue,
+    unit_of_work: UnitOfWork,
+    clinics: ClinicDirectory,
+    clock: Clock,
+    *,
+    buckets: int = DUE_BUCKETS,
+    lease_ms: int = DUE_LEASE_MS,
+    sweep_s: float = DUE_SWEEP_S,
+    kind: str = "notifier",
+) -> DueWork:
+    """The delivery's due index (over the due and the held sets, hinted by
+    `unit_of_work`), its buckets and its sweep; main.create_app passes the settings'."""
+    index = DueIndex(queue.redis, kind, buckets, [queue.leases.due_key, queue.held_key])
+    unit_of_work.index_due(index)
+    queue.index = index
+    owners = BucketOwners(queue.redis, kind, buckets, lease_ms)
+
+    async def unset(clinic_id: str) -> float | None:  # Delivery sets its own
+        return await queue.leases.earliest(clinic_id, clock)
+
+    return DueWork(index, owners, lambda: [c.id for c in clinics.all()], unset, sweep_s)

@@ -16,7 +16,7 @@ from services.notifier.alerts import Alerts
 from services.notifier.channels import EmailChannel, SmsChannel
 from services.notifier.config import Settings
 from services.notifier.contacts import Contacts
-from services.notifier.delivery import Delivery
+from services.notifier.delivery import Delivery, notifier_due_work
 from services.notifier.lag import ScheduleLag
 from services.notifier.measures import MeasureRequests
 from services.notifier.plans import PlanStore
@@ -38,8 +38,18 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         settings.public_base_url,
         timedelta(hours=settings.measure_link_ttl_hours),
     )
+    queue = DeliveryQueue(runtime.redis)
+    due = notifier_due_work(
+        queue,
+        runtime.unit_of_work,
+        runtime.clinics,
+        runtime.clock,
+        buckets=settings.due_buckets,
+        lease_ms=settings.due_lease_ms,
+        sweep_s=settings.due_sweep_s,
+    )
     delivery = Delivery(
-        DeliveryQueue(runtime.redis),
+        queue,
         contacts,
         plans,
         runtime.clinics,
@@ -61,6 +71,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         stopping=runtime.supervisor.stopping,
         alerts=alerts,
         measures=measures,
+        due=due,
     )
     membership = handlers.register(
         runtime.broker,

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from chassis.due_index import DueIndex
 from chassis.leases import Lease, LeaseQueue
 from chassis.outbox import Output
 from chassis.unit_of_work import Transaction
@@ -93,6 +94,7 @@ class DeliveryQueue:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.leases = LeaseQueue(redis, LEASES)
+        self.index: DueIndex | None = None  # hinted when held messages are due again
         self._start = redis.register_script(_START)
         self._release = redis.register_script(_RELEASE)
 
@@ -195,19 +197,23 @@ class DeliveryQueue:
         released = await self._release(
             keys=[key(clinic_id, "held"), self.leases.due_key(clinic_id)], args=list(ids)
         )
+        if released and self.index is not None:
+            await self.index.hint(clinic_id, 0.0)  # at once: the round settles it after
         return int(released)
+
+    def held_key(self, clinic_id: str) -> str:
+        return key(clinic_id, "held")
 
     # --- what waits ------------------------------------------------------------------
 
-    async def due_summary(self, clinic_id: str) -> tuple[datetime | None, int]:
-        """When the clinic's next planned message falls due (service clock), and how many wait
-        held for the schedule view to catch up."""
+    async def counts(self, clinic_id: str) -> tuple[int, int]:
+        """How many messages are planned (due or later), and how many wait held for the
+        schedule view to catch up."""
         async with self.redis.pipeline(transaction=False) as reads:
-            reads.zrange(self.leases.due_key(clinic_id), 0, 0, withscores=True)
+            reads.zcard(self.leases.due_key(clinic_id))
             reads.zcard(key(clinic_id, "held"))
-            first, held = await reads.execute()
-        earliest = datetime.fromtimestamp(float(first[0][1]), UTC) if first else None
-        return earliest, int(held)
+            due, held = await reads.execute()
+        return int(due), int(held)
 
     async def waiting(self, clinic_id: str) -> int:
         """How many messages are planned and not yet sent (due, later, or held)."""

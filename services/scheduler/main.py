@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import FastAPI
 
 from chassis.clinic_registry import Send
 from chassis.clock import Clock
+from chassis.due_work import DueWork
+from chassis.leases import LeaseQueue
 from chassis.service import ServiceRuntime, http_app, serve
 from ops.clinic_registry import SECTION_CHECKS
 from services.scheduler import admin_api, client_api, handlers, offer_api, outcomes_api
@@ -27,15 +31,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     scheduler = scheduler_for(runtime)
     scheduler.public_url = settings.public_url
     runtime.memberships.append(handlers.register(runtime.broker, scheduler, settings))
-    runtime.workers.append(
-        booster_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
-    )
-    runtime.workers.append(
-        measure_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
-    )
-    runtime.workers.append(
-        offer_timer(scheduler, settings.timer_poll_ms / 1000, runtime.supervisor.stopping)
-    )
+    poll_s, stopping = settings.timer_poll_ms / 1000, runtime.supervisor.stopping
+    work = due_works(runtime, scheduler.store)
+    runtime.workers.append(booster_timer(scheduler, work["booster"], poll_s, stopping))
+    runtime.workers.append(measure_timer(scheduler, work["measure"], poll_s, stopping))
+    runtime.workers.append(offer_timer(scheduler, work["offer"], poll_s, stopping))
     routers = [
         routes(scheduler),
         client_api.routes(scheduler),
@@ -57,6 +57,21 @@ def _registry_send(runtime: ServiceRuntime) -> Send:
         await runtime.broker.publish(value, topic, key=key)
 
     return send
+
+
+def due_works(runtime: ServiceRuntime, store: SchedulerStore) -> dict[str, DueWork]:
+    """Each timer kind's due index over its lease queue (boosters, measures, offers)."""
+    queues: dict[str, LeaseQueue] = {
+        "booster": store.boosters,
+        "measure": store.measures,
+        "offer": store.waitlist.expiries,
+    }
+    return {
+        kind: runtime.due_work(
+            f"sched-{kind}", [queue.due_key], functools.partial(queue.earliest, clock=runtime.clock)
+        )
+        for kind, queue in queues.items()
+    }
 
 
 def scheduler_for(runtime: ServiceRuntime) -> Scheduler:

@@ -21,6 +21,7 @@ from uuid import UUID
 
 from redis.asyncio.client import Pipeline
 
+from chassis.due_work import DueWork
 from chassis.leases import Lease
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction
@@ -100,7 +101,8 @@ class MeasureTimers(ScheduleChanges):
 
 
 def measure_timer(
-    timers: MeasureTimers, poll_s: float, stopping: asyncio.Event
+    timers: MeasureTimers, work: DueWork, poll_s: float, stopping: asyncio.Event
 ) -> Callable[[], Coroutine[Any, Any, None]]:
-    """The loop; it ends after the round in progress once `stopping` is set (a drain)."""
-    return timer_loop("measure", timers, timers.fire_due_measures, poll_s, stopping)
+    """The loop over the clinics `work` finds due; it ends after the round in progress
+    once `stopping` is set (a drain)."""
+    return timer_loop("measure", timers, timers.fire_due_measures, work, poll_s, stopping)

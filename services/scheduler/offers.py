@@ -15,7 +15,6 @@ the step's WATCH and written in its MULTI (waitlisting.WaitlistSteps):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
@@ -25,6 +24,7 @@ from uuid import UUID
 
 from redis.asyncio.client import Pipeline
 
+from chassis.due_work import DueWork
 from chassis.leases import Lease
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Replayed, Transaction
@@ -35,6 +35,7 @@ from services.scheduler.domain import waitlist as rules
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.schedule import ClientSchedule, Refused
 from services.scheduler.ledger import Booking, claims_for
+from services.scheduler.timer_loop import timer_loop
 from services.scheduler.waitlist_store import clinic_of, digest
 from services.scheduler.waitlisting import WaitlistSteps
 from shared import events as ev
@@ -202,24 +203,8 @@ class Offers(WaitlistSteps):
 
 
 def offer_timer(
-    offers: Offers, poll_s: float, stopping: asyncio.Event
+    offers: Offers, work: DueWork, poll_s: float, stopping: asyncio.Event
 ) -> Callable[[], Coroutine[Any, Any, None]]:
-    """The loop; it ends after the round in progress once `stopping` is set (a drain)."""
-
-    async def lapse_offers_when_due() -> None:
-        task = asyncio.current_task()
-        while not stopping.is_set() and (task is None or not task.cancelling()):
-            more_due = False
-            for clinic in offers.clinics.all():
-                if not clinic.section("scheduler") and not await offers.has_calendar(clinic.id):
-                    continue
-                try:
-                    _, more = await offers.fire_expired_offers(clinic.id)
-                    more_due = more_due or more
-                except Exception:  # one clinic's failure does not hold up the others
-                    log.exception("offer timer round failed", extra={"clinic_id": clinic.id})
-            if not more_due:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), poll_s)
-
-    return lapse_offers_when_due
+    """The loop over the clinics `work` finds with offers expiring (timer_loop's, as the
+    booster timers'); it ends after the round in progress once `stopping` is set."""
+    return timer_loop("offer", offers, offers.fire_expired_offers, work, poll_s, stopping)

@@ -1,11 +1,15 @@
-"""The loop every scheduler timer runs: each round fires what is due in every clinic.
+"""The loop every scheduler timer runs: each round fires what is due in the clinics found due.
 
-A clinic that books nothing here (no scheduler calendar) is passed over; one
-clinic's failure does not hold up the others, and the loop outlives Redis, Kafka
-or the clinics file failing. A full batch means more is probably due already
-(boosters and follow-ups fall due together at 09:00 clinic time), so the next
-round starts at once; otherwise it sleeps `poll_s`, ending after the round in
-progress once `stopping` is set (a drain).
+The clinics come from the timer kind's due index (chassis.due_work): those of this
+replica's buckets with something due by now, and a few of the slow sweep's, so a
+round costs what is due, not one look per clinic. Each is fired, then settled (its
+index score is its next due time again). A clinic that books nothing here (gone
+from the clinics, or no scheduler calendar) leaves the index; one clinic's failure
+does not hold up the others, and the loop outlives Redis, Kafka or the clinics
+failing. A full batch means more is probably due already (boosters and follow-ups
+fall due together at 09:00 clinic time), so the next round starts at once;
+otherwise it sleeps `poll_s`, ending after the round in progress once `stopping`
+is set (a drain), when it lets go of its buckets.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from chassis.clinics import ClinicDirectory
+from chassis.clock import Clock
+from chassis.due_work import DueWork
 
 log = logging.getLogger(__name__)
 
@@ -26,42 +32,52 @@ Fire = Callable[[str], Awaitable[tuple[int, bool]]]
 
 class Clinics(Protocol):
     clinics: ClinicDirectory
+    clock: Clock
 
     async def has_calendar(self, clinic_id: str) -> bool: ...
 
 
 def timer_loop(
-    what: str, timers: Clinics, fire: Fire, poll_s: float, stopping: asyncio.Event
+    what: str, timers: Clinics, fire: Fire, work: DueWork, poll_s: float, stopping: asyncio.Event
 ) -> Callable[[], Coroutine[Any, Any, None]]:
     async def fire_when_due() -> None:
         # redis-py 8.1 can swallow a cancellation that lands inside a script
         # call, so the loop also asks whether it is being cancelled.
         task = asyncio.current_task()
-        while not stopping.is_set() and (task is None or not task.cancelling()):
-            try:
-                more_due = await _one_round(what, timers, fire)
-            except Exception:  # Redis, Kafka or the clinics file: the loop outlives them
-                log.exception("%s timer round failed", what)
-                more_due = False
-            if not more_due:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), poll_s)
+        try:
+            while not stopping.is_set() and (task is None or not task.cancelling()):
+                try:
+                    more_due = await one_round(what, timers, fire, work)
+                except Exception:  # Redis, Kafka or the clinics: the loop outlives them
+                    log.exception("%s timer round failed", what)
+                    more_due = False
+                if not more_due:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), poll_s)
+        finally:
+            with contextlib.suppress(Exception):  # else the others take them when leases end
+                await work.owners.release()
 
     fire_when_due.__name__ = f"fire_{what}s_when_due"
     return fire_when_due
 
 
-async def _one_round(what: str, timers: Clinics, fire: Fire) -> bool:
-    """Fire what is due in every clinic; whether more may be due already somewhere."""
+async def one_round(what: str, timers: Clinics, fire: Fire, work: DueWork) -> bool:
+    """Fire what is due in the clinics found due; whether more may be due already."""
     more_due = False
-    for clinic in timers.clinics.all():
-        if not clinic.section("scheduler") and not await timers.has_calendar(clinic.id):
-            continue
+    for clinic_id in await work.clinics(timers.clock.now().timestamp()):
+        clinic = timers.clinics.get(clinic_id)
         try:
-            fired, more = await fire(clinic.id)
+            if clinic is None or (
+                not clinic.section("scheduler") and not await timers.has_calendar(clinic_id)
+            ):
+                await work.forget(clinic_id)
+                continue
+            fired, more = await fire(clinic_id)
+            await work.settle(clinic_id)
             more_due = more_due or more
             if fired:
-                log.info("%ss due announced", what, extra={"clinic_id": clinic.id})
+                log.info("%ss due announced", what, extra={"clinic_id": clinic_id})
         except Exception:  # one clinic's failure does not hold up the others
-            log.exception("%s timer round failed", what, extra={"clinic_id": clinic.id})
+            log.exception("%s timer round failed", what, extra={"clinic_id": clinic_id})
     return more_due

@@ -23,6 +23,7 @@ from uuid import UUID
 
 from redis.asyncio.client import Pipeline
 
+from chassis.due_work import DueWork
 from chassis.leases import Lease
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction
@@ -169,7 +170,8 @@ class _Held:
 
 
 def booster_timer(
-    timers: BoosterTimers, poll_s: float, stopping: asyncio.Event
+    timers: BoosterTimers, work: DueWork, poll_s: float, stopping: asyncio.Event
 ) -> Callable[[], Coroutine[Any, Any, None]]:
-    """The loop; it ends after the round in progress once `stopping` is set (a drain)."""
-    return timer_loop("booster", timers, timers.fire_due_boosters, poll_s, stopping)
+    """The loop over the clinics `work` finds due; it ends after the round in progress
+    once `stopping` is set (a drain)."""
+    return timer_loop("booster", timers, timers.fire_due_boosters, work, poll_s, stopping)

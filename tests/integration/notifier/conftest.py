@@ -73,6 +73,8 @@ def notifier_settings(
         KAP_SMTP_PORT=mailbox.port,
         KAP_SMS_API_URL=sms.url,
         KAP_DELIVERY_POLL_MS=50,
+        # Buckets of a replica a test stopped are taken over within a second, not five.
+        KAP_DUE_LEASE_MS=600,
     )
 
 

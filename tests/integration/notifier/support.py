@@ -37,7 +37,7 @@ from ops.sms_sink import SmsSink, read_sms
 from services.notifier import handlers
 from services.notifier.channels import EmailChannel, Sender
 from services.notifier.contacts import ContactChange, Contacts
-from services.notifier.delivery import LEASE_MS, Delivery
+from services.notifier.delivery import LEASE_MS, Delivery, notifier_due_work
 from services.notifier.pacing import ScheduleLagGauge
 from services.notifier.plans import PlanStore
 from services.notifier.queue import DeliveryQueue
@@ -484,7 +484,11 @@ def delivery_rig(
     delivery = notifier_delivery(
         redis, clinics, senders, publisher, clock, poll_s=poll_s, schedule_lag=schedule_lag
     )
-    deps = planner_deps(redis, publisher, clinics, clock)
+    # Planned through the delivery's unit of work, as in the service: its writes hint
+    # the delivery's due index.
+    deps = replace(
+        planner_deps(redis, publisher, clinics, clock), unit_of_work=delivery.unit_of_work
+    )
     planner = handlers.Planner(replace(deps, due_now=delivery.wake))
     return DeliveryRig(deps.plans, delivery, planner, publisher, clock)
 
@@ -500,9 +504,13 @@ def notifier_delivery(
     schedule_lag: ScheduleLagGauge | None = None,
     lease_ms: int = LEASE_MS,
 ) -> Delivery:
-    """A delivery on `redis`, wired as the service wires it (main.create_app)."""
+    """A delivery on `redis`, wired as the service wires it (main.create_app), but for its
+    due index: one per test's clinics (replicas of one test share it), so no other test's
+    replicas hold its buckets."""
+    queue, uow = DeliveryQueue(redis), UnitOfWork(redis, "notifier", publisher)
+    kind = "tests-" + min(clinic.id for clinic in clinics.all())
     return Delivery(
-        DeliveryQueue(redis),
+        queue,
         Contacts(redis),
         PlanStore(redis),
         clinics,
@@ -510,9 +518,10 @@ def notifier_delivery(
         publisher,
         clock,
         poll_s=poll_s,
-        unit_of_work=UnitOfWork(redis, "notifier", publisher),
+        unit_of_work=uow,
         lease_ms=lease_ms,
         schedule_lag=schedule_lag,
+        due=notifier_due_work(queue, uow, clinics, clock, kind=kind),
     )
 
 
