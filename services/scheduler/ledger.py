@@ -174,8 +174,10 @@ class BookingLedger:
         """The script queued on a write step's MULTI (what it checks was read under WATCH)."""
         if claims:
             keys, args = self._call(clinic_id, claims, releasing, dry_run=False)
-            p.scripts.add(self._reserve)  # type: ignore[arg-type]  # loaded before EXEC, as redis-py does for scripts
-            p.evalsha(self._reserve.sha, len(keys), *keys, *args)
+            # EVAL with the source, not EVALSHA: inside MULTI a NOSCRIPT cannot be retried,
+            # a Redis Cluster primary promoted after a failover has an empty script cache,
+            # and redis-py's cluster pipeline has no script preloading (`p.scripts`) at all.
+            p.eval(_RESERVE, len(keys), *keys, *args)
 
     def _call(
         self, clinic_id: str, claims: Sequence[Claim], releasing: Iterable[UUID], dry_run: bool
