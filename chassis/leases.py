@@ -107,6 +107,36 @@ redis.call("HDEL", KEYS[2], ARGV[1])
 return 1
 """
 
+# Reads that compare with Redis's clock run as scripts: a Redis Cluster pipeline refuses
+# TIME (it has no key to route by), and in a script TIME is the clock of the node that
+# holds the lease, the clock the deadlines were set on.
+_STILL_HELD = """
+-- KEYS: tokens, leased. ARGV: member, token. 1 while the token is the lease's and its
+-- deadline (ms, Redis's clock) has not passed.
+if redis.call("HGET", KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+local deadline = redis.call("ZSCORE", KEYS[2], ARGV[1])
+if not deadline then
+  return 0
+end
+local now = redis.call("TIME")
+return tonumber(deadline) >= now[1] * 1000 + math.floor(now[2] / 1000) and 1 or 0
+"""
+
+_EARLIEST = """
+-- KEYS: due, leased. The earliest due score (as a string, or false), and the ms left on
+-- the earliest lease by Redis's clock (or false).
+local due = redis.call("ZRANGE", KEYS[1], 0, 0, "WITHSCORES")
+local leased = redis.call("ZRANGE", KEYS[2], 0, 0, "WITHSCORES")
+local left = false
+if leased[2] then
+  local now = redis.call("TIME")
+  left = math.max(0, tonumber(leased[2]) - (now[1] * 1000 + math.floor(now[2] / 1000)))
+end
+return {due[2] or false, left}
+"""
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -122,6 +152,8 @@ class LeaseQueue:
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
         self._let_go = redis.register_script(_LET_GO)
+        self._still_held = redis.register_script(_STILL_HELD)
+        self._earliest = redis.register_script(_EARLIEST)
 
     # --- keys ------------------------------------------------------------------
 
@@ -196,13 +228,11 @@ class LeaseQueue:
     async def still_held(self, lease: Lease) -> bool:
         """Right before an effect outside Redis: the token is the lease's and its deadline
         has not passed on Redis's clock. Read-only; the write is still fenced after."""
-        async with self._redis.pipeline(transaction=False) as reads:
-            reads.hget(self.tokens_key(lease.clinic_id), lease.member)
-            reads.zscore(self.leased_key(lease.clinic_id), lease.member)
-            reads.time()
-            token, deadline, (seconds, micros) = await reads.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        return _token_is(token, lease) and deadline is not None and float(deadline) >= now_ms
+        held = await self._still_held(
+            keys=[self.tokens_key(lease.clinic_id), self.leased_key(lease.clinic_id)],
+            args=[lease.member, lease.token],
+        )
+        return bool(held)
 
     async def renew(self, lease: Lease, lease_ms: int) -> bool:
         """A full lease from now on Redis's clock, if `lease` still holds its member."""
@@ -232,15 +262,13 @@ class LeaseQueue:
         what a due index settles to: its earliest due member, or sooner the end of its
         earliest lease (its holder may die: the member is claimed again then). Leases run
         on Redis's clock; on a clock that does not move with real time, at once."""
-        async with self._redis.pipeline(transaction=False) as reads:
-            reads.zrange(self.due_key(clinic_id), 0, 0, withscores=True)
-            reads.zrange(self.leased_key(clinic_id), 0, 0, withscores=True)
-            reads.time()
-            due, leased, (seconds, micros) = await reads.execute()
-        times = [float(due[0][1])] if due else []
-        if leased:
+        due, left_ms = await self._earliest(
+            keys=[self.due_key(clinic_id), self.leased_key(clinic_id)]
+        )
+        times = [float(due)] if due else []
+        if left_ms is not None:
             now = clock.now().timestamp()
-            left_s = max(0.0, float(leased[0][1]) / 1000 - int(seconds) - int(micros) / 1e6)
+            left_s = int(left_ms) / 1000
             per_real_s = clock.real_seconds(timedelta(seconds=1))
             times.append(now + left_s / per_real_s if per_real_s > 0 else now)
         return min(times) if times else None

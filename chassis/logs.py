@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
 
 # Fields a log call may add with `extra=`; anything else stays out of the line so
 # that a careless `extra={"email": ...}` cannot leak contact data.
@@ -64,8 +67,31 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 line[name] = str(value)
         if record.exc_info and record.exc_info[0] is not None:
+            # The type and where it was raised, never the message: messages can carry
+            # values (a validation error quotes its input), and logs must hold no PHI.
             line["error"] = record.exc_info[0].__name__
+            line["error_at"] = _raised_at(record.exc_info[2])
         return json.dumps(line, ensure_ascii=False)
+
+
+def _raised_at(tb: TracebackType | None) -> str:
+    """`file:line in function` of the deepest frame of this project's code, then of the
+    library that raised, if different: enough to find the fault without the message."""
+    frames = traceback.extract_tb(tb)
+    ours = [f for f in frames if f.filename.startswith(_PROJECT) and "-packages/" not in f.filename]
+    where = [f"{_short(f.filename)}:{f.lineno} in {f.name}" for f in ours[-1:]]
+    if frames and frames[-1] not in ours[-1:]:
+        last = frames[-1]
+        where.append(f"{_short(last.filename)}:{last.lineno} in {last.name}")
+    return " -> ".join(where)
+
+
+def _short(filename: str) -> str:
+    _, found, rest = filename.rpartition("-packages/")
+    return rest if found else filename.removeprefix(_PROJECT)
+
+
+_PROJECT = f"{Path(__file__).resolve().parents[1]}/"
 
 
 def configure_logging(service: str, level: str) -> None:

@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from chassis.clock import SystemClock
 from chassis.config import ServiceSettings
 from chassis.dead_letters import classify
 from chassis.events import EventPublisher
 from chassis.kafka import make_broker
+from chassis.leases import LeaseQueue
 from chassis.redis_client import connect_redis
 from chassis.unit_of_work import REPLAYED, Decision, Transaction, UnitOfWork
 from services.scheduler.ledger import BookingLedger, Claim, booking_key
@@ -262,3 +264,28 @@ async def test_the_schedulers_booking_script_runs_in_a_cluster_write_step(
     conflict = await ledger.reserve(clinic, [clash])
     assert conflict is not None
     assert conflict.taken_by == claim.appointment_id
+
+
+async def test_leases_compare_with_the_clock_of_the_node_holding_them(cluster: Redis) -> None:
+    """Before each send the notifier asks whether its lease still holds, and the due
+    index asks when a clinic's earliest lease ends: both read Redis's clock. They once
+    queued TIME on a pipeline, which a cluster refuses ("Calling pipelined function time
+    is blocked"): on a cluster no message was ever sent (make cluster-demo: 0 mails)."""
+    clinic = f"cl-{uuid.uuid4().hex[:8]}"
+    queue = LeaseQueue(cluster, "tests-leases")
+    now = datetime.now(UTC)
+    async with cluster.pipeline(transaction=True) as p:
+        queue.schedule(p, clinic, "m-1", now - timedelta(seconds=1))
+        queue.schedule(p, clinic, "m-2", now + timedelta(hours=1))
+        await p.execute()
+    (lease,) = await queue.claim(clinic, now, 60_000, 1)
+    assert await queue.still_held(lease)
+    looked_at = await queue.earliest(clinic, SystemClock())
+    assert looked_at is not None
+    # The lease's end (60 s of the system clock) comes before m-2's hour.
+    assert now.timestamp() + 50 < looked_at < now.timestamp() + 70
+    assert await queue.let_go(lease)
+    assert not await queue.still_held(lease)
+    assert await queue.earliest(clinic, SystemClock()) == pytest.approx(
+        (now + timedelta(hours=1)).timestamp()
+    )
