@@ -22,13 +22,29 @@ outcome events wait in the unit of work's outbox (notifier:{c}:outbox, chassis.u
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # The lease queue's name: its due set is key(clinic, "due"), the one planning writes into.
 LEASES = "notifier"
 
-# Finished messages stay listable for this long, then expire.
+# Indexes and facts about appointments (slots, appointment and client sets, schedule
+# facts, alerts) stay this long after their last write, then expire.
 RETAIN_S = 90 * 24 * 60 * 60
+# A finished message (sent, failed, skipped, cancelled) stays this long: it is what the
+# API lists and what a re-plan of its id finds. The topics keep what was sent
+# (notifier.notification.*); a re-plan comes only from its cause handled again, which
+# the unit of work's handled marks (REMEMBER_S, 14 days) refuse first, so the marker
+# outlives them by a day. Every key's rule: chassis/retention.py.
+FINISHED_KEPT_S = 15 * 24 * 60 * 60
+
+
+def finished_plan(plan_json: str) -> str:
+    """A finished message's plan as kept: its template variables (most of its bytes,
+    and all that was said to the client) dropped; what the API shows stays."""
+    plan = json.loads(plan_json)
+    plan["context"] = {}
+    return json.dumps(plan, separators=(",", ":"))
 
 
 def key(clinic_id: str, *parts: str) -> str:

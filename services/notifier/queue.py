@@ -30,7 +30,7 @@ from redis.asyncio.client import Pipeline
 from chassis.leases import Lease, LeaseQueue
 from chassis.outbox import Output
 from chassis.unit_of_work import Transaction
-from services.notifier.keys import LEASES, RETAIN_S, key, text
+from services.notifier.keys import FINISHED_KEPT_S, LEASES, key, text
 from services.notifier.model import PlannedMessage
 
 _START = """
@@ -165,7 +165,7 @@ class DeliveryQueue:
             assert finish.at is not None
             p.zadd(key(clinic, "held"), {notification_id: finish.at.timestamp()})
         else:
-            p.expire(message, RETAIN_S)
+            p.expire(message, FINISHED_KEPT_S)
 
     # --- held for the schedule lag ---------------------------------------------------
 
