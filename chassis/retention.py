@@ -78,7 +78,7 @@ RULES: tuple[Rule, ...] = (
     Rule("{c}:measures:<id>", "scheduler", "the client's answered measures (outcomes)", _CLIENT, "never"),
     # --- notifier ----------------------------------------------------------------------
     Rule("notifier:{c}:contact:<id>", "notifier", "the client's contact and opt-outs (PHI)", _CLIENT, "never"),
-    Rule("notifier:{c}:msg:<id>", "notifier", "a message: its plan while it may be sent; once it ended, what the API shows (no template variables)", "none while planned or sending; once sent, failed or skipped its template variables are dropped and it expires after `FINISHED_KEPT_S` (15 days: past the handled marks, which guard a re-plan); cancelled: the same TTL", "finished"),
+    Rule("notifier:{c}:msg:<id>", "notifier", "a message: its plan while it may be sent; once it ended, what the API shows (no template variables)", "none while planned or sending; once sent, failed or skipped it is written anew with short fields only (no template variables) and expires after `FINISHED_KEPT_S` (15 days: past the handled marks, which guard a re-plan first); cancelled: the same TTL", "finished"),
     Rule("notifier:{c}:due", "notifier", "planned messages by send time", _QUEUE, "never"),
     Rule("notifier:{c}:leased", "notifier", "messages being sent, by lease deadline", _QUEUE, "never"),
     Rule("notifier:{c}:tokens", "notifier", "fencing tokens of the claims", _QUEUE, "never"),

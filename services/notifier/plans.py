@@ -186,7 +186,8 @@ class PlanStore:
         for notification_id in ids:
             record = await self._redis.hgetall(key(clinic_id, "msg", notification_id))
             if record:
-                found.append({text(k): text(v) for k, v in record.items()})
+                fields = {text(k): text(v) for k, v in record.items()}
+                found.append({"notification_id": notification_id, **fields})
         return found
 
 

@@ -155,6 +155,9 @@ class DeliveryQueue:
             self.leases.done(p, lease)
             return
         stored = "planned" if finish.state == "held" else finish.state
+        if finish.state in ("sent", "failed", "skipped"):
+            # Written anew, short (keys.finished_fields): its plan and correlation go.
+            p.delete(message)
         p.hset(message, mapping={"state": stored, **finish.fields})  # type: ignore[dict-item]
         if finish.state == "planned":
             assert finish.at is not None

@@ -3,6 +3,7 @@ and a key breaking it is found."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -96,8 +97,19 @@ def test_a_message_needs_a_ttl_only_once_it_ended() -> None:
     assert retention.finding(message, 60, "sent") is None
 
 
-def test_a_finished_message_keeps_no_template_variables() -> None:
-    plan = '{"notification_id": "x", "kind": "reminder_2h", "context": {"starts_at": "9:00"}}'
-    kept = notifier_keys.finished_plan(plan)
-    assert '"context":{}' in kept
-    assert "9:00" not in kept
+def test_a_finished_message_keeps_short_fields_and_no_template_variables() -> None:
+    plan = {
+        "notification_id": str(ID),
+        "cause_event_id": str(ID),
+        "kind": "reminder_2h",
+        "channel": "email",
+        "recipient": "client",
+        "send_at": "2027-01-04T09:00:00Z",
+        "appointment_id": str(ID),
+        "context": {"starts_at": "Monday 4 January, 9:00"},
+    }
+    kept = notifier_keys.finished_fields(json.dumps(plan), 2, {"reason": "x" * 300})
+    assert "Monday" not in json.dumps(kept)
+    assert max(len(v) for v in kept.values()) < notifier_keys.SHORT_VALUE
+    assert kept["attempts"] == "2"
+    assert kept["kind"] == "reminder_2h"
