@@ -62,7 +62,7 @@ RULES: tuple[Rule, ...] = (
     Rule("intake:{c}:contact:<id>", "intake", "digest of an e-mail or phone -> client (returning people)", _CLIENT, "never"),
     Rule("intake:{c}:idempotency:<id>", "intake", "a keyed request's first answer", "TTL `IDEMPOTENCY_TTL_S`", "always"),
     Rule("intake:{c}:measure:<id>:<id>:answered", "intake", "a measure link used up", "TTL `MEASURE_ANSWERED_TTL_S`", "always"),
-    Rule("intake:{c}:rate:<id>:<id>", "intake", "a rate limit's window count", "TTL: the window (`KAP_RATE_WINDOW_S`)", "always"),
+    Rule("intake:{c}:rate:<id>:<id>:<id>", "intake", "a rate limit's window count", "TTL: the window (`KAP_RATE_WINDOW_S`)", "always"),
     # --- scheduler -------------------------------------------------------------------
     Rule("sched:{c}:client:<id>", "scheduler", "the client's schedule: courses, boosters, measures due", _CLIENT, "never"),
     Rule("sched:{c}:clients", "scheduler", "the clinic's clients (timers, outcomes)", "per clinic; one member per client, as the schedules", "never"),

@@ -49,7 +49,7 @@ def built_keys() -> list[str]:
         i(C, "contact", "ab12"),
         i(C, "idempotency", "ab12"),
         i(C, "measure", str(ID), str(ID), "answered"),
-        f"intake:{{{C}}}:rate:form:ab12",
+        f"intake:{{{C}}}:rate:form:client:ab12",
         s(C, "client", str(ID)),
         s(C, "clients"),
         s(C, "appointment", str(ID)),
