@@ -58,6 +58,20 @@ class Rejected(Exception):
     """The message is well-formed but makes no sense here (e.g. for the client's state)."""
 
 
+def one_clinic(event: Any, envelope: Any) -> str:
+    """The one clinic an event is about, or Rejected (dead-lettered, with the reason).
+
+    The envelope's `ce_clinicid` and the payload's `clinic_id` must agree: a step
+    that watched one clinic's keys and wrote its handled mark under the other's
+    would span two Redis Cluster slots, and on one node would touch another
+    clinic's keys. Neither is trusted over the other, so the event is refused."""
+    if envelope.clinic_id != event.clinic_id:
+        raise Rejected(
+            f"the envelope names clinic {envelope.clinic_id!r}, the event {event.clinic_id!r}"
+        )
+    return str(event.clinic_id)
+
+
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     ValidationError,
     EnvelopeError,

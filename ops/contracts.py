@@ -17,6 +17,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
+from chassis import retention
 from shared.topics import ALL, Topic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,7 @@ ASYNCAPI_PATH = DOCS / "asyncapi.json"
 SCHEMAS_DIR = DOCS / "schemas"
 README = ROOT / "README.md"
 FLOW_START, FLOW_END = "<!-- event-flow:start -->", "<!-- event-flow:end -->"
+RETENTION_START, RETENTION_END = "<!-- redis-retention:start -->", "<!-- redis-retention:end -->"
 
 SERVICES = ("intake", "scheduler", "notifier")
 
@@ -103,9 +105,18 @@ def generated_files(brokers: dict[str, KafkaBroker] | None = None) -> Iterator[t
 
 
 def readme_with_flow(readme: str, table: str) -> str:
-    head, _, rest = readme.partition(FLOW_START)
-    _, _, tail = rest.partition(FLOW_END)
-    return f"{head}{FLOW_START}\n{table}\n{FLOW_END}{tail}"
+    return _between(readme, FLOW_START, FLOW_END, table)
+
+
+def readme_with_retention(readme: str) -> str:
+    """The README's Redis keys section, from the one table (chassis/retention.py)."""
+    return _between(readme, RETENTION_START, RETENTION_END, retention.markdown())
+
+
+def _between(readme: str, start: str, end: str, table: str) -> str:
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{table}\n{end}{tail}"
 
 
 # --- compatibility -----------------------------------------------------------
@@ -190,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     SCHEMAS_DIR.mkdir(parents=True, exist_ok=True)
     for path, text in generated_files(brokers):
         path.write_text(text)
-    README.write_text(readme_with_flow(README.read_text(), flow_table(brokers)))
+    README.write_text(
+        readme_with_retention(readme_with_flow(README.read_text(), flow_table(brokers)))
+    )
     print(f"wrote {ASYNCAPI_PATH.relative_to(ROOT)}, {len(ALL)} schemas, README event flow")
     return 0
 

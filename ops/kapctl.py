@@ -25,7 +25,7 @@ from chassis.clinic_registry import (
 from chassis.clinics import hash_api_key
 from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics, client_options, configured_topics
-from ops import audit, operations, outcomes
+from ops import audit, export, operations, outcomes
 from ops.clinic_registry import SECTION_CHECKS
 from shared.topics import ALL, RECORD_TOPICS
 
@@ -109,6 +109,19 @@ def _timeline(args: argparse.Namespace) -> int:
     )
     for record in journal.timeline(args.client_id):
         print(f"{record.time}  {record.topic:<42} {record.id}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    history = asyncio.run(
+        export.client_history(_bootstrap(args), args.client_id, security=_security())
+    )
+    text = json.dumps(history, indent=2, sort_keys=True)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"{len(history['events'])} event(s) of {args.client_id} written to {args.out}")
+    else:
+        print(text)
     return 0
 
 
@@ -298,6 +311,14 @@ def parser() -> argparse.ArgumentParser:
     timeline = commands.add_parser("timeline", help="a client's events, read from the topics")
     timeline.add_argument("client_id")
     timeline.set_defaults(run=_timeline)
+
+    exported = commands.add_parser(
+        "export",
+        help="a client's whole history, read back from the topics, as JSON (records request)",
+    )
+    exported.add_argument("client_id")
+    exported.add_argument("--out", help="write to this file (default: stdout)")
+    exported.set_defaults(run=_export)
 
     check = commands.add_parser(
         "audit",

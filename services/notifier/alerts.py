@@ -62,7 +62,12 @@ class Alerts:
         record = key(alert.clinic_id, "alert", alert_id)
         p.hset(record, mapping=fields)  # type: ignore[arg-type]
         p.expire(record, RETAIN_S)
-        p.zadd(key(alert.clinic_id, "alerts"), {alert_id: alert.occurred_at.timestamp()})
+        alerts = key(alert.clinic_id, "alerts")
+        p.zadd(alerts, {alert_id: alert.occurred_at.timestamp()})
+        # The index would grow forever: entries past their records' retention go (the
+        # records expire on Redis's clock, this on the service clock: a listing skips an
+        # entry whose record is gone either way).
+        p.zremrangebyscore(alerts, "-inf", f"({alert.occurred_at.timestamp() - RETAIN_S}")
 
     async def acknowledge(
         self, clinic_id: str, alert_id: str, by: str, now: datetime

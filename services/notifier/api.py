@@ -5,6 +5,7 @@ Ids, kinds, channels, times and states only: never an address, a number or a tex
 
 from __future__ import annotations
 
+import json
 from uuid import UUID
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
@@ -13,7 +14,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from chassis.clock import Clock
 from chassis.http import CLINIC_RESPONSES, AuthorisedClinic
 from services.notifier.alerts import Alert, Alerts
-from services.notifier.model import PlannedMessage
 from services.notifier.plans import PlanStore
 
 
@@ -34,15 +34,16 @@ class NotificationView(BaseModel):
 
 
 def _view(record: dict[str, str]) -> NotificationView:
-    message = PlannedMessage.model_validate_json(record["plan"])
+    # A finished message keeps its plan's short fields only (keys.finished_fields).
+    plan = json.loads(record["plan"]) if "plan" in record else record
     return NotificationView(
-        notification_id=message.notification_id,
-        kind=message.kind,
-        recipient=message.recipient,
-        channel=message.channel,
-        send_at=message.send_at,
-        appointment_id=message.appointment_id,
-        cause_event_id=message.cause_event_id,
+        notification_id=plan.get("notification_id") or record["notification_id"],
+        kind=plan["kind"],
+        recipient=plan["recipient"],
+        channel=plan["channel"],
+        send_at=plan["send_at"],
+        appointment_id=plan.get("appointment_id"),
+        cause_event_id=plan["cause_event_id"],
         state=record["state"],
         attempts=int(record.get("attempts", 0)),
         sent_as=record.get("sent_as") or None,

@@ -25,7 +25,7 @@ from redis.asyncio.client import Pipeline
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
 from chassis.config import ServiceSettings
-from chassis.dead_letters import Rejected, describe
+from chassis.dead_letters import Rejected, describe, one_clinic
 from chassis.events import CurrentEnvelope
 from chassis.kafka import GroupMembership, Handler, subscribe
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
@@ -69,6 +69,7 @@ class Planner:
         self, event: ev.Event, envelope: Envelope, contact_change: ContactChange | None = None
     ) -> None:
         deps = self._deps
+        clinic_id = one_clinic(event, envelope)  # one id for the watch and the handled mark
 
         async def step(tx: Transaction) -> Decision[datetime]:
             settings = self._settings(event, envelope)
@@ -92,13 +93,11 @@ class Planner:
             earliest = min((m.send_at for m in messages), default=None)
             return Decision(write, result=earliest)
 
-        earliest = await deps.unit_of_work.run(envelope.clinic_id, [envelope.id], step)
+        earliest = await deps.unit_of_work.run(clinic_id, [envelope.id], step)
         if isinstance(earliest, datetime):
             deps.due_now(event.clinic_id, earliest)
 
     def _settings(self, event: ev.Event, envelope: Envelope) -> ClinicSettings:
-        if envelope.clinic_id != event.clinic_id:
-            raise Rejected("the envelope names another clinic than the event")
         clinic = self._deps.clinics.get(event.clinic_id)
         if clinic is None:
             raise Rejected(f"unknown clinic {event.clinic_id}")

@@ -22,13 +22,44 @@ outcome events wait in the unit of work's outbox (notifier:{c}:outbox, chassis.u
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # The lease queue's name: its due set is key(clinic, "due"), the one planning writes into.
 LEASES = "notifier"
 
-# Finished messages stay listable for this long, then expire.
+# Indexes and facts about appointments (slots, appointment and client sets, schedule
+# facts, alerts) stay this long after their last write, then expire.
 RETAIN_S = 90 * 24 * 60 * 60
+# A finished message (sent, failed, skipped, cancelled) stays this long: it is what the
+# API lists and what a re-plan of its id finds. The topics keep what was sent
+# (notifier.notification.*); a re-plan comes only from its cause handled again, which
+# the unit of work's handled marks (REMEMBER_S, 14 days) refuse first, so the marker
+# outlives them by a day. Every key's rule: chassis/retention.py.
+FINISHED_KEPT_S = 15 * 24 * 60 * 60
+
+
+# Redis keeps a hash compact (a listpack) while every value is at most this long, and
+# never compacts it again once a value was longer (a plan is): a finished message is
+# written anew with short values only, about a quarter of its planned size.
+SHORT_VALUE = 64
+
+
+def finished_fields(plan_json: str, attempts: int, details: dict[str, str]) -> dict[str, str]:
+    """What a finished message keeps: what the API lists, no template variables (what was
+    said to the client is on the topics, notifier.notification.*), each value short."""
+    plan = json.loads(plan_json)
+    fields = {
+        "kind": plan["kind"],
+        "channel": plan["channel"],
+        "recipient": plan["recipient"],
+        "send_at": plan["send_at"],
+        "cause_event_id": plan["cause_event_id"],
+        "attempts": str(attempts),
+        **({"appointment_id": plan["appointment_id"]} if plan.get("appointment_id") else {}),
+        **details,
+    }
+    return {name: str(value)[: SHORT_VALUE - 1] for name, value in fields.items()}
 
 
 def key(clinic_id: str, *parts: str) -> str:

@@ -28,6 +28,7 @@ from chassis.metrics import ServiceMetrics
 from chassis.outbox import Output
 from services.notifier.channels import SendError, TransientSendError
 from services.notifier.finishes import Finishes
+from services.notifier.keys import finished_fields
 from services.notifier.model import MessageKind, PlannedMessage
 from services.notifier.queue import Claim, Finish
 from shared import events as ev
@@ -188,7 +189,9 @@ class Outcomes:
         details: dict[str, str],
         *outputs: Output,
     ) -> bool:
-        if not await self._finishes.record(Finish(claim.lease, state, details, outputs)):
+        # Kept short, without its template variables: Kafka has what was sent.
+        kept = finished_fields(claim.message.model_dump_json(), claim.attempts, details)
+        if not await self._finishes.record(Finish(claim.lease, state, kept, outputs)):
             log.warning(
                 "notification %s: lease lost (or the message cancelled) before its outcome "
                 "was recorded",

@@ -22,7 +22,7 @@ from redis.asyncio.client import Pipeline
 
 from chassis.unit_of_work import Transaction
 from services.notifier.contacts import KnownContact, contact_key
-from services.notifier.keys import RETAIN_S, key, text
+from services.notifier.keys import FINISHED_KEPT_S, RETAIN_S, key, text
 from services.notifier.model import PlannedMessage
 from services.notifier.planning import Changes, Plan, Stored, resolve
 from services.notifier.staleness import AppointmentFact
@@ -186,13 +186,14 @@ class PlanStore:
         for notification_id in ids:
             record = await self._redis.hgetall(key(clinic_id, "msg", notification_id))
             if record:
-                found.append({text(k): text(v) for k, v in record.items()})
+                fields = {text(k): text(v) for k, v in record.items()}
+                found.append({"notification_id": notification_id, **fields})
         return found
 
 
 def cancel_message(p: Pipeline, clinic_id: str, notification_id: str) -> None:
     """Queue a planned message's cancellation on a write step's MULTI."""
     p.hset(key(clinic_id, "msg", notification_id), "state", "cancelled")
-    p.expire(key(clinic_id, "msg", notification_id), RETAIN_S)
+    p.expire(key(clinic_id, "msg", notification_id), FINISHED_KEPT_S)
     p.zrem(key(clinic_id, "due"), notification_id)
     p.zrem(key(clinic_id, "held"), notification_id)

@@ -31,7 +31,7 @@ from chassis.due_index import DueIndex
 from chassis.leases import Lease, LeaseQueue
 from chassis.outbox import Output
 from chassis.unit_of_work import Transaction
-from services.notifier.keys import LEASES, RETAIN_S, key, text
+from services.notifier.keys import FINISHED_KEPT_S, LEASES, key, text
 from services.notifier.model import PlannedMessage
 
 _START = """
@@ -157,6 +157,9 @@ class DeliveryQueue:
             self.leases.done(p, lease)
             return
         stored = "planned" if finish.state == "held" else finish.state
+        if finish.state in ("sent", "failed", "skipped"):
+            # Written anew, short (keys.finished_fields): its plan and correlation go.
+            p.delete(message)
         p.hset(message, mapping={"state": stored, **finish.fields})  # type: ignore[dict-item]
         if finish.state == "planned":
             assert finish.at is not None
@@ -167,7 +170,7 @@ class DeliveryQueue:
             assert finish.at is not None
             p.zadd(key(clinic, "held"), {notification_id: finish.at.timestamp()})
         else:
-            p.expire(message, RETAIN_S)
+            p.expire(message, FINISHED_KEPT_S)
 
     # --- held for the schedule lag ---------------------------------------------------
 

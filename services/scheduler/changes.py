@@ -124,6 +124,7 @@ class ScheduleChanges:
             before = await self.store.load(clinic_id, client_id)
             booking = self.store.ledger.booking(tx, clinic_id)
             now = self.clock.now()
+            booking.now = now
             changed = await decide(before, tx.fresh, now, booking)
             after = changed.schedule
             if after is not None and after.course is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from faststream.kafka import KafkaBroker
 
 from chassis.config import ServiceSettings
+from chassis.dead_letters import one_clinic
 from chassis.events import CurrentEnvelope
 from chassis.kafka import GroupMembership, subscribe
 from services.scheduler.scheduler import Scheduler
@@ -18,15 +19,19 @@ def register(
     broker: KafkaBroker, scheduler: Scheduler, settings: ServiceSettings
 ) -> GroupMembership:
     async def book_consultation(event: ev.ConsultationRequested, envelope: CurrentEnvelope) -> None:
+        one_clinic(event, envelope)  # one id for the lock and the handled mark
         await scheduler.on_consultation_requested(event, envelope)
 
     async def close_consultation(event: ev.ConsultationHeld, envelope: CurrentEnvelope) -> None:
+        one_clinic(event, envelope)  # one id for the lock and the handled mark
         await scheduler.on_consultation_held(event, envelope)
 
     async def book_course(event: ev.ClientEnrolled, envelope: CurrentEnvelope) -> None:
+        one_clinic(event, envelope)  # one id for the lock and the handled mark
         await scheduler.on_client_enrolled(event, envelope)
 
     async def record_measure(event: ev.MeasureAnswered, envelope: CurrentEnvelope) -> None:
+        one_clinic(event, envelope)  # one id for the lock and the handled mark
         await scheduler.on_measure_answered(event, envelope)
 
     return subscribe(

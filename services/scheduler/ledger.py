@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 Resource = Literal["therapist", "room", "client"]
 # No appointment is longer than this; bounds the overlap search to a short range.
 LONGEST_APPOINTMENT_S = 8 * 60 * 60
+# Slots that ended this long ago are trimmed from a resource's set at its next booking:
+# no booking is made in the past, so only the audit's second opinion ever read them,
+# and without a trim every therapist's and room's set grows forever (issue 18).
+BOOKINGS_KEPT = timedelta(days=30)
 
 _RESERVE = """
 -- KEYS: one booking set per claim. ARGV: longest; 1 for a dry run (check only);
@@ -256,6 +260,8 @@ class Booking:
     # waitlist and offers), queued on the same MULTI; what they decide on was read
     # under the step's WATCH (`tx`).
     also: list[Callable[[Pipeline], None]] = field(default_factory=list)
+    # The step's instant: slots ended BOOKINGS_KEPT before it go from the sets it writes.
+    now: datetime | None = None
 
     async def hold(
         self, claims: Sequence[Claim], replacing: Sequence[Claim] = ()
@@ -282,5 +288,12 @@ class Booking:
                 p.zrem(booking_key(self.clinic_id, c.resource, c.resource_id), c.member)
         released = {c.appointment_id for c in self.releasing}
         self.ledger.queue_hold(p, self.clinic_id, self.held, released)
+        if self.now is not None:
+            # Scored by start: one that started LONGEST_APPOINTMENT_S before the cut ended.
+            cut = _epoch(self.now - BOOKINGS_KEPT) - LONGEST_APPOINTMENT_S
+            for name in sorted(
+                {booking_key(self.clinic_id, c.resource, c.resource_id) for c in self.held}
+            ):
+                p.zremrangebyscore(name, "-inf", f"({cut}")
         for write in self.also:
             write(p)

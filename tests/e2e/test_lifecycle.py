@@ -18,6 +18,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from bench import redis_clients
+from chassis import retention
 from chassis.clock import ScaledClock
 from ops import audit, demo_clinics, demo_measures
 from ops.demo import ORIGIN, Person, Staff, Tally, audit_of, people
@@ -367,3 +369,26 @@ async def staff_outcomes(
             return dict(response.json())
         await asyncio.sleep(0.2)
     raise AssertionError("the scheduler never recorded the answer")
+
+
+def test_every_key_the_run_left_has_a_retention_rule(
+    findings: audit.Findings, redis_url: str
+) -> None:
+    """A whole lifecycle's keys against the one table (chassis/retention.py): no key
+    without a rule, none without the TTL its rule requires."""
+
+    async def scan() -> tuple[list[str], dict[str, Any]]:
+        redis = Redis.from_url(redis_url)
+        try:
+            found = [
+                problem
+                for clinic in demo_clinics.CLINICS
+                async for problem in retention.violations(redis, f"*{{{clinic}}}*")
+            ]
+            return found, await redis_clients.footprint(redis, demo_clinics.CLINICS)
+        finally:
+            await redis.aclose()
+
+    problems, footprint = asyncio.run(scan())
+    print("REDIS_PER_CLIENT", json.dumps(footprint))  # the figure issue 18 asks for, reported
+    assert problems == []

@@ -194,3 +194,48 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             kapctl.main(argv)
         assert done.value.code == 0
         assert "usage: kapctl" in capsys.readouterr().out
+
+
+async def test_export_writes_a_clients_whole_history_from_the_topics_in_order(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    await apply_topics(kafka_bootstrap)
+    client, other = str(uuid.uuid4()), str(uuid.uuid4())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic, key in [
+            (topics.CONSULTATION_REQUESTED.name, client),
+            (topics.CONSULTATION_BOOKED.name, other),
+            (topics.CONSULTATION_BOOKED.name, client),
+            (topics.SESSION_MISSED.name, client),
+        ]:
+            value = json.dumps({"client_id": key, "topic": topic}).encode()
+            await producer.send_and_wait(
+                topic, value, key=key.encode(), headers=[("ce_clinicid", b"lisbon")]
+            )
+    finally:
+        await producer.stop()
+    await dead_letter(kafka_bootstrap, client)
+    out = tmp_path / "history.json"
+
+    code, printed = await asyncio.to_thread(
+        run, capsys, "--bootstrap", kafka_bootstrap, "export", client, "--out", str(out)
+    )
+
+    assert code == 0
+    assert "4 event(s)" in printed
+    history = json.loads(out.read_text())
+    assert history["client_id"] == client
+    assert [e["topic"] for e in history["events"]] == [
+        topics.CONSULTATION_REQUESTED.name,
+        topics.CONSULTATION_BOOKED.name,
+        topics.SESSION_MISSED.name,
+        TOPIC + ".dlq",  # what a service refused is part of the record too
+    ]
+    assert history["events"][0]["value"] == {
+        "client_id": client,
+        "topic": topics.CONSULTATION_REQUESTED.name,
+    }
+    assert history["events"][0]["headers"] == {"ce_clinicid": "lisbon"}
+    assert history["events"][-1]["value"] == {"broken": True}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
 
 from chassis.unit_of_work import Decision, Step, Transaction, UnitOfWork
-from services.scheduler.ledger import BookingLedger, Claim
+from services.scheduler.ledger import Booking, BookingLedger, Claim
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 4, 7, 9, tzinfo=UTC)
@@ -172,3 +173,34 @@ async def test_a_booking_made_between_the_check_and_the_write_makes_the_step_dec
 
     assert decisions == [True, False]  # held, then found taken on the second decision
     assert await redis_client.zcard(f"sched:{{{clinic}}}:booked:room:r") == 1
+
+
+async def test_slots_ended_a_month_ago_leave_a_resources_set_at_its_next_booking(
+    redis_client: Redis, unique: str
+) -> None:
+    ledger, clinic = BookingLedger(redis_client), f"trim-{unique}"
+    old = medicine_claims("recliner-1", "t-ana")
+    recent = medicine_claims("recliner-1", "t-ana", START + timedelta(days=20))
+    for claims in (old, recent):
+        assert await ledger.reserve(clinic, claims) is None
+    later = medicine_claims("recliner-1", "t-ana", START + timedelta(days=60))
+
+    def step(tx: Transaction) -> Awaitable[Decision[None]]:
+        booking = ledger.booking(tx, clinic)
+        booking.now = START + timedelta(days=45)  # the first slot ended 45 days before
+        return _hold(booking, later)
+
+    await UnitOfWork(redis_client, "tests", None).run(clinic, [], step)  # type: ignore[arg-type]
+
+    therapist = await redis_client.zrange(f"sched:{{{clinic}}}:booked:therapist:t-ana", 0, -1)
+    assert [m.rsplit("|", 1)[1] for m in therapist] == [
+        str(recent[0].appointment_id),
+        str(later[0].appointment_id),
+    ]
+    # The old client's set is trimmed when that client books again, not before.
+    assert await redis_client.zcard(f"sched:{{{clinic}}}:booked:client:{old[2].resource_id}") == 1
+
+
+async def _hold(booking: Booking, claims: list[Claim]) -> Decision[None]:
+    assert await booking.hold(claims) is None
+    return Decision(booking.write)

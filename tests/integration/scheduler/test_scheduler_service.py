@@ -325,3 +325,36 @@ async def test_a_consultation_held_that_was_never_booked_is_dead_lettered(
     ]
     assert reasons
     assert "never booked" in reasons[0]
+
+
+async def test_an_event_whose_envelope_names_another_clinic_is_dead_lettered_and_writes_nothing(
+    scheduler: httpx.AsyncClient,
+    intake_events: EventPublisher,
+    clock: FrozenClock,
+    kafka_bootstrap: str,
+    redis_url: str,
+) -> None:
+    # The payload says lisbon, the envelope sydney: locking one clinic's keys and marking
+    # the event handled under the other's would span two slots (issue 18).
+    event = enrolment(clock, "lisbon")
+    envelope = intake_events.envelope_for(event).model_copy(update={"clinic_id": "sydney"})
+    await intake_events.publish(event, envelope)
+    client = str(event.client_id)
+    [dead] = await topic_messages(
+        kafka_bootstrap, topics.CLIENT_ENROLLED.dead_letters, key=client, wait_s=20
+    )
+    assert dead["headers"]["kap_dlq_service"] == "scheduler"
+    assert (
+        "the envelope names clinic 'sydney', the event 'lisbon'"
+        in (dead["headers"]["kap_dlq_error"])
+    )
+    redis = Redis.from_url(redis_url)
+    try:
+        written = [k async for k in redis.scan_iter(match=f"*{client}*")]
+        written += [
+            k async for k in redis.scan_iter(match=f"scheduler:{{*}}:handled:{envelope.id}")
+        ]
+    finally:
+        await redis.aclose()
+    assert written == []
+    assert await topic_messages(kafka_bootstrap, topics.COURSE_BOOKED.name, key=client) == []

@@ -1,0 +1,131 @@
+# ruff: noqa: E501  (the table reads best one row to a line, as in the README)
+"""Every Redis key family, who owns it, why it exists and how long it stays: the one table.
+
+Kafka is the record (issue 18); Redis holds what the services need to act, so every
+key must either carry a TTL or be taken away by a named step. `RULES` is that table:
+the README's "Redis keys and their retention" section is generated from it (`make
+docs`; a unit test fails when it is stale) and `violations` checks a live Redis
+against it (an end-to-end test scans the keys a whole lifecycle leaves). A key no rule
+matches, or one without a TTL where its rule needs one, is a finding.
+
+`ttl` says when a key must carry a TTL: "always"; "finished" (a notifier message:
+none while it may still be sent, one once it ended; checked on its `state` field);
+"never" (kept until the step in `retention` takes it). In the patterns, `{c}` is the
+clinic's hash tag and `<id>` one key segment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+
+Ttl = Literal["always", "finished", "never"]
+# Message states after which a notifier message must carry a TTL (queue.py, plans.py).
+FINISHED_STATES = frozenset({"sent", "failed", "skipped", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    owner: str
+    why: str
+    retention: str
+    ttl: Ttl
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        body = re.escape(self.pattern)
+        body = body.replace(re.escape("{c}"), r"\{[^}]+\}").replace(re.escape("<id>"), r"[^:]+")
+        return re.compile(f"^{body}$")
+
+
+_QUEUE = "per clinic; a member leaves when its work is done (chassis.leases `done`)"
+_OUTBOX = "per clinic; an event leaves once Kafka acknowledged it (chassis.outbox)"
+_HANDLED = "TTL `REMEMBER_S` (14 days): far past any redelivery (chassis.unit_of_work)"
+_CLIENT = (
+    "kept while the clinic serves the client; archival step: `kapctl export` then erasure "
+    "(the topics keep the history)"
+)
+
+RULES: tuple[Rule, ...] = (
+    # --- the chassis, for every service ------------------------------------------
+    Rule("<id>:{c}:handled:<id>", "chassis", "an input's handled mark: applied once", _HANDLED, "always"),
+    Rule("<id>:{c}:outbox", "chassis", "events recorded with a write, not yet on Kafka", _OUTBOX, "never"),
+    Rule("<id>:{c}:outbox:written", "chassis", "when each outbox event was written (relay)", _OUTBOX, "never"),
+    # --- intake ------------------------------------------------------------------------
+    Rule("intake:{c}:client:<id>", "intake", "the client's status and contact (PHI)", _CLIENT, "never"),
+    Rule("intake:{c}:client:<id>:history", "intake", "the client's status history", _CLIENT, "never"),
+    Rule("intake:{c}:contact:<id>", "intake", "digest of an e-mail or phone -> client (returning people)", _CLIENT, "never"),
+    Rule("intake:{c}:idempotency:<id>", "intake", "a keyed request's first answer", "TTL `IDEMPOTENCY_TTL_S`", "always"),
+    Rule("intake:{c}:measure:<id>:<id>:answered", "intake", "a measure link used up", "TTL `MEASURE_ANSWERED_TTL_S`", "always"),
+    Rule("intake:{c}:rate:<id>:<id>:<id>", "intake", "a rate limit's window count", "TTL: the window (`KAP_RATE_WINDOW_S`)", "always"),
+    # --- scheduler -------------------------------------------------------------------
+    Rule("sched:{c}:client:<id>", "scheduler", "the client's schedule: courses, boosters, measures due", _CLIENT, "never"),
+    Rule("sched:{c}:clients", "scheduler", "the clinic's clients (timers, outcomes)", "per clinic; one member per client, as the schedules", "never"),
+    Rule("sched:{c}:appointment:<id>", "scheduler", "appointment -> client, for the clinic's routes", _CLIENT, "never"),
+    Rule("sched:{c}:calendar", "scheduler", "the calendar set through the API", "per clinic; replaced when set again", "never"),
+    Rule("sched:{c}:booked:<id>:<id>", "scheduler", "the booking ledger: a resource's slots", "per resource; slots ended `BOOKINGS_KEPT` (30 days) ago trimmed at the resource's next booking", "never"),
+    Rule("sched:{c}:boosters:<id>", "scheduler", "booster timers (due, inflight, tokens)", _QUEUE, "never"),
+    Rule("sched:{c}:measure-timers:<id>", "scheduler", "measure timers (due, inflight, tokens)", _QUEUE, "never"),
+    Rule("sched:{c}:offers:<id>", "scheduler", "waitlist offers' expiry timers", _QUEUE, "never"),
+    Rule("sched:{c}:waitlist", "scheduler", "the clinic's waitlist", "per clinic; a client leaves when booked", "never"),
+    Rule("sched:{c}:offer:<id>", "scheduler", "an offered slot", "TTL: the offer's expiry + `OFFER_KEPT`", "always"),
+    Rule("sched:{c}:offer-token:<id>", "scheduler", "an offer link's token digest -> offer", "TTL: as its offer", "always"),
+    Rule("{c}:measures:<id>", "scheduler", "the client's answered measures (outcomes)", _CLIENT, "never"),
+    # --- notifier ----------------------------------------------------------------------
+    Rule("notifier:{c}:contact:<id>", "notifier", "the client's contact and opt-outs (PHI)", _CLIENT, "never"),
+    Rule("notifier:{c}:msg:<id>", "notifier", "a message: its plan while it may be sent; once it ended, what the API shows (no template variables)", "none while planned or sending; once sent, failed or skipped it is written anew with short fields only (no template variables) and expires after `FINISHED_KEPT_S` (15 days: past the handled marks, which guard a re-plan first); cancelled: the same TTL", "finished"),
+    Rule("notifier:{c}:due", "notifier", "planned messages by send time", _QUEUE, "never"),
+    Rule("notifier:{c}:leased", "notifier", "messages being sent, by lease deadline", _QUEUE, "never"),
+    Rule("notifier:{c}:tokens", "notifier", "fencing tokens of the claims", _QUEUE, "never"),
+    Rule("notifier:{c}:held", "notifier", "time-bound messages held while the schedule view lags", "per clinic; a member leaves when released or sent", "never"),
+    Rule("notifier:{c}:slot:<id>", "notifier", "the message holding a replaceable slot", "TTL `RETAIN_S` (90 days)", "always"),
+    Rule("notifier:{c}:appointment:<id>", "notifier", "messages planned about one appointment", "TTL `RETAIN_S`", "always"),
+    Rule("notifier:{c}:schedule:<id>", "notifier", "the appointment as last heard (checks at send time)", "TTL `RETAIN_S`", "always"),
+    Rule("notifier:{c}:client:<id>", "notifier", "messages planned for one client (API)", "TTL `RETAIN_S`, refreshed on each plan", "always"),
+    Rule("notifier:{c}:measure-answered:<id>", "notifier", "a measure answered: its request is not sent", "TTL `RETAIN_S`", "always"),
+    Rule("notifier:{c}:alert:<id>", "notifier", "a clinical alert and who owns it", "TTL `RETAIN_S`", "always"),
+    Rule("notifier:{c}:alerts", "notifier", "the clinic's alerts by time (API)", "per clinic; entries older than `RETAIN_S` trimmed at the next alert", "never"),
+)  # fmt: skip
+
+
+def rule_for(key: str) -> Rule | None:
+    """The most specific rule matching `key` (the longest pattern), None: no rule."""
+    matching = [rule for rule in RULES if rule.regex.match(key)]
+    return max(matching, key=lambda r: len(r.pattern)) if matching else None
+
+
+def finding(key: str, ttl_s: int, state: str | None = None) -> str | None:
+    """What is wrong with `key` (its TTL in seconds, -1: none; a message's `state`)."""
+    rule = rule_for(key)
+    if rule is None:
+        return f"{key}: no retention rule (chassis/retention.py)"
+    needs = rule.ttl == "always" or (rule.ttl == "finished" and state in FINISHED_STATES)
+    if needs and ttl_s < 0:
+        return f"{key}: no TTL, but its rule says: {rule.retention}"
+    return None
+
+
+async def violations(redis: Redis, match: str = "*") -> AsyncIterator[str]:
+    """Every key matching `match` that breaks the table."""
+    async for raw in redis.scan_iter(match=match, count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        rule = rule_for(key)
+        state = None
+        if rule is not None and rule.ttl == "finished":
+            found = await redis.hget(key, "state")
+            state = found.decode() if isinstance(found, bytes) else found
+        problem = finding(key, int(await redis.ttl(key)), state)
+        if problem is not None:
+            yield problem
+
+
+def markdown(rules: Iterable[Rule] = RULES) -> str:
+    """The README's table."""
+    rows = ["| key | owner | why | retention |", "|---|---|---|---|"]
+    rows += [f"| `{r.pattern}` | {r.owner} | {r.why} | {r.retention} |" for r in rules]
+    return "\n".join(rows)
