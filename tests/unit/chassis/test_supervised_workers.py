@@ -1,7 +1,8 @@
 """Background loops outlive their errors (issue 14, fault 6).
 
 The booster timer read the clinic list outside its `try`: one Redis error there
-ended the loop for good while /readyz stayed green.
+ended the loop for good while /readyz stayed green. It now reads the due clinics
+(chassis.due_work) inside it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from chassis.clock import SystemClock
 from chassis.workers import Supervisor
 from services.scheduler.timers import booster_timer
 
@@ -22,22 +24,39 @@ class _Clinic:
         return {"opening_hours": {}}
 
 
-class _FlakyClinics:
-    """The clinic list fails once, as Redis or a bad file would."""
+class _Clinics:
+    def get(self, clinic_id: str) -> _Clinic | None:
+        return _Clinic() if clinic_id == _Clinic.id else None
 
-    def __init__(self) -> None:
+
+class _FlakyDueWork:
+    """The due clinics fail to read once, as Redis would; then one clinic is due."""
+
+    def __init__(self, failures: int = 1) -> None:
         self.calls = 0
+        self.failures = failures
+        self.owners = self
 
-    def all(self) -> list[_Clinic]:
+    async def clinics(self, now: float) -> list[str]:
         self.calls += 1
-        if self.calls == 1:
+        if self.calls <= self.failures:
             raise RedisConnectionError("redis went away")
-        return [_Clinic()]
+        return [_Clinic.id]
+
+    async def settle(self, clinic_id: str) -> None:
+        return None
+
+    async def forget(self, clinic_id: str) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
 
 
 class _Scheduler:
     def __init__(self) -> None:
-        self.clinics = _FlakyClinics()
+        self.clinics = _Clinics()
+        self.clock = SystemClock()
         self.rounds = 0
 
     async def has_calendar(self, clinic_id: str) -> bool:
@@ -50,7 +69,8 @@ class _Scheduler:
 
 async def test_the_booster_timer_survives_an_error_reading_the_clinics() -> None:
     scheduler = _Scheduler()
-    loop = asyncio.create_task(booster_timer(scheduler, 0.01, asyncio.Event())())  # type: ignore[arg-type]
+    work = _FlakyDueWork()
+    loop = asyncio.create_task(booster_timer(scheduler, work, 0.01, asyncio.Event())())  # type: ignore[arg-type]
     try:
         for _ in range(100):
             if scheduler.rounds >= 2 or loop.done():
@@ -96,7 +116,6 @@ async def test_stopping_lets_a_booster_round_finish_instead_of_cutting_it_mid_ba
     class _SlowScheduler(_Scheduler):
         def __init__(self) -> None:
             super().__init__()
-            self.clinics.calls = 1  # no failure this time
             self.started = asyncio.Event()
             self.finished = 0
 
@@ -108,7 +127,8 @@ async def test_stopping_lets_a_booster_round_finish_instead_of_cutting_it_mid_ba
 
     scheduler = _SlowScheduler()
     supervisor = Supervisor()
-    supervisor.start([booster_timer(scheduler, 0.01, supervisor.stopping)])  # type: ignore[arg-type]
+    work = _FlakyDueWork(failures=0)
+    supervisor.start([booster_timer(scheduler, work, 0.01, supervisor.stopping)])  # type: ignore[arg-type]
     await asyncio.wait_for(scheduler.started.wait(), 5)
     await supervisor.stop(timeout_s=5.0)
     assert scheduler.finished == 1, "the round in progress was cut short"
