@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from services.scheduler.domain import ids as domain_ids
+from services.scheduler import store
 from services.scheduler.domain.schedule import ClientSchedule
 from shared import events as ev
 
@@ -69,3 +70,14 @@ def test_a_schedule_saved_before_versions_existed_reads_as_version_0() -> None:
     old = json.dumps({"clinic_id": "lisbon", "client_id": str(CLIENT), "correlation_id": "c"})
 
     assert ClientSchedule.model_validate_json(old).version == 0
+
+
+def test_a_schedule_is_stored_compressed_and_a_plain_json_one_still_reads() -> None:
+    old = json.dumps({"clinic_id": "lisbon", "client_id": str(CLIENT), "correlation_id": "c"})
+    schedule = ClientSchedule.model_validate_json(old)
+
+    packed = store.pack(schedule)
+
+    assert packed.startswith("z1:")
+    assert store.unpack(packed) == schedule
+    assert store.unpack(old.encode()) == schedule
