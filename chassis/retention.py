@@ -46,6 +46,7 @@ class Rule:
 _QUEUE = "per clinic; a member leaves when its work is done (chassis.leases `done`)"
 _OUTBOX = "per clinic; an event leaves once Kafka acknowledged it (chassis.outbox)"
 _HANDLED = "TTL `REMEMBER_S` (14 days): far past any redelivery (chassis.unit_of_work)"
+_TIDY = "a course's end and each booster due tidy the client's (services/notifier/tidy.py): taken once no pending message needs it; "
 _CLIENT = (
     "kept while the clinic serves the client; archival step: `kapctl export` then erasure "
     "(the topics keep the history)"
@@ -69,7 +70,7 @@ RULES: tuple[Rule, ...] = (
     Rule("intake:{c}:measure:<id>:<id>:answered", "intake", "a measure link used up", "TTL `MEASURE_ANSWERED_TTL_S`", "always"),
     Rule("intake:{c}:rate:<id>:<id>:<id>", "intake", "a rate limit's window count", "TTL: the window (`KAP_RATE_WINDOW_S`)", "always"),
     # --- scheduler -------------------------------------------------------------------
-    Rule("sched:{c}:client:<id>", "scheduler", "the client's schedule: courses, boosters, measures due", _CLIENT, "never"),
+    Rule("sched:{c}:client:<id>", "scheduler", "the client's schedule: courses, boosters, measures due (stored compressed)", _CLIENT, "never"),
     Rule("sched:{c}:clients", "scheduler", "the clinic's clients (timers, outcomes)", "per clinic; one member per client, as the schedules", "never"),
     Rule("sched:{c}:appointment:<id>", "scheduler", "appointment -> client, for the clinic's routes", _CLIENT, "never"),
     Rule("sched:{c}:calendar", "scheduler", "the calendar set through the API", "per clinic; replaced when set again", "never"),
@@ -83,15 +84,16 @@ RULES: tuple[Rule, ...] = (
     Rule("{c}:measures:<id>", "scheduler", "the client's answered measures (outcomes)", _CLIENT, "never"),
     # --- notifier ----------------------------------------------------------------------
     Rule("notifier:{c}:contact:<id>", "notifier", "the client's contact and opt-outs (PHI)", _CLIENT, "never"),
-    Rule("notifier:{c}:msg:<id>", "notifier", "a message: its plan while it may be sent; once it ended, what the API shows (no template variables)", "none while planned or sending; once sent, failed or skipped it is written anew with short fields only (no template variables) and expires after `FINISHED_KEPT_S` (15 days: past the handled marks, which guard a re-plan first); cancelled: the same TTL", "finished"),
+    Rule("notifier:{c}:msg:<id>", "notifier", "a message: its plan while it may be sent; once it ended, what the API shows (no template variables)", "none while planned or sending; once sent, failed, skipped or cancelled it is written anew with short fields only (no template variables) and expires after `FINISHED_KEPT_S` (15 days: past the handled marks, which guard a re-plan first); taken at once by the client's next tidy (course ended, booster due)", "finished"),
     Rule("notifier:{c}:due", "notifier", "planned messages by send time", _QUEUE, "never"),
     Rule("notifier:{c}:leased", "notifier", "messages being sent, by lease deadline", _QUEUE, "never"),
     Rule("notifier:{c}:tokens", "notifier", "fencing tokens of the claims", _QUEUE, "never"),
     Rule("notifier:{c}:held", "notifier", "time-bound messages held while the schedule view lags", "per clinic; a member leaves when released or sent", "never"),
-    Rule("notifier:{c}:slot:<id>", "notifier", "the message holding a replaceable slot", "TTL `RETAIN_S` (90 days)", "always"),
-    Rule("notifier:{c}:appointment:<id>", "notifier", "messages planned about one appointment", "TTL `RETAIN_S`", "always"),
-    Rule("notifier:{c}:schedule:<id>", "notifier", "the appointment as last heard (checks at send time)", "TTL `RETAIN_S`", "always"),
-    Rule("notifier:{c}:client:<id>", "notifier", "messages planned for one client (API)", "TTL `RETAIN_S`, refreshed on each plan", "always"),
+    Rule("notifier:{c}:slot:<id>", "notifier", "the message holding a replaceable slot", _TIDY + "else TTL `RETAIN_S` (90 days)", "always"),
+    Rule("notifier:{c}:appointment:<id>", "notifier", "messages planned about one appointment", _TIDY + "else TTL `RETAIN_S`", "always"),
+    Rule("notifier:{c}:schedule:<id>", "notifier", "the appointment as last heard (checks at send time)", _TIDY + "and the appointment over; else TTL `RETAIN_S`", "always"),
+    Rule("notifier:{c}:client:<id>", "notifier", "messages planned for one client (API)", "TTL `RETAIN_S`, refreshed on each plan; a tidy takes its finished members", "always"),
+    Rule("notifier:{c}:tidied:<id>", "notifier", "when the client's records were last tidied: later news of the ended course brings nothing back", _CLIENT, "never"),
     Rule("notifier:{c}:measure-answered:<id>", "notifier", "a measure answered: its request is not sent", "TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:alert:<id>", "notifier", "a clinical alert and who owns it", "TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:alerts", "notifier", "the clinic's alerts by time (API)", "per clinic; entries older than `RETAIN_S` trimmed at the next alert", "never"),

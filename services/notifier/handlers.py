@@ -29,7 +29,7 @@ from chassis.dead_letters import Rejected, describe, one_clinic
 from chassis.events import CurrentEnvelope
 from chassis.kafka import GroupMembership, Handler, subscribe
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
-from services.notifier import domain
+from services.notifier import domain, tidy
 from services.notifier.alerts import Alerts
 from services.notifier.appointment_facts import appointment_facts, superseded_appointments
 from services.notifier.config import clinic_settings
@@ -86,6 +86,7 @@ class Planner:
                 superseded_appointments=superseded_appointments(event),
                 changed_at=event.occurred_at,
                 appointments=appointment_facts(event),
+                tidy_at=event.occurred_at if tidy.tidies(event) else None,
             )
             write = await deps.plans.writes(tx, plan, client_id=event.client_id, contact=changed)
             if isinstance(event, ev.ClinicalAlertRaised) and deps.alerts is not None:

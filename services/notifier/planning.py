@@ -30,6 +30,8 @@ class Plan:
     changed_at: datetime | None = None
     # What the event says about appointments (appointment_facts.appointment_facts).
     appointments: Sequence[AppointmentFact] = ()
+    # Set by an event that tidies the client's records (tidy.py): when it happened.
+    tidy_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Stored:
     message: PlannedMessage
     changed_at: str | None
     version: str | None
+    attempts: int = 0
 
     @property
     def pending(self) -> PendingNotice | None:

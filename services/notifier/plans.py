@@ -21,8 +21,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chassis.unit_of_work import Transaction
+from services.notifier import tidy
 from services.notifier.contacts import KnownContact, contact_key
-from services.notifier.keys import FINISHED_KEPT_S, RETAIN_S, key, text
+from services.notifier.keys import FINISHED_KEPT_S, RETAIN_S, finished_fields, key, text
 from services.notifier.model import PlannedMessage
 from services.notifier.planning import Changes, Plan, Stored, resolve
 from services.notifier.staleness import AppointmentFact
@@ -56,6 +57,10 @@ class PlanStore:
         being claimed) fails the write, and the unit of work runs the step again.
         """
         clinic = plan.cause.clinic_id
+        tidied = await tidy.tidied_at(tx, clinic, client_id)
+        if tidy.too_late(plan.changed_at, tidied):
+            # Long before the client's records were tidied (tidy.py): nothing to plan.
+            plan = Plan(cause=plan.cause, messages=(), changed_at=plan.changed_at)
         slots = sorted({m.slot for m in plan.messages if m.slot})
         slot_keys = [key(clinic, "slot", slot) for slot in slots]
         appointment_keys = [
@@ -104,10 +109,26 @@ class PlanStore:
         updated = [
             (fact_key, fact.after(AppointmentFact.model_validate_json(raw) if raw else None))
             for fact, fact_key, raw in zip(facts, fact_keys, known_facts, strict=True)
+            # A fact the tidy took away is not brought back by news arriving after it.
+            if raw is not None or not tidy.taken(fact, tidied)
         ]
+        cancelled = {s.notification_id: s for s in [*occupants.values(), *stored.values()]}
+        tidying = tidy.Tidy()
+        if plan.tidy_at is not None:
+            tidying = await tidy.decide(tx, clinic, client_id, plan.tidy_at, set(new_ids))
+        mark = max(filter(None, (tidied, plan.tidy_at)), default=None)
 
         def write(w: Pipeline) -> None:
-            self._write(w, clinic, plan.cause.correlation_id, changes)
+            # First: what this plan writes (a fact, a slot) wins over what the tidy takes.
+            for gone in tidying.messages:
+                w.delete(key(clinic, "msg", gone))
+            if tidying.messages:
+                w.srem(key(clinic, "client", str(client_id)), *tidying.messages)
+            for stale in [*tidying.slots, *tidying.appointments, *tidying.facts]:
+                w.delete(stale)
+            if mark is not None and mark != tidied:
+                w.set(tidy.marker_key(clinic, client_id), mark.isoformat())
+            self._write(w, clinic, plan.cause.correlation_id, changes, cancelled)
             if contact is not None:
                 w.set(contact_key(clinic, client_id), contact.model_dump_json())
             for fact_key, fact in updated:
@@ -124,10 +145,11 @@ class PlanStore:
         await tx.watch(*msg_keys)
         async with tx.reads() as reads:
             for msg_key in msg_keys:
-                reads.hmget(msg_key, ["state", "plan", "changed_at", "version"])
+                reads.hmget(msg_key, ["state", "plan", "changed_at", "version", "attempts"])
             rows = await reads.execute()
         found = {}
-        for notification_id, (state, plan, changed_at, version) in zip(ordered, rows, strict=True):
+        for notification_id, row in zip(ordered, rows, strict=True):
+            state, plan, changed_at, version, attempts = row
             if state and plan:
                 found[notification_id] = Stored(
                     notification_id,
@@ -135,12 +157,20 @@ class PlanStore:
                     PlannedMessage.model_validate_json(plan),
                     text(changed_at) if changed_at else None,
                     text(version) if version else None,
+                    int(attempts or 0),
                 )
         return found
 
-    def _write(self, tx: Pipeline, clinic: str, correlation_id: str, changes: Changes) -> None:
+    def _write(
+        self,
+        tx: Pipeline,
+        clinic: str,
+        correlation_id: str,
+        changes: Changes,
+        known: dict[str, Stored],
+    ) -> None:
         for notification_id in changes.cancels:
-            cancel_message(tx, clinic, notification_id)
+            cancel_message(tx, clinic, notification_id, known.get(notification_id))
         for slot in changes.cleared_slots:
             tx.delete(key(clinic, "slot", slot))
         for message, notice in changes.writes:
@@ -191,9 +221,17 @@ class PlanStore:
         return found
 
 
-def cancel_message(p: Pipeline, clinic_id: str, notification_id: str) -> None:
-    """Queue a planned message's cancellation on a write step's MULTI."""
-    p.hset(key(clinic_id, "msg", notification_id), "state", "cancelled")
+def cancel_message(
+    p: Pipeline, clinic_id: str, notification_id: str, stored: Stored | None = None
+) -> None:
+    """Queue a planned message's cancellation on a write step's MULTI; with its `stored`
+    plan, it is kept short as a finished one is (keys.finished_fields)."""
+    message = key(clinic_id, "msg", notification_id)
+    if stored is not None:
+        p.delete(message)
+        fields = finished_fields(stored.message.model_dump_json(), stored.attempts, {})
+        p.hset(message, mapping=fields)  # type: ignore[arg-type]
+    p.hset(message, "state", "cancelled")
     p.expire(key(clinic_id, "msg", notification_id), FINISHED_KEPT_S)
     p.zrem(key(clinic_id, "due"), notification_id)
     p.zrem(key(clinic_id, "held"), notification_id)

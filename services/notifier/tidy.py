@@ -1,0 +1,156 @@
+"""Tidying a client's records once their course ended (issue 18: Redis keeps what the
+notifier still acts on; the topics keep what was sent).
+
+When a course completes or ends, and when each booster falls due, the step planning
+that event's messages (plans.PlanStore.writes) also takes away, in the same MULTI:
+- the client's finished messages (sent, failed, skipped, cancelled, or expired): their
+  record and their place in the client's set;
+- the slots, appointment sets and appointment facts of appointments that no pending
+  message is about any more, the facts only once the appointment is over (cancelled,
+  missed, completed, or started before the tidying event).
+Pending messages and everything they are checked against stay.
+
+Exactly-once: a message's cause handled again finds its handled mark (REMEMBER_S, 14
+days) before anything is planned, so a record taken away sooner is never re-sent. A
+tidied client keeps one small marker, the time of the event that tidied it (T):
+- an event that happened more than `LATE` before T, and arrives after the tidy, plans
+  no message: it is a redelivery whose mark expired, or news of a course long over;
+- a later-arriving event about an appointment that is over by T writes no fact for
+  it (it would only bring back what the tidy took away): its messages, if any, are
+  recorded as usual and go at the next tidy.
+A contact change (an opt-out) always applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from chassis.unit_of_work import Transaction
+from services.notifier.keys import key, text
+from services.notifier.model import CHANGE_NOTICE_KINDS, PlannedMessage
+from services.notifier.staleness import AppointmentFact
+from shared import events as ev
+
+# Topics are not ordered with each other: an event that happened up to this long before
+# the tidy (the last session completed with its course) still plans its messages.
+LATE = timedelta(days=7)
+LIVE_STATES = frozenset({"planned", "sending"})
+
+
+def tidies(event: ev.Event) -> bool:
+    """Whether `event` tidies its client's records (the course is over, or a booster fell
+    due: what came before it has been sent)."""
+    return isinstance(event, ev.CourseCompleted | ev.CourseEnded | ev.BoosterDue)
+
+
+def marker_key(clinic_id: str, client_id: UUID) -> str:
+    return key(clinic_id, "tidied", str(client_id))
+
+
+def is_over(fact: AppointmentFact, at: datetime) -> bool:
+    """Nothing more will be said to the client about this appointment's time."""
+    if fact.status != ev.AppointmentStatus.BOOKED:
+        return True
+    return fact.starts_at is not None and fact.starts_at < at
+
+
+def taken(fact: AppointmentFact, tidied: datetime | None) -> bool:
+    """A fact the tidy at `tidied` took away, or would have: news from before it of an
+    appointment over by then (newer news, such as a returning client's new course, is
+    written as usual)."""
+    return tidied is not None and fact.as_of <= tidied and is_over(fact, tidied)
+
+
+def too_late(occurred_at: datetime | None, tidied: datetime | None) -> bool:
+    return tidied is not None and occurred_at is not None and occurred_at < tidied - LATE
+
+
+def slot_of(kind: str, appointment_id: str | None) -> str | None:
+    """A message's slot (PlannedMessage.slot) from what its finished record keeps."""
+    if not appointment_id:
+        return None
+    name = "notice" if kind in CHANGE_NOTICE_KINDS else kind
+    return f"{appointment_id}/{name}"
+
+
+@dataclass
+class Tidy:
+    """What a tidy takes away, decided from what it read (watched)."""
+
+    messages: list[str] = field(default_factory=list)
+    slots: list[str] = field(default_factory=list)
+    appointments: list[str] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)
+
+
+async def tidied_at(tx: Transaction, clinic_id: str, client_id: UUID) -> datetime | None:
+    """When the client was last tidied (None: never), watched."""
+    marker = marker_key(clinic_id, client_id)
+    await tx.watch(marker)
+    raw = await tx.redis.get(marker)
+    return datetime.fromisoformat(text(raw)) if raw else None
+
+
+async def decide(
+    tx: Transaction, clinic_id: str, client_id: UUID, at: datetime, keep: set[str]
+) -> Tidy:
+    """What tidying the client at `at` takes away (`keep`: ids the step itself plans)."""
+    client_key = key(clinic_id, "client", str(client_id))
+    await tx.watch(client_key)
+    ids = sorted({text(i) for i in await tx.redis.smembers(client_key)} - keep)
+    if not ids:
+        return Tidy()
+    msg_keys = [key(clinic_id, "msg", i) for i in ids]
+    await tx.watch(*msg_keys)
+    async with tx.reads() as reads:
+        for msg_key in msg_keys:
+            reads.hmget(msg_key, ["state", "plan", "kind", "appointment_id"])
+        rows = await reads.execute()
+    tidy = Tidy()
+    live_slots: set[str] = set()
+    live_appointments: set[str] = set()
+    ended: dict[str, set[str]] = {}  # appointment -> slots of its finished messages
+    for notification_id, (state, plan, kind, appointment) in zip(ids, rows, strict=True):
+        if state is not None and text(state) in LIVE_STATES and plan is not None:
+            try:
+                message = PlannedMessage.model_validate_json(plan)
+            except ValidationError:
+                continue  # not ours to judge: left as it is
+            if message.appointment_id is not None:
+                live_appointments.add(str(message.appointment_id))
+            if message.slot is not None:
+                live_slots.add(message.slot)
+            continue
+        tidy.messages.append(notification_id)
+        if state is not None and appointment is not None and kind is not None:
+            slots = ended.setdefault(text(appointment), set())
+            if slot := slot_of(text(kind), text(appointment)):
+                slots.add(slot)
+        elif state is not None and plan is not None:  # cancelled before it was kept short
+            try:
+                message = PlannedMessage.model_validate_json(plan)
+            except ValidationError:
+                continue
+            if message.appointment_id is not None and message.slot is not None:
+                ended.setdefault(str(message.appointment_id), set()).add(message.slot)
+    done = sorted(set(ended) - live_appointments)
+    tidy.slots = sorted({s for a in ended for s in ended[a]} - live_slots)
+    tidy.appointments = [key(clinic_id, "appointment", a) for a in done]
+    fact_keys = [key(clinic_id, "schedule", a) for a in done]
+    if fact_keys:
+        await tx.watch(*fact_keys)
+        async with tx.reads() as reads:
+            for fact_key in fact_keys:
+                reads.get(fact_key)
+            facts = await reads.execute()
+        tidy.facts = [
+            fact_key
+            for fact_key, raw in zip(fact_keys, facts, strict=True)
+            if raw is not None and is_over(AppointmentFact.model_validate_json(raw), at)
+        ]
+    tidy.slots = [key(clinic_id, "slot", s) for s in tidy.slots]
+    return tidy

@@ -1,0 +1,118 @@
+"""Issue 18 on real Redis: once a course is over the notifier keeps only what it still
+acts on (services/notifier/tidy.py), and neither a redelivery nor late news brings back
+what it took away."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from redis.asyncio import Redis
+
+from chassis.events import EventPublisher
+from services.notifier import handlers
+from services.notifier.keys import finished_fields, key, text
+from shared import events as ev
+from tests.integration.notifier.support import ManualClock, OwnClinic, at, planner_deps
+
+pytestmark = pytest.mark.integration
+
+
+async def keys_of(redis: Redis, clinic: str, family: str) -> list[str]:
+    return sorted(
+        [text(k) async for k in redis.scan_iter(match=f"notifier:{{{clinic}}}:{family}:*")]
+    )
+
+
+async def send_everything(redis: Redis, clinic: str) -> None:
+    """What delivery writes once each planned message went (queue.DeliveryQueue.write)."""
+    for name in await keys_of(redis, clinic, "msg"):
+        stored = await redis.hgetall(name)
+        plan = stored.get(b"plan") or stored.get("plan")
+        if plan is None:
+            continue
+        await redis.delete(name)
+        await redis.hset(name, mapping={"state": "sent", **finished_fields(text(plan), 1, {})})
+        await redis.zrem(key(clinic, "due"), name.rsplit(":", 1)[1])
+
+
+async def test_a_finished_course_leaves_only_pending_messages_and_nothing_comes_back(
+    redis_client: Redis, notifier_publisher: EventPublisher, own_clinic: OwnClinic
+) -> None:
+    clock = ManualClock(at("2026-06-01T09:00+01:00"))
+    deps = planner_deps(redis_client, notifier_publisher, own_clinic.directory, clock)
+    planner = handlers.Planner(deps)
+    clinic, course, client = own_clinic.id, uuid.uuid4(), uuid.uuid4()
+    dose = ev.Appointment(
+        appointment_id=uuid.uuid4(),
+        kind=ev.AppointmentKind.BOOSTER,
+        starts_at=at("2026-06-03T10:00+01:00"),
+        ends_at=at("2026-06-03T13:00+01:00"),
+        therapist_id="t-ana",
+    )
+    booked = ev.BoosterSessionBooked(
+        clinic_id=clinic,
+        client_id=client,
+        occurred_at=clock.now(),
+        course_id=course,
+        booster_number=1,
+        due_at=clock.now(),
+        appointments=(dose,),
+    )
+    booked_envelope = notifier_publisher.envelope_for(booked)
+    await planner.plan(booked, booked_envelope)
+    assert await keys_of(redis_client, clinic, "slot")  # reminders, instructions: slots
+    assert await keys_of(redis_client, clinic, "schedule")
+    completed_dose = ev.SessionCompleted(
+        clinic_id=clinic,
+        client_id=client,
+        occurred_at=dose.ends_at,
+        course_id=course,
+        appointment_id=dose.appointment_id,
+        kind=ev.AppointmentKind.BOOSTER,
+        dose_number=1,
+        ride_home_confirmed=True,
+    )
+    await planner.plan(completed_dose, notifier_publisher.envelope_for(completed_dose))
+    await send_everything(redis_client, clinic)
+
+    clock.set(at("2026-06-12T09:00+01:00"))
+    ended = ev.CourseCompleted(
+        clinic_id=clinic,
+        client_id=client,
+        occurred_at=clock.now(),
+        course_id=course,
+        medicine_sessions_completed=1,
+    )
+    await planner.plan(ended, notifier_publisher.envelope_for(ended))
+
+    # Only the course-completed message, still to be sent, and its client's set.
+    [left] = await deps.plans.notifications(clinic, client)
+    assert (left["state"], '"course_completed"' in left["plan"]) == ("planned", True)
+    for family in ("slot", "appointment", "schedule"):
+        assert await keys_of(redis_client, clinic, family) == [], family
+    assert await keys_of(redis_client, clinic, "tidied") == [key(clinic, "tidied", str(client))]
+
+    # A redelivery: its handled mark refuses it. Past the mark's 14 days (taken away
+    # here): the tidy marker does, as the event is long before the course ended.
+    await planner.plan(booked, booked_envelope)
+    await redis_client.delete(deps.unit_of_work.handled_key(clinic, booked_envelope.id))
+    await planner.plan(booked, booked_envelope)
+    # Late news (a new id) of the appointment, sent in time: no fact brought back.
+    missed = ev.SessionMissed(
+        clinic_id=clinic,
+        client_id=client,
+        occurred_at=clock.now() - timedelta(days=1),
+        course_id=course,
+        appointment_id=dose.appointment_id,
+        kind=ev.AppointmentKind.BOOSTER,
+    )
+    await planner.plan(missed, notifier_publisher.envelope_for(missed))
+
+    kinds = sorted(
+        m.get("kind") or m["plan"] for m in await deps.plans.notifications(clinic, client)
+    )
+    assert len(kinds) == 2  # the course-completed message and the late news's own
+    assert not any("session_instructions" in k or "reminder" in k for k in kinds)
+    assert await keys_of(redis_client, clinic, "schedule") == []
