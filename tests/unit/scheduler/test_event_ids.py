@@ -6,8 +6,8 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.scheduler.domain import ids as domain_ids
 from services.scheduler import store
+from services.scheduler.domain import ids as domain_ids
 from services.scheduler.domain.schedule import ClientSchedule
 from shared import events as ev
 
