@@ -129,6 +129,10 @@ class Stack:
     # The services' code: ROOT runs this checkout (the installed console scripts);
     # another directory holding `services/`, `chassis/` and `shared/` runs that copy.
     code_dir: Path = ROOT
+    # Which services run: all three, or a part (the bench's due-work case needs no intake).
+    services: tuple[str, ...] = SERVICES
+    # The services' HTTP ports, taken in turn; once none are left, any free port.
+    ports: list[int] = field(default_factory=list)
 
     @property
     def maildir(self) -> Path:
@@ -155,7 +159,8 @@ class Stack:
 
     def replica_urls(self) -> dict[str, list[str]]:
         return {
-            service: [self.url(service, r) for r in range(self.replicas)] for service in SERVICES
+            service: [self.url(service, r) for r in range(self.replicas)]
+            for service in self.services
         }
 
     def url(self, service: str, replica: int = 0) -> str:
@@ -194,7 +199,7 @@ class Stack:
                 self.workdir / "logs" / "sms.log",
             ),
         ]
-        for service in SERVICES:
+        for service in self.services:
             for replica in range(self.replicas):
                 self.processes.append(self.service_process(service, replica))
         for process in self.processes:
@@ -226,7 +231,9 @@ class Stack:
 
     def service_process(self, service: str, replica: int, port: int | None = None) -> Process:
         front = service == "intake" and replica == 0
-        port = port or (self.public_port if front else free_port())
+        port = port or (
+            self.public_port if front else self.ports.pop(0) if self.ports else free_port()
+        )
         env = {**self.service_env(), "KAP_HTTP_PORT": str(port)}
         return Process(
             f"{service}-{replica}",
