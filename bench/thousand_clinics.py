@@ -194,6 +194,8 @@ class Seeder:
         uow: UnitOfWork = self.notifier_runtime.unit_of_work
         clients = [uuid.uuid4() for _ in range(min(CLIENTS_PER_CLINIC, len(send_at)))]
         now = self.clock.now()
+        clinic = self.notifier_runtime.clinics.get(clinic_id)
+        name = clinic.name if clinic is not None else clinic_id
         plans: list[tuple[uuid.UUID, Plan]] = []
         ids: list[str] = []
         for n, client in enumerate(clients):
@@ -208,7 +210,7 @@ class Seeder:
                     channel="email",
                     recipient="client",
                     send_at=at,
-                    context={"repeat_request": False},
+                    context={"clinic_name": name, "repeat_request": False},
                 )
                 for at in send_at[n :: len(clients)]
             ]

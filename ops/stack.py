@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -40,6 +41,20 @@ def free_port() -> int:
 CODE_BANNER = "kap code:"
 
 
+@functools.cache
+def _installed_from() -> Path:
+    """The checkout the virtualenv's console scripts run: another one when this is a git
+    worktree sharing the main checkout's virtualenv (then its code runs as `code_dir`)."""
+    found = subprocess.run(  # noqa: S603 - our own interpreter
+        [str(BIN / "python"), "-c", "import services; print(services.__file__)"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(found.stdout.strip()).resolve().parent.parent
+
+
 def service_argv(service: str, code_dir: Path = ROOT) -> list[str]:
     """The command running `service` from `code_dir` (run with `code_dir` as the cwd).
 
@@ -47,7 +62,7 @@ def service_argv(service: str, code_dir: Path = ROOT) -> list[str]:
     `python -c` from there: the cwd comes first on sys.path, before the editable
     install of this checkout, and the process names the copy it loaded first.
     """
-    if code_dir == ROOT:
+    if code_dir == ROOT and _installed_from() == ROOT:
         return [str(BIN / f"kap-{service}")]
     run = (
         f"import services; print({CODE_BANNER!r}, services.__file__, flush=True); "
