@@ -115,7 +115,7 @@ class NotifierReplay:
         ]
         self._apply: dict[str, Apply] = {t.name: a for t, a in [*consumed, *own]}
         self.topics = [t for t, _ in [*consumed, *own]]
-        missing = set(topics.produced_by(SERVICE)) - set(self.topics)
+        missing = {t.name for t in topics.produced_by(SERVICE)} - set(self._apply)
         assert not missing, f"a notifier fact the rebuild does not apply: {missing}"
 
     async def apply(self, topic: Topic, event: ev.Event, envelope: Envelope, at: datetime) -> None:
