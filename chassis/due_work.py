@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from chassis.buckets import BucketOwners
 from chassis.due_index import DueIndex, NextDue
+from chassis.metrics import ServiceMetrics
 
 # Clinics found due per bucket per round, at most: the rest are still due next round.
 PER_BUCKET = 200
@@ -33,6 +34,7 @@ class DueWork:
     clinic_ids: Callable[[], Iterable[str]]  # every clinic, for the sweep
     next_due: NextDue  # the clinic's own earliest due time, for settling
     sweep_s: float
+    metrics: ServiceMetrics | None = None  # counts the rounds
     _sweep: list[str] = field(default_factory=list)
     _swept: int = 0
     _sweep_started = -math.inf  # monotonic
@@ -40,6 +42,8 @@ class DueWork:
     async def clinics(self, now: float) -> list[str]:
         """The clinics to look at this round: due by `now` (service clock, epoch s) in this
         replica's buckets, then the sweep's share of the round."""
+        if self.metrics is not None:
+            self.metrics.due_round(self.index.kind)
         mine = await self.owners.mine()
         due = await self.index.due(mine, now, PER_BUCKET)
         found = set(due)

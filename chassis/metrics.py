@@ -47,6 +47,14 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        # Rounds of each due-work loop (timers, delivery): what the bench divides Redis's
+        # command count by to give the commands a round costs.
+        self.due_rounds = Counter(
+            "kap_due_rounds",
+            "Rounds of a due-work loop (a look at this replica's due buckets), by kind.",
+            ["service", "kind"],
+            registry=self.registry,
+        )
         self.configuration_errors = Counter(
             "kap_configuration_errors",
             "Configuration that could not be used (the last good version kept serving), by source.",
@@ -65,6 +73,9 @@ class ServiceMetrics:
 
     def configuration_error(self, source: str) -> None:
         self.configuration_errors.labels(self.service, source).inc()
+
+    def due_round(self, kind: str) -> None:
+        self.due_rounds.labels(self.service, kind).inc()
 
     def pending(self, kind: str, clinic: str, count: int) -> None:
         self.pending_timers.labels(self.service, kind, clinic).set(count)

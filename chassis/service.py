@@ -124,7 +124,7 @@ class ServiceRuntime:
         self.unit_of_work.index_due(index)
         owners = BucketOwners(self.redis, kind, settings.due_buckets, settings.due_lease_ms)
         clinic_ids = lambda: [clinic.id for clinic in self.clinics.all()]  # noqa: E731
-        return DueWork(index, owners, clinic_ids, next_due, settings.due_sweep_s)
+        return DueWork(index, owners, clinic_ids, next_due, settings.due_sweep_s, self.metrics)
 
     async def start(self) -> None:
         topics = configured_topics(self.settings)

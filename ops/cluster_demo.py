@@ -130,6 +130,8 @@ async def run(
     crowd = demo.people(args.people, args.seed, stack.workdir.name)
     fault_task = asyncio.create_task(
         inflict(faults, args.broker_at, args.redis_at, args.down_seconds)
+        if args.faults
+        else asyncio.sleep(0)
     )
     try:
         summary = await demo.drive(stack, clock, crowd, bootstrap, redis_url)
@@ -148,10 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--people", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--day-seconds", type=float, default=1.5, help="real seconds a day")
-    parser.add_argument("--broker-at", type=float, default=30, help="s after start: kill")
-    parser.add_argument("--redis-at", type=float, default=75, help="s after start: crash")
+    # Slower than make demo's 1 s: on 2 cores three broker JVMs take most of the CPU, and
+    # every commit and publish waits for replicas (measured: 1.5 s a day left 80% of
+    # reminders late and courses unfinished when the demo's 80 days ran out).
+    parser.add_argument("--day-seconds", type=float, default=3.0, help="real seconds a day")
+    parser.add_argument("--broker-at", type=float, default=45, help="s after start: kill")
+    parser.add_argument("--redis-at", type=float, default=120, help="s after start: crash")
     parser.add_argument("--down-seconds", type=float, default=15)
+    parser.add_argument(
+        "--no-faults", dest="faults", action="store_false", help="the clusters alone (a baseline)"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / ".infra" / "cluster-demo")
     args = parser.parse_args(argv)
     started = [
@@ -200,7 +208,8 @@ def demo_on_clusters(args: argparse.Namespace) -> int:
     stack = Stack(workdir=run_dir, env=env)
     with stack.running():
         summary = asyncio.run(run(args, stack, clock, bootstrap, redis_url))
-    ok = demo.adds_up(summary) and summary["broker_kills"] and summary["redis_failovers"]
+    faulted = summary["broker_kills"] and summary["redis_failovers"]
+    ok = demo.adds_up(summary) and (faulted or not args.faults)
     summary.pop("refusals", None)
     print("DEMO " + json.dumps(summary, sort_keys=True), flush=True)
     return 0 if ok else 1

@@ -25,7 +25,7 @@ from chassis.clinic_registry import (
 from chassis.clinics import hash_api_key
 from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics, client_options, configured_topics
-from ops import audit, export, operations, outcomes
+from ops import audit, export, operations, outcomes, rebuild
 from ops.clinic_registry import SECTION_CHECKS
 from shared.topics import ALL, RECORD_TOPICS
 
@@ -122,6 +122,24 @@ def _export(args: argparse.Namespace) -> int:
         print(f"{len(history['events'])} event(s) of {args.client_id} written to {args.out}")
     else:
         print(text)
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    try:
+        counts = asyncio.run(
+            rebuild.rebuild_service(
+                args.service,
+                args.redis,
+                clinic=args.clinic,
+                force=args.force,
+                follow=args.until_caught_up,
+            )
+        )
+    except (rebuild.TargetNotEmpty, NotImplementedError) as error:
+        print(f"kapctl: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"service": args.service, **counts.summary()}, indent=2))
     return 0
 
 
@@ -319,6 +337,27 @@ def parser() -> argparse.ArgumentParser:
     exported.add_argument("client_id")
     exported.add_argument("--out", help="write to this file (default: stdout)")
     exported.set_defaults(run=_export)
+
+    rebuilt = commands.add_parser(
+        "rebuild",
+        help="rebuild a service's Redis state from the topics into an empty Redis",
+        description="Replays the topics the service consumes and produces, in Kafka order, "
+        "through its own code into --redis (publishing and sending nothing), then prints "
+        "the records read per topic and the keys written. Stop the service first, or point "
+        "it at the rebuilt Redis after. Kafka and clinics come from the service's settings.",
+    )
+    rebuilt.add_argument("service", choices=rebuild.COVERED)
+    rebuilt.add_argument("--redis", required=True, help="the target Redis URL (e.g. a spare db)")
+    rebuilt.add_argument("--clinic", help="only this clinic's events and keys")
+    rebuilt.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="after the end offsets found at the start, read on until nothing new is found",
+    )
+    rebuilt.add_argument(
+        "--force", action="store_true", help="write even if the target holds keys already"
+    )
+    rebuilt.set_defaults(run=_rebuild)
 
     check = commands.add_parser(
         "audit",

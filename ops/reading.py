@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -48,3 +50,82 @@ async def read_to_end(
         return found
     finally:
         await consumer.stop()
+
+
+async def in_kafka_order(
+    bootstrap: str,
+    topics: Iterable[str],
+    *,
+    follow: bool = False,
+    security: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Any]:
+    """Every record now on `topics`, streamed in one order: each partition's own (offset)
+    order exactly, partitions merged by record time (as a service consuming them all
+    met them, within its lag). Held in memory: one fetch per partition, not the topics.
+
+    Up to the end offsets found at the start; with `follow`, then on to the ends found
+    after, until a look finds nothing new (what was written while reading)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        done = dict(starts)  # per partition, the next offset to yield
+        ends = await consumer.end_offsets(partitions)
+        while True:
+            async for record in _merged(consumer, ends):
+                done[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                yield record
+            if not follow:
+                return
+            ends = await consumer.end_offsets(partitions)
+            behind = [tp for tp in partitions if ends[tp] > done[tp]]
+            if not behind:
+                return
+            for tp in behind:
+                consumer.seek(tp, done[tp])
+    finally:
+        await consumer.stop()
+
+
+async def _merged(
+    consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]
+) -> AsyncIterator[Any]:
+    """A k-way merge by (record time, topic, partition): a partition is refilled when its
+    buffer runs dry, so every partition not yet at its end has a record in the heap."""
+    buffers: dict[TopicPartition, deque[Any]] = {tp: deque() for tp in ends}
+    heap: list[tuple[int, str, int, TopicPartition]] = []
+
+    async def refill(wanted: list[TopicPartition]) -> None:
+        wanted = [tp for tp in wanted if await consumer.position(tp) < ends[tp]]
+        while wanted:
+            for tp, records in (await consumer.getmany(*wanted, timeout_ms=500)).items():
+                buffers[tp].extend(r for r in records if r.offset < ends[tp])
+            for tp in wanted:
+                if buffers[tp]:
+                    head = buffers[tp][0]
+                    heapq.heappush(heap, (head.timestamp, tp.topic, tp.partition, tp))
+            wanted = [
+                tp for tp in wanted if not buffers[tp] and await consumer.position(tp) < ends[tp]
+            ]
+
+    await refill(list(ends))
+    while heap:
+        _, _, _, tp = heapq.heappop(heap)
+        yield buffers[tp].popleft()
+        if buffers[tp]:
+            head = buffers[tp][0]
+            heapq.heappush(heap, (head.timestamp, tp.topic, tp.partition, tp))
+        else:
+            await refill([tp])

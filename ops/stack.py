@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -40,6 +41,20 @@ def free_port() -> int:
 CODE_BANNER = "kap code:"
 
 
+@functools.cache
+def _installed_from() -> Path:
+    """The checkout the virtualenv's console scripts run: another one when this is a git
+    worktree sharing the main checkout's virtualenv (then its code runs as `code_dir`)."""
+    found = subprocess.run(  # noqa: S603 - our own interpreter
+        [str(BIN / "python"), "-c", "import services; print(services.__file__)"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(found.stdout.strip()).resolve().parent.parent
+
+
 def service_argv(service: str, code_dir: Path = ROOT) -> list[str]:
     """The command running `service` from `code_dir` (run with `code_dir` as the cwd).
 
@@ -47,7 +62,7 @@ def service_argv(service: str, code_dir: Path = ROOT) -> list[str]:
     `python -c` from there: the cwd comes first on sys.path, before the editable
     install of this checkout, and the process names the copy it loaded first.
     """
-    if code_dir == ROOT:
+    if code_dir == ROOT and _installed_from() == ROOT:
         return [str(BIN / f"kap-{service}")]
     run = (
         f"import services; print({CODE_BANNER!r}, services.__file__, flush=True); "
@@ -129,6 +144,10 @@ class Stack:
     # The services' code: ROOT runs this checkout (the installed console scripts);
     # another directory holding `services/`, `chassis/` and `shared/` runs that copy.
     code_dir: Path = ROOT
+    # Which services run: all three, or a part (the bench's due-work case needs no intake).
+    services: tuple[str, ...] = SERVICES
+    # The services' HTTP ports, taken in turn; once none are left, any free port.
+    ports: list[int] = field(default_factory=list)
 
     @property
     def maildir(self) -> Path:
@@ -155,7 +174,8 @@ class Stack:
 
     def replica_urls(self) -> dict[str, list[str]]:
         return {
-            service: [self.url(service, r) for r in range(self.replicas)] for service in SERVICES
+            service: [self.url(service, r) for r in range(self.replicas)]
+            for service in self.services
         }
 
     def url(self, service: str, replica: int = 0) -> str:
@@ -194,7 +214,7 @@ class Stack:
                 self.workdir / "logs" / "sms.log",
             ),
         ]
-        for service in SERVICES:
+        for service in self.services:
             for replica in range(self.replicas):
                 self.processes.append(self.service_process(service, replica))
         for process in self.processes:
@@ -226,7 +246,9 @@ class Stack:
 
     def service_process(self, service: str, replica: int, port: int | None = None) -> Process:
         front = service == "intake" and replica == 0
-        port = port or (self.public_port if front else free_port())
+        port = port or (
+            self.public_port if front else self.ports.pop(0) if self.ports else free_port()
+        )
         env = {**self.service_env(), "KAP_HTTP_PORT": str(port)}
         return Process(
             f"{service}-{replica}",

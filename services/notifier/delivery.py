@@ -330,6 +330,7 @@ def notifier_due_work(
     lease_ms: int = DUE_LEASE_MS,
     sweep_s: float = DUE_SWEEP_S,
     kind: str = "notifier",
+    metrics: ServiceMetrics | None = None,
 ) -> DueWork:
     """The delivery's due index (over the due and the held sets, hinted by
     `unit_of_work`), its buckets and its sweep; main.create_app passes the settings'."""
@@ -341,4 +342,5 @@ def notifier_due_work(
     async def unset(clinic_id: str) -> float | None:  # Delivery sets its own
         return await queue.leases.earliest(clinic_id, clock)
 
-    return DueWork(index, owners, lambda: [c.id for c in clinics.all()], unset, sweep_s)
+    clinic_ids = lambda: [c.id for c in clinics.all()]  # noqa: E731
+    return DueWork(index, owners, clinic_ids, unset, sweep_s, metrics)

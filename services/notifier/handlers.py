@@ -150,6 +150,18 @@ def preferences(event: ev.ContactPreferencesChanged) -> ContactChange:
 
 
 def register(broker: KafkaBroker, deps: Deps, settings: ServiceSettings) -> GroupMembership:
+    return subscribe(
+        broker,
+        SERVICE,
+        reactions(deps),
+        "notifier reacts: plans the messages each lifecycle event causes",
+        settings,
+    )
+
+
+def reactions(deps: Deps) -> list[tuple[Topic, Handler]]:
+    """Each consumed topic's handler: subscribed by `register`, called directly by a
+    rebuild (services.notifier.rebuild), which replays the topics through them."""
     planner = Planner(deps)
 
     async def on_consultation_requested(
@@ -277,10 +289,4 @@ def register(broker: KafkaBroker, deps: Deps, settings: ServiceSettings) -> Grou
         (topics.MEASURE_DUE, on_measure_due),
         (topics.MEASURE_ANSWERED, on_measure_answered),
     ]
-    return subscribe(
-        broker,
-        SERVICE,
-        handlers,
-        "notifier reacts: plans the messages each lifecycle event causes",
-        settings,
-    )
+    return handlers

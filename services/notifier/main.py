@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         buckets=settings.due_buckets,
         lease_ms=settings.due_lease_ms,
         sweep_s=settings.due_sweep_s,
+        metrics=runtime.metrics,
     )
     delivery = Delivery(
         queue,

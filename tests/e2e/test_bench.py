@@ -19,6 +19,8 @@ HEADLINE = (
     "replica_scaling",
     "plan_p99_ms",
     "timer_lag_p99_ms",
+    "lag_p99_ms_1000_clinics",
+    "redis_commands_per_tick",
 )
 
 
@@ -46,3 +48,5 @@ def test_a_quick_bench_measures_every_part_and_writes_its_results(
     assert results["latency"]["requests"] > 0
     assert all(run["events"] > run["inputs"] for run in results["two_replicas"])
     assert results["scheduler"]["booking_race"]["winners"] == 1
+    due = results["thousand_clinics"]  # every due booster and mail went once, or it failed
+    assert due["replicas_2"]["booster_lag"]["count"] == due["due_per_phase"]["boosters"]

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from ops import upgrade
-from ops.stack import BIN, ROOT, Stack, service_argv
+from ops.stack import BIN, ROOT, Stack, _installed_from, service_argv
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -42,7 +42,10 @@ def test_the_worktree_holds_the_ref_and_is_reused(tmp_path: Path) -> None:
 
 
 def test_this_checkout_runs_its_console_scripts() -> None:
-    assert service_argv("scheduler") == [str(BIN / "kap-scheduler")]
+    if _installed_from() == ROOT:
+        assert service_argv("scheduler") == [str(BIN / "kap-scheduler")]
+    else:  # a worktree sharing the main checkout's virtualenv runs its own code
+        assert service_argv("scheduler")[:2] == [str(BIN / "python"), "-c"]
     assert Stack(workdir=ROOT, env={}).service_process("scheduler", 0).cwd == ROOT
 
 
