@@ -31,13 +31,26 @@ RETENTION_START, RETENTION_END = "<!-- redis-retention:start -->", "<!-- redis-r
 SERVICES = ("intake", "scheduler", "notifier")
 
 
+DOCUMENTED_SERVER = "127.0.0.1:9092"
+
+
 def service_brokers() -> dict[str, KafkaBroker]:
     """Each service's broker, as its composition root builds it (nothing connects)."""
+    from services.intake.config import Settings as IntakeSettings
     from services.intake.main import create_app as intake
+    from services.notifier.config import Settings as NotifierSettings
     from services.notifier.main import create_app as notifier
+    from services.scheduler.config import Settings as SchedulerSettings
     from services.scheduler.main import create_app as scheduler
 
-    apps = {"intake": intake(), "scheduler": scheduler(), "notifier": notifier()}
+    # The committed document names the local default server, whatever KAFKA_BOOTSTRAP_SERVERS
+    # the generating shell (or a test session on other ports) has: it must not change with it.
+    server = {"KAFKA_BOOTSTRAP_SERVERS": DOCUMENTED_SERVER}
+    apps = {
+        "intake": intake(IntakeSettings(**server)),  # type: ignore[arg-type]
+        "scheduler": scheduler(SchedulerSettings(**server)),  # type: ignore[arg-type]
+        "notifier": notifier(NotifierSettings(**server)),  # type: ignore[arg-type]
+    }
     return {name: app.state.runtime.broker for name, app in apps.items()}
 
 

@@ -609,11 +609,15 @@ def main() -> int:
     run = args.workdir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     clinics = demo_clinics.write(run / "clinics.json", saturday_desk=demo_clinics.SATURDAY_DESK)
     asyncio.run(demo_clinics.reset(args.redis))
+    # The services read their clinics from the registry topic, as in production; the
+    # file stays the import format (and what the auditor reads the clinics from).
+    asyncio.run(demo_clinics.register(args.kafka, json.loads(clinics.read_text())))
     anchor = datetime.now(UTC)
     scale = 86400 / args.day_seconds
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": args.kafka,
         "REDIS_URL": args.redis,
+        "KAP_CLINICS_SOURCE": "topic",
         "KAP_CLINICS_FILE": str(clinics),
         "KAP_CLOCK_SCALE": str(scale),
         "KAP_CLOCK_ORIGIN": ORIGIN.isoformat(),

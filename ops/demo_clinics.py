@@ -5,11 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from chassis.clinic_registry import registry_producer, write_clinic
 from chassis.config import ServiceSettings
+from chassis.kafka import apply_topics
 from chassis.redis_client import connect_redis
+from ops.clinic_registry import SECTION_CHECKS
+from shared.topics import CLINIC_CHANGES, CLINIC_REGISTRY
 
 WEEKDAYS_8_TO_19 = {str(d): [{"start": "08:00", "end": "19:00"}] for d in range(5)}
 SATURDAY_MORNING = {"5": [{"start": "09:00", "end": "13:00"}]}
@@ -104,3 +109,19 @@ async def reset(redis_url: str, clinic_ids: Iterable[str] = CLINICS) -> int:
         return removed
     finally:
         await redis.aclose()
+
+
+async def register(
+    bootstrap: str, entries: list[dict[str, Any]], registry: str = CLINIC_REGISTRY.name
+) -> int:
+    """Write the clinics file's entries into the clinic registry (the compacted topic the services
+    read with KAP_CLINICS_SOURCE=topic), each clinic checked first, as `kapctl clinics
+    import` does. The registry keeps the latest record per clinic: a demo run rewrites
+    its clinics, never adds to them."""
+    await apply_topics(
+        bootstrap, topics=(), records=(replace(CLINIC_REGISTRY, name=registry), CLINIC_CHANGES)
+    )
+    async with registry_producer(bootstrap) as send:
+        for entry in entries:
+            await write_clinic(send, entry, SECTION_CHECKS, "make demo", registry=registry)
+    return len(entries)

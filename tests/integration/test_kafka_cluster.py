@@ -35,7 +35,7 @@ ROUNDS_AFTER_RESTART = 20
 IN_FLIGHT_PER_KEY = 4
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # three JVMs: stopped before the next module's tests
 def cluster() -> Iterator[infra.KafkaCluster]:
     if shutil.which("java") is None:
         pytest.skip("Java is not installed: the local Kafka cluster needs Java 17+")
