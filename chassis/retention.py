@@ -127,7 +127,10 @@ async def violations(redis: Redis, match: str = "*") -> AsyncIterator[str]:
         if rule is not None and rule.ttl == "finished":
             found = await redis.hget(key, "state")
             state = found.decode() if isinstance(found, bytes) else found
-        problem = finding(key, int(await redis.ttl(key)), state)
+        ttl_s = int(await redis.ttl(key))
+        if ttl_s == -2:
+            continue  # taken since the scan saw it (a tidy, a cancellation): nothing kept
+        problem = finding(key, ttl_s, state)
         if problem is not None:
             yield problem
 
