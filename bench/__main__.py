@@ -2,13 +2,17 @@
 
     python -m bench [--pairs 6] [--events 1500] [--clinics 12] [--quick]
     python -m bench --case thousand-clinics [--due-clinics 1000] [--due-pending 100000]
+    python -m bench --case redis-per-client [--crowd 10] [--ports 19800]
 
 1. Baseline and system alternate (A B A B ...), the first pair a warm-up that
    is dropped; `system_vs_raw` is the median of the pairs' ratios.
 2. Latency: the same mix sent open-loop at half the system's measured rate.
 3. Scaling: the system again with two replicas of each service.
 4. Scheduler figures (planning, a booking race, 100,000 booster timers), taken first.
-5. A thousand clinics (bench.thousand_clinics): booster and delivery lag with 100,000
+5. Redis per client (bench.redis_clients): a small crowd through whole courses to their
+   first booster on a scaled clock, at clinics of this run only; then Redis's bytes and
+   keys over the run's clients.
+6. A thousand clinics (bench.thousand_clinics): booster and delivery lag with 100,000
    pending timers and mails, 1 and 2 replicas, and Redis commands per round; taken last.
 Results go to bench/results/ (JSON and a PNG chart); the last line printed is
 `BENCH {json}`.
@@ -27,7 +31,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import raw, report, scheduler_figures, system, thousand_clinics, workload
+from bench import (
+    raw,
+    redis_clients,
+    report,
+    scheduler_figures,
+    system,
+    thousand_clinics,
+    workload,
+)
 from chassis.clock import ScaledClock
 from ops import demo_clinics
 from ops.stack import ROOT, Stack
@@ -146,10 +158,12 @@ class Bench:
         _, one = await self.system_phase(1)
         _, two = await self.system_phase(2)
         await self.fresh_clinics()
+        log("redis per client...")
+        footprint = await redis_per_client_case(self.args, self.workdir / "redis-per-client")
         log("a thousand clinics...")
         due = await thousand_clinics_case(self.args, self.workdir / "thousand-clinics")
         return report.summarise(
-            one, two, figures, due, self.args, seconds=time.monotonic() - started
+            one, two, figures, due, footprint, self.args, seconds=time.monotonic() - started
         )
 
 
@@ -166,6 +180,13 @@ async def thousand_clinics_case(args: argparse.Namespace, workdir: Path) -> dict
         redis_url, args.bootstrap, due_env(args.bootstrap), workdir, sizes, ports
     )
     return await case.measure()
+
+
+async def redis_per_client_case(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    ports = list(range(args.ports, args.ports + 11)) if args.ports else None
+    return await redis_clients.measure(
+        args.bootstrap, args.redis, workdir, crowd=args.crowd, ports=ports
+    )
 
 
 def due_env(bootstrap: str) -> thousand_clinics.Env:
@@ -195,20 +216,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--case", choices=("all", "thousand-clinics"), default="all", help="run one case alone"
+        "--case",
+        choices=("all", "thousand-clinics", "redis-per-client"),
+        default="all",
+        help="run one case alone",
     )
+    parser.add_argument("--crowd", type=int, default=10, help="people (redis per client)")
     due = parser.add_argument_group("thousand clinics (bench.thousand_clinics)")
     due.add_argument("--due-clinics", type=int, default=1000)
     due.add_argument("--due-pending", type=int, default=100_000, help="boosters + mails")
     due.add_argument("--due-items", type=int, default=300, help="of each, due in the window")
     due.add_argument("--due-window-s", type=float, default=20.0)
     due.add_argument("--due-redis-db", type=int, default=13, help="emptied before and after")
-    due.add_argument("--ports", type=int, default=0, help="first of 8 ports (0: any free)")
+    parser.add_argument(
+        "--ports", type=int, default=0, help="first of 8 (11: redis-per-client) ports; 0: any"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.events, args.latency_seconds, args.scaling_runs = 2, 200, 3.0, 1
         args.due_clinics, args.due_pending, args.due_items = 50, 2000, 50
         args.due_window_s = 3.0
+        args.crowd = 4
+    if args.case == "redis-per-client":
+        workdir = ROOT / ".bench" / uuid.uuid4().hex[:6] / "redis-per-client"
+        footprint = asyncio.run(redis_per_client_case(args, workdir))
+        headline = report.redis_headline(footprint)
+        report.write_case("redis-per-client", footprint, headline, args.out)
+        print("BENCH " + json.dumps(headline), flush=True)
+        return 0
     if args.case == "thousand-clinics":
         workdir = ROOT / ".bench" / uuid.uuid4().hex[:6] / "thousand-clinics"
         figures = asyncio.run(thousand_clinics_case(args, workdir))

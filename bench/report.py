@@ -18,6 +18,7 @@ TARGETS = {
     "plan_p99_ms": ("<=", 20.0),
     "timer_lag_p99_ms": ("<=", 1000.0),
     "lag_p99_ms_1000_clinics": ("<=", 1000.0),
+    "redis_bytes_per_client": ("<=", 20480.0),  # issue 18: at most 20 KB after a course
 }
 
 
@@ -30,6 +31,7 @@ def summarise(
     two: dict[str, Any],
     figures: dict[str, Any],
     due: dict[str, Any],
+    footprint: dict[str, Any],
     args: argparse.Namespace,
     seconds: float,
 ) -> dict[str, Any]:
@@ -49,6 +51,7 @@ def summarise(
             max(figures["timers"]["lag_p99_ms"], figures["timers_burst"]["lag_p99_ms"]), 1
         ),
         **thousand_clinics_headline(due),
+        **redis_headline(footprint),
     }
     return {
         "headline": headline,
@@ -67,12 +70,14 @@ def summarise(
         "two_replicas": two["runs"],
         "scheduler": figures,
         "thousand_clinics": due,
+        "redis_per_client": footprint,
         "settings": {
             "pairs": args.pairs,
             "events_per_run": args.events,
             "clinics": args.clinics,
             "latency_seconds": args.latency_seconds,
             "quick": args.quick,
+            "crowd": args.crowd,
         },
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "seconds": round(seconds, 1),
@@ -86,6 +91,14 @@ def thousand_clinics_headline(due: dict[str, Any]) -> dict[str, float]:
     return {
         "lag_p99_ms_1000_clinics": round(due["lag_p99_ms"], 1),
         "redis_commands_per_tick": round(due["redis_commands_per_tick"], 1),
+    }
+
+
+def redis_headline(footprint: dict[str, Any]) -> dict[str, float]:
+    """Redis bytes and keys per client once a crowd's courses ended (bench.redis_clients)."""
+    return {
+        "redis_bytes_per_client": float(footprint["redis_bytes_per_client"]),
+        "redis_keys_per_client": float(footprint["redis_keys_per_client"]),
     }
 
 

@@ -54,7 +54,7 @@ _CLIENT = (
 
 RULES: tuple[Rule, ...] = (
     # --- the chassis, for every service ------------------------------------------
-    Rule("<id>:{c}:handled:<id>", "chassis", "an input's handled mark: applied once", _HANDLED, "always"),
+    Rule("<id>:{c}:handled:<id>", "chassis", "an input's handled mark: applied once", _HANDLED + "; the notifier's planning inputs' marks are taken sooner by a client's tidy, once the tidy refuses them (services/notifier/tidy.py)", "always"),
     Rule("<id>:{c}:outbox", "chassis", "events recorded with a write, not yet on Kafka", _OUTBOX, "never"),
     Rule("<id>:{c}:outbox:written", "chassis", "when each outbox event was written (relay)", _OUTBOX, "never"),
     # Due work (chassis.due_index, chassis.buckets): a fixed number of buckets per timer
@@ -93,6 +93,7 @@ RULES: tuple[Rule, ...] = (
     Rule("notifier:{c}:appointment:<id>", "notifier", "messages planned about one appointment", _TIDY + "else TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:schedule:<id>", "notifier", "the appointment as last heard (checks at send time)", _TIDY + "and the appointment over; else TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:client:<id>", "notifier", "messages planned for one client (API)", "TTL `RETAIN_S`, refreshed on each plan; a tidy takes its finished members", "always"),
+    Rule("notifier:{c}:inputs:<id>", "notifier", "the client's planning inputs by when they happened: a tidy takes the handled marks of those over `LATE` (7 days) before it", "TTL `REMEMBER_S`, refreshed on each input; a tidy takes the members whose marks it took", "always"),
     Rule("notifier:{c}:tidied:<id>", "notifier", "when the client's records were last tidied: later news of the ended course brings nothing back", _CLIENT, "never"),
     Rule("notifier:{c}:measure-answered:<id>", "notifier", "a measure answered: its request is not sent", "TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:alert:<id>", "notifier", "a clinical alert and who owns it", "TTL `RETAIN_S`", "always"),
@@ -126,7 +127,10 @@ async def violations(redis: Redis, match: str = "*") -> AsyncIterator[str]:
         if rule is not None and rule.ttl == "finished":
             found = await redis.hget(key, "state")
             state = found.decode() if isinstance(found, bytes) else found
-        problem = finding(key, int(await redis.ttl(key)), state)
+        ttl_s = int(await redis.ttl(key))
+        if ttl_s == -2:
+            continue  # taken since the scan saw it (a tidy, a cancellation): nothing kept
+        problem = finding(key, ttl_s, state)
         if problem is not None:
             yield problem
 

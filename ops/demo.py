@@ -20,6 +20,7 @@ import sys
 import time
 import zlib
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -135,9 +136,12 @@ class Tally:
         self.progress[clinic][stage] += n
 
 
-def people(count: int, seed: int, run: str) -> list[Person]:
+def people(
+    count: int, seed: int, run: str, clinic_ids: Iterable[str] = demo_clinics.CLINICS
+) -> list[Person]:
+    """`count` people of `run`, spread over `clinic_ids` in turn."""
     rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not secrets
-    clinics = list(demo_clinics.CLINICS)
+    clinics = list(clinic_ids)
     crowd = []
     for number in range(count):
         days = rng.sample(range(5), 2)

@@ -64,6 +64,12 @@ CLINICS: dict[str, dict[str, Any]] = {
 }
 
 
+def for_run(run: str) -> dict[str, dict[str, Any]]:
+    """The demo's clinics under ids of one run (`lisbon-<run>`, ...): every key with their
+    hash tags is this run's, never left by an earlier run on the same Redis and Kafka."""
+    return {f"{clinic_id}-{run}": spec for clinic_id, spec in CLINICS.items()}
+
+
 def api_key(clinic_id: str) -> str:
     return f"demo-{clinic_id}-key"
 

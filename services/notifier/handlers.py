@@ -87,6 +87,7 @@ class Planner:
                 changed_at=event.occurred_at,
                 appointments=appointment_facts(event),
                 tidy_at=event.occurred_at if tidy.tidies(event) else None,
+                listed=tidy.lists_input(event),
             )
             write = await deps.plans.writes(tx, plan, client_id=event.client_id, contact=changed)
             if isinstance(event, ev.ClinicalAlertRaised) and deps.alerts is not None:

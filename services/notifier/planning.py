@@ -32,6 +32,8 @@ class Plan:
     appointments: Sequence[AppointmentFact] = ()
     # Set by an event that tidies the client's records (tidy.py): when it happened.
     tidy_at: datetime | None = None
+    # Whether a later tidy may take the event's handled mark (tidy.lists_input).
+    listed: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from chassis.unit_of_work import Transaction
+from chassis.unit_of_work import REMEMBER_S, Transaction
 from services.notifier import tidy
 from services.notifier.contacts import KnownContact, contact_key
 from services.notifier.keys import FINISHED_KEPT_S, RETAIN_S, finished_fields, key, text
@@ -114,9 +114,11 @@ class PlanStore:
         ]
         cancelled = {s.notification_id: s for s in [*occupants.values(), *stored.values()]}
         tidying = tidy.Tidy()
-        if plan.tidy_at is not None:
-            tidying = await tidy.decide(tx, clinic, client_id, plan.tidy_at, set(new_ids))
         mark = max(filter(None, (tidied, plan.tidy_at)), default=None)
+        if plan.tidy_at is not None and mark is not None:
+            tidying = await tidy.decide(tx, clinic, client_id, plan.tidy_at, set(new_ids))
+            tidying.inputs = await tidy.old_inputs(tx, clinic, client_id, mark)
+        listed = tidy.inputs_key(clinic, client_id)
 
         def write(w: Pipeline) -> None:
             # First: what this plan writes (a fact, a slot) wins over what the tidy takes.
@@ -128,6 +130,13 @@ class PlanStore:
                 w.delete(stale)
             if mark is not None and mark != tidied:
                 w.set(tidy.marker_key(clinic, client_id), mark.isoformat())
+            if tidying.inputs:
+                w.delete(*(tidy.handled_key(clinic, i) for i in tidying.inputs))
+                w.zrem(listed, *tidying.inputs)
+            if plan.listed and plan.changed_at is not None:
+                # Listed with its handled mark, for a later tidy to take (tidy.py).
+                w.zadd(listed, {plan.cause.id: plan.changed_at.timestamp()})
+                w.expire(listed, REMEMBER_S)
             self._write(w, clinic, plan.cause.correlation_id, changes, cancelled)
             if contact is not None:
                 w.set(contact_key(clinic, client_id), contact.model_dump_json())

@@ -19,6 +19,16 @@ tidied client keeps one small marker, the time of the event that tidied it (T):
   it (it would only bring back what the tidy took away): its messages, if any, are
   recorded as usual and go at the next tidy.
 A contact change (an opt-out) always applies.
+
+Handled marks: the notifier's plain planning inputs (not a contact change nor a
+clinical alert: those write more than messages) are listed per client by when they
+happened (`inputs_key`, written with the mark). A tidy at T takes the handled marks of
+those that happened before T - LATE: handled again, such an input finds the marker (T
+or later: it only grows) and is `too_late`, so its step writes nothing (no message, no
+appointment fact, no cancellation: plans.PlanStore.writes empties its plan) and has no
+outputs. So nothing is applied twice without its mark; the marks of the inputs within
+LATE of T stay (14 days, as every mark), as do those of contact changes and alerts
+(their steps write a contact or an alert's record even when too late).
 """
 
 from __future__ import annotations
@@ -49,6 +59,22 @@ def tidies(event: ev.Event) -> bool:
 
 def marker_key(clinic_id: str, client_id: UUID) -> str:
     return key(clinic_id, "tidied", str(client_id))
+
+
+def inputs_key(clinic_id: str, client_id: UUID) -> str:
+    return key(clinic_id, "inputs", str(client_id))
+
+
+def handled_key(clinic_id: str, input_id: str) -> str:
+    """The unit of work's handled mark of the notifier's input (UnitOfWork.handled_key)."""
+    return key(clinic_id, "handled", input_id)
+
+
+def lists_input(event: ev.Event) -> bool:
+    """Whether the input's mark may go at a tidy: its step only plans messages and facts."""
+    return not isinstance(
+        event, ev.ConsultationRequested | ev.ContactPreferencesChanged | ev.ClinicalAlertRaised
+    )
 
 
 def is_over(fact: AppointmentFact, at: datetime) -> bool:
@@ -85,6 +111,15 @@ class Tidy:
     slots: list[str] = field(default_factory=list)
     appointments: list[str] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # whose handled marks go
+
+
+async def old_inputs(tx: Transaction, clinic_id: str, client_id: UUID, at: datetime) -> list[str]:
+    """The client's listed inputs that happened before `at` - LATE, watched."""
+    listed = inputs_key(clinic_id, client_id)
+    await tx.watch(listed)
+    horizon = (at - LATE).timestamp()
+    return [text(i) for i in await tx.redis.zrangebyscore(listed, "-inf", f"({horizon}")]
 
 
 async def tidied_at(tx: Transaction, clinic_id: str, client_id: UUID) -> datetime | None:

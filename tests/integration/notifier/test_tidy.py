@@ -116,3 +116,55 @@ async def test_a_finished_course_leaves_only_pending_messages_and_nothing_comes_
     assert len(kinds) == 2  # the course-completed message and the late news's own
     assert not any("session_instructions" in k or "reminder" in k for k in kinds)
     assert await keys_of(redis_client, clinic, "schedule") == []
+
+
+async def test_a_tidy_takes_the_handled_marks_it_refuses_and_a_redelivery_plans_nothing(
+    redis_client: Redis, notifier_publisher: EventPublisher, own_clinic: OwnClinic
+) -> None:
+    clock = ManualClock(at("2026-06-01T09:00+01:00"))
+    deps = planner_deps(redis_client, notifier_publisher, own_clinic.directory, clock)
+    planner = handlers.Planner(deps)
+    clinic, course, client = own_clinic.id, uuid.uuid4(), uuid.uuid4()
+
+    def completed(when: str) -> ev.SessionCompleted:
+        return ev.SessionCompleted(
+            clinic_id=clinic,
+            client_id=client,
+            occurred_at=at(when),
+            course_id=course,
+            appointment_id=uuid.uuid4(),
+            kind=ev.AppointmentKind.MEDICINE,
+            dose_number=1,
+            ride_home_confirmed=True,
+        )
+
+    early, late = completed("2026-06-01T13:00+01:00"), completed("2026-06-10T13:00+01:00")
+    early_envelope, late_envelope = (notifier_publisher.envelope_for(e) for e in (early, late))
+    for event, envelope in ((early, early_envelope), (late, late_envelope)):
+        await planner.plan(event, envelope)
+    await send_everything(redis_client, clinic)
+    clock.set(at("2026-06-12T09:00+01:00"))
+    ended = ev.CourseCompleted(
+        clinic_id=clinic,
+        client_id=client,
+        occurred_at=clock.now(),
+        course_id=course,
+        medicine_sessions_completed=2,
+    )
+    ended_envelope = notifier_publisher.envelope_for(ended)
+    await planner.plan(ended, ended_envelope)
+
+    def marked(envelope_id: str) -> str:
+        return deps.unit_of_work.handled_key(clinic, envelope_id)
+
+    # Over LATE (7 days) before the tidy: its mark goes; within it, and the tidy's own, stay.
+    assert not await redis_client.exists(marked(early_envelope.id))
+    assert await redis_client.exists(marked(late_envelope.id))
+    assert await redis_client.exists(marked(ended_envelope.id))
+    listed = await redis_client.zrange(key(clinic, "inputs", str(client)), 0, -1)
+    assert sorted(text(i) for i in listed) == sorted([late_envelope.id, ended_envelope.id])
+
+    # Delivered again without its mark: the tidy marker refuses it, nothing is planned.
+    before = await deps.plans.notifications(clinic, client)
+    await planner.plan(early, early_envelope)
+    assert await deps.plans.notifications(clinic, client) == before
