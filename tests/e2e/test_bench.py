@@ -55,21 +55,3 @@ def test_a_quick_bench_measures_every_part_and_writes_its_results(
     footprint = results["redis_per_client"]  # this run's clients only, all through a course
     assert footprint["clients"] == footprint["clients_in_redis"] > 0
     assert footprint["courses_completed"] > 0
-
-
-def test_the_redis_per_client_case_runs_alone_on_clinics_of_its_own(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = ["--case", "redis-per-client", "--crowd", "4", "--out", str(tmp_path)]
-
-    assert bench([*args, "--bootstrap", kafka_bootstrap, "--redis", redis_url]) == 0
-
-    last = capsys.readouterr().out.splitlines()[-1]
-    headline = json.loads(last.removeprefix("BENCH "))
-    assert set(headline) == {"redis_bytes_per_client", "redis_keys_per_client"}
-    figures = json.loads((tmp_path / "redis-per-client-latest.json").read_text())
-    footprint = figures["redis_per_client"]
-    # Every client the keys show is one of the run's (no earlier run's clinic shares them).
-    assert footprint["clients"] == footprint["clients_in_redis"] == 4
-    assert footprint["courses_completed"] > 0
-    assert footprint["redis_bytes_per_client"] > 0
