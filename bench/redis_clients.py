@@ -37,7 +37,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from chassis.clock import ScaledClock
-from ops import demo, demo_clinics, demo_measures
+from ops import demo, demo_clinics
 from ops.stack import Stack
 
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32,}")
@@ -138,14 +138,7 @@ async def journeys(stack: Stack, clock: ScaledClock, crowd: list[demo.Person]) -
     tally = demo.Tally()
     staff = demo.Staff(stack.replica_urls(), clock, tally)
     stop = asyncio.Event()
-    answering = demo_measures.Answering(
-        stack.maildir,
-        stack.sms_log,
-        {address: p for p in crowd for address in (p.email.lower(), p.phone)},
-        crowd[0].run if crowd else "",
-        staff.doses_held,
-    )
-    answers = asyncio.create_task(answering.loop(stop))
+    answers = asyncio.create_task(demo.answering(stack, crowd, staff).loop(stop))
     try:
         until = clock.now() + timedelta(days=80)
         await asyncio.wait_for(

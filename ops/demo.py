@@ -447,6 +447,17 @@ async def live_view(tally: Tally, clock: ScaledClock, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), timeout=3)
 
 
+def answering(stack: Stack, crowd: list[Person], staff: Staff) -> demo_measures.Answering:
+    """The crowd answering the measure links their mail and texts bring."""
+    return demo_measures.Answering(
+        stack.maildir,
+        stack.sms_log,
+        {address: p for p in crowd for address in (p.email.lower(), p.phone)},
+        crowd[0].run if crowd else "",
+        staff.doses_held,
+    )
+
+
 async def drive(
     stack: Stack, clock: ScaledClock, crowd: list[Person], bootstrap: str, redis_url: str
 ) -> dict[str, Any]:
@@ -456,14 +467,7 @@ async def drive(
     stop = asyncio.Event()
     view = asyncio.create_task(live_view(tally, clock, stop))
     desk = asyncio.create_task(demo_courses.front_desk(staff, stop))
-    answering = demo_measures.Answering(
-        stack.maildir,
-        stack.sms_log,
-        {address: p for p in crowd for address in (p.email.lower(), p.phone)},
-        crowd[0].run if crowd else "",
-        staff.doses_held,
-    )
-    clients_answer = asyncio.create_task(answering.loop(stop))
+    clients_answer = asyncio.create_task(answering(stack, crowd, staff).loop(stop))
     started = time.monotonic()
     try:
         journeys = [staff.journey(person, boosters_until) for person in crowd]

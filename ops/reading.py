@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -22,21 +23,10 @@ async def read_to_end(
     With `since`, a partition it names is read from that offset instead of its start.
     `security`: the login and TLS options of `chassis.kafka.client_options`.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
-    )
-    await consumer.start()
     found: list[Any] = []
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in consumer.partitions_for_topic(topic) or ()
-        ]
+    async with _assigned(bootstrap, topics, security) as (consumer, partitions):
         if not partitions:
             return found
-        consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         for tp, offset in (since or {}).items():
             if tp in partitions:
@@ -48,8 +38,6 @@ async def read_to_end(
                 found += records
             remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
         return found
-    finally:
-        await consumer.stop()
 
 
 async def in_kafka_order(
@@ -65,20 +53,9 @@ async def in_kafka_order(
 
     Up to the end offsets found at the start; with `follow`, then on to the ends found
     after, until a look finds nothing new (what was written while reading)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
-    )
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in consumer.partitions_for_topic(topic) or ()
-        ]
+    async with _assigned(bootstrap, topics, security) as (consumer, partitions):
         if not partitions:
             return
-        consumer.assign(partitions)
         starts = await consumer.beginning_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)
         done = dict(starts)  # per partition, the next offset to yield
@@ -95,6 +72,28 @@ async def in_kafka_order(
                 return
             for tp in behind:
                 consumer.seek(tp, done[tp])
+
+
+@contextlib.asynccontextmanager
+async def _assigned(
+    bootstrap: str, topics: Iterable[str], security: Mapping[str, Any] | None
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer with no group, assigned every partition of `topics` (none when none
+    exists yet), stopped afterwards."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        if partitions:
+            consumer.assign(partitions)
+        yield consumer, partitions
     finally:
         await consumer.stop()
 
