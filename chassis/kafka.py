@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -126,6 +128,10 @@ def configured_topics(settings: ServiceSettings, topics: Sequence[Topic] = ALL) 
     return sized
 
 
+# How long a start waits for topics just created to show in the brokers' metadata.
+TOPICS_APPEAR_S = 15.0
+
+
 class TopicLayoutError(RuntimeError):
     """A topic is missing or has another partition count than configured: the service
     would break per-client order or fail every publish, so it does not start."""
@@ -136,25 +142,27 @@ async def check_topics(
     topics: Sequence[Topic],
     security: Mapping[str, Any] | None = None,
     records: Sequence[RecordTopic] = RECORD_TOPICS,
+    wait_s: float = TOPICS_APPEAR_S,
 ) -> None:
-    """Every topic (and dead-letter topic) exists with its configured partitions."""
+    """Every topic (and dead-letter topic) exists with its configured partitions.
+
+    A missing topic is looked for again for up to `wait_s`: topics created a moment ago
+    (by this process, or a replica starting beside it) reach the answering broker's
+    metadata a little later. A clean clone's first service start once found all 90
+    missing right after creating them."""
     wanted = {t.name: t.num_partitions for t in _new_topics(topics, 1)}
     wanted |= {t.name: t.num_partitions for t in _new_record_topics(records, 1)}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(security or {}))
-    await admin.start()
-    try:
-        # Listed first: a metadata request naming a missing topic may create it on a
-        # broker that allows auto-creation.
-        present = sorted(set(await admin.list_topics()) & set(wanted))
-        described = await admin.describe_topics(present) if present else []
-    finally:
-        await admin.close()
-    found = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
-    missing = sorted(set(wanted) - set(found))
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = await _partition_counts(bootstrap_servers, wanted, security)
+        missing = sorted(set(wanted) - set(found))
+        if not missing or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.5)
     if missing:
         raise TopicLayoutError(
-            f"{len(missing)} topic(s) missing, e.g. {missing[0]}: with KAP_CREATE_TOPICS=false"
-            " they are created elsewhere (`kapctl topics apply`, or your own tooling)"
+            f"{len(missing)} topic(s) missing, e.g. {missing[0]}: create them"
+            " (`kapctl topics apply`, or your own tooling where KAP_CREATE_TOPICS=false)"
         )
     differ = sorted(n for n in wanted if found[n] != wanted[n])
     if differ:
@@ -165,6 +173,21 @@ async def check_topics(
             " partitions never change in place (per-client order): a re-partition is a new"
             " topic version (docs/production.md, Re-partitioning)"
         )
+
+
+async def _partition_counts(
+    bootstrap_servers: str, wanted: Mapping[str, int], security: Mapping[str, Any] | None
+) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(security or {}))
+    await admin.start()
+    try:
+        # Listed first: a metadata request naming a missing topic may create it on a
+        # broker that allows auto-creation.
+        present = sorted(set(await admin.list_topics()) & set(wanted))
+        described = await admin.describe_topics(present) if present else []
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
 
 
 def _new_topics(topics: Sequence[Topic], replication_factor: int) -> list[NewTopic]:

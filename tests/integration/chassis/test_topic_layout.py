@@ -4,6 +4,7 @@ start, naming the topic, instead of failing every publish or breaking per-client
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 
@@ -20,7 +21,7 @@ async def test_topics_as_configured_pass_and_a_missing_one_is_named(kafka_bootst
         SESSION_SCHEDULED, name=f"test.layout.{uuid.uuid4().hex[:8]}.v1", partitions=3
     )
     with pytest.raises(TopicLayoutError, match="missing") as refused:
-        await check_topics(kafka_bootstrap, [topic], records=())
+        await check_topics(kafka_bootstrap, [topic], records=(), wait_s=1)
     assert topic.name in str(refused.value)
     created = await apply_topics(kafka_bootstrap, topics=[topic], records=())
     assert set(created) == {topic.name, topic.dead_letters}
@@ -37,3 +38,20 @@ async def test_another_partition_count_than_configured_is_refused(kafka_bootstra
     assert await apply_topics(kafka_bootstrap, topics=[resized], records=()) == []
     with pytest.raises(TopicLayoutError, match="3 on Kafka, 12 configured"):
         await check_topics(kafka_bootstrap, [resized], records=())
+
+
+async def test_topics_created_while_the_check_looks_are_found(kafka_bootstrap: str) -> None:
+    """A service (or a replica beside it) creating the topics as it starts: they reach the
+    brokers' metadata a moment after creation. A clean clone's first start once found all
+    90 missing and exited; the check now looks again for a while."""
+    topic = dataclasses.replace(
+        SESSION_SCHEDULED, name=f"test.layout.{uuid.uuid4().hex[:8]}.v1", partitions=3
+    )
+
+    async def create_later() -> None:
+        await asyncio.sleep(1.5)
+        await apply_topics(kafka_bootstrap, topics=[topic], records=())
+
+    await asyncio.gather(
+        check_topics(kafka_bootstrap, [topic], records=(), wait_s=10), create_later()
+    )
