@@ -237,18 +237,16 @@ def main(argv: list[str] | None = None) -> int:
         args.due_clinics, args.due_pending, args.due_items = 50, 2000, 50
         args.due_window_s = 3.0
         args.crowd = 4
-    if args.case == "redis-per-client":
-        workdir = ROOT / ".bench" / uuid.uuid4().hex[:6] / "redis-per-client"
-        footprint = asyncio.run(redis_per_client_case(args, workdir))
-        headline = report.redis_headline(footprint)
-        report.write_case("redis-per-client", footprint, headline, args.out)
-        print("BENCH " + json.dumps(headline), flush=True)
-        return 0
-    if args.case == "thousand-clinics":
-        workdir = ROOT / ".bench" / uuid.uuid4().hex[:6] / "thousand-clinics"
-        figures = asyncio.run(thousand_clinics_case(args, workdir))
-        headline = report.thousand_clinics_headline(figures)
-        report.write_case("thousand-clinics", figures, headline, args.out)
+    if args.case != "all":
+        # A case alone: its own figures, results file and headline.
+        measure, headline_of = {
+            "redis-per-client": (redis_per_client_case, report.redis_headline),
+            "thousand-clinics": (thousand_clinics_case, report.thousand_clinics_headline),
+        }[args.case]
+        workdir = ROOT / ".bench" / uuid.uuid4().hex[:6] / args.case
+        figures = asyncio.run(measure(args, workdir))
+        headline = headline_of(figures)
+        report.write_case(args.case, figures, headline, args.out)
         print("BENCH " + json.dumps(headline), flush=True)
         return 0
     summary = asyncio.run(Bench(args).main())
