@@ -27,6 +27,7 @@ from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics, client_options, configured_topics
 from ops import audit, export, operations, outcomes, rebuild
 from ops.clinic_registry import SECTION_CHECKS
+from ops.reading import MissingTopics
 from shared.topics import ALL, RECORD_TOPICS
 
 
@@ -136,7 +137,7 @@ def _rebuild(args: argparse.Namespace) -> int:
                 follow=args.until_caught_up,
             )
         )
-    except (rebuild.TargetNotEmpty, NotImplementedError) as error:
+    except (rebuild.TargetNotEmpty, MissingTopics, NotImplementedError) as error:
         print(f"kapctl: {error}", file=sys.stderr)
         return 2
     print(json.dumps({"service": args.service, **counts.summary()}, indent=2))

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+# How long a reader looks again for a topic its first metadata answer lacked: a
+# metadata answer can miss a topic that exists (a rebuild once read none of
+# notification.sent's records, silently); one that is truly absent costs this wait.
+LOOK_AGAIN_S = 2.0
+REQUIRED_WAIT_S = 15.0
+
+
+class MissingTopics(RuntimeError):
+    """Topics a reader needs (a rebuild, an export) are not on the cluster."""
 
 
 async def read_to_end(
@@ -17,14 +29,16 @@ async def read_to_end(
     since: Mapping[TopicPartition, int] | None = None,
     *,
     security: Mapping[str, Any] | None = None,
+    required: bool = False,
 ) -> list[Any]:
     """Every record now on `topics` (no consumer group, nothing committed).
 
     With `since`, a partition it names is read from that offset instead of its start.
     `security`: the login and TLS options of `chassis.kafka.client_options`.
+    `required`: a topic not found is an error (MissingTopics), not an empty topic.
     """
     found: list[Any] = []
-    async with _assigned(bootstrap, topics, security) as (consumer, partitions):
+    async with _assigned(bootstrap, topics, security, required) as (consumer, partitions):
         if not partitions:
             return found
         await consumer.seek_to_beginning(*partitions)
@@ -46,14 +60,16 @@ async def in_kafka_order(
     *,
     follow: bool = False,
     security: Mapping[str, Any] | None = None,
+    required: bool = False,
 ) -> AsyncIterator[Any]:
     """Every record now on `topics`, streamed in one order: each partition's own (offset)
     order exactly, partitions merged by record time (as a service consuming them all
     met them, within its lag). Held in memory: one fetch per partition, not the topics.
 
     Up to the end offsets found at the start; with `follow`, then on to the ends found
-    after, until a look finds nothing new (what was written while reading)."""
-    async with _assigned(bootstrap, topics, security) as (consumer, partitions):
+    after, until a look finds nothing new (what was written while reading).
+    `required`: as read_to_end's."""
+    async with _assigned(bootstrap, topics, security, required) as (consumer, partitions):
         if not partitions:
             return
         starts = await consumer.beginning_offsets(partitions)
@@ -76,19 +92,33 @@ async def in_kafka_order(
 
 @contextlib.asynccontextmanager
 async def _assigned(
-    bootstrap: str, topics: Iterable[str], security: Mapping[str, Any] | None
+    bootstrap: str,
+    topics: Iterable[str],
+    security: Mapping[str, Any] | None,
+    required: bool = False,
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
-    """A consumer with no group, assigned every partition of `topics` (none when none
-    exists yet), stopped afterwards."""
+    """A consumer with no group, assigned every partition of `topics`, stopped
+    afterwards. A topic the metadata lacks is looked for again (LOOK_AGAIN_S, or
+    REQUIRED_WAIT_S when `required`); then it is read as empty, or, when `required`,
+    MissingTopics is raised."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
     )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
+        wanted = list(dict.fromkeys(topics))
+        deadline = time.monotonic() + (REQUIRED_WAIT_S if required else LOOK_AGAIN_S)
+        while True:
+            await consumer._client.force_metadata_update()
+            missing = [t for t in wanted if not consumer.partitions_for_topic(t)]
+            if not missing or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.25)
+        if missing and required:
+            raise MissingTopics(f"not on the cluster at {bootstrap}: {', '.join(missing)}")
         partitions = [
             TopicPartition(topic, p)
-            for topic in topics
+            for topic in wanted
             for p in consumer.partitions_for_topic(topic) or ()
         ]
         if partitions:

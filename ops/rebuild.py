@@ -99,7 +99,8 @@ async def rebuild(
         raise TargetNotEmpty(f"the target Redis holds {before} {scope}; --force to write anyway")
     counts = Counts()
     names = [topic.name for topic in replay.topics]
-    async for record in in_kafka_order(bootstrap, names, follow=follow, security=security):
+    ordered = in_kafka_order(bootstrap, names, follow=follow, security=security, required=True)
+    async for record in ordered:
         counts.read[record.topic] += 1
         headers = dict(record.headers or ())
         if clinic is not None and headers.get(HEADER_CLINIC, b"").decode() != clinic:
