@@ -72,9 +72,10 @@ RULES: tuple[Rule, ...] = (
     # --- scheduler -------------------------------------------------------------------
     Rule("sched:{c}:client:<id>", "scheduler", "the client's schedule: courses, boosters, measures due (stored compressed)", _CLIENT, "never"),
     Rule("sched:{c}:clients", "scheduler", "the clinic's clients (timers, outcomes)", "per clinic; one member per client, as the schedules", "never"),
-    Rule("sched:{c}:appointment:<id>", "scheduler", "appointment -> client, for the clinic's routes", _CLIENT, "never"),
+    Rule("sched:{c}:appointments", "scheduler", "appointment -> client, for the clinic's routes: a field per appointment (ids in 22-character base64url)", "per clinic; a client's fields kept while the clinic serves the client (archival as the schedule's)", "never"),
+    Rule("sched:{c}:appointment:<id>", "scheduler", "appointment -> client as written before the index became one hash per clinic: still read, no longer written", _CLIENT, "never"),
     Rule("sched:{c}:calendar", "scheduler", "the calendar set through the API", "per clinic; replaced when set again", "never"),
-    Rule("sched:{c}:booked:<id>:<id>", "scheduler", "the booking ledger: a resource's slots", "per resource; slots ended `BOOKINGS_KEPT` (30 days) ago trimmed at the resource's next booking", "never"),
+    Rule("sched:{c}:booked:<id>:<id>", "scheduler", "the booking ledger: a resource's slots", "per resource; slots ended `BOOKINGS_KEPT` (30 days) ago trimmed at the resource's next booking; a client's own slots trimmed at each change of their schedule once ended (gone with the last)", "never"),
     Rule("sched:{c}:boosters:<id>", "scheduler", "booster timers (due, inflight, tokens)", _QUEUE, "never"),
     Rule("sched:{c}:measure-timers:<id>", "scheduler", "measure timers (due, inflight, tokens)", _QUEUE, "never"),
     Rule("sched:{c}:offers:<id>", "scheduler", "waitlist offers' expiry timers", _QUEUE, "never"),

@@ -137,7 +137,7 @@ class ScheduleChanges:
 
             def write(p: Pipeline) -> None:
                 if after is not None:  # the ledger follows the saved schedule, or nothing
-                    self.store.save(p, after, before=before)
+                    self.store.save(p, after, before=before, now=now)
                     booking.write(p)
 
             return Decision(write, changed.outputs, changed.result)

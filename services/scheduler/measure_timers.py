@@ -95,7 +95,7 @@ class MeasureTimers(ScheduleChanges):
             for member, opens_at in not_yet:  # fired early: the measure opens later now
                 queue.schedule(p, clinic_id, member, opens_at)
             for schedule, before in saves:
-                self.store.save(p, schedule, same_appointments=True, before=before)
+                self.store.save(p, schedule, same_appointments=True, before=before, now=now)
 
         return Decision(write, outputs, len(outputs))
 

@@ -21,13 +21,20 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from chassis.leases import LeaseQueue
 from services.scheduler.domain import measures
 from services.scheduler.domain.clinic import ClinicCalendar, Interval
 from services.scheduler.domain.plans import Bookings
 from services.scheduler.domain.schedule import ClientSchedule
-from services.scheduler.ledger import BookingLedger, Resource, text
+from services.scheduler.ledger import (
+    BookingLedger,
+    Resource,
+    booking_key,
+    queue_trim_ended,
+    text,
+)
 from services.scheduler.measure_log import MeasureLog
 from services.scheduler.waitlist_store import WaitlistStore
 
@@ -55,6 +62,24 @@ def unpack(raw: str | bytes) -> ClientSchedule:
     if stored.startswith(_PACKED):
         stored = zlib.decompress(base64.b85decode(stored[len(_PACKED) :])).decode()
     return ClientSchedule.model_validate_json(stored)
+
+
+# The appointment index (appointment -> client, for the clinic's routes) is one hash per
+# clinic whose fields and values are the ids' 16 bytes in base64url (22 characters): a
+# key per appointment (about 20 per course) cost 168 bytes each, mostly the key's own
+# name and overhead; a field of this hash costs about 48 (96 once a clinic's hash holds
+# more than Redis's `hash-max-listpack-entries`, 128 by default, and is a table).
+# Indexes written before, one string key per appointment, still read.
+def compact_id(value: UUID) -> str:
+    return base64.urlsafe_b64encode(value.bytes).decode().rstrip("=")
+
+
+def id_of_compact(value: str) -> UUID:
+    return UUID(bytes=base64.urlsafe_b64decode(value + "=="))
+
+
+def appointments_key(clinic_id: str) -> str:
+    return key(clinic_id, "appointments")
 
 
 class BoosterQueue(LeaseQueue):
@@ -137,8 +162,11 @@ class SchedulerStore:
         return key(clinic_id, "client", str(client_id))
 
     async def client_of(self, clinic_id: str, appointment_id: UUID) -> UUID | None:
-        found = await self.redis.get(key(clinic_id, "appointment", str(appointment_id)))
-        return UUID(text(found)) if found else None
+        found = await self.redis.hget(appointments_key(clinic_id), compact_id(appointment_id))
+        if found:
+            return id_of_compact(text(found))
+        legacy = await self.redis.get(key(clinic_id, "appointment", str(appointment_id)))
+        return UUID(text(legacy)) if legacy else None
 
     def save(
         self,
@@ -147,12 +175,14 @@ class SchedulerStore:
         *,
         same_appointments: bool = False,
         before: ClientSchedule | None = None,
+        now: datetime | None = None,
     ) -> None:
         """Add the schedule, its appointment index, its booster timer and its measure timers to
         a write step's MULTI (`tx`).
 
         `same_appointments`: the caller changed no appointment, so the index stands.
         `before`: the schedule as read; the timers of its measures no longer pending go.
+        `now`: the step's instant; the client's own booking set loses what ended before it.
         """
         clinic, client = schedule.clinic_id, str(schedule.client_id)
         tx.set(key(clinic, "client", client), pack(schedule))
@@ -160,8 +190,17 @@ class SchedulerStore:
         if schedule.course:
             appointments += list(schedule.course.plan.appointments)
             appointments += [a for b in schedule.course.booster_sessions for a in b.appointments]
-        for appointment in [] if same_appointments else appointments:
-            tx.set(key(clinic, "appointment", str(appointment.appointment_id)), client)
+        owner = compact_id(schedule.client_id)
+        index: dict[FieldT, EncodableT] = {
+            compact_id(a.appointment_id): owner for a in appointments
+        }
+        if index and not same_appointments:
+            tx.hset(appointments_key(clinic), mapping=index)
+        if now is not None:
+            # A client's own slots guard only against booking them twice at once; no
+            # booking is made in the past, so what ended goes: a client whose sessions
+            # are all over keeps no booking set at all (issue 18).
+            queue_trim_ended(tx, booking_key(clinic, "client", client), now)
         course = schedule.course
         if course and course.next_booster and course.next_booster_due_at:
             member = booster_member(schedule.client_id, course.next_booster)

@@ -103,7 +103,7 @@ class BoosterTimers(ScheduleChanges):
                 boosters.done(p, lease)
             for schedule, before in saves:  # arms the next booster, if any
                 booked = schedule.client_id in holds.clients
-                self.store.save(p, schedule, same_appointments=not booked, before=before)
+                self.store.save(p, schedule, same_appointments=not booked, before=before, now=now)
             booking.write(p)
 
         return Decision(write, outputs, len(saves))

@@ -50,7 +50,8 @@ async def test_a_pause_frees_the_ledger_and_a_resume_holds_new_sessions(
         resumed = await w.scheduler.resume(w.clinic, client)
         assert resumed.course is not None
         assert resumed.course.standing == "active"
-        assert await w.ledger() == ledger_of(w.clinic, resumed)  # held again, new ids only
+        # Held again, new ids only.
+        assert await w.ledger() == ledger_of(w.clinic, resumed, w.clock.now())
         assert all(a.starts_at > w.clock.now() for a in resumed.course.plan.appointments)
 
         key = str(client)
@@ -140,14 +141,15 @@ async def test_two_medicine_no_shows_in_a_row_hold_the_course_for_review(
         assert notes[0] is None  # the first was rebooked
         assert notes[1] is not None
         assert "held for review" in notes[1]
-        assert await w.ledger() == ledger_of(w.clinic, schedule)  # what is booked stays held
+        # What is booked stays held.
+        assert await w.ledger() == ledger_of(w.clinic, schedule, w.clock.now())
         [held] = await topic_messages(
             kafka_bootstrap, topics.COURSE_HELD_FOR_REVIEW.name, key=str(client)
         )
         lifted = await w.scheduler.resume(w.clinic, client)
         assert lifted.course is not None
         assert lifted.course.standing == "active"  # the missed dose rebooked
-        assert await w.ledger() == ledger_of(w.clinic, lifted)
+        assert await w.ledger() == ledger_of(w.clinic, lifted, w.clock.now())
     assert held["value"]["consecutive_no_shows"] == 2
 
 
@@ -180,7 +182,7 @@ async def test_a_returning_client_gets_a_second_course(
         assert second.previous_courses == (first.course.plan.course_id,)
         assert second.course.plan.course_id != first.course.plan.course_id
         assert second.course.standing == "active"
-        assert await w.ledger() == ledger_of(w.clinic, second)
+        assert await w.ledger() == ledger_of(w.clinic, second, w.clock.now())
         key = str(client)
         [refused] = await topic_messages(
             kafka_bootstrap, topics.COURSE_BOOKING_FAILED.name, key=key

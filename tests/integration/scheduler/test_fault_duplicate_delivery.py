@@ -103,6 +103,6 @@ async def test_a_duplicate_handled_while_a_slow_delivery_decides_is_published_on
         courses = await topic_messages(kafka_bootstrap, topics.COURSE_BOOKED.name, key=client)
         saved = await w.load(event.client_id)
         assert saved.course is not None
-        assert await w.ledger() == ledger_of(w.clinic, saved)
+        assert await w.ledger() == ledger_of(w.clinic, saved, w.clock.now())
     assert [m["value"]["stage"] for m in stages] == ["enrolled", "course_booked"]
     assert len(courses) == 1

@@ -44,7 +44,7 @@ async def test_a_failed_publish_leaves_the_ledger_matching_the_saved_schedule(
         if change == "miss":
             w.clock.advance(session.ends_at - w.clock.now())
         before = await w.ledger()
-        assert before == ledger_of(w.clinic, schedule)
+        assert before == ledger_of(w.clinic, schedule)  # saved by the test: untrimmed
 
         async def attempt() -> None:
             if change == "reschedule":
@@ -58,7 +58,7 @@ async def test_a_failed_publish_leaves_the_ledger_matching_the_saved_schedule(
 
         changed = await w.load(schedule.client_id)
         assert changed.course != schedule.course
-        assert await w.ledger() == ledger_of(w.clinic, changed)
+        assert await w.ledger() == ledger_of(w.clinic, changed, w.clock.now())
         assert await w.scheduler.unit_of_work.pending(w.clinic) > 0
         client = str(schedule.client_id)
         assert await topic_messages(kafka_bootstrap, TOPIC[change], key=client, wait_s=1) == []

@@ -71,4 +71,4 @@ async def test_a_slow_change_decides_again_on_a_newer_one_instead_of_overwriting
         assert slow.loads == 2  # it decided again, on what the other had saved
         assert final.course.status_of(dose_2.appointment_id) == ev.AppointmentStatus.CANCELLED
         assert final.course.appointment(last.appointment_id).starts_at == moved_to
-        assert await w.ledger() == ledger_of(w.clinic, final)
+        assert await w.ledger() == ledger_of(w.clinic, final, w.clock.now())

@@ -149,8 +149,12 @@ class World:
         return found
 
 
-def ledger_of(clinic: str, schedule: ClientSchedule) -> dict[str, set[str]]:
-    """The booking sets a saved schedule implies: every appointment still held."""
+def ledger_of(
+    clinic: str, schedule: ClientSchedule, saved_at: datetime | None = None
+) -> dict[str, set[str]]:
+    """The booking sets a saved schedule implies: every appointment still held, less, in
+    the client's own set, what had ended when a write step saved it at `saved_at`
+    (store.save trims it)."""
     assert schedule.course is not None
     course = schedule.course
     held = [
@@ -161,6 +165,8 @@ def ledger_of(clinic: str, schedule: ClientSchedule) -> dict[str, set[str]]:
     ]
     found: dict[str, set[str]] = {}
     for claim in claims_for(schedule.client_id, held):
+        if claim.resource == "client" and saved_at is not None and claim.ends_at <= saved_at:
+            continue
         name = f"sched:{{{clinic}}}:booked:{claim.resource}:{claim.resource_id}"
         found.setdefault(name, set()).add(claim.member)
     return found

@@ -53,6 +53,7 @@ def built_keys() -> list[str]:
         s(C, "client", str(ID)),
         s(C, "clients"),
         s(C, "appointment", str(ID)),
+        scheduler_store.appointments_key(C),
         s(C, "calendar"),
         booking_key(C, "therapist", "t-ana"),
         booking_key(C, "client", str(ID)),
