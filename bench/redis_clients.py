@@ -18,6 +18,14 @@ such as calendars and booking sets included) over the clients they hold: those w
 scheduler schedule or an intake record. Taken after the clients' courses ended, it is
 what Redis keeps per client beyond what the services still act on. Families (ids
 replaced by `<id>`) show where the bytes are.
+
+Two figures, both right after the courses ended: `redis_bytes_per_client` counts every
+key; `redis_bytes_per_client_30d` only the keys still there 30 days on without any
+further step (no TTL, or a TTL beyond `LATER`): what a client costs once the short-lived
+records (handled marks, finished messages, idempotency answers) expired, the size a
+clinic group's Redis grows by with clients long past their course. The bench runs on a
+scaled clock, but Redis counts TTLs in real seconds, so a key's TTL here is still close
+to the whole of what it was given.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from chassis.clock import ScaledClock
 from ops import demo, demo_clinics
 from ops.stack import Stack
 
+LATER = timedelta(days=30)  # the `_30d` figure: keys whose TTL outlasts this
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32,}")
 _CLIENT = re.compile(r"^(?:sched|intake):\{[^}]+\}:client:([0-9a-f-]{36})$")
 
@@ -55,13 +64,17 @@ async def footprint(
     client over `clients_count` when given (a run that knows its clients), else over the
     clients the keys show."""
     clients: set[str] = set()
-    total_bytes, total_keys = 0, 0
+    total_bytes, total_keys, kept_bytes, kept_keys = 0, 0, 0, 0
     families: Counter[str] = Counter()
+    later_ms = LATER.total_seconds() * 1000
     for clinic_id in clinic_ids:
         async for raw in redis.scan_iter(match=f"*{{{clinic_id}}}*", count=1000):
             key = raw.decode() if isinstance(raw, bytes) else str(raw)
             size = int(await redis.memory_usage(key) or 0)
+            ttl_ms = int(await redis.pttl(key))
             total_bytes, total_keys = total_bytes + size, total_keys + 1
+            if ttl_ms == -1 or ttl_ms > later_ms:  # -1: no TTL (-2: gone meanwhile)
+                kept_bytes, kept_keys = kept_bytes + size, kept_keys + 1
             families[family(key)] += size
             found = _CLIENT.match(key)
             if found:
@@ -74,6 +87,8 @@ async def footprint(
         "redis_keys": total_keys,
         "redis_bytes_per_client": round(total_bytes / per),
         "redis_keys_per_client": round(total_keys / per, 1),
+        "redis_bytes_per_client_30d": round(kept_bytes / per),
+        "redis_keys_per_client_30d": round(kept_keys / per, 1),
         "families": dict(families.most_common(16)),
     }
 

@@ -99,6 +99,7 @@ def redis_headline(footprint: dict[str, Any]) -> dict[str, float]:
     return {
         "redis_bytes_per_client": float(footprint["redis_bytes_per_client"]),
         "redis_keys_per_client": float(footprint["redis_keys_per_client"]),
+        "redis_bytes_per_client_30d": float(footprint["redis_bytes_per_client_30d"]),
     }
 
 

@@ -21,11 +21,14 @@ import asyncio
 import functools
 import logging
 from dataclasses import replace
+from datetime import datetime
+from uuid import UUID
 
 from redis.asyncio.client import Pipeline
 
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork, WriteConflict
+from services.notifier import tidy
 from services.notifier.queue import DeliveryQueue, Finish
 
 log = logging.getLogger(__name__)
@@ -71,12 +74,46 @@ class Finishes:
                     for (_, written), result in zip(batch, results, strict=True):
                         if not written.done():
                             written.set_result(result)
+                    await self._tidy_after(clinic, batch, results)
                 batch = []
         finally:
             # No await since the loop's last look: nothing was added meanwhile.
             self._writers.pop(clinic, None)
             for _, written in batch + self._waiting.pop(clinic, []):
                 written.cancel()
+
+    async def _tidy_after(self, clinic: str, batch: list[Waiting], results: list[bool]) -> None:
+        """Tidy again the tidied clients whose deliveries ended for good (tidy.after_finish):
+        one step per client, after the finishes were written. A step that fails is only
+        logged: what it would take goes at the client's next tidy, or with its TTL."""
+        ended: dict[UUID, datetime] = {}
+        for (finish, _), written in zip(batch, results, strict=True):
+            if written and finish.client_id is not None and finish.ended_at is not None:
+                ended[finish.client_id] = max(
+                    finish.ended_at, ended.get(finish.client_id, finish.ended_at)
+                )
+        for client_id, at in ended.items():
+            step = functools.partial(self._tidy_step, clinic, client_id, at)
+            try:
+                await self._unit_of_work.run(clinic, [], step)
+            except Exception:
+                log.warning(
+                    "clinic %s: tidying after a delivery failed; left for later",
+                    clinic,
+                    exc_info=True,
+                )
+
+    @staticmethod
+    async def _tidy_step(
+        clinic: str, client_id: UUID, at: datetime, tx: Transaction
+    ) -> Decision[int]:
+        tidying = await tidy.after_finish(tx, clinic, client_id, at)
+
+        def write(p: Pipeline) -> None:
+            if tidying is not None:
+                tidying.write(p, clinic, client_id)
+
+        return Decision(write, [], 0 if tidying is None else len(tidying.messages))
 
     async def _run(self, clinic: str, finishes: list[Finish]) -> list[bool]:
         step = functools.partial(self._step, finishes)

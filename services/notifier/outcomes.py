@@ -191,7 +191,15 @@ class Outcomes:
     ) -> bool:
         # Kept short, without its template variables: Kafka has what was sent.
         kept = finished_fields(claim.message.model_dump_json(), claim.attempts, details)
-        if not await self._finishes.record(Finish(claim.lease, state, kept, outputs)):
+        ended = Finish(
+            claim.lease,
+            state,
+            kept,
+            outputs,
+            client_id=claim.message.client_id,
+            ended_at=self._clock.now(),
+        )
+        if not await self._finishes.record(ended):
             log.warning(
                 "notification %s: lease lost (or the message cancelled) before its outcome "
                 "was recorded",

@@ -122,17 +122,9 @@ class PlanStore:
 
         def write(w: Pipeline) -> None:
             # First: what this plan writes (a fact, a slot) wins over what the tidy takes.
-            for gone in tidying.messages:
-                w.delete(key(clinic, "msg", gone))
-            if tidying.messages:
-                w.srem(key(clinic, "client", str(client_id)), *tidying.messages)
-            for stale in [*tidying.slots, *tidying.appointments, *tidying.facts]:
-                w.delete(stale)
+            tidying.write(w, clinic, client_id)
             if mark is not None and mark != tidied:
                 w.set(tidy.marker_key(clinic, client_id), mark.isoformat())
-            if tidying.inputs:
-                w.delete(*(tidy.handled_key(clinic, i) for i in tidying.inputs))
-                w.zrem(listed, *tidying.inputs)
             if plan.listed and plan.changed_at is not None:
                 # Listed with its handled mark, for a later tidy to take (tidy.py).
                 w.zadd(listed, {plan.cause.id: plan.changed_at.timestamp()})

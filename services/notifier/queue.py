@@ -88,6 +88,10 @@ class Finish:
     fields: dict[str, str] = field(default_factory=dict)
     outputs: tuple[Output, ...] = ()
     at: datetime | None = None
+    # Of a delivery that ended for good: whose message, and when (a tidied client's
+    # records are tidied again after it: tidy.after_finish).
+    client_id: UUID | None = None
+    ended_at: datetime | None = None
 
 
 class DeliveryQueue:

@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from pydantic import ValidationError
+from redis.asyncio.client import Pipeline
 
 from chassis.unit_of_work import Transaction
 from services.notifier.keys import key, text
@@ -48,6 +49,10 @@ from shared import events as ev
 # Topics are not ordered with each other: an event that happened up to this long before
 # the tidy (the last session completed with its course) still plans its messages.
 LATE = timedelta(days=7)
+# What a tidying event sets off (the cancellation notices of the sessions a course's end
+# released, its last message) finishes within this long after it: deliveries finishing
+# then tidy the client again (after_finish).
+AFTERMATH = timedelta(days=7)
 LIVE_STATES = frozenset({"planned", "sending"})
 
 
@@ -112,6 +117,40 @@ class Tidy:
     appointments: list[str] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)  # whose handled marks go
+
+    def write(self, w: Pipeline, clinic_id: str, client_id: UUID) -> None:
+        """Queue the taking away on a write step's MULTI."""
+        for gone in self.messages:
+            w.delete(key(clinic_id, "msg", gone))
+        if self.messages:
+            w.srem(key(clinic_id, "client", str(client_id)), *self.messages)
+        for stale in [*self.slots, *self.appointments, *self.facts]:
+            w.delete(stale)
+        if self.inputs:
+            w.delete(*(handled_key(clinic_id, i) for i in self.inputs))
+            w.zrem(inputs_key(clinic_id, client_id), *self.inputs)
+
+
+def follows(tidied: datetime | None, at: datetime) -> bool:
+    """Whether a delivery finishing at `at` is part of the aftermath of the client's tidy."""
+    return tidied is not None and tidied <= at <= tidied + AFTERMATH
+
+
+async def after_finish(
+    tx: Transaction, clinic_id: str, client_id: UUID, at: datetime
+) -> Tidy | None:
+    """The tidy again once one of the client's deliveries finished at `at` within the
+    AFTERMATH of their tidy (None: not tidied, or long after): what the tidying event
+    set off, the released sessions' cancellation notices and the course's last message,
+    is planned, sent and cancelled after the tidy ran, and would otherwise stay, with
+    its slots, appointment sets and facts, for their TTLs (15 to 90 days)."""
+    tidied = await tidied_at(tx, clinic_id, client_id)
+    if not follows(tidied, at):
+        return None
+    assert tidied is not None
+    tidying = await decide(tx, clinic_id, client_id, at, set())
+    tidying.inputs = await old_inputs(tx, clinic_id, client_id, tidied)
+    return tidying
 
 
 async def old_inputs(tx: Transaction, clinic_id: str, client_id: UUID, at: datetime) -> list[str]:

@@ -23,6 +23,7 @@ HEADLINE = (
     "redis_commands_per_tick",
     "redis_bytes_per_client",
     "redis_keys_per_client",
+    "redis_bytes_per_client_30d",
 )
 
 

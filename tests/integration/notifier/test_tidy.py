@@ -14,7 +14,16 @@ from chassis.events import EventPublisher
 from services.notifier import handlers
 from services.notifier.keys import finished_fields, key, text
 from shared import events as ev
-from tests.integration.notifier.support import ManualClock, OwnClinic, at, planner_deps
+from tests.integration.notifier.support import (
+    ManualClock,
+    OwnClinic,
+    Rig,
+    appointment,
+    at,
+    course,
+    eventually,
+    planner_deps,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +177,56 @@ async def test_a_tidy_takes_the_handled_marks_it_refuses_and_a_redelivery_plans_
     before = await deps.plans.notifications(clinic, client)
     await planner.plan(early, early_envelope)
     assert await deps.plans.notifications(clinic, client) == before
+
+
+async def test_what_a_course_end_sets_off_is_tidied_as_it_finishes(rig: Rig) -> None:
+    """A course ends (a tidy), then its released sessions' cancellations arrive: their
+    reminders are cancelled and their notices sent after the tidy ran. Each delivery
+    that ends within the tidy's aftermath tidies the client again, so what it set off
+    does not stay for its TTLs (15 to 90 days): only the client's marker, contact and
+    input list remain. The notices still reach the client."""
+    rig.clock.set(at("2026-03-23T10:00+00:00"))
+    ada = rig.person()
+    client_id, _ = await rig.request(ada)
+    sessions = [
+        appointment(ev.AppointmentKind.INTEGRATION, at(f"2026-03-{day}T10:00+00:00"))
+        for day in (26, 30)
+    ]
+    booked = course(rig, client_id, *sessions)
+    await rig.publish(booked)
+    await rig.mails(ada.email, 2)  # the request received, the course booked
+    clinic = rig.clinic.id
+    assert await keys_of(rig.redis, clinic, "slot")
+
+    rig.clock.set(at("2026-03-24T09:00+00:00"))
+    ended = ev.CourseEnded(
+        **rig.fields(client_id),
+        course_id=booked.course_id,
+        reason=ev.CourseEndCode.WITHDRAWN,
+        sessions_released=2,
+        medicine_sessions_completed=0,
+    )
+    await rig.publish(ended)
+    for session in sessions:
+        await rig.publish(
+            ev.SessionCancelled(
+                **rig.fields(client_id),
+                course_id=booked.course_id,
+                appointment_id=session.appointment_id,
+                kind=session.kind,
+                late=False,
+            )
+        )
+    await rig.step_to(at("2026-03-24T12:00+00:00"))  # past the notices' grace period
+    subjects = [m["Subject"] for m in await rig.mails(ada.email, 5)]
+    assert sum("cancelled" in s.lower() for s in subjects) == 2, subjects
+
+    async def tidied() -> bool:
+        left = {
+            family: await keys_of(rig.redis, clinic, family)
+            for family in ("msg", "slot", "appointment", "schedule")
+        }
+        return not any(left.values())
+
+    await eventually(tidied, "the aftermath of the tidy to be tidied")
+    assert await keys_of(rig.redis, clinic, "tidied")
