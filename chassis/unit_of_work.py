@@ -139,10 +139,15 @@ class UnitOfWork:
         publisher: EventPublisher,
         relay_grace_ms: int = RELAY_GRACE_MS,
         due_buckets: int = DUE_BUCKETS,
+        *,
+        relayed: bool = True,
     ) -> None:
         self._redis = redis
         self._service = service
         self.outbox = Outbox(redis, service, publisher, relay_grace_ms, due_buckets)
+        # False: no relay will look (a rebuild, whose publisher drops what it is given),
+        # so a write marks no outbox due: the target holds its clinics' keys only.
+        self._relayed = relayed
         self._indexes: list[DueIndex] = []
 
     def index_due(self, index: DueIndex) -> None:
@@ -196,7 +201,7 @@ class UnitOfWork:
                 _check_slot(tx, clinic_id)
                 queued = _queued(tx)
                 hints = [(i, i.hints_of(clinic_id, queued)) for i in self._indexes]
-                if decision.outputs:  # in the MULTI on one node; after it on a cluster
+                if decision.outputs and self._relayed:  # in the MULTI on one node, else after
                     hints.append((self.outbox.index, self.outbox.mark_due(tx, clinic_id)))
                 try:
                     await execute_replicated(tx, REPLICA_ACK_MS)
