@@ -42,12 +42,18 @@ class DueWork:
     async def clinics(self, now: float) -> list[str]:
         """The clinics to look at this round: due by `now` (service clock, epoch s) in this
         replica's buckets, then the sweep's share of the round."""
+        due, swept = await self.found(now)
+        return due + swept
+
+    async def found(self, now: float) -> tuple[list[str], list[str]]:
+        """This round's clinics apart: those found due by `now`, and the sweep's share (not
+        due by the index), for a loop that treats a swept clinic more cheaply."""
         if self.metrics is not None:
             self.metrics.due_round(self.index.kind)
         mine = await self.owners.mine()
         due = await self.index.due(mine, now, PER_BUCKET)
-        found = set(due)
-        return due + [c for c in self._sweep_share(mine) if c not in found]
+        seen = set(due)
+        return due, [c for c in self._sweep_share(mine) if c not in seen]
 
     async def settle(self, clinic_id: str) -> None:
         await self.index.settle(clinic_id, self.next_due)

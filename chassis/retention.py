@@ -58,8 +58,9 @@ RULES: tuple[Rule, ...] = (
     Rule("<id>:{c}:outbox", "chassis", "events recorded with a write, not yet on Kafka", _OUTBOX, "never"),
     Rule("<id>:{c}:outbox:written", "chassis", "when each outbox event was written (relay)", _OUTBOX, "never"),
     # Due work (chassis.due_index, chassis.buckets): a fixed number of buckets per timer
-    # kind, so these do not grow with clients; `{c}` here is the bucket's tag, not a clinic's.
-    Rule("kap:due:{c}", "chassis", "a bucket's clinics by earliest due time; or the kind's replica heartbeats", "a clinic leaves when nothing is due (`settle`); a heartbeat past its deadline is dropped", "never"),
+    # kind and per service's outbox (`<service>-outbox`), so these do not grow with
+    # clients; `{c}` here is the bucket's tag, not a clinic's.
+    Rule("kap:due:{c}", "chassis", "a bucket's clinics by earliest due time (timers, deliveries; an outbox's: its oldest event + the relay's grace); or the kind's replica heartbeats", "a clinic leaves when nothing is due (`settle`; an outbox's once it is empty); a heartbeat past its deadline is dropped", "never"),
     Rule("kap:due:{c}:owner", "chassis", "which replica owns the bucket now", "TTL `KAP_DUE_LEASE_MS`, renewed by its owner", "always"),
     Rule("kap:due:{c}:tokens", "chassis", "the bucket's fencing counter", "one small counter per bucket, kept", "never"),
     # --- intake ------------------------------------------------------------------------

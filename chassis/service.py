@@ -89,7 +89,9 @@ class ServiceRuntime:
             publisher=publisher,
             metrics=metrics,
             clinics=clinics,
-            unit_of_work=UnitOfWork(redis, name, publisher, settings.relay_grace_ms),
+            unit_of_work=UnitOfWork(
+                redis, name, publisher, settings.relay_grace_ms, settings.due_buckets
+            ),
         )
         if isinstance(clinics, ClinicRegistryView):
             registry = clinics
@@ -99,12 +101,10 @@ class ServiceRuntime:
 
             runtime.workers.append(clinic_registry)
         # Every service writes through the unit of work; its relay publishes what a
-        # writer that died between its write and its publish left in an outbox.
+        # writer that died between its write and its publish left in an outbox, found
+        # through the outbox's due index in the buckets this replica owns.
         runtime.workers.append(
-            runtime.unit_of_work.relay(
-                lambda: [clinic.id for clinic in runtime.clinics.all()],
-                runtime.supervisor.stopping,
-            )
+            runtime.unit_of_work.relay(runtime.relay_work(), runtime.supervisor.stopping)
         )
         return runtime
 
@@ -125,6 +125,16 @@ class ServiceRuntime:
         owners = BucketOwners(self.redis, kind, settings.due_buckets, settings.due_lease_ms)
         clinic_ids = lambda: [clinic.id for clinic in self.clinics.all()]  # noqa: E731
         return DueWork(index, owners, clinic_ids, next_due, settings.due_sweep_s, self.metrics)
+
+    def relay_work(self) -> DueWork:
+        """The outbox relay's due work: the outbox's own index (marked by the unit of work
+        with each write that queues outputs), its buckets and its sweep."""
+        return self.unit_of_work.outbox.relay_work(
+            lambda: [clinic.id for clinic in self.clinics.all()],
+            self.settings.due_lease_ms,
+            self.settings.due_sweep_s,
+            self.metrics,
+        )
 
     async def start(self) -> None:
         topics = configured_topics(self.settings)

@@ -28,9 +28,10 @@ SIGKILL test, tests/integration/chassis/test_write_crashes.py):
 1. before the write: nothing was recorded; the input comes again (Kafka
    redelivers an uncommitted event, a client retries its request) and is
    handled as if the first time;
-2. after the write, before the publish: the state and the outbox are recorded;
-   the relay (`relay_once`, run by every replica) publishes what has waited
-   longer than the grace (`RELAY_GRACE_MS`), and a redelivered input, finding
+2. after the write, before the publish: the state and the outbox are recorded,
+   and the clinic marked due to the relay (chassis.outbox `mark_due`); the relay
+   (a loop on every replica, over the due index's buckets it owns) publishes what
+   has waited longer than the grace (`RELAY_GRACE_MS`), and a redelivered input, finding
    its handled mark, publishes its own outputs if they waited that long (a
    younger output may be being published by its writer right now: a duplicate
    delivery handled concurrently must not publish it a second time);
@@ -58,8 +59,9 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from chassis.due_index import DueIndex
+from chassis.due_work import DueWork
 from chassis.events import EventPublisher
-from chassis.outbox import GRACE_MS, Outbox, Output, output_ids
+from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output, output_ids
 from chassis.redis_client import execute_replicated, no_retry_transaction
 from chassis.workers import Worker
 
@@ -136,10 +138,16 @@ class UnitOfWork:
         service: str,
         publisher: EventPublisher,
         relay_grace_ms: int = RELAY_GRACE_MS,
+        due_buckets: int = DUE_BUCKETS,
+        *,
+        relayed: bool = True,
     ) -> None:
         self._redis = redis
         self._service = service
-        self.outbox = Outbox(redis, service, publisher, relay_grace_ms)
+        self.outbox = Outbox(redis, service, publisher, relay_grace_ms, due_buckets)
+        # False: no relay will look (a rebuild, whose publisher drops what it is given),
+        # so a write marks no outbox due: the target holds its clinics' keys only.
+        self._relayed = relayed
         self._indexes: list[DueIndex] = []
 
     def index_due(self, index: DueIndex) -> None:
@@ -193,6 +201,8 @@ class UnitOfWork:
                 _check_slot(tx, clinic_id)
                 queued = _queued(tx)
                 hints = [(i, i.hints_of(clinic_id, queued)) for i in self._indexes]
+                if decision.outputs and self._relayed:  # in the MULTI on one node, else after
+                    hints.append((self.outbox.index, self.outbox.mark_due(tx, clinic_id)))
                 try:
                     await execute_replicated(tx, REPLICA_ACK_MS)
                 except WatchError:
@@ -241,8 +251,8 @@ class UnitOfWork:
     async def pending(self, clinic_id: str) -> int:
         return await self.outbox.pending(clinic_id)
 
-    def relay(self, clinic_ids: Callable[[], Iterable[str]], stopping: asyncio.Event) -> Worker:
-        return self.outbox.relay(clinic_ids, stopping)
+    def relay(self, work: DueWork, stopping: asyncio.Event) -> Worker:
+        return self.outbox.relay(work, stopping)
 
 
 async def _hint(clinic_id: str, hints: Sequence[tuple[DueIndex, float | None]]) -> None:

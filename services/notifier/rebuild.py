@@ -19,7 +19,8 @@ Not rebuilt (not on the topics, or work in flight the running service remakes):
   planned again at its first time, so the rebuilt service tries it at once;
 - a message planned for "now" has the instant its cause was handled as its send_at,
   which no topic records: the rebuild uses the cause's Kafka time (earlier by the lag);
-- leases, fencing tokens, held sets, due-index hints, the outbox (empty: published);
+- leases, fencing tokens, held sets, due-index hints, the outbox (empty: published)
+  and its due marks;
 - TTLs count from the rebuild, not from the original writes (chassis/retention.py).
 """
 
@@ -90,7 +91,7 @@ class NotifierReplay:
     def __init__(self, redis: Redis, clinics: ClinicDirectory, settings: Settings) -> None:
         self.clock = ReplayClock()
         self._redis = redis
-        self._unit_of_work = UnitOfWork(redis, SERVICE, DroppingPublisher(SERVICE))
+        self._unit_of_work = UnitOfWork(redis, SERVICE, DroppingPublisher(SERVICE), relayed=False)
         self._alerts = Alerts(redis, self._unit_of_work, DroppingPublisher(SERVICE))
         deps = handlers.Deps(
             plans=PlanStore(redis),

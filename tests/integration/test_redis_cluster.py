@@ -27,9 +27,11 @@ from chassis.dead_letters import classify
 from chassis.events import EventPublisher
 from chassis.kafka import make_broker
 from chassis.leases import LeaseQueue
+from chassis.outbox import Output
 from chassis.redis_client import connect_redis
 from chassis.unit_of_work import REPLAYED, Decision, Transaction, UnitOfWork
 from services.scheduler.ledger import BookingLedger, Claim, booking_key
+from shared import events as ev
 from tests.infra import ROOT
 
 pytestmark = pytest.mark.integration
@@ -109,6 +111,44 @@ async def test_a_write_step_with_several_keys_runs_in_the_clinics_slot(
     assert await cluster.get(applied) == "2"
     assert await cluster.lrange(log, 0, -1) == ["in-1", "in-2"]
     assert await cluster.hgetall(seen) == {"in-1": "1", "in-2": "2"}
+
+
+async def test_a_write_with_outputs_marks_its_outbox_due_in_the_index_of_another_slot(
+    uow: UnitOfWork, cluster: Redis
+) -> None:
+    # The index bucket is not the clinic's slot: the mark comes right after the commit,
+    # and settling it reads the clinic's slot and writes the bucket's, a call each.
+    clinic = f"cl-{uuid.uuid4().hex[:8]}"
+    event = ev.ConsultationRequested(
+        clinic_id=clinic,
+        client_id=uuid.uuid4(),
+        occurred_at=datetime.now(UTC),
+        contact=ev.Contact(name="Cluster Test", email="cluster@example.org"),
+    )
+    output = Output(event, uow.outbox._publisher.envelope_for(event))
+
+    async def step(tx: Transaction) -> Decision[None]:
+        return Decision(lambda w: None, [output])
+
+    async def died(clinic_id: str, outputs: Any) -> None:  # between the EXEC and the publish
+        return None
+
+    uow.publish = died  # type: ignore[method-assign]
+    written = time.time()
+    await uow.run(clinic, [], step)
+    index = uow.outbox.index
+    mark = await cluster.zscore(index.key(index.bucket(clinic)), clinic)
+    grace_s = uow.relay_grace_ms / 1000
+    assert mark is not None
+    assert written + grace_s <= mark <= time.time() + grace_s
+    assert await uow.pending(clinic) == 1
+
+    work = uow.outbox.relay_work(list, lease_ms=1000, sweep_s=3600)
+    await work.settle(clinic)  # still waiting: kept, at its oldest entry + grace
+    assert await cluster.zscore(index.key(index.bucket(clinic)), clinic) is not None
+    await uow.outbox._clear(clinic, [output.envelope.id])  # its publisher was slow, not dead
+    await work.settle(clinic)
+    assert await cluster.zscore(index.key(index.bucket(clinic)), clinic) is None
 
 
 def _replica_of_primary_for(clinic: str) -> int:

@@ -13,6 +13,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -101,3 +102,38 @@ async def test_the_relay_publishes_what_a_killed_writer_left_in_the_outbox(
     assert await uow.relay_once([clinic], grace_ms=0) == 1
     assert len(await _copies(kafka_bootstrap, since, client)) == 1
     assert await uow.pending(clinic) == 0
+
+
+async def test_what_a_killed_writer_left_is_relayed_by_the_replica_owning_its_bucket(
+    uow: UnitOfWork, kafka_bootstrap: str, redis_url: str, redis_client: Redis, unique: str
+) -> None:
+    # Two replicas' relays on the one outbox index, no sweep: the index alone finds it.
+    uow.relay_grace_ms = GRACE_MS
+    replicas = [uow.outbox.relay_work(list, lease_ms=300, sweep_s=3600) for _ in range(2)]
+    deadline = time.monotonic() + 10
+    while not all(r.owners.owned for r in replicas):  # the buckets split between them
+        assert time.monotonic() < deadline, "the replicas did not share the buckets"
+        for replica in replicas:
+            await uow.outbox.relay_due(replica)
+        await asyncio.sleep(0.05)
+
+    clinic, client = f"crash-{unique}", str(uuid.uuid4())
+    index = uow.outbox.index
+    since = await _ends(kafka_bootstrap)
+    try:
+        assert await _written(kafka_bootstrap, redis_url, "after_write", clinic, client) == -9
+        assert await redis_client.zscore(index.key(index.bucket(clinic)), clinic) is not None
+        while await uow.pending(clinic):
+            assert time.monotonic() < deadline + 10, "the relay did not publish what was left"
+            for replica in replicas:
+                await uow.outbox.relay_due(replica)
+            await asyncio.sleep(0.05)
+        owners = [r for r in replicas if index.bucket(clinic) in r.owners.owned]
+    finally:
+        for replica in replicas:
+            await replica.owners.release()
+
+    assert len(owners) == 1
+    assert len(await _copies(kafka_bootstrap, since, client)) == 1
+    # Settled: an empty outbox leaves the index, so no later round looks at it.
+    assert await redis_client.zscore(index.key(index.bucket(clinic)), clinic) is None
