@@ -74,9 +74,11 @@ class Desk:
     """The clinic's front desk: intake's API, with the clinic's key."""
 
     def __init__(self, http: httpx.AsyncClient, clinic: dict[str, str]) -> None:
-        self.http, self.base, self.headers = http, f"/v1/clinics/{clinic['id']}", {
-            "X-API-Key": clinic["key"]
-        }
+        self.http, self.base, self.headers = (
+            http,
+            f"/v1/clinics/{clinic['id']}",
+            {"X-API-Key": clinic["key"]},
+        )
 
     async def post(self, path: str, body: dict[str, Any], status: int = 202) -> dict[str, Any]:
         answer = await self.http.post(self.base + path, json=body, headers=self.headers)
@@ -167,4 +169,5 @@ async def test_intake_rebuilt_from_its_facts_answers_as_before_and_reports_what_
         )
         assert len(again) == len(answered) == 1
         repeat = await desk.post("/consultation-requests", person(unique))
-        assert repeat["client_id"] == ada and repeat["repeat_request"] is True
+        assert repeat["client_id"] == ada
+        assert repeat["repeat_request"] is True
