@@ -37,12 +37,12 @@ class DroppingPublisher(EventPublisher):
     """Publishes nothing: what a replayed step caused is on the topics already.
 
     An EventPublisher for the envelopes it derives (envelope_for), with no broker;
-    `dropped` holds the ids of the events it was handed."""
+    `dropped` holds the events it was handed, by id."""
 
     def __init__(self, service: str) -> None:  # no super(): it declares a broker's topics
         self._source = f"/kap/{service}"
         self._metrics = None
-        self.dropped: set[str] = set()
+        self.dropped: dict[str, ev.Event] = {}
 
     @property
     def source(self) -> str:
@@ -50,4 +50,4 @@ class DroppingPublisher(EventPublisher):
         return self._source
 
     async def publish_all(self, items: Sequence[tuple[ev.Event, Envelope]]) -> None:
-        self.dropped.update(envelope.id for _, envelope in items)
+        self.dropped.update((envelope.id, event) for event, envelope in items)

@@ -16,6 +16,9 @@ a publisher that drops what they cause and remembers its ids (chassis.replay):
   as it stands (domain.ids.change_cause), then that request runs again on a clock at
   the fact's `occurred_at` (the step's own instant); a timer's fact (BoosterDue,
   MeasureDue, ConsultationOfferLapsed) fires the clinic's timers at its instant;
+- a fact made again but decided otherwise is counted (`diverged`): a reaction decides
+  anew, and two clients' events handled at once live (other partitions) may meet here
+  in another order (record time) and take one slot the other way round;
 - a fact no step made again yet (a later output of a step whose first fact comes
   after it in the merged order) waits; one still unmade at the end is counted.
 
@@ -131,8 +134,13 @@ class SchedulerReplay:
             return
         if envelope.source != self._publisher.source:
             return  # intake's alert, on a topic both publish: intake's to rebuild
-        if envelope.id in self._publisher.dropped:
-            return  # made again by the replayed step that made it
+        made = self._publisher.dropped.get(envelope.id)
+        if made is not None:  # made again by the replayed step that made it
+            if _decided(made) != _decided(event):
+                # Re-decided otherwise: two clients' events handled at once, live, met
+                # in another order here (record time), and competed for one slot.
+                self._gaps[f"diverged:{topic.name}"] += 1
+            return
         self.clock.at = event.occurred_at.astimezone(UTC)
         if topic.name in self._timers:
             await self._timers[topic.name](event.clinic_id)
@@ -279,6 +287,11 @@ def _call(
         return await step(*args, **kwargs)
 
     return run
+
+
+def _decided(event: ev.Event) -> dict[str, object]:
+    """What a step decided, beside when: a reaction runs here at the record's Kafka time."""
+    return event.model_dump(mode="json", exclude={"occurred_at"})
 
 
 def _digest(text: str) -> str:
