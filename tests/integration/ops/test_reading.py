@@ -48,15 +48,3 @@ async def test_a_required_topic_missing_is_an_error_naming_it_not_an_empty_read(
     assert await _read(kafka_bootstrap, [here], required=True) == [b"a", b"b", b"c"]
     records = await reading.read_to_end(kafka_bootstrap, [here], required=True)
     assert sorted(r.value for r in records) == [b"a", b"b", b"c"]
-
-
-async def test_every_read_starts_at_the_beginning_not_where_a_background_reset_left_it(
-    kafka_bootstrap: str, unique: str
-) -> None:
-    # The old reader sought to the beginning while the default "latest" reset begun on
-    # assignment was in flight: about one read in fifteen started at the end and read
-    # nothing (a rebuild then wrote nothing). A race: many reads make it show.
-    name = f"reading-start-{unique}"
-    await _topic_with(kafka_bootstrap, name, [b"a", b"b", b"c"])
-    reads = [await _read(kafka_bootstrap, [name], required=True) for _ in range(30)]
-    assert [r for r in reads if r != [b"a", b"b", b"c"]] == []
