@@ -73,7 +73,8 @@ async def in_kafka_order(
         if not partitions:
             return
         starts = await consumer.beginning_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        for tp, start in starts.items():  # an explicit position, not a reset to race
+            consumer.seek(tp, start)
         done = dict(starts)  # per partition, the next offset to yield
         ends = await consumer.end_offsets(partitions)
         while True:
@@ -101,8 +102,14 @@ async def _assigned(
     afterwards. A topic the metadata lacks is looked for again (LOOK_AGAIN_S, or
     REQUIRED_WAIT_S when `required`); then it is read as empty, or, when `required`,
     MissingTopics is raised."""
+    # Earliest: the default ("latest") reset, begun in the background on assignment,
+    # could land after a seek to the beginning and leave a reader at the end, reading
+    # nothing (a rebuild once read no record at all, about one run in fifteen).
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **(security or {}),
     )
     await consumer.start()
     try:

@@ -13,10 +13,9 @@ is stopped meanwhile (or runs on another Redis): a rebuild is a replay, not a re
 A record the service could not have applied (unreadable, or refused: the live service
 dead-lettered it) is counted and left, as the live service left it.
 
-Covered: the notifier. Not yet: intake and the scheduler (their own facts, such as
-the scheduler's SessionScheduled or intake's ClientEnrolled, need appliers that
-restore what their HTTP and timer steps stored; their consumed events would replay
-through their handlers as the notifier's do).
+Covered: the notifier, intake and the scheduler (COVERED), each with its own settings
+as the service reads them. What the topics do not hold is listed in each replay's
+docstring and counted in the summary (`not_rebuilt`, per reason), never left silent.
 """
 
 from __future__ import annotations
@@ -39,8 +38,12 @@ from chassis.dead_letters import Rejected
 from chassis.kafka import client_options
 from chassis.redis_client import connect_redis
 from ops.reading import in_kafka_order
+from services.intake.config import Settings as IntakeSettings
+from services.intake.rebuild import IntakeReplay
 from services.notifier.config import Settings as NotifierSettings
 from services.notifier.rebuild import NotifierReplay
+from services.scheduler.config import Settings as SchedulerSettings
+from services.scheduler.rebuild import SchedulerReplay
 from shared import events as ev
 from shared.envelope import HEADER_CLINIC, Envelope, EnvelopeError
 from shared.topics import BY_NAME, Topic
@@ -51,6 +54,11 @@ class Replay(Protocol):
 
     @property
     def topics(self) -> Sequence[Topic]: ...
+
+    @property
+    def gaps(self) -> Counter[str]:
+        """What the replay could not restore (not on the topics), per reason."""
+        ...
 
     async def apply(
         self, topic: Topic, event: ev.Event, envelope: Envelope, at: datetime
@@ -69,6 +77,7 @@ class Counts:
     unreadable: int = 0  # bad envelope or event: dead-lettered by the live service too
     refused: int = 0  # the service refused it (chassis.dead_letters.Rejected)
     keys_written: int = 0
+    not_rebuilt: dict[str, int] = field(default_factory=dict)  # the replay's gaps
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -79,6 +88,7 @@ class Counts:
             "unreadable": self.unreadable,
             "refused": self.refused,
             "keys_written": self.keys_written,
+            "not_rebuilt": dict(sorted(self.not_rebuilt.items())),
         }
 
 
@@ -122,6 +132,7 @@ async def rebuild(
             continue
         counts.applied += 1
     counts.keys_written = await _keys(target, clinic) - before
+    counts.not_rebuilt = dict(replay.gaps)
     return counts
 
 
@@ -138,7 +149,28 @@ async def _keys(redis: Redis, clinic: str | None) -> int:
 
 # --- the services ---------------------------------------------------------------
 
-COVERED = ("notifier",)
+COVERED = ("notifier", "intake", "scheduler")
+
+
+def _settings(service: str) -> ServiceSettings:
+    """The service's own settings class: its Kafka, clinics and Redis mode as it reads them."""
+    kinds: dict[str, type[ServiceSettings]] = {
+        "notifier": NotifierSettings,
+        "intake": IntakeSettings,
+        "scheduler": SchedulerSettings,
+    }
+    return kinds[service]()
+
+
+def _replay(
+    service: str, redis: Redis, clinics: ClinicDirectory, settings: ServiceSettings
+) -> Replay:
+    if service == "intake":
+        return IntakeReplay(redis)  # its facts alone: no clinic configuration is read
+    if service == "scheduler":
+        return SchedulerReplay(redis, clinics)
+    assert isinstance(settings, NotifierSettings)
+    return NotifierReplay(redis, clinics, settings)
 
 
 async def rebuild_service(
@@ -153,13 +185,13 @@ async def rebuild_service(
     Kafka, clinics and Redis mode, from the environment as the service reads them)."""
     if service not in COVERED:
         raise NotImplementedError(f"no rebuild for {service} yet (covered: {', '.join(COVERED)})")
-    settings = NotifierSettings()
+    settings = _settings(service)
     redis = connect_redis(redis_url, settings.redis_mode)
     stopping = asyncio.Event()
     clinics, reading = await _clinics(settings, stopping)
     try:
         return await rebuild(
-            NotifierReplay(redis, clinics, settings),
+            _replay(service, redis, clinics, settings),
             settings.kafka_bootstrap_servers,
             redis,
             clinic=clinic,

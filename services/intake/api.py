@@ -129,16 +129,17 @@ def _retry(request: Request, body: BaseModel, key: str | None) -> Retry:
 
 def _client_view(file: ClientFile) -> dict[str, Any]:
     record = file.record
+    totals = record.enrolment_totals
     return {
         "client_id": str(record.client_id),
         "status": record.status.value,
         "contact": record.contact.model_dump(mode="json"),
         "requested_at": record.requested_at.isoformat(),
-        "eligible": None if record.screening is None else not record.contraindications,
+        "eligible": not record.contraindications if record.screened else None,
         "contraindications": [c.value for c in record.contraindications],
-        "phq9_total": record.scores.phq9_total if record.scores else None,
-        "phq9_band": record.scores.phq9_band.value if record.scores else None,
-        "gad7_total": record.scores.gad7_total if record.scores else None,
+        "phq9_total": totals.phq9_total if totals else None,
+        "phq9_band": totals.phq9_band.value if totals else None,
+        "gad7_total": totals.gad7_total if totals else None,
         "history": file.history,
     }
 

@@ -37,6 +37,10 @@ class IntakeStatus(StrEnum):
     ENROLLED = "enrolled"
 
 
+SCREENED = frozenset(
+    {IntakeStatus.SCREENED_ELIGIBLE, IntakeStatus.SCREENED_INELIGIBLE, IntakeStatus.ENROLLED}
+)
+
 STATUS_AFTER_CONSULTATION = {
     "proceed_to_screening": IntakeStatus.CONSULTATION_HELD,
     "not_proceeding": IntakeStatus.NOT_PROCEEDING,
@@ -85,6 +89,23 @@ class Scores(BaseModel):
         return phq9_band(self.phq9_total)
 
 
+class Baseline(BaseModel):
+    """The enrolment's totals, as ClientEnrolled records them (its item answers are not
+    on any topic: a record rebuilt from the topics has these and no `scores`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    phq9_total: int
+    phq9_band: ev.Phq9Band
+    gad7_total: int
+
+    @classmethod
+    def of(cls, scores: Scores) -> Baseline:
+        return cls(
+            phq9_total=scores.phq9_total, phq9_band=scores.phq9_band, gad7_total=scores.gad7_total
+        )
+
+
 class ClientRecord(BaseModel):
     """Intake's own record of one client of one clinic (holds PHI: never logged)."""
 
@@ -100,7 +121,20 @@ class ClientRecord(BaseModel):
     screening: Screening | None = None
     contraindications: tuple[ev.Contraindication, ...] = ()
     scores: Scores | None = None
+    baseline: Baseline | None = None  # None on records enrolled before it was kept
     consent_recorded_at: AwareDatetime | None = None
+
+    @property
+    def screened(self) -> bool:
+        # Screening is the only way into these statuses (and enrolment needs it), so the
+        # status says it, also on a record rebuilt without the screening's details.
+        return self.screening is not None or self.status in SCREENED
+
+    @property
+    def enrolment_totals(self) -> Baseline | None:
+        if self.baseline is not None:
+            return self.baseline
+        return Baseline.of(self.scores) if self.scores is not None else None
 
 
 def phq9_band(total: int) -> ev.Phq9Band:
@@ -250,6 +284,7 @@ def enrol(
         update={
             "status": IntakeStatus.ENROLLED,
             "scores": scores,
+            "baseline": Baseline.of(scores),
             "consent_recorded_at": consent_at,
             "updated_at": now,
         }

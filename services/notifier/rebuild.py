@@ -26,17 +26,17 @@ Not rebuilt (not on the topics, or work in flight the running service remakes):
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chassis.clinics import ClinicDirectory
-from chassis.events import EventPublisher
 from chassis.kafka import Handler
+from chassis.replay import DroppingPublisher, ReplayClock
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from services.notifier import handlers
 from services.notifier.alerts import Alerts
@@ -53,35 +53,6 @@ SERVICE = handlers.SERVICE
 _GAVE_UP = re.compile(r"gave up after (\d+) attempts")
 
 
-class ReplayClock:
-    """The Clock of a replay: the time of the record being applied."""
-
-    def __init__(self) -> None:
-        self.at = datetime.now(UTC)
-
-    def now(self) -> datetime:
-        return self.at
-
-    async def sleep(self, duration: timedelta) -> None:
-        await asyncio.sleep(0)
-
-    def real_seconds(self, duration: timedelta) -> float:
-        return 0.0
-
-
-class DroppingPublisher(EventPublisher):
-    """Publishes nothing: what a replayed event caused is on the topics already.
-
-    An EventPublisher for the envelopes it derives (envelope_for), with no broker."""
-
-    def __init__(self, service: str) -> None:  # no super(): it declares a broker's topics
-        self._source = f"/kap/{service}"
-        self._metrics = None
-
-    async def publish_all(self, items: Sequence[tuple[ev.Event, Envelope]]) -> None:
-        return None
-
-
 Apply = Callable[[ev.Event, Envelope], Awaitable[None]]
 
 
@@ -90,6 +61,7 @@ class NotifierReplay:
 
     def __init__(self, redis: Redis, clinics: ClinicDirectory, settings: Settings) -> None:
         self.clock = ReplayClock()
+        self.gaps: Counter[str] = Counter()  # what it cannot restore is fixed: the docstring
         self._redis = redis
         self._unit_of_work = UnitOfWork(redis, SERVICE, DroppingPublisher(SERVICE), relayed=False)
         self._alerts = Alerts(redis, self._unit_of_work, DroppingPublisher(SERVICE))

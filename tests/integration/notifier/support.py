@@ -97,8 +97,10 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
-async def caught_up(bootstrap: str, broker: KafkaBroker, wait_s: float = 120.0) -> None:
-    """Wait until the notifier's group has handled what its topics held when it started.
+async def caught_up(
+    bootstrap: str, broker: KafkaBroker, wait_s: float = 120.0, service: str = "notifier"
+) -> None:
+    """Wait until the `service`'s group has handled what its topics held when it started.
 
     A new group starts from the earliest offsets (and a shared broker holds other
     tests' events): tests should not wait behind that backlog.
@@ -118,7 +120,7 @@ async def caught_up(bootstrap: str, broker: KafkaBroker, wait_s: float = 120.0) 
         ends = await consumer.end_offsets(partitions)
 
         async def handled() -> bool:
-            committed = await admin.list_consumer_group_offsets(group_id("notifier"))
+            committed = await admin.list_consumer_group_offsets(group_id(service))
             return all(
                 tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end
             )
