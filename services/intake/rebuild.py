@@ -54,7 +54,7 @@ class IntakeReplay:
 
     def __init__(self, redis: Redis) -> None:
         self._store = IntakeStore(redis)
-        self._unit_of_work = UnitOfWork(redis, SERVICE, DroppingPublisher(SERVICE))
+        self._unit_of_work = UnitOfWork(redis, SERVICE, DroppingPublisher(SERVICE), relayed=False)
         self._seen: set[str] = set()
         self.gaps: Counter[str] = Counter()
         steps: list[tuple[Topic, str, Change]] = [

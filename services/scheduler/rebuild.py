@@ -79,7 +79,7 @@ class SchedulerReplay:
         self.scheduler = Scheduler(
             store=self._store,
             clinics=clinics,
-            unit_of_work=UnitOfWork(redis, SERVICE, self._publisher),
+            unit_of_work=UnitOfWork(redis, SERVICE, self._publisher, relayed=False),
             publisher=self._publisher,
             clock=self.clock,
             metrics=ServiceMetrics(SERVICE),
