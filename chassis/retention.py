@@ -68,7 +68,8 @@ RULES: tuple[Rule, ...] = (
     Rule("intake:{c}:client:<id>:history", "intake", "the client's status history", _CLIENT, "never"),
     Rule("intake:{c}:contact:<id>", "intake", "digest of an e-mail or phone -> client (returning people)", _CLIENT, "never"),
     Rule("intake:{c}:idempotency:<id>", "intake", "a keyed request's first answer", "TTL `IDEMPOTENCY_TTL_S`", "always"),
-    Rule("intake:{c}:measure:<id>:<id>:answered", "intake", "a measure link used up", "TTL `MEASURE_ANSWERED_TTL_S`", "always"),
+    Rule("intake:{c}:measures-answered:<id>", "intake", "the client's measure links used up (measure -> when|source)", "TTL `MEASURE_ANSWERED_TTL_S` from the latest answer", "always"),
+    Rule("intake:{c}:measure:<id>:<id>:answered", "intake", "a measure link used up, as written before the per-client hash: still read", "TTL `MEASURE_ANSWERED_TTL_S`", "always"),
     Rule("intake:{c}:rate:<id>:<id>:<id>", "intake", "a rate limit's window count", "TTL: the window (`KAP_RATE_WINDOW_S`)", "always"),
     # --- scheduler -------------------------------------------------------------------
     Rule("sched:{c}:client:<id>", "scheduler", "the client's schedule: courses, boosters, measures due (stored compressed)", _CLIENT, "never"),
@@ -97,7 +98,8 @@ RULES: tuple[Rule, ...] = (
     Rule("notifier:{c}:client:<id>", "notifier", "messages planned for one client (API)", "TTL `RETAIN_S`, refreshed on each plan; a tidy takes its finished members", "always"),
     Rule("notifier:{c}:inputs:<id>", "notifier", "the client's planning inputs by when they happened: a tidy takes the handled marks of those over `LATE` (7 days) before it", "TTL `REMEMBER_S`, refreshed on each input; a tidy takes the members whose marks it took", "always"),
     Rule("notifier:{c}:tidied:<id>", "notifier", "when the client's records were last tidied: later news of the ended course brings nothing back", _CLIENT, "never"),
-    Rule("notifier:{c}:measure-answered:<id>", "notifier", "a measure answered: its request is not sent", "TTL `RETAIN_S`", "always"),
+    Rule("notifier:{c}:measures-answered:<id>", "notifier", "the client's measures answered: their requests are not sent", "TTL `RETAIN_S` from the latest answer", "always"),
+    Rule("notifier:{c}:measure-answered:<id>", "notifier", "a measure answered, as written before the per-client hash: still read", "TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:alert:<id>", "notifier", "a clinical alert and who owns it", "TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:alerts", "notifier", "the clinic's alerts by time (API)", "per clinic; entries older than `RETAIN_S` trimmed at the next alert", "never"),
 )  # fmt: skip

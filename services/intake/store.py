@@ -38,6 +38,11 @@ def _key(clinic_id: str, *parts: str) -> str:
     return ":".join(("intake", f"{{{clinic_id}}}", *parts))
 
 
+def answered_key(clinic_id: str, client_id: UUID | str) -> str:
+    """The client's used-up measure links: measure id -> "answered_at|source"."""
+    return _key(clinic_id, "measures-answered", str(client_id))
+
+
 def _client_key(clinic_id: str, client_id: UUID | str) -> str:
     return _key(clinic_id, "client", str(client_id))
 
@@ -115,22 +120,30 @@ class IntakeStore:
         self, clinic_id: str, client_id: UUID, measure_id: UUID, tx: Transaction | None = None
     ) -> MeasureMark | None:
         # The client's own: staff naming another client's measure by mistake use up nothing.
-        key = _key(clinic_id, "measure", str(client_id), str(measure_id), "answered")
+        marks = answered_key(clinic_id, client_id)
+        legacy = _key(clinic_id, "measure", str(client_id), str(measure_id), "answered")
         if tx is not None:
-            await tx.watch(key)
-        raw = await self._redis.get(key)
-        if raw is None:
+            await tx.watch(marks, legacy)
+        raw = await self._redis.hget(marks, str(measure_id))
+        if raw is not None:
+            stored = raw if isinstance(raw, str) else bytes(raw).decode()
+            answered_at, source = stored.split("|", 1)
+            return MeasureMark(datetime.fromisoformat(answered_at), source)
+        old = await self._redis.get(legacy)
+        if old is None:
             return None
-        data = json.loads(raw)
+        data = json.loads(old)
         return MeasureMark(datetime.fromisoformat(data["answered_at"]), data["source"])
 
     @staticmethod
     def mark_measure_answered(
         tx: Pipeline, clinic_id: str, client_id: UUID, measure_id: UUID, mark: MeasureMark
     ) -> None:
-        value = {"answered_at": mark.answered_at.isoformat(), "source": mark.source}
-        key = _key(clinic_id, "measure", str(client_id), str(measure_id), "answered")
-        tx.set(key, json.dumps(value), ex=MEASURE_ANSWERED_TTL_S)
+        # One small hash per client ("when|source" per measure): a key per measure cost
+        # 248 bytes, a field about 80 (issue 18). The TTL runs from the latest answer.
+        marks = answered_key(clinic_id, client_id)
+        tx.hset(marks, str(measure_id), f"{mark.answered_at.isoformat()}|{mark.source}")
+        tx.expire(marks, MEASURE_ANSWERED_TTL_S)
 
     @staticmethod
     def write(

@@ -10,8 +10,8 @@ before its send instant mints the same token: the signature is deterministic.
 A request is no longer true once its measure closed (a pre-dose measure closes as
 its session starts) or was answered meanwhile (staff may enter the answers at the
 desk). The notifier hears answers on intake.measure.answered.v1 and keeps only
-that the measure was answered (`notifier:{c}:measure-answered:{client}/{measure}`), never
-the answers; both are checked before the message is prepared and again just
+that the measure was answered (`notifier:{c}:measures-answered:{client}`, a field
+per measure), never the answers; both are checked before the message is prepared and again just
 before its hand-over. A pre-dose request is not checked against its session: a
 cancelled or moved session's request still closes at the start it was sent for.
 """
@@ -34,8 +34,15 @@ from shared import events as ev
 from shared.envelope import Envelope
 
 
-def answered_key(clinic_id: str, client_id: UUID | str, measure_id: UUID | str) -> str:
-    # The client's own measure: an answer naming another client's id withdraws nothing.
+def answered_key(clinic_id: str, client_id: UUID | str) -> str:
+    """The client's answered measures (a hash: measure id -> "1"): one small hash per
+    client, where a key per measure cost 168 bytes (issue 18). The client's own: an
+    answer naming another client's id withdraws nothing."""
+    return key(clinic_id, "measures-answered", str(client_id))
+
+
+def legacy_answered_key(clinic_id: str, client_id: UUID | str, measure_id: UUID | str) -> str:
+    """Where an answer was remembered before, one key per measure: still read."""
     return key(clinic_id, "measure-answered", f"{client_id}/{measure_id}")
 
 
@@ -57,7 +64,9 @@ class MeasureRequests:
             return  # answers outside the schedule: no request to withdraw
 
         def write(p: Pipeline) -> None:
-            p.set(answered_key(event.clinic_id, event.client_id, measure_id), "1", ex=RETAIN_S)
+            answered = answered_key(event.clinic_id, event.client_id)
+            p.hset(answered, str(measure_id), "1")
+            p.expire(answered, RETAIN_S)  # from the latest answer
 
         async def step(tx: Transaction) -> Decision[None]:
             return Decision(write)
@@ -71,8 +80,13 @@ class MeasureRequests:
         if now >= closes_at(message):
             return "stale: the measure closed"
         measure_id = str(message.context["measure_id"])
-        answered = answered_key(message.clinic_id, message.client_id, measure_id)
-        if await self._redis.exists(answered):
+        answered = answered_key(message.clinic_id, message.client_id)
+        legacy = legacy_answered_key(message.clinic_id, message.client_id, measure_id)
+        async with self._redis.pipeline(transaction=False) as reads:
+            reads.hexists(answered, measure_id)
+            reads.exists(legacy)
+            found = await reads.execute()
+        if any(found):
             return "stale: the measure was answered"
         return None
 

@@ -56,8 +56,9 @@ async def test_a_client_answers_from_a_link_and_kafka_gets_the_scores_and_the_al
     assert answer["headers"]["ce_clinicid"] == "lisbon"
     assert answer["headers"]["ce_subject"] == client
 
-    mark = f"intake:{{lisbon}}:measure:{client}:{measure}:answered"
-    assert await redis_client.ttl(mark) > 0
+    marks = f"intake:{{lisbon}}:measures-answered:{client}"
+    assert await redis_client.ttl(marks) > 0
+    assert (await redis_client.hget(marks, str(measure)) or "").endswith("|link")
 
     # Used up: a second send is told so and publishes nothing; opening says so too.
     again = await intake.post(f"/m/{token}", data=answers(item9=3))

@@ -17,7 +17,7 @@ from ops import contracts
 from services.intake import store as intake_store
 from services.notifier import keys as notifier_keys
 from services.notifier.contacts import contact_key
-from services.notifier.measures import answered_key
+from services.notifier.measures import answered_key, legacy_answered_key
 from services.scheduler import store as scheduler_store
 from services.scheduler.ledger import booking_key
 from services.scheduler.measure_log import log_key
@@ -62,7 +62,9 @@ def built_keys() -> list[str]:
         waitlist.token_key(C, "ab12"),
         log_key(C, ID),
         contact_key(C, ID),
-        answered_key(C, ID, ID),
+        answered_key(C, ID),
+        legacy_answered_key(C, ID, ID),
+        intake_store.answered_key(C, ID),
         *(n(C, part, str(ID)) for part in ("msg", "appointment", "schedule", "client", "alert")),
         n(C, "slot", f"{ID}/reminder_24h"),
         n(C, "held"),
