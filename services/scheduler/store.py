@@ -53,7 +53,9 @@ _PACKED = "z1:"
 
 
 def pack(schedule: ClientSchedule) -> str:
-    deflated = zlib.compress(schedule.model_dump_json().encode(), 9)
+    # Fields at their defaults (empty maps, unset times) are left out: they read back
+    # as the defaults, deterministic ones only (no factory makes ids or times).
+    deflated = zlib.compress(schedule.model_dump_json(exclude_defaults=True).encode(), 9)
     return _PACKED + base64.b85encode(deflated).decode()
 
 
