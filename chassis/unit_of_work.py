@@ -48,7 +48,6 @@ crash between the commit and the hint leaves the item to the index's sweep.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +60,7 @@ from redis.exceptions import WatchError
 from chassis.due_index import DueIndex
 from chassis.due_work import DueWork
 from chassis.events import EventPublisher
-from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output, output_ids
+from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output, mark_value, output_ids
 from chassis.redis_client import execute_replicated, no_retry_transaction
 from chassis.workers import Worker
 
@@ -195,7 +194,7 @@ class UnitOfWork:
                 decision = await step(transaction)
                 tx.multi()  # type: ignore[no-untyped-call]
                 decision.write(tx)
-                ids = json.dumps(self.outbox.queue(tx, clinic_id, decision.outputs))
+                ids = mark_value(self.outbox.queue(tx, clinic_id, decision.outputs))
                 for input_id in transaction.fresh:
                     tx.set(self.handled_key(clinic_id, input_id), ids, ex=REMEMBER_S)
                 _check_slot(tx, clinic_id)
