@@ -13,6 +13,7 @@ import asyncio
 import os
 import subprocess
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -258,7 +259,9 @@ async def test_a_primary_failing_over_under_load_applies_every_step_exactly_once
         # `up` returns once every replica has synced (or fails saying it has not).
         back = await asyncio.to_thread(_script, "up")
         assert back.returncode == 0, back.stderr + back.stdout
-    assert not unexpected, [f"{type(e).__name__}: {e} (from {e.__context__!r})" for e in unexpected]
+    # With where each was raised: one clean-clone run met "RuntimeError: <asyncio.Lock>
+    # is bound to a different event loop" here (kill), never since; the trace says whose.
+    assert not unexpected, ["".join(traceback.format_exception(e)) for e in unexpected[:2]]
     assert queue.empty()
     assert after_promotion > 0, "steps ran on after the new primary took over"
     # Exactly once: each clinic's counter, log and hash hold each input once.
