@@ -154,8 +154,12 @@ class EventPublisher:
         )
 
     def _published(self, event: Event, envelope: Envelope) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
         topic = topic_for(event)
-        log.info(
+        # DEBUG: one line per event cost the services CPU on every event (issue 19);
+        # the topics are the record of what was published.
+        log.debug(
             "published %s",
             topic.name,
             extra={

@@ -207,7 +207,7 @@ class Outcomes:
                 extra=claim_ids(claim),
             )
             return False
-        log.info(
+        log.debug(  # the outcome topics record every send: no INFO line per message
             "notification %s %s (%s)",
             claim.message.notification_id,
             state,
