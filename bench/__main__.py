@@ -3,6 +3,7 @@
     python -m bench [--pairs 6] [--events 1500] [--clinics 12] [--quick]
     python -m bench --case thousand-clinics [--due-clinics 1000] [--due-pending 100000]
     python -m bench --case redis-per-client [--crowd 10] [--ports 19800]
+    python -m bench --case lean [--baseline-messages 50000]
 
 1. Baseline and system alternate (A B A B ...), the first pair a warm-up that
    is dropped; `system_vs_raw` is the median of the pairs' ratios.
@@ -12,7 +13,9 @@
 5. Redis per client (bench.redis_clients): a small crowd through whole courses to their
    first booster on a scaled clock, at clinics of this run only; then Redis's bytes and
    keys over the run's clients.
-6. A thousand clinics (bench.thousand_clinics): booster and delivery lag with 100,000
+6. Baselines (bench.raw, bench.lean), taken after the scheduler figures: a raw
+   consumer and the lean reference pipeline, each over a backlog produced first.
+7. A thousand clinics (bench.thousand_clinics): booster and delivery lag with 100,000
    pending timers and mails, 1 and 2 replicas, and Redis commands per round; taken last.
 Results go to bench/results/ (JSON and a PNG chart); the last line printed is
 `BENCH {json}`.
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    lean,
     raw,
     redis_clients,
     report,
@@ -155,6 +159,8 @@ class Bench:
         figures = await scheduler_figures.measure(
             self.args.redis, self.args.bootstrap, quick=self.args.quick
         )
+        log("baselines: raw consumer and lean pipeline...")
+        baselines = await lean_case(self.args, self.workdir / "lean")
         _, one = await self.system_phase(1)
         _, two = await self.system_phase(2)
         await self.fresh_clinics()
@@ -163,7 +169,14 @@ class Bench:
         log("a thousand clinics...")
         due = await thousand_clinics_case(self.args, self.workdir / "thousand-clinics")
         return report.summarise(
-            one, two, figures, due, footprint, self.args, seconds=time.monotonic() - started
+            one,
+            two,
+            figures,
+            due,
+            footprint,
+            baselines,
+            self.args,
+            seconds=time.monotonic() - started,
         )
 
 
@@ -180,6 +193,21 @@ async def thousand_clinics_case(args: argparse.Namespace, workdir: Path) -> dict
         redis_url, args.bootstrap, due_env(args.bootstrap), workdir, sizes, ports
     )
     return await case.measure()
+
+
+async def lean_case(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The raw consumer, then the lean pipeline, each over the same intake mix produced first."""
+    clinic_ids = list(workload.clinics(f"lean-{uuid.uuid4().hex[:6]}", args.clinics))
+    mix = workload.lifecycle_mix(clinic_ids, args.baseline_messages, datetime.now(UTC), 1)
+    messages = mix[: args.baseline_messages]  # journeys end past the count by a few
+    consumer = await raw.sustained(args.bootstrap, messages)
+    log(f"raw: {consumer['messages_per_s']:.0f} messages/s over {consumer['messages']}")
+    pipeline = await lean.measure(args.bootstrap, args.redis, messages)
+    log(
+        f"lean: {pipeline['consumptions_per_s']:.0f} consumptions/s, "
+        f"{pipeline['cpu_s_per_1k']:.3f} CPU s per 1,000 (pipeline and Redis)"
+    )
+    return {"raw": consumer, "lean": pipeline}
 
 
 async def redis_per_client_case(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -217,9 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--case",
-        choices=("all", "thousand-clinics", "redis-per-client"),
+        choices=("all", "thousand-clinics", "redis-per-client", "lean"),
         default="all",
         help="run one case alone",
+    )
+    parser.add_argument(
+        "--baseline-messages", type=int, default=50_000, help="raw and lean baselines"
     )
     parser.add_argument("--crowd", type=int, default=10, help="people (redis per client)")
     due = parser.add_argument_group("thousand clinics (bench.thousand_clinics)")
@@ -237,11 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         args.due_clinics, args.due_pending, args.due_items = 50, 2000, 50
         args.due_window_s = 3.0
         args.crowd = 4
+        args.baseline_messages = 2000
     if args.case != "all":
         # A case alone: its own figures, results file and headline.
         measure, headline_of = {
             "redis-per-client": (redis_per_client_case, report.redis_headline),
             "thousand-clinics": (thousand_clinics_case, report.thousand_clinics_headline),
+            "lean": (lean_case, report.lean_headline),
         }[args.case]
         workdir = ROOT / ".bench" / uuid.uuid4().hex[:6] / args.case
         figures = asyncio.run(measure(args, workdir))

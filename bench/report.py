@@ -19,6 +19,8 @@ TARGETS = {
     "timer_lag_p99_ms": ("<=", 1000.0),
     "lag_p99_ms_1000_clinics": ("<=", 1000.0),
     "redis_bytes_per_client": ("<=", 20480.0),  # issue 18: at most 20 KB after a course
+    "raw_messages": (">=", 50000.0),  # issue 19: a sustained baseline, not a start-up
+    "vs_lean_pipeline": (">=", 0.5),
 }
 
 
@@ -32,6 +34,7 @@ def summarise(
     figures: dict[str, Any],
     due: dict[str, Any],
     footprint: dict[str, Any],
+    baselines: dict[str, Any],
     args: argparse.Namespace,
     seconds: float,
 ) -> dict[str, Any]:
@@ -52,6 +55,9 @@ def summarise(
         ),
         **thousand_clinics_headline(due),
         **redis_headline(footprint),
+        **lean_headline(baselines),
+        # The services' consumptions per second against the lean pipeline's (bench.lean).
+        "vs_lean_pipeline": round(one_replica / baselines["lean"]["consumptions_per_s"], 4),
     }
     return {
         "headline": headline,
@@ -71,6 +77,7 @@ def summarise(
         "scheduler": figures,
         "thousand_clinics": due,
         "redis_per_client": footprint,
+        "baselines": baselines,
         "settings": {
             "pairs": args.pairs,
             "events_per_run": args.events,
@@ -78,6 +85,7 @@ def summarise(
             "latency_seconds": args.latency_seconds,
             "quick": args.quick,
             "crowd": args.crowd,
+            "baseline_messages": args.baseline_messages,
         },
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "seconds": round(seconds, 1),
@@ -100,6 +108,16 @@ def redis_headline(footprint: dict[str, Any]) -> dict[str, float]:
         "redis_bytes_per_client": float(footprint["redis_bytes_per_client"]),
         "redis_keys_per_client": float(footprint["redis_keys_per_client"]),
         "redis_bytes_per_client_30d": float(footprint["redis_bytes_per_client_30d"]),
+    }
+
+
+def lean_headline(baselines: dict[str, Any]) -> dict[str, float]:
+    """The raw consumer over its backlog, and the lean pipeline (CPU: its process and Redis)."""
+    return {
+        "raw_messages": baselines["raw"]["messages"],
+        "raw_per_s": round(baselines["raw"]["messages_per_s"], 1),
+        "lean_consumptions_per_s": round(baselines["lean"]["consumptions_per_s"], 1),
+        "lean_cpu_s_per_1k": round(baselines["lean"]["cpu_s_per_1k"], 4),
     }
 
 

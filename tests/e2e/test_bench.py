@@ -24,6 +24,11 @@ HEADLINE = (
     "redis_bytes_per_client",
     "redis_keys_per_client",
     "redis_bytes_per_client_30d",
+    "raw_messages",
+    "raw_per_s",
+    "lean_consumptions_per_s",
+    "lean_cpu_s_per_1k",
+    "vs_lean_pipeline",
 )
 
 
@@ -53,6 +58,9 @@ def test_a_quick_bench_measures_every_part_and_writes_its_results(
     assert results["scheduler"]["booking_race"]["winners"] == 1
     due = results["thousand_clinics"]  # every due booster and mail went once, or it failed
     assert due["replicas_2"]["booster_lag"]["count"] == due["due_per_phase"]["boosters"]
+    baselines = results["baselines"]  # each consumed all it was given, the lean once each
+    assert baselines["raw"]["messages"] == baselines["lean"]["consumed"] == 2000
+    assert baselines["lean"]["outputs"] == baselines["lean"]["marks"] == 2000
     footprint = results["redis_per_client"]  # this run's clients only, all through a course
     assert footprint["clients"] == footprint["clients_in_redis"] > 0
     assert footprint["courses_completed"] > 0
