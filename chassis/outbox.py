@@ -45,6 +45,7 @@ from chassis.due_index import DueIndex
 from chassis.due_work import DueWork
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
+from chassis.redis_client import fresh_slot_map, transaction
 from chassis.workers import Worker
 from shared.envelope import Envelope
 from shared.events import Event
@@ -127,7 +128,8 @@ class Outbox:
 
     async def _clear(self, clinic_id: str, ids: Sequence[str]) -> None:
         box, written = self._keys(clinic_id)
-        async with self._redis.pipeline(transaction=True) as tx:
+        await fresh_slot_map(self._redis)
+        async with transaction(self._redis) as tx:
             tx.hdel(box, *ids)
             tx.zrem(written, *ids)
             await tx.execute()

@@ -79,6 +79,48 @@ class NotReplicated(RedisConnectionError):
     comes again (its handled mark makes the replay apply nothing twice)."""
 
 
+# redis-py's async cluster transaction runs each command it is given (WATCH, and every
+# command queued after MULTI) through a sync `execute_command` that starts a thread
+# with its own event loop (asyncio.run) to find the command's slot, first refreshing
+# the slot map there if the client marked it stale after an error. That refresh takes
+# the client's asyncio locks from the thread's loop while this loop's tasks may hold
+# or want them: a clean-clone run's failover test met "asyncio.Lock is bound to a
+# different event loop" (a primary killed under load), and a refresh waiting there
+# on a lock held here would hang this loop (the thread is joined). So the map is
+# refreshed here, in the caller's loop (`fresh_slot_map`, before each transaction),
+# and a transaction command finding it stale again meanwhile raises a transient
+# error instead (the step runs again, or its input comes again).
+async def fresh_slot_map(redis: Redis) -> None:
+    """On a cluster whose client marked its slot map stale, refresh it in this loop."""
+    if isinstance(redis, RedisCluster) and redis._initialize:
+        await redis.initialize()
+
+
+class SlotMapStale(ClusterDownError):
+    """A transaction command met a slot map marked stale after it began: transient."""
+
+
+def _refresh_only_here(tx: ClusterPipeline) -> None:
+    strategy = _strategy(tx)
+    client = tx.cluster_client
+    in_thread = strategy.execute_command
+
+    def execute_command(*args: Any, **kwargs: Any) -> Any:
+        if client._initialize:
+            raise SlotMapStale("the cluster's slot map is being refreshed; run again")
+        return in_thread(*args, **kwargs)
+
+    strategy.execute_command = execute_command
+
+
+def transaction(redis: Redis) -> Pipeline:
+    """A MULTI/EXEC pipeline (on a cluster: slot map refreshed by `fresh_slot_map` only)."""
+    tx = redis.pipeline(transaction=True)
+    if isinstance(tx, ClusterPipeline):
+        _refresh_only_here(tx)
+    return tx
+
+
 def no_retry_transaction(redis: Redis) -> Pipeline:
     """A MULTI/EXEC pipeline that never retries by itself.
 
@@ -97,6 +139,7 @@ def no_retry_transaction(redis: Redis) -> Pipeline:
         retry = copy(strategy._retry)
         retry.update_retries(0)
         strategy._retry = retry
+        _refresh_only_here(tx)
     return tx
 
 

@@ -61,7 +61,7 @@ from chassis.due_index import DueIndex
 from chassis.due_work import DueWork
 from chassis.events import EventPublisher
 from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output, mark_value, output_ids
-from chassis.redis_client import execute_replicated, no_retry_transaction
+from chassis.redis_client import execute_replicated, fresh_slot_map, no_retry_transaction
 from chassis.workers import Worker
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,7 @@ class UnitOfWork:
         unless `leave_to_relay`: an HTTP request whose write is recorded is answered, and
         the relay publishes its outputs once the broker is back."""
         for _ in range(CONFLICT_TRIES):
+            await fresh_slot_map(self._redis)
             async with no_retry_transaction(self._redis) as tx:
                 transaction = Transaction(self._redis, tx, clinic_id)
                 if input_ids:

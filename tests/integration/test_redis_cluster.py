@@ -29,7 +29,7 @@ from chassis.events import EventPublisher
 from chassis.kafka import make_broker
 from chassis.leases import LeaseQueue
 from chassis.outbox import Output
-from chassis.redis_client import connect_redis
+from chassis.redis_client import SlotMapStale, connect_redis, no_retry_transaction
 from chassis.unit_of_work import REPLAYED, Decision, Transaction, UnitOfWork
 from services.scheduler.ledger import BookingLedger, Claim, booking_key
 from shared import events as ev
@@ -150,6 +150,28 @@ async def test_a_write_with_outputs_marks_its_outbox_due_in_the_index_of_another
     await uow.outbox._clear(clinic, [output.envelope.id])  # its publisher was slow, not dead
     await work.settle(clinic)
     assert await cluster.zscore(index.key(index.bucket(clinic)), clinic) is None
+
+
+async def test_a_stale_slot_map_is_refreshed_in_this_loop_never_in_a_transactions_thread(
+    uow: UnitOfWork, cluster: Redis
+) -> None:
+    """redis-py's cluster transaction resolves each command's slot in a thread of its own
+    (asyncio.run), refreshing a slot map marked stale there: with this loop's tasks
+    holding the client's locks, the failover test once met "asyncio.Lock is bound to a
+    different event loop". A transaction command now refuses a stale map with a
+    transient error, and the unit of work refreshes it in its own loop first."""
+    clinic = f"cl-{uuid.uuid4().hex[:8]}"
+    applied, _, _ = _keys(clinic)
+    assert await uow.run(clinic, ["in-1"], _apply(clinic, "in-1")) == 1
+    cluster._initialize = True  # as after a MOVED or a lost node
+    tx = no_retry_transaction(cluster)
+    with pytest.raises(SlotMapStale):
+        await tx.watch(applied)
+    await tx.reset()
+    assert classify(SlotMapStale("stale")) == "redeliver"
+    assert cluster._initialize  # nothing refreshed it from another loop
+    assert await uow.run(clinic, ["in-2"], _apply(clinic, "in-2")) == 2
+    assert not cluster._initialize  # refreshed here, then the step ran
 
 
 def _replica_of_primary_for(clinic: str) -> int:
