@@ -7,7 +7,8 @@
 
 1. Baseline and system alternate (A B A B ...), the first pair a warm-up that
    is dropped; `system_vs_raw` is the median of the pairs' ratios.
-2. Latency: the same mix sent open-loop at half the system's measured rate.
+2. Latency: the same mix sent open-loop at half the system's measured rate, until at
+   least `--latency-requests` requests went (one- and two-hop paths, bench.system).
 3. Scaling: the system again with two replicas of each service.
 4. Scheduler figures (planning, a booking race, 100,000 booster timers), taken first.
 5. Redis per client (bench.redis_clients): a small crowd through whole courses to their
@@ -74,10 +75,18 @@ class Bench:
         self.clock = ScaledClock(origin=ORIGIN, anchor=self.anchor, scale=1.0)
         self.seed = 0
 
-    def mix(self) -> list[workload.Message]:
+    def mix(self, events: int | None = None) -> list[workload.Message]:
         self.seed += 1
         now = self.clock.now()
-        return workload.lifecycle_mix(self.clinic_ids, self.args.events, now, self.seed)
+        count = events or self.args.events
+        return workload.lifecycle_mix(self.clinic_ids, count, now, self.seed)
+
+    def latency_mix(self, rate: float) -> list[workload.Message]:
+        """The open loop's load: `--latency-seconds` at `rate`, or more, until it holds
+        `--latency-requests` consultation requests (the two-hop samples' sources)."""
+        count = int(rate * self.args.latency_seconds)
+        mix = self.mix(max(count, 3 * self.args.latency_requests))  # ~1.8 events a journey
+        return mix[: max(count, workload.through_requests(mix, self.args.latency_requests))]
 
     async def fresh_clinics(self) -> None:
         """Each run books into empty calendars (services keep no state in memory)."""
@@ -103,21 +112,27 @@ class Bench:
                 await self.fresh_clinics()
                 baseline = await raw.run(self.args.bootstrap, messages)
                 measured = await system.drain(probe, stack, kafka, messages)
-                ratio = measured["events_per_s"] / baseline["events_per_s"]
+                ratio = measured["consumptions_per_s"] / baseline["events_per_s"]
                 pair = {"warm_up": n == 0, "raw": baseline, "system": measured, "ratio": ratio}
                 pairs.append(pair)
                 log(
                     f"pair {n}{' (warm-up)' if n == 0 else ''}: raw "
-                    f"{baseline['events_per_s']:.0f}/s, system {measured['events_per_s']:.0f}/s"
-                    f" ({measured['events']} events, {measured['mails']} mails), ratio {ratio:.3f}"
+                    f"{baseline['events_per_s']:.0f}/s, system {measured['consumptions_per_s']:.0f}"
+                    f" consumptions/s, {measured['requests_per_s']:.1f} requests/s"
+                    f" ({measured['events']} consumptions, {measured['mails']} mails),"
+                    f" {measured['cpu_s_per_1k']:.2f} CPU s per 1,000 (services and Redis)"
                 )
-            rate = 0.5 * median(p["system"]["inputs_per_s"] for p in pairs[1:])
+            # Half the measured maximum: the drains' median rate of inputs handled.
+            maximum = median(p["system"]["inputs_per_s"] for p in pairs[1:])
+            rate = 0.5 * maximum
             await self.fresh_clinics()
-            count = int(rate * self.args.latency_seconds)
-            latency = await system.open_loop(probe, kafka, self.mix()[:count], rate)
+            latency = await system.open_loop(probe, kafka, self.latency_mix(rate), rate)
+            latency["load_fraction"] = rate / maximum
+            one, two = latency["one_hop"], latency["two_hop"]
             log(
-                f"latency at {rate:.0f} inputs/s: p50 {latency['p50_ms']:.1f} ms, "
-                f"p99 {latency['p99_ms']:.1f} ms"
+                f"latency at {rate:.0f} inputs/s ({latency['requests']} requests): one hop p50 "
+                f"{one['p50_ms']:.1f} ms, p99 {one['p99_ms']:.1f} ms; two hops p50 "
+                f"{two['p50_ms']:.1f} ms, p99 {two['p99_ms']:.1f} ms ({two['samples']} samples)"
             )
         finally:
             await kafka.stop()
@@ -132,7 +147,10 @@ class Bench:
                 await self.fresh_clinics()
                 measured = await system.drain(probe, stack, kafka, self.mix())
                 runs.append({"warm_up": n == 0, **measured})
-                log(f"{stack.replicas} replicas, run {n}: {measured['events_per_s']:.0f}/s")
+                log(
+                    f"{stack.replicas} replicas, run {n}: "
+                    f"{measured['consumptions_per_s']:.0f} consumptions/s"
+                )
         finally:
             await kafka.stop()
         return runs
@@ -140,7 +158,7 @@ class Bench:
     async def system_phase(self, replicas: int) -> tuple[Stack, dict[str, Any]]:
         stack = self.stack(replicas)
         with stack.running():
-            probe = system.Probe(self.args.bootstrap)
+            probe = system.Probe(self.args.bootstrap, self.args.redis)
             await probe.start()
             try:
                 if replicas == 1:
@@ -240,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1500, help="intake events per run")
     parser.add_argument("--clinics", type=int, default=12)
     parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--latency-requests",
+        type=int,
+        default=2400,
+        help="at least this many requests open-loop (longer than --latency-seconds if need be)",
+    )
     parser.add_argument("--scaling-runs", type=int, default=3, help="runs with 2 replicas")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -265,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.events, args.latency_seconds, args.scaling_runs = 2, 200, 3.0, 1
+        args.latency_requests = 0
         args.due_clinics, args.due_pending, args.due_items = 50, 2000, 50
         args.due_window_s = 3.0
         args.crowd = 4

@@ -406,7 +406,7 @@ class Case:
         )
         if self.ports:  # the sinks too, on the given ports
             stack.smtp_port, stack.sms_port = self.ports[-1], self.ports[-2]
-        probe = Probe(self.bootstrap)
+        probe = Probe(self.bootstrap, self.redis_url)
         try:
             await asyncio.to_thread(stack.start)
             await probe.start()

@@ -126,3 +126,14 @@ def requests_only(clinic_ids: list[str], events: int, now: datetime, seed: int) 
     return [
         message(next(journey(clinic_ids[n % len(clinic_ids)], n, now, rng))) for n in range(events)
     ]
+
+
+def through_requests(messages: list[Message], requests: int) -> int:
+    """How many of `messages` hold the first `requests` journeys (each starts with its request)."""
+    seen = 0
+    for n, msg in enumerate(messages):
+        if msg.topic == topics.CONSULTATION_REQUESTED.name:
+            if seen == requests:
+                return n
+            seen += 1
+    return len(messages)

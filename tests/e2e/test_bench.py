@@ -12,10 +12,16 @@ from bench.__main__ import main as bench
 pytestmark = pytest.mark.integration
 
 HEADLINE = (
+    "requests_per_s",
+    "consumptions_per_s",
     "system_vs_raw",
-    "p50_ms",
-    "p99_ms",
     "cpu_s_per_1k",
+    "p50_ms_1hop",
+    "p99_ms_1hop",
+    "p50_ms_2hop",
+    "p99_ms_2hop",
+    "samples_2hop",
+    "load_fraction",
     "replica_scaling",
     "plan_p99_ms",
     "timer_lag_p99_ms",
@@ -52,8 +58,14 @@ def test_a_quick_bench_measures_every_part_and_writes_its_results(
         assert pair["raw"]["events"] == pair["system"]["inputs"]
         assert pair["system"]["events"] > pair["system"]["inputs"] > 0
         assert pair["system"]["mails"] > 0
-    # Every consultation request sent open-loop got its confirmation mail.
-    assert results["latency"]["requests"] > 0
+        # Every request of the drain reached its outcome mail, and Redis's CPU counted.
+        assert pair["system"]["requests_completed"] == pair["system"]["requests"] > 0
+        assert pair["system"]["cpu_s_per_1k"] > pair["system"]["cpu_s_per_1k_services_only"]
+    # Every consultation request sent open-loop got its acknowledgement and its outcome
+    # mail (or the run failed); the booked ones are the two-hop samples.
+    latency = results["latency"]
+    assert latency["one_hop"]["samples"] == latency["requests"] > 0
+    assert 0 < latency["two_hop"]["samples"] == latency["requests"] - latency["not_booked"]
     assert all(run["events"] > run["inputs"] for run in results["two_replicas"])
     assert results["scheduler"]["booking_race"]["winners"] == 1
     due = results["thousand_clinics"]  # every due booster and mail went once, or it failed
