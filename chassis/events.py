@@ -154,9 +154,12 @@ class EventPublisher:
         )
 
     def _published(self, event: Event, envelope: Envelope) -> None:
+        topic = topic_for(event)
+        if self._metrics is not None:
+            channel = getattr(event, "channel", "")
+            self._metrics.published(topic.name, event.clinic_id, str(channel or ""))
         if not log.isEnabledFor(logging.DEBUG):
             return
-        topic = topic_for(event)
         # DEBUG: one line per event cost the services CPU on every event (issue 19);
         # the topics are the record of what was published.
         log.debug(
@@ -170,9 +173,6 @@ class EventPublisher:
                 "causation_id": envelope.causation_id,
             },
         )
-        if self._metrics is not None:
-            channel = getattr(event, "channel", "")
-            self._metrics.published(topic.name, event.clinic_id, str(channel or ""))
 
 
 consumed_record: ContextVar[Any] = ContextVar("consumed_record", default=None)

@@ -100,6 +100,11 @@ def configure_logging(service: str, level: str) -> None:
     handler.addFilter(MessageContext())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    # DEBUG is the platform's own detail (a line per published event and per sent
+    # message, with their ids): libraries stay at INFO, their DEBUG is a flood.
+    wanted = logging.getLevelName(level.upper())
+    root.setLevel(max(wanted, logging.INFO) if isinstance(wanted, int) else level.upper())
+    for ours in ("chassis", "services", "ops"):
+        logging.getLogger(ours).setLevel(level.upper())
     # aiokafka reports every reconnect at WARNING/ERROR; keep its noise at bay.
     logging.getLogger("aiokafka").setLevel(max(root.level, logging.WARNING))

@@ -79,6 +79,8 @@ def stack(
         "KAP_CLOCK_SCALE": str(86400 / DAY_SECONDS),
         "KAP_CLOCK_ORIGIN": ORIGIN.isoformat(),
         "KAP_CLOCK_ANCHOR": anchor.isoformat(),
+        # The line per published event (with its ids) is DEBUG since issue 19.
+        "KAP_LOG_LEVEL": "DEBUG",
     }
     stack = Stack(workdir=workdir, env=env)
     with stack.running():
