@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -43,20 +41,6 @@ def clinic(unique: str) -> dict[str, str]:
 def clinics_path(tmp_path: Path, clinic: dict[str, str]) -> Path:
     spec = {"name": "Rebuilt", "timezone": "Europe/Lisbon", "key": clinic["key"]}
     return write_clinics(tmp_path / "clinics.json", {clinic["id"]: spec})
-
-
-@pytest.fixture
-def rebuilt_url(redis_url: str) -> str:
-    return urlsplit(redis_url)._replace(path=f"/{REBUILT_DB}").geturl()
-
-
-@pytest.fixture
-async def rebuilt_redis(rebuilt_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(rebuilt_url, decode_responses=True)
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
 
 
 def _settings(kafka: str, redis: str, clinics: Path) -> Settings:

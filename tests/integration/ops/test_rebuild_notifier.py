@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
@@ -82,20 +81,6 @@ def clinic(unique: str) -> ClinicUnderTest:
 def clinics_path(tmp_path: Path, clinic: ClinicUnderTest) -> Path:
     spec = {"name": clinic.name, "timezone": clinic.timezone, "key": clinic.key}
     return write_clinics(tmp_path / "clinics.json", {clinic.id: spec})
-
-
-@pytest.fixture
-def rebuilt_url(redis_url: str) -> str:
-    return urlsplit(redis_url)._replace(path=f"/{REBUILT_DB}").geturl()
-
-
-@pytest.fixture
-async def rebuilt_redis(rebuilt_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(rebuilt_url, decode_responses=True)
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
 
 
 @pytest.fixture
