@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -63,6 +63,10 @@ class Replay(Protocol):
     async def apply(
         self, topic: Topic, event: ev.Event, envelope: Envelope, at: datetime
     ) -> None: ...
+
+    async def finish(self) -> None:
+        """Apply what the replay held back: every record has been handed to `apply`."""
+        ...
 
 
 class TargetNotEmpty(RuntimeError):
@@ -107,10 +111,19 @@ async def rebuild(
     if before and not force:
         scope = f"clinic {clinic}'s keys" if clinic else "keys"
         raise TargetNotEmpty(f"the target Redis holds {before} {scope}; --force to write anyway")
-    counts = Counts()
     names = [topic.name for topic in replay.topics]
     ordered = in_kafka_order(bootstrap, names, follow=follow, security=security, required=True)
-    async for record in ordered:
+    counts = await replay_records(replay, ordered, clinic=clinic)
+    counts.keys_written = await _keys(target, clinic) - before
+    return counts
+
+
+async def replay_records(
+    replay: Replay, records: AsyncIterable[Any], *, clinic: str | None = None
+) -> Counts:
+    """Hand `records` (Kafka records, in the order read) to `replay`; what was read."""
+    counts = Counts()
+    async for record in records:
         counts.read[record.topic] += 1
         headers = dict(record.headers or ())
         if clinic is not None and headers.get(HEADER_CLINIC, b"").decode() != clinic:
@@ -131,7 +144,7 @@ async def rebuild(
             counts.refused += 1
             continue
         counts.applied += 1
-    counts.keys_written = await _keys(target, clinic) - before
+    await replay.finish()
     counts.not_rebuilt = dict(replay.gaps)
     return counts
 

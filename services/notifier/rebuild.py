@@ -91,6 +91,9 @@ class NotifierReplay:
         missing = {t.name for t in topics.produced_by(SERVICE)} - set(self._apply)
         assert not missing, f"a notifier fact the rebuild does not apply: {missing}"
 
+    async def finish(self) -> None:
+        """Nothing is held back: each record is applied as it comes."""
+
     async def apply(self, topic: Topic, event: ev.Event, envelope: Envelope, at: datetime) -> None:
         self.clock.at = at
         await self._apply[topic.name](event, envelope)

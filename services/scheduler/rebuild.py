@@ -3,9 +3,18 @@
 Kafka is the record, Redis a projection of it (issue 18). The scheduler's state (each
 client's schedule, the booking ledger, the waitlist, booster and measure timers, the
 measures answered, each event's handled mark) is what its reactions, the clinic's
-requests and its timers decided. A rebuild runs those same steps again, in Kafka
-order, through the one write step (changes.ScheduleChanges, so the unit of work), with
-a publisher that drops what they cause and remembers its ids (chassis.replay):
+requests and its timers decided. A rebuild runs those same steps again, in the order
+they were taken, through the one write step (changes.ScheduleChanges, so the unit of
+work), with a publisher that drops what they cause and remembers its ids (chassis.replay):
+- the order: the topics come merged by record time, and the outbox relay records the
+  outputs of several steps in one round, within the same milliseconds, merged then by
+  topic name (a course's measure falling due, fired just after a session's completion,
+  came before the completion's facts about one clean-clone run in three: the replay
+  fired the timer first, the schedule's version moved, and no later request was found
+  again). So an own fact not made yet is held (RELAY_ROUND of record time) and held
+  facts are taken in the order they were decided (`occurred_at`, the step's instant);
+  everything recorded before a consumed event was decided before it was handled, so
+  that event first releases what is held;
 - a consumed event goes to its reaction (as handlers.py hands it), on a clock reading
   the record's Kafka time (when it was handled, less the consumer's lag);
 - one of its own facts whose id a replayed step has made already is accounted for:
@@ -18,7 +27,9 @@ a publisher that drops what they cause and remembers its ids (chassis.replay):
   MeasureDue, ConsultationOfferLapsed) fires the clinic's timers at its instant;
 - a fact made again but decided otherwise is counted (`diverged`): a reaction decides
   anew, and two clients' events handled at once live (other partitions) may meet here
-  in another order (record time) and take one slot the other way round;
+  in another order (record time) and take one slot the other way round; likewise a
+  consumed event handled live after a step whose facts were recorded later still than
+  the event (within the consumer's lag) meets that step here before it;
 - a fact no step made again yet (a later output of a step whose first fact comes
   after it in the merged order) waits; one still unmade at the end is counted.
 
@@ -40,7 +51,8 @@ import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 
@@ -63,10 +75,25 @@ SERVICE: Service = "scheduler"
 # A request's outputs are few; their positions are searched up to this.
 MAX_OUTPUTS = 32
 SHORT_NOTICE = ("", "/short-notice")
+# How far apart, in record time, the facts of steps taken one after the other may be
+# recorded out of order: one relay round (milliseconds), with a wide margin.
+RELAY_ROUND = timedelta(seconds=5)
 
 Apply = Callable[[ev.Event, Envelope], Awaitable[None]]
 # A request run again: the candidate actions (as domain.ids names them) and how to run one.
 Candidates = Iterable[tuple[str, Callable[[], Awaitable[object]]]]
+
+
+@dataclass(frozen=True)
+class _Held:
+    """An own fact not made yet, held until the facts recorded around it are in."""
+
+    decided_at: datetime  # the step's instant: held facts are taken in this order
+    arrival: int
+    recorded_at: datetime
+    topic: Topic
+    event: ev.Event
+    envelope: Envelope
 
 
 class SchedulerReplay:
@@ -114,6 +141,8 @@ class SchedulerReplay:
         }
         self.topics = [t for t, _ in consumed] + list(topics.produced_by(SERVICE))
         self._waiting: dict[str, str] = {}  # own facts no replayed step made yet: id -> topic
+        self._held: list[_Held] = []  # own facts not made yet, in arrival order
+        self._arrivals = itertools.count()
         self._gaps: Counter[str] = Counter()
 
     @property
@@ -129,18 +158,51 @@ class SchedulerReplay:
         react = self._consumed.get(topic.name)
         if react is not None:
             one_clinic(event, envelope)  # refused live too: one id for the lock and the mark
+            await self._release()  # recorded before this event, so decided before it
             self.clock.at = at
             await react(event, envelope)
             return
         if envelope.source != self._publisher.source:
             return  # intake's alert, on a topic both publish: intake's to rebuild
-        made = self._publisher.dropped.get(envelope.id)
-        if made is not None:  # made again by the replayed step that made it
-            if _decided(made) != _decided(event):
-                # Re-decided otherwise: two clients' events handled at once, live, met
-                # in another order here (record time), and competed for one slot.
-                self._gaps[f"diverged:{topic.name}"] += 1
+        if not self._made_already(topic, event, envelope):
+            decided_at = event.occurred_at.astimezone(UTC)
+            self._held.append(_Held(decided_at, next(self._arrivals), at, topic, event, envelope))
+            await self._release(recorded_before=at - RELAY_ROUND)
+
+    async def finish(self) -> None:
+        """Take what is still held: the topics are read to their end."""
+        await self._release()
+
+    async def _release(self, recorded_before: datetime | None = None) -> None:
+        """Take the held facts (all, or those recorded before `recorded_before`) in the
+        order their steps were decided."""
+        if recorded_before is not None and (
+            not self._held or self._held[0].recorded_at >= recorded_before
+        ):
             return
+        taken: list[_Held] = []
+        kept: list[_Held] = []
+        for held in self._held:
+            due = recorded_before is None or held.recorded_at < recorded_before
+            (taken if due else kept).append(held)
+        self._held = kept
+        for held in sorted(taken, key=lambda h: (h.decided_at, h.arrival)):
+            if not self._made_already(held.topic, held.event, held.envelope):
+                await self._remake(held.topic, held.event, held.envelope)
+
+    def _made_already(self, topic: Topic, event: ev.Event, envelope: Envelope) -> bool:
+        """Whether a replayed step made this fact (a `diverged` one counted)."""
+        made = self._publisher.dropped.get(envelope.id)
+        if made is None:
+            return False
+        if _decided(made) != _decided(event):
+            # Re-decided otherwise: two clients' events handled at once, live, met
+            # in another order here (record time), and competed for one slot.
+            self._gaps[f"diverged:{topic.name}"] += 1
+        return True
+
+    async def _remake(self, topic: Topic, event: ev.Event, envelope: Envelope) -> None:
+        """Run again the timer or request that made this fact, at the fact's instant."""
         self.clock.at = event.occurred_at.astimezone(UTC)
         if topic.name in self._timers:
             await self._timers[topic.name](event.clinic_id)

@@ -21,16 +21,20 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from chassis.clinics import ClinicDirectory
 from chassis.clock import FrozenClock
 from chassis.config import ServiceSettings
 from chassis.events import EventPublisher
 from chassis.kafka import make_broker
 from ops import kapctl
+from ops.reading import in_kafka_order
+from ops.rebuild import replay_records
 from services.scheduler.config import Settings
 from services.scheduler.main import create_app
+from services.scheduler.rebuild import SchedulerReplay
 from shared import events as ev
 from shared import topics
-from shared.envelope import Envelope
+from shared.envelope import HEADER_CLINIC, Envelope
 from tests.builders.scheduler import PASSING_CHECKIN
 from tests.helpers import serving, topic_messages, write_clinics
 from tests.integration.notifier.support import caught_up
@@ -177,13 +181,7 @@ async def _with_course(front: Front, client: uuid.UUID) -> dict[str, Any] | None
     return schedule if schedule and schedule.get("course") else None
 
 
-# Known to fail about one clean-clone run in three: some of the scheduler's own facts
-# are not re-made (`not_replayed`: the request found for a fact decides otherwise when
-# run again, in the order the topics are merged by record time), and every later fact of
-# that client follows. It runs every time and counts when it passes; issue 18 stays open
-# until the rebuild applies the facts themselves instead of deciding again.
-@pytest.mark.xfail(reason="the scheduler rebuild re-decides: not yet deterministic", strict=False)
-async def test_the_scheduler_rebuilt_from_the_topics_answers_as_before_and_repeats_nothing(
+async def test_the_scheduler_rebuilt_from_the_topics_in_any_relay_order_answers_as_before(
     kafka_bootstrap: str,
     redis_url: str,
     rebuilt_url: str,
@@ -233,3 +231,40 @@ async def test_the_scheduler_rebuilt_from_the_topics_answers_as_before_and_repea
             kafka_bootstrap, topics.COURSE_BOOKED.name, key=str(enrolled.client_id), wait_s=2
         )
         assert len(again) == len(booked) == 1
+
+        # The same records with the scheduler's own facts between two consumed events in
+        # reverse: the outbox relay records one round's steps in any order (a timer's fact
+        # once came before the completion it followed), and the rebuild takes them in the
+        # order they were decided. The second copy of the enrolment is among them.
+        await rebuilt_redis.flushdb()
+        replay = SchedulerReplay(rebuilt_redis, ClinicDirectory(clinics_path))
+        read = in_kafka_order(kafka_bootstrap, [t.name for t in replay.topics], required=True)
+        records = [r async for r in read if _clinic_of(r) == clinic["id"]]
+        reordered = await replay_records(replay, _listed(_own_facts_reversed(records)))
+        assert reordered.unreadable == reordered.refused == 0
+        assert reordered.not_rebuilt == {}, reordered.summary()
+        assert _differences(before, {str(c): await front.schedule(c) for c in clients}) == []
+
+
+def _clinic_of(record: Any) -> str:
+    return dict(record.headers or ()).get(HEADER_CLINIC, b"").decode()
+
+
+def _own_facts_reversed(records: list[Any]) -> list[Any]:
+    """`records` with each run of the scheduler's own facts (between consumed events) reversed."""
+    own = {t.name for t in topics.produced_by("scheduler")}
+    out: list[Any] = []
+    run: list[Any] = []
+    for record in records:
+        if record.topic in own:
+            run.append(record)
+            continue
+        out += reversed(run)
+        run = []
+        out.append(record)
+    return out + list(reversed(run))
+
+
+async def _listed(records: list[Any]) -> AsyncIterator[Any]:
+    for record in records:
+        yield record
