@@ -22,7 +22,9 @@ work), with a publisher that drops what they cause and remembers its ids (chassi
   schedule makes the same ids;
 - any other own fact names the request or timer that made it: the request's action is
   found among those its payload allows by rebuilding the fact's id from the schedule
-  as it stands (domain.ids.change_cause), then that request runs again on a clock at
+  as it stands (domain.ids.change_cause; or a version or three away, when a timer's
+  step met it in the other order: the request then runs on the version its fact
+  names, which only names facts), then that request runs again on a clock at
   the fact's `occurred_at` (the step's own instant); a timer's fact (BoosterDue,
   MeasureDue, ConsultationOfferLapsed) fires the clinic's timers at its instant;
 - a fact made again but decided otherwise is counted (`diverged`): a reaction decides
@@ -62,9 +64,9 @@ from chassis.metrics import ServiceMetrics
 from chassis.replay import DroppingPublisher, ReplayClock
 from chassis.unit_of_work import UnitOfWork
 from services.scheduler.domain import ids
-from services.scheduler.domain.schedule import Missing, Refused
+from services.scheduler.domain.schedule import ClientSchedule, Missing, Refused
 from services.scheduler.scheduler import Scheduler
-from services.scheduler.store import SchedulerStore
+from services.scheduler.store import SchedulerStore, pack
 from shared import events as ev
 from shared import topics
 from shared.envelope import Envelope, derived_event_id
@@ -78,6 +80,9 @@ SHORT_NOTICE = ("", "/short-notice")
 # How far apart, in record time, the facts of steps taken one after the other may be
 # recorded out of order: one relay round (milliseconds), with a wide margin.
 RELAY_ROUND = timedelta(seconds=5)
+# How many versions apart the replay's schedule and the live one may be when a request
+# is run again: steps of other doors (timers) met in another order.
+VERSION_DRIFT = 3
 
 Apply = Callable[[ev.Event, Envelope], Awaitable[None]]
 # A request run again: the candidate actions (as domain.ids names them) and how to run one.
@@ -217,12 +222,17 @@ class SchedulerReplay:
         if schedule is None:
             return
         for action, run in self._requests[topic.name](event):
-            cause = ids.change_cause(schedule, action)
-            if not any(
-                derived_event_id(cause, ids.role(event, i)) == envelope.id
-                for i in range(MAX_OUTPUTS)
-            ):
+            decided_on = _version_named(schedule, action, event, envelope.id)
+            if decided_on is None:
                 continue
+            if decided_on != schedule.version:
+                # Decided live on another version of this schedule: a timer's step and
+                # this request met in the other order (a timer retried after a write
+                # conflict keeps its round's instant, so `occurred_at` can put it first).
+                # The version only names facts; the request runs on the one it named.
+                renamed = schedule.model_copy(update={"version": decided_on})
+                key = self._store.schedule_key(event.clinic_id, event.client_id)
+                await self._store.redis.set(key, pack(renamed))
             try:
                 await run()
             except (Refused, Missing, LookupError):
@@ -349,6 +359,20 @@ def _call(
         return await step(*args, **kwargs)
 
     return run
+
+
+def _version_named(
+    schedule: ClientSchedule, action: str, event: ev.Event, event_id: str
+) -> int | None:
+    """The schedule version, within VERSION_DRIFT of the one stored, on which `action`
+    makes the fact `event_id` (the current version first); None: on none of them."""
+    current = schedule.version
+    versions = range(max(0, current - VERSION_DRIFT), current + VERSION_DRIFT + 1)
+    for version in sorted(versions, key=lambda v: abs(v - current)):
+        cause = ids.change_cause(schedule.model_copy(update={"version": version}), action)
+        if any(derived_event_id(cause, ids.role(event, i)) == event_id for i in range(MAX_OUTPUTS)):
+            return version
+    return None
 
 
 def _decided(event: ev.Event) -> dict[str, object]:
