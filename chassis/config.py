@@ -118,6 +118,10 @@ class ServiceSettings(BaseSettings):
     consumer_max_poll_interval_ms: int = Field(
         default=300_000, ge=1_000, validation_alias="KAP_CONSUMER_MAX_POLL_INTERVAL_MS"
     )
+    # The most records one batch takes (chassis.batches): one commit per batch.
+    consumer_max_records: int = Field(
+        default=500, ge=1, validation_alias="KAP_CONSUMER_MAX_RECORDS"
+    )
     otel_exporter: Literal["none", "console"] = Field(
         default="none", validation_alias="KAP_OTEL_EXPORTER"
     )

@@ -11,12 +11,12 @@ Three outcomes for a message whose handler raises:
 - anything else: retried with exponential backoff, dead-lettered after the last
   attempt.
 A dead letter is published with acks=all before the offset is committed, so it is
-never lost; if that publish fails the message is redelivered instead.
+never lost; if that publish fails the message is redelivered instead. The consumer
+that applies this policy per record is chassis.batches.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -24,12 +24,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotEnoughReplicasError
-from faststream import BaseMiddleware
 from pydantic import ValidationError
 
 from chassis.clinics import ConfigurationError
-from chassis.events import consumed_record
-from chassis.logs import context_of, message_context
 from chassis.redis_client import TRANSIENT_REDIS_ERRORS
 from shared.envelope import EnvelopeError
 from shared.topics import DLQ_SUFFIX
@@ -37,8 +34,6 @@ from shared.topics import DLQ_SUFFIX
 if TYPE_CHECKING:
     from aiokafka import ConsumerRecord
     from faststream.kafka import KafkaBroker
-    from faststream.message import StreamMessage
-    from faststream.types import AsyncFuncAny
 
     from chassis.metrics import ServiceMetrics
 
@@ -114,48 +109,6 @@ class DeadLetterPolicy:
         return min(self.first_backoff_s * 2.0 ** (attempt - 1), self.max_backoff_s)
 
 
-def dead_letter_middleware(
-    service: str,
-    policy: DeadLetterPolicy,
-    broker: KafkaBroker,
-    metrics: ServiceMetrics | None = None,
-) -> type[BaseMiddleware]:
-    class DeadLetterMiddleware(BaseMiddleware):
-        async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
-            headers = {
-                k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                for k, v in (getattr(msg.raw_message, "headers", None) or ())
-            }
-            token = message_context.set(context_of(headers))
-            record = consumed_record.set(msg.raw_message)
-            try:
-                return await self._consume(call_next, msg)
-            finally:
-                consumed_record.reset(record)
-                message_context.reset(token)
-
-        async def _consume(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    return await call_next(msg)
-                except Exception as error:
-                    outcome = classify(error)
-                    if outcome == "redeliver":
-                        log.warning(
-                            "cannot be handled now (%s); will redeliver", type(error).__name__
-                        )
-                        await asyncio.sleep(policy.max_backoff_s)
-                        raise
-                    if outcome == "dead_letter" or attempt >= policy.attempts:
-                        await _dead_letter(broker, service, msg, error, attempt, metrics)
-                        return None
-                    await asyncio.sleep(policy.backoff(attempt))
-
-    return DeadLetterMiddleware
-
-
 def describe(error: BaseException) -> str:
     """A one-line reason, without the offending values (they may hold PHI)."""
     if isinstance(error, ValidationError):
@@ -167,15 +120,15 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:1000]
 
 
-async def _dead_letter(
+async def dead_letter(
     broker: KafkaBroker,
     service: str,
-    msg: StreamMessage[Any],
+    record: ConsumerRecord[bytes, bytes],
     error: BaseException,
     attempts: int,
     metrics: ServiceMetrics | None,
 ) -> None:
-    record: ConsumerRecord[bytes, bytes] = msg.raw_message
+    """Publish `record` to its topic's dead-letter topic with the reason (acks=all)."""
     headers = {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
     headers.update(
         {

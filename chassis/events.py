@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import KafkaTimeoutError
-from faststream import Depends
 from faststream.kafka import KafkaBroker
 
 from chassis.producers import abort_producer, request_timeout_s, usable_producer
@@ -175,24 +173,11 @@ class EventPublisher:
         )
 
 
-consumed_record: ContextVar[Any] = ContextVar("consumed_record", default=None)
-"""The Kafka record being handled; set by the consuming middleware (chassis.dead_letters)."""
-
-
-# Async and without FastStream's Context(): FastDepends runs a plain function, and
-# resolves a Context() field, in a worker thread: a thread hop per message
-# (measured: a fifth of the notifier's busy samples went to those hand-offs).
-async def _envelope_of() -> Envelope:
-    record = consumed_record.get()
-    if record is None:
-        raise EnvelopeError("no Kafka message is being handled")
+def envelope_of(record: Any) -> Envelope:
+    """A consumed record's envelope (EnvelopeError: dead-lettered)."""
     envelope = Envelope.from_headers(record.headers or ())
     topic = getattr(record, "topic", None)
     # One event type per topic: anything else on it is not for this handler.
     if topic and envelope.type != f"kap.{topic}":
         raise EnvelopeError(f"event type {envelope.type!r} does not belong on {topic}")
     return envelope
-
-
-CurrentEnvelope = Annotated[Envelope, Depends(_envelope_of)]
-"""Handler parameter: the envelope of the message being handled (bad -> dead letter)."""

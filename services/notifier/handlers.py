@@ -22,12 +22,13 @@ from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 from redis.asyncio.client import Pipeline
 
+from chassis.batches import Handler
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock
 from chassis.config import ServiceSettings
 from chassis.dead_letters import Rejected, describe, one_clinic
-from chassis.events import CurrentEnvelope
-from chassis.kafka import GroupMembership, Handler, subscribe
+from chassis.kafka import GroupMembership, subscribe
+from chassis.metrics import ServiceMetrics
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from services.notifier import domain, tidy
 from services.notifier.alerts import Alerts
@@ -150,13 +151,19 @@ def preferences(event: ev.ContactPreferencesChanged) -> ContactChange:
     return change
 
 
-def register(broker: KafkaBroker, deps: Deps, settings: ServiceSettings) -> GroupMembership:
+def register(
+    broker: KafkaBroker,
+    deps: Deps,
+    settings: ServiceSettings,
+    metrics: ServiceMetrics | None = None,
+) -> GroupMembership:
     return subscribe(
         broker,
         SERVICE,
         reactions(deps),
         "notifier reacts: plans the messages each lifecycle event causes",
         settings,
+        metrics,
     )
 
 
@@ -166,100 +173,90 @@ def reactions(deps: Deps) -> list[tuple[Topic, Handler]]:
     planner = Planner(deps)
 
     async def on_consultation_requested(
-        event: ev.ConsultationRequested, envelope: CurrentEnvelope
+        event: ev.ConsultationRequested, envelope: Envelope
     ) -> None:
         await planner.plan(event, envelope, requested(event))
 
     async def on_contact_preferences_changed(
-        event: ev.ContactPreferencesChanged, envelope: CurrentEnvelope
+        event: ev.ContactPreferencesChanged, envelope: Envelope
     ) -> None:
         await planner.plan(event, envelope, preferences(event))
 
     async def on_consultation_booking_failed(
-        event: ev.ConsultationBookingFailed, envelope: CurrentEnvelope
+        event: ev.ConsultationBookingFailed, envelope: Envelope
     ) -> None:
         await planner.plan(event, envelope)
 
-    async def on_consultation_booked(
-        event: ev.ConsultationBooked, envelope: CurrentEnvelope
-    ) -> None:
+    async def on_consultation_booked(event: ev.ConsultationBooked, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
     async def on_consultation_waitlisted(
-        event: ev.ConsultationWaitlisted, envelope: CurrentEnvelope
+        event: ev.ConsultationWaitlisted, envelope: Envelope
     ) -> None:
         await planner.plan(event, envelope)
 
     async def on_consultation_slot_offered(
-        event: ev.ConsultationSlotOffered, envelope: CurrentEnvelope
+        event: ev.ConsultationSlotOffered, envelope: Envelope
     ) -> None:
         await planner.plan(event, envelope)
 
     async def on_consultation_cancelled(
-        event: ev.ConsultationCancelled, envelope: CurrentEnvelope
+        event: ev.ConsultationCancelled, envelope: Envelope
     ) -> None:
         await planner.plan(event, envelope)
 
-    async def on_consultation_held(event: ev.ConsultationHeld, envelope: CurrentEnvelope) -> None:
+    async def on_consultation_held(event: ev.ConsultationHeld, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_screening_completed(
-        event: ev.ScreeningCompleted, envelope: CurrentEnvelope
-    ) -> None:
+    async def on_screening_completed(event: ev.ScreeningCompleted, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_clinical_alert_raised(
-        event: ev.ClinicalAlertRaised, envelope: CurrentEnvelope
-    ) -> None:
+    async def on_clinical_alert_raised(event: ev.ClinicalAlertRaised, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_course_booked(event: ev.CourseBooked, envelope: CurrentEnvelope) -> None:
+    async def on_course_booked(event: ev.CourseBooked, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_session_scheduled(event: ev.SessionScheduled, envelope: CurrentEnvelope) -> None:
+    async def on_session_scheduled(event: ev.SessionScheduled, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_session_rescheduled(
-        event: ev.SessionRescheduled, envelope: CurrentEnvelope
-    ) -> None:
+    async def on_session_rescheduled(event: ev.SessionRescheduled, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_session_cancelled(event: ev.SessionCancelled, envelope: CurrentEnvelope) -> None:
+    async def on_session_cancelled(event: ev.SessionCancelled, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_session_missed(event: ev.SessionMissed, envelope: CurrentEnvelope) -> None:
+    async def on_session_missed(event: ev.SessionMissed, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_session_completed(event: ev.SessionCompleted, envelope: CurrentEnvelope) -> None:
+    async def on_session_completed(event: ev.SessionCompleted, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_course_completed(event: ev.CourseCompleted, envelope: CurrentEnvelope) -> None:
+    async def on_course_completed(event: ev.CourseCompleted, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_booster_due(event: ev.BoosterDue, envelope: CurrentEnvelope) -> None:
+    async def on_booster_due(event: ev.BoosterDue, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_booster_session_booked(
-        event: ev.BoosterSessionBooked, envelope: CurrentEnvelope
-    ) -> None:
+    async def on_booster_session_booked(event: ev.BoosterSessionBooked, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_course_paused(event: ev.CoursePaused, envelope: CurrentEnvelope) -> None:
+    async def on_course_paused(event: ev.CoursePaused, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_course_resumed(event: ev.CourseResumed, envelope: CurrentEnvelope) -> None:
+    async def on_course_resumed(event: ev.CourseResumed, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_course_ended(event: ev.CourseEnded, envelope: CurrentEnvelope) -> None:
+    async def on_course_ended(event: ev.CourseEnded, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_session_checked_in(event: ev.SessionCheckedIn, envelope: CurrentEnvelope) -> None:
+    async def on_session_checked_in(event: ev.SessionCheckedIn, envelope: Envelope) -> None:
         await planner.plan(event, envelope)  # a refusal is told; the answers are never kept
 
-    async def on_measure_due(event: ev.MeasureDue, envelope: CurrentEnvelope) -> None:
+    async def on_measure_due(event: ev.MeasureDue, envelope: Envelope) -> None:
         await planner.plan(event, envelope)
 
-    async def on_measure_answered(event: ev.MeasureAnswered, envelope: CurrentEnvelope) -> None:
+    async def on_measure_answered(event: ev.MeasureAnswered, envelope: Envelope) -> None:
         if deps.measures is not None:  # that it was answered, never the answers
             await deps.measures.on_answered(event, envelope, deps.unit_of_work)
 

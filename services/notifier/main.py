@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             measures=measures,
         ),
         settings,
+        runtime.metrics,
     )
     runtime.memberships.append(membership)
     runtime.workers.append(delivery.run)

@@ -34,8 +34,8 @@ from datetime import datetime, timedelta
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from chassis.batches import Handler
 from chassis.clinics import ClinicDirectory
-from chassis.kafka import Handler
 from chassis.replay import DroppingPublisher, ReplayClock
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from services.notifier import handlers

@@ -6,11 +6,11 @@ from faststream.kafka import KafkaBroker
 
 from chassis.config import ServiceSettings
 from chassis.dead_letters import one_clinic
-from chassis.events import CurrentEnvelope
 from chassis.kafka import GroupMembership, subscribe
 from services.scheduler.scheduler import Scheduler
 from shared import events as ev
 from shared import topics
+from shared.envelope import Envelope
 
 SERVICE = "scheduler"
 
@@ -18,19 +18,19 @@ SERVICE = "scheduler"
 def register(
     broker: KafkaBroker, scheduler: Scheduler, settings: ServiceSettings
 ) -> GroupMembership:
-    async def book_consultation(event: ev.ConsultationRequested, envelope: CurrentEnvelope) -> None:
+    async def book_consultation(event: ev.ConsultationRequested, envelope: Envelope) -> None:
         one_clinic(event, envelope)  # one id for the lock and the handled mark
         await scheduler.on_consultation_requested(event, envelope)
 
-    async def close_consultation(event: ev.ConsultationHeld, envelope: CurrentEnvelope) -> None:
+    async def close_consultation(event: ev.ConsultationHeld, envelope: Envelope) -> None:
         one_clinic(event, envelope)  # one id for the lock and the handled mark
         await scheduler.on_consultation_held(event, envelope)
 
-    async def book_course(event: ev.ClientEnrolled, envelope: CurrentEnvelope) -> None:
+    async def book_course(event: ev.ClientEnrolled, envelope: Envelope) -> None:
         one_clinic(event, envelope)  # one id for the lock and the handled mark
         await scheduler.on_client_enrolled(event, envelope)
 
-    async def record_measure(event: ev.MeasureAnswered, envelope: CurrentEnvelope) -> None:
+    async def record_measure(event: ev.MeasureAnswered, envelope: Envelope) -> None:
         one_clinic(event, envelope)  # one id for the lock and the handled mark
         await scheduler.on_measure_answered(event, envelope)
 
@@ -45,4 +45,5 @@ def register(
         ],
         "scheduler reacts: books consultations and courses, records measures answered",
         settings,
+        scheduler.metrics,
     )

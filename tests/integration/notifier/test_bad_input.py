@@ -114,6 +114,6 @@ async def test_unreadable_or_foreign_messages_are_dead_lettered_and_consuming_go
     [unreadable] = await rig.dead_letters(topic, str(garbled))
     assert unreadable["kap_dlq_error_type"] == "JSONDecodeError"
     [invalid] = await rig.dead_letters(topic, str(incomplete))
-    assert invalid["kap_dlq_error"].startswith("invalid payload: event.contact")
+    assert invalid["kap_dlq_error"].startswith("invalid payload: contact")
     [unenveloped] = await rig.dead_letters(topic, str(unlabelled))
     assert unenveloped["kap_dlq_error_type"] == "EnvelopeError"

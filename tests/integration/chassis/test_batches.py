@@ -1,0 +1,208 @@
+"""A batch is handled with the guarantees of one message at a time (chassis.batches),
+on the real Kafka: what is committed, what is dead-lettered, what comes again.
+
+A topic of the test's own (three partitions, and its dead-letter topic), a consumer
+in a group of the test's own; the handler is told which records to refuse (the
+message's fault) and which to fail as the infrastructure's (Redis down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from chassis.batches import BatchHandler, Progress
+from chassis.config import ServiceSettings
+from chassis.dead_letters import DeadLetterPolicy, Rejected
+from chassis.kafka import apply_topics, make_broker, subscribe
+from shared import events as ev
+from shared import topics
+from shared.envelope import Envelope
+from tests.helpers import topic_messages
+from tests.integration.test_bad_input import topic_messages_raw
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 3
+PER_PARTITION = 4
+
+
+@pytest.fixture
+async def topic(kafka_bootstrap: str) -> topics.Topic:
+    mine = dataclasses.replace(
+        topics.CONSULTATION_HELD,
+        name=f"test.batches.{uuid.uuid4().hex[:8]}.v1",
+        partitions=PARTITIONS,
+    )
+    await apply_topics(kafka_bootstrap, topics=[mine], records=())
+    return mine
+
+
+@pytest.fixture
+async def consumer(kafka_bootstrap: str, topic: topics.Topic) -> AsyncIterator[AIOKafkaConsumer]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"test-batches-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    consumer.assign([TopicPartition(topic.name, p) for p in range(PARTITIONS)])
+    yield consumer
+    await consumer.stop()
+
+
+async def _produce(kafka_bootstrap: str, topic: topics.Topic) -> dict[int, list[str]]:
+    """PER_PARTITION events on each partition; their event ids per partition, in order."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    ids: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
+    try:
+        for partition in range(PARTITIONS):
+            for _ in range(PER_PARTITION):
+                now = datetime.now(UTC)
+                event = ev.ConsultationHeld(
+                    clinic_id="c-batch",
+                    client_id=uuid.uuid4(),
+                    occurred_at=now,
+                    outcome="proceed_to_screening",
+                )
+                envelope = Envelope(
+                    id=str(uuid.uuid4()),
+                    source="/kap/intake",
+                    type=f"kap.{topic.name}",
+                    time=now,
+                    subject=str(event.client_id),
+                    clinic_id="c-batch",
+                    correlation_id=str(uuid.uuid4()),
+                )
+                await producer.send_and_wait(
+                    topic.name,
+                    event.model_dump_json().encode(),
+                    key=str(event.client_id).encode(),
+                    partition=partition,
+                    headers=envelope.to_headers(),
+                )
+                ids[partition].append(envelope.id)
+    finally:
+        await producer.stop()
+    return ids
+
+
+async def test_a_batch_commits_each_partition_up_to_what_it_handled_and_redelivers_the_rest(
+    kafka_bootstrap: str, topic: topics.Topic, consumer: AIOKafkaConsumer
+) -> None:
+    ids = await _produce(kafka_bootstrap, topic)
+    refuse = ids[1][1]  # the message's own fault: dead-lettered, its partition goes on
+    down = ids[2][2]  # the infrastructure's: partition 2 stops there, sought back
+    handled: list[str] = []
+    infrastructure_down = True
+
+    async def handler(event: ev.ConsultationHeld, envelope: Envelope) -> None:
+        if envelope.id == refuse:
+            raise Rejected("not for this client's state")
+        if envelope.id == down and infrastructure_down:
+            raise ConnectionError("redis is down")
+        handled.append(envelope.id)
+
+    broker = make_broker(ServiceSettings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap), "scheduler")
+    await broker.start()
+    try:
+        batches = BatchHandler(
+            "scheduler",
+            [(topic, handler)],
+            broker,
+            Progress(),
+            policy=DeadLetterPolicy(max_backoff_s=0.0),
+        )
+        records = await _all(consumer, PARTITIONS * PER_PARTITION)
+        await batches.handle(records, consumer)
+
+        committed = {p: await consumer.committed(_tp(topic, p)) for p in range(PARTITIONS)}
+        assert committed == {0: PER_PARTITION, 1: PER_PARTITION, 2: 2}
+        # Each partition in order; partition 2 stopped at the record that failed.
+        for partition in range(PARTITIONS):
+            mine = [i for i in handled if i in ids[partition]]
+            expected = [i for i in ids[partition] if i != refuse]
+            assert mine == (expected[:2] if partition == 2 else expected)
+        [dead] = await topic_messages(kafka_bootstrap, topic.dead_letters, expect=1)
+        assert dead["headers"]["ce_id"] == refuse
+        assert dead["headers"]["kap_dlq_error_type"] == "Rejected"
+
+        # The next batch starts at the record sought back: nothing else comes again.
+        infrastructure_down = False
+        handled.clear()
+        again = await _all(consumer, 2)
+        assert [r.offset for r in again] == [2, 3]
+        await batches.handle(again, consumer)
+        assert handled == ids[2][2:]
+        assert await consumer.committed(_tp(topic, 2)) == PER_PARTITION
+    finally:
+        await broker.stop()
+
+
+async def test_a_service_consumer_dead_letters_an_unreadable_record_and_handles_its_batch(
+    kafka_bootstrap: str, topic: topics.Topic
+) -> None:
+    """Through the service's own wiring (chassis.kafka.subscribe, FastStream's batch
+    subscriber): an unreadable record among good ones is that record's dead letter; the
+    batch around it is handled and committed (a first version let FastStream decode the
+    whole batch, and one bad record dropped every record of it, uncommitted)."""
+    ids = await _produce(kafka_bootstrap, topic)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic.name,
+            b'{"clinic_id": "c-batch", ',
+            key=b"unreadable",
+            partition=0,
+            headers=[("content-type", b"application/json")],
+        )
+    finally:
+        await producer.stop()
+    handled: list[str] = []
+
+    async def handler(event: ev.ConsultationHeld, envelope: Envelope) -> None:
+        handled.append(envelope.id)
+
+    settings = ServiceSettings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    broker = make_broker(settings, "scheduler")
+    service = f"test-{uuid.uuid4().hex[:8]}"
+    membership = subscribe(broker, service, [(topic, handler)], "", settings)
+    await broker.start()
+    try:
+        [dead] = await topic_messages_raw(
+            kafka_bootstrap, topic.dead_letters, "unreadable", service, 1
+        )
+        assert dead["kap_dlq_error_type"] == "JSONDecodeError"
+        for _ in range(100):
+            if len(handled) == PARTITIONS * PER_PARTITION:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(handled) == sorted(i for p in ids.values() for i in p)
+        assert membership.joined
+    finally:
+        await broker.stop()
+
+
+def _tp(topic: topics.Topic, partition: int) -> TopicPartition:
+    return TopicPartition(topic.name, partition)
+
+
+async def _all(consumer: AIOKafkaConsumer, count: int) -> list[object]:
+    """`count` records, in one list (several fetches if need be)."""
+    found: list[object] = []
+    for _ in range(40):
+        for records in (await consumer.getmany(timeout_ms=250)).values():
+            found += records
+        if len(found) >= count:
+            break
+    assert len(found) == count, f"{len(found)} records, not {count}"
+    return found
