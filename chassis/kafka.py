@@ -281,6 +281,8 @@ class GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.commit is not None and revoked:
             await self.commit(list(revoked))
         self.progress.revoked.update(revoked)
+        for tp in revoked:  # handled after the commit: the new owner does it again
+            self.progress.handled.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self.progress.revoked.difference_update(assigned)
