@@ -272,9 +272,9 @@ class GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]
     Partitions leaving: what the batch handled of them is committed (the rebalance
     waits for this), and the batch stops handling them (chassis.batches)."""
 
-    def __init__(self, progress: Progress | None = None) -> None:
+    def __init__(self) -> None:
         self.joined = False
-        self.progress = progress or Progress()
+        self.progress = Progress()
         self.commit: Callable[[Sequence[TopicPartition]], Awaitable[None]] | None = None
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
@@ -318,11 +318,8 @@ def subscribe(
         max_poll_interval_ms=settings.consumer_max_poll_interval_ms,
         batch=True,
         max_records=settings.consumer_max_records,
-        # getmany returns as soon as records are there; an empty wait is followed by
-        # FastStream's own pause of the same length, so short keeps an idle consumer
-        # quick to answer the next record.
         batch_timeout_ms=BATCH_WAIT_MS,
-        ack_policy=AckPolicy.MANUAL,
+        ack_policy=AckPolicy.MANUAL,  # the batch commits what it handled (chassis.batches)
         listener=membership,
         title=service,
         description=description,
