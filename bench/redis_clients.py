@@ -66,6 +66,7 @@ async def footprint(
     clients: set[str] = set()
     total_bytes, total_keys, kept_bytes, kept_keys = 0, 0, 0, 0
     families: Counter[str] = Counter()
+    family_keys: Counter[str] = Counter()
     later_ms = LATER.total_seconds() * 1000
     for clinic_id in clinic_ids:
         async for raw in redis.scan_iter(match=f"*{{{clinic_id}}}*", count=1000):
@@ -76,6 +77,7 @@ async def footprint(
             if ttl_ms == -1 or ttl_ms > later_ms:  # -1: no TTL (-2: gone meanwhile)
                 kept_bytes, kept_keys = kept_bytes + size, kept_keys + 1
             families[family(key)] += size
+            family_keys[family(key)] += 1
             found = _CLIENT.match(key)
             if found:
                 clients.add(f"{clinic_id}/{found.group(1)}")
@@ -89,7 +91,10 @@ async def footprint(
         "redis_keys_per_client": round(total_keys / per, 1),
         "redis_bytes_per_client_30d": round(kept_bytes / per),
         "redis_keys_per_client_30d": round(kept_keys / per, 1),
-        "families": dict(families.most_common(16)),
+        "families": {
+            name: {"bytes": size, "keys": family_keys[name]}
+            for name, size in families.most_common(16)
+        },
     }
 
 

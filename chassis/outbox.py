@@ -27,7 +27,6 @@ whose writer did (its mark is then settled away by one look).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -35,7 +34,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
@@ -134,21 +132,6 @@ class Outbox:
             tx.zrem(written, *ids)
             await tx.execute()
 
-    async def publish_due(self, clinic_id: str, ids: Sequence[str]) -> None:
-        """Those of `ids` still in the outbox whose writer had its time to publish them
-        (`relay_grace_ms`), published now: a redelivered input's. Younger ones are left to
-        their writer, perhaps publishing them right now (a duplicate delivery handled
-        concurrently), and to the relay should it have died."""
-        if not ids:
-            return
-        box, written = self._keys(clinic_id)
-        before = time.time() * 1000 - self.grace_ms
-        scores = await self._redis.zmscore(written, list(ids))
-        due = [i for i, at in zip(ids, scores, strict=True) if at is not None and at <= before]
-        if due:
-            raw = await self._redis.hmget(box, due)
-            await self.publish(clinic_id, [_output(r) for r in raw if r is not None])
-
     def relay_work(
         self,
         clinic_ids: Callable[[], Iterable[str]],
@@ -241,42 +224,3 @@ def _output(raw: bytes | str) -> Output:
     item = json.loads(raw)
     event = BY_NAME[item["topic"]].event.model_validate(item["event"])
     return Output(event, Envelope.model_validate(item["envelope"]))
-
-
-# A handled mark's value: its outputs' ids, for a redelivered input to publish what its
-# first handling left in the outbox. Most marks live 14 days and there are a few per
-# client's event (issue 18: bytes per client), so UUID ids are kept as 22 characters of
-# base64url after "u:" (no outputs: empty); any other id as a JSON list, as marks
-# written before this were.
-_COMPACT = "u:"
-
-
-def mark_value(ids: Sequence[str]) -> str:
-    """What a handled mark holds for outputs `ids` (read back by `output_ids`)."""
-    try:
-        packed = [UUID(i) for i in ids]
-    except ValueError:
-        return json.dumps(list(ids))
-    if [str(u) for u in packed] != list(ids):  # not canonical: kept as given
-        return json.dumps(list(ids))
-    return (
-        _COMPACT + ",".join(base64.urlsafe_b64encode(u.bytes).decode().rstrip("=") for u in packed)
-        if packed
-        else ""
-    )
-
-
-def output_ids(raw: bytes | str) -> list[str]:
-    """The output ids a handled mark lists (one written before the unit of work: payloads)."""
-    stored = raw.decode() if isinstance(raw, bytes) else raw
-    if not stored:
-        return []
-    if stored.startswith(_COMPACT):
-        return [
-            str(UUID(bytes=base64.urlsafe_b64decode(i + "==")))
-            for i in stored[len(_COMPACT) :].split(",")
-        ]
-    listed = json.loads(stored)
-    if not isinstance(listed, list):
-        return []
-    return [i if isinstance(i, str) else i["envelope"]["id"] for i in listed]

@@ -54,7 +54,8 @@ _CLIENT = (
 
 RULES: tuple[Rule, ...] = (
     # --- the chassis, for every service ------------------------------------------
-    Rule("<id>:{c}:handled:<id>", "chassis", "an input's handled mark: applied once", _HANDLED + "; the notifier's planning inputs' marks are taken sooner by a client's tidy, once the tidy refuses them (services/notifier/tidy.py)", "always"),
+    Rule("<id>:{c}:marks:<id>", "chassis", "the handled marks of one client's inputs (a field each, with when it was written): applied once", "TTL `REMEMBER_S` (14 days) from the last mark, refreshed on each; a hash of over `TRIM_MARKS_OVER` fields sheds those older than `REMEMBER_S` at the next mark (chassis.unit_of_work); the notifier's planning inputs' marks are taken sooner by a client's tidy, once the tidy refuses them (services/notifier/tidy.py)", "always"),
+    Rule("<id>:{c}:handled:<id>", "chassis", "an input's handled mark, for an input of no one client's (a cohort summary) or written before the marks hashes", _HANDLED, "always"),
     Rule("<id>:{c}:outbox", "chassis", "events recorded with a write, not yet on Kafka", _OUTBOX, "never"),
     Rule("<id>:{c}:outbox:written", "chassis", "when each outbox event was written (relay)", _OUTBOX, "never"),
     # Due work (chassis.due_index, chassis.buckets): a fixed number of buckets per timer
@@ -94,8 +95,9 @@ RULES: tuple[Rule, ...] = (
     Rule("notifier:{c}:held", "notifier", "time-bound messages held while the schedule view lags", "per clinic; a member leaves when released or sent", "never"),
     Rule("notifier:{c}:slot:<id>", "notifier", "the message holding a replaceable slot", _TIDY + "else TTL `RETAIN_S` (90 days)", "always"),
     Rule("notifier:{c}:appointment:<id>", "notifier", "messages planned about one appointment", _TIDY + "else TTL `RETAIN_S`", "always"),
-    Rule("notifier:{c}:schedule:<id>", "notifier", "the appointment as last heard (checks at send time)", _TIDY + "and the appointment over; else TTL `RETAIN_S`", "always"),
+    Rule("notifier:{c}:schedule:<id>", "notifier", "the appointment as last heard (checks at send time)", _TIDY + "and the appointment over, whether or not a message was about it; else TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:client:<id>", "notifier", "messages planned for one client (API)", "TTL `RETAIN_S`, refreshed on each plan; a tidy takes its finished members", "always"),
+    Rule("notifier:{c}:facts:<id>", "notifier", "the client's appointments with a fact: a tidy takes those over that no pending message is about", "TTL `RETAIN_S`, refreshed on each fact; a tidy takes the members whose facts it took", "always"),
     Rule("notifier:{c}:inputs:<id>", "notifier", "the client's planning inputs by when they happened: a tidy takes the handled marks of those over `LATE` (7 days) before it", "TTL `REMEMBER_S`, refreshed on each input; a tidy takes the members whose marks it took", "always"),
     Rule("notifier:{c}:tidied:<id>", "notifier", "when the client's records were last tidied: later news of the ended course brings nothing back", _CLIENT, "never"),
     Rule("notifier:{c}:measures-answered:<id>", "notifier", "the client's measures answered: their requests are not sent", "TTL `RETAIN_S` from the latest answer", "always"),

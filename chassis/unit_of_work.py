@@ -9,7 +9,9 @@ A service's step reads what its decision depends on with those keys watched
 (`Transaction.watch`), decides in pure code, and hands back its writes and the
 events they cause (`Decision`). One MULTI then holds, together:
 - the handled mark of each input that caused it (an event id, or a request's
-  key), checked absent under WATCH from before the step read anything;
+  key), checked absent under WATCH from before the step read anything: a field of
+  the client's marks hash when the step is one client's (`marks_of`: a few dozen
+  bytes a mark instead of a key's hundred and more; issue 18), else a key per input;
 - the service's state writes;
 - the outputs, in the clinic's outbox (chassis.outbox).
 A concurrent change to any watched key makes EXEC fail and the step run again
@@ -32,9 +34,10 @@ SIGKILL test, tests/integration/chassis/test_write_crashes.py):
    and the clinic marked due to the relay (chassis.outbox `mark_due`); the relay
    (a loop on every replica, over the due index's buckets it owns) publishes what
    has waited longer than the grace (`RELAY_GRACE_MS`), and a redelivered input, finding
-   its handled mark, publishes its own outputs if they waited that long (a
-   younger output may be being published by its writer right now: a duplicate
-   delivery handled concurrently must not publish it a second time);
+   its handled mark, relays its clinic's outbox at once, its own outputs among what
+   waited that long (a younger output may be being published by its writer right
+   now: a duplicate delivery handled concurrently must not publish it a second
+   time). A mark names no outputs: it only says the input was handled;
 3. after the publish, before the outbox is cleared: the relay publishes them
    again, with the same event ids; readers drop the duplicate by id.
 Nothing is applied twice (the handled mark), nothing is lost (the outbox).
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -60,7 +64,7 @@ from redis.exceptions import WatchError
 from chassis.due_index import DueIndex
 from chassis.due_work import DueWork
 from chassis.events import EventPublisher
-from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output, mark_value, output_ids
+from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output
 from chassis.redis_client import execute_replicated, fresh_slot_map, no_retry_transaction
 from chassis.workers import Worker
 
@@ -72,6 +76,10 @@ CONFLICT_TRIES = 20
 RELAY_GRACE_MS = GRACE_MS
 # How long a handled input is remembered: longer than any redelivery.
 REMEMBER_S = 14 * 24 * 60 * 60
+# A client's marks hash is searched for marks older than REMEMBER_S (each field holds
+# when it was written) once it holds more fields than this; it expires as a whole
+# REMEMBER_S after its last write.
+TRIM_MARKS_OVER = 64
 # On a cluster, how long a step waits for a replica to hold its write before the
 # input is left to come again (chassis.redis_client.execute_replicated).
 REPLICA_ACK_MS = 1000
@@ -156,7 +164,18 @@ class UnitOfWork:
     # --- keys ------------------------------------------------------------------
 
     def handled_key(self, clinic_id: str, input_id: str) -> str:
-        return f"{self._service}:{{{clinic_id}}}:handled:{input_id}"
+        return handled_key(self._service, clinic_id, input_id)
+
+    def marks_key(self, clinic_id: str, owner: str) -> str:
+        return marks_key(self._service, clinic_id, owner)
+
+    async def is_handled(self, clinic_id: str, input_id: str, marks_of: str | None) -> bool:
+        """Whether the input's handled mark is there (in `marks_of`'s hash, or its own key)."""
+        if marks_of is not None and await self._redis.hexists(
+            self.marks_key(clinic_id, marks_of), input_id
+        ):
+            return True
+        return bool(await self._redis.exists(self.handled_key(clinic_id, input_id)))
 
     # --- the step ----------------------------------------------------------------
 
@@ -167,37 +186,38 @@ class UnitOfWork:
         step: Step[R],
         *,
         leave_to_relay: bool = False,
+        marks_of: str | None = None,
     ) -> R | Replayed | None:
         """Run `step` for the inputs `input_ids` (none: an input that needs no handled
         mark, such as a timer's write made idempotent by the state it checks) in
         `clinic_id`'s slot; publish after. REPLAYED when every input was handled before
-        (their outputs still in the outbox published again).
+        (their outputs still in the outbox published again). `marks_of`: the client the
+        inputs are about, whose marks hash holds their handled marks (None: a key each).
 
         A failed publish raises (an event is then redelivered, and its replay publishes)
         unless `leave_to_relay`: an HTTP request whose write is recorded is answered, and
         the relay publishes its outputs once the broker is back."""
+        marks = Marks(self, clinic_id, list(input_ids), marks_of)
         for _ in range(CONFLICT_TRIES):
             await fresh_slot_map(self._redis)
             async with no_retry_transaction(self._redis) as tx:
                 transaction = Transaction(self._redis, tx, clinic_id)
                 if input_ids:
-                    marks = [self.handled_key(clinic_id, i) for i in input_ids]
-                    await transaction.watch(*marks)
-                    earlier = await self._redis.mget(marks)
-                    seen = [output_ids(raw) for raw in earlier if raw is not None]
-                    if seen:
-                        await self.outbox.publish_due(clinic_id, [i for ids in seen for i in ids])
+                    handled = await marks.read(transaction)
+                    if any(handled):
+                        # What the clinic's outbox holds past the grace, this input's own
+                        # outputs among them should its writer have died before publishing.
+                        await self.outbox.relay_once([clinic_id])
                     transaction.fresh = [
-                        i for i, raw in zip(input_ids, earlier, strict=True) if raw is None
+                        i for i, done in zip(input_ids, handled, strict=True) if not done
                     ]
                     if not transaction.fresh:
                         return REPLAYED
                 decision = await step(transaction)
                 tx.multi()  # type: ignore[no-untyped-call]
                 decision.write(tx)
-                ids = mark_value(self.outbox.queue(tx, clinic_id, decision.outputs))
-                for input_id in transaction.fresh:
-                    tx.set(self.handled_key(clinic_id, input_id), ids, ex=REMEMBER_S)
+                self.outbox.queue(tx, clinic_id, decision.outputs)
+                marks.write(tx, transaction.fresh)
                 _check_slot(tx, clinic_id)
                 queued = _queued(tx)
                 hints = [(i, i.hints_of(clinic_id, queued)) for i in self._indexes]
@@ -219,17 +239,27 @@ class UnitOfWork:
             return decision.result
         raise WriteConflict(f"{self._service}: the step kept conflicting in clinic {clinic_id}")
 
-    async def handled(self, inputs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (clinic id, input id) were handled: their effects are applied."""
+    async def handled(
+        self, inputs: Collection[tuple[str, str, str | None]]
+    ) -> set[tuple[str, str, str | None]]:
+        """Which of these (clinic id, input id, the client whose marks hold it: `marks_of`)
+        were handled: their effects are applied."""
         wanted = list(inputs)
         if not wanted:
             return set()
-        # One round trip; not one MGET, since the keys are in their clinics' own slots.
+        # One round trip; the keys are in their clinics' own slots.
         async with self._redis.pipeline(transaction=False) as reads:
-            for clinic_id, input_id in wanted:
+            for clinic_id, input_id, owner in wanted:
                 reads.exists(self.handled_key(clinic_id, input_id))
-            found = await reads.execute()
-        return {item for item, there in zip(wanted, found, strict=True) if there}
+                if owner is not None:
+                    reads.hexists(self.marks_key(clinic_id, owner), input_id)
+            found = iter(await reads.execute())
+        handled = set()
+        for item in wanted:
+            there = [next(found) for _ in range(1 if item[2] is None else 2)]
+            if any(there):
+                handled.add(item)
+        return handled
 
     # --- the outbox ---------------------------------------------------------------
 
@@ -253,6 +283,73 @@ class UnitOfWork:
 
     def relay(self, work: DueWork, stopping: asyncio.Event) -> Worker:
         return self.outbox.relay(work, stopping)
+
+
+def handled_key(service: str, clinic_id: str, input_id: str) -> str:
+    """An input's handled mark as a key of its own (an input of no one client's, or one
+    written before the marks hashes: still read)."""
+    return f"{service}:{{{clinic_id}}}:handled:{input_id}"
+
+
+def marks_key(service: str, clinic_id: str, owner: str) -> str:
+    """The handled marks of one client's inputs: a hash, a field per input."""
+    return f"{service}:{{{clinic_id}}}:marks:{owner}"
+
+
+@dataclass
+class Marks:
+    """Where a step's handled marks are read and written."""
+
+    work: UnitOfWork
+    clinic_id: str
+    input_ids: list[str]
+    owner: str | None
+    stale: list[str] = field(default_factory=list)  # fields past REMEMBER_S, to go
+
+    async def read(self, tx: Transaction) -> list[bool]:
+        """Whether each input was handled, with the keys holding their marks watched."""
+        singles = [self.work.handled_key(self.clinic_id, i) for i in self.input_ids]
+        if self.owner is None:
+            await tx.watch(*singles)
+            return [raw is not None for raw in await tx.redis.mget(singles)]
+        # The keys of marks written before the hashes are read too, until they expire.
+        held = self.work.marks_key(self.clinic_id, self.owner)
+        await tx.watch(held, *singles)
+        async with tx.reads() as reads:
+            reads.hmget(held, self.input_ids)
+            reads.mget(singles)
+            reads.hlen(held)
+            in_hash, in_keys, size = await reads.execute()
+        self.stale = []
+        if size > TRIM_MARKS_OVER:
+            horizon = time.time() - REMEMBER_S
+            every = await tx.redis.hgetall(held)
+            self.stale = [_text(f) for f, at in every.items() if _written_at(at) < horizon]
+        return [a is not None or b is not None for a, b in zip(in_hash, in_keys, strict=True)]
+
+    def write(self, tx: Pipeline, fresh: Sequence[str]) -> None:
+        """Queue the marks of the `fresh` inputs on the MULTI."""
+        if self.owner is None:
+            for input_id in fresh:
+                tx.set(self.work.handled_key(self.clinic_id, input_id), "", ex=REMEMBER_S)
+            return
+        held = self.work.marks_key(self.clinic_id, self.owner)
+        if self.stale:
+            tx.hdel(held, *self.stale)
+        if fresh:
+            # Each field holds when it was written, short enough (under Redis's
+            # hash-max-listpack-value, 64) to keep the hash a compact listpack.
+            tx.hset(held, mapping=dict.fromkeys(fresh, str(int(time.time()))))
+            tx.expire(held, REMEMBER_S)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _written_at(raw: Any) -> float:
+    stamp = _text(raw)
+    return float(stamp) if stamp.isdigit() else 0.0
 
 
 async def _hint(clinic_id: str, hints: Sequence[tuple[DueIndex, float | None]]) -> None:

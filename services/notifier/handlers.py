@@ -96,7 +96,9 @@ class Planner:
             earliest = min((m.send_at for m in messages), default=None)
             return Decision(write, result=earliest)
 
-        earliest = await deps.unit_of_work.run(clinic_id, [envelope.id], step)
+        earliest = await deps.unit_of_work.run(
+            clinic_id, [envelope.id], step, marks_of=str(event.client_id)
+        )
         if isinstance(earliest, datetime):
             deps.due_now(event.clinic_id, earliest)
 

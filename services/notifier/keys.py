@@ -15,6 +15,8 @@ Redis Cluster slot; every script is handed each key it touches (none builds one)
     notifier:{c}:schedule:{appointment}   JSON: the appointment as the scheduler's events say
                                           (staleness.AppointmentFact), for checks at send time
     notifier:{c}:client:{client}          set: ids planned for one client (for the API)
+    notifier:{c}:facts:{client}           set: the client's appointments with a schedule
+                                          fact, for the client's tidy (tidy.py)
 
 due, leased and tokens are the delivery's lease queue (chassis.leases, named LEASES);
 outcome events wait in the unit of work's outbox (notifier:{c}:outbox, chassis.unit_of_work).
@@ -23,8 +25,9 @@ outcome events wait in the unit of work's outbox (notifier:{c}:outbox, chassis.u
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
+SERVICE: Final = "notifier"  # also the first part of every key (chassis' keys too: handled marks)
 # The lease queue's name: its due set is key(clinic, "due"), the one planning writes into.
 LEASES = "notifier"
 
@@ -63,7 +66,7 @@ def finished_fields(plan_json: str, attempts: int, details: dict[str, str]) -> d
 
 
 def key(clinic_id: str, *parts: str) -> str:
-    return ":".join(("notifier", f"{{{clinic_id}}}", *parts))
+    return ":".join((SERVICE, f"{{{clinic_id}}}", *parts))
 
 
 def text(value: Any) -> str:

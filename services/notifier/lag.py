@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from chassis.clock import Clock
-from services.notifier.lag_records import Change, Subject, partition_of, uncommitted, waiting
+from services.notifier.lag_records import Change, Input, Subject, partition_of, uncommitted, waiting
 from shared import topics
 from shared.topics import Topic
 
@@ -76,8 +76,8 @@ def real_bound_s(bound_s: float, clock: Clock | None) -> float:
     return min(bound_s, on_the_clock) if on_the_clock > 0 else bound_s
 
 
-# Which of these (clinic id, event id) the notifier has applied to its view already.
-Applied = Callable[[Collection[tuple[str, str]]], Awaitable[set[tuple[str, str]]]]
+# Which of these (clinic id, event id, client id) the notifier applied to its view already.
+Applied = Callable[[Collection[Input]], Awaitable[set[Input]]]
 
 
 @dataclass

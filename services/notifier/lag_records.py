@@ -53,7 +53,7 @@ def uncommitted(
 def waiting(
     wanted: Mapping[TopicPartition, Collection[Subject]],
     changes: Mapping[TopicPartition, Sequence[Change] | None],
-    applied: Collection[tuple[str, str]],
+    applied: Collection[Input],
 ) -> set[Subject]:
     """The subjects a change waits unread for (pure): on one of their partitions, a
     change that concerns them and is not applied; or a partition whose changes are not
@@ -71,6 +71,8 @@ def waiting(
     return found
 
 
+# A change's event: clinic id, event id, and the client whose handled marks hold it.
+Input = tuple[str, str, str | None]
 # A time-bound message's subject: its client, and the appointment it is about (None: any).
 Subject = tuple[UUID, UUID | None]
 
@@ -83,7 +85,7 @@ class Change:
 
     client: bytes | None
     appointments: frozenset[str] | None
-    event: tuple[str, str] | None = None  # (clinic id, event id)
+    event: Input | None = None
 
     @classmethod
     def of(
@@ -91,7 +93,8 @@ class Change:
     ) -> Change:
         named = dict(headers)
         clinic, event_id = named.get(HEADER_CLINIC), named.get(HEADER_ID)
-        event = (clinic.decode(), event_id.decode()) if clinic and event_id else None
+        client = key.decode() if key else None
+        event = (clinic.decode(), event_id.decode(), client) if clinic and event_id else None
         try:
             appointments = frozenset(_appointment_ids(json.loads(value or b"")))
         except ValueError:

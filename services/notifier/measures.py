@@ -71,7 +71,7 @@ class MeasureRequests:
         async def step(tx: Transaction) -> Decision[None]:
             return Decision(write)
 
-        await unit_of_work.run(event.clinic_id, [envelope.id], step)
+        await unit_of_work.run(event.clinic_id, [envelope.id], step, marks_of=str(event.client_id))
 
     async def staleness(self, message: PlannedMessage, now: datetime) -> str | None:
         """Why a measure request is no longer true at `now` (None: send it)."""

@@ -116,9 +116,11 @@ class PlanStore:
         tidying = tidy.Tidy()
         mark = max(filter(None, (tidied, plan.tidy_at)), default=None)
         if plan.tidy_at is not None and mark is not None:
-            tidying = await tidy.decide(tx, clinic, client_id, plan.tidy_at, set(new_ids))
+            about = {str(m.appointment_id) for m in plan.messages if m.appointment_id}
+            tidying = await tidy.decide(tx, clinic, client_id, plan.tidy_at, set(new_ids), about)
             tidying.inputs = await tidy.old_inputs(tx, clinic, client_id, mark)
         listed = tidy.inputs_key(clinic, client_id)
+        with_facts = tidy.facts_key(clinic, client_id)
 
         def write(w: Pipeline) -> None:
             # First: what this plan writes (a fact, a slot) wins over what the tidy takes.
@@ -134,6 +136,9 @@ class PlanStore:
                 w.set(contact_key(clinic, client_id), contact.model_dump_json())
             for fact_key, fact in updated:
                 w.set(fact_key, fact.model_dump_json(), ex=RETAIN_S)
+            if updated:  # listed for the client's tidy, which takes them once over
+                w.sadd(with_facts, *(str(fact.appointment_id) for _, fact in updated))
+                w.expire(with_facts, RETAIN_S)
 
         return write
 

@@ -5,9 +5,13 @@ When a course completes or ends, and when each booster falls due, the step plann
 that event's messages (plans.PlanStore.writes) also takes away, in the same MULTI:
 - the client's finished messages (sent, failed, skipped, cancelled, or expired): their
   record and their place in the client's set;
-- the slots, appointment sets and appointment facts of appointments that no pending
-  message is about any more, the facts only once the appointment is over (cancelled,
-  missed, completed, or started before the tidying event).
+- the slots and appointment sets of appointments that no pending message is about any
+  more;
+- the facts of the client's appointments (listed per client, `facts_key`) that no
+  pending message is about and that are over (cancelled, missed, completed, or started
+  before the tidying event), whether or not a message was ever about them: a booster
+  session's reminders are sent, and tidied, before the session, so its fact was once
+  left for its TTL (90 days).
 Pending messages and everything they are checked against stay.
 
 Exactly-once: a message's cause handled again finds its handled mark (REMEMBER_S, 14
@@ -33,6 +37,7 @@ LATE of T stay (14 days, as every mark), as do those of contact changes and aler
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -40,8 +45,8 @@ from uuid import UUID
 from pydantic import ValidationError
 from redis.asyncio.client import Pipeline
 
-from chassis.unit_of_work import Transaction
-from services.notifier.keys import key, text
+from chassis.unit_of_work import Transaction, handled_key, marks_key
+from services.notifier.keys import SERVICE, key, text
 from services.notifier.model import CHANGE_NOTICE_KINDS, PlannedMessage
 from services.notifier.staleness import AppointmentFact
 from shared import events as ev
@@ -66,13 +71,22 @@ def marker_key(clinic_id: str, client_id: UUID) -> str:
     return key(clinic_id, "tidied", str(client_id))
 
 
+def facts_key(clinic_id: str, client_id: UUID) -> str:
+    """The client's appointments with a fact (`notifier:{c}:schedule:<id>`), for a tidy."""
+    return key(clinic_id, "facts", str(client_id))
+
+
 def inputs_key(clinic_id: str, client_id: UUID) -> str:
     return key(clinic_id, "inputs", str(client_id))
 
 
-def handled_key(clinic_id: str, input_id: str) -> str:
-    """The unit of work's handled mark of the notifier's input (UnitOfWork.handled_key)."""
-    return key(clinic_id, "handled", input_id)
+def handled_keys(clinic_id: str, client_id: UUID) -> tuple[str, Callable[[str], str]]:
+    """Where the unit of work keeps the handled marks of the client's inputs: their hash,
+    and the key of one written before the hashes (chassis.unit_of_work.Marks)."""
+    return (
+        marks_key(SERVICE, clinic_id, str(client_id)),
+        lambda input_id: handled_key(SERVICE, clinic_id, input_id),
+    )
 
 
 def lists_input(event: ev.Event) -> bool:
@@ -115,7 +129,7 @@ class Tidy:
     messages: list[str] = field(default_factory=list)
     slots: list[str] = field(default_factory=list)
     appointments: list[str] = field(default_factory=list)
-    facts: list[str] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)  # appointment ids
     inputs: list[str] = field(default_factory=list)  # whose handled marks go
 
     def write(self, w: Pipeline, clinic_id: str, client_id: UUID) -> None:
@@ -124,10 +138,15 @@ class Tidy:
             w.delete(key(clinic_id, "msg", gone))
         if self.messages:
             w.srem(key(clinic_id, "client", str(client_id)), *self.messages)
-        for stale in [*self.slots, *self.appointments, *self.facts]:
+        for stale in [*self.slots, *self.appointments]:
             w.delete(stale)
+        if self.facts:
+            w.delete(*(key(clinic_id, "schedule", a) for a in self.facts))
+            w.srem(facts_key(clinic_id, client_id), *self.facts)
         if self.inputs:
-            w.delete(*(handled_key(clinic_id, i) for i in self.inputs))
+            marks, single = handled_keys(clinic_id, client_id)
+            w.hdel(marks, *self.inputs)
+            w.delete(*(single(i) for i in self.inputs))
             w.zrem(inputs_key(clinic_id, client_id), *self.inputs)
 
 
@@ -170,23 +189,29 @@ async def tidied_at(tx: Transaction, clinic_id: str, client_id: UUID) -> datetim
 
 
 async def decide(
-    tx: Transaction, clinic_id: str, client_id: UUID, at: datetime, keep: set[str]
+    tx: Transaction,
+    clinic_id: str,
+    client_id: UUID,
+    at: datetime,
+    keep: set[str],
+    about: set[str] | None = None,
 ) -> Tidy:
-    """What tidying the client at `at` takes away (`keep`: ids the step itself plans)."""
+    """What tidying the client at `at` takes away (`keep`: ids the step itself plans,
+    `about`: the appointments those are about)."""
     client_key = key(clinic_id, "client", str(client_id))
     await tx.watch(client_key)
     ids = sorted({text(i) for i in await tx.redis.smembers(client_key)} - keep)
-    if not ids:
-        return Tidy()
     msg_keys = [key(clinic_id, "msg", i) for i in ids]
-    await tx.watch(*msg_keys)
-    async with tx.reads() as reads:
-        for msg_key in msg_keys:
-            reads.hmget(msg_key, ["state", "plan", "kind", "appointment_id"])
-        rows = await reads.execute()
+    rows: list[list[bytes | None]] = []
+    if msg_keys:
+        await tx.watch(*msg_keys)
+        async with tx.reads() as reads:
+            for msg_key in msg_keys:
+                reads.hmget(msg_key, ["state", "plan", "kind", "appointment_id"])
+            rows = await reads.execute()
     tidy = Tidy()
     live_slots: set[str] = set()
-    live_appointments: set[str] = set()
+    live_appointments: set[str] = set(about or ())
     ended: dict[str, set[str]] = {}  # appointment -> slots of its finished messages
     for notification_id, (state, plan, kind, appointment) in zip(ids, rows, strict=True):
         if state is not None and text(state) in LIVE_STATES and plan is not None:
@@ -214,7 +239,11 @@ async def decide(
     done = sorted(set(ended) - live_appointments)
     tidy.slots = sorted({s for a in ended for s in ended[a]} - live_slots)
     tidy.appointments = [key(clinic_id, "appointment", a) for a in done]
-    fact_keys = [key(clinic_id, "schedule", a) for a in done]
+    listed = facts_key(clinic_id, client_id)
+    await tx.watch(listed)
+    with_facts = {text(a) for a in await tx.redis.smembers(listed)}
+    candidates = sorted((with_facts | set(done)) - live_appointments)
+    fact_keys = [key(clinic_id, "schedule", a) for a in candidates]
     if fact_keys:
         await tx.watch(*fact_keys)
         async with tx.reads() as reads:
@@ -222,9 +251,10 @@ async def decide(
                 reads.get(fact_key)
             facts = await reads.execute()
         tidy.facts = [
-            fact_key
-            for fact_key, raw in zip(fact_keys, facts, strict=True)
-            if raw is not None and is_over(AppointmentFact.model_validate_json(raw), at)
+            appointment
+            for appointment, raw in zip(candidates, facts, strict=True)
+            if raw is None  # expired: only its place in the list is left
+            or is_over(AppointmentFact.model_validate_json(raw), at)
         ]
     tidy.slots = [key(clinic_id, "slot", s) for s in tidy.slots]
     return tidy

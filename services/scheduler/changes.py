@@ -143,7 +143,7 @@ class ScheduleChanges:
             return Decision(write, changed.outputs, changed.result)
 
         return await self.unit_of_work.run(
-            clinic_id, input_ids, step, leave_to_relay=leave_to_relay
+            clinic_id, input_ids, step, leave_to_relay=leave_to_relay, marks_of=str(client_id)
         )
 
     async def reserved(

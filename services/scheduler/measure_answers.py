@@ -56,7 +56,9 @@ class MeasureAnswers(ScheduleChanges):
                 )
             )
 
-        await self.unit_of_work.run(event.clinic_id, [cause.id], step)
+        await self.unit_of_work.run(
+            event.clinic_id, [cause.id], step, marks_of=str(event.client_id)
+        )
 
     async def measure_overdue(self, schedule: ClientSchedule, appointment_id: UUID) -> bool:
         """Whether the pre-dose measure of the session, as it now starts, opened unanswered."""

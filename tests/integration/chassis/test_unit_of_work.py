@@ -3,12 +3,21 @@ input changes nothing, and a key outside the clinic's slot is refused before EXE
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from chassis.unit_of_work import REPLAYED, Decision, OutsideSlot, Transaction, UnitOfWork
+from chassis.unit_of_work import (
+    REMEMBER_S,
+    REPLAYED,
+    TRIM_MARKS_OVER,
+    Decision,
+    OutsideSlot,
+    Transaction,
+    UnitOfWork,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +91,37 @@ async def test_a_batch_decides_only_for_its_inputs_not_handled_before(
     assert await uow.run(clinic, ["b", "a"], remember) is REPLAYED
     assert seen == [["a"], ["b"]]
     assert await redis_client.lrange(log_key, 0, -1) == ["a", "b"]
+
+
+async def test_a_clients_marks_share_one_hash_and_the_old_keys_still_count(
+    uow: UnitOfWork, redis_client: Redis, unique: str
+) -> None:
+    """Issue 18: a client's handled marks are fields of one hash (tens of bytes each, not
+    a key's hundred and more); a mark written as a key of its own before (an upgrade)
+    still refuses its input; a hash past TRIM_MARKS_OVER fields sheds the marks older
+    than REMEMBER_S at its next write, and keeps the rest."""
+    clinic, client = f"uow-{unique}", f"client-{unique}"
+    counter = f"tests:{{{clinic}}}:counter"
+
+    async def add_one(tx: Transaction) -> Decision[None]:
+        return Decision(lambda w: w.incr(counter))
+
+    assert await uow.run(clinic, ["a", "b"], add_one, marks_of=client) is None
+    assert await uow.run(clinic, ["b"], add_one, marks_of=client) is REPLAYED
+    marks = uow.marks_key(clinic, client)
+    assert sorted(await redis_client.hkeys(marks)) == ["a", "b"]
+    assert 0 < await redis_client.ttl(marks) <= REMEMBER_S
+    assert not await redis_client.exists(uow.handled_key(clinic, "a"))
+
+    await redis_client.set(uow.handled_key(clinic, "old"), "", ex=60)  # before the upgrade
+    assert await uow.run(clinic, ["old"], add_one, marks_of=client) is REPLAYED
+    assert await redis_client.get(counter) == "1"
+
+    long_ago = int(time.time()) - REMEMBER_S - 60
+    await redis_client.hset(
+        marks, mapping={f"aged-{n}": str(long_ago) for n in range(TRIM_MARKS_OVER)}
+    )
+    assert await uow.run(clinic, ["c"], add_one, marks_of=client) is None
+    assert sorted(await redis_client.hkeys(marks)) == ["a", "b", "c"]
+    asked = [(clinic, "c", client), (clinic, "old", client), (clinic, "d", client)]
+    assert await uow.handled(asked) == set(asked[:2])

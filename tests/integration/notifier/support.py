@@ -291,10 +291,10 @@ class Rig:
         return envelope
 
     async def handled(self, envelope: Envelope) -> None:
-        key = f"notifier:{{{envelope.clinic_id}}}:handled:{envelope.id}"
+        marks = f"notifier:{{{envelope.clinic_id}}}:marks:{envelope.subject}"
 
         async def recorded() -> bool:
-            return bool(await self.redis.exists(key))
+            return bool(await self.redis.hexists(marks, envelope.id))
 
         await eventually(recorded, f"the notifier to handle {envelope.type}")
 

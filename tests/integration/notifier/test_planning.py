@@ -68,13 +68,13 @@ async def test_an_event_delivered_twice_is_planned_once_and_its_handled_mark_kep
 
     await planner.plan(request, envelope, handlers.requested(request))
 
-    mark = f"notifier:{{{own_clinic.id}}}:handled:{envelope.id}"
-    assert await redis_client.exists(mark) == 1
+    marks = f"notifier:{{{own_clinic.id}}}:marks:{request.client_id}"
+    assert await redis_client.hexists(marks, envelope.id)
     [planned] = await deps.plans.notifications(own_clinic.id, request.client_id)
     assert planned["state"] == "planned"
     assert woken == [(own_clinic.id, clock.now())]
     before = await _state(redis_client, own_clinic.id)
-    assert mark in before
+    assert marks in before
 
     # Redelivered (a lost commit), later: the handled mark says so; nothing is written.
     clock.set(at("2026-03-23T11:00+00:00"))
@@ -127,4 +127,4 @@ async def test_a_contact_changed_before_the_write_replans_from_the_new_contact(
     assert known.contact == request.contact
     [planned] = await plans.notifications(own_clinic.id, request.client_id)
     assert '"channel":"sms"' in planned["plan"]
-    assert await redis_client.exists(f"notifier:{{{own_clinic.id}}}:handled:{envelope.id}")
+    assert await deps.unit_of_work.is_handled(own_clinic.id, envelope.id, str(request.client_id))

@@ -46,29 +46,44 @@ async def send_everything(redis: Redis, clinic: str) -> None:
         await redis.zrem(key(clinic, "due"), name.rsplit(":", 1)[1])
 
 
-async def test_a_finished_course_leaves_only_pending_messages_and_nothing_comes_back(
-    redis_client: Redis, notifier_publisher: EventPublisher, own_clinic: OwnClinic
-) -> None:
+def planning(
+    redis: Redis, publisher: EventPublisher, clinic: OwnClinic
+) -> tuple[ManualClock, handlers.Deps, handlers.Planner]:
+    """The notifier's planning on real Redis, its clock on 1 June 2026, 09:00 in Lisbon."""
     clock = ManualClock(at("2026-06-01T09:00+01:00"))
-    deps = planner_deps(redis_client, notifier_publisher, own_clinic.directory, clock)
-    planner = handlers.Planner(deps)
-    clinic, course, client = own_clinic.id, uuid.uuid4(), uuid.uuid4()
-    dose = ev.Appointment(
+    deps = planner_deps(redis, publisher, clinic.directory, clock)
+    return clock, deps, handlers.Planner(deps)
+
+
+def booster_booked(
+    clinic: str, client: uuid.UUID, course: uuid.UUID, clock: ManualClock, starts: str
+) -> ev.BoosterSessionBooked:
+    """The client's first booster, booked now: one three-hour session from `starts`."""
+    session = ev.Appointment(
         appointment_id=uuid.uuid4(),
         kind=ev.AppointmentKind.BOOSTER,
-        starts_at=at("2026-06-03T10:00+01:00"),
-        ends_at=at("2026-06-03T13:00+01:00"),
+        starts_at=at(starts),
+        ends_at=at(starts) + timedelta(hours=3),
         therapist_id="t-ana",
     )
-    booked = ev.BoosterSessionBooked(
+    return ev.BoosterSessionBooked(
         clinic_id=clinic,
         client_id=client,
         occurred_at=clock.now(),
         course_id=course,
         booster_number=1,
         due_at=clock.now(),
-        appointments=(dose,),
+        appointments=(session,),
     )
+
+
+async def test_a_finished_course_leaves_only_pending_messages_and_nothing_comes_back(
+    redis_client: Redis, notifier_publisher: EventPublisher, own_clinic: OwnClinic
+) -> None:
+    clock, deps, planner = planning(redis_client, notifier_publisher, own_clinic)
+    clinic, course, client = own_clinic.id, uuid.uuid4(), uuid.uuid4()
+    booked = booster_booked(clinic, client, course, clock, "2026-06-03T10:00+01:00")
+    [dose] = booked.appointments
     booked_envelope = notifier_publisher.envelope_for(booked)
     await planner.plan(booked, booked_envelope)
     assert await keys_of(redis_client, clinic, "slot")  # reminders, instructions: slots
@@ -106,7 +121,7 @@ async def test_a_finished_course_leaves_only_pending_messages_and_nothing_comes_
     # A redelivery: its handled mark refuses it. Past the mark's 14 days (taken away
     # here): the tidy marker does, as the event is long before the course ended.
     await planner.plan(booked, booked_envelope)
-    await redis_client.delete(deps.unit_of_work.handled_key(clinic, booked_envelope.id))
+    await redis_client.hdel(deps.unit_of_work.marks_key(clinic, str(client)), booked_envelope.id)
     await planner.plan(booked, booked_envelope)
     # Late news (a new id) of the appointment, sent in time: no fact brought back.
     missed = ev.SessionMissed(
@@ -130,9 +145,7 @@ async def test_a_finished_course_leaves_only_pending_messages_and_nothing_comes_
 async def test_a_tidy_takes_the_handled_marks_it_refuses_and_a_redelivery_plans_nothing(
     redis_client: Redis, notifier_publisher: EventPublisher, own_clinic: OwnClinic
 ) -> None:
-    clock = ManualClock(at("2026-06-01T09:00+01:00"))
-    deps = planner_deps(redis_client, notifier_publisher, own_clinic.directory, clock)
-    planner = handlers.Planner(deps)
+    clock, deps, planner = planning(redis_client, notifier_publisher, own_clinic)
     clinic, course, client = own_clinic.id, uuid.uuid4(), uuid.uuid4()
 
     def completed(when: str) -> ev.SessionCompleted:
@@ -163,13 +176,13 @@ async def test_a_tidy_takes_the_handled_marks_it_refuses_and_a_redelivery_plans_
     ended_envelope = notifier_publisher.envelope_for(ended)
     await planner.plan(ended, ended_envelope)
 
-    def marked(envelope_id: str) -> str:
-        return deps.unit_of_work.handled_key(clinic, envelope_id)
+    async def marked(envelope_id: str) -> bool:
+        return await deps.unit_of_work.is_handled(clinic, envelope_id, str(client))
 
     # Over LATE (7 days) before the tidy: its mark goes; within it, and the tidy's own, stay.
-    assert not await redis_client.exists(marked(early_envelope.id))
-    assert await redis_client.exists(marked(late_envelope.id))
-    assert await redis_client.exists(marked(ended_envelope.id))
+    assert not await marked(early_envelope.id)
+    assert await marked(late_envelope.id)
+    assert await marked(ended_envelope.id)
     listed = await redis_client.zrange(key(clinic, "inputs", str(client)), 0, -1)
     assert sorted(text(i) for i in listed) == sorted([late_envelope.id, ended_envelope.id])
 
@@ -230,3 +243,39 @@ async def test_what_a_course_end_sets_off_is_tidied_as_it_finishes(rig: Rig) -> 
 
     await eventually(tidied, "the aftermath of the tidy to be tidied")
     assert await keys_of(rig.redis, clinic, "tidied")
+
+
+async def test_a_tidy_takes_the_facts_of_appointments_whose_messages_went_before_them(
+    redis_client: Redis, notifier_publisher: EventPublisher, own_clinic: OwnClinic
+) -> None:
+    """A booster session's messages are sent, and tidied by the booster-due tidy that
+    follows, before the session: nothing about it is then tidied again, yet its fact
+    stays in Redis. The next tidy, the session long over, takes it all the same."""
+    clock, _, planner = planning(redis_client, notifier_publisher, own_clinic)
+    clinic, course, client = own_clinic.id, uuid.uuid4(), uuid.uuid4()
+    booked = booster_booked(clinic, client, course, clock, "2026-06-20T10:00+01:00")
+    [session] = booked.appointments
+    await planner.plan(booked, notifier_publisher.envelope_for(booked))
+    await send_everything(redis_client, clinic)
+
+    def due(number: int, when: str) -> ev.BoosterDue:
+        clock.set(at(when))
+        return ev.BoosterDue(
+            clinic_id=clinic,
+            client_id=client,
+            occurred_at=clock.now(),
+            course_id=course,
+            booster_number=number,
+            due_at=clock.now(),
+        )
+
+    early = due(2, "2026-06-10T09:00+01:00")  # the session still ahead: its fact stays
+    await planner.plan(early, notifier_publisher.envelope_for(early))
+    fact = key(clinic, "schedule", str(session.appointment_id))
+    assert await redis_client.exists(fact)
+    assert not await keys_of(redis_client, clinic, "slot")  # its messages went
+
+    later = due(3, "2026-07-01T09:00+01:00")  # the session over, no message about it
+    await planner.plan(later, notifier_publisher.envelope_for(later))
+    assert await keys_of(redis_client, clinic, "schedule") == []
+    assert await keys_of(redis_client, clinic, "facts") == []

@@ -354,6 +354,7 @@ async def test_an_event_whose_envelope_names_another_clinic_is_dead_lettered_and
         written += [
             k async for k in redis.scan_iter(match=f"scheduler:{{*}}:handled:{envelope.id}")
         ]
+        written += [k async for k in redis.scan_iter(match=f"scheduler:{{*}}:marks:{client}")]
     finally:
         await redis.aclose()
     assert written == []

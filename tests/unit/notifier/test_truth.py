@@ -234,7 +234,7 @@ def test_a_message_waits_only_for_an_unapplied_change_to_its_own_appointment() -
     moved = _change(ADA, DOSE1)
     assert waiting(wanted, {P0: [moved]}, applied=set()) == {(ADA, DOSE1)}
     # Applied already (handled, not yet committed): nothing waits.
-    assert waiting(wanted, {P0: [moved]}, applied={("c1", "e1")}) == set()
+    assert waiting(wanted, {P0: [moved]}, applied={("c1", "e1", str(ADA))}) == set()
     # Another client's change, or another appointment's, on the same partition.
     assert waiting(wanted, {P0: [_change(BEA, DOSE2)]}, applied=set()) == {(BEA, None)}
     assert waiting(wanted, {P1: [_change(ADA, DOSE1)]}, applied=set()) == set()
