@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -37,6 +38,7 @@ from typing import Any
 
 from bench import (
     lean,
+    profiles,
     raw,
     redis_clients,
     report,
@@ -111,7 +113,12 @@ class Bench:
                 messages = self.mix()
                 await self.fresh_clinics()
                 baseline = await raw.run(self.args.bootstrap, messages)
-                measured = await system.drain(probe, stack, kafka, messages)
+                with contextlib.ExitStack() as profiling:
+                    if self.args.profile and n == 1:  # the first measured pair
+                        recording = profiles.recording(stack, self.args.out, self.args.profile)
+                        for svg in profiling.enter_context(recording):
+                            log(f"flame graph: {svg}")
+                    measured = await system.drain(probe, stack, kafka, messages)
                 ratio = measured["consumptions_per_s"] / baseline["events_per_s"]
                 pair = {"warm_up": n == 0, "raw": baseline, "system": measured, "ratio": ratio}
                 pairs.append(pair)
@@ -277,6 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline-messages", type=int, default=50_000, help="raw and lean baselines"
     )
     parser.add_argument("--crowd", type=int, default=10, help="people (redis per client)")
+    parser.add_argument(
+        "--profile",
+        default="",
+        metavar="LABEL",
+        help="py-spy flame graphs of each service over the first measured pair, "
+        "to OUT/flame-<service>-LABEL.svg (bench.profiles)",
+    )
     due = parser.add_argument_group("thousand clinics (bench.thousand_clinics)")
     due.add_argument("--due-clinics", type=int, default=1000)
     due.add_argument("--due-pending", type=int, default=100_000, help="boosters + mails")

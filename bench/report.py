@@ -17,6 +17,7 @@ TARGETS = {
     "p99_ms_2hop": ("<=", 50.0),
     "samples_2hop": (">=", 2000.0),
     "replica_scaling": (">=", 1.4),
+    "replica_efficiency": (">=", 0.9),  # issue 19: no CPU lost to coordination
     "plan_p99_ms": ("<=", 20.0),
     "timer_lag_p99_ms": ("<=", 1000.0),
     "lag_p99_ms_1000_clinics": ("<=", 1000.0),
@@ -61,6 +62,13 @@ def summarise(
         # The open loop's rate over the drains' median rate (the measured maximum).
         "load_fraction": round(latency["load_fraction"], 3),
         "replica_scaling": round(two_replicas / one_replica, 3),
+        # Consumptions per CPU-second (services and Redis) with 2 replicas over with 1:
+        # on 2 cores throughput cannot double, but no CPU should go to coordination.
+        "replica_efficiency": round(
+            _median([m["cpu_s_per_1k"] for m in measured])
+            / _median([r["cpu_s_per_1k"] for r in scaled]),
+            3,
+        ),
         "plan_p99_ms": round(figures["plan"]["p99_ms"], 1),
         # The worse of boosters falling due spread out and all at one instant.
         "timer_lag_p99_ms": round(

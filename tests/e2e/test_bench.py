@@ -23,6 +23,7 @@ HEADLINE = (
     "samples_2hop",
     "load_fraction",
     "replica_scaling",
+    "replica_efficiency",
     "plan_p99_ms",
     "timer_lag_p99_ms",
     "lag_p99_ms_1000_clinics",
