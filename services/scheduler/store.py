@@ -16,6 +16,7 @@ import functools
 import logging
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -29,6 +30,7 @@ from services.scheduler.domain.clinic import ClinicCalendar, Interval
 from services.scheduler.domain.plans import Bookings
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import (
+    Booked,
     BookingLedger,
     Resource,
     booking_key,
@@ -128,6 +130,17 @@ def booster_member(client_id: UUID, number: int) -> str:
 def booster_of(member: str) -> tuple[UUID, int]:
     client, number = member.split("|")
     return UUID(client), int(number)
+
+
+@dataclass
+class SharedReads:
+    """The clinic's therapists' and rooms' bookings by horizon, as one write step read
+    them: a batch of boosters reads them once, not once a booster (the step's own holds
+    come on top, booster_sessions.with_held; the ledger's script checks every claim)."""
+
+    by_horizon: dict[tuple[datetime, datetime], dict[tuple[Resource, str], list[Booked]]] = (
+        field(default_factory=dict)
+    )
 
 
 class SchedulerStore:
@@ -236,24 +249,33 @@ class SchedulerStore:
         since: datetime,
         days: int,
         ignore: Iterable[UUID] = (),
+        shared: SharedReads | None = None,
     ) -> Bookings:
-        """What is taken over the planning horizon, less the caller's own appointments."""
+        """What is taken over the planning horizon, less the caller's own appointments.
+        `shared`: the therapists' and rooms' bookings as an earlier call of the same step
+        read them over the same horizon, reused (its own holds are the step's to add)."""
         until = since + timedelta(days=days)
         ignored = set(ignore)
-
-        resources: list[tuple[Resource, str]] = [
+        everyone: list[tuple[Resource, str]] = [
             *(("therapist", t.id) for t in calendar.therapists),
             *(("room", r.id) for r in calendar.rooms),
-            ("client", str(client_id)),
         ]
+        client: tuple[Resource, str] = ("client", str(client_id))
+        known = shared.by_horizon.get((since, until)) if shared is not None else None
+        resources = [client] if known is not None else [*everyone, client]
         booked = await self.ledger.booked(calendar.clinic_id, resources, since, until)
+        found = dict(zip(resources, booked, strict=True))
+        if known is not None:
+            found.update(known)
+        elif shared is not None:
+            shared.by_horizon[since, until] = {r: found[r] for r in everyone}
         taken = {
             resource: tuple(
                 Interval(starts_at=b.starts_at, ends_at=b.ends_at)
                 for b in held
                 if b.appointment_id not in ignored
             )
-            for resource, held in zip(resources, booked, strict=True)
+            for resource, held in found.items()
         }
         return Bookings(
             therapists={t.id: taken["therapist", t.id] for t in calendar.therapists},

@@ -35,11 +35,11 @@ from services.scheduler.domain.facts import Change, course_of
 from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import Booking, claims_for
-from services.scheduler.store import booster_of
+from services.scheduler.store import SharedReads, booster_of
 from services.scheduler.timer_loop import timer_loop
 from shared.events import Appointment
 
-BOOSTER_BATCH = 50  # boosters claimed, and fired together, per round
+BOOSTER_BATCH = 200  # boosters claimed, and fired together, per round
 LEASE_MS = 30_000  # real time a claimed batch is a replica's before another may take it
 
 
@@ -76,6 +76,7 @@ class BoosterTimers(ScheduleChanges):
         saves: list[tuple[ClientSchedule, ClientSchedule]] = []
         outputs: list[Output] = []
         booking, holds = self.store.ledger.booking(tx, clinic_id), _Held()
+        shared = SharedReads()  # the therapists' and rooms' bookings, read once
         for schedule in await self.store.load_many(clinic_id, clients):
             if schedule is None or schedule.course is None:
                 continue  # nothing to announce: the timer is let go with the others
@@ -87,7 +88,7 @@ class BoosterTimers(ScheduleChanges):
                 if events and due_at is not None:
                     if calendar.policy.book_boosters and booster_booking.may_book(schedule.course):
                         schedule, booked = await self._book(
-                            calendar, schedule, number, due_at, now, booking, holds
+                            calendar, schedule, number, due_at, now, booking, holds, shared
                         )
                         events += booked
                     cause = domain_ids.booster_cause(course_id, number, due_at)
@@ -117,6 +118,7 @@ class BoosterTimers(ScheduleChanges):
         now: datetime,
         booking: Booking,
         held: _Held,
+        shared: SharedReads,
     ) -> Change:
         """Book the booster that fell due, its slots held through the step's Booking (the
         batch's earlier holds, not in the ledger yet, count as taken); else the failure."""
@@ -126,7 +128,7 @@ class BoosterTimers(ScheduleChanges):
         ahead = max(0, (due_at - now).days) + last + 15 + booster_sessions.EARLIEST_FIT_DAYS
         own = booster_sessions.booster_ids(course_id, number)
         for _ in range(BOOKING_ATTEMPTS):
-            bookings = await self.store.bookings(calendar, client_id, now, ahead, own)
+            bookings = await self.store.bookings(calendar, client_id, now, ahead, own, shared)
             bookings = booster_sessions.with_held(
                 bookings, held.others(client_id), held.own(client_id)
             )
@@ -145,6 +147,7 @@ class BoosterTimers(ScheduleChanges):
             if await self.reserved(booking, claims_for(client_id, placed)):
                 held.add(client_id, placed)
                 return booster_booking.booster_booked(schedule, number, due_at, placed, now)
+            shared.by_horizon.clear()  # taken meanwhile: what was read is out of date
         taken = PlanFailure(reason="the booster's slots kept being taken")
         return booster_booking.booster_booking_failed(schedule, number, due_at, taken, now)
 

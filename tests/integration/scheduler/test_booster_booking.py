@@ -4,6 +4,7 @@ falls due and is booked in turn."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from pathlib import Path
 
@@ -86,3 +87,40 @@ async def test_a_booster_falling_due_is_booked_and_a_declined_one_does_not_stop_
         assert new_ids <= await held_ids(w)
     assert [m["value"]["booster_number"] for m in announced] == [1, 2]
     assert [m["value"]["booster_number"] for m in booked_twice] == [1, 2]
+
+
+async def test_boosters_falling_due_together_are_booked_in_one_batch_without_overlaps(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A batch reads the therapists' and rooms' bookings once (store.SharedReads): its own
+    holds, not a second read, keep its boosters apart. Checked on the topic: no therapist
+    or room has two booked sessions at once, and the ledger holds every one."""
+    async with world(kafka_bootstrap, redis_url, tmp_path) as w:
+        clients = [await w.completed_client() for _ in range(6)]
+        first = clients[0].course
+        assert first is not None
+        assert first.next_booster_due_at is not None
+        w.clock.advance(first.next_booster_due_at - w.clock.now() + timedelta(minutes=1))
+        fired, _ = await w.scheduler.fire_due_boosters(w.clinic)
+        assert fired == len(clients)
+        held = await held_ids(w)
+        booked = [
+            m
+            for c in clients
+            for m in await topic_messages(
+                kafka_bootstrap, topics.BOOSTER_SESSION_BOOKED.name, key=str(c.client_id)
+            )
+        ]
+    sessions = [a for m in booked for a in m["value"]["appointments"]]
+    assert len(booked) == len(clients)
+    assert len(sessions) == 2 * len(clients)
+    assert {a["appointment_id"] for a in sessions} <= held
+    for resource in ("therapist_id", "room_id"):
+        by_holder: dict[str, list[tuple[str, str]]] = {}
+        for a in sessions:
+            if a.get(resource):
+                by_holder.setdefault(a[resource], []).append((a["starts_at"], a["ends_at"]))
+        for spans in by_holder.values():
+            spans.sort()
+            for (_, ended), (started, _) in itertools.pairwise(spans):
+                assert ended <= started, (resource, spans)
