@@ -315,17 +315,18 @@ class Marks:
         # The keys of marks written before the hashes are read too, until they expire.
         held = self.work.marks_key(self.clinic_id, self.owner)
         await tx.watch(held, *singles)
-        async with tx.reads() as reads:
+        async with tx.reads() as reads:  # no MGET: a cluster pipeline refuses it
             reads.hmget(held, self.input_ids)
-            reads.mget(singles)
             reads.hlen(held)
-            in_hash, in_keys, size = await reads.execute()
+            for single in singles:
+                reads.exists(single)
+            in_hash, size, *in_keys = await reads.execute()
         self.stale = []
         if size > TRIM_MARKS_OVER:
             horizon = time.time() - REMEMBER_S
             every = await tx.redis.hgetall(held)
             self.stale = [_text(f) for f, at in every.items() if _written_at(at) < horizon]
-        return [a is not None or b is not None for a, b in zip(in_hash, in_keys, strict=True)]
+        return [a is not None or bool(b) for a, b in zip(in_hash, in_keys, strict=True)]
 
     def write(self, tx: Pipeline, fresh: Sequence[str]) -> None:
         """Queue the marks of the `fresh` inputs on the MULTI."""

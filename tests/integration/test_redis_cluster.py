@@ -112,6 +112,12 @@ async def test_a_write_step_with_several_keys_runs_in_the_clinics_slot(
     assert await cluster.get(applied) == "2"
     assert await cluster.lrange(log, 0, -1) == ["in-1", "in-2"]
     assert await cluster.hgetall(seen) == {"in-1": "1", "in-2": "2"}
+    # A client's marks, in its hash (and a mark written as a key before, still read).
+    client = "client-1"
+    assert await uow.run(clinic, ["in-3"], _apply(clinic, "in-3"), marks_of=client) == 3
+    assert await uow.run(clinic, ["in-3"], _apply(clinic, "in-3"), marks_of=client) is REPLAYED
+    assert await uow.run(clinic, ["in-1"], _apply(clinic, "in-1"), marks_of=client) is REPLAYED
+    assert await cluster.hkeys(uow.marks_key(clinic, client)) == ["in-3"]
 
 
 async def test_a_write_with_outputs_marks_its_outbox_due_in_the_index_of_another_slot(
