@@ -8,8 +8,9 @@ that event's messages (plans.PlanStore.writes) also takes away, in the same MULT
 - the slots and appointment sets of appointments that no pending message is about any
   more;
 - the facts of the client's appointments (listed per client, `facts_key`) that no
-  pending message is about and that are over (cancelled, missed, completed, or started
-  before the tidying event), whether or not a message was ever about them: a booster
+  pending message is about and that are over (held, missed, or started before the
+  tidying event; a cancelled one still ahead stays), whether or not a message was
+  about them: a booster
   session's reminders are sent, and tidied, before the session, so its fact was once
   left for its TTL (90 days).
 Pending messages and everything they are checked against stay.
@@ -97,8 +98,11 @@ def lists_input(event: ev.Event) -> bool:
 
 
 def is_over(fact: AppointmentFact, at: datetime) -> bool:
-    """Nothing more will be said to the client about this appointment's time."""
-    if fact.status != ev.AppointmentStatus.BOOKED:
+    """Nothing more will be said about the appointment: it was held or missed, or its time
+    has passed. A cancelled one still ahead is not over: its fact is what refuses a
+    reminder planned from older news of it arriving late (topics are not ordered with
+    each other)."""
+    if fact.status in (ev.AppointmentStatus.FULFILLED, ev.AppointmentStatus.NOSHOW):
         return True
     return fact.starts_at is not None and fact.starts_at < at
 
@@ -167,7 +171,7 @@ async def after_finish(
     if not follows(tidied, at):
         return None
     assert tidied is not None
-    tidying = await decide(tx, clinic_id, client_id, at, set())
+    tidying = await decide(tx, clinic_id, client_id, at, set(), every_fact=False)
     tidying.inputs = await old_inputs(tx, clinic_id, client_id, tidied)
     return tidying
 
@@ -195,9 +199,14 @@ async def decide(
     at: datetime,
     keep: set[str],
     about: set[str] | None = None,
+    *,
+    every_fact: bool = True,
 ) -> Tidy:
     """What tidying the client at `at` takes away (`keep`: ids the step itself plans,
-    `about`: the appointments those are about)."""
+    `about`: the appointments those are about). `every_fact`: also the facts of the
+    client's listed appointments no message was about (a tidying event's step; not the
+    deliveries' steps of its aftermath, which only take what those deliveries ended:
+    reading every fact of the client in each of them slowed delivery down)."""
     client_key = key(clinic_id, "client", str(client_id))
     await tx.watch(client_key)
     ids = sorted({text(i) for i in await tx.redis.smembers(client_key)} - keep)
@@ -239,9 +248,11 @@ async def decide(
     done = sorted(set(ended) - live_appointments)
     tidy.slots = sorted({s for a in ended for s in ended[a]} - live_slots)
     tidy.appointments = [key(clinic_id, "appointment", a) for a in done]
-    listed = facts_key(clinic_id, client_id)
-    await tx.watch(listed)
-    with_facts = {text(a) for a in await tx.redis.smembers(listed)}
+    with_facts: set[str] = set()
+    if every_fact:
+        listed = facts_key(clinic_id, client_id)
+        await tx.watch(listed)
+        with_facts = {text(a) for a in await tx.redis.smembers(listed)}
     candidates = sorted((with_facts | set(done)) - live_appointments)
     fact_keys = [key(clinic_id, "schedule", a) for a in candidates]
     if fact_keys:

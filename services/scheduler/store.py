@@ -138,8 +138,8 @@ class SharedReads:
     them: a batch of boosters reads them once, not once a booster (the step's own holds
     come on top, booster_sessions.with_held; the ledger's script checks every claim)."""
 
-    by_horizon: dict[tuple[datetime, datetime], dict[tuple[Resource, str], list[Booked]]] = (
-        field(default_factory=dict)
+    by_horizon: dict[tuple[datetime, datetime], dict[tuple[Resource, str], list[Booked]]] = field(
+        default_factory=dict
     )
 
 

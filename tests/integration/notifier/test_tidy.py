@@ -4,6 +4,7 @@ what it took away."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -197,7 +198,9 @@ async def test_what_a_course_end_sets_off_is_tidied_as_it_finishes(rig: Rig) -> 
     reminders are cancelled and their notices sent after the tidy ran. Each delivery
     that ends within the tidy's aftermath tidies the client again, so what it set off
     does not stay for its TTLs (15 to 90 days): only the client's marker, contact and
-    input list remain. The notices still reach the client."""
+    input list remain, and the facts of the cancelled sessions still ahead (what refuses
+    a reminder planned from older news of them arriving late). The notices still reach
+    the client."""
     rig.clock.set(at("2026-03-23T10:00+00:00"))
     ada = rig.person()
     client_id, _ = await rig.request(ada)
@@ -237,12 +240,14 @@ async def test_what_a_course_end_sets_off_is_tidied_as_it_finishes(rig: Rig) -> 
     async def tidied() -> bool:
         left = {
             family: await keys_of(rig.redis, clinic, family)
-            for family in ("msg", "slot", "appointment", "schedule")
+            for family in ("msg", "slot", "appointment")
         }
         return not any(left.values())
 
     await eventually(tidied, "the aftermath of the tidy to be tidied")
     assert await keys_of(rig.redis, clinic, "tidied")
+    facts = [await rig.redis.get(k) for k in await keys_of(rig.redis, clinic, "schedule")]
+    assert sorted(json.loads(f)["status"] for f in facts if f) == ["cancelled", "cancelled"]
 
 
 async def test_a_tidy_takes_the_facts_of_appointments_whose_messages_went_before_them(
