@@ -1,7 +1,8 @@
 """Flame graphs of the services while the bench measures them (`--profile LABEL`).
 
-py-spy samples each service process from outside (no change to the services, about
-1% of a core each at 100 samples/s) for the span of one measured drain, and writes one
+py-spy samples each service process from outside (no change to the services; its own
+CPU is not counted in the figures, which read the services' and Redis's) for the span
+of one measured drain at 100 samples a second, and writes one
 SVG per process to `bench/results/flame-<service>-<LABEL>.svg`: run it before and after
 a change with two labels and compare the widths.
 """

@@ -171,11 +171,7 @@ class UnitOfWork:
 
     async def is_handled(self, clinic_id: str, input_id: str, marks_of: str | None) -> bool:
         """Whether the input's handled mark is there (in `marks_of`'s hash, or its own key)."""
-        if marks_of is not None and await self._redis.hexists(
-            self.marks_key(clinic_id, marks_of), input_id
-        ):
-            return True
-        return bool(await self._redis.exists(self.handled_key(clinic_id, input_id)))
+        return bool(await self.handled([(clinic_id, input_id, marks_of)]))
 
     # --- the step ----------------------------------------------------------------
 
@@ -191,8 +187,9 @@ class UnitOfWork:
         """Run `step` for the inputs `input_ids` (none: an input that needs no handled
         mark, such as a timer's write made idempotent by the state it checks) in
         `clinic_id`'s slot; publish after. REPLAYED when every input was handled before
-        (their outputs still in the outbox published again). `marks_of`: the client the
-        inputs are about, whose marks hash holds their handled marks (None: a key each).
+        (the clinic's outbox relayed: their outputs, if still there, go again).
+        `marks_of`: the client the inputs are about, whose marks hash holds their handled
+        marks (None: a key each).
 
         A failed publish raises (an event is then redelivered, and its replay publishes)
         unless `leave_to_relay`: an HTTP request whose write is recorded is answered, and

@@ -10,9 +10,8 @@ that event's messages (plans.PlanStore.writes) also takes away, in the same MULT
 - the facts of the client's appointments (listed per client, `facts_key`) that no
   pending message is about and that are over (held, missed, or started before the
   tidying event; a cancelled one still ahead stays), whether or not a message was
-  about them: a booster
-  session's reminders are sent, and tidied, before the session, so its fact was once
-  left for its TTL (90 days).
+  about them: a booster session's reminders are sent, and tidied, before the session,
+  so its fact was once left for its TTL (90 days).
 Pending messages and everything they are checked against stay.
 
 Exactly-once: a message's cause handled again finds its handled mark (REMEMBER_S, 14
@@ -205,8 +204,8 @@ async def decide(
     """What tidying the client at `at` takes away (`keep`: ids the step itself plans,
     `about`: the appointments those are about). `every_fact`: also the facts of the
     client's listed appointments no message was about (a tidying event's step; not the
-    deliveries' steps of its aftermath, which only take what those deliveries ended:
-    reading every fact of the client in each of them slowed delivery down)."""
+    deliveries' steps of its aftermath, which take what those deliveries ended and
+    keep their reads and watched keys few)."""
     client_key = key(clinic_id, "client", str(client_id))
     await tx.watch(client_key)
     ids = sorted({text(i) for i in await tx.redis.smembers(client_key)} - keep)
