@@ -9,6 +9,7 @@ notifier's store. The mailbox and the SMS log are read as independent copies.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from services.notifier.model import MessageKind, Recipient, notification_id
 from services.notifier.reminders import reminder_send_at
 from shared import topics
 from shared.events import Channel
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ops.audit import Record
@@ -220,9 +223,39 @@ def stale(
             crossed += 1
         else:
             found[why] += 1
+            _explain(s, why, rebuilt, records or [], handed_over or {})
     for why, n in found.items():
         detail[f"stale_{why}"] += n
     return sum(found.values()), crossed
+
+
+def _explain(
+    s: Send, why: str, rebuilt: Rebuilt, records: list[Record], handed_over: Mapping[str, float]
+) -> None:
+    """One line per stale message, ids and instants only (no PHI): what was sent, what the
+    topics said of its appointment then, and the change in force with when it reached
+    its topic, against when the message reached its sink (real time)."""
+    appt = rebuilt.appointments.get(s.appointment or "")
+    state = appt.at(s.at) if appt else None
+    change = _change_in_force(s, rebuilt)
+    record = records[change] if change is not None and change < len(records) else None
+    log.warning(
+        "stale (%s): %s %s about %s announcing %s, sent at %s (sink: %s); the topics had it"
+        " %s at %s; change in force: %s %s occurred %s, on its topic at %s",
+        why,
+        s.kind,
+        s.notification_id,
+        s.appointment,
+        s.refers_to,
+        s.at,
+        handed_over.get(s.notification_id),
+        state.status if state else None,
+        state.starts_at if state else None,
+        record.type if record else None,
+        record.id if record else None,
+        record.time if record else None,
+        record.appended_ms / 1000 if record and record.appended_ms else None,
+    )
 
 
 def _crossed(

@@ -239,6 +239,20 @@ def test_a_reminder_for_a_moved_session_is_stale(case: Clean) -> None:
     assert run(case).detail["stale_moved_or_dropped"] == 1
 
 
+def test_a_stale_reminder_is_explained_by_ids_and_instants(
+    case: Clean, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line names what was sent, when, and what the topics said then (no PHI)."""
+    moved(case, case.dose2, utc(6, 5, 9), utc(5, 31, 8))
+    sent = case.history.send(case.course, MessageKind.REMINDER_24H, utc(6, 3, 9), case.dose2)
+    with caplog.at_level("WARNING", logger="ops.audit_messages"):
+        run(case)
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stale")]
+    assert "moved_or_dropped" in line
+    assert str(case.dose2.appointment_id) in line
+    assert str(sent.value["notification_id"]) in line
+
+
 def test_a_reminder_sent_after_the_session_started_is_stale(case: Clean) -> None:
     history = case.history
     nid = nid_of(case.course, MessageKind.REMINDER_2H, case.dose1)
