@@ -234,7 +234,9 @@ class Seeder:
                         name="Bench Person", email=f"{client.hex[:12]}@bench.example"
                     )
                 )
-                writes.append(await self.plans.writes(tx, plan, client_id=client, contact=contact))
+                writes.append(
+                    await self.plans.writes(tx, plan, client_id=client, contact=contact, now=now)
+                )
 
             def write(p: Any) -> None:
                 for each in writes:

@@ -89,6 +89,7 @@ RULES: tuple[Rule, ...] = (
     # --- notifier ----------------------------------------------------------------------
     Rule("notifier:{c}:contact:<id>", "notifier", "the client's contact and opt-outs (PHI)", _CLIENT, "never"),
     Rule("notifier:{c}:msg:<id>", "notifier", "a message: its plan while it may be sent; once it ended, what the API shows (no template variables)", "none while planned or sending; once sent, failed, skipped or cancelled it is written anew with short fields only (no template variables) and expires after `FINISHED_KEPT_S` (15 days: past the handled marks, which guard a re-plan first); taken at once by the client's next tidy (course ended, booster due)", "finished"),
+    Rule("notifier:{c}:awaiting-contact:<id>", "notifier", "the client's messages tried before their contact arrived: due at once when it does", "TTL `AWAITING_CONTACT_S` (1 day: the retries give up within 15 minutes); taken when the contact arrives", "always"),
     Rule("notifier:{c}:due", "notifier", "planned messages by send time", _QUEUE, "never"),
     Rule("notifier:{c}:leased", "notifier", "messages being sent, by lease deadline", _QUEUE, "never"),
     Rule("notifier:{c}:tokens", "notifier", "fencing tokens of the claims", _QUEUE, "never"),

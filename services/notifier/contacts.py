@@ -40,6 +40,17 @@ def contact_key(clinic_id: str, client_id: UUID) -> str:
     return key(clinic_id, "contact", str(client_id))
 
 
+# The retries of a message without a contact give up within 15 minutes (outcomes.py).
+AWAITING_CONTACT_S = 24 * 60 * 60
+
+
+def awaiting_key(clinic_id: str, client_id: UUID) -> str:
+    """The client's messages tried before their contact arrived (topics are not ordered
+    with each other: a booking may be handled before the request that brings it): due
+    again at once when it does, not at their next retry."""
+    return key(clinic_id, "awaiting-contact", str(client_id))
+
+
 class Contacts:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis

@@ -29,6 +29,12 @@ from redis.asyncio.client import Pipeline
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork, WriteConflict
 from services.notifier import tidy
+from services.notifier.contacts import (
+    AWAITING_CONTACT_S,
+    KnownContact,
+    awaiting_key,
+    contact_key,
+)
 from services.notifier.queue import DeliveryQueue, Finish
 
 log = logging.getLogger(__name__)
@@ -135,6 +141,7 @@ class Finishes:
         leases = [finish.lease for finish in finishes]
         fenced = await self._queue.leases.fence_all(tx, leases)
         states = await self._queue.states(tx, leases)
+        finishes = await self._contact_arrived(tx, finishes)
         writes: list[Finish] = []
         outputs: list[Output] = []
         results: list[bool] = []
@@ -153,5 +160,38 @@ class Finishes:
         def write(p: Pipeline) -> None:
             for finish in writes:
                 self._queue.write(p, finish)
+                if finish.awaits_contact is not None and finish.state == "planned":
+                    waiting = awaiting_key(finish.lease.clinic_id, finish.awaits_contact[0])
+                    p.sadd(waiting, finish.lease.member)
+                    p.expire(waiting, AWAITING_CONTACT_S)
 
         return Decision(write, outputs, results)
+
+    @staticmethod
+    async def _contact_arrived(tx: Transaction, finishes: list[Finish]) -> list[Finish]:
+        """The retries for want of a contact whose contact arrived meanwhile, due at once
+        (the contacts watched: one arriving before the write fails it, and it runs again;
+        one arriving after finds the retry listed as awaiting it: plans.PlanStore.writes)."""
+        waiting = {
+            i: contact_key(f.lease.clinic_id, f.awaits_contact[0])
+            for i, f in enumerate(finishes)
+            if f.awaits_contact is not None
+        }
+        if not waiting:
+            return finishes
+        await tx.watch(*waiting.values())
+        async with tx.reads() as reads:
+            for contact in waiting.values():
+                reads.get(contact)
+            found = await reads.execute()
+        arrived = {
+            i
+            for i, raw in zip(waiting, found, strict=True)
+            if raw and KnownContact.model_validate_json(raw).contact is not None
+        }
+        return [
+            replace(f, at=f.awaits_contact[1], awaits_contact=None)
+            if i in arrived and f.awaits_contact is not None
+            else f
+            for i, f in enumerate(finishes)
+        ]

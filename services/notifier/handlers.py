@@ -78,9 +78,8 @@ class Planner:
             known = await deps.plans.contact(tx, event.clinic_id, event.client_id)
             changed = contact_change(known) if contact_change is not None else None
             prefs = (changed or known or KnownContact()).prefs
-            messages = domain.messages_for(
-                event, prefs, settings, deps.clock.now(), cause_event_id=envelope.id
-            )
+            now = deps.clock.now()
+            messages = domain.messages_for(event, prefs, settings, now, cause_event_id=envelope.id)
             plan = Plan(
                 cause=envelope,
                 messages=messages,
@@ -90,10 +89,14 @@ class Planner:
                 tidy_at=event.occurred_at if tidy.tidies(event) else None,
                 listed=tidy.lists_input(event),
             )
-            write = await deps.plans.writes(tx, plan, client_id=event.client_id, contact=changed)
+            write = await deps.plans.writes(
+                tx, plan, client_id=event.client_id, contact=changed, now=now
+            )
             if isinstance(event, ev.ClinicalAlertRaised) and deps.alerts is not None:
                 write = _with_alert(write, deps.alerts, event, envelope.id, messages)
-            earliest = min((m.send_at for m in messages), default=None)
+            # A contact arriving may make messages that awaited it due now.
+            sends = [m.send_at for m in messages] + ([now] if changed is not None else [])
+            earliest = min(sends, default=None)
             return Decision(write, result=earliest)
 
         earliest = await deps.unit_of_work.run(

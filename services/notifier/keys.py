@@ -4,6 +4,7 @@ All with the `{clinic_id}` hash tag so every transaction and script stays in one
 Redis Cluster slot; every script is handed each key it touches (none builds one):
 
     notifier:{c}:contact:{client}         JSON: contact and opt-outs (PHI: never logged)
+    notifier:{c}:awaiting-contact:{client}  set: ids tried before the contact arrived
     notifier:{c}:msg:{notification}       hash: plan, state, correlation, attempts, how it ended
     notifier:{c}:due                      zset: planned ids by send_at (service clock, epoch s)
     notifier:{c}:leased                   zset: claimed ids by lease deadline (Redis time, ms)

@@ -82,8 +82,12 @@ class Outcomes:
             permanent = isinstance(error, UnknownClient)
             await self.fail(claim, claim.message, reason, permanent=permanent)
             return
-        at = self._clock.now() + FIRST_RETRY * 2 ** (claim.attempts - 1)
-        retry = Finish(claim.lease, "planned", {"last_error": error.reason}, at=at)
+        now = self._clock.now()
+        at = now + FIRST_RETRY * 2 ** (claim.attempts - 1)
+        waits = (claim.message.client_id, now) if isinstance(error, UnknownClient) else None
+        retry = Finish(
+            claim.lease, "planned", {"last_error": error.reason}, at=at, awaits_contact=waits
+        )
         if await self._finishes.record(retry):
             log.warning(
                 "notification %s: attempt %d failed (%s); retrying",

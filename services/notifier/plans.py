@@ -15,6 +15,7 @@ heard (`appointment`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -22,7 +23,7 @@ from redis.asyncio.client import Pipeline
 
 from chassis.unit_of_work import REMEMBER_S, Transaction
 from services.notifier import tidy
-from services.notifier.contacts import KnownContact, contact_key
+from services.notifier.contacts import KnownContact, awaiting_key, contact_key
 from services.notifier.keys import FINISHED_KEPT_S, RETAIN_S, finished_fields, key, text
 from services.notifier.model import PlannedMessage
 from services.notifier.planning import Changes, Plan, Stored, resolve
@@ -48,10 +49,17 @@ class PlanStore:
         return KnownContact.model_validate_json(raw) if raw else None
 
     async def writes(
-        self, tx: Transaction, plan: Plan, *, client_id: UUID, contact: KnownContact | None
+        self,
+        tx: Transaction,
+        plan: Plan,
+        *,
+        client_id: UUID,
+        contact: KnownContact | None,
+        now: datetime,
     ) -> Write:
         """What recording `plan` writes (with `contact` as the client's contact, None: left
-        as it is), decided from the keys it touches, read with them watched.
+        as it is), decided from the keys it touches, read with them watched. A contact
+        that reaches the client makes their messages awaiting it due at `now`.
 
         A concurrent change to any of them (another event for the client, or a message
         being claimed) fails the write, and the unit of work runs the step again.
@@ -121,6 +129,10 @@ class PlanStore:
             tidying.inputs = await tidy.old_inputs(tx, clinic, client_id, mark)
         listed = tidy.inputs_key(clinic, client_id)
         with_facts = tidy.facts_key(clinic, client_id)
+        awaiting, released = awaiting_key(clinic, client_id), []
+        if contact is not None and contact.contact is not None:
+            await tx.watch(awaiting)  # a retry listed after this read fails the write
+            released = [text(i) for i in await self._redis.smembers(awaiting)]
 
         def write(w: Pipeline) -> None:
             # First: what this plan writes (a fact, a slot) wins over what the tidy takes.
@@ -134,6 +146,10 @@ class PlanStore:
             self._write(w, clinic, plan.cause.correlation_id, changes, cancelled)
             if contact is not None:
                 w.set(contact_key(clinic, client_id), contact.model_dump_json())
+            if released:
+                # Only those still due (planned): one being sent finds the contact itself.
+                w.zadd(key(clinic, "due"), dict.fromkeys(released, now.timestamp()), xx=True)
+                w.delete(awaiting)
             for fact_key, fact in updated:
                 w.set(fact_key, fact.model_dump_json(), ex=RETAIN_S)
             if updated:  # listed for the client's tidy, which takes them once over

@@ -92,6 +92,9 @@ class Finish:
     # records are tidied again after it: tidy.after_finish).
     client_id: UUID | None = None
     ended_at: datetime | None = None
+    # Of a retry for want of the client's contact (whose client, and now): due at once if
+    # the contact arrived by the write, else listed to be made due when it does.
+    awaits_contact: tuple[UUID, datetime] | None = None
 
 
 class DeliveryQueue:

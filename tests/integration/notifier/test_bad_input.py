@@ -45,6 +45,27 @@ async def test_messages_for_a_client_never_heard_of_fail_with_the_reason(rig: Ri
     )
 
 
+async def test_a_message_waiting_for_its_contact_goes_when_the_contact_arrives(rig: Rig) -> None:
+    """Topics are not ordered with each other: a booking may be handled before the request
+    that brings the client's contact. Its confirmation, tried once and found without an
+    address, goes as soon as the contact arrives, not at its next retry (a minute on)."""
+    rig.clock.set(at("2026-03-23T10:00+00:00"))
+    ada = rig.person()
+    client_id = uuid.uuid4()
+    session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-25T15:00+00:00"), 30)
+    await rig.publish(ev.ConsultationBooked(**rig.fields(client_id), appointment=session))
+    waiting = await rig.attempted_kind(client_id, "consultation_booked", 1)
+    assert waiting["state"] == "planned"
+
+    await rig.publish(ev.ConsultationRequested(**rig.fields(client_id), contact=ada))
+
+    mails = await rig.mails(ada.email, count=2)  # the clock stands still: no retry is due
+    subjects = {str(m["Subject"]) for m in mails}
+    assert "Your consultation is booked: Wednesday 25 March 2026, 15:00 WET" in subjects
+    [booked] = [n for n in await rig.notifications(client_id) if n["kind"] == "consultation_booked"]
+    assert (booked["state"], booked["attempts"]) == ("sent", 2)
+
+
 @pytest.mark.parametrize("clinic_spec", [BROKEN_TEMPLATES], indirect=True)
 async def test_a_template_that_fails_fails_only_its_own_messages(rig: Rig) -> None:
     rig.clock.set(at("2026-03-23T10:00+00:00"))

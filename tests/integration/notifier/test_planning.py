@@ -93,9 +93,15 @@ class ChangedUnderStep(PlanStore):
         self.steps = 0
 
     async def writes(
-        self, tx: Transaction, plan: Plan, *, client_id: UUID, contact: KnownContact | None
+        self,
+        tx: Transaction,
+        plan: Plan,
+        *,
+        client_id: UUID,
+        contact: KnownContact | None,
+        now: datetime,
     ) -> Write:
-        write = await super().writes(tx, plan, client_id=client_id, contact=contact)
+        write = await super().writes(tx, plan, client_id=client_id, contact=contact, now=now)
         self.steps += 1
         if self.steps == 1:
             opted_out = KnownContact(opted_out=frozenset({"email"}))
