@@ -136,14 +136,15 @@ async def read_journal(
 def mails_in(maildir: Path) -> list[Mail]:
     """Every copy the SMTP sink kept: Message-ID and Date only (no address, no text)."""
     found = []
-    for accepted_at, mail in read_mails_accepted(maildir):
+    for accepted_at, began_at, mail in read_mails_accepted(maildir):
         date = None
         if mail["Date"]:
             try:
                 date = parsedate_to_datetime(str(mail["Date"]))
             except (TypeError, ValueError):
                 date = None
-        found.append(Mail(str(mail["Message-ID"] or "").strip(), date, accepted_at))
+        message_id = str(mail["Message-ID"] or "").strip()
+        found.append(Mail(message_id, date, accepted_at, began_at or accepted_at))
     return found
 
 

@@ -148,9 +148,9 @@ def audit(
     findings.rule_violations = rule_violations(rebuilt, rules, findings.detail)
     findings.boosters_repeated = boosters_repeated(records, rules, findings.detail)
     findings.notifications_repeated = notifications_repeated(sends)
-    # When each copy first reached its sink (real time), by notification id.
+    # When each copy's hand-over to its sink first began (real time), by notification id.
     handed_over: dict[str, float] = {}
-    copies = [(_mail_nid(m.message_id), m.accepted_at) for m in mail_list or ()]
+    copies = [(_mail_nid(m.message_id), m.began_at or m.accepted_at) for m in mail_list or ()]
     for nid, accepted in copies + [(t.key or "", t.accepted_at) for t in text_list or ()]:
         if accepted is not None:
             handed_over[nid] = min(accepted, handed_over.get(nid, accepted))

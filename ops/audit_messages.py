@@ -43,6 +43,7 @@ class Mail:
     message_id: str
     date: datetime | None = None
     accepted_at: float | None = None  # real time (s) the sink accepted it, if it says
+    began_at: float | None = None  # real time (s) its hand-over began (MAIL), if it says
 
 
 @dataclass(frozen=True)
@@ -190,10 +191,11 @@ def notifications_repeated(sends: list[Send]) -> int:
     return sum(n - 1 for n in messages.values())
 
 
-# Real seconds: a change that reached the topics this little before a message's copy
-# reached its sink crossed it in flight. The notifier asks whether its view of the
-# client's schedule is current 30 ms ahead of the hand-over (services/notifier/handover.py
-# GATE_LEAD_S) and cannot read a change decided after that; nothing can, short of one
+# Real seconds: a change that reached the topics this little before a message's hand-over
+# to its sink began (the sink's time of its MAIL command; of an SMS, its acceptance)
+# crossed it in flight. The notifier's view of the client's schedule is asked for at
+# most 45 ms before the hand-over (services/notifier/handover.py FRESH_S) and cannot
+# read a change that reached its topic after that; nothing can, short of one
 # lock across two services. On the demo's clock (a clinic day per real second) these
 # 60 ms are 86 clinic minutes, at a clinic's own pace they are simultaneous.
 CROSSING_S = 0.06
@@ -210,7 +212,7 @@ def stale(
 
     A message that went out untrue is stale unless all of these hold, judged by
     clocks outside the notifier: the change reached the topics (Kafka's record
-    time) less than CROSSING_S before the message's copy reached its sink (the
+    time) less than CROSSING_S before the message's hand-over to its sink began (the
     sink's time), and the client was then told of the change (a later
     notification caused by that very fact). Without those times it is stale.
     """
@@ -234,7 +236,7 @@ def _explain(
 ) -> None:
     """One line per stale message, ids and instants only (no PHI): what was sent, what the
     topics said of its appointment then, and the change in force with when it reached
-    its topic, against when the message reached its sink (real time)."""
+    its topic, against when the message's hand-over to its sink began (real time)."""
     appt = rebuilt.appointments.get(s.appointment or "")
     state = appt.at(s.at) if appt else None
     change = _change_in_force(s, rebuilt)
@@ -266,11 +268,11 @@ def _crossed(
     handed_over: Mapping[str, float] | None,
 ) -> bool:
     change = _change_in_force(s, rebuilt)
-    reached_sink = (handed_over or {}).get(s.notification_id)
-    if change is None or reached_sink is None:
+    handed_over_at = (handed_over or {}).get(s.notification_id)
+    if change is None or handed_over_at is None:
         return False
     appended_ms = records[change].appended_ms
-    if appended_ms is None or appended_ms / 1000 <= reached_sink - CROSSING_S:
+    if appended_ms is None or appended_ms / 1000 <= handed_over_at - CROSSING_S:
         return False
     return any(
         t.client == s.client

@@ -587,6 +587,11 @@ def report(
     mails = len(list(stack.maildir.glob("*.eml")))
     print(f"\nSent mail: {mails} messages, one .eml file each, in {stack.maildir}")
     print(f"SMS: {stack.sms_log}")
+    # Why messages failed, by reason (reasons carry no contact details or names).
+    failed = {r.value["notification_id"]: r for r in journal.of(topics.NOTIFICATION_FAILED.name)}
+    reasons = Counter(r.value["reason"] for r in failed.values())
+    if reasons:
+        print("Failed messages by reason: " + json.dumps(dict(reasons.most_common())))
     return summary
 
 

@@ -31,6 +31,16 @@ class MaildirHandler:
         self.maildir = maildir
         maildir.mkdir(parents=True, exist_ok=True)
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        # When the hand-over began (the sender's first command of the mail): what was checked
+        # true before it cannot have seen a change made while the mail was on the wire.
+        envelope.began_ns = time.time_ns()  # type: ignore[attr-defined]
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -40,7 +50,8 @@ class MaildirHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
+        began = getattr(envelope, "began_ns", None) or time.time_ns()
+        name = f"{time.time_ns()}-{began}-{uuid.uuid4().hex[:8]}.eml"
         content = envelope.original_content or b""
         temporary = self.maildir / f".{name}.tmp"
         temporary.write_bytes(content)
@@ -50,21 +61,25 @@ class MaildirHandler:
 
 def read_mails(maildir: Path) -> list[EmailMessage]:
     """Every message the server accepted, oldest first."""
-    return [mail for _, mail in read_mails_accepted(maildir)]
+    return [mail for _, _, mail in read_mails_accepted(maildir)]
 
 
-def read_mails_accepted(maildir: Path) -> list[tuple[float | None, EmailMessage]]:
-    """Every message the server accepted, oldest first, with when (real time, s).
+def read_mails_accepted(
+    maildir: Path,
+) -> list[tuple[float | None, float | None, EmailMessage]]:
+    """Every message the server accepted, oldest first, with when (real time, s) it was
+    accepted and when its hand-over began (its MAIL command).
 
-    When is read from the file's name (`handle_DATA` names it by time_ns); None
-    for a file named otherwise (put there by hand or by another tool).
+    Both are read from the file's name (`handle_DATA` names it by time_ns); None for a
+    file named otherwise (put there by hand or by another tool).
     """
     mails = []
     for path in sorted(maildir.glob("*.eml")):
         parsed: Any = message_from_bytes(path.read_bytes(), policy=policy.default)
-        stamp = path.name.split("-", 1)[0]
-        accepted = int(stamp) / 1e9 if "-" in path.name and stamp.isdigit() else None
-        mails.append((accepted, parsed))
+        stamps = path.name.split("-")
+        accepted = int(stamps[0]) / 1e9 if len(stamps) > 1 and stamps[0].isdigit() else None
+        began = int(stamps[1]) / 1e9 if len(stamps) > 2 and stamps[1].isdigit() else None
+        mails.append((accepted, began, parsed))
     return mails
 
 

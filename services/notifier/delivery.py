@@ -55,10 +55,15 @@ from services.notifier.earlier import take_over
 from services.notifier.finishes import Finishes
 from services.notifier.handover import Handover
 from services.notifier.lag_gate import LagGate
-from services.notifier.lag_records import Subject
 from services.notifier.measures import MeasureRequests
 from services.notifier.outcomes import Outcomes
-from services.notifier.pacing import WAKE_SLACK_S, ScheduleLagGauge, next_wake_s, service_span
+from services.notifier.pacing import (
+    WAKE_SLACK_S,
+    ScheduleLagGauge,
+    Verdict,
+    next_wake_s,
+    service_span,
+)
 from services.notifier.plans import PlanStore
 from services.notifier.queue import Claim, DeliveryQueue
 from shared import events as ev
@@ -313,9 +318,7 @@ class Delivery:
             # Redis or Kafka away: the message's lease runs out and it is claimed again.
             log.error("delivery failed; left to its lease", exc_info=error)
 
-    async def _deliver(
-        self, clinic: Clinic, claim: Claim, gate: asyncio.Task[set[Subject]]
-    ) -> None:
+    async def _deliver(self, clinic: Clinic, claim: Claim, gate: asyncio.Task[Verdict]) -> None:
         if await self._handover.deliver(clinic, claim, gate):
             self._gate.held_clinics.add(clinic.id)
 

@@ -18,7 +18,10 @@ checked just before it is sent against the notifier's own projection of its
 appointment (plans.PlanStore.appointment): one whose session has started, or
 whose appointment was moved, cancelled or held meanwhile, is skipped. While the
 notifier's view of its client's schedule lags (the round's lag answer, asked
-again for RECHECK_FOR_S), it is held instead, the attempt not counted;
+again for RECHECK_FOR_S), it is held instead, the attempt not counted. The
+projection is read after the lag was asked, and the answer is at most FRESH_S
+old at the hand-over (asked again, and the projection read again, when a message
+later in its round or a wait for its turn made it older);
 everything else, above all the urgent clinical alert, goes regardless. A
 measure request is checked the same way against its measure (measures.py:
 closed, or answered meanwhile), and its link is minted as it is prepared.
@@ -53,6 +56,7 @@ from services.notifier.pacing import (
     Recheck,
     ScheduleLagGauge,
     Slots,
+    Verdict,
     service_span,
     until,
 )
@@ -70,6 +74,11 @@ log = logging.getLogger(__name__)
 # from this instant to the checks' end 6 ms at the median, 12 to 18 ms at the 90th
 # percentile; a 12 ms lead left a fifth of the late reminders late for their checks alone.
 GATE_LEAD_S = 0.03
+# Real seconds: a lag answer older than this at a time-bound message's hand-over is asked
+# again (and the appointment read again after it). A change that reached its topic
+# after the question can still cross the message in flight; this bounds how long
+# before the hand-over that can be (the auditor's CROSSING_S allows 60 ms to the sink).
+FRESH_S = 0.045
 LEASE_MARGIN_S = 5.0  # a renewed lease this close to its end is checked again before a send
 
 
@@ -131,7 +140,7 @@ class Handover:
         self._recheck = Recheck(schedule_lag) if schedule_lag is not None else None
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
 
-    async def deliver(self, clinic: Clinic, claim: Claim, gate: asyncio.Task[set[Subject]]) -> bool:
+    async def deliver(self, clinic: Clinic, claim: Claim, gate: asyncio.Task[Verdict]) -> bool:
         """Send one claimed message at its due instant, or record why not, or hold it for the
         schedule view (True: held)."""
         planned = claim.message
@@ -157,10 +166,14 @@ class Handover:
         # The checks that need a round trip are made just ahead of the due instant (the
         # lag request's time ahead), so the hand-over itself is on time.
         await until(self._clock, planned.send_at - service_span(self._clock, GATE_LEAD_S))
-        if time_bound and await self._behind_on(subject_of(planned), gate):
-            # A change to this appointment may be waiting unread: not now, not counted.
-            return await outcomes.hold(claim)
+        asked_at = time.monotonic()
+        if time_bound:
+            behind, asked_at = await self._behind_on(subject_of(planned), gate)
+            if behind:
+                # A change to this appointment may be waiting unread: not now, not counted.
+                return await outcomes.hold(claim)
         renewing = time.monotonic()  # the lease runs from no earlier than this
+        held_back = False
         renewed, fact = await asyncio.gather(
             self._queue.renew(claim, self._lease_ms),
             self._fact(planned) if time_bound else _nothing(),
@@ -191,16 +204,27 @@ class Handover:
                     extra=claim_ids(claim),
                 )
                 return False
+            if time_bound and time.monotonic() - asked_at > FRESH_S:
+                # A busy round (a wait for its turn, a backlog): the lag's answer is old
+                # by now. Asked again, then the fact read again after it: a change on
+                # its topic before the question is in the fact, or holds the message.
+                asked_at = time.monotonic()
+                if await self._behind_now(subject_of(planned)):
+                    held_back = True
+                else:
+                    fact = await self._fact(planned)
             # One instant for the last check, the mail's Date and the sent fact: the
             # hand-over, so what was checked true is what the client is told it was.
             at = self._clock.now()
             failed: PermanentSendError | TransientSendError | None = None
-            if (reason := staleness(planned, fact, at, clinic.zone)) is None:
+            if not held_back and (reason := staleness(planned, fact, at, clinic.zone)) is None:
                 try:
                     await self._senders[message.channel].send(replace(outgoing, at=at))
                 except (PermanentSendError, TransientSendError) as error:
                     failed = error
         # Recorded after the turn: the next hand-over need not wait for the write.
+        if held_back:
+            return await outcomes.hold(claim)
         if reason is not None:
             await outcomes.skip(claim, planned, reason)
         elif failed is not None:
@@ -209,16 +233,22 @@ class Handover:
             await outcomes.sent(claim, message, at)
         return False
 
-    async def _behind_on(self, subject: Subject, gate: asyncio.Task[set[Subject]]) -> bool:
-        """Whether the view of the message's appointment still lags, asked again for a short
-        while."""
-        if subject not in await gate:
-            return False
+    async def _behind_on(self, subject: Subject, gate: asyncio.Task[Verdict]) -> tuple[bool, float]:
+        """Whether the view of the message's appointment still lags, from the round's answer
+        (asked again if it is older than this message's lead: a message later in the
+        round), asked again for a short while if so; and when it was last asked."""
+        verdict = await gate
+        asked_at, behind = verdict.asked_at, subject in verdict.behind
+        if not behind and time.monotonic() - asked_at > FRESH_S:
+            asked_at, behind = time.monotonic(), await self._behind_now(subject)
         deadline = time.monotonic() + RECHECK_FOR_S
-        while time.monotonic() < deadline:
-            if self._recheck is None or not await self._recheck.behind(subject):
-                return False
-        return True
+        while behind and time.monotonic() < deadline:
+            asked_at, behind = time.monotonic(), await self._behind_now(subject)
+        return behind, asked_at
+
+    async def _behind_now(self, subject: Subject) -> bool:
+        """The schedule lag asked again (with every message asking meanwhile)."""
+        return self._recheck is not None and await self._recheck.behind(subject)
 
     async def _acknowledged(self, planned: PlannedMessage) -> bool:
         """An escalation whose alert someone owned meanwhile is no longer true."""

@@ -11,6 +11,7 @@ claim them.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ from chassis.clock import Clock
 from services.notifier.handover import GATE_LEAD_S, subject_of
 from services.notifier.lag_records import Subject
 from services.notifier.model import TIME_BOUND_KINDS, PlannedMessage
-from services.notifier.pacing import ScheduleLagGauge, service_span, until
+from services.notifier.pacing import ScheduleLagGauge, Verdict, service_span, until
 from services.notifier.queue import Claim, DeliveryQueue
 
 
@@ -43,12 +44,12 @@ class LagGate:
         # hint: the loop refreshes it from Redis whenever it goes to sleep).
         self.held_clinics: set[str] = set()
 
-    async def behind(self, batch: list[tuple[Clinic, Claim]]) -> set[Subject]:
+    async def behind(self, batch: list[tuple[Clinic, Claim]]) -> Verdict:
         """The (client, appointment) pairs whose schedule view lags, asked once just before
         the first time-bound message falls due; held messages of the others are released
         (due again, and the loop woken to claim them)."""
         if self._schedule_lag is None:
-            return set()
+            return Verdict()
         bound = [claim.message for _, claim in batch if claim.message.kind in TIME_BOUND_KINDS]
         held: list[tuple[str, str, Subject]] = []
         # Held messages are looked at by one round at a time (Kafka may be away).
@@ -71,13 +72,14 @@ class LagGate:
         gauge: ScheduleLagGauge,
         bound: list[PlannedMessage],
         held: list[tuple[str, str, Subject]],
-    ) -> set[Subject]:
+    ) -> Verdict:
         subjects = {subject_of(message) for message in bound} | {c for _, _, c in held}
         if not subjects:
-            return set()
+            return Verdict()
         if bound:
             first = min(message.send_at for message in bound)
             await until(self._clock, first - service_span(self._clock, GATE_LEAD_S))
+        asked_at = time.monotonic()
         behind = await gauge.behind(subjects)
         caught_up: dict[str, list[str]] = defaultdict(list)
         for clinic_id, notification_id, subject in held:
@@ -86,4 +88,4 @@ class LagGate:
         for clinic_id, ids in caught_up.items():
             if await self._queue.release_held(clinic_id, ids):
                 self._wake(clinic_id)
-        return behind
+        return Verdict(behind, asked_at)

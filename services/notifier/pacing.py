@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import time
 from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -26,6 +28,15 @@ RECHECK_FOR_S = 0.03
 RECHECK_S = 0.001
 # A timer may fire a hair before its instant; this much later the message is surely due.
 WAKE_SLACK_S = 0.001
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A round's answer: the subjects whose view lags, and when the question was put (real
+    monotonic seconds: a change on its topic before then is applied, or holds its message)."""
+
+    behind: set[Subject] = field(default_factory=set)
+    asked_at: float = field(default_factory=time.monotonic)
 
 
 class ScheduleLagGauge(Protocol):

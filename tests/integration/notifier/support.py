@@ -37,7 +37,7 @@ from ops.sms_sink import SmsSink, read_sms
 from services.notifier import handlers
 from services.notifier.channels import EmailChannel, Sender
 from services.notifier.contacts import ContactChange, Contacts
-from services.notifier.delivery import LEASE_MS, Delivery, notifier_due_work
+from services.notifier.delivery import LEASE_MS, SEND_CONCURRENCY, Delivery, notifier_due_work
 from services.notifier.pacing import ScheduleLagGauge
 from services.notifier.plans import PlanStore
 from services.notifier.queue import DeliveryQueue
@@ -482,9 +482,17 @@ def delivery_rig(
     *,
     poll_s: float,
     schedule_lag: ScheduleLagGauge | None = None,
+    send_concurrency: int = SEND_CONCURRENCY,
 ) -> DeliveryRig:
     delivery = notifier_delivery(
-        redis, clinics, senders, publisher, clock, poll_s=poll_s, schedule_lag=schedule_lag
+        redis,
+        clinics,
+        senders,
+        publisher,
+        clock,
+        poll_s=poll_s,
+        schedule_lag=schedule_lag,
+        send_concurrency=send_concurrency,
     )
     # Planned through the delivery's unit of work, as in the service: its writes hint
     # the delivery's due index.
@@ -505,6 +513,7 @@ def notifier_delivery(
     poll_s: float,
     schedule_lag: ScheduleLagGauge | None = None,
     lease_ms: int = LEASE_MS,
+    send_concurrency: int = SEND_CONCURRENCY,
 ) -> Delivery:
     """A delivery on `redis`, wired as the service wires it (main.create_app), but for its
     due index: one per test's clinics (replicas of one test share it), so no other test's
@@ -523,6 +532,7 @@ def notifier_delivery(
         unit_of_work=uow,
         lease_ms=lease_ms,
         schedule_lag=schedule_lag,
+        send_concurrency=send_concurrency,
         due=notifier_due_work(queue, uow, clinics, clock, kind=kind),
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from chassis.clock import ScaledClock
 from chassis.events import EventPublisher
 from chassis.unit_of_work import UnitOfWork
+from ops import mailcatcher
 from services.notifier import handlers
 from services.notifier.contacts import ContactChange
 from services.notifier.lag import SCHEDULE_TOPICS, ScheduleLag
@@ -32,6 +33,7 @@ from tests.integration.notifier.support import (
     Inputs,
     Mailbox,
     ManualClock,
+    SlowMailServer,
     appointment,
     at,
     by_email,
@@ -344,3 +346,74 @@ async def test_the_lag_bound_is_also_that_span_on_the_service_clock(
     finally:
         await on_the_fast_clock.close()
         await in_real_time.close()
+
+
+async def test_a_reminder_kept_waiting_for_its_turn_asks_the_lag_again_before_it_goes(
+    inputs: Inputs,
+    notifier_publisher: EventPublisher,
+    redis_client: Redis,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    unique: str,
+    slow_mail_server: Callable[[float], SlowMailServer],
+) -> None:
+    """One hand-over at a time, a second each, and the reminder's turn comes after the
+    request's reply: the round's answer (nothing waits) is a second old by then, and the
+    consultation was cancelled meanwhile on a topic the notifier has not read. Asked
+    again, the reminder waits (old main: sent, and untrue)."""
+    clock = ManualClock(at("2026-03-23T10:00+00:00"))
+    clinic_id, group = f"f-{unique}", f"tests-fresh-{unique}"
+    applied = UnitOfWork(redis_client, "notifier", notifier_publisher).handled
+    gauge = ScheduleLag(kafka_bootstrap, group, BOUND_S, applied=applied)
+    server = slow_mail_server(1.0)
+    rig = delivery_rig(
+        redis_client,
+        notifier_publisher,
+        write_own_clinic(tmp_path, clinic_id, unique),
+        clock,
+        by_email(server.port),
+        poll_s=0.05,
+        schedule_lag=gauge,
+        send_concurrency=1,
+    )
+    gated = Gated(clock, clinic_id, group, kafka_bootstrap, inputs, rig, gauge)
+    address = f"ada.{unique}@example.org"
+
+    def mail_to() -> list[EmailMessage]:
+        return [m for m in mailcatcher.read_mails(server.maildir) if m["To"] == address]
+
+    try:
+        # Planned before delivery starts: the request's and the booking's replies and the
+        # 2 h reminder are all due when it does, the replies first.
+        client_id = await gated.client(address)
+        session = appointment(ev.AppointmentKind.CONSULTATION, at("2026-03-23T13:00+00:00"), 30)
+        await gated.plan(ev.ConsultationBooked(**gated.fields(client_id), appointment=session))
+        await _commit_to_the_end(kafka_bootstrap, group)  # the group is caught up
+        clock.set(at("2026-03-23T11:00+00:00"))
+        async with rig.running():
+            await asyncio.sleep(0.1)  # the round asked: nothing waits; a reply is on its way
+            await inputs.publish(
+                ev.ConsultationCancelled(
+                    **gated.fields(client_id),
+                    appointment_id=session.appointment_id,
+                    starts_at=session.starts_at,
+                )
+            )
+
+            async def replied() -> bool:
+                return len(mail_to()) >= 2
+
+            await eventually(replied, "the request's and the booking's replies")
+            await asyncio.sleep(1.5)  # a reminder sent would have arrived by now
+            assert sorted(m["Subject"].split(":")[0] for m in mail_to()) == [
+                "Your consultation is booked",
+                f"Your consultation request at Clinic {unique}",
+            ]
+            [reminder] = [
+                n
+                for n in await rig.plans.notifications(clinic_id, client_id)
+                if "reminder_2h" in n.get("plan", n.get("kind", ""))
+            ]
+            assert (reminder["state"], reminder["attempts"]) == ("planned", "0")  # held
+    finally:
+        await gauge.close()

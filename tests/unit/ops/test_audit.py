@@ -496,10 +496,13 @@ def test_the_window_opens_at_the_first_dose_as_it_stands(case: Clean) -> None:
 KAFKA_MS = 1_800_000_000_000  # a real instant (ms), as Kafka stamps records
 
 
-def crossed(case: Clean, *, gap_s: float, told: bool) -> Findings:
+def crossed(
+    case: Clean, *, gap_s: float, told: bool, on_the_wire_s: float | None = None
+) -> Findings:
     """dose2 moved 10 clinic minutes before its 24 h reminder went out; the move reached
     Kafka `gap_s` real seconds before the reminder's copy reached its sink; `told`: the
-    client was then sent a notice caused by the move."""
+    client was then sent a notice caused by the move. `on_the_wire_s`: the sink says the
+    hand-over began this long before it accepted the copy."""
     history = case.history
     sent_at = utc(6, 3, 9)
     move = history.add(
@@ -518,7 +521,9 @@ def crossed(case: Clean, *, gap_s: float, told: bool) -> Findings:
     history.records[-1] = move = dataclasses.replace(move, appended_ms=KAFKA_MS)
     forget(history, case.dose2, case.course)
     history.send(case.course, MessageKind.REMINDER_24H, sent_at, case.dose2)
-    history.mails[-1] = dataclasses.replace(history.mails[-1], accepted_at=KAFKA_MS / 1000 + gap_s)
+    accepted = KAFKA_MS / 1000 + gap_s
+    began = None if on_the_wire_s is None else accepted - on_the_wire_s
+    history.mails[-1] = dataclasses.replace(history.mails[-1], accepted_at=accepted, began_at=began)
     if told:
         history.send(
             move, MessageKind.SESSION_RESCHEDULED, sent_at + timedelta(minutes=5), case.dose2
@@ -541,6 +546,18 @@ def test_a_crossing_the_client_was_never_told_of_is_stale(case: Clean) -> None:
 def test_a_change_on_the_topics_well_before_the_send_is_stale_even_if_told(case: Clean) -> None:
     found = crossed(case, gap_s=0.5, told=True)
     assert (found.stale_reminders, found.reminders_crossed) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("on_the_wire_s", "stale", "crossed_in_flight"), [(0.49, 0, 1), (0.3, 1, 0)]
+)
+def test_a_crossing_is_judged_from_when_the_hand_over_began_at_the_sink(
+    case: Clean, on_the_wire_s: float, stale: int, crossed_in_flight: int
+) -> None:
+    # Accepted 0.5 s after the move reached Kafka; its hand-over began 10 ms after the
+    # move (crossed in flight), or 200 ms after it (stale).
+    found = crossed(case, gap_s=0.5, told=True, on_the_wire_s=on_the_wire_s)
+    assert (found.stale_reminders, found.reminders_crossed) == (stale, crossed_in_flight)
 
 
 def test_a_cancelled_consultation_the_client_was_never_told_of_is_lost(case: Clean) -> None:
