@@ -47,9 +47,10 @@ class MeasureTimers(ScheduleChanges):
         leases = await queue.claim(clinic_id, now, LEASE_MS, MEASURE_BATCH)
         fired = 0
         if leases:
-            outcome = await self.unit_of_work.run(
-                clinic_id, [], functools.partial(self._fire_measures, calendar, now, leases)
-            )
+            async with queue.handed_back_on_failure(leases):
+                outcome = await self.unit_of_work.run(
+                    clinic_id, [], functools.partial(self._fire_measures, calendar, now, leases)
+                )
             fired = outcome if isinstance(outcome, int) else 0
         self.metrics.pending("measure", clinic_id, await queue.due(clinic_id))
         return fired, len(leases) == MEASURE_BATCH

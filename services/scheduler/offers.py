@@ -151,7 +151,8 @@ class Offers(WaitlistSteps):
         lapsed = 0
         if leases:
             step = functools.partial(self._expire, calendar, now, leases)
-            outcome = await self.unit_of_work.run(clinic_id, [], step)
+            async with expiries.handed_back_on_failure(leases):
+                outcome = await self.unit_of_work.run(clinic_id, [], step)
             lapsed = outcome if isinstance(outcome, int) else 0
         return lapsed, len(leases) == OFFER_BATCH
 

@@ -52,9 +52,10 @@ class BoosterTimers(ScheduleChanges):
         leases = await boosters.claim(clinic_id, now, LEASE_MS, BOOSTER_BATCH)
         fired = 0
         if leases:
-            outcome = await self.unit_of_work.run(
-                clinic_id, [], functools.partial(self._fire, calendar, now, leases)
-            )
+            async with boosters.handed_back_on_failure(leases):
+                outcome = await self.unit_of_work.run(
+                    clinic_id, [], functools.partial(self._fire, calendar, now, leases)
+                )
             fired = outcome if isinstance(outcome, int) else 0
         self.metrics.pending("booster", clinic_id, await boosters.due(clinic_id))
         return fired, len(leases) == BOOSTER_BATCH

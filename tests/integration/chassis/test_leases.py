@@ -21,6 +21,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chassis.events import EventPublisher
 from chassis.leases import Lease, LeaseQueue
@@ -135,6 +136,36 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_writes_nothing(
     assert await redis_client.lrange(effect, 0, -1) == [str(new.token)]
     assert not await queue.still_held(new)
     assert await redis_client.exists(queue.leased_key(clinic), queue.due_key(clinic)) == 0
+
+
+async def test_a_step_failing_for_the_infrastructure_hands_its_leases_back_at_once(
+    uow: UnitOfWork, redis_client: Redis, unique: str
+) -> None:
+    """A timer round whose step failed as Redis failed over held its members for the whole
+    lease (30 s: ten clinic days on the cluster demo's clock, where a booster due then was
+    never announced by the run's end). Handed back, the next claim takes them at once;
+    a member whose step went through stays done, and a fault that would fail again at
+    once (not the infrastructure's) leaves the lease to run out."""
+    clinic = f"leases-{unique}"
+    queue = LeaseQueue(redis_client, NAME)
+    effect = f"tests:{{{clinic}}}:effect"
+    await scheduled(redis_client, queue, clinic, ["a", "b"], T0)
+    leases = await queue.claim(clinic, T0, LONG_MS, 10)
+    done = next(lease for lease in leases if lease.member == "a")
+    assert await uow.run(clinic, [], finishing(queue, done, effect)) is True
+
+    with pytest.raises(RedisConnectionError):
+        async with queue.handed_back_on_failure(leases):
+            raise RedisConnectionError("the primary went away mid-step")
+
+    [again] = await queue.claim(clinic, T0, LONG_MS, 10)  # at once, not in a minute
+    assert again.member == "b"
+    assert again.token > max(lease.token for lease in leases)
+    with pytest.raises(ValueError, match="a bad member"):
+        async with queue.handed_back_on_failure([again]):
+            raise ValueError("a bad member")
+    assert await queue.claim(clinic, T0, LONG_MS, 10) == []  # still leased
+    assert await queue.still_held(again)
 
 
 async def test_a_claim_between_fence_and_write_fails_the_write_and_the_rerun_finds_it_lost(
