@@ -48,6 +48,7 @@ class Record:
     value: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     appended_ms: int | None = None  # Kafka's record time (real ms), when read from Kafka
+    seen_ms: int | None = None  # when a witness first read it (real ms), if one watched
 
 
 @dataclass

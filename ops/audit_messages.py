@@ -241,9 +241,12 @@ def _explain(
     state = appt.at(s.at) if appt else None
     change = _change_in_force(s, rebuilt)
     record = records[change] if change is not None and change < len(records) else None
+    cause = records[s.cause] if s.cause is not None and s.cause < len(records) else None
     log.warning(
         "stale (%s): %s %s about %s announcing %s, sent at %s (sink: %s); the topics had it"
-        " %s at %s; change in force: %s %s occurred %s, on its topic at %s",
+        " %s at %s; change in force: %s %s occurred %s, on its topic at %s (first read at %s);"
+        " planned from"
+        " %s %s occurred %s, on its topic at %s",
         why,
         s.kind,
         s.notification_id,
@@ -257,6 +260,11 @@ def _explain(
         record.id if record else None,
         record.time if record else None,
         record.appended_ms / 1000 if record and record.appended_ms else None,
+        record.seen_ms / 1000 if record and record.seen_ms else None,
+        cause.type if cause else None,
+        cause.id if cause else None,
+        cause.time if cause else None,
+        cause.appended_ms / 1000 if cause and cause.appended_ms else None,
     )
 
 
@@ -271,8 +279,9 @@ def _crossed(
     handed_over_at = (handed_over or {}).get(s.notification_id)
     if change is None or handed_over_at is None:
         return False
-    appended_ms = records[change].appended_ms
-    if appended_ms is None or appended_ms / 1000 <= handed_over_at - CROSSING_S:
+    # When the change could first be read (a witness's sight), else Kafka's record time.
+    readable_ms = records[change].seen_ms or records[change].appended_ms
+    if readable_ms is None or readable_ms / 1000 <= handed_over_at - CROSSING_S:
         return False
     return any(
         t.client == s.client

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import sys
@@ -39,6 +40,7 @@ from ops import (
     demo_measures,
     demo_waitlist,
     outcomes,
+    witness,
 )
 from ops.stack import ROOT, SERVICES, Stack
 from shared import topics
@@ -461,6 +463,22 @@ def answering(stack: Stack, crowd: list[Person], staff: Staff) -> demo_measures.
 async def drive(
     stack: Stack, clock: ScaledClock, crowd: list[Person], bootstrap: str, redis_url: str
 ) -> dict[str, Any]:
+    # When each of the scheduler's facts first became readable (ops/witness.py): what the
+    # auditor judges a message that crossed a change in flight from.
+    scheduler_topics = [t.name for t in topics.produced_by("scheduler")]
+    async with witness.watching(bootstrap, scheduler_topics) as seen:
+        summary = await _drive(stack, clock, crowd, bootstrap, redis_url, seen)
+    return summary
+
+
+async def _drive(
+    stack: Stack,
+    clock: ScaledClock,
+    crowd: list[Person],
+    bootstrap: str,
+    redis_url: str,
+    seen: witness.Witness,
+) -> dict[str, Any]:
     tally = Tally()
     staff = Staff(stack.replica_urls(), clock, tally)
     boosters_until = clock.now() + timedelta(days=80)
@@ -488,6 +506,10 @@ async def drive(
         stack.workdir / OUTCOMES_CHART,
     )
     journal = await audit.read_journal(bootstrap, tally.clients)
+    journal.records = [
+        dataclasses.replace(r, seen_ms=seen.seen_ms.get(r.id)) for r in journal.records
+    ]
+    print(witness_line(seen), flush=True)
     redis = connect_redis(redis_url, ServiceSettings().redis_mode)
     try:
         double = await audit.double_bookings(redis, demo_clinics.CLINICS)
@@ -495,6 +517,18 @@ async def drive(
         await redis.aclose()
     findings = audit_of(stack, tally, journal)
     return report(stack, tally, journal, double, time.monotonic() - started, findings)
+
+
+def witness_line(seen: witness.Witness) -> str:
+    """How long after their record time the scheduler's facts became readable."""
+    delays = sorted(seen.delays_ms)
+    if not delays:
+        return "Witness: no record of the scheduler seen"
+    p50, p99 = (delays[min(len(delays) - 1, int(q * len(delays)))] for q in (0.5, 0.99))
+    return (
+        f"Witness: {len(delays)} scheduler records first readable, after their record time,"
+        f" p50 {p50} ms, p99 {p99} ms, max {delays[-1]} ms"
+    )
 
 
 def audit_of(stack: Stack, tally: Tally, journal: audit.Journal) -> audit.Findings:

@@ -38,7 +38,7 @@ async def read_to_end(
     `required`: a topic not found is an error (MissingTopics), not an empty topic.
     """
     found: list[Any] = []
-    async with _assigned(bootstrap, topics, security, required) as (consumer, partitions):
+    async with assigned(bootstrap, topics, security, required) as (consumer, partitions):
         if not partitions:
             return found
         await consumer.seek_to_beginning(*partitions)
@@ -69,7 +69,7 @@ async def in_kafka_order(
     Up to the end offsets found at the start; with `follow`, then on to the ends found
     after, until a look finds nothing new (what was written while reading).
     `required`: as read_to_end's."""
-    async with _assigned(bootstrap, topics, security, required) as (consumer, partitions):
+    async with assigned(bootstrap, topics, security, required) as (consumer, partitions):
         if not partitions:
             return
         starts = await consumer.beginning_offsets(partitions)
@@ -92,7 +92,7 @@ async def in_kafka_order(
 
 
 @contextlib.asynccontextmanager
-async def _assigned(
+async def assigned(
     bootstrap: str,
     topics: Iterable[str],
     security: Mapping[str, Any] | None,

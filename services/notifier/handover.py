@@ -79,6 +79,7 @@ GATE_LEAD_S = 0.03
 # after the question can still cross the message in flight; this bounds how long
 # before the hand-over that can be (the auditor's CROSSING_S allows 60 ms to the sink).
 FRESH_S = 0.045
+FRESH_TRIES = 3
 LEASE_MARGIN_S = 5.0  # a renewed lease this close to its end is checked again before a send
 
 
@@ -208,11 +209,10 @@ class Handover:
                 # A busy round (a wait for its turn, a backlog): the lag's answer is old
                 # by now. Asked again, then the fact read again after it: a change on
                 # its topic before the question is in the fact, or holds the message.
-                asked_at = time.monotonic()
-                if await self._behind_now(subject_of(planned)):
-                    held_back = True
-                else:
+                if await self._caught_up_now(subject_of(planned)):
                     fact = await self._fact(planned)
+                else:
+                    held_back = True
             # One instant for the last check, the mail's Date and the sent fact: the
             # hand-over, so what was checked true is what the client is told it was.
             at = self._clock.now()
@@ -245,6 +245,20 @@ class Handover:
         while behind and time.monotonic() < deadline:
             asked_at, behind = time.monotonic(), await self._behind_now(subject)
         return behind, asked_at
+
+    async def _caught_up_now(self, subject: Subject) -> bool:
+        """Whether the view of the message's appointment is current, by an answer that
+        came back at most FRESH_S after the question was put: an answer is as old as its
+        question, and under load one takes hundreds of milliseconds (a change readable
+        meanwhile is not in it). A slow answer is asked again, FRESH_TRIES times at most;
+        then the message waits (held: better late than untrue)."""
+        for _ in range(FRESH_TRIES):
+            asked_at = time.monotonic()
+            if await self._behind_now(subject):
+                return False
+            if time.monotonic() - asked_at <= FRESH_S:
+                return True
+        return False
 
     async def _behind_now(self, subject: Subject) -> bool:
         """The schedule lag asked again (with every message asking meanwhile)."""

@@ -251,6 +251,7 @@ def test_a_stale_reminder_is_explained_by_ids_and_instants(
     assert "moved_or_dropped" in line
     assert str(case.dose2.appointment_id) in line
     assert str(sent.value["notification_id"]) in line
+    assert f"planned from {case.course.type} {case.course.id}" in line  # the news it came of
 
 
 def test_a_reminder_sent_after_the_session_started_is_stale(case: Clean) -> None:
@@ -497,12 +498,18 @@ KAFKA_MS = 1_800_000_000_000  # a real instant (ms), as Kafka stamps records
 
 
 def crossed(
-    case: Clean, *, gap_s: float, told: bool, on_the_wire_s: float | None = None
+    case: Clean,
+    *,
+    gap_s: float,
+    told: bool,
+    on_the_wire_s: float | None = None,
+    readable_after_s: float | None = None,
 ) -> Findings:
     """dose2 moved 10 clinic minutes before its 24 h reminder went out; the move reached
     Kafka `gap_s` real seconds before the reminder's copy reached its sink; `told`: the
     client was then sent a notice caused by the move. `on_the_wire_s`: the sink says the
-    hand-over began this long before it accepted the copy."""
+    hand-over began this long before it accepted the copy. `readable_after_s`: a witness
+    first read the move this long after its record time."""
     history = case.history
     sent_at = utc(6, 3, 9)
     move = history.add(
@@ -518,7 +525,8 @@ def crossed(
             previous_starts_at=case.dose2.starts_at,
         )
     )
-    history.records[-1] = move = dataclasses.replace(move, appended_ms=KAFKA_MS)
+    seen = None if readable_after_s is None else KAFKA_MS + int(readable_after_s * 1000)
+    history.records[-1] = move = dataclasses.replace(move, appended_ms=KAFKA_MS, seen_ms=seen)
     forget(history, case.dose2, case.course)
     history.send(case.course, MessageKind.REMINDER_24H, sent_at, case.dose2)
     accepted = KAFKA_MS / 1000 + gap_s
@@ -557,6 +565,18 @@ def test_a_crossing_is_judged_from_when_the_hand_over_began_at_the_sink(
     # Accepted 0.5 s after the move reached Kafka; its hand-over began 10 ms after the
     # move (crossed in flight), or 200 ms after it (stale).
     found = crossed(case, gap_s=0.5, told=True, on_the_wire_s=on_the_wire_s)
+    assert (found.stale_reminders, found.reminders_crossed) == (stale, crossed_in_flight)
+
+
+@pytest.mark.parametrize(
+    ("readable_after_s", "stale", "crossed_in_flight"), [(0.45, 0, 1), (0.2, 1, 0)]
+)
+def test_a_crossing_is_judged_from_when_the_change_could_first_be_read(
+    case: Clean, readable_after_s: float, stale: int, crossed_in_flight: int
+) -> None:
+    # Created 0.5 s before the copy reached its sink, first readable 50 ms before it
+    # (crossed in flight: replicas slow to take it), or 300 ms before it (stale).
+    found = crossed(case, gap_s=0.5, told=True, readable_after_s=readable_after_s)
     assert (found.stale_reminders, found.reminders_crossed) == (stale, crossed_in_flight)
 
 
