@@ -46,7 +46,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
 
 from chassis.clinics import ConfigurationError
 from chassis.clock import Clock
@@ -109,14 +108,18 @@ return 1
 
 
 _END_NOW = """
--- KEYS: leased, tokens. ARGV: member, token. The lease ended (its deadline long past: the
--- next claim takes the member first, with a higher token), if the token still holds it.
-if redis.call("HGET", KEYS[2], ARGV[1]) ~= ARGV[2]
-    or not redis.call("ZSCORE", KEYS[1], ARGV[1]) then
-  return 0
+-- KEYS: leased, tokens. ARGV: member, token, member, token... Each lease ended (its
+-- deadline long past: the next claim takes the member first, with a higher token), if
+-- its token still holds its member.
+local ended = 0
+for i = 1, #ARGV, 2 do
+  if redis.call("HGET", KEYS[2], ARGV[i]) == ARGV[i + 1]
+      and redis.call("ZSCORE", KEYS[1], ARGV[i]) then
+    redis.call("ZADD", KEYS[1], 0, ARGV[i])
+    ended = ended + 1
+  end
 end
-redis.call("ZADD", KEYS[1], 0, ARGV[1])
-return 1
+return ended
 """
 
 _LET_GO = """
@@ -286,20 +289,31 @@ class LeaseQueue:
             raise
 
     async def _hand_back(self, leases: Sequence[Lease]) -> None:
-        left = list(leases)
+        """One script per clinic; never raises (the step's own error is what counts)."""
+        by_clinic: dict[str, list[Lease]] = {}
+        for lease in leases:
+            by_clinic.setdefault(lease.clinic_id, []).append(lease)
         for attempt in range(1, HAND_BACK_TRIES + 1):
             try:
-                for lease in list(left):
+                for clinic_id in list(by_clinic):
                     await self._end_now(
-                        keys=[self.leased_key(lease.clinic_id), self.tokens_key(lease.clinic_id)],
-                        args=[lease.member, lease.token],
+                        keys=[self.leased_key(clinic_id), self.tokens_key(clinic_id)],
+                        args=[part for x in by_clinic[clinic_id] for part in (x.member, x.token)],
                     )
-                    left.remove(lease)
+                    del by_clinic[clinic_id]
                 return
-            except RedisError:
-                if attempt < HAND_BACK_TRIES:
-                    await asyncio.sleep(HAND_BACK_PAUSE_S)
-        log.warning("%d lease(s) of %s not handed back; left to run out", len(left), self.name)
+            # Any error: a failover's (redis-py's cluster errors are not all RedisErrors).
+            except Exception as error:
+                if attempt == HAND_BACK_TRIES:
+                    left = sum(map(len, by_clinic.values()))
+                    log.warning(
+                        "%d lease(s) of %s not handed back (%s); left to run out",
+                        left,
+                        self.name,
+                        type(error).__name__,
+                    )
+                    return
+                await asyncio.sleep(HAND_BACK_PAUSE_S)
 
     async def let_go(self, lease: Lease) -> bool:
         """`done` for a holder with nothing to write (what it claimed is gone): only if

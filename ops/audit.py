@@ -145,7 +145,7 @@ def mails_in(maildir: Path) -> list[Mail]:
             except (TypeError, ValueError):
                 date = None
         message_id = str(mail["Message-ID"] or "").strip()
-        found.append(Mail(message_id, date, accepted_at, began_at or accepted_at))
+        found.append(Mail(message_id, date, accepted_at, began_at))
     return found
 
 

@@ -151,9 +151,9 @@ def audit(
     # When each copy's hand-over to its sink first began (real time), by notification id.
     handed_over: dict[str, float] = {}
     copies = [(_mail_nid(m.message_id), m.began_at or m.accepted_at) for m in mail_list or ()]
-    for nid, accepted in copies + [(t.key or "", t.accepted_at) for t in text_list or ()]:
-        if accepted is not None:
-            handed_over[nid] = min(accepted, handed_over.get(nid, accepted))
+    for nid, began in copies + [(t.key or "", t.accepted_at) for t in text_list or ()]:
+        if began is not None:
+            handed_over[nid] = min(began, handed_over.get(nid, began))
     findings.stale_reminders, findings.reminders_crossed = stale(
         sends,
         rebuilt,

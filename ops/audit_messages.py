@@ -211,10 +211,11 @@ def stale(
     """(stale messages, messages that crossed their change in flight and were corrected).
 
     A message that went out untrue is stale unless all of these hold, judged by
-    clocks outside the notifier: the change reached the topics (Kafka's record
-    time) less than CROSSING_S before the message's hand-over to its sink began (the
-    sink's time), and the client was then told of the change (a later
-    notification caused by that very fact). Without those times it is stale.
+    clocks outside the notifier: the change became readable (a witness's first read,
+    ops/witness.py; without one, Kafka's record time) less than CROSSING_S before the
+    message's hand-over to its sink began (the sink's time), and the client was then
+    told of the change (a later notification caused by that very fact). Without those
+    times it is stale.
     """
     crossed = 0
     found: Counter[str] = Counter()

@@ -466,7 +466,7 @@ async def drive(
     # When each of the scheduler's facts first became readable (ops/witness.py): what the
     # auditor judges a message that crossed a change in flight from.
     scheduler_topics = [t.name for t in topics.produced_by("scheduler")]
-    async with witness.watching(bootstrap, scheduler_topics) as seen:
+    with witness.watching(bootstrap, scheduler_topics) as seen:
         summary = await _drive(stack, clock, crowd, bootstrap, redis_url, seen)
     return summary
 
@@ -527,7 +527,8 @@ def witness_line(seen: witness.Witness) -> str:
     p50, p99 = (delays[min(len(delays) - 1, int(q * len(delays)))] for q in (0.5, 0.99))
     return (
         f"Witness: {len(delays)} scheduler records first readable, after their record time,"
-        f" p50 {p50} ms, p99 {p99} ms, max {delays[-1]} ms"
+        f" p50 {p50} ms, p99 {p99} ms, max {delays[-1]} ms ({seen.errors} failed fetches"
+        " tried again)"
     )
 
 

@@ -9,7 +9,8 @@ what falls due next.
 
 While the notifier's view of a client's schedule lags behind the scheduler's
 topics, that client's time-bound messages are held apart from the due set
-(lag_gate.LagGate, asked once per round); everything else, above all the urgent
+(lag_gate.LagGate, asked once per round, and again by a message whose turn
+comes later: handover.py FRESH_S); everything else, above all the urgent
 clinical alert, goes regardless. While any are held, the loop looks again
 within the lag's bound or MIN_RECHECK_S.
 
@@ -254,7 +255,7 @@ class Delivery:
         message is then prepared and handed over at its due instant, up to
         SEND_CONCURRENCY at once. The schedule lag is asked once for all the
         clients whose time-bound messages are due or held, just before the first
-        of them falls due.
+        of them falls due (and again by a message whose turn comes later).
         """
         result = RoundResult()
         horizon = self._clock.now() + service_span(self._clock, LOOKAHEAD_S)

@@ -19,9 +19,10 @@ appointment (plans.PlanStore.appointment): one whose session has started, or
 whose appointment was moved, cancelled or held meanwhile, is skipped. While the
 notifier's view of its client's schedule lags (the round's lag answer, asked
 again for RECHECK_FOR_S), it is held instead, the attempt not counted. The
-projection is read after the lag was asked, and the answer is at most FRESH_S
-old at the hand-over (asked again, and the projection read again, when a message
-later in its round or a wait for its turn made it older);
+projection is read after the lag was asked, on an answer whose question was put
+at most FRESH_S before the message's turn (asked again, and the projection read
+again, when a message later in its round, a wait for its turn or a slow answer
+made it older; held, too, when every answer is slow);
 everything else, above all the urgent clinical alert, goes regardless. A
 measure request is checked the same way against its measure (measures.py:
 closed, or answered meanwhile), and its link is minted as it is prepared.
@@ -74,10 +75,13 @@ log = logging.getLogger(__name__)
 # from this instant to the checks' end 6 ms at the median, 12 to 18 ms at the 90th
 # percentile; a 12 ms lead left a fifth of the late reminders late for their checks alone.
 GATE_LEAD_S = 0.03
-# Real seconds: a lag answer older than this at a time-bound message's hand-over is asked
-# again (and the appointment read again after it). A change that reached its topic
-# after the question can still cross the message in flight; this bounds how long
-# before the hand-over that can be (the auditor's CROSSING_S allows 60 ms to the sink).
+# Real seconds: a time-bound message is handed over on a lag answer whose question was
+# put at most this long before its turn (or the lag's bound, if longer): older, it is
+# asked again, and the appointment read again after the answer; an answer that took
+# longer than this to come back is as old as its question, and is asked again too,
+# FRESH_TRIES times at most, then the message is held. A change that became readable
+# after the question can still cross the message in flight: on the demo's clock, this
+# plus the read and the SMTP exchange's start (the auditor's CROSSING_S allows 60 ms).
 FRESH_S = 0.045
 FRESH_TRIES = 3
 LEASE_MARGIN_S = 5.0  # a renewed lease this close to its end is checked again before a send
@@ -194,18 +198,7 @@ class Handover:
             return False
         await until(self._clock, planned.send_at)
         async with self._slots.turn(urgent=time_bound or planned.kind in STAFF_KINDS):
-            # Known held while well inside the renewed lease; a round trip at the due
-            # instant would make every hand-over that much late (a clinic's 10 minutes
-            # are milliseconds on the demo's clock).
-            near_end = time.monotonic() - renewing > self._lease_ms / 1000 - LEASE_MARGIN_S
-            if near_end and not await self._queue.still_held(claim):
-                log.info(
-                    "notification %s: lease lost waiting for its turn; left to its new holder",
-                    planned.notification_id,
-                    extra=claim_ids(claim),
-                )
-                return False
-            if time_bound and time.monotonic() - asked_at > FRESH_S:
+            if time_bound and self._stale_answer(asked_at):
                 # A busy round (a wait for its turn, a backlog): the lag's answer is old
                 # by now. Asked again, then the fact read again after it: a change on
                 # its topic before the question is in the fact, or holds the message.
@@ -213,6 +206,18 @@ class Handover:
                     fact = await self._fact(planned)
                 else:
                     held_back = True
+            # Known held while well inside the renewed lease; a round trip at the due
+            # instant would make every hand-over that much late (a clinic's 10 minutes
+            # are milliseconds on the demo's clock). After the asking above: it may take
+            # seconds under load.
+            near_end = time.monotonic() - renewing > self._lease_ms / 1000 - LEASE_MARGIN_S
+            if near_end and not held_back and not await self._queue.still_held(claim):
+                log.info(
+                    "notification %s: lease lost waiting for its turn; left to its new holder",
+                    planned.notification_id,
+                    extra=claim_ids(claim),
+                )
+                return False
             # One instant for the last check, the mail's Date and the sent fact: the
             # hand-over, so what was checked true is what the client is told it was.
             at = self._clock.now()
@@ -233,13 +238,21 @@ class Handover:
             await outcomes.sent(claim, message, at)
         return False
 
+    def _stale_answer(self, asked_at: float) -> bool:
+        """Whether a lag answer to a question put at `asked_at` is too old to send on: older
+        than FRESH_S, or than the lag's own bound if longer (a change younger than the
+        bound holds nothing, so a fresher answer would add nothing). No lag, no answer."""
+        if self._recheck is None:
+            return False
+        return time.monotonic() - asked_at > max(FRESH_S, self._recheck.bound_s)
+
     async def _behind_on(self, subject: Subject, gate: asyncio.Task[Verdict]) -> tuple[bool, float]:
         """Whether the view of the message's appointment still lags, from the round's answer
-        (asked again if it is older than this message's lead: a message later in the
-        round), asked again for a short while if so; and when it was last asked."""
+        (asked again if it is stale by now: a message later in the round, or a slow
+        answer), asked again for a short while if so; and when it was last asked."""
         verdict = await gate
         asked_at, behind = verdict.asked_at, subject in verdict.behind
-        if not behind and time.monotonic() - asked_at > FRESH_S:
+        if not behind and self._stale_answer(asked_at):
             asked_at, behind = time.monotonic(), await self._behind_now(subject)
         deadline = time.monotonic() + RECHECK_FOR_S
         while behind and time.monotonic() < deadline:
@@ -256,7 +269,7 @@ class Handover:
             asked_at = time.monotonic()
             if await self._behind_now(subject):
                 return False
-            if time.monotonic() - asked_at <= FRESH_S:
+            if not self._stale_answer(asked_at):
                 return True
         return False
 

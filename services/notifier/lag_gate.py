@@ -6,7 +6,9 @@ older than the bound). The lag is asked once per round, just before the first
 of them falls due, for every client whose messages are due or held; a message
 found behind is held by its handover (outcomes.Outcomes.hold), and held
 messages whose view caught up are released (due again) and the loop woken to
-claim them.
+claim them. The answer carries when it was asked (`Verdict`): a message whose
+turn comes later than FRESH_S after that asks again on its own
+(handover.Handover), and is held too when every answer comes back slow.
 """
 
 from __future__ import annotations

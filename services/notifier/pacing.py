@@ -130,6 +130,7 @@ class Recheck:
 
     def __init__(self, gauge: ScheduleLagGauge) -> None:
         self._gauge = gauge
+        self.bound_s = gauge.bound_s  # real seconds: a change younger than this holds nothing
         self._subjects: set[Subject] = set()
         self._asking: asyncio.Task[set[Subject]] | None = None
 

@@ -168,6 +168,25 @@ async def test_a_step_failing_for_the_infrastructure_hands_its_leases_back_at_on
     assert await queue.still_held(again)
 
 
+async def test_a_hand_back_that_fails_too_leaves_the_step_s_own_error_and_the_lease(
+    redis_client: Redis, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clinic = f"leases-{unique}"
+    queue = LeaseQueue(redis_client, NAME)
+    await scheduled(redis_client, queue, clinic, ["a"], T0)
+    leases = await queue.claim(clinic, T0, LONG_MS, 10)
+    monkeypatch.setattr("chassis.leases.HAND_BACK_PAUSE_S", 0.0)
+
+    async def still_failing_over(**_: Any) -> int:
+        raise OSError("the node is still away")  # not a RedisError: a cluster's may not be
+
+    monkeypatch.setattr(queue, "_end_now", still_failing_over)
+    with pytest.raises(RedisConnectionError, match="mid-step"):
+        async with queue.handed_back_on_failure(leases):
+            raise RedisConnectionError("the primary went away mid-step")
+    assert await queue.still_held(leases[0])  # left to run out
+
+
 async def test_a_claim_between_fence_and_write_fails_the_write_and_the_rerun_finds_it_lost(
     uow: UnitOfWork, redis_client: Redis, unique: str
 ) -> None:

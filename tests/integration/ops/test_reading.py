@@ -58,7 +58,7 @@ async def test_a_witness_notes_when_each_event_was_first_readable_from_when_it_b
 ) -> None:
     name = f"witness-{unique}"
     await _topic_with(kafka_bootstrap, name, [b"before"])
-    async with witness.watching(kafka_bootstrap, [name]) as seen:
+    with witness.watching(kafka_bootstrap, [name]) as seen:
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
         await producer.start()
         try:
