@@ -94,8 +94,13 @@ class Planner:
             )
             if isinstance(event, ev.ClinicalAlertRaised) and deps.alerts is not None:
                 write = _with_alert(write, deps.alerts, event, envelope.id, messages)
-            # A contact arriving may make messages that awaited it due now.
-            sends = [m.send_at for m in messages] + ([now] if changed is not None else [])
+            # A contact arriving makes the messages that awaited it due now.
+            arrived = (
+                changed is not None
+                and changed.contact is not None
+                and not (known and known.contact)
+            )
+            sends = [m.send_at for m in messages] + ([now] if arrived else [])
             earliest = min(sends, default=None)
             return Decision(write, result=earliest)
 

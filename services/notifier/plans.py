@@ -77,17 +77,24 @@ class PlanStore:
         new_ids = [str(m.notification_id) for m in plan.messages]
         facts = list(plan.appointments)
         fact_keys = [key(clinic, "schedule", str(f.appointment_id)) for f in facts]
+        # A contact that reaches the client releases their messages awaiting it (watched:
+        # a retry listed after this read fails the write).
+        awaiting = awaiting_key(clinic, client_id)
+        brings_contact = contact is not None and contact.contact is not None
         touched = [
             *slot_keys,
             *appointment_keys,
             *fact_keys,
             *(key(clinic, "msg", i) for i in new_ids),
+            *([awaiting] if brings_contact else []),
         ]
         if touched:  # an event planning nothing (an opt-out) touches none: WATCH needs a key
             await tx.watch(*touched)
         # Read in one round trip on another connection: the keys are watched, so
         # any change after the WATCH still makes the write fail.
         async with tx.reads() as reads:
+            if brings_contact:
+                reads.smembers(awaiting)
             for slot_key in slot_keys:
                 reads.get(slot_key)
             for i in new_ids:
@@ -97,6 +104,7 @@ class PlanStore:
             for fact_key in fact_keys:
                 reads.get(fact_key)
             found = await reads.execute()
+        released = sorted(text(i) for i in found.pop(0)) if brings_contact else []
         if fact_keys:
             found, known_facts = found[: -len(fact_keys)], found[-len(fact_keys) :]
         else:
@@ -129,10 +137,6 @@ class PlanStore:
             tidying.inputs = await tidy.old_inputs(tx, clinic, client_id, mark)
         listed = tidy.inputs_key(clinic, client_id)
         with_facts = tidy.facts_key(clinic, client_id)
-        awaiting, released = awaiting_key(clinic, client_id), []
-        if contact is not None and contact.contact is not None:
-            await tx.watch(awaiting)  # a retry listed after this read fails the write
-            released = [text(i) for i in await self._redis.smembers(awaiting)]
 
         def write(w: Pipeline) -> None:
             # First: what this plan writes (a fact, a slot) wins over what the tidy takes.
