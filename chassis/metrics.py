@@ -62,6 +62,16 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.webhook_attempts = Counter(
+            "kap_webhook_attempts",
+            "Webhook POSTs, by partner and outcome (delivered: a 2xx; failed: anything else).",
+            ["service", "partner", "outcome"],
+            registry=self.registry,
+        )
+
+    def webhook_attempt(self, partner: str, outcome: str) -> None:
+        self.webhook_attempts.labels(self.service, partner, outcome).inc()
+
     def published(self, topic: str, clinic: str, channel: str = "") -> None:
         self.events_published.labels(self.service, topic, clinic, channel).inc()
 

@@ -58,6 +58,7 @@ RULES: tuple[Rule, ...] = (
     Rule("<id>:{c}:handled:<id>", "chassis", "an input's handled mark, for an input of no one client's (a cohort summary) or written before the marks hashes", _HANDLED, "always"),
     Rule("<id>:{c}:outbox", "chassis", "events recorded with a write, not yet on Kafka", _OUTBOX, "never"),
     Rule("<id>:{c}:outbox:written", "chassis", "when each outbox event was written (relay)", _OUTBOX, "never"),
+    Rule("<id>:{c}:public-seq:<id>", "chassis", "a client's last public sequence number (`clientsequence`): the next public event takes the one after", _CLIENT, "never"),
     # Due work (chassis.due_index, chassis.buckets): a fixed number of buckets per timer
     # kind and per service's outbox (`<service>-outbox`), so these do not grow with
     # clients; `{c}` here is the bucket's tag, not a clinic's.
@@ -105,6 +106,20 @@ RULES: tuple[Rule, ...] = (
     Rule("notifier:{c}:measure-answered:<id>", "notifier", "a measure answered, as written before the per-client hash: still read", "TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:alert:<id>", "notifier", "a clinical alert and who owns it", "TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:alerts", "notifier", "the clinic's alerts by time (API)", "per clinic; entries older than `RETAIN_S` trimmed at the next alert", "never"),
+    # --- webhooks ------------------------------------------------------------------
+    Rule("webhooks:{c}:partner:<id>", "webhooks", "a partner: its target, event types, clinics and signing secrets (slot `{partners}`)", "kept until the partner is deleted (`DELETE /partners/{id}`)", "never"),
+    Rule("webhooks:{c}:ids", "webhooks", "the partners' ids", "a member leaves with its partner", "never"),
+    Rule("webhooks:{c}:key:<id>", "webhooks", "a partner API key's SHA-256 -> the partner (its delivery log)", "taken with its partner", "never"),
+    Rule("webhooks:{c}:client:<id>", "webhooks", "a client's order: the last number released to the partners, events read ahead of a lower one", "TTL `CLIENT_KEPT_S` (180 days) from the client's last public event", "always"),
+    Rule("webhooks:{c}:queue:<id>:<id>", "webhooks", "a partner's events for one client, by number: the head is the next delivery", "an event leaves on its 2xx or its dead letter; the key with the last", "never"),
+    Rule("webhooks:{c}:attempts:<id>:<id>", "webhooks", "the failures of a partner's next delivery for one client", "taken when that event is delivered or dead-lettered", "never"),
+    Rule("webhooks:{c}:waiting:<id>", "webhooks", "a partner's clients with queued events (re-enabling wakes them)", "a client leaves when its sender finds its queue empty", "never"),
+    Rule("webhooks:{c}:log:<id>", "webhooks", "a partner's delivery status per event (the partner's log)", "TTL `LOG_KEPT_S` (30 days) from the last write; the newest `LOG_ENTRIES` (10,000) kept", "always"),
+    Rule("webhooks:{c}:log-order:<id>", "webhooks", "when each status in the partner's log last changed", "as the log", "always"),
+    Rule("webhooks:{c}:dead:<id>", "webhooks", "a partner's dead letters: events with no 2xx for the retry policy's whole period", "TTL `LOG_KEPT_S` from the last dead letter", "always"),
+    Rule("webhooks:{c}:due", "webhooks", "senders and gap timers by when they fall due", _QUEUE, "never"),
+    Rule("webhooks:{c}:leased", "webhooks", "senders and gap timers being worked, by lease deadline", _QUEUE, "never"),
+    Rule("webhooks:{c}:tokens", "webhooks", "fencing tokens of the claims", _QUEUE, "never"),
 )  # fmt: skip
 
 

@@ -13,7 +13,11 @@ events they cause (`Decision`). One MULTI then holds, together:
   the client's marks hash when the step is one client's (`marks_of`: a few dozen
   bytes a mark instead of a key's hundred and more; issue 18), else a key per input;
 - the service's state writes;
-- the outputs, in the clinic's outbox (chassis.outbox).
+- the outputs, in the clinic's outbox (chassis.outbox);
+- for outputs on a `public.` topic, their client's sequence number
+  (`<service>:{clinic}:public-seq:<client>`, read watched after the decision): each
+  such output's envelope takes the next number, recorded with it, so a replay
+  publishes the same numbers from the outbox and two steps never share one.
 A concurrent change to any watched key makes EXEC fail and the step run again
 from its reads (at most `CONFLICT_TRIES` times). Every key, watched or written,
 must carry the `{clinic_id}` hash tag, so the transaction runs on Redis Cluster
@@ -51,6 +55,7 @@ crash between the commit and the hint leaves the item to the index's sweep.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
@@ -67,6 +72,7 @@ from chassis.events import EventPublisher
 from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output
 from chassis.redis_client import execute_replicated, fresh_slot_map, no_retry_transaction
 from chassis.workers import Worker
+from shared.topics import topic_for
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +217,11 @@ class UnitOfWork:
                     if not transaction.fresh:
                         return REPLAYED
                 decision = await step(transaction)
+                decision, sequences = await self._sequenced(transaction, decision)
                 tx.multi()  # type: ignore[no-untyped-call]
                 decision.write(tx)
+                for key, last in sequences.items():
+                    tx.set(key, last)
                 self.outbox.queue(tx, clinic_id, decision.outputs)
                 marks.write(tx, transaction.fresh)
                 _check_slot(tx, clinic_id)
@@ -235,6 +244,38 @@ class UnitOfWork:
                 )
             return decision.result
         raise WriteConflict(f"{self._service}: the step kept conflicting in clinic {clinic_id}")
+
+    def sequence_key(self, clinic_id: str, client: str) -> str:
+        return f"{self._service}:{{{clinic_id}}}:public-seq:{client}"
+
+    async def _sequenced(
+        self, transaction: Transaction, decision: Decision[R]
+    ) -> tuple[Decision[R], dict[str, int]]:
+        """The decision with each public output numbered in its client's sequence (in
+        output order), and each numbered client's last number, to write in the MULTI."""
+        public = [o for o in decision.outputs if topic_for(o.event).public]
+        if not public:
+            return decision, {}
+        keys = {
+            o.envelope.subject: self.sequence_key(transaction.clinic_id, o.envelope.subject)
+            for o in public
+        }
+        await transaction.watch(*keys.values())
+        async with transaction.reads() as reads:  # no MGET: a cluster pipeline refuses it
+            for key in keys.values():
+                reads.get(key)
+            found = await reads.execute()
+        last = {subject: int(raw or 0) for subject, raw in zip(keys, found, strict=True)}
+        numbered: list[Output] = []
+        for output in decision.outputs:
+            if topic_for(output.event).public:
+                subject = output.envelope.subject
+                last[subject] += 1
+                envelope = output.envelope.model_copy(update={"sequence": last[subject]})
+                output = Output(output.event, envelope)
+            numbered.append(output)
+        written = {keys[subject]: n for subject, n in last.items()}
+        return dataclasses.replace(decision, outputs=numbered), written
 
     async def handled(
         self, inputs: Collection[tuple[str, str, str | None]]

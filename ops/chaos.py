@@ -1,6 +1,7 @@
 """`make chaos`: the lifecycle under load while processes die and the broker and Redis restart.
 
-Two replicas of each service run the demo's journeys; meanwhile service
+Two replicas of each service (the webhook service's among them, delivering to a
+partner's receiver subscribed to two clinics) run the demo's journeys; meanwhile service
 processes are SIGKILLed at random moments (and started again), Kafka is
 restarted once and Redis once (AOF on). Then the system drains and the auditor
 (ops/audit.py) checks the outcome from the topics, the mailbox and the SMS log
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import signal
@@ -28,7 +30,7 @@ from redis.asyncio import Redis
 from chassis.clock import ScaledClock
 from chassis.config import ServiceSettings
 from chassis.redis_client import connect_redis
-from ops import audit, demo, demo_clinics
+from ops import audit, demo, demo_clinics, demo_webhooks
 from ops.stack import ROOT, SERVICES, Process, Stack
 from shared import topics
 
@@ -51,7 +53,7 @@ def restart_infra(script: str) -> None:
 
 
 async def kill_and_restart(stack: Stack, rng: random.Random) -> str:
-    victims = [p for p in stack.processes if p.name.split("-")[0] in SERVICES]
+    victims = [p for p in stack.processes if p.name.split("-")[0] in stack.services]
     victim = rng.choice(victims)
     victim.signal(signal.SIGKILL)
     if victim.popen is not None:
@@ -119,6 +121,20 @@ async def leases_let_go(redis: Redis, wait_s: float = 90.0) -> None:
 
 
 async def run(args: argparse.Namespace, stack: Stack, clock: ScaledClock) -> dict[str, Any]:
+    # A partner subscribed to two clinics over the webhook replicas being killed too.
+    clinics = sorted(demo_clinics.CLINICS)[:2]
+    partner = await demo_webhooks.subscribe(
+        stack.url("webhooks"), clinics, args.kafka, stack.workdir
+    )
+    try:
+        return await _run(args, stack, clock, partner)
+    finally:
+        partner.stop()
+
+
+async def _run(
+    args: argparse.Namespace, stack: Stack, clock: ScaledClock, partner: demo_webhooks.Partner
+) -> dict[str, Any]:
     rng = random.Random(args.seed)  # noqa: S311 - reproducible chaos, not secrets
     tally = demo.Tally()
     staff = demo.Staff(stack.replica_urls(), clock, tally)
@@ -160,12 +176,22 @@ async def run(args: argparse.Namespace, stack: Stack, clock: ScaledClock) -> dic
         **audit.summary_of(findings),
         "ledger_double_bookings_second_opinion": double,
         "boosters_missed": boosters_missed(journal, clock.now()),
+        **await demo_webhooks.counts(partner, args.kafka),
     }
 
 
 def passed(result: dict[str, Any], min_kills: int) -> bool:
-    zero = (*audit.FAILING, "ledger_double_bookings_second_opinion", "boosters_missed")
-    return result["kills"] >= min_kills and all(result[name] == 0 for name in zero)
+    zero = (
+        *audit.FAILING,
+        "ledger_double_bookings_second_opinion",
+        "boosters_missed",
+        *demo.WEBHOOK_FAILING,
+    )
+    return (
+        result["kills"] >= min_kills
+        and result["webhooks_delivered"] > 0
+        and all(result[name] == 0 for name in zero)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,9 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         # What a SIGKILLed writer recorded but did not publish goes out after this: at two
         # real seconds a clinic day, the production 30 s would be two weeks of clinic time.
         "KAP_RELAY_GRACE_MS": "2000",
+        "KAP_ADMIN_API_KEY_SHA256": hashlib.sha256(demo_webhooks.ADMIN_KEY.encode()).hexdigest(),
+        "KAP_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
     }
     clock = ScaledClock(origin=demo.ORIGIN, anchor=anchor, scale=scale)
-    stack = Stack(workdir=workdir, env=env, replicas=2)
+    stack = Stack(workdir=workdir, env=env, replicas=2, services=(*SERVICES, "webhooks"))
     print(
         f"chaos: 2 replicas per service, {args.people} people; logs in {workdir}/logs", flush=True
     )

@@ -23,12 +23,13 @@ from shared.topics import ALL, Topic
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 ASYNCAPI_PATH = DOCS / "asyncapi.json"
+WEBHOOKS_OPENAPI_PATH = ROOT / "docs" / "webhooks-openapi.json"
 SCHEMAS_DIR = DOCS / "schemas"
 README = ROOT / "README.md"
 FLOW_START, FLOW_END = "<!-- event-flow:start -->", "<!-- event-flow:end -->"
 RETENTION_START, RETENTION_END = "<!-- redis-retention:start -->", "<!-- redis-retention:end -->"
 
-SERVICES = ("intake", "scheduler", "notifier")
+SERVICES = ("intake", "scheduler", "notifier", "webhooks")
 
 
 DOCUMENTED_SERVER = "127.0.0.1:9092"
@@ -42,6 +43,8 @@ def service_brokers() -> dict[str, KafkaBroker]:
     from services.notifier.main import create_app as notifier
     from services.scheduler.config import Settings as SchedulerSettings
     from services.scheduler.main import create_app as scheduler
+    from services.webhooks.config import Settings as WebhooksSettings
+    from services.webhooks.main import create_app as webhooks
 
     # The committed document names the local default server, whatever KAFKA_BOOTSTRAP_SERVERS
     # the generating shell (or a test session on other ports) has: it must not change with it.
@@ -50,6 +53,7 @@ def service_brokers() -> dict[str, KafkaBroker]:
         "intake": intake(IntakeSettings(**server)),  # type: ignore[arg-type]
         "scheduler": scheduler(SchedulerSettings(**server)),  # type: ignore[arg-type]
         "notifier": notifier(NotifierSettings(**server)),  # type: ignore[arg-type]
+        "webhooks": webhooks(WebhooksSettings(**server)),  # type: ignore[arg-type]
     }
     return {name: app.state.runtime.broker for name, app in apps.items()}
 
@@ -64,7 +68,8 @@ def asyncapi(brokers: dict[str, KafkaBroker]) -> dict[str, Any]:
             "and carries CloudEvents 1.0 attributes as Kafka headers (binary mode): ce_id, "
             "ce_source, ce_type, ce_specversion, ce_time, ce_subject (client id), plus the "
             "extensions ce_clinicid, ce_correlationid and ce_causationid. Topics under "
-            "'public.' are for partners and carry no PHI."
+            "'public.' are for partners and carry no PHI; their events also carry "
+            "ce_clientsequence (1, 2, 3... per client across the public topics)."
         ),
         schema_version="3.0.0",
     ).to_specification()
@@ -100,7 +105,9 @@ def flow_table(brokers: dict[str, KafkaBroker]) -> str:
     consumed = consumers(brokers)
     rows = ["| topic | producer | consumers | event |", "|---|---|---|---|"]
     for topic in ALL:
-        readers = ", ".join(sorted(set(consumed.get(topic.name, [])))) or "partners" * topic.public
+        readers = ", ".join(
+            [*sorted(set(consumed.get(topic.name, []))), *(["partners"] if topic.public else [])]
+        )
         schema = f"[{topic.event.__name__}](docs/schemas/{topic.name}.json)"
         rows.append(f"| `{topic.name}` | {', '.join(topic.producers)} | {readers} | {schema} |")
     return "\n".join(rows)
@@ -113,8 +120,18 @@ def _dump(data: dict[str, Any]) -> str:
 def generated_files(brokers: dict[str, KafkaBroker] | None = None) -> Iterator[tuple[Path, str]]:
     brokers = brokers or service_brokers()
     yield ASYNCAPI_PATH, _dump(asyncapi(brokers))
+    yield WEBHOOKS_OPENAPI_PATH, _dump(webhooks_openapi())
     for topic in ALL:
         yield SCHEMAS_DIR / f"{topic.name}.json", _dump(event_schema(topic))
+
+
+def webhooks_openapi() -> dict[str, Any]:
+    """The webhook service's HTTP API (partners' admin and delivery log), for partners."""
+    from services.webhooks.config import Settings
+    from services.webhooks.main import create_app
+
+    app = create_app(Settings(KAFKA_BOOTSTRAP_SERVERS=DOCUMENTED_SERVER))
+    return app.openapi()
 
 
 def readme_with_flow(readme: str, table: str) -> str:

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import random
 import sys
@@ -39,6 +40,7 @@ from ops import (
     demo_courses,
     demo_measures,
     demo_waitlist,
+    demo_webhooks,
     outcomes,
     witness,
 )
@@ -630,13 +632,23 @@ def report(
     return summary
 
 
+# The partner's receiver's counts that must be 0 (ops/demo_webhooks.py).
+WEBHOOK_FAILING = (
+    "webhooks_missing",
+    "webhook_signatures_bad",
+    "webhooks_out_of_order",
+    "webhooks_foreign_clinic",
+)
+
+
 def adds_up(summary: dict[str, Any]) -> bool:
     """Everyone eligible who came for a course got one, clients answered measures from their
     links, and the auditor found nothing (resends are reported apart)."""
     eligible = summary["clients"] - summary["ineligible"] - summary["consultations_only"]
-    failing = (*audit.FAILING, "ledger_double_bookings_second_opinion")
+    failing = (*audit.FAILING, "ledger_double_bookings_second_opinion", *WEBHOOK_FAILING)
     return bool(
         summary["clients"] > 0
+        and summary["webhooks_delivered"] > 0  # the partner heard the two clinics (issue 20)
         and summary["courses_booked"] == eligible
         and summary["measures_answered"] > 0  # clients answered their links (issue 17)
         and all(summary[name] == 0 for name in failing)
@@ -671,20 +683,36 @@ def main() -> int:
         "KAP_CLOCK_ORIGIN": ORIGIN.isoformat(),
         "KAP_CLOCK_ANCHOR": anchor.isoformat(),
         "KAP_LOG_LEVEL": "INFO",
+        # The webhook service's admin API (the demo's key), and its partner on this machine.
+        "KAP_ADMIN_API_KEY_SHA256": hashlib.sha256(demo_webhooks.ADMIN_KEY.encode()).hexdigest(),
+        "KAP_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
     }
     clock = ScaledClock(origin=ORIGIN, anchor=anchor, scale=scale)
     pace = f"one clinic day per {args.day_seconds:g} s"
     print(f"demo: {args.people} people, 3 clinics, {pace}; logs in {run}/logs", flush=True)
-    stack = Stack(workdir=run, env=env)
+    stack = Stack(workdir=run, env=env, services=(*SERVICES, "webhooks"))
+    partner_clinics = sorted(entry["id"] for entry in json.loads(clinics.read_text()))[:2]
     try:
         with stack.running():
-            urls = ", ".join(f"{name} {stack.url(name)}" for name in SERVICES)
+            urls = ", ".join(f"{name} {stack.url(name)}" for name in stack.services)
             print(f"demo: services ready ({urls})", flush=True)
-            summary = asyncio.run(
-                drive(
-                    stack, clock, people(args.people, args.seed, run.name), args.kafka, args.redis
-                )
+            partner = asyncio.run(
+                demo_webhooks.subscribe(stack.url("webhooks"), partner_clinics, args.kafka, run)
             )
+            print(f"demo: webhook partner for {', '.join(partner_clinics)}", flush=True)
+            try:
+                summary = asyncio.run(
+                    drive(
+                        stack,
+                        clock,
+                        people(args.people, args.seed, run.name),
+                        args.kafka,
+                        args.redis,
+                    )
+                )
+                summary.update(asyncio.run(demo_webhooks.counts(partner, args.kafka)))
+            finally:
+                partner.stop()
     except KeyboardInterrupt:
         print("demo: interrupted; everything it started has been stopped", file=sys.stderr)
         return 130
@@ -695,7 +723,7 @@ def main() -> int:
         f"{summary['notifications_sent']} notifications sent; "
         f"counts add up: {'yes' if ok else 'NO'}"
     )
-    failing = {n: summary[n] for n in audit.FAILING if summary[n]}
+    failing = {n: summary[n] for n in (*audit.FAILING, *WEBHOOK_FAILING) if summary[n]}
     if failing:
         print(f"Auditor (topics, mailbox, SMS log) found: {json.dumps(failing, sort_keys=True)}")
     print(f"Auditor's parts of its counts: {json.dumps(summary['parts'], sort_keys=True)}")

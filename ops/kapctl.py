@@ -1,7 +1,8 @@
 """kapctl: the operator's command line for a KAP deployment.
 
 Every command talks to Kafka (and the clinics file), `outcomes` to the
-scheduler's HTTP API; none needs a service's code.
+scheduler's HTTP API, `partners` to the webhook service's admin API; none
+needs a service's code.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from chassis.clinic_registry import (
     ClinicRefused,
@@ -292,6 +297,296 @@ def _actor() -> str:
     return f"kapctl:{os.environ.get('USER') or 'unknown'}"
 
 
+# `kapctl partners`: the webhook service's admin API (services/webhooks/api.py).
+
+PUBLIC_TYPES = [t.name for t in ALL if t.public]
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ApiRefused(Exception):
+    """The service answered an error: its HTTP status and its `detail`."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{detail} (HTTP {status})")
+        self.status = status
+        self.detail = detail
+
+
+def _detail(answer: httpx.Response) -> str:
+    """The API's `detail`, one line: FastAPI's 422 list as `field: message; ...`."""
+    try:
+        detail = answer.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if not isinstance(item, dict):
+                parts.append(str(item))
+                continue
+            loc = [str(part) for part in item.get("loc") or ()]
+            parts.append(f"{'.'.join(loc[1:] or loc) or 'request'}: {item.get('msg')}")
+        return "; ".join(parts)
+    if detail is not None:
+        return str(detail)
+    return answer.text.strip()[:200] or answer.reason_phrase or "no detail"
+
+
+class WebhooksAdmin:
+    """The webhook service's admin routes, called with the admin key (`X-Admin-Key`)."""
+
+    def __init__(self, client: httpx.AsyncClient, admin_key: str) -> None:
+        self.client = client
+        self.headers = {"X-Admin-Key": admin_key, "X-Admin-Actor": _actor()}
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """The answer's JSON (None for an empty answer); raises ApiRefused on an error."""
+        answer = await self.client.request(
+            method, path, json=body, params=params, headers=self.headers
+        )
+        if not answer.is_success:
+            raise ApiRefused(answer.status_code, _detail(answer))
+        return answer.json() if answer.content else None
+
+
+PartnerCall = Callable[[WebhooksAdmin, argparse.Namespace], Awaitable[int]]
+
+
+def webhooks_client(url: str) -> httpx.AsyncClient:
+    """The HTTP client the partners commands use on --url (tests replace it)."""
+    return httpx.AsyncClient(base_url=url, timeout=30)
+
+
+def _seconds(text: str) -> int:
+    """Seconds, or N followed by s, m, h or d (24h, 90m, 7d)."""
+    match = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (seconds, or a number followed by s, m, h or d)"
+        )
+    return int(match[1]) * _UNITS[match[2] or "s"]
+
+
+def _instant(text: str) -> str:
+    """An ISO 8601 instant (UTC unless it says), or a duration ago (2h, 30m, 7d)."""
+    if re.fullmatch(r"\d+[smhd]?", text.strip()):
+        return (datetime.now(UTC) - timedelta(seconds=_seconds(text))).isoformat()
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 instant nor a duration ago: {text!r}"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+
+
+def _print_lines(items: list[Any], what: str) -> None:
+    for item in items:
+        print(json.dumps(item))
+    print(f"{len(items)} {what}", file=sys.stderr)
+
+
+async def _partners_create(api: WebhooksAdmin, args: argparse.Namespace) -> int:
+    body = {
+        "name": args.name,
+        "url": args.target,
+        "event_types": args.types,
+        "clinics": args.clinics,
+    }
+    print(json.dumps(await api.call("POST", "/partners", body), indent=2))
+    print(
+        "kapctl: the secret and api_key are shown once, now: give them to the partner "
+        "(`kapctl partners rotate` makes a new secret; a lost api_key needs a new partner)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _partners_list(api: WebhooksAdmin, _: argparse.Namespace) -> int:
+    _print_lines(await api.call("GET", "/partners"), "partner(s)")
+    return 0
+
+
+async def _partners_show(api: WebhooksAdmin, args: argparse.Namespace) -> int:
+    print(json.dumps(await api.call("GET", f"/partners/{args.id}"), indent=2))
+    return 0
+
+
+async def _partners_update(api: WebhooksAdmin, args: argparse.Namespace) -> int:
+    given = {
+        "name": args.name,
+        "url": args.target,
+        "event_types": args.types,
+        "clinics": args.clinics,
+        "enabled": args.enabled,
+    }
+    change = {field: value for field, value in given.items() if value is not None}
+    if not change:
+        raise ValueError(
+            "nothing to change: give --name, --target, --types, --clinics, --enable or --disable"
+        )
+    print(json.dumps(await api.call("PATCH", f"/partners/{args.id}", change), indent=2))
+    return 0
+
+
+async def _partners_rotate(api: WebhooksAdmin, args: argparse.Namespace) -> int:
+    body = {} if args.keep_old_for is None else {"keep_old_for_s": args.keep_old_for}
+    rotated = await api.call("POST", f"/partners/{args.id}/rotate-secret", body)
+    print(json.dumps(rotated, indent=2))
+    print(
+        f"kapctl: the new secret is shown once, now; the old one also signs until "
+        f"{rotated['old_valid_until']}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _partners_replay(api: WebhooksAdmin, args: argparse.Namespace) -> int:
+    body = {"since": args.since} | ({"until": args.until} if args.until else {})
+    print(json.dumps(await api.call("POST", f"/partners/{args.id}/replay", body)))
+    return 0
+
+
+async def _partners_deliveries(api: WebhooksAdmin, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.since:
+        params["since"] = args.since
+    found = await api.call("GET", f"/partners/{args.id}/deliveries", params=params)
+    _print_lines(found, "deliveries")
+    return 0
+
+
+async def _partners_dead_letters(api: WebhooksAdmin, args: argparse.Namespace) -> int:
+    _print_lines(await api.call("GET", f"/partners/{args.id}/dead-letters"), "dead letter(s)")
+    return 0
+
+
+async def _partners_delete(api: WebhooksAdmin, args: argparse.Namespace) -> int:
+    await api.call("DELETE", f"/partners/{args.id}")
+    print(f"partner {args.id} deleted")
+    return 0
+
+
+async def partners(args: argparse.Namespace, client: httpx.AsyncClient | None = None) -> int:
+    """A `kapctl partners` command, through `client` if given (a test's, on the app),
+    else a client on --url. The API's refusal is printed with its detail: exit 2 for
+    a 4xx, 1 for a 5xx or a service not reached."""
+    admin_key = args.admin_key or os.environ.get("KAP_ADMIN_API_KEY")
+    if not admin_key:
+        raise ValueError("give --admin-key or set $KAP_ADMIN_API_KEY")
+    call: PartnerCall = args.call
+    try:
+        if client is not None:
+            return await call(WebhooksAdmin(client, admin_key), args)
+        async with webhooks_client(args.url) as own:
+            return await call(WebhooksAdmin(own, admin_key), args)
+    except ApiRefused as refused:
+        print(f"kapctl: {refused}", file=sys.stderr)
+        return 2 if 400 <= refused.status < 500 else 1
+    except httpx.TransportError as error:
+        reason = str(error) or type(error).__name__
+        print(f"kapctl: the webhook service at {args.url}: {reason}", file=sys.stderr)
+        return 1
+
+
+def _partners(args: argparse.Namespace) -> int:
+    return asyncio.run(partners(args))
+
+
+def _partner_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    partner = commands.add_parser(
+        "partners",
+        help="webhook partners: create, change, rotate, replay, delete (the webhook service)",
+        description="Calls the webhook service's admin API with the admin key. A partner's "
+        "secret and API key are shown once, when it is created.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        metavar="URL",
+        default=os.environ.get("KAP_WEBHOOKS_URL", "http://127.0.0.1:8004"),
+        help="the webhook service (default: $KAP_WEBHOOKS_URL or http://127.0.0.1:8004)",
+    )
+    common.add_argument(
+        "--admin-key",
+        dest="admin_key",
+        metavar="KEY",
+        help="the admin key (default: $KAP_ADMIN_API_KEY)",
+    )
+    actions = partner.add_subparsers(dest="action", required=True)
+
+    def action(
+        name: str, call: PartnerCall, summary: str, with_id: bool = True
+    ) -> argparse.ArgumentParser:
+        parsed = actions.add_parser(name, parents=[common], help=summary, description=summary)
+        if with_id:
+            parsed.add_argument("id", metavar="ID", help="the partner's id")
+        parsed.set_defaults(run=_partners, call=call)
+        return parsed
+
+    create = action(
+        "create", _partners_create, "add a partner: prints it with its secrets, once", with_id=False
+    )
+    create.add_argument("--name", required=True, metavar="NAME")
+    create.add_argument(
+        "--target", required=True, metavar="URL", help="the URL events are POSTed to"
+    )
+    create.add_argument(
+        "--types",
+        nargs="+",
+        default=list(PUBLIC_TYPES),
+        metavar="TYPE",
+        help="public event types (default: every public topic)",
+    )
+    create.add_argument(
+        "--clinics", nargs="+", required=True, metavar="CLINIC", help="the clinics it may hear of"
+    )
+    action("list", _partners_list, "every partner, as JSON lines (never a secret)", with_id=False)
+    action("show", _partners_show, "one partner, as JSON (never a secret)")
+    update = action("update", _partners_update, "change a partner; --disable stops deliveries")
+    update.add_argument("--name")
+    update.add_argument("--target", metavar="URL", help="the URL events are POSTed to")
+    update.add_argument("--types", nargs="+", metavar="TYPE", help="public event types")
+    update.add_argument("--clinics", nargs="+", metavar="CLINIC")
+    enabled = update.add_mutually_exclusive_group()
+    enabled.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    enabled.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    rotate = action("rotate", _partners_rotate, "a new signing secret, printed once")
+    rotate.add_argument(
+        "--keep-old-for",
+        dest="keep_old_for",
+        type=_seconds,
+        metavar="DURATION",
+        help="how long the old secret still signs: seconds or Ns/Nm/Nh/Nd (service's default: 24h)",
+    )
+    replay = action("replay", _partners_replay, "send a partner past events again")
+    replay.add_argument(
+        "--since",
+        required=True,
+        type=_instant,
+        metavar="WHEN",
+        help="an ISO 8601 instant (UTC unless it says) or a duration ago, e.g. 2h",
+    )
+    replay.add_argument(
+        "--until", type=_instant, metavar="WHEN", help="an ISO 8601 instant (default: now)"
+    )
+    deliveries = action("deliveries", _partners_deliveries, "a partner's deliveries, newest first")
+    deliveries.add_argument(
+        "--since", type=_instant, metavar="WHEN", help="an ISO 8601 instant or a duration ago"
+    )
+    deliveries.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="at most N (default 100)"
+    )
+    action("dead-letters", _partners_dead_letters, "a partner's events given up on")
+    action("delete", _partners_delete, "remove a partner (its deliveries stop)")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="kapctl", description="Operate a KAP deployment.")
     root.add_argument(
@@ -443,6 +738,7 @@ def parser() -> argparse.ArgumentParser:
     listing = clinic_commands.add_parser("list", help="the clinics in the registry")
     listing.add_argument("--topic", help="the registry topic (default: $KAP_CLINICS_TOPIC)")
     listing.set_defaults(run=_clinics_list)
+    _partner_commands(commands)
     return root
 
 

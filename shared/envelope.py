@@ -4,6 +4,12 @@ The payload is the event's JSON; everything about the message (who, when, why)
 travels in `ce_*` headers so a consumer can route, deduplicate and trace without
 parsing the body. Clinic, correlation and causation are CloudEvents extensions,
 hence lowercase alphanumeric names.
+
+Every event on a `public.` topic also carries `clientsequence`: 1, 2, 3... per client
+(its subject) across all the public topics, given by the producer's write step
+(chassis.unit_of_work), so a partner can put a client's events in order across
+topics and see a gap. Internal events carry none. `structured` gives an event in
+CloudEvents structured JSON, as webhooks deliver it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ HEADER_SUBJECT = "ce_subject"
 HEADER_CLINIC = "ce_clinicid"
 HEADER_CORRELATION = "ce_correlationid"
 HEADER_CAUSATION = "ce_causationid"
+HEADER_SEQUENCE = "ce_clientsequence"
 HEADER_CONTENT_TYPE = "content-type"
 
 REQUIRED_HEADERS = (
@@ -64,12 +71,15 @@ class Envelope(BaseModel):
 
     id: str = Field(min_length=1)
     source: str = Field(min_length=1, description="URI reference of the producing service")
-    type: str = Field(min_length=1, description="Event type; the topic name without version")
+    type: str = Field(min_length=1, description="Event type: `kap.` and the topic's name")
     time: AwareDatetime
     subject: str = Field(min_length=1, description="The client id; also the Kafka key")
     clinic_id: str = Field(min_length=1)
     correlation_id: str = Field(min_length=1, description="One id per client journey")
     causation_id: str | None = Field(default=None, description="The event that caused this one")
+    sequence: int | None = Field(
+        default=None, ge=1, description="Public events: the client's 1, 2, 3... across topics"
+    )
     specversion: str = SPEC_VERSION
 
     def caused(self, *, role: str, source: str, type: str, time: datetime) -> Self:
@@ -81,6 +91,7 @@ class Envelope(BaseModel):
                 "type": type,
                 "time": time.astimezone(UTC),
                 "causation_id": self.id,
+                "sequence": None,
             }
         )
 
@@ -98,6 +109,8 @@ class Envelope(BaseModel):
         }
         if self.causation_id:
             headers[HEADER_CAUSATION] = self.causation_id
+        if self.sequence is not None:
+            headers[HEADER_SEQUENCE] = str(self.sequence)
         return [(name, value.encode()) for name, value in headers.items()]
 
     @classmethod
@@ -124,6 +137,28 @@ class Envelope(BaseModel):
                 clinic_id=text[HEADER_CLINIC],
                 correlation_id=text[HEADER_CORRELATION],
                 causation_id=text.get(HEADER_CAUSATION) or None,
+                sequence=int(text[HEADER_SEQUENCE]) if text.get(HEADER_SEQUENCE) else None,
             )
         except ValueError as error:
             raise EnvelopeError(f"invalid envelope: {error}") from error
+
+
+def structured(envelope: Envelope, data: Mapping[str, object]) -> dict[str, object]:
+    """The event in CloudEvents structured JSON (what a webhook's body carries): the
+    envelope's attributes, extensions included, with the event as `data`."""
+    attributes: dict[str, object] = {
+        "specversion": envelope.specversion,
+        "id": envelope.id,
+        "source": envelope.source,
+        "type": envelope.type,
+        "time": envelope.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "subject": envelope.subject,
+        "datacontenttype": CONTENT_TYPE,
+        "clinicid": envelope.clinic_id,
+        "correlationid": envelope.correlation_id,
+    }
+    if envelope.causation_id:
+        attributes["causationid"] = envelope.causation_id
+    if envelope.sequence is not None:
+        attributes["clientsequence"] = envelope.sequence
+    return {**attributes, "data": dict(data)}

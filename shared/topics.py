@@ -13,8 +13,8 @@ from typing import Literal
 
 from shared import events as ev
 
-Service = Literal["intake", "scheduler", "notifier"]
-SERVICES: tuple[Service, ...] = ("intake", "scheduler", "notifier")
+Service = Literal["intake", "scheduler", "notifier", "webhooks"]
+SERVICES: tuple[Service, ...] = ("intake", "scheduler", "notifier", "webhooks")
 
 DAY_MS = 24 * 60 * 60 * 1000
 LIFECYCLE_PARTITIONS = 6

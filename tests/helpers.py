@@ -109,17 +109,21 @@ async def end_offsets(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-PARTNER_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "partner_consumer.py"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def load_partner_example() -> ModuleType:
-    """examples/partner_consumer.py, loaded as a partner would run it."""
-    spec = importlib.util.spec_from_file_location("partner_consumer", PARTNER_EXAMPLE)
+def load_example(name: str) -> ModuleType:
+    """examples/<name>.py, loaded from its file as a partner runs it (not a package of ours)."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     assert spec
     assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_partner_example() -> ModuleType:
+    return load_example("partner_consumer")
 
 
 async def publish_stage_reached(settings: ServiceSettings) -> uuid.UUID:

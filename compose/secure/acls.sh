@@ -14,10 +14,11 @@ acl() { "$BIN/kafka-acls.sh" --bootstrap-server "$B" --command-config "$CFG" --a
 user intake "${KAP_INTAKE_PASSWORD:-intake-secret}"
 user scheduler "${KAP_SCHEDULER_PASSWORD:-scheduler-secret}"
 user notifier "${KAP_NOTIFIER_PASSWORD:-notifier-secret}"
+user webhooks "${KAP_WEBHOOKS_PASSWORD:-webhooks-secret}"
 user partner "${KAP_PARTNER_PASSWORD:-partner-secret}"
-acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --operation Create --operation Describe --operation IdempotentWrite \
+acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --allow-principal User:webhooks --operation Create --operation Describe --operation IdempotentWrite \
   --cluster
-acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --operation Describe --operation Create \
+acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --allow-principal User:webhooks --operation Describe --operation Create \
   --topic intake.consultation.requested.v1 \
   --topic intake.consultation.held.v1 \
   --topic intake.screening.completed.v1 \
@@ -62,10 +63,10 @@ acl --allow-principal User:intake --allow-principal User:scheduler --allow-princ
   --topic public.appointment.checked-in.v1 \
   --topic public.course.status-changed.v1 \
   --topic public.outcomes.cohort-summarized.v1
-acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --operation Describe --operation Create \
+acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --allow-principal User:webhooks --operation Describe --operation Create \
   --topic clinics.registry.v1 \
   --topic clinics.changes.v1
-acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --operation Read \
+acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --allow-principal User:webhooks --operation Read \
   --topic clinics.registry.v1
 acl --allow-principal User:scheduler --operation Write \
   --topic clinics.registry.v1 \
@@ -184,6 +185,19 @@ acl --allow-principal User:notifier --operation Write --operation Create --opera
   --topic scheduler.course.ended.v1.dlq \
   --topic scheduler.measure.due.v1.dlq \
   --topic intake.measure.answered.v1.dlq
+acl --allow-principal User:webhooks --operation Read \
+  --topic public.client.stage-reached.v1 \
+  --topic public.appointment.status-changed.v1 \
+  --topic public.appointment.checked-in.v1 \
+  --topic public.course.status-changed.v1 \
+  --topic public.outcomes.cohort-summarized.v1 \
+  --group kap-webhooks
+acl --allow-principal User:webhooks --operation Write --operation Create --operation Describe \
+  --topic public.client.stage-reached.v1.dlq \
+  --topic public.appointment.status-changed.v1.dlq \
+  --topic public.appointment.checked-in.v1.dlq \
+  --topic public.course.status-changed.v1.dlq \
+  --topic public.outcomes.cohort-summarized.v1.dlq
 acl --allow-principal User:partner --operation Read --operation Describe --resource-pattern-type prefixed \
   --topic public.
 acl --allow-principal User:partner --operation Read --resource-pattern-type prefixed \

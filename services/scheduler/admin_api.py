@@ -9,17 +9,15 @@ before it is written; a refusal is a 422 naming the field, and nothing is writte
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi import Path as PathParam
 from pydantic import BaseModel, JsonValue
 
 from chassis.clinic_registry import ClinicRefused, SectionCheck, Send, write_clinic
-from chassis.http import CLINIC_RESPONSES
+from chassis.http import CLINIC_RESPONSES, AdminKey
 from shared.events import ClinicId
 
 ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -33,30 +31,6 @@ class ClinicWritten(BaseModel):
     record_id: str
     changed_at: str
     retired: bool
-
-
-class AdminKey:
-    """Dependency: the actor of an admin call, once its key proved it is the admin's."""
-
-    def __init__(self, key_sha256: str | None) -> None:
-        self._key_sha256 = key_sha256
-
-    async def __call__(
-        self,
-        x_admin_key: Annotated[str | None, Header(description="The deployment's admin key")] = None,
-        x_admin_actor: Annotated[
-            str | None, Header(max_length=200, description="Who makes the change (audit)")
-        ] = None,
-    ) -> str:
-        if not x_admin_key:
-            raise HTTPException(
-                401, "missing X-Admin-Key header", headers={"WWW-Authenticate": "ApiKey"}
-            )
-        digest = hashlib.sha256(x_admin_key.encode()).hexdigest()
-        if self._key_sha256 is None or not hmac.compare_digest(digest, self._key_sha256):
-            raise HTTPException(403, "not the admin key")
-        # The audit record names the actor the caller gives, vouched for by the key.
-        return f"admin-api:{x_admin_actor or 'unnamed'}"
 
 
 def routes(

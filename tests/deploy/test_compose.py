@@ -19,12 +19,14 @@ from ops.acls import PRINCIPALS, password_variable
 from services.intake.config import Settings as IntakeSettings
 from services.notifier.config import Settings as NotifierSettings
 from services.scheduler.config import Settings as SchedulerSettings
+from services.webhooks.config import Settings as WebhooksSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS: dict[str, type[ServiceSettings]] = {
     "intake": IntakeSettings,
     "scheduler": SchedulerSettings,
     "notifier": NotifierSettings,
+    "webhooks": WebhooksSettings,
 }
 
 

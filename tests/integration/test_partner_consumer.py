@@ -10,7 +10,7 @@ from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics
 from shared.topics import PUBLIC_STAGE_REACHED
 from tests.helpers import (
-    PARTNER_EXAMPLE,
+    EXAMPLES,
     load_partner_example,
     partner_reads,
     publish_stage_reached,
@@ -24,7 +24,7 @@ def test_the_partner_example_imports_nothing_from_the_project() -> None:
     load_partner_example()
     leaked = {m for m in set(sys.modules) - before if m.split(".")[0] in ("shared", "chassis")}
     assert not leaked
-    source = PARTNER_EXAMPLE.read_text()
+    source = (EXAMPLES / "partner_consumer.py").read_text()
     assert "from shared" not in source
     assert "from chassis" not in source
 

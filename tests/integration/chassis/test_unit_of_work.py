@@ -4,11 +4,17 @@ input changes nothing, and a key outside the clinic's slot is refused before EXE
 from __future__ import annotations
 
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from chassis.config import ServiceSettings
+from chassis.events import EventPublisher
+from chassis.kafka import make_broker
+from chassis.outbox import Output
 from chassis.unit_of_work import (
     REMEMBER_S,
     REPLAYED,
@@ -18,6 +24,9 @@ from chassis.unit_of_work import (
     Transaction,
     UnitOfWork,
 )
+from shared import events as ev
+from shared import topics
+from tests.helpers import topic_messages
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +134,70 @@ async def test_a_clients_marks_share_one_hash_and_the_old_keys_still_count(
     assert sorted(await redis_client.hkeys(marks)) == ["a", "b", "c"]
     asked = [(clinic, "c", client), (clinic, "old", client), (clinic, "d", client)]
     assert await uow.handled(asked) == set(asked[:2])
+
+
+async def test_public_outputs_are_numbered_per_client_once_and_a_replay_takes_no_number(
+    kafka_bootstrap: str, redis_client: Redis, unique: str
+) -> None:
+    """Each public event a step causes takes its client's next number, written with it;
+    an internal event takes none; a replayed input takes none (the fact is the same)."""
+    broker = make_broker(ServiceSettings(kafka_bootstrap_servers=kafka_bootstrap), "scheduler")
+    publisher = EventPublisher(broker, "scheduler", topics.produced_by("scheduler"))
+    await broker.start()
+    try:
+        work = UnitOfWork(redis_client, "scheduler", publisher)
+        clinic, client = f"uow-{unique}", uuid.uuid4()
+
+        def stage(stage: ev.ClientStage) -> Output:
+            event = ev.ClientStageReached(
+                clinic_id=clinic, client_id=client, occurred_at=datetime.now(UTC), stage=stage
+            )
+            return Output(event, publisher.envelope_for(event))
+
+        def booster() -> Output:
+            now = datetime.now(UTC)
+            event = ev.BoosterDue(
+                clinic_id=clinic,
+                client_id=client,
+                occurred_at=now,
+                course_id=uuid.uuid4(),
+                booster_number=1,
+                due_at=now,
+            )
+            return Output(event, publisher.envelope_for(event))
+
+        def step_of(*outputs: Output) -> Any:
+            async def step(tx: Transaction) -> Decision[None]:
+                return Decision(lambda w: None, outputs=outputs)
+
+            return step
+
+        first = step_of(
+            stage(ev.ClientStage.ENROLLED), booster(), stage(ev.ClientStage.COURSE_BOOKED)
+        )
+        await work.run(clinic, [f"a-{unique}"], first, marks_of=str(client))
+        assert await work.run(clinic, [f"a-{unique}"], first, marks_of=str(client)) is REPLAYED
+        await work.run(
+            clinic,
+            [f"b-{unique}"],
+            step_of(stage(ev.ClientStage.COURSE_COMPLETED)),
+            marks_of=str(client),
+        )
+        found = await topic_messages(
+            kafka_bootstrap, topics.PUBLIC_STAGE_REACHED.name, key=str(client), expect=3
+        )
+        numbers = [m["headers"].get("ce_clientsequence") for m in found]
+        assert numbers == ["1", "2", "3"]
+        assert [m["value"]["stage"] for m in found] == [
+            "enrolled",
+            "course_booked",
+            "course_completed",
+        ]
+        assert await redis_client.get(work.sequence_key(clinic, str(client))) == "3"
+        internal = await topic_messages(
+            kafka_bootstrap, topics.BOOSTER_DUE.name, key=str(client), expect=1
+        )
+        assert len(internal) == 1
+        assert "ce_clientsequence" not in internal[0]["headers"]
+    finally:
+        await broker.stop()
