@@ -70,7 +70,7 @@ def _lag(args: argparse.Namespace) -> int:
     lags = asyncio.run(
         operations.consumer_lag(
             _bootstrap(args),
-            args.group or operations.SERVICE_GROUPS,
+            args.group or operations.OPERATED_GROUPS,
             security=_security(),
         )
     )

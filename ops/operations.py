@@ -19,6 +19,9 @@ from ops.reading import read_to_end
 from shared.topics import ALL, BY_NAME, DLQ_SUFFIX
 
 SERVICE_GROUPS = ("kap-scheduler", "kap-notifier")
+# What `kapctl lag` shows by default: the services' groups and the webhook service's
+# (apart from SERVICE_GROUPS, which the bench counts consumptions by: it runs no webhooks).
+OPERATED_GROUPS = (*SERVICE_GROUPS, "kap-webhooks")
 REPLAY_GROUP = "kapctl-dlq-replay"
 DLQ_PREFIX = "kap_dlq_"
 

@@ -371,3 +371,47 @@ async def test_a_hanging_partner_never_delays_another(
         hanging.released.set()
         hanging.stop()
         fast.stop()
+
+
+async def test_an_event_failing_for_the_whole_policy_goes_to_dead_letters_and_the_next_goes(
+    settings: Settings,
+    redis_client: Any,
+    scheduler_events: EventPublisher,
+    receiver: Receiver,
+    clinic_ids: tuple[str, str],
+) -> None:
+    """With a 2 s retry period: event 1 answered 500 until it is dead-lettered, then
+    event 2 (waiting behind it) is delivered; the dead letter says why."""
+    brief = settings.model_copy(update={"webhook_give_up_after_s": 2.0})
+    receiver.mode = "500"
+    async with started(brief, redis_client) as webhooks:
+        created = await webhooks.post(
+            "/partners",
+            headers=ADMIN,
+            json={
+                "name": "EHR",
+                "url": receiver.url,
+                "event_types": PUBLIC,
+                "clinics": [clinic_ids[0]],
+            },
+        )
+        partner = created.json()
+        receiver.secrets = [partner["secret"]]
+        client = Client(scheduler_events, clinic_ids[0])
+        await client.publish(1)
+        await until(lambda: sum(r.answered == 500 for r in receiver.received) >= 2, "retries")
+        await client.publish(2)
+        await asyncio.sleep(0.5)
+        assert client.events[2] not in {r.webhook_id for r in receiver.received}, "2 overtook 1"
+
+        async def dead() -> list[Any]:
+            got = await webhooks.get(f"/partners/{partner['id']}/dead-letters", headers=ADMIN)
+            return list(got.json())
+
+        await until(dead, "event 1 dead-lettered", 15)
+        [letter] = await dead()
+        assert letter["event"]["id"] == client.events[1]
+        assert "HTTP 500" in letter["reason"]
+        receiver.mode = "ok"
+        await until(lambda: client.events[2] in delivered_ids(receiver), "event 2 delivered")
+        assert client.events[1] not in delivered_ids(receiver)

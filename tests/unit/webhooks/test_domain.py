@@ -118,3 +118,43 @@ def test_the_body_is_cloudevents_structured_json_with_the_client_sequence() -> N
     headers = dict(envelope.to_headers())
     assert headers["ce_clientsequence"] == b"7"
     assert Envelope.from_headers(envelope.to_headers()).sequence == 7
+
+
+async def test_each_connection_resolves_again_and_refuses_a_name_that_turned_inward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the name resolved to a public address when the partner was saved;
+    now it resolves inward (or to both): the send is refused, nothing is connected to."""
+    import asyncio
+    import socket
+
+    from services.webhooks import delivery
+
+    answers = [["93.184.216.34"], ["10.0.0.7"], ["93.184.216.34", "169.254.169.254"]]
+
+    async def getaddrinfo(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in answers.pop(0)]
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    url = "https://partner.example/hooks"
+    assert str(await delivery.checked_address(url, ())) == "93.184.216.34"
+    with pytest.raises(AddressRefused, match=r"10\.0\.0\.7"):
+        await delivery.checked_address(url, ())
+    with pytest.raises(AddressRefused, match=r"169\.254\.169\.254"):
+        await delivery.checked_address(url, ())
+
+    connected: list[object] = []
+
+    async def never(*args: object, **kwargs: object) -> None:
+        connected.append(args)
+
+    answers.append(["10.0.0.7"])
+    sender = delivery.Sender((), timedelta(seconds=1))
+    monkeypatch.setattr(sender._http, "post", never)
+    attempt = await sender.post(partner(), "{}", "e1", datetime.now(UTC))
+    assert attempt.status is None
+    assert attempt.error is not None
+    assert attempt.error.startswith("refused")
+    assert connected == []
+    await sender.close()
