@@ -45,6 +45,9 @@ Not rebuilt (counted per reason in the summary's `not_rebuilt`):
   rebuild plans with the clinics' configuration as the service reads it;
 - a client's availability (set_availability) publishes nothing, so it is not rebuilt;
 - leases in flight; TTLs count from the rebuild.
+
+Each client's public numbering (`clientsequence`, chassis.unit_of_work) goes on after
+the highest number on the topics, whatever the steps replayed here numbered.
 """
 
 from __future__ import annotations
@@ -57,12 +60,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from chassis.clinics import ClinicDirectory
 from chassis.dead_letters import one_clinic
 from chassis.metrics import ServiceMetrics
 from chassis.replay import DroppingPublisher, ReplayClock
-from chassis.unit_of_work import UnitOfWork
+from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from services.scheduler.domain import ids
 from services.scheduler.domain.schedule import ClientSchedule, Missing, Refused
 from services.scheduler.scheduler import Scheduler
@@ -108,10 +112,14 @@ class SchedulerReplay:
         self.clock = ReplayClock()
         self._publisher = DroppingPublisher(SERVICE)
         self._store = SchedulerStore(redis)
+        self._work = UnitOfWork(redis, SERVICE, self._publisher, relayed=False)
+        # Each client's highest public number on the topics: the rebuilt counter goes on
+        # from there, whatever the replayed steps numbered (some are not made again).
+        self._numbered: dict[tuple[str, str], int] = {}
         self.scheduler = Scheduler(
             store=self._store,
             clinics=clinics,
-            unit_of_work=UnitOfWork(redis, SERVICE, self._publisher, relayed=False),
+            unit_of_work=self._work,
             publisher=self._publisher,
             clock=self.clock,
             metrics=ServiceMetrics(SERVICE),
@@ -169,14 +177,33 @@ class SchedulerReplay:
             return
         if envelope.source != self._publisher.source:
             return  # intake's alert, on a topic both publish: intake's to rebuild
+        if envelope.sequence is not None:
+            client = (envelope.clinic_id, envelope.subject)
+            self._numbered[client] = max(self._numbered.get(client, 0), envelope.sequence)
         if not self._made_already(topic, event, envelope):
             decided_at = event.occurred_at.astimezone(UTC)
             self._held.append(_Held(decided_at, next(self._arrivals), at, topic, event, envelope))
             await self._release(recorded_before=at - RELAY_ROUND)
 
     async def finish(self) -> None:
-        """Take what is still held: the topics are read to their end."""
+        """Take what is still held: the topics are read to their end; then each client's
+        public numbering goes on after the highest number on the topics."""
         await self._release()
+        for (clinic_id, client), highest in self._numbered.items():
+            key = self._work.sequence_key(clinic_id, client)
+
+            async def step(
+                tx: Transaction, key: str = key, highest: int = highest
+            ) -> Decision[None]:
+                await tx.watch(key)
+                made = int(await tx.redis.get(key) or 0)
+
+                def write(p: Pipeline) -> None:
+                    p.set(key, max(made, highest))
+
+                return Decision(write=write)
+
+            await self._work.run(clinic_id, [], step)
 
     async def _release(self, recorded_before: datetime | None = None) -> None:
         """Take the held facts (all, or those recorded before `recorded_before`) in the

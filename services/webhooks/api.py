@@ -8,7 +8,8 @@ own delivery log with its API key (`X-Partner-Key`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from chassis.clinics import ClinicDirectory
 from chassis.http import AdminKey
 from services.webhooks.delivery import checked_address
 from services.webhooks.domain import PUBLIC_TYPES, AddressRefused, Network, Partner
+from services.webhooks.replay import WindowTooLarge
 from services.webhooks.service import NotFound, Webhooks, digest
 
 ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -125,6 +127,15 @@ class ReplayOut(BaseModel):
     queued: int
 
 
+@contextlib.contextmanager
+def _gone_meanwhile(partner_id: str) -> Iterator[None]:
+    """A partner deleted between the route's look and its change: 404, as before it."""
+    try:
+        yield
+    except NotFound:
+        raise HTTPException(404, f"no partner {partner_id}") from None
+
+
 def routes(
     webhooks: Webhooks,
     clinics: ClinicDirectory,
@@ -187,7 +198,8 @@ def routes(
             changes["event_types"] = tuple(changes["event_types"])
         if "clinics" in changes:
             changes["clinics"] = tuple(changes["clinics"])
-        return PartnerOut.of(await webhooks.update(partner_id, **changes), now())
+        with _gone_meanwhile(partner_id):
+            return PartnerOut.of(await webhooks.update(partner_id, **changes), now())
 
     @router.post(
         "/partners/{partner_id}/rotate-secret", responses=ADMIN_RESPONSES, dependencies=[admin]
@@ -195,15 +207,17 @@ def routes(
     async def rotate_secret(partner_id: str, body: Rotation) -> Rotated:
         await found(partner_id)
         keep = timedelta(seconds=body.keep_old_for_s)
-        secret = await webhooks.rotate(partner_id, keep)
-        return Rotated(secret=secret, old_valid_until=now() + keep)
+        with _gone_meanwhile(partner_id):
+            secret, old_until = await webhooks.rotate(partner_id, keep)
+        return Rotated(secret=secret, old_valid_until=old_until)
 
     @router.delete(
         "/partners/{partner_id}", status_code=204, responses=ADMIN_RESPONSES, dependencies=[admin]
     )
     async def delete_partner(partner_id: str) -> None:
         await found(partner_id)
-        await webhooks.delete(partner_id)
+        with _gone_meanwhile(partner_id):
+            await webhooks.delete(partner_id)
 
     @router.post("/partners/{partner_id}/replay", responses=ADMIN_RESPONSES, dependencies=[admin])
     async def replay_partner(partner_id: str, body: ReplayIn) -> ReplayOut:
@@ -211,7 +225,10 @@ def routes(
         until = body.until or now()
         if body.since >= until:
             raise HTTPException(422, "since: must be before until")
-        return ReplayOut(queued=await replay(partner, body.since, until))
+        try:
+            return ReplayOut(queued=await replay(partner, body.since, until))
+        except WindowTooLarge as too_large:
+            raise HTTPException(422, f"since: {too_large}") from too_large
 
     @router.get(
         "/partners/{partner_id}/deliveries", responses=ADMIN_RESPONSES, dependencies=[admin]

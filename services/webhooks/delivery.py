@@ -110,40 +110,61 @@ async def checked_address(url: str, allowed: Sequence[Network]) -> domain.Addres
 
 
 class Sender:
-    """Signs and POSTs one event to a partner, connecting to a checked address."""
+    """Signs and POSTs one event to a partner, connecting to a checked address.
+
+    One HTTP client per target host name: connections are pooled by address, and one
+    opened (its TLS certificate checked) for one name must never carry another name's
+    requests (two partners behind one load balancer's address)."""
 
     def __init__(self, allowed: Sequence[Network], timeout: timedelta) -> None:
         self._allowed = tuple(allowed)
         self._timeout_s = timeout.total_seconds()
-        self._http = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False)
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    def _client(self, hostname: str) -> httpx.AsyncClient:
+        client = self._clients.get(hostname)
+        if client is None:
+            client = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False)
+            self._clients[hostname] = client
+        return client
 
     async def post(self, partner: Partner, body: str, event_id: str, now: datetime) -> Attempt:
         url = str(partner.url)
-        try:
-            address = await checked_address(url, self._allowed)
-        except AddressRefused as refused:
-            return Attempt(None, f"refused: {refused}")
         parts = urlsplit(url)
-        host = f"[{address}]" if address.version == 6 else str(address)
-        pinned = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host).geturl()
-        headers = {
-            "content-type": "application/cloudevents+json",
-            "host": parts.netloc.rsplit("@", 1)[-1],
-            "user-agent": "kap-webhooks/1",
-            **signed_headers(partner, event_id, body, now),
-        }
-        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
         try:
-            async with asyncio.timeout(self._timeout_s):  # the whole exchange, not per read
-                response = await self._http.post(
-                    pinned, content=body.encode(), headers=headers, extensions=extensions
+            # The whole exchange, the name's resolution included (a partner's name server
+            # that never answers is that partner's failure, within its timeout).
+            async with asyncio.timeout(self._timeout_s):
+                try:
+                    address = await checked_address(url, self._allowed)
+                except AddressRefused as refused:
+                    return Attempt(None, f"refused: {refused}")
+                host = f"[{address}]" if address.version == 6 else str(address)
+                netloc = f"{host}:{parts.port}" if parts.port else host
+                headers = {
+                    "content-type": "application/cloudevents+json",
+                    "host": parts.netloc.rsplit("@", 1)[-1],
+                    "user-agent": "kap-webhooks/1",
+                    **signed_headers(partner, event_id, body, now),
+                }
+                tls = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+                response = await self._client(parts.hostname or "").post(
+                    parts._replace(netloc=netloc).geturl(),
+                    content=body.encode(),
+                    headers=headers,
+                    extensions=tls,
                 )
         except (httpx.HTTPError, TimeoutError, OSError) as error:
             return Attempt(None, type(error).__name__)
         return Attempt(response.status_code)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
 
 def signed_headers(partner: Partner, event_id: str, body: str, now: datetime) -> dict[str, str]:
@@ -198,7 +219,7 @@ class Delivery:
         finally:
             # In-flight sends finish (bounded by the timeout); their leases guard the rest.
             if self._tasks:
-                await asyncio.wait(self._tasks, timeout=self._sender._timeout_s + 5)
+                await asyncio.wait(self._tasks, timeout=self._sender.timeout_s + 5)
             with contextlib.suppress(Exception):
                 await self._due.owners.release()
 
@@ -286,7 +307,7 @@ class Delivery:
                 await self._webhooks.trim_log(clinic_id, partner.id)
         elif attempt.gone:
             log.warning("partner %s answered 410 Gone: its deliveries are disabled", partner.id)
-            await self._webhooks.disable(partner, f"410 Gone at {now.isoformat()}")
+            await self._webhooks.disable(partner.id, f"410 Gone at {now.isoformat()}")
             await self._write(lease, lambda p: self._gone(p, lease, partner, head, now))
         else:
             first = head.first_failed_ms or int(now.timestamp() * 1000)

@@ -99,9 +99,10 @@ def releasable(released: int, held: Iterable[int]) -> list[int]:
 
 
 def past_gap(held: Iterable[int]) -> list[int]:
-    """After a gap waited long enough: every held number from the lowest on, each gap
-    in between skipped as well (they waited as long)."""
-    return sorted(held)
+    """After a gap waited long enough: the held numbers from the lowest on, up to the
+    next gap (which waits a full period of its own: its number may still come)."""
+    numbers = list(held)
+    return releasable(min(numbers) - 1, numbers) if numbers else []
 
 
 class AddressRefused(ValueError):
@@ -119,8 +120,19 @@ def check_address(address: Address, allowed: Sequence[Network]) -> None:
     metadata at 169.254.169.254 among it) unless an allowed network holds them."""
     if any(address in network for network in allowed):
         return
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        check_address(address.ipv4_mapped, allowed)
-        return
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            check_address(address.ipv4_mapped, allowed)
+            return
+        # An IPv4 address inside an IPv6 one (NAT64, 6to4, Teredo, IPv4-compatible) may
+        # reach the IPv4 network behind a translator: refused whatever it embeds.
+        if any(address in network for network in _EMBEDDING):
+            raise AddressRefused(f"{address} embeds an IPv4 address")
     if not address.is_global or address.is_multicast:
         raise AddressRefused(f"{address} is not a public address")
+
+
+_EMBEDDING = tuple(
+    ipaddress.IPv6Network(n)
+    for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "::/96")
+)

@@ -22,6 +22,11 @@ from services.webhooks.service import Webhooks
 from shared.envelope import Envelope, EnvelopeError
 
 CHUNK = 200  # events queued per write
+MOST = 100_000  # events a replay reads, at most: a longer window is asked for in parts
+
+
+class WindowTooLarge(ValueError):
+    """More events in the window than one replay reads (MOST)."""
 
 
 async def read_window(
@@ -54,6 +59,10 @@ async def read_window(
                 for record in records:
                     if record.offset >= left.get(tp, -1):
                         continue
+                    if len(found) >= MOST:
+                        raise WindowTooLarge(
+                            f"more than {MOST} events since then: replay a shorter window"
+                        )
                     if record.timestamp < until_ms:
                         try:
                             envelope = Envelope.from_headers(record.headers or ())

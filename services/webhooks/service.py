@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import secrets as token_source
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio.client import Pipeline
@@ -151,26 +152,39 @@ class Webhooks:
                     )
 
     async def end_gap(self, clinic_id: str, client: str, lease: Any) -> None:
-        """The gap before a client's held events waited long enough: release them all."""
+        """A client's gap timer: once the gap has waited `gap_wait` (since it opened: a gap
+        closed and another opened meanwhile waits afresh), the numbers after it go from
+        the lowest held on, without a gap; what stays held behind another gap waits its
+        own full period. Not yet: the timer is set for when it will have waited."""
         now = self._clock.now()
 
         async def step(tx: Transaction) -> Decision[None]:
             key = self.store.client_key(clinic_id, client)
             await tx.watch(key)
             held_lease = await self.store.leases.fence(tx, lease)
-            _, held, _ = await self.store.client_order(clinic_id, client)
+            _, held, gap_since = await self.store.client_order(clinic_id, client)
             if not held_lease:
                 return Decision(write=lambda p: None)
             if not held:
                 return Decision(write=lambda p: self.store.leases.done(p, lease))
+            opened = _at_ms(gap_since) if gap_since is not None else now
+            if opened + self.gap_wait > now:
+                at = opened + self.gap_wait
+                return Decision(write=lambda p: self.store.leases.retry_at(p, lease, at))
             partners = await self._partners_for(clinic_id)
             going = domain.past_gap(held)
+            waiting = set(held) - set(going)
 
             def write(p: Pipeline) -> None:
-                self.store.leases.done(p, lease)
                 p.hset(key, "released", going[-1])
-                p.hdel(key, "gap_since", *(f"held:{n}" for n in going))
+                p.hdel(key, *(f"held:{n}" for n in going))
                 self._release(p, clinic_id, client, [held[n] for n in going], partners, now)
+                if waiting:  # behind another gap: its own full wait, from now
+                    p.hset(key, "gap_since", int(now.timestamp() * 1000))
+                    self.store.leases.retry_at(p, lease, now + self.gap_wait)
+                else:
+                    p.hdel(key, "gap_since")
+                    self.store.leases.done(p, lease)
 
             return Decision(write=write)
 
@@ -207,43 +221,90 @@ class Webhooks:
         return partner
 
     async def update(self, partner_id: str, **changes: Any) -> Partner:
-        partner = await self.get(partner_id)
         enabling = changes.pop("enabled", None)
         if enabling is True:
             changes["disabled"] = None
         elif enabling is False:
             changes["disabled"] = "disabled by an operator"
-        changed = partner.model_copy(update=changes)
-        changed = Partner.model_validate(changed.model_dump())  # the changes validated too
-        await self._save(changed)
-        if partner.disabled is not None and changed.disabled is None:
-            await self._wake(changed)
-        return changed
 
-    async def rotate(self, partner_id: str, keep_old_for: timedelta) -> str:
-        """A new secret; the ones valid now stay valid for `keep_old_for` (both sign)."""
-        partner = await self.get(partner_id)
+        def change(partner: Partner) -> Partner:
+            changed = partner.model_copy(update=changes)
+            return Partner.model_validate(changed.model_dump())  # the changes validated too
+
+        before, after = await self._change(partner_id, change)
+        if before.disabled is not None and after.disabled is None:
+            await self._wake(after)
+        return after
+
+    async def rotate(self, partner_id: str, keep_old_for: timedelta) -> tuple[str, datetime]:
+        """A new secret; the ones valid now stay valid for `keep_old_for` at most (all
+        sign meanwhile). The new secret, and when the last old one stops signing."""
         now = self._clock.now()
         until = now + keep_old_for
-        kept = tuple(
-            s.model_copy(update={"until": min(s.until or until, until)})
-            for s in partner.secrets
-            if s.valid_at(now)
-        )
         secret = new_secret()
-        await self._save(partner.model_copy(update={"secrets": (Secret(value=secret), *kept)}))
-        return secret
+
+        def change(partner: Partner) -> Partner:
+            kept = tuple(
+                s.model_copy(update={"until": min(s.until or until, until)})
+                for s in partner.secrets
+                if s.valid_at(now)
+            )
+            return partner.model_copy(update={"secrets": (Secret(value=secret), *kept)})
+
+        _, after = await self._change(partner_id, change)
+        old = [s.until for s in after.secrets[1:] if s.until is not None]
+        return secret, max(old, default=now)
 
     async def delete(self, partner_id: str) -> None:
+        """The partner, then what was queued for it in each of its clinics."""
         partner = await self.get(partner_id)
 
         async def step(tx: Transaction) -> Decision[None]:
-            return Decision(write=lambda p: self.store.delete_partner(p, partner))
+            await tx.watch(self.store.partner_key(partner_id))
+            current = await self.store.partner(partner_id)
+            if current is None:
+                raise NotFound(partner_id)
+            return Decision(write=lambda p: self.store.delete_partner(p, current))
 
         await self._work.run(PARTNERS_SLOT, [], step)
+        for clinic_id in partner.clinics:
+            clients = await self.store.waiting(clinic_id, partner_id)
 
-    async def disable(self, partner: Partner, reason: str) -> None:
-        await self._save(partner.model_copy(update={"disabled": reason}))
+            async def empty(
+                tx: Transaction, clinic_id: str = clinic_id, clients: list[str] = clients
+            ) -> Decision[None]:
+                def write(p: Pipeline) -> None:
+                    for client in clients:
+                        self.store.emptied(p, clinic_id, partner_id, client)
+
+                return Decision(write=write)
+
+            await self._work.run(clinic_id, [], empty)
+
+    async def disable(self, partner_id: str, reason: str) -> None:
+        """Deliveries stop (a 410); nothing if the partner was deleted meanwhile."""
+        with contextlib.suppress(NotFound):
+            await self._change(partner_id, lambda p: p.model_copy(update={"disabled": reason}))
+
+    async def _change(
+        self, partner_id: str, change: Callable[[Partner], Partner]
+    ) -> tuple[Partner, Partner]:
+        """Read the partner under WATCH and write `change(partner)`: a concurrent change
+        (a rotation, a delete, a 410) makes the step read again, never lost."""
+
+        async def step(tx: Transaction) -> Decision[tuple[Partner, Partner]]:
+            await tx.watch(self.store.partner_key(partner_id))
+            current = await self.store.partner(partner_id)
+            if current is None:
+                raise NotFound(partner_id)
+            after = change(current)
+            return Decision(
+                write=lambda p: self.store.save_partner(p, after), result=(current, after)
+            )
+
+        result = await self._work.run(PARTNERS_SLOT, [], step)
+        assert isinstance(result, tuple)
+        return result
 
     async def _save(self, partner: Partner, *, new: bool = False) -> None:
         async def step(tx: Transaction) -> Decision[None]:
@@ -299,6 +360,10 @@ class Webhooks:
 
         await self._work.run(clinic_id, [], step)
         return len(bodies)
+
+
+def _at_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _topic_of(event: dict[str, Any]) -> str:

@@ -324,10 +324,11 @@ class WebhookStore:
         )
 
 
-def sequence_of(event: dict[str, Any], fallback: float = 0.0) -> float:
+def sequence_of(event: dict[str, Any]) -> float:
+    """An event's place in its client's queue: its number; one from before the numbering
+    (a replay of an old window) by its time, in ms (after the numbered ones: in their
+    own time order, not by their bodies' text, as equal scores would be)."""
     number = event.get("clientsequence")
-    return float(number) if isinstance(number, int) else fallback
-
-
-def bodies_in_order(held: dict[int, str], numbers: Sequence[int]) -> list[str]:
-    return [held[n] for n in numbers]
+    if isinstance(number, int):
+        return float(number)
+    return datetime.fromisoformat(str(event["time"])).timestamp() * 1000

@@ -209,6 +209,16 @@ async def test_the_scheduler_rebuilt_from_the_topics_in_any_relay_order_answers_
     assert counts["refused"] == counts["unreadable"] == 0, counts
     assert counts["not_rebuilt"] == {}, counts  # every fact made again by a replayed step
     assert counts["keys_written"] == len(await rebuilt_redis.keys("*"))
+    # Each client's public numbering goes on where the live one stood.
+    live_redis = Redis.from_url(redis_url)
+    try:
+        for client in clients:
+            key = f"scheduler:{{{clinic['id']}}}:public-seq:{client}"
+            live_number = int(await live_redis.get(key) or 0)
+            assert live_number > 0
+            assert int(await rebuilt_redis.get(key) or 0) == live_number
+    finally:
+        await live_redis.aclose()
 
     rebuilt = create_app(_settings(kafka_bootstrap, rebuilt_url, clinics_path), clock)
     async with serving(rebuilt) as http:

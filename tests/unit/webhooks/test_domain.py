@@ -6,6 +6,7 @@ import ipaddress
 import random
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -66,7 +67,8 @@ def test_backoff_grows_within_its_jitter_and_stops_at_its_ceiling() -> None:
 @pytest.mark.parametrize(
     "address",
     ["10.0.0.1", "172.16.3.4", "192.168.1.1", "127.0.0.1", "169.254.169.254", "::1",
-     "fe80::1", "fc00::1", "0.0.0.0", "::ffff:10.0.0.1", "224.0.0.1", "100.64.0.1"],
+     "fe80::1", "fc00::1", "0.0.0.0", "::ffff:10.0.0.1", "224.0.0.1", "100.64.0.1",
+     "64:ff9b::a00:1", "2002:a9fe:a9fe::1", "::7f00:1", "2001:0:4136:e378::1"],
 )  # fmt: skip
 def test_private_loopback_and_link_local_targets_are_refused(address: str) -> None:
     with pytest.raises(AddressRefused):
@@ -151,7 +153,7 @@ async def test_each_connection_resolves_again_and_refuses_a_name_that_turned_inw
 
     answers.append(["10.0.0.7"])
     sender = delivery.Sender((), timedelta(seconds=1))
-    monkeypatch.setattr(sender._http, "post", never)
+    monkeypatch.setattr(httpx.AsyncClient, "post", never)
     attempt = await sender.post(partner(), "{}", "e1", datetime.now(UTC))
     assert attempt.status is None
     assert attempt.error is not None
