@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 CLUSTER ?= 0
 
 .PHONY: help install infra-up infra-down kafka-up kafka-down redis-up redis-down \
-        topics lint test test-unit demo cluster-demo bench chaos upgrade docs clean compose-tool browser-tool
+        topics lint test test-unit demo cluster-demo bench chaos upgrade console docs clean compose-tool browser-tool
 
 help:
 	@echo "make demo       run the three services on local Kafka and Redis, driving clinics through the lifecycle"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench      the system against the raw Kafka client, and the scheduler's figures"
 	@echo "make cluster-demo  the demo on 3 Kafka brokers and a 3+3 Redis Cluster, killing a broker and a Redis primary"
 	@echo "make chaos      kill and restart services, Kafka and Redis under load; check nothing was lost"
+	@echo "make console    the clinic console (http://127.0.0.1:8005/) on the demo's clinics, with sign-ins"
 	@echo "make upgrade    drain the previous version's services under load, switch to this one; audit"
 	@echo "make infra-up   start local Kafka (KRaft) and Redis (CLUSTER=1: a Redis Cluster); infra-down stops them"
 	@echo "make docs       regenerate docs/asyncapi.yaml and docs/schemas/"
@@ -53,9 +54,11 @@ lint: install
 compose-tool:
 	@command -v docker-compose >/dev/null || bash infra/install-compose.sh
 
-# Debian's chromium, for the browser tests (Playwright drives it; it downloads nothing).
+# Debian's chromium, for the browser tests (Playwright drives it; it downloads nothing),
+# and axe-core from its npm package (the console's accessibility checks).
 browser-tool:
 	@test -x /usr/bin/chromium || bash infra/install-chromium.sh
+	@bash infra/install-axe.sh
 
 # Like demo, chaos and bench: Kafka and Redis started here are stopped afterwards
 # (ones already running stay up); the clusters the tests start stop with them.
@@ -78,6 +81,10 @@ chaos: install
 
 upgrade: install
 	@bash infra/with-infra.sh $(BIN)/python -m ops.upgrade
+
+# The clinic console in a browser, on the demo's clinics, a staff member seeded per role.
+console: install
+	@bash infra/with-infra.sh $(BIN)/python -m ops.console
 
 bench: install
 	@bash infra/with-infra.sh $(BIN)/python -m bench

@@ -69,6 +69,7 @@ RULES: tuple[Rule, ...] = (
     Rule("intake:{c}:client:<id>", "intake", "the client's status and contact (PHI)", _CLIENT, "never"),
     Rule("intake:{c}:client:<id>:history", "intake", "the client's status history", _CLIENT, "never"),
     Rule("intake:{c}:contact:<id>", "intake", "digest of an e-mail or phone -> client (returning people)", _CLIENT, "never"),
+    Rule("intake:{c}:directory", "intake", "the clinic's client search: normalised name words and phone digits -> client (PHI, in members only; `GET /clients?q=`)", "per clinic; a client's members are written with its record, and those of an old name or phone taken in that same write (services/intake/store.py `write`); kept while the clinic serves the client: its erasure takes them with the record (`directory.entries` of it)", "never"),
     Rule("intake:{c}:idempotency:<id>", "intake", "a keyed request's first answer", "TTL `IDEMPOTENCY_TTL_S`", "always"),
     Rule("intake:{c}:measures-answered:<id>", "intake", "the client's measure links used up (measure -> when|source)", "TTL `MEASURE_ANSWERED_TTL_S` from the latest answer", "always"),
     Rule("intake:{c}:measure:<id>:<id>:answered", "intake", "a measure link used up, as written before the per-client hash: still read", "TTL `MEASURE_ANSWERED_TTL_S`", "always"),
@@ -106,6 +107,10 @@ RULES: tuple[Rule, ...] = (
     Rule("notifier:{c}:measure-answered:<id>", "notifier", "a measure answered, as written before the per-client hash: still read", "TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:alert:<id>", "notifier", "a clinical alert and who owns it", "TTL `RETAIN_S`", "always"),
     Rule("notifier:{c}:alerts", "notifier", "the clinic's alerts by time (API)", "per clinic; entries older than `RETAIN_S` trimmed at the next alert", "never"),
+    # --- console -------------------------------------------------------------------
+    Rule("console:{c}:member:<id>", "console", "a staff account: name, role, clinics, argon2id hash (slot `{staff}`)", "kept while the account exists; an operator removes it", "never"),
+    Rule("console:{c}:session:<id>", "console", "a signed-in session: who, its CSRF token, the clinic worked at", "TTL `KAP_CONSOLE_SESSION_TTL_S` (8 h); taken at sign-out", "always"),
+    Rule("console:{c}:failures:<id>", "console", "failed sign-ins of one account (lock-out)", "TTL `KAP_CONSOLE_LOCKOUT_S` (15 min) from the first failure; taken at a sign-in", "always"),
     # --- webhooks ------------------------------------------------------------------
     Rule("webhooks:{c}:partner:<id>", "webhooks", "a partner: its target, event types, clinics and signing secrets (slot `{partners}`)", "kept until the partner is deleted (`DELETE /partners/{id}`)", "never"),
     Rule("webhooks:{c}:ids", "webhooks", "the partners' ids", "a member leaves with its partner", "never"),

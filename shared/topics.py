@@ -13,7 +13,7 @@ from typing import Literal
 
 from shared import events as ev
 
-Service = Literal["intake", "scheduler", "notifier", "webhooks"]
+Service = Literal["intake", "scheduler", "notifier", "webhooks", "console"]
 SERVICES: tuple[Service, ...] = ("intake", "scheduler", "notifier", "webhooks")
 
 DAY_MS = 24 * 60 * 60 * 1000

@@ -4,7 +4,9 @@ Routes parse and authenticate, call `IntakeService`, and translate its replies a
 errors into HTTP. A step answers 202 once its state and events are recorded, also
 while the broker is away (its events are published once it is back); if Redis
 cannot be reached it answers 503 (the chassis' handlers) and records nothing. An
-`Idempotency-Key` makes a retried step return the first answer.
+`Idempotency-Key` makes a retried step return the first answer. The client search
+(`GET /clients?q=`) answers names and contacts to the clinic's own key: neither its
+query nor its answer is logged.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from datetime import time
+from datetime import datetime, time
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from chassis.http import CLINIC_RESPONSES, CONFLICT, TOO_MANY, AuthorisedClinic, SaneInstant
 from chassis.unit_of_work import WriteConflict
-from services.intake import domain, measures
+from services.intake import directory, domain, measures
 from services.intake.limits import Limit, RateLimited, RateLimiter
 from services.intake.service import (
     AlreadyAnswered,
@@ -119,6 +121,41 @@ class MeasureIn(Input):
 class ContactPreferenceIn(Input):
     channel: Literal["email", "sms"]
     opted_out: bool
+
+
+class ClientMatch(BaseModel):
+    """A client found by the clinic's search (PHI: the clinic's own, never logged)."""
+
+    client_id: UUID
+    name: str
+    email: str
+    phone: str | None
+    status: domain.IntakeStatus
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: domain.ClientRecord) -> ClientMatch:
+        contact = record.contact
+        return cls(
+            client_id=record.client_id,
+            name=contact.name,
+            email=contact.email,
+            phone=contact.phone,
+            status=record.status,
+            updated_at=record.updated_at,
+        )
+
+
+SearchText = Annotated[
+    str,
+    Query(
+        min_length=2,
+        max_length=100,
+        description="The start of any word of the name, or leading digits of the phone "
+        "(E.164 or national); case and accents ignored",
+    ),
+]
+SearchLimit = Annotated[int, Query(ge=1, le=100, description="At most this many clients")]
 
 
 def _retry(request: Request, body: BaseModel, key: str | None) -> Retry:
@@ -291,6 +328,24 @@ def routes(
             clinic.id, client_id, body.channel, body.opted_out, retry
         )
         return await _answer(reply)
+
+    @router.get(
+        "/clients",
+        summary="Find the clinic's clients by name or phone",
+        response_model=list[ClientMatch],
+    )
+    async def find_clients(
+        clinic: AuthorisedClinic, q: SearchText, limit: SearchLimit = 20
+    ) -> list[ClientMatch]:
+        wanted = directory.query(q)
+        if wanted is None:
+            problem = {
+                "loc": ["query", "q"],
+                "msg": f"needs at least {directory.MIN_QUERY} letters or digits",
+                "type": "value_error",
+            }
+            raise HTTPException(422, [problem])
+        return [ClientMatch.of(r) for r in await intake.find_clients(clinic.id, wanted, limit)]
 
     @router.get("/clients/{client_id}", summary="A client's intake status and history")
     async def read_client(clinic: AuthorisedClinic, client_id: UUID) -> dict[str, Any]:

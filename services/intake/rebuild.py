@@ -6,9 +6,10 @@ its state is what its HTTP steps stored, and each step published what it decided
 rules (domain.request_consultation, domain.hold_consultation) where a fact holds their
 inputs, and writes what the step wrote through the store's one write
 (IntakeStore.write) in the unit of work: the client's record, its history (each
-entry at the fact's `occurred_at`, the step's instant), the contact index, and a
-measure's answered mark (its link stays used up). A copy of a fact on a topic (the
-outbox relay may publish one twice, with the same id) is applied once.
+entry at the fact's `occurred_at`, the step's instant), the contact index, the
+clinic's client directory (search), and a measure's answered mark (its link stays
+used up). A copy of a fact on a topic (the outbox relay may publish one twice, with
+the same id) is applied once.
 
 Not on the topics, so not rebuilt (counted per fact in the summary's `not_rebuilt`):
 - the screening's details (blood pressure, each answer, notes): ScreeningCompleted
@@ -96,7 +97,7 @@ class IntakeReplay:
                 entries = [HistoryEntry(event.occurred_at, name, record.status.value)]
 
                 def write(p: Pipeline) -> None:
-                    self._store.write(p, record, entries, None, _NO_ANSWER)
+                    self._store.write(p, record, entries, None, _NO_ANSWER, previous=before)
                     if isinstance(event, ev.MeasureAnswered) and event.measure_id:
                         mark = MeasureMark(event.occurred_at, event.source)
                         self._store.mark_measure_answered(p, clinic, client, event.measure_id, mark)

@@ -29,7 +29,7 @@ from chassis.clock import Clock
 from chassis.events import EventPublisher
 from chassis.outbox import Output
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
-from services.intake import domain, measures
+from services.intake import directory, domain, measures
 from services.intake.store import HistoryEntry, IntakeStore, MeasureMark, StoredResponse
 from shared import events as ev
 from shared.envelope import EVENT_ID_NAMESPACE, derived_event_id
@@ -81,6 +81,9 @@ class Outcome:
     events: list[ev.Event]
     step: str
     body: dict[str, Any]
+    # The record as the step read it (None: a new client), whose search entries the
+    # write replaces with the new record's.
+    before: domain.ClientRecord | None
     # Writes of the step beside the record's (queued on the same MULTI).
     also: Callable[[Pipeline], None] | None = None
     # What names the events when no Idempotency-Key does (a measure: its id).
@@ -153,7 +156,7 @@ class IntakeService:
                 "status": record.status.value,
                 "repeat_request": existing is not None,
             }
-            return Outcome(record, [event], "consultation_requested", body)
+            return Outcome(record, [event], "consultation_requested", body, before=existing)
 
         return await self._write(clinic.id, retry, decide)
 
@@ -258,13 +261,21 @@ class IntakeService:
                     self._store.mark_measure_answered(p, clinic_id, client_id, measure_id, mark)
 
             seed = f"measure/{measure_id}" if measure_id else None
-            return Outcome(record, events, "measure_answered", body, also, seed)
+            return Outcome(
+                record, events, "measure_answered", body, before=record, also=also, event_seed=seed
+            )
 
         return await self._write(clinic_id, retry, decide)
 
     async def measure_answered(self, clinic_id: str, client_id: UUID, measure_id: UUID) -> bool:
         found = await self._store.measure_answered(clinic_id, client_id, measure_id)
         return found is not None
+
+    async def find_clients(
+        self, clinic_id: str, wanted: directory.Query, limit: int
+    ) -> list[domain.ClientRecord]:
+        """The clinic's clients whose name or phone `wanted` finds, by name (PHI)."""
+        return await self._store.search(clinic_id, wanted, limit)
 
     async def client(self, clinic_id: str, client_id: UUID) -> ClientFile:
         record = await self._store.load(clinic_id, client_id)
@@ -283,7 +294,7 @@ class IntakeService:
                 raise NotFound(client_id)
             updated, events, body = change(record, now)
             body = {"client_id": str(client_id), "status": updated.status.value, **body}
-            return Outcome(updated, events, step, body)
+            return Outcome(updated, events, step, body, before=record)
 
         return decide
 
@@ -298,7 +309,9 @@ class IntakeService:
             entries = [HistoryEntry(now, outcome.step, outcome.record.status.value)]
 
             def write(tx: Pipeline) -> None:
-                self._store.write(tx, outcome.record, entries, retry.key, answer)
+                self._store.write(
+                    tx, outcome.record, entries, retry.key, answer, previous=outcome.before
+                )
                 if outcome.also:
                     outcome.also(tx)
 

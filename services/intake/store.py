@@ -1,9 +1,11 @@
-"""Intake's Redis state: client records, their history, contact index, idempotency,
-and which measures were answered (a measure link's single use).
+"""Intake's Redis state: client records, their history, contact index, the clinic's
+client directory (search by name or phone), idempotency, and which measures were
+answered (a measure link's single use).
 
 Every key of a clinic carries the `{clinic_id}` hash tag, so one clinic's keys
 share a slot and the unit of work's transaction also runs on Redis Cluster.
-Contact values are indexed by their SHA-256, so key names never hold PHI.
+Contact values are indexed by their SHA-256, so key names never hold PHI; the
+directory's terms (services/intake/directory.py) are PHI, held in its members only.
 
 Reads given a `Transaction` watch their keys first: the write that follows
 fails (and its step reruns) should any of them change in between.
@@ -22,12 +24,17 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chassis.unit_of_work import Transaction
+from services.intake import directory
 from services.intake.domain import ClientRecord
 
 IDEMPOTENCY_TTL_S = 24 * 60 * 60
 # Beyond the last follow-up measure (6 months after a course): a link of a measure
 # answered stays used for as long as any link to it could be valid.
 MEASURE_ANSWERED_TTL_S = 400 * 24 * 60 * 60
+# The directory's members a search reads per prefix, at most. Matches sort by name
+# among these: beyond them (a two-letter query in a large clinic) a longer query
+# narrows the search.
+SEARCH_READ = 1000
 
 
 def _digest(value: str) -> str:
@@ -45,6 +52,11 @@ def answered_key(clinic_id: str, client_id: UUID | str) -> str:
 
 def _client_key(clinic_id: str, client_id: UUID | str) -> str:
     return _key(clinic_id, "client", str(client_id))
+
+
+def directory_key(clinic_id: str) -> str:
+    """The clinic's client directory: a sorted set of search terms (directory.py)."""
+    return _key(clinic_id, "directory")
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,36 @@ class IntakeStore:
     async def history(self, clinic_id: str, client_id: UUID) -> list[dict[str, Any]]:
         raw = await self._redis.lrange(_key(clinic_id, "client", str(client_id), "history"), 0, -1)
         return [json.loads(entry) for entry in raw]
+
+    async def search(
+        self, clinic_id: str, wanted: directory.Query, limit: int
+    ) -> list[ClientRecord]:
+        """The clinic's clients matching `wanted`, by name (then id), each once, at most
+        `limit`. A record whose present name and phone no longer match (changed after
+        the directory was read) is left out."""
+        key = directory_key(clinic_id)
+        found: dict[str, str] = {}
+        for prefix in wanted.prefixes:
+            start = prefix.encode()
+            members = await self._redis.zrangebylex(
+                key, b"[" + start, b"(" + start + b"\xff", start=0, num=SEARCH_READ
+            )
+            for member in members:
+                entry = directory.Entry.parse(member)
+                found.setdefault(entry.client_id, entry.name)
+        ranked = sorted(found, key=lambda client: (found[client], client))
+        matches: list[ClientRecord] = []
+        for at in range(0, len(ranked), limit):
+            batch = ranked[at : at + limit]
+            for raw in await self._redis.mget([_client_key(clinic_id, c) for c in batch]):
+                if raw is None:
+                    continue
+                record = ClientRecord.model_validate_json(raw)
+                if wanted.matches(record.contact):
+                    matches.append(record)
+            if len(matches) >= limit:
+                break
+        return matches[:limit]
 
     async def find_by_contact(
         self, clinic_id: str, email: str, phone: str | None, tx: Transaction | None = None
@@ -152,8 +194,14 @@ class IntakeStore:
         entries: list[HistoryEntry],
         idempotency_key: str | None,
         response: StoredResponse,
+        *,
+        previous: ClientRecord | None,
     ) -> None:
-        """Queue the new state, its history, contact index and answer on `tx` (a MULTI)."""
+        """Queue the new state, its history, contact index, directory entries and answer
+        on `tx` (a MULTI). `previous` is the record as the step read it (watched), None
+        for a new client: its directory entries the new record no longer has are taken.
+        The new record's are added each time (the same members again: no change), so a
+        record written before the directory existed joins it at its next write."""
         clinic, client = record.clinic_id, str(record.client_id)
         tx.set(_client_key(clinic, client), record.model_dump_json())
         if entries:
@@ -161,6 +209,13 @@ class IntakeStore:
         tx.set(_key(clinic, "contact", _digest(record.contact.email)), client)
         if record.contact.phone:
             tx.set(_key(clinic, "contact", _digest(record.contact.phone)), client)
+        listed = directory.entries(record.contact, client)
+        if previous is not None:
+            gone = directory.entries(previous.contact, previous.client_id) - listed
+            if gone:
+                tx.zrem(directory_key(clinic), *sorted(gone))
+        if listed:
+            tx.zadd(directory_key(clinic), dict.fromkeys(sorted(listed), 0))
         if idempotency_key:
             stored = {
                 "fingerprint": response.fingerprint,

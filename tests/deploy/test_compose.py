@@ -285,3 +285,21 @@ def test_secure_nodes_run_the_server_properties_the_local_test_broker_runs() -> 
 def security_keys(settings: dict[str, str]) -> set[str]:
     markers = ("sasl", "security", "authorizer", "super.users", "allow.everyone", "listener.name")
     return {key for key in settings if any(marker in key for marker in markers)}
+
+
+def test_the_console_reads_what_compose_sets_and_waits_for_the_services(
+    resolved: dict[str, Any],
+) -> None:
+    from services.console.config import Settings as ConsoleSettings
+
+    console = resolved["services"]["console"]
+    readable = env_names(ConsoleSettings)
+    assert set(console["environment"]) <= set(readable)
+    assert {n for n, required in readable.items() if required} <= set(console["environment"])
+    for service in ("intake", "scheduler", "notifier"):
+        assert console["depends_on"][service]["condition"] == "service_healthy"
+        assert console["environment"][f"KAP_CONSOLE_{service.upper()}_URL"].startswith(
+            f"http://{service}:"
+        )
+    assert "8005/readyz" in " ".join(console["healthcheck"]["test"])
+    ConsoleSettings(**{k: str(v) for k, v in console["environment"].items()})  # type: ignore[arg-type]

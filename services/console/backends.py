@@ -1,0 +1,114 @@
+"""The three services, as the console reaches them: their HTTP APIs only.
+
+Each call goes with the clinic's own key. A refusal comes back as the service gave
+it: the status and, for a 422, each problem by the field it names, so the form can
+show it next to that field; anything else (a service away) is an `Unavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+TIMEOUT_S = 10.0
+
+
+class Unavailable(Exception):
+    """A service did not answer, or answered 5xx: the page says so, nothing is assumed."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any
+    problems: dict[str, str] = field(default_factory=dict)  # field -> what is wrong
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def message(self) -> str:
+        """The refusal in one line, for a problem no field names (a 409's detail)."""
+        detail = self.body.get("detail") if isinstance(self.body, dict) else None
+        return detail if isinstance(detail, str) else f"refused ({self.status})"
+
+
+def _answer(response: httpx.Response) -> Answer:
+    if response.status_code >= 500:
+        raise Unavailable(f"{response.request.url.host}: {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    problems: dict[str, str] = {}
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if response.status_code == 422 and isinstance(detail, list):
+        for item in detail:
+            where = [str(part) for part in item.get("loc", ()) if part not in ("body", "query")]
+            problems.setdefault(where[0] if where else "form", str(item.get("msg", "invalid")))
+    return Answer(response.status_code, body, problems)
+
+
+class Services:
+    def __init__(self, intake: str, scheduler: str, notifier: str, keys: Mapping[str, str]) -> None:
+        self._urls = {"intake": intake, "scheduler": scheduler, "notifier": notifier}
+        self._keys = dict(keys)
+        self._http = httpx.AsyncClient(timeout=TIMEOUT_S)
+
+    def serves(self, clinic_id: str) -> bool:
+        return clinic_id in self._keys
+
+    async def _call(
+        self, service: str, method: str, clinic_id: str, path: str, **kwargs: Any
+    ) -> Answer:
+        url = f"{self._urls[service]}/v1/clinics/{clinic_id}{path}"
+        headers = {"X-API-Key": self._keys.get(clinic_id, "")}
+        try:
+            response = await self._http.request(method, url, headers=headers, **kwargs)
+        except httpx.HTTPError as error:
+            raise Unavailable(f"{service}: {type(error).__name__}") from error
+        return _answer(response)
+
+    # --- reads ---------------------------------------------------------------------
+
+    async def search(self, clinic_id: str, query: str) -> Answer:
+        return await self._call("intake", "GET", clinic_id, "/clients", params={"q": query})
+
+    async def client(self, clinic_id: str, client_id: UUID) -> Answer:
+        return await self._call("intake", "GET", clinic_id, f"/clients/{client_id}")
+
+    async def schedule(self, clinic_id: str, client_id: UUID) -> Answer:
+        return await self._call("scheduler", "GET", clinic_id, f"/clients/{client_id}/schedule")
+
+    async def messages(self, clinic_id: str, client_id: UUID) -> Answer:
+        path = f"/clients/{client_id}/notifications"
+        return await self._call("notifier", "GET", clinic_id, path)
+
+    # --- actions -------------------------------------------------------------------
+
+    async def request_consultation(self, clinic_id: str, body: dict[str, Any]) -> Answer:
+        return await self._call("intake", "POST", clinic_id, "/consultation-requests", json=body)
+
+    async def record_consultation(self, clinic_id: str, client_id: UUID, outcome: str) -> Answer:
+        path = f"/clients/{client_id}/consultation-outcome"
+        return await self._call("intake", "POST", clinic_id, path, json={"outcome": outcome})
+
+    async def record_screening(
+        self, clinic_id: str, client_id: UUID, body: dict[str, Any]
+    ) -> Answer:
+        return await self._call(
+            "intake", "POST", clinic_id, f"/clients/{client_id}/screening", json=body
+        )
+
+    async def enrol(self, clinic_id: str, client_id: UUID, body: dict[str, Any]) -> Answer:
+        return await self._call(
+            "intake", "POST", clinic_id, f"/clients/{client_id}/enrolment", json=body
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,72 @@
+"""Who may do what in the console: staff members, their roles, and each action's roles.
+
+Roles are per clinic: a front desk books and receives people, a clinician records
+clinical facts, a clinic admin does both and changes the clinic's settings. A group
+admin may also switch between every clinic of the group. The console checks the role
+before it calls a service; an action's form is not even offered to a role without it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+class Role(StrEnum):
+    FRONT_DESK = "front_desk"
+    CLINICIAN = "clinician"
+    CLINIC_ADMIN = "clinic_admin"
+
+
+class Action(StrEnum):
+    REQUEST_CONSULTATION = "request_consultation"
+    RECORD_CONSULTATION = "record_consultation"
+    RECORD_SCREENING = "record_screening"
+    ENROL = "enrol"
+
+
+# Front desk: people and their bookings; clinicians: clinical facts; admins: all.
+ALLOWED: dict[Action, frozenset[Role]] = {
+    Action.REQUEST_CONSULTATION: frozenset(Role),
+    Action.RECORD_CONSULTATION: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+    Action.RECORD_SCREENING: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+    Action.ENROL: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+}
+
+
+class StaffMember(BaseModel):
+    """A staff account: never shown or logged with its password hash."""
+
+    model_config = ConfigDict(frozen=True)
+
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    clinics: tuple[str, ...] = Field(min_length=1)
+    group_admin: bool = False
+    password_hash: str
+
+    def may(self, action: Action) -> bool:
+        return self.role in ALLOWED[action]
+
+    def works_at(self, clinic_id: str, every_clinic: tuple[str, ...] = ()) -> bool:
+        """A group admin works at every clinic of the group; others at theirs."""
+        return clinic_id in self.clinics or (self.group_admin and clinic_id in every_clinic)
+
+
+# Argon2id with the library's defaults (RFC 9106's second recommended set).
+_HASHER = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(password)
+
+
+def password_matches(password_hash: str, password: str) -> bool:
+    try:
+        return _HASHER.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False

@@ -1,0 +1,365 @@
+"""The console's pages: server-rendered HTML, thin over `Staff` and `Services`.
+
+Every page but sign-in needs a session (a signed cookie naming a session kept in
+Redis); every form carries the session's CSRF token, checked before anything is
+done. A staff member sees only the clinics they work at (a group admin every one)
+and only the actions their role allows; a refusal by a service is shown next to
+the field it names, the form kept as it was filled in.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from services.console.backends import Answer, Services, Unavailable
+from services.console.domain import Action, StaffMember
+from services.console.staff import Locked, SignInRefused, Staff
+from services.console.store import Session
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+COOKIE = "kap_console"
+SIGN_IN_FORM_S = 3600  # a sign-in form's CSRF token lasts this long
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+}
+SCREENING_CHECKS = (
+    ("pregnant_or_breastfeeding", "Pregnant or breastfeeding"),
+    ("active_psychosis_or_mania", "Active psychosis or mania"),
+    ("substance_use_disorder_last_3_months", "Substance use disorder in the last 3 months"),
+    ("aneurysmal_vascular_disease_or_avm", "Aneurysmal vascular disease or AVM"),
+    ("intracerebral_haemorrhage_history", "History of intracerebral haemorrhage"),
+)
+
+
+class Signed:
+    """The signed-in staff member of a request, with their session."""
+
+    def __init__(self, session: Session, member: StaffMember) -> None:
+        self.session = session
+        self.member = member
+
+
+def routes(
+    staff: Staff,
+    services: Services,
+    secret: str,
+    every_clinic: Callable[[], tuple[str, ...]],
+    zone_of: Callable[[str], str],
+    secure_cookies: bool,
+) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    signer = URLSafeTimedSerializer(secret, salt="kap-console")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    env.filters["when"] = shown_in
+
+    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = env.get_template(name).render(**context)
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+    def to_sign_in() -> RedirectResponse:
+        return RedirectResponse("/signin", status_code=303, headers=HEADERS)
+
+    async def signed(request: Request) -> Signed | None:
+        cookie = request.cookies.get(COOKIE)
+        if not cookie:
+            return None
+        try:
+            session_id = signer.loads(cookie, salt="session")
+        except BadSignature:
+            return None
+        current = await staff.current(str(session_id))
+        return Signed(*current) if current else None
+
+    def csrf_ok(form: Any, who: Signed) -> bool:
+        given = str(form.get("csrf", ""))
+        return hmac.compare_digest(given.encode(), who.session.csrf.encode())
+
+    def may_see(who: Signed, clinic_id: str) -> bool:
+        return who.member.works_at(clinic_id, every_clinic())
+
+    def frame(who: Signed, clinic_id: str, **context: Any) -> dict[str, Any]:
+        """What every signed-in page shows: who, which clinic, what they may do."""
+        clinics = every_clinic() if who.member.group_admin else who.member.clinics
+        return {
+            "member": who.member,
+            "clinic_id": clinic_id,
+            "clinics": clinics,
+            "csrf": who.session.csrf,
+            "zone": zone_of(clinic_id),
+            "may": {action.value: who.member.may(action) for action in Action},
+            **context,
+        }
+
+    def refused(who: Signed, clinic_id: str, status: int, message: str) -> HTMLResponse:
+        return page("refused.html", status, **frame(who, clinic_id, message=message))
+
+    async def posted(
+        request: Request, clinic_id: str, action: Action
+    ) -> tuple[Signed, Any] | Response:
+        """A form posted for `action`: signed in, its CSRF token, the clinic and the role
+        checked (in that order), or the page that says which failed."""
+        who = await signed(request)
+        if who is None:
+            return to_sign_in()
+        form = await request.form()
+        if not csrf_ok(form, who):
+            return refused(who, clinic_id, 403, "The form expired: open it again.")
+        if not may_see(who, clinic_id) or not who.member.may(action):
+            return refused(who, clinic_id, 403, "Your role may not do this.")
+        return who, form
+
+    # --- signing in and out ------------------------------------------------------------
+
+    @router.get("/signin")
+    async def sign_in_form() -> HTMLResponse:
+        return page("signin.html", csrf=signer.dumps("signin", salt="signin"), error=None, email="")
+
+    @router.post("/signin")
+    async def sign_in(request: Request) -> Response:
+        form = await request.form()
+        email, password = str(form.get("email", "")).strip(), str(form.get("password", ""))
+        fresh = signer.dumps("signin", salt="signin")
+        try:
+            signer.loads(str(form.get("csrf", "")), salt="signin", max_age=SIGN_IN_FORM_S)
+        except BadSignature:
+            return page(
+                "signin.html",
+                400,
+                csrf=fresh,
+                email=email,
+                error="The form expired: sign in again.",
+            )
+        try:
+            session, member = await staff.sign_in(email, password)
+        except Locked:
+            log.warning("console: a sign-in refused: the account is locked")
+            return page(
+                "signin.html", 429, csrf=fresh, email=email,
+                error="Too many failed sign-ins: this account is locked for a while.",
+            )  # fmt: skip
+        except SignInRefused:
+            return page(
+                "signin.html",
+                401,
+                csrf=fresh,
+                email=email,
+                error="The email or the password is not right.",
+            )
+        response = RedirectResponse(
+            f"/clinics/{session.clinic_id}/clients", status_code=303, headers=HEADERS
+        )
+        response.set_cookie(
+            COOKIE,
+            signer.dumps(session.id, salt="session"),
+            httponly=True,
+            secure=secure_cookies,
+            samesite="lax",
+        )
+        log.info("console: %s signed in", member.role.value)
+        return response
+
+    @router.post("/signout")
+    async def sign_out(request: Request) -> Response:
+        who = await signed(request)
+        if who is not None and csrf_ok(await request.form(), who):
+            await staff.sign_out(who.session.id)
+        response = to_sign_in()
+        response.delete_cookie(COOKIE)
+        return response
+
+    @router.get("/")
+    async def home(request: Request) -> Response:
+        who = await signed(request)
+        if who is None:
+            return to_sign_in()
+        return RedirectResponse(f"/clinics/{who.session.clinic_id}/clients", 303, headers=HEADERS)
+
+    # --- clients ------------------------------------------------------------------------
+
+    @router.get("/clinics/{clinic_id}/clients")
+    async def clients(request: Request, clinic_id: str, q: str = "") -> Response:
+        who = await signed(request)
+        if who is None:
+            return to_sign_in()
+        if not may_see(who, clinic_id):
+            return refused(who, who.session.clinic_id, 403, "Not a clinic you work at.")
+        found: list[dict[str, Any]] = []
+        problem = None
+        if q.strip():
+            try:
+                answer = await services.search(clinic_id, q.strip())
+            except Unavailable:
+                return refused(
+                    who, clinic_id, 503, "The intake service is not answering; try again."
+                )
+            found = answer.body if answer.ok else []
+            problem = None if answer.ok else answer.problems.get("q", answer.message)
+        return page("clients.html", **frame(who, clinic_id, q=q, found=found, problem=problem))
+
+    @router.get("/clinics/{clinic_id}/clients/new")
+    async def new_client(request: Request, clinic_id: str) -> Response:
+        who = await signed(request)
+        if who is None:
+            return to_sign_in()
+        if not may_see(who, clinic_id):
+            return refused(who, who.session.clinic_id, 403, "Not a clinic you work at.")
+        return page("new_client.html", **frame(who, clinic_id, values={}, problems={}))
+
+    @router.post("/clinics/{clinic_id}/clients")
+    async def create_client(request: Request, clinic_id: str) -> Response:
+        checked = await posted(request, clinic_id, Action.REQUEST_CONSULTATION)
+        if isinstance(checked, Response):
+            return checked
+        who, form = checked
+        values = {
+            k: str(form.get(k, "")).strip() for k in ("name", "email", "phone", "preferred_channel")
+        }
+        body: dict[str, Any] = {
+            "name": values["name"],
+            "email": values["email"],
+            "preferred_channel": values["preferred_channel"] or "email",
+            "sms_consent": form.get("sms_consent") == "on",
+        }
+        if values["phone"]:
+            body["phone"] = values["phone"]
+        try:
+            answer = await services.request_consultation(clinic_id, body)
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The intake service is not answering; try again.")
+        if not answer.ok:
+            return page(
+                "new_client.html", 422 if answer.problems else answer.status,
+                **frame(who, clinic_id, values=values, problems=_or_form(answer)),
+            )  # fmt: skip
+        return RedirectResponse(
+            f"/clinics/{clinic_id}/clients/{answer.body['client_id']}", 303, headers=HEADERS
+        )
+
+    @router.get("/clinics/{clinic_id}/clients/{client_id}")
+    async def client(request: Request, clinic_id: str, client_id: UUID) -> Response:
+        who = await signed(request)
+        if who is None:
+            return to_sign_in()
+        if not may_see(who, clinic_id):
+            return refused(who, who.session.clinic_id, 403, "Not a clinic you work at.")
+        return await client_page(who, clinic_id, client_id)
+
+    async def client_page(
+        who: Signed,
+        clinic_id: str,
+        client_id: UUID,
+        status: int = 200,
+        problems: dict[str, str] | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> HTMLResponse:
+        try:
+            intake = await services.client(clinic_id, client_id)
+            schedule = await services.schedule(clinic_id, client_id)
+            messages = await services.messages(clinic_id, client_id)
+        except Unavailable as away:
+            return refused(who, clinic_id, 503, f"A service is not answering ({away}); try again.")
+        if intake.status == 404:
+            return refused(who, clinic_id, 404, "No such client at this clinic.")
+        return page(
+            "client.html",
+            status,
+            **frame(
+                who,
+                clinic_id,
+                client=intake.body,
+                schedule=schedule.body if schedule.ok else None,
+                messages=messages.body if messages.ok else [],
+                problems=problems or {},
+                values=values or {},
+                checks=SCREENING_CHECKS,
+            ),
+        )
+
+    async def act(
+        request: Request,
+        clinic_id: str,
+        client_id: UUID,
+        action: Action,
+        call: Callable[[Any], Any],
+    ) -> Response:
+        """A client action's form: CSRF, clinic and role checked, the service called, the
+        client's page again (its refusal shown next to the field it names)."""
+        checked = await posted(request, clinic_id, action)
+        if isinstance(checked, Response):
+            return checked
+        who, form = checked
+        try:
+            answer: Answer = await call(form)
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The intake service is not answering; try again.")
+        if not answer.ok:
+            values = {k: str(v) for k, v in form.items() if k != "csrf"}
+            return await client_page(who, clinic_id, client_id, 422, _or_form(answer), values)
+        log.info("console: %s did %s", who.member.role.value, action.value)
+        return RedirectResponse(f"/clinics/{clinic_id}/clients/{client_id}", 303, headers=HEADERS)
+
+    @router.post("/clinics/{clinic_id}/clients/{client_id}/consultation-outcome")
+    async def consultation_outcome(request: Request, clinic_id: str, client_id: UUID) -> Response:
+        async def call(form: Any) -> Answer:
+            return await services.record_consultation(
+                clinic_id, client_id, str(form.get("outcome", ""))
+            )
+
+        return await act(request, clinic_id, client_id, Action.RECORD_CONSULTATION, call)
+
+    @router.post("/clinics/{clinic_id}/clients/{client_id}/screening")
+    async def screening(request: Request, clinic_id: str, client_id: UUID) -> Response:
+        async def call(form: Any) -> Answer:
+            body: dict[str, Any] = {name: form.get(name) == "on" for name, _ in SCREENING_CHECKS}
+            body["systolic_bp"] = form.get("systolic_bp") or None
+            body["diastolic_bp"] = form.get("diastolic_bp") or None
+            if form.get("notes"):
+                body["notes"] = str(form.get("notes"))
+            return await services.record_screening(clinic_id, client_id, body)
+
+        return await act(request, clinic_id, client_id, Action.RECORD_SCREENING, call)
+
+    @router.post("/clinics/{clinic_id}/clients/{client_id}/enrolment")
+    async def enrolment(request: Request, clinic_id: str, client_id: UUID) -> Response:
+        async def call(form: Any) -> Answer:
+            body = {
+                "consent_given": form.get("consent_given") == "on" or None,
+                "phq9": [form.get(f"phq9_{i}") for i in range(9)],
+                "gad7": [form.get(f"gad7_{i}") for i in range(7)],
+            }
+            return await services.enrol(clinic_id, client_id, body)
+
+        return await act(request, clinic_id, client_id, Action.ENROL, call)
+
+    return router
+
+
+def shown_in(instant: str | None, zone: str) -> str:
+    """An instant (ISO 8601, UTC) as the clinic's wall clock shows it, zone named."""
+    if not instant:
+        return "—"
+    local = datetime.fromisoformat(instant).astimezone(ZoneInfo(zone))
+    return f"{local:%a %d %b %Y, %H:%M} ({zone})"
+
+
+def _or_form(answer: Answer) -> dict[str, str]:
+    """The refusal by field, or as the whole form's (a 409: the client's state)."""
+    return answer.problems or {"form": answer.message}

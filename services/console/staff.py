@@ -1,0 +1,104 @@
+"""Staff accounts and sessions: each change a step through the one write path.
+
+Sign-in: an account locked by `lockout_failures` failures within `lockout_s` is
+refused without its password being checked; a wrong password counts a failure; a
+right one starts a session (a random id, kept in Redis with its CSRF token and the
+clinic being worked at) and clears the failures. Unknown and wrong answers look the
+same to the caller (and take as long: a hash is checked either way).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chassis.unit_of_work import Decision, Transaction, UnitOfWork
+from services.console.domain import Role, StaffMember, hash_password, password_matches
+from services.console.store import SLOT, ConsoleStore, Session
+
+_NOBODY = hash_password(secrets.token_urlsafe(16))  # checked when the account is unknown
+
+
+class SignInRefused(Exception):
+    """Unknown account or wrong password (the same to the caller)."""
+
+
+class Locked(Exception):
+    """Too many failed sign-ins: the account waits out its lock-out."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    session_ttl_s: int
+    lockout_failures: int
+    lockout_s: int
+
+
+class Staff:
+    def __init__(self, store: ConsoleStore, unit_of_work: UnitOfWork, policy: Policy) -> None:
+        self.store = store
+        self._work = unit_of_work
+        self._policy = policy
+
+    async def add(
+        self,
+        email: str,
+        name: str,
+        role: Role,
+        clinics: Sequence[str],
+        password: str,
+        *,
+        group_admin: bool = False,
+    ) -> StaffMember:
+        """Add or replace an account (an operator's seeding, `make console`)."""
+        member = StaffMember(
+            email=email,
+            name=name,
+            role=role,
+            clinics=tuple(clinics),
+            group_admin=group_admin,
+            password_hash=hash_password(password),
+        )
+        await self._write(lambda p: self.store.save_member(p, member))
+        return member
+
+    async def sign_in(self, email: str, password: str) -> tuple[Session, StaffMember]:
+        if await self.store.failures(email) >= self._policy.lockout_failures:
+            raise Locked(email)
+        member = await self.store.member(email)
+        matches = password_matches(member.password_hash if member else _NOBODY, password)
+        if member is None or not matches:
+            await self._write(lambda p: self.store.failed(p, email, self._policy.lockout_s))
+            raise SignInRefused(email)
+        session = Session(
+            id=secrets.token_urlsafe(32),
+            email=member.email,
+            csrf=secrets.token_urlsafe(32),
+            clinic_id=member.clinics[0],
+        )
+        await self._write(lambda p: self.store.signed_in(p, session, self._policy.session_ttl_s))
+        return session, member
+
+    async def current(self, session_id: str) -> tuple[Session, StaffMember] | None:
+        session = await self.store.session(session_id)
+        if session is None:
+            return None
+        member = await self.store.member(session.email)
+        return (session, member) if member is not None else None
+
+    async def switch(self, session: Session, clinic_id: str) -> Session:
+        switched = Session(session.id, session.email, session.csrf, clinic_id)
+        await self._write(
+            lambda p: self.store.save_session(p, switched, self._policy.session_ttl_s)
+        )
+        return switched
+
+    async def sign_out(self, session_id: str) -> None:
+        await self._write(lambda p: self.store.end_session(p, session_id))
+
+    async def _write(self, write: object) -> None:
+        async def step(tx: Transaction) -> Decision[None]:
+            return Decision(write=write)  # type: ignore[arg-type]
+
+        await self._work.run(SLOT, [], step)

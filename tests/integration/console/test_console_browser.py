@@ -1,0 +1,259 @@
+"""The clinic console in a real browser (Debian's headless Chromium, driven by Playwright)
+against the real services as processes (ops.stack), on real Kafka and Redis.
+
+A front desk signs in (after a wrong password), requests a consultation for a new
+person (a refused phone number shown next to its field first) and cannot record
+clinical facts; a clinician finds the person by name, records the consultation, the
+screening (a refused blood pressure first) and the enrolment; the scheduler books the
+course, which the client's page then shows, and the confirmation mail is in the SMTP
+server. Each page is checked with axe-core (no serious or critical finding) and the
+main ones are kept as screenshots in docs/console/. Sign-in lock-out and CSRF are
+checked over plain HTTP.
+
+Needs /usr/bin/chromium and axe-core (`make browser-tool`, run by `make test`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page, async_playwright
+
+from ops import console as console_ops
+from ops import demo_clinics
+from ops.stack import ROOT, Stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = ROOT / ".infra" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
+SHOTS = ROOT / "docs" / "console"
+LAPTOP = {"width": 1280, "height": 860}
+TABLET = {"width": 820, "height": 1180}
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+RUN = uuid.uuid4().hex[:6]
+CLINICS = demo_clinics.for_run(RUN)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not CHROMIUM.exists() or not AXE.exists(),
+        reason="no /usr/bin/chromium or axe-core: `make browser-tool` installs both",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def served(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, str, list[console_ops.SignIn]]]:
+    workdir: Path = tmp_path_factory.mktemp("console")
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "REDIS_URL": redis_url,
+        "KAP_CLINICS_FILE": str(demo_clinics.write(workdir / "clinics.json", CLINICS)),
+    }
+    stack = Stack(workdir=workdir, env=env)
+    clinic_ids = list(CLINICS)
+    accounts = console_ops.sign_ins(clinic_ids)
+    with stack.running():
+        process = console_ops.console_process(stack, clinic_ids)
+        stack.processes.append(process)
+        process.start()
+        process.wait_ready()
+        asyncio.run(console_ops.seed(redis_url, accounts))
+        yield stack, f"http://127.0.0.1:{process.http_port}", accounts
+
+
+@pytest.fixture
+async def page(served: Any) -> AsyncIterator[Page]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        # bypass_csp: axe-core is injected as a script; the pages allow only their own.
+        context = await browser.new_context(viewport=LAPTOP, bypass_csp=True)  # type: ignore[arg-type]
+        yield await context.new_page()
+        await browser.close()
+
+
+async def accessible(page: Page, what: str) -> None:
+    """axe-core on the page as it stands: no serious or critical violation."""
+    await page.add_script_tag(path=str(AXE))
+    result = await page.evaluate("async () => await axe.run(document)")
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} x{len(v['nodes'])}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert bad == [], f"{what}: {bad}"
+
+
+async def sign_in(page: Page, base: str, account: console_ops.SignIn, password: str) -> None:
+    await page.goto(f"{base}/signin")
+    await page.get_by_label("Email", exact=True).fill(account.email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def sign_out(page: Page) -> None:
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url("**/signin")
+
+
+def mails_to(maildir: Path, address: str) -> list[email.message.Message]:
+    found = []
+    for path in maildir.glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes())
+        if address in str(message.get("To", "")):
+            found.append(message)
+    return found
+
+
+async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolment(
+    served: Any, page: Page
+) -> None:
+    stack, base, accounts = served
+    front_desk, clinician = accounts[0], accounts[1]
+    clinic = front_desk.clinics[0]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    # The front desk: a wrong password first, then signed in.
+    await sign_in(page, base, front_desk, "not-the-password")
+    await page.get_by_role("alert").filter(has_text="not right").wait_for()
+    await accessible(page, "sign-in refused")
+    await page.screenshot(path=str(SHOTS / "signin.png"))
+    await sign_in(page, base, front_desk, console_ops.PASSWORD)
+    await page.wait_for_url(f"**/clinics/{clinic}/clients")
+
+    # A new person: the service's refusal of the phone number shown next to the field.
+    person = f"Inês Console-{RUN}"
+    address = f"ines.{RUN}@example.org"
+    await page.get_by_role("link", name="New consultation request").click()
+    await page.get_by_label("Full name").fill(person)
+    await page.get_by_label("Email", exact=True).fill(address)
+    await page.get_by_label("Mobile phone").fill("912 345")
+    await page.get_by_role("button", name="Request the consultation").click()
+    phone_error = page.locator("#phone-error")
+    await phone_error.wait_for()
+    assert "Mobile phone" in await phone_error.inner_text()
+    assert await page.get_by_label("Full name").input_value() == person  # kept as filled in
+    await accessible(page, "consultation request refused")
+    await page.screenshot(path=str(SHOTS / "new-consultation-request.png"), full_page=True)
+    await page.get_by_label("Mobile phone").fill("+351912345678")
+    await page.get_by_role("button", name="Request the consultation").click()
+    await page.get_by_role("heading", name=person).wait_for()
+    client_url = page.url
+    assert "consultation requested" in await page.locator("main").inner_text()
+    # Not the front desk's to record: no clinical form offered.
+    assert await page.get_by_role("button", name="Record the outcome").count() == 0
+    await sign_out(page)
+
+    # The clinician finds the person by name (without the accent) and records.
+    await sign_in(page, base, clinician, console_ops.PASSWORD)
+    await page.wait_for_url(f"**/clinics/{clinic}/clients")
+    await page.get_by_label("Name or phone").fill(f"ines console-{RUN}")
+    await page.get_by_role("button", name="Search").click()
+    await page.get_by_role("link", name=person).wait_for()
+    await accessible(page, "client search")
+    await page.screenshot(path=str(SHOTS / "clients.png"), full_page=True)
+    await page.get_by_role("link", name=person).click()
+    await page.get_by_role("button", name="Record the outcome").click()
+    await page.get_by_role("button", name="Record the screening").wait_for()
+
+    await page.get_by_label("Systolic blood pressure").fill("400")
+    await page.get_by_label("Diastolic blood pressure").fill("80")
+    await page.get_by_role("button", name="Record the screening").click()
+    systolic_error = page.locator("#systolic_bp-error")
+    await systolic_error.wait_for()
+    await accessible(page, "screening refused")
+    await page.get_by_label("Systolic blood pressure").fill("128")
+    await page.get_by_role("button", name="Record the screening").click()
+    await page.get_by_role("button", name="Enrol").wait_for()
+
+    await page.get_by_label("The client consented to treatment").check()
+    for i, answer in enumerate((2, 2, 1, 2, 1, 1, 2, 1, 0)):
+        await page.locator(f"#phq9_{i}").fill(str(answer))
+    for i, answer in enumerate((2, 1, 2, 1, 1, 1, 0)):
+        await page.locator(f"#gad7_{i}").fill(str(answer))
+    await page.get_by_role("button", name="Enrol").click()
+    await page.get_by_text("enrolled").first.wait_for()
+
+    # The scheduler books the course from the enrolment: the page shows it once it has.
+    for _ in range(60):
+        await page.goto(client_url)
+        if await page.get_by_role("cell", name="medicine 1").count():
+            break
+        await asyncio.sleep(0.5)
+    assert await page.get_by_role("cell", name="medicine 1").count() == 1
+    await page.set_viewport_size(TABLET)  # type: ignore[arg-type]
+    await accessible(page, "client page")
+    await page.screenshot(path=str(SHOTS / "client-tablet.png"), full_page=True)
+
+    # The consultation's confirmation reached the SMTP server.
+    for _ in range(40):
+        if mails_to(stack.maildir, address):
+            break
+        await asyncio.sleep(0.5)
+    assert mails_to(stack.maildir, address), "no mail to the client"
+
+
+async def test_sign_in_locks_after_repeated_failures_and_forms_need_their_token(
+    served: Any,
+) -> None:
+    _, base, accounts = served
+    admin = accounts[2]
+    async with httpx.AsyncClient(base_url=base) as http:
+        form = await http.get("/signin")
+        token = form.text.split('name="csrf" value="')[1].split('"')[0]
+        statuses = []
+        for _ in range(6):
+            answer = await http.post(
+                "/signin", data={"email": admin.email, "password": "wrong", "csrf": token}
+            )
+            statuses.append(answer.status_code)
+        assert statuses[:5] == [401] * 5
+        assert statuses[5] == 429
+        # Locked: even the right password is refused now.
+        right = await http.post(
+            "/signin",
+            data={"email": admin.email, "password": console_ops.PASSWORD, "csrf": token},
+        )
+        assert right.status_code == 429
+        # A form without its token does nothing.
+        other = accounts[3]
+        signed = await http.post(
+            "/signin",
+            data={"email": other.email, "password": console_ops.PASSWORD, "csrf": token},
+        )
+        assert signed.status_code == 303
+        forged = await http.post(
+            f"/clinics/{other.clinics[0]}/clients",
+            data={"name": "X", "email": "x@example.org"},
+        )
+        assert forged.status_code == 403
+        assert "expired" in forged.text
+        await http.post("/signout", data={})
+
+    # A front desk's posted clinical form is refused by the console, whatever the page offered.
+    front_desk = accounts[0]
+    clinic = front_desk.clinics[0]
+    async with httpx.AsyncClient(base_url=base) as http:
+        token = (await http.get("/signin")).text.split('name="csrf" value="')[1].split('"')[0]
+        await http.post(
+            "/signin",
+            data={"email": front_desk.email, "password": console_ops.PASSWORD, "csrf": token},
+        )
+        page = await http.get(f"/clinics/{clinic}/clients")
+        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+        screening = await http.post(
+            f"/clinics/{clinic}/clients/{uuid.uuid4()}/screening",
+            data={"csrf": csrf, "systolic_bp": "120", "diastolic_bp": "80"},
+        )
+        assert screening.status_code == 403
+        assert "role may not" in screening.text
+        elsewhere = await http.get(f"/clinics/{accounts[3].clinics[-1]}/clients")
+        assert elsewhere.status_code == 403  # not a clinic the front desk works at
