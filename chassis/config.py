@@ -16,6 +16,7 @@ from shared.topics import ALL, LIFECYCLE_PARTITIONS
 
 # Works locally and in tests; a deployment sets its own (docker-compose passes one through).
 DEV_MEASURE_LINK_SECRET = "kap-dev-only-measure-link-secret"  # noqa: S105 (dev only)
+DEV_STAFF_TOKEN_SECRET = "dev-staff-token-secret-change-me-0123456789"  # noqa: S105 - a dev default, warned about
 
 
 KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -142,6 +143,12 @@ class ServiceSettings(BaseSettings):
         default=SecretStr(DEV_MEASURE_LINK_SECRET), validation_alias="KAP_MEASURE_LINK_SECRETS"
     )
 
+    # Staff tokens (chassis.staff_tokens): the console signs them, every service verifies
+    # them, so all are given the same list. Comma-separated; the first signs.
+    staff_token_secrets: SecretStr = Field(
+        default=SecretStr(DEV_STAFF_TOKEN_SECRET), validation_alias="KAP_STAFF_TOKEN_SECRETS"
+    )
+
     @model_validator(mode="after")
     def _kafka_security_is_whole(self) -> ServiceSettings:
         # Refused at start, naming the variable: a half-configured login otherwise shows
@@ -203,6 +210,10 @@ class ServiceSettings(BaseSettings):
 
     def measure_link_secret_list(self) -> list[str]:
         raw = self.measure_link_secrets.get_secret_value()
+        return [secret.strip() for secret in raw.split(",") if secret.strip()]
+
+    def staff_token_secret_list(self) -> list[str]:
+        raw = self.staff_token_secrets.get_secret_value()
         return [secret.strip() for secret in raw.split(",") if secret.strip()]
 
     @property

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaTimeoutError
 from faststream.kafka import KafkaBroker
 
 from chassis.producers import abort_producer, request_timeout_s, usable_producer
+from chassis.staff_tokens import acting
 from shared.envelope import HEADER_CONTENT_TYPE, Envelope, EnvelopeError, new_event_id
 from shared.events import Event
 from shared.topics import Topic, topic_for
@@ -87,6 +88,7 @@ class EventPublisher:
                 time=event.occurred_at,
             )
         id_ = event_id or new_event_id()
+        actor = acting.get()
         return Envelope(
             id=id_,
             source=self._source,
@@ -95,6 +97,8 @@ class EventPublisher:
             subject=str(event.client_id),
             clinic_id=event.clinic_id,
             correlation_id=correlation_id or id_,
+            # Who asked, on the clinic's own records; partners' feeds name no one.
+            actor=actor.named if actor is not None and not topic.public else None,
         )
 
     async def publish(self, event: Event, envelope: Envelope) -> None:

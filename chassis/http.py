@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chassis.clinics import Clinic, ConfigurationError, _authorised_clinic
 from chassis.redis_client import TRANSIENT_REDIS_ERRORS
+from chassis.staff_tokens import Actor, Role, StaffTokens, TokenInvalid, acting
 
 MAX_BODY_BYTES = 64 * 1024
 RETRY_AFTER_S = "5"
@@ -134,6 +135,47 @@ async def _clinic_of_key(
 AuthorisedClinic = Annotated[Clinic, Depends(_clinic_of_key)]
 """Route parameter: the clinic named in the path, once the caller proved it is that clinic
 (the key travels in `X-API-Key`, declared in OpenAPI as the `ClinicApiKey` scheme)."""
+
+
+# --- the staff member acting, when the console calls (chassis.staff_tokens) -----------
+
+
+async def staff_actor(
+    request: Request,
+    clinic_id: Annotated[str, PathParam(description="The clinic acting")],
+    x_staff_token: Annotated[
+        str | None,
+        Header(description="The console's signed token naming the staff member and role"),
+    ] = None,
+) -> Actor | None:
+    """Router dependency: the staff member a call acts for (None: the clinic's own
+    integration), checked for this clinic, and kept for the events the call causes."""
+    if not x_staff_token:
+        acting.set(None)
+        return None
+    tokens: StaffTokens = request.app.state.staff_tokens
+    try:
+        actor = tokens.verify(x_staff_token)
+    except TokenInvalid as invalid:
+        raise HTTPException(401, f"X-Staff-Token: {invalid}") from invalid
+    if actor.clinic_id != clinic_id:
+        raise HTTPException(403, "X-Staff-Token: not a staff member of this clinic")
+    acting.set(actor)
+    return actor
+
+
+def roles(*allowed: Role) -> Any:
+    """Route dependency: a staff member's call needs one of `allowed` (an integration's,
+    with the clinic's key alone, is the clinic's own and is not limited)."""
+
+    async def check(
+        actor: Annotated[Actor | None, Depends(staff_actor)],
+    ) -> None:
+        if actor is not None and actor.role not in allowed:
+            names = " or ".join(r.value for r in allowed)
+            raise HTTPException(403, f"a {actor.role.value} may not do this (needs {names})")
+
+    return Depends(check)
 
 
 # --- what every clinic route can answer, for the OpenAPI documents --------------

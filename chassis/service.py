@@ -42,6 +42,7 @@ from chassis.kafka import (
 from chassis.logs import configure_logging
 from chassis.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from chassis.redis_client import connect_redis, eviction_policies
+from chassis.staff_tokens import StaffTokens
 from chassis.unit_of_work import UnitOfWork
 from chassis.workers import Supervisor, Worker
 from shared.topics import CLINIC_CHANGES, CLINIC_REGISTRY, Service, produced_by
@@ -232,6 +233,7 @@ def http_app(runtime: ServiceRuntime, *, title: str, routers: Sequence[APIRouter
         app.include_router(router)
     app.state.runtime = runtime
     app.state.clinics = runtime.clinics
+    app.state.staff_tokens = StaffTokens(runtime.settings.staff_token_secret_list())
     return app
 
 

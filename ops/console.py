@@ -21,10 +21,10 @@ from pathlib import Path
 from chassis.config import ServiceSettings
 from chassis.redis_client import connect_redis
 from chassis.replay import DroppingPublisher
+from chassis.staff_tokens import Role
 from chassis.unit_of_work import UnitOfWork
 from ops import demo_clinics
 from ops.stack import BIN, ROOT, Process, Stack, free_port
-from services.console.domain import Role
 from services.console.staff import Policy, Staff
 from services.console.store import ConsoleStore
 

@@ -8,7 +8,9 @@ hence lowercase alphanumeric names.
 Every event on a `public.` topic also carries `clientsequence`: 1, 2, 3... per client
 (its subject) across all the public topics, given by the producer's write step
 (chassis.unit_of_work), so a partner can put a client's events in order across
-topics and see a gap. Internal events carry none. `structured` gives an event in
+topics and see a gap. Internal events carry none. An event a staff member's request
+caused (through the console) carries `actor`: their pseudonymous id and role
+(chassis.staff_tokens); public events never do. `structured` gives an event in
 CloudEvents structured JSON, as webhooks deliver it.
 """
 
@@ -37,6 +39,7 @@ HEADER_CLINIC = "ce_clinicid"
 HEADER_CORRELATION = "ce_correlationid"
 HEADER_CAUSATION = "ce_causationid"
 HEADER_SEQUENCE = "ce_clientsequence"
+HEADER_ACTOR = "ce_actor"
 HEADER_CONTENT_TYPE = "content-type"
 
 REQUIRED_HEADERS = (
@@ -80,6 +83,11 @@ class Envelope(BaseModel):
     sequence: int | None = Field(
         default=None, ge=1, description="Public events: the client's 1, 2, 3... across topics"
     )
+    actor: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The staff member whose request caused it (`staff:<id>/<role>`)",
+    )
     specversion: str = SPEC_VERSION
 
     def caused(self, *, role: str, source: str, type: str, time: datetime) -> Self:
@@ -92,6 +100,7 @@ class Envelope(BaseModel):
                 "time": time.astimezone(UTC),
                 "causation_id": self.id,
                 "sequence": None,
+                "actor": None,  # the reaction's own: not the cause's staff member
             }
         )
 
@@ -111,6 +120,8 @@ class Envelope(BaseModel):
             headers[HEADER_CAUSATION] = self.causation_id
         if self.sequence is not None:
             headers[HEADER_SEQUENCE] = str(self.sequence)
+        if self.actor is not None:
+            headers[HEADER_ACTOR] = self.actor
         return [(name, value.encode()) for name, value in headers.items()]
 
     @classmethod
@@ -138,6 +149,7 @@ class Envelope(BaseModel):
                 correlation_id=text[HEADER_CORRELATION],
                 causation_id=text.get(HEADER_CAUSATION) or None,
                 sequence=int(text[HEADER_SEQUENCE]) if text.get(HEADER_SEQUENCE) else None,
+                actor=text.get(HEADER_ACTOR) or None,
             )
         except ValueError as error:
             raise EnvelopeError(f"invalid envelope: {error}") from error

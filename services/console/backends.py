@@ -1,8 +1,10 @@
 """The three services, as the console reaches them: their HTTP APIs only.
 
-Each call goes with the clinic's own key. A refusal comes back as the service gave
-it: the status and, for a 422, each problem by the field it names, so the form can
-show it next to that field; anything else (a service away) is an `Unavailable`.
+Each call goes with the clinic's own key and, for a signed-in staff member, a staff
+token naming them and their role (chassis.staff_tokens), which the service checks.
+A refusal comes back as the service gave it: the status and, for a 422, each problem
+by the field it names, so the form can show it next to that field; anything else (a
+service away) is an `Unavailable`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+
+from chassis.staff_tokens import Actor, StaffTokens, acting
 
 TIMEOUT_S = 10.0
 
@@ -55,9 +59,17 @@ def _answer(response: httpx.Response) -> Answer:
 
 
 class Services:
-    def __init__(self, intake: str, scheduler: str, notifier: str, keys: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        intake: str,
+        scheduler: str,
+        notifier: str,
+        keys: Mapping[str, str],
+        tokens: StaffTokens,
+    ) -> None:
         self._urls = {"intake": intake, "scheduler": scheduler, "notifier": notifier}
         self._keys = dict(keys)
+        self._tokens = tokens
         self._http = httpx.AsyncClient(timeout=TIMEOUT_S)
 
     def serves(self, clinic_id: str) -> bool:
@@ -68,6 +80,10 @@ class Services:
     ) -> Answer:
         url = f"{self._urls[service]}/v1/clinics/{clinic_id}{path}"
         headers = {"X-API-Key": self._keys.get(clinic_id, "")}
+        actor = acting.get()
+        if actor is not None:  # the signed-in staff member, for this call's clinic
+            who = Actor(actor.staff_id, actor.role, clinic_id)
+            headers["X-Staff-Token"] = self._tokens.issue(who)
         try:
             response = await self._http.request(method, url, headers=headers, **kwargs)
         except httpx.HTTPError as error:

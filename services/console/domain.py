@@ -1,24 +1,25 @@
 """Who may do what in the console: staff members, their roles, and each action's roles.
 
-Roles are per clinic: a front desk books and receives people, a clinician records
-clinical facts, a clinic admin does both and changes the clinic's settings. A group
-admin may also switch between every clinic of the group. The console checks the role
-before it calls a service; an action's form is not even offered to a role without it.
+Roles (chassis.staff_tokens, which the services check too) are per clinic: a front
+desk books and receives people, a clinician records clinical facts, a clinic admin
+does both and changes the clinic's settings. A group admin may also switch between
+every clinic of the group. The console checks the role before it calls a service;
+an action's form is not even offered to a role without it.
 """
 
 from __future__ import annotations
 
+import uuid
 from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from chassis.staff_tokens import Role
 
-class Role(StrEnum):
-    FRONT_DESK = "front_desk"
-    CLINICIAN = "clinician"
-    CLINIC_ADMIN = "clinic_admin"
+# Staff ids: pseudonymous, stable per account (what events name, never the address).
+STAFF_NAMESPACE = uuid.UUID("0f6d1c52-8a3e-4c59-9b8e-2d7f4a6b1e90")
 
 
 class Action(StrEnum):
@@ -48,6 +49,10 @@ class StaffMember(BaseModel):
     clinics: tuple[str, ...] = Field(min_length=1)
     group_admin: bool = False
     password_hash: str
+
+    @property
+    def staff_id(self) -> str:
+        return str(uuid.uuid5(STAFF_NAMESPACE, self.email.strip().lower()))
 
     def may(self, action: Action) -> bool:
         return self.role in ALLOWED[action]

@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from chassis.clock import Clock
 from chassis.service import ServiceRuntime, http_app, serve
+from chassis.staff_tokens import StaffTokens
 from services.console import pages
 from services.console.backends import Services
 from services.console.config import DEV_SESSION_SECRET, Settings
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         settings.scheduler_url,
         settings.notifier_url,
         settings.clinic_key_map(),
+        StaffTokens(settings.staff_token_secret_list()),
     )
     secret = settings.session_secret.get_secret_value()
     if secret == DEV_SESSION_SECRET:

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from chassis.staff_tokens import Actor, acting
 from services.console.backends import Answer, Services, Unavailable
 from services.console.domain import Action, StaffMember
 from services.console.staff import Locked, SignInRefused, Staff
@@ -86,7 +87,12 @@ def routes(
         except BadSignature:
             return None
         current = await staff.current(str(session_id))
-        return Signed(*current) if current else None
+        if current is None:
+            return None
+        session, member = current
+        # The services are called on this member's behalf (backends names them, per call).
+        acting.set(Actor(member.staff_id, member.role, session.clinic_id))
+        return Signed(session, member)
 
     def csrf_ok(form: Any, who: Signed) -> bool:
         given = str(form.get("csrf", ""))

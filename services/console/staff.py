@@ -13,8 +13,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chassis.staff_tokens import Role
 from chassis.unit_of_work import Decision, Transaction, UnitOfWork
-from services.console.domain import Role, StaffMember, hash_password, password_matches
+from services.console.domain import StaffMember, hash_password, password_matches
 from services.console.store import SLOT, ConsoleStore, Session
 
 _NOBODY = hash_password(secrets.token_urlsafe(16))  # checked when the account is unknown

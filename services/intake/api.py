@@ -22,7 +22,16 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from chassis.http import CLINIC_RESPONSES, CONFLICT, TOO_MANY, AuthorisedClinic, SaneInstant
+from chassis.http import (
+    CLINIC_RESPONSES,
+    CONFLICT,
+    TOO_MANY,
+    AuthorisedClinic,
+    SaneInstant,
+    roles,
+    staff_actor,
+)
+from chassis.staff_tokens import CLINICAL
 from chassis.unit_of_work import WriteConflict
 from services.intake import directory, domain, measures
 from services.intake.limits import Limit, RateLimited, RateLimiter
@@ -230,7 +239,10 @@ def routes(
     consultations_per_client: int = 0,
 ) -> APIRouter:
     router = APIRouter(
-        prefix="/v1/clinics/{clinic_id}", tags=["intake"], responses=CLINIC_RESPONSES
+        prefix="/v1/clinics/{clinic_id}",
+        tags=["intake"],
+        responses=CLINIC_RESPONSES,
+        dependencies=[Depends(staff_actor)],
     )
     limit_requests = per_address(limiter, "consultation:address", consultations_per_address)
 
@@ -261,7 +273,12 @@ def routes(
         reply = intake.request_consultation(clinic, contact, windows, body.timezone, retry)
         return await _answer(reply, PERSON_BUSY)
 
-    @router.post("/clients/{client_id}/consultation-outcome", status_code=202, responses=CONFLICT)
+    @router.post(
+        "/clients/{client_id}/consultation-outcome",
+        status_code=202,
+        responses=CONFLICT,
+        dependencies=[roles(*CLINICAL)],
+    )
     async def record_consultation(
         clinic: AuthorisedClinic,
         client_id: UUID,
@@ -272,7 +289,12 @@ def routes(
         retry = _retry(request, body, idempotency_key)
         return await _answer(intake.record_consultation(clinic.id, client_id, body.outcome, retry))
 
-    @router.post("/clients/{client_id}/screening", status_code=202, responses=CONFLICT)
+    @router.post(
+        "/clients/{client_id}/screening",
+        status_code=202,
+        responses=CONFLICT,
+        dependencies=[roles(*CLINICAL)],
+    )
     async def record_screening(
         clinic: AuthorisedClinic,
         client_id: UUID,
@@ -284,7 +306,12 @@ def routes(
         retry = _retry(request, body, idempotency_key)
         return await _answer(intake.record_screening(clinic.id, client_id, screening, retry))
 
-    @router.post("/clients/{client_id}/enrolment", status_code=202, responses=CONFLICT)
+    @router.post(
+        "/clients/{client_id}/enrolment",
+        status_code=202,
+        responses=CONFLICT,
+        dependencies=[roles(*CLINICAL)],
+    )
     async def enrol(
         clinic: AuthorisedClinic,
         client_id: UUID,
@@ -302,6 +329,7 @@ def routes(
         status_code=202,
         summary="Enter a client's PHQ-9 and GAD-7 answers (staff)",
         responses=CONFLICT,
+        dependencies=[roles(*CLINICAL)],
     )
     async def enter_measure(
         clinic: AuthorisedClinic,

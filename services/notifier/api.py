@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 from uuid import UUID
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from chassis.clock import Clock
-from chassis.http import CLINIC_RESPONSES, AuthorisedClinic
+from chassis.http import CLINIC_RESPONSES, AuthorisedClinic, roles, staff_actor
+from chassis.staff_tokens import CLINICAL
 from services.notifier.alerts import Alert, Alerts
 from services.notifier.plans import PlanStore
 
@@ -75,7 +76,10 @@ def _alert_view(alert: Alert) -> AlertView:
 
 def routes(plans: PlanStore, alerts: Alerts | None = None, clock: Clock | None = None) -> APIRouter:
     router = APIRouter(
-        prefix="/v1/clinics/{clinic_id}", tags=["notifier"], responses=CLINIC_RESPONSES
+        prefix="/v1/clinics/{clinic_id}",
+        tags=["notifier"],
+        responses=CLINIC_RESPONSES,
+        dependencies=[Depends(staff_actor)],
     )
 
     @router.get(
@@ -102,6 +106,7 @@ def routes(plans: PlanStore, alerts: Alerts | None = None, clock: Clock | None =
     @router.post(
         "/alerts/{alert_id}/acknowledge",
         summary="Take ownership of an urgent alert: its escalation to on-call is called off",
+        dependencies=[roles(*CLINICAL)],
     )
     async def acknowledge(
         clinic: AuthorisedClinic,

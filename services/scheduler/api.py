@@ -11,10 +11,18 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, SaneInstant
+from chassis.http import (
+    CLINIC_RESPONSES,
+    CONFLICT,
+    AuthorisedClinic,
+    SaneInstant,
+    roles,
+    staff_actor,
+)
+from chassis.staff_tokens import CLINICAL
 from chassis.unit_of_work import WriteConflict
 from services.scheduler.api_medicine import add_medicine_routes, session_safety_view
 from services.scheduler.booster_api import booster_routes, booster_sessions_view
@@ -100,7 +108,10 @@ def schedule_view(schedule: ClientSchedule) -> dict[str, Any]:
 
 def routes(scheduler: Scheduler) -> APIRouter:
     router = APIRouter(
-        prefix="/v1/clinics/{clinic_id}", tags=["scheduler"], responses=CLINIC_RESPONSES
+        prefix="/v1/clinics/{clinic_id}",
+        tags=["scheduler"],
+        responses=CLINIC_RESPONSES,
+        dependencies=[Depends(staff_actor)],
     )
 
     async def guarded(call: Any) -> Any:
@@ -130,6 +141,7 @@ def routes(scheduler: Scheduler) -> APIRouter:
         "/appointments/{appointment_id}/completion",
         summary="The session was held",
         responses=CONFLICT,
+        dependencies=[roles(*CLINICAL)],
     )
     async def complete(
         clinic: AuthorisedClinic, appointment_id: UUID, body: CompletionIn
@@ -195,6 +207,7 @@ def routes(scheduler: Scheduler) -> APIRouter:
         "/clients/{client_id}/booster-plan",
         summary="Set or change the booster plan",
         responses=CONFLICT,
+        dependencies=[roles(*CLINICAL)],
     )
     async def set_boosters(
         clinic: AuthorisedClinic, client_id: UUID, body: BoosterPlanIn
@@ -202,7 +215,12 @@ def routes(scheduler: Scheduler) -> APIRouter:
         plan = ev.BoosterPlan(**body.model_dump())
         return schedule_view(await guarded(scheduler.set_boosters(clinic.id, client_id, plan)))
 
-    @router.delete("/clients/{client_id}/booster-plan", summary="Stop boosters", responses=CONFLICT)
+    @router.delete(
+        "/clients/{client_id}/booster-plan",
+        summary="Stop boosters",
+        responses=CONFLICT,
+        dependencies=[roles(*CLINICAL)],
+    )
     async def stop_boosters(clinic: AuthorisedClinic, client_id: UUID) -> dict[str, Any]:
         return schedule_view(await guarded(scheduler.set_boosters(clinic.id, client_id, None)))
 

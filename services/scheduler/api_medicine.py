@@ -16,7 +16,8 @@ from uuid import UUID
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from chassis.http import CONFLICT, AuthorisedClinic, SaneInstant
+from chassis.http import CONFLICT, AuthorisedClinic, SaneInstant, roles
+from chassis.staff_tokens import CLINICAL
 from services.scheduler.domain.schedule import ClientSchedule, Course
 from services.scheduler.scheduler import Scheduler
 from shared import events as ev
@@ -87,6 +88,7 @@ def add_medicine_routes(
         "/appointments/{appointment_id}/check-in",
         summary="Check the client in before a medicine session (passed or refused)",
         responses=CONFLICT,
+        dependencies=[roles(*CLINICAL)],
     )
     async def check_in(
         clinic: AuthorisedClinic, appointment_id: UUID, body: CheckInIn
@@ -100,6 +102,7 @@ def add_medicine_routes(
         "/appointments/{appointment_id}/record",
         summary="A medicine session's record: dose, monitoring, vital signs, adverse events",
         responses=CONFLICT,
+        dependencies=[roles(*CLINICAL)],
     )
     async def record(
         clinic: AuthorisedClinic, appointment_id: UUID, body: SessionRecordIn

@@ -15,7 +15,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chassis.http import CONFLICT, AuthorisedClinic, SaneDate, SaneInstant, unprocessable
+from chassis.http import CONFLICT, AuthorisedClinic, SaneDate, SaneInstant, roles, unprocessable
+from chassis.staff_tokens import Role
 from services.scheduler.changes import COURSE_HORIZON_DAYS
 from services.scheduler.domain.clinic import (
     ClinicCalendar,
@@ -114,7 +115,11 @@ def calendar_routes(scheduler: Scheduler, guarded: Guarded) -> APIRouter:
         calendar: ClinicCalendar = await guarded(scheduler.calendar(clinic.id))
         return calendar.model_dump(mode="json")
 
-    @router.put("/calendar", summary="Change therapists, rooms, hours or policy")
+    @router.put(
+        "/calendar",
+        summary="Change therapists, rooms, hours or policy",
+        dependencies=[roles(Role.CLINIC_ADMIN)],
+    )
     async def change_calendar(clinic: AuthorisedClinic, body: CalendarIn) -> Any:
         try:
             calendar = body.calendar(clinic.id, clinic.timezone)

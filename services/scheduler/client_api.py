@@ -6,10 +6,10 @@ from datetime import time
 from typing import Any, Self
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, SaneDate
+from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, SaneDate, staff_actor
 from chassis.unit_of_work import WriteConflict
 from services.scheduler.api import schedule_view
 from services.scheduler.domain.plans import ClientAvailability
@@ -46,7 +46,10 @@ class AvailabilityIn(BaseModel):
 
 def routes(scheduler: Scheduler) -> APIRouter:
     router = APIRouter(
-        prefix="/v1/clinics/{clinic_id}", tags=["scheduler"], responses=CLINIC_RESPONSES
+        prefix="/v1/clinics/{clinic_id}",
+        tags=["scheduler"],
+        responses=CLINIC_RESPONSES,
+        dependencies=[Depends(staff_actor)],
     )
 
     @router.put(

@@ -13,7 +13,8 @@ from uuid import UUID
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from chassis.http import CONFLICT, AuthorisedClinic
+from chassis.http import CONFLICT, AuthorisedClinic, roles
+from chassis.staff_tokens import CLINICAL
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.scheduler import Scheduler
 from shared import events as ev
@@ -33,7 +34,8 @@ Body = NoFields | None
 
 
 def course_routes(scheduler: Scheduler, guarded: Guarded, view: View) -> APIRouter:
-    router = APIRouter()
+    # Pausing, resuming, withdrawing and discharging are clinical decisions.
+    router = APIRouter(dependencies=[roles(*CLINICAL)])
 
     @router.post(
         "/clients/{client_id}/course/pause",

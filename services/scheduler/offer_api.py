@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 
-from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic
+from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, staff_actor
 from chassis.unit_of_work import WriteConflict
 from services.scheduler.api import schedule_view
 from services.scheduler.changes import CalendarMissing
@@ -29,7 +29,10 @@ GONE: dict[int | str, dict[str, Any]] = {
 
 def routes(scheduler: Scheduler) -> list[APIRouter]:
     clinic = APIRouter(
-        prefix="/v1/clinics/{clinic_id}", tags=["scheduler"], responses=CLINIC_RESPONSES
+        prefix="/v1/clinics/{clinic_id}",
+        tags=["scheduler"],
+        responses=CLINIC_RESPONSES,
+        dependencies=[Depends(staff_actor)],
     )
 
     @clinic.post(

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 
-from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic
+from chassis.http import CLINIC_RESPONSES, CONFLICT, AuthorisedClinic, staff_actor
 from chassis.unit_of_work import WriteConflict
 from services.scheduler.domain.cohorts import MIN_COHORT, CohortRow, PointSummary
 from services.scheduler.domain.intervals import Estimate
@@ -113,7 +113,10 @@ def publication_view(publication: CohortPublication) -> dict[str, Any]:
 
 def routes(scheduler: Scheduler) -> APIRouter:
     router = APIRouter(
-        prefix="/v1/clinics/{clinic_id}", tags=["outcomes"], responses=CLINIC_RESPONSES
+        prefix="/v1/clinics/{clinic_id}",
+        tags=["outcomes"],
+        responses=CLINIC_RESPONSES,
+        dependencies=[Depends(staff_actor)],
     )
 
     @router.get(

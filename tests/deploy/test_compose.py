@@ -303,3 +303,14 @@ def test_the_console_reads_what_compose_sets_and_waits_for_the_services(
         )
     assert "8005/readyz" in " ".join(console["healthcheck"]["test"])
     ConsoleSettings(**{k: str(v) for k, v in console["environment"].items()})  # type: ignore[arg-type]
+
+
+def test_the_console_signs_staff_tokens_with_the_secrets_every_service_verifies_with(
+    resolved: dict[str, Any],
+) -> None:
+    secrets = {
+        service: resolved["services"][service]["environment"].get("KAP_STAFF_TOKEN_SECRETS")
+        for service in ("console", "intake", "scheduler", "notifier", "webhooks")
+    }
+    assert secrets["console"]
+    assert set(secrets.values()) == {secrets["console"]}

@@ -29,6 +29,9 @@ from playwright.async_api import Page, async_playwright
 from ops import console as console_ops
 from ops import demo_clinics
 from ops.stack import ROOT, Stack
+from services.console.domain import STAFF_NAMESPACE
+from shared import topics
+from tests.helpers import topic_messages
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = ROOT / ".infra" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
@@ -192,6 +195,13 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     await page.set_viewport_size(TABLET)  # type: ignore[arg-type]
     await accessible(page, "client page")
     await page.screenshot(path=str(SHOTS / "client-tablet.png"), full_page=True)
+
+    # The services were told who acted: the screening's event names the clinician.
+    client_id = client_url.rstrip("/").rsplit("/", 1)[-1]
+    kafka = stack.service_env()["KAFKA_BOOTSTRAP_SERVERS"]
+    [screened] = await topic_messages(kafka, topics.SCREENING_COMPLETED.name, key=client_id)
+    staff_id = uuid.uuid5(STAFF_NAMESPACE, clinician.email)
+    assert screened["headers"]["ce_actor"] == f"staff:{staff_id}/clinician"
 
     # The consultation's confirmation reached the SMTP server.
     for _ in range(40):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from chassis.staff_tokens import Role
 from services.console.domain import (
     Action,
-    Role,
     StaffMember,
     hash_password,
     password_matches,
