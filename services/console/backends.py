@@ -126,5 +126,13 @@ class Services:
             "intake", "POST", clinic_id, f"/clients/{client_id}/enrolment", json=body
         )
 
+    async def appointment(
+        self, clinic_id: str, appointment_id: UUID, what: str, body: dict[str, Any]
+    ) -> Answer:
+        """One of a session's actions: check-in, completion, missed, cancellation,
+        reschedule (the scheduler's route of that name)."""
+        path = f"/appointments/{appointment_id}/{what}"
+        return await self._call("scheduler", "POST", clinic_id, path, json=body)
+
     async def close(self) -> None:
         await self._http.aclose()

@@ -27,6 +27,11 @@ class Action(StrEnum):
     RECORD_CONSULTATION = "record_consultation"
     RECORD_SCREENING = "record_screening"
     ENROL = "enrol"
+    CHECK_IN = "check_in"
+    COMPLETE_SESSION = "complete_session"
+    MARK_MISSED = "mark_missed"
+    CANCEL_SESSION = "cancel_session"
+    RESCHEDULE = "reschedule"
 
 
 # Front desk: people and their bookings; clinicians: clinical facts; admins: all.
@@ -35,6 +40,11 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.RECORD_CONSULTATION: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
     Action.RECORD_SCREENING: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
     Action.ENROL: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+    Action.CHECK_IN: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+    Action.COMPLETE_SESSION: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+    Action.MARK_MISSED: frozenset(Role),
+    Action.CANCEL_SESSION: frozenset(Role),
+    Action.RESCHEDULE: frozenset(Role),
 }
 
 

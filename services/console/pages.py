@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -355,7 +355,158 @@ def routes(
 
         return await act(request, clinic_id, client_id, Action.ENROL, call)
 
+    # --- a session: check-in, completion, missed, cancellation, reschedule --------------
+
+    def find(schedule: dict[str, Any] | None, appointment_id: UUID) -> dict[str, Any] | None:
+        if not schedule:
+            return None
+        course = schedule.get("course") or {}
+        every = [schedule.get("consultation") or {}, *course.get("appointments", [])]
+        every += (
+            course.get("booster_sessions", [])
+            if isinstance(course.get("booster_sessions"), list)
+            else []
+        )
+        return next((a for a in every if a.get("appointment_id") == str(appointment_id)), None)
+
+    async def appointment_page(
+        who: Signed,
+        clinic_id: str,
+        client_id: UUID,
+        appointment_id: UUID,
+        status: int = 200,
+        problems: dict[str, str] | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> HTMLResponse:
+        try:
+            schedule = await services.schedule(clinic_id, client_id)
+            intake = await services.client(clinic_id, client_id)
+        except Unavailable as away:
+            return refused(who, clinic_id, 503, f"A service is not answering ({away}); try again.")
+        found = find(schedule.body if schedule.ok else None, appointment_id)
+        if found is None or not intake.ok:
+            return refused(who, clinic_id, 404, "No such appointment for this client.")
+        return page(
+            "appointment.html",
+            status,
+            **frame(
+                who,
+                clinic_id,
+                client=intake.body,
+                appointment=found,
+                problems=problems or {},
+                values=values or {},
+            ),
+        )
+
+    @router.get("/clinics/{clinic_id}/clients/{client_id}/appointments/{appointment_id}")
+    async def appointment(
+        request: Request, clinic_id: str, client_id: UUID, appointment_id: UUID
+    ) -> Response:
+        who = await signed(request)
+        if who is None:
+            return to_sign_in()
+        if not may_see(who, clinic_id):
+            return refused(who, who.session.clinic_id, 403, "Not a clinic you work at.")
+        return await appointment_page(who, clinic_id, client_id, appointment_id)
+
+    @router.post("/clinics/{clinic_id}/clients/{client_id}/appointments/{appointment_id}/{what}")
+    async def session_action(
+        request: Request, clinic_id: str, client_id: UUID, appointment_id: UUID, what: str
+    ) -> Response:
+        if what not in SESSION_ACTIONS:
+            return HTMLResponse("not found", 404, headers=HEADERS)
+        action, body_of = SESSION_ACTIONS[what]
+        checked = await posted(request, clinic_id, action)
+        if isinstance(checked, Response):
+            return checked
+        who, form = checked
+        try:
+            body = body_of(form, zone_of(clinic_id))
+        except ValueError as wrong:  # a local time that is not one (a DST gap), or not a time
+            values = {k: str(v) for k, v in form.items() if k != "csrf"}
+            problems = {"new_starts_at": str(wrong)}
+            return await appointment_page(
+                who, clinic_id, client_id, appointment_id, 422, problems, values
+            )
+        try:
+            answer = await services.appointment(clinic_id, appointment_id, what, body)
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
+        if not answer.ok:
+            values = {k: str(v) for k, v in form.items() if k != "csrf"}
+            return await appointment_page(
+                who, clinic_id, client_id, appointment_id, 422, _or_form(answer), values
+            )
+        log.info("console: %s did %s", who.member.role.value, action.value)
+        return RedirectResponse(f"/clinics/{clinic_id}/clients/{client_id}", 303, headers=HEADERS)
+
     return router
+
+
+def _checked(form: Any, name: str) -> bool:
+    return bool(form.get(name) == "on")
+
+
+def _number(form: Any, name: str) -> str | None:
+    """A number field as typed (the service validates it and names it if wrong)."""
+    value = str(form.get(name, "")).strip()
+    return value or None
+
+
+def _check_in(form: Any, zone: str) -> dict[str, Any]:
+    return {
+        "ride_home_confirmed": _checked(form, "ride_home_confirmed"),
+        "fasting_confirmed": _checked(form, "fasting_confirmed"),
+        "vitals": {
+            "systolic": _number(form, "systolic"),
+            "diastolic": _number(form, "diastolic"),
+            "heart_rate": _number(form, "heart_rate"),
+        },
+        "phq9_item9": _number(form, "phq9_item9"),
+    }
+
+
+def _completion(form: Any, zone: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"ride_home_confirmed": _checked(form, "ride_home_confirmed")}
+    for name in ("phq9_total", "phq9_item9"):
+        if _number(form, name) is not None:
+            body[name] = _number(form, name)
+    return body
+
+
+def _dropped(form: Any, zone: str) -> dict[str, Any]:
+    return {"allow_short_notice": _checked(form, "allow_short_notice")}
+
+
+def _rescheduled(form: Any, zone: str) -> dict[str, Any]:
+    return {
+        "new_starts_at": local_instant(str(form.get("new_starts_at", "")), zone),
+        "allow_short_notice": _checked(form, "allow_short_notice"),
+    }
+
+
+def local_instant(typed: str, zone: str) -> str:
+    """A `datetime-local` value read on the clinic's wall clock, as an ISO instant. A
+    time the clocks skip (spring forward) does not exist there: refused, not guessed."""
+    try:
+        naive = datetime.fromisoformat(typed)
+    except ValueError:
+        raise ValueError("a date and a time, e.g. 2026-12-01T10:00") from None
+    tz = ZoneInfo(zone)
+    local = naive.replace(tzinfo=tz)
+    if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != naive:
+        raise ValueError(f"{typed} does not exist in {zone} (the clocks skip it)")
+    return local.isoformat()
+
+
+SESSION_ACTIONS: dict[str, tuple[Action, Callable[[Any, str], dict[str, Any]]]] = {
+    "check-in": (Action.CHECK_IN, _check_in),
+    "completion": (Action.COMPLETE_SESSION, _completion),
+    "missed": (Action.MARK_MISSED, _dropped),
+    "cancellation": (Action.CANCEL_SESSION, _dropped),
+    "reschedule": (Action.RESCHEDULE, _rescheduled),
+}
 
 
 def shown_in(instant: str | None, zone: str) -> str:

@@ -196,12 +196,39 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     await accessible(page, "client page")
     await page.screenshot(path=str(SHOTS / "client-tablet.png"), full_page=True)
 
+    # The clinician opens the first medicine session: its check-in is refused (it opens
+    # 120 min before the session, tomorrow), the service's reason shown with the form.
+    await page.set_viewport_size(LAPTOP)  # type: ignore[arg-type]
+    await page.get_by_role("link", name="medicine 1").click()
+    await page.get_by_role("heading", name="Check in").wait_for()
+    await page.get_by_label("A driver takes the client home").check()
+    await page.get_by_label("Fasting confirmed").check()
+    await page.get_by_label("Systolic (mmHg)").fill("124")
+    await page.get_by_label("Diastolic (mmHg)").fill("78")
+    await page.get_by_label("Heart rate (per minute)").fill("70")
+    await page.get_by_label("PHQ-9 item 9 today").fill("0")
+    await accessible(page, "appointment page")
+    await page.get_by_role("button", name="Check in").click()
+    refusal = page.get_by_role("alert").filter(has_text="check-in opens")
+    await refusal.wait_for()
+    assert await page.get_by_label("Systolic (mmHg)").input_value() == "124"  # kept
+    await page.screenshot(path=str(SHOTS / "check-in-refused.png"), full_page=True)
+    # It cancels the session instead (short notice allowed): the client's page again.
+    await page.get_by_label("Allow shorter notice than the policy").check()
+    await page.get_by_role("button", name="Cancel the session").click()
+    await page.wait_for_url(client_url)
+
     # The services were told who acted: the screening's event names the clinician.
     client_id = client_url.rstrip("/").rsplit("/", 1)[-1]
     kafka = stack.service_env()["KAFKA_BOOTSTRAP_SERVERS"]
     [screened] = await topic_messages(kafka, topics.SCREENING_COMPLETED.name, key=client_id)
     staff_id = uuid.uuid5(STAFF_NAMESPACE, clinician.email)
     assert screened["headers"]["ce_actor"] == f"staff:{staff_id}/clinician"
+    assert not await topic_messages(
+        kafka, topics.SESSION_CHECKED_IN.name, key=client_id, wait_s=1, expect=0
+    )
+    [cancelled] = await topic_messages(kafka, topics.SESSION_CANCELLED.name, key=client_id)
+    assert cancelled["headers"]["ce_actor"] == f"staff:{staff_id}/clinician"
 
     # The consultation's confirmation reached the SMTP server.
     for _ in range(40):

@@ -73,3 +73,17 @@ def test_times_are_shown_on_the_clinics_wall_clock_across_daylight_saving(
     instant: str | None, zone: str, shown: str
 ) -> None:
     assert shown_in(instant, zone) == shown
+
+
+def test_a_local_time_is_read_on_the_clinics_clock_and_a_skipped_one_refused() -> None:
+    from services.console.pages import local_instant
+
+    assert local_instant("2026-12-01T10:00", "Europe/Lisbon") == "2026-12-01T10:00:00+00:00"
+    assert local_instant("2026-07-01T10:00", "Europe/Lisbon") == "2026-07-01T10:00:00+01:00"
+    # 29 March 2026 in Lisbon: 01:00 jumps to 02:00, so 01:30 is no time there.
+    with pytest.raises(ValueError, match="does not exist"):
+        local_instant("2026-03-29T01:30", "Europe/Lisbon")
+    # 5 April 2026 in Sydney: 02:30 happens twice; the first (daylight) one is taken.
+    assert local_instant("2026-04-05T02:30", "Australia/Sydney") == "2026-04-05T02:30:00+11:00"
+    with pytest.raises(ValueError, match="a date and a time"):
+        local_instant("tomorrow", "Europe/Lisbon")
