@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -97,6 +98,12 @@ class Services:
 
     async def client(self, clinic_id: str, client_id: UUID) -> Answer:
         return await self._call("intake", "GET", clinic_id, f"/clients/{client_id}")
+
+    async def day(self, clinic_id: str, day: date) -> Answer:
+        """The clinic's appointments of one local date (the scheduler's day view)."""
+        return await self._call(
+            "scheduler", "GET", clinic_id, "/calendar/day", params={"date": day.isoformat()}
+        )
 
     async def schedule(self, clinic_id: str, client_id: UUID) -> Answer:
         return await self._call("scheduler", "GET", clinic_id, f"/clients/{client_id}/schedule")

@@ -49,7 +49,15 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         clinic = runtime.clinics.get(clinic_id)
         return clinic.timezone if clinic is not None else "UTC"
 
-    router = pages.routes(staff, services, secret, every_clinic, zone_of, settings.secure_cookies)
+    router = pages.routes(
+        staff,
+        services,
+        secret,
+        every_clinic,
+        zone_of,
+        settings.secure_cookies,
+        runtime.clock.now,
+    )
     app = http_app(runtime, title="KAP console", routers=[router])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.staff = staff

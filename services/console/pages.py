@@ -9,6 +9,8 @@ the field it names, the form kept as it was filled in.
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import hmac
 import logging
 from collections.abc import Callable
@@ -65,11 +67,13 @@ def routes(
     every_clinic: Callable[[], tuple[str, ...]],
     zone_of: Callable[[str], str],
     secure_cookies: bool,
+    now: Callable[[], datetime],
 ) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     signer = URLSafeTimedSerializer(secret, salt="kap-console")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.filters["when"] = shown_in
+    env.filters["hours"] = hours_in
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(**context)
@@ -116,6 +120,15 @@ def routes(
 
     def refused(who: Signed, clinic_id: str, status: int, message: str) -> HTMLResponse:
         return page("refused.html", status, **frame(who, clinic_id, message=message))
+
+    async def viewer(request: Request, clinic_id: str) -> Signed | Response:
+        """A page's reader: signed in, and working at the clinic (or the page that says not)."""
+        who = await signed(request)
+        if who is None:
+            return to_sign_in()
+        if not may_see(who, clinic_id):
+            return refused(who, who.session.clinic_id, 403, "Not a clinic you work at.")
+        return who
 
     async def posted(
         request: Request, clinic_id: str, action: Action
@@ -202,11 +215,9 @@ def routes(
 
     @router.get("/clinics/{clinic_id}/clients")
     async def clients(request: Request, clinic_id: str, q: str = "") -> Response:
-        who = await signed(request)
-        if who is None:
-            return to_sign_in()
-        if not may_see(who, clinic_id):
-            return refused(who, who.session.clinic_id, 403, "Not a clinic you work at.")
+        who = await viewer(request, clinic_id)
+        if isinstance(who, Response):
+            return who
         found: list[dict[str, Any]] = []
         problem = None
         if q.strip():
@@ -222,11 +233,9 @@ def routes(
 
     @router.get("/clinics/{clinic_id}/clients/new")
     async def new_client(request: Request, clinic_id: str) -> Response:
-        who = await signed(request)
-        if who is None:
-            return to_sign_in()
-        if not may_see(who, clinic_id):
-            return refused(who, who.session.clinic_id, 403, "Not a clinic you work at.")
+        who = await viewer(request, clinic_id)
+        if isinstance(who, Response):
+            return who
         return page("new_client.html", **frame(who, clinic_id, values={}, problems={}))
 
     @router.post("/clinics/{clinic_id}/clients")
@@ -261,11 +270,9 @@ def routes(
 
     @router.get("/clinics/{clinic_id}/clients/{client_id}")
     async def client(request: Request, clinic_id: str, client_id: UUID) -> Response:
-        who = await signed(request)
-        if who is None:
-            return to_sign_in()
-        if not may_see(who, clinic_id):
-            return refused(who, who.session.clinic_id, 403, "Not a clinic you work at.")
+        who = await viewer(request, clinic_id)
+        if isinstance(who, Response):
+            return who
         return await client_page(who, clinic_id, client_id)
 
     async def client_page(
@@ -355,6 +362,62 @@ def routes(
 
         return await act(request, clinic_id, client_id, Action.ENROL, call)
 
+    # --- the day: every appointment by therapist or by room ----------------------------
+
+    @router.get("/clinics/{clinic_id}/today")
+    async def today(
+        request: Request, clinic_id: str, date: str = "", by: str = "therapist"
+    ) -> Response:
+        who = await viewer(request, clinic_id)
+        if isinstance(who, Response):
+            return who
+        zone = zone_of(clinic_id)
+        try:
+            day = dt.date.fromisoformat(date) if date else now().astimezone(ZoneInfo(zone)).date()
+        except ValueError:
+            return refused(who, clinic_id, 422, "date: a date as YYYY-MM-DD")
+        by = "room" if by == "room" else "therapist"
+        try:
+            answer = await services.day(clinic_id, day)
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
+        if not answer.ok:
+            return refused(
+                who, clinic_id, answer.status, answer.problems.get("date", answer.message)
+            )
+        appointments = answer.body["appointments"]
+        names = await client_names(clinic_id, {a["client_id"] for a in appointments})
+        columns = answer.body["therapists"] if by == "therapist" else answer.body["rooms"]
+        key = "therapist_id" if by == "therapist" else "room_id"
+        grouped = {c: [a for a in appointments if a.get(key) == c] for c in columns}
+        return page(
+            "today.html",
+            **frame(
+                who,
+                clinic_id,
+                day=day,
+                by=by,
+                grouped=grouped,
+                names=names,
+                unassigned=[a for a in appointments if not a.get(key)],
+                previous=(day - dt.timedelta(days=1)).isoformat(),
+                following=(day + dt.timedelta(days=1)).isoformat(),
+            ),
+        )
+
+    async def client_names(clinic_id: str, clients: set[str]) -> dict[str, str]:
+        """Each client's name, from intake (one read each, side by side); a client
+        intake does not know (yet) shows as their id."""
+        ids = sorted(clients)
+        answers = await asyncio.gather(
+            *(services.client(clinic_id, UUID(c)) for c in ids), return_exceptions=True
+        )
+        return {
+            c: a.body["contact"]["name"]
+            for c, a in zip(ids, answers, strict=True)
+            if isinstance(a, Answer) and a.ok
+        }
+
     # --- a session: check-in, completion, missed, cancellation, reschedule --------------
 
     def find(schedule: dict[str, Any] | None, appointment_id: UUID) -> dict[str, Any] | None:
@@ -403,11 +466,9 @@ def routes(
     async def appointment(
         request: Request, clinic_id: str, client_id: UUID, appointment_id: UUID
     ) -> Response:
-        who = await signed(request)
-        if who is None:
-            return to_sign_in()
-        if not may_see(who, clinic_id):
-            return refused(who, who.session.clinic_id, 403, "Not a clinic you work at.")
+        who = await viewer(request, clinic_id)
+        if isinstance(who, Response):
+            return who
         return await appointment_page(who, clinic_id, client_id, appointment_id)
 
     @router.post("/clinics/{clinic_id}/clients/{client_id}/appointments/{appointment_id}/{what}")
@@ -507,6 +568,11 @@ SESSION_ACTIONS: dict[str, tuple[Action, Callable[[Any, str], dict[str, Any]]]] 
     "cancellation": (Action.CANCEL_SESSION, _dropped),
     "reschedule": (Action.RESCHEDULE, _rescheduled),
 }
+
+
+def hours_in(instant: str, zone: str) -> str:
+    """An instant's hour and minute on the clinic's wall clock."""
+    return f"{datetime.fromisoformat(instant).astimezone(ZoneInfo(zone)):%H:%M}"
 
 
 def shown_in(instant: str | None, zone: str) -> str:

@@ -2,7 +2,7 @@
 
 `routes` builds the clinic's router and includes the other route modules under
 its prefix, sharing `guarded` (refusal → 409) and `schedule_view`: calendar_api
-(calendar, availability), api_medicine (check-in, session record) and
+(calendar, availability, a day's appointments), api_medicine (check-in, session record) and
 course_api (pause, resume, endings) and booster_api (decline a booster).
 """
 

@@ -1,5 +1,6 @@
 """The scheduler's HTTP routes for a clinic's calendar: its opening hours, therapists,
-rooms and course policy, and the earliest consultation and course it can offer.
+rooms and course policy, the earliest consultation and course it can offer, and one
+day's appointments by therapist and room (calendar_day.py).
 
 Included by api.routes under its clinic prefix; `guarded` maps a refusal to 409.
 A calendar on which no full course can ever be planned is a 422 naming `policy`.
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from chassis.http import CONFLICT, AuthorisedClinic, SaneDate, SaneInstant, roles, unprocessable
 from chassis.staff_tokens import Role
+from services.scheduler.calendar_day import CalendarDay, calendar_day
 from services.scheduler.changes import COURSE_HORIZON_DAYS
 from services.scheduler.domain.clinic import (
     ClinicCalendar,
@@ -133,6 +135,33 @@ def calendar_routes(scheduler: Scheduler, guarded: Guarded) -> APIRouter:
             return JSONResponse({"detail": [problem]}, status_code=422)
         await scheduler.store.save_calendar(calendar)
         return calendar.model_dump(mode="json")
+
+    @router.get(
+        "/calendar/day",
+        summary="One clinic-local day's appointments, by therapist and room",
+        responses=CONFLICT,
+        response_model=CalendarDay,
+    )
+    async def read_day(
+        clinic: AuthorisedClinic,
+        day: Annotated[
+            SaneDate,
+            Query(alias="date", description="The clinic-local date (YYYY-MM-DD), 2000 to 2100"),
+        ],
+    ) -> CalendarDay:
+        """Every appointment that starts on `date` in the clinic's time zone (a day of 23
+        or 25 hours when the clocks change), with each one's client id (no names), kind,
+        status, therapist, room, dose number and flags: `check_in_refused`,
+        `ride_home_unconfirmed` (a booked dose with no check-in confirming a ride home)
+        and `measure_overdue` (its pre-dose measure opened unanswered).
+
+        Listed: what holds a therapist's or a room's slot, booked, fulfilled or (a
+        consultation not rebooked yet) noshow. Cancelled appointments are not listed:
+        a cancellation gives the slot up, and the day is read from the slots held; a
+        course session missed or released by a pause or an ending is not listed either.
+        """
+        result: CalendarDay = await guarded(calendar_day(scheduler, clinic.id, day))
+        return result
 
     @router.get(
         "/availability", summary="The earliest consultation and course start", responses=CONFLICT

@@ -244,6 +244,25 @@ class BookingLedger:
             ranges = await reads.execute()
         return [_overlapping(members, _epoch(since)) for members in ranges]
 
+    async def starting(
+        self,
+        clinic_id: str,
+        resources: Sequence[tuple[Resource, str]],
+        since: datetime,
+        until: datetime,
+    ) -> list[list[Booked]]:
+        """For each resource, its appointments that start in [since, until), in one round
+        trip (a pipeline: each range as it stands; a day's calendar, not a decision)."""
+        async with self._redis.pipeline(transaction=False) as reads:
+            for resource, resource_id in resources:
+                reads.zrangebyscore(
+                    booking_key(clinic_id, resource, resource_id),
+                    _epoch(since),
+                    f"({_epoch(until)}",
+                )
+            ranges = await reads.execute()
+        return [_overlapping(members, _epoch(since)) for members in ranges]
+
 
 def _overlapping(members: Iterable[Any], since_epoch: int) -> list[Booked]:
     found = []

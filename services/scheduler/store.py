@@ -183,6 +183,26 @@ class SchedulerStore:
         legacy = await self.redis.get(key(clinic_id, "appointment", str(appointment_id)))
         return UUID(text(legacy)) if legacy else None
 
+    async def clients_of(self, clinic_id: str, appointment_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+        """The client of each of `appointment_ids` the index knows, as `client_of` finds
+        it: one HMGET for them all (and one MGET for those only a legacy key may name)."""
+        if not appointment_ids:
+            return {}
+        fields = [compact_id(a) for a in appointment_ids]
+        found = await self.redis.hmget(appointments_key(clinic_id), fields)
+        owners = {
+            a: id_of_compact(text(owner))
+            for a, owner in zip(appointment_ids, found, strict=True)
+            if owner
+        }
+        unindexed = [a for a in appointment_ids if a not in owners]
+        if unindexed:
+            legacy = await self.redis.mget(
+                [key(clinic_id, "appointment", str(a)) for a in unindexed]
+            )
+            owners |= {a: UUID(text(o)) for a, o in zip(unindexed, legacy, strict=True) if o}
+        return owners
+
     def save(
         self,
         tx: Pipeline,

@@ -19,8 +19,10 @@ import asyncio
 import email
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -196,6 +198,25 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     await accessible(page, "client page")
     await page.screenshot(path=str(SHOTS / "client-tablet.png"), full_page=True)
 
+    # The day of the first dose, by therapist: the client and the session, flagged.
+    client_id = client_url.rstrip("/").rsplit("/", 1)[-1]
+    headers = {"X-API-Key": demo_clinics.api_key(clinic)}
+    async with httpx.AsyncClient(base_url=stack.url("scheduler"), headers=headers) as sched:
+        schedule = (await sched.get(f"/v1/clinics/{clinic}/clients/{client_id}/schedule")).json()
+    first = next(a for a in schedule["course"]["appointments"] if a["dose_number"] == 1)
+    local = datetime.fromisoformat(first["starts_at"]).astimezone(
+        ZoneInfo(CLINICS[clinic]["timezone"])
+    )
+    await page.set_viewport_size(LAPTOP)  # type: ignore[arg-type]
+    await page.goto(f"{base}/clinics/{clinic}/today?date={local.date().isoformat()}")
+    row = page.get_by_role("row").filter(has_text="medicine 1").filter(has_text=person)
+    await row.wait_for()
+    assert "ride home unconfirmed" in await row.inner_text()
+    assert f"{local:%H:%M}" in await row.inner_text()
+    await accessible(page, "today")
+    await page.screenshot(path=str(SHOTS / "today.png"), full_page=True)
+    await page.goto(client_url)
+
     # The clinician opens the first medicine session: its check-in is refused (it opens
     # 120 min before the session, tomorrow), the service's reason shown with the form.
     await page.set_viewport_size(LAPTOP)  # type: ignore[arg-type]
@@ -219,7 +240,6 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     await page.wait_for_url(client_url)
 
     # The services were told who acted: the screening's event names the clinician.
-    client_id = client_url.rstrip("/").rsplit("/", 1)[-1]
     kafka = stack.service_env()["KAFKA_BOOTSTRAP_SERVERS"]
     [screened] = await topic_messages(kafka, topics.SCREENING_COMPLETED.name, key=client_id)
     staff_id = uuid.uuid5(STAFF_NAMESPACE, clinician.email)
