@@ -108,6 +108,15 @@ class Services:
     async def schedule(self, clinic_id: str, client_id: UUID) -> Answer:
         return await self._call("scheduler", "GET", clinic_id, f"/clients/{client_id}/schedule")
 
+    async def outcomes(self, clinic_id: str, client_id: UUID) -> Answer:
+        """The client's measures over time (the scheduler's record of them)."""
+        path = f"/clients/{client_id}/outcomes"
+        return await self._call("scheduler", "GET", clinic_id, path)
+
+    async def enter_measure(self, clinic_id: str, client_id: UUID, body: dict[str, Any]) -> Answer:
+        path = f"/clients/{client_id}/measures"
+        return await self._call("intake", "POST", clinic_id, path, json=body)
+
     async def messages(self, clinic_id: str, client_id: UUID) -> Answer:
         path = f"/clients/{client_id}/notifications"
         return await self._call("notifier", "GET", clinic_id, path)
@@ -140,6 +149,26 @@ class Services:
         reschedule (the scheduler's route of that name)."""
         path = f"/appointments/{appointment_id}/{what}"
         return await self._call("scheduler", "POST", clinic_id, path, json=body)
+
+    async def course(self, clinic_id: str, client_id: UUID, what: str) -> Answer:
+        """Pause, resume, withdrawal or discharge (the scheduler's course routes)."""
+        path = f"/clients/{client_id}/course/{what}"
+        return await self._call("scheduler", "POST", clinic_id, path)
+
+    async def boosters(
+        self, clinic_id: str, client_id: UUID, plan: dict[str, Any] | None
+    ) -> Answer:
+        """Set the booster plan, or stop boosters (`plan` None)."""
+        path = f"/clients/{client_id}/booster-plan"
+        if plan is None:
+            return await self._call("scheduler", "DELETE", clinic_id, path)
+        return await self._call("scheduler", "PUT", clinic_id, path, json=plan)
+
+    async def calendar(self, clinic_id: str) -> Answer:
+        return await self._call("scheduler", "GET", clinic_id, "/calendar")
+
+    async def change_calendar(self, clinic_id: str, calendar: Any) -> Answer:
+        return await self._call("scheduler", "PUT", clinic_id, "/calendar", json=calendar)
 
     async def close(self) -> None:
         await self._http.aclose()

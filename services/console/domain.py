@@ -32,6 +32,10 @@ class Action(StrEnum):
     MARK_MISSED = "mark_missed"
     CANCEL_SESSION = "cancel_session"
     RESCHEDULE = "reschedule"
+    ENTER_MEASURE = "enter_measure"
+    CHANGE_COURSE = "change_course"
+    SET_BOOSTERS = "set_boosters"
+    EDIT_SETTINGS = "edit_settings"
 
 
 # Front desk: people and their bookings; clinicians: clinical facts; admins: all.
@@ -45,6 +49,10 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.MARK_MISSED: frozenset(Role),
     Action.CANCEL_SESSION: frozenset(Role),
     Action.RESCHEDULE: frozenset(Role),
+    Action.ENTER_MEASURE: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+    Action.CHANGE_COURSE: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+    Action.SET_BOOSTERS: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+    Action.EDIT_SETTINGS: frozenset({Role.CLINIC_ADMIN}),
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,9 +25,11 @@ import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from markupsafe import Markup
 
 from chassis.staff_tokens import Actor, acting
 from services.console.backends import Answer, Services, Unavailable
+from services.console.chart import measures_svg
 from services.console.domain import Action, StaffMember
 from services.console.staff import Locked, SignInRefused, Staff
 from services.console.store import Session
@@ -287,10 +290,12 @@ def routes(
             intake = await services.client(clinic_id, client_id)
             schedule = await services.schedule(clinic_id, client_id)
             messages = await services.messages(clinic_id, client_id)
+            outcomes = await services.outcomes(clinic_id, client_id)
         except Unavailable as away:
             return refused(who, clinic_id, 503, f"A service is not answering ({away}); try again.")
         if intake.status == 404:
             return refused(who, clinic_id, 404, "No such client at this clinic.")
+        measures = outcomes.body.get("measures", []) if outcomes.ok else []
         return page(
             "client.html",
             status,
@@ -300,6 +305,11 @@ def routes(
                 client=intake.body,
                 schedule=schedule.body if schedule.ok else None,
                 messages=messages.body if messages.ok else [],
+                measures=measures,
+                # Our own markup: built from numbers and dates, its one text escaped.
+                chart=Markup(  # noqa: S704
+                    measures_svg(measures, "PHQ-9 and GAD-7 over time", zone_of(clinic_id))
+                ),
                 problems=problems or {},
                 values=values or {},
                 checks=SCREENING_CHECKS,
@@ -361,6 +371,94 @@ def routes(
             return await services.enrol(clinic_id, client_id, body)
 
         return await act(request, clinic_id, client_id, Action.ENROL, call)
+
+    @router.post("/clinics/{clinic_id}/clients/{client_id}/measures")
+    async def enter_measure(request: Request, clinic_id: str, client_id: UUID) -> Response:
+        async def call(form: Any) -> Answer:
+            who = acting.get()
+            body = {
+                "phq9": [form.get(f"m_phq9_{i}") for i in range(9)],
+                "gad7": [form.get(f"m_gad7_{i}") for i in range(7)],
+                "entered_by": who.staff_id if who else "console",
+            }
+            return await services.enter_measure(clinic_id, client_id, body)
+
+        return await act(request, clinic_id, client_id, Action.ENTER_MEASURE, call)
+
+    @router.post("/clinics/{clinic_id}/clients/{client_id}/course/{what}")
+    async def change_course(
+        request: Request, clinic_id: str, client_id: UUID, what: str
+    ) -> Response:
+        if what not in COURSE_CHANGES:
+            return HTMLResponse("not found", 404, headers=HEADERS)
+
+        async def call(form: Any) -> Answer:
+            return await services.course(clinic_id, client_id, what)
+
+        return await act(request, clinic_id, client_id, Action.CHANGE_COURSE, call)
+
+    @router.post("/clinics/{clinic_id}/clients/{client_id}/booster-plan")
+    async def booster_plan(request: Request, clinic_id: str, client_id: UUID) -> Response:
+        async def call(form: Any) -> Answer:
+            if form.get("stop") == "1":
+                return await services.boosters(clinic_id, client_id, None)
+            plan = {
+                "interval_days": _number(form, "interval_days"),
+                "count": _number(form, "count"),
+                "then_monthly": _checked(form, "then_monthly"),
+            }
+            return await services.boosters(clinic_id, client_id, plan)
+
+        return await act(request, clinic_id, client_id, Action.SET_BOOSTERS, call)
+
+    # --- the clinic's settings (clinic admins) ------------------------------------------
+
+    @router.get("/clinics/{clinic_id}/settings")
+    async def settings_page(request: Request, clinic_id: str) -> Response:
+        who = await viewer(request, clinic_id)
+        if isinstance(who, Response):
+            return who
+        if not who.member.may(Action.EDIT_SETTINGS):
+            return refused(who, clinic_id, 403, "Your role may not do this.")
+        try:
+            answer = await services.calendar(clinic_id)
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
+        calendar = dict(answer.body) if answer.ok else {}
+        for derived in ("clinic_id", "timezone"):  # the clinic's own, not the calendar's
+            calendar.pop(derived, None)
+        text = json.dumps(calendar, indent=2, sort_keys=True) if answer.ok else ""
+        return page("settings.html", **frame(who, clinic_id, text=text, problems={}, saved=False))
+
+    @router.post("/clinics/{clinic_id}/settings")
+    async def save_settings(request: Request, clinic_id: str) -> Response:
+        checked = await posted(request, clinic_id, Action.EDIT_SETTINGS)
+        if isinstance(checked, Response):
+            return checked
+        who, form = checked
+        text = str(form.get("calendar", ""))
+        try:
+            calendar = json.loads(text)
+        except ValueError as wrong:
+            problems = {"calendar": f"not JSON: {wrong}"}
+            return page(
+                "settings.html",
+                422,
+                **frame(who, clinic_id, text=text, problems=problems, saved=False),
+            )
+        try:
+            answer = await services.change_calendar(clinic_id, calendar)
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
+        if not answer.ok:
+            problems = answer.problems or {"form": answer.message}
+            return page(
+                "settings.html",
+                422,
+                **frame(who, clinic_id, text=text, problems=problems, saved=False),
+            )
+        log.info("console: %s changed the clinic's calendar", who.member.role.value)
+        return page("settings.html", **frame(who, clinic_id, text=text, problems={}, saved=True))
 
     # --- the day: every appointment by therapist or by room ----------------------------
 
@@ -561,6 +659,7 @@ def local_instant(typed: str, zone: str) -> str:
     return local.isoformat()
 
 
+COURSE_CHANGES = ("pause", "resume", "withdrawal", "discharge")
 SESSION_ACTIONS: dict[str, tuple[Action, Callable[[Any, str], dict[str, Any]]]] = {
     "check-in": (Action.CHECK_IN, _check_in),
     "completion": (Action.COMPLETE_SESSION, _completion),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -194,6 +195,27 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
             break
         await asyncio.sleep(0.5)
     assert await page.get_by_role("cell", name="medicine 1").count() == 1
+
+    # The baseline measure is on the chart; one entered now with the client joins it.
+    measures = page.locator("tr.measure")
+    await measures.first.wait_for()
+    before = await measures.count()
+    assert await page.locator("svg.chart circle.phq9").count() == before
+    await page.get_by_text("Enter a measure answered with the client").click()
+    for i in range(9):
+        await page.locator(f"#m_phq9_{i}").fill("1")
+    for i in range(7):
+        await page.locator(f"#m_gad7_{i}").fill("1")
+    await page.get_by_role("button", name="Record the measure").click()
+    await page.wait_for_url(client_url)
+    for _ in range(40):  # the scheduler records it from intake's event
+        if await page.locator("tr.measure").count() > before:
+            break
+        await asyncio.sleep(0.5)
+        await page.goto(client_url)
+    assert await page.locator("tr.measure").count() == before + 1
+    assert await page.locator("svg.chart circle.phq9").count() == before + 1
+    assert await page.locator("svg.chart text", has_text="PHQ-9 9").count() >= 1
     await page.set_viewport_size(TABLET)  # type: ignore[arg-type]
     await accessible(page, "client page")
     await page.screenshot(path=str(SHOTS / "client-tablet.png"), full_page=True)
@@ -239,6 +261,17 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     await page.get_by_role("button", name="Cancel the session").click()
     await page.wait_for_url(client_url)
 
+    # A booster plan now is refused (boosters follow a completed course), said so;
+    # pausing the course is not: the page shows it paused.
+    await page.get_by_label("Every how many days").fill("21")
+    await page.get_by_label("How many boosters").fill("2")
+    await page.get_by_role("button", name="Set the booster plan").click()
+    await page.get_by_role("alert").filter(has_text="completed course").wait_for()
+    await page.goto(client_url)
+    await page.get_by_role("button", name="Pause the course").click()
+    await page.wait_for_url(client_url)
+    assert "Standing: paused" in await page.locator("main").inner_text()
+
     # The services were told who acted: the screening's event names the clinician.
     kafka = stack.service_env()["KAFKA_BOOTSTRAP_SERVERS"]
     [screened] = await topic_messages(kafka, topics.SCREENING_COMPLETED.name, key=client_id)
@@ -247,8 +280,35 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     assert not await topic_messages(
         kafka, topics.SESSION_CHECKED_IN.name, key=client_id, wait_s=1, expect=0
     )
-    [cancelled] = await topic_messages(kafka, topics.SESSION_CANCELLED.name, key=client_id)
-    assert cancelled["headers"]["ce_actor"] == f"staff:{staff_id}/clinician"
+    # The one cancelled from its page, then those the pause released: all the clinician's.
+    cancelled = await topic_messages(kafka, topics.SESSION_CANCELLED.name, key=client_id)
+    assert cancelled
+    assert {c["headers"]["ce_actor"] for c in cancelled} == {f"staff:{staff_id}/clinician"}
+    assert not await topic_messages(
+        kafka, topics.BOOSTER_PLAN_SET.name, key=client_id, wait_s=1, expect=0
+    )
+    [paused] = await topic_messages(kafka, topics.COURSE_PAUSED.name, key=client_id)
+    assert paused["headers"]["ce_actor"] == f"staff:{staff_id}/clinician"
+
+    # A clinic admin changes the clinic's settings: a refusal first, named; then saved.
+    await sign_out(page)
+    admin = accounts[2]
+    await sign_in(page, base, admin, console_ops.PASSWORD)
+    await page.get_by_role("link", name="Settings").click()
+    editor = page.get_by_label("Opening hours, therapists, rooms")
+    calendar = json.loads(await editor.input_value())
+    broken = {k: v for k, v in calendar.items() if k != "opening_hours"}
+    await editor.fill(json.dumps(broken))
+    await page.get_by_role("button", name="Save the settings").click()
+    await page.get_by_role("alert").filter(has_text="opening hours").wait_for()
+    await accessible(page, "settings refused")
+    calendar["therapists"][0]["display_name"] = f"Ana {RUN}"
+    await editor.fill(json.dumps(calendar, indent=2))
+    await page.get_by_role("button", name="Save the settings").click()
+    await page.get_by_role("status").filter(has_text="Saved").wait_for()
+    await page.get_by_role("link", name="Settings").click()
+    assert f"Ana {RUN}" in await page.get_by_label("Opening hours, therapists, rooms").input_value()
+    await page.screenshot(path=str(SHOTS / "settings.png"))
 
     # The consultation's confirmation reached the SMTP server.
     for _ in range(40):
@@ -312,5 +372,7 @@ async def test_sign_in_locks_after_repeated_failures_and_forms_need_their_token(
         )
         assert screening.status_code == 403
         assert "role may not" in screening.text
+        settings = await http.get(f"/clinics/{clinic}/settings")
+        assert settings.status_code == 403  # a clinic admin's page
         elsewhere = await http.get(f"/clinics/{accounts[3].clinics[-1]}/clients")
         assert elsewhere.status_code == 403  # not a clinic the front desk works at

@@ -87,3 +87,21 @@ def test_a_local_time_is_read_on_the_clinics_clock_and_a_skipped_one_refused() -
     assert local_instant("2026-04-05T02:30", "Australia/Sydney") == "2026-04-05T02:30:00+11:00"
     with pytest.raises(ValueError, match="a date and a time"):
         local_instant("tomorrow", "Europe/Lisbon")
+
+
+def test_the_chart_draws_each_measure_by_shape_with_its_value() -> None:
+    from services.console.chart import measures_svg
+
+    measures = [
+        {"authored": "2026-04-01T23:30:00+00:00", "phq9": 18, "gad7": 12},
+        {"authored": "2026-04-20T10:00:00+00:00", "phq9": 9, "gad7": None},
+    ]
+    svg = measures_svg(measures, "A <chart>", "Europe/Lisbon")
+    assert svg.count('<circle class="phq9"') == 2
+    assert svg.count('<rect class="gad7"') == 1  # no GAD-7 the second time: no point
+    assert "PHQ-9 18" in svg
+    assert "PHQ-9 9" in svg
+    assert "GAD-7 12" in svg
+    assert "A &lt;chart&gt;" in svg  # the title escaped
+    assert "02 Apr" in svg  # 23:30 UTC on the 1st is the 2nd in Lisbon (summer time)
+    assert measures_svg([], "none", "Europe/Lisbon") == ""
