@@ -26,7 +26,7 @@ from chassis.buckets import BucketOwners
 from chassis.clinic_registry import ClinicRegistryView
 from chassis.clinics import ClinicDirectory
 from chassis.clock import Clock, clock_from
-from chassis.config import ServiceSettings
+from chassis.config import DEV_STAFF_TOKEN_SECRET, ServiceSettings
 from chassis.due_index import DueIndex, NextDue
 from chassis.due_work import DueWork
 from chassis.events import EventPublisher
@@ -234,6 +234,8 @@ def http_app(runtime: ServiceRuntime, *, title: str, routers: Sequence[APIRouter
     app.state.runtime = runtime
     app.state.clinics = runtime.clinics
     app.state.staff_tokens = StaffTokens(runtime.settings.staff_token_secret_list())
+    if runtime.settings.staff_token_secret_list() == [DEV_STAFF_TOKEN_SECRET]:
+        log.warning("KAP_STAFF_TOKEN_SECRETS is the development default: set it in deployment")
     return app
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,10 +37,24 @@ SERVICES = ("intake", "scheduler", "notifier")
 CONSUMING = ("scheduler", "notifier", "webhooks")
 
 
+# Listening ports are taken below the kernel's ephemeral range (32768-60999 on Linux): a
+# port the kernel hands out (`bind(0)`) may be handed out again, between our close and
+# the service's bind, to any outgoing connection (a Kafka or Redis client's), and the
+# service then fails with "address already in use" (seen in CI: a bench's notifier).
+LISTEN_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on loopback now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)  # noqa: S311 - spreading ports, not secrets
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 CODE_BANNER = "kap code:"

@@ -49,6 +49,8 @@ def _answer(response: httpx.Response) -> Answer:
     try:
         body = response.json()
     except ValueError:
+        if response.is_success:  # a 2xx that is no answer: not to be shown as one
+            raise Unavailable(f"{response.request.url.host}: not JSON") from None
         body = None
     problems: dict[str, str] = {}
     detail = body.get("detail") if isinstance(body, dict) else None

@@ -14,6 +14,7 @@ import datetime as dt
 import hmac
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 COOKIE = "kap_console"
+PRE_COOKIE = "kap_console_signin"  # the sign-in form's own, before any session
 SIGN_IN_FORM_S = 3600  # a sign-in form's CSRF token lasts this long
 HEADERS = {
     "Cache-Control": "no-store",
@@ -150,41 +152,43 @@ def routes(
 
     # --- signing in and out ------------------------------------------------------------
 
+    def sign_in_page(status: int, email: str, error: str | None) -> HTMLResponse:
+        """The sign-in form, its CSRF token bound to a fresh pre-session cookie: a token
+        fetched by someone else does not match this browser's cookie (login CSRF)."""
+        nonce = secrets.token_urlsafe(24)
+        response = page(
+            "signin.html", status, csrf=signer.dumps(nonce, salt="signin"), error=error, email=email
+        )
+        response.set_cookie(
+            PRE_COOKIE, nonce, max_age=SIGN_IN_FORM_S, httponly=True, secure=secure_cookies,
+            samesite="strict",
+        )  # fmt: skip
+        return response
+
     @router.get("/signin")
     async def sign_in_form() -> HTMLResponse:
-        return page("signin.html", csrf=signer.dumps("signin", salt="signin"), error=None, email="")
+        return sign_in_page(200, "", None)
 
     @router.post("/signin")
     async def sign_in(request: Request) -> Response:
         form = await request.form()
         email, password = str(form.get("email", "")).strip(), str(form.get("password", ""))
-        fresh = signer.dumps("signin", salt="signin")
         try:
-            signer.loads(str(form.get("csrf", "")), salt="signin", max_age=SIGN_IN_FORM_S)
+            nonce = signer.loads(str(form.get("csrf", "")), salt="signin", max_age=SIGN_IN_FORM_S)
         except BadSignature:
-            return page(
-                "signin.html",
-                400,
-                csrf=fresh,
-                email=email,
-                error="The form expired: sign in again.",
-            )
+            nonce = None
+        cookie = request.cookies.get(PRE_COOKIE, "")
+        if not nonce or not hmac.compare_digest(str(nonce).encode(), cookie.encode()):
+            return sign_in_page(400, email, "The form expired: sign in again.")
         try:
             session, member = await staff.sign_in(email, password)
         except Locked:
             log.warning("console: a sign-in refused: the account is locked")
-            return page(
-                "signin.html", 429, csrf=fresh, email=email,
-                error="Too many failed sign-ins: this account is locked for a while.",
-            )  # fmt: skip
-        except SignInRefused:
-            return page(
-                "signin.html",
-                401,
-                csrf=fresh,
-                email=email,
-                error="The email or the password is not right.",
+            return sign_in_page(
+                429, email, "Too many failed sign-ins: this account is locked for a while."
             )
+        except SignInRefused:
+            return sign_in_page(401, email, "The email or the password is not right.")
         response = RedirectResponse(
             f"/clinics/{session.clinic_id}/clients", status_code=303, headers=HEADERS
         )
@@ -295,6 +299,8 @@ def routes(
             return refused(who, clinic_id, 503, f"A service is not answering ({away}); try again.")
         if intake.status == 404:
             return refused(who, clinic_id, 404, "No such client at this clinic.")
+        if not intake.ok:
+            return refused(who, clinic_id, intake.status, intake.message)
         measures = outcomes.body.get("measures", []) if outcomes.ok else []
         return page(
             "client.html",
@@ -523,11 +529,8 @@ def routes(
             return None
         course = schedule.get("course") or {}
         every = [schedule.get("consultation") or {}, *course.get("appointments", [])]
-        every += (
-            course.get("booster_sessions", [])
-            if isinstance(course.get("booster_sessions"), list)
-            else []
-        )
+        for booster in course.get("booster_sessions") or []:  # each with its appointments
+            every += booster.get("appointments", [])
         return next((a for a in every if a.get("appointment_id") == str(appointment_id)), None)
 
     async def appointment_page(

@@ -1,20 +1,22 @@
 """Staff accounts and sessions: each change a step through the one write path.
 
-Sign-in: an account locked by `lockout_failures` failures within `lockout_s` is
-refused without its password being checked; a wrong password counts a failure; a
-right one starts a session (a random id, kept in Redis with its CSRF token and the
+Sign-in: every attempt counts (before its password is checked, so attempts at
+once cannot slip past the limit); an account with `lockout_failures` attempts
+within `lockout_s` is refused without its password being checked; a right one
+starts a session (a random id, kept in Redis with its CSRF token and the
 clinic being worked at) and clears the failures. Unknown and wrong answers look the
 same to the caller (and take as long: a hash is checked either way).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chassis.staff_tokens import Role
-from chassis.unit_of_work import Decision, Transaction, UnitOfWork
+from chassis.unit_of_work import Decision, Transaction, UnitOfWork, WriteConflict
 from services.console.domain import StaffMember, hash_password, password_matches
 from services.console.store import SLOT, ConsoleStore, Session
 
@@ -65,12 +67,27 @@ class Staff:
         return member
 
     async def sign_in(self, email: str, password: str) -> tuple[Session, StaffMember]:
-        if await self.store.failures(email) >= self._policy.lockout_failures:
+        """Each attempt is counted before its password is checked (under WATCH: attempts
+        at once are taken one by one), so a burst gets no more tries than the limit;
+        a right password clears the count. The hash is checked off the event loop."""
+        limit, window = self._policy.lockout_failures, self._policy.lockout_s
+
+        async def attempt(tx: Transaction) -> Decision[bool]:
+            await tx.watch(self.store.failures_key(email))
+            tried = await self.store.failures(email)
+            if tried >= limit:
+                return Decision(write=lambda p: None, result=False)
+            return Decision(write=lambda p: self.store.failed(p, email, window), result=True)
+
+        try:
+            allowed = await self._work.run(SLOT, [], attempt)
+        except WriteConflict:  # a burst of attempts on one account: refused, as locked
+            raise Locked(email) from None
+        if not allowed:
             raise Locked(email)
         member = await self.store.member(email)
-        matches = password_matches(member.password_hash if member else _NOBODY, password)
-        if member is None or not matches:
-            await self._write(lambda p: self.store.failed(p, email, self._policy.lockout_s))
+        known = member.password_hash if member else _NOBODY
+        if member is None or not await asyncio.to_thread(password_matches, known, password):
             raise SignInRefused(email)
         session = Session(
             id=secrets.token_urlsafe(32),

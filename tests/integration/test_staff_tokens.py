@@ -127,3 +127,18 @@ def test_an_expired_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tokens.verify(fresh).role is Role.CLINICIAN
     with pytest.raises(TokenInvalid):
         StaffTokens(["another-secret-entirely-0123456789"]).verify(fresh)
+
+
+def test_a_token_from_a_console_a_little_ahead_is_not_from_the_future(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A console clock 3 s ahead of the service's: the token still verifies (it is
+    stamped SKEW_S early); without the backdating its age would be negative: expired."""
+    import itsdangerous.timed
+
+    tokens = StaffTokens([SECRET])
+    real = itsdangerous.timed.time.time
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real() + 3)
+    ahead = tokens.issue(Actor("s-1", Role.FRONT_DESK, "lisbon"))
+    monkeypatch.setattr(itsdangerous.timed.time, "time", real)
+    assert tokens.verify(ahead).role is Role.FRONT_DESK

@@ -110,6 +110,11 @@ async def sign_out(page: Page) -> None:
     await page.wait_for_url("**/signin")
 
 
+def csrf_of(response: httpx.Response) -> str:
+    """The CSRF token of the (first) form on a page."""
+    return response.text.split('name="csrf" value="')[1].split('"')[0]
+
+
 def mails_to(maildir: Path, address: str) -> list[email.message.Message]:
     found = []
     for path in maildir.glob("*.eml"):
@@ -325,26 +330,35 @@ async def test_sign_in_locks_after_repeated_failures_and_forms_need_their_token(
     admin = accounts[2]
     async with httpx.AsyncClient(base_url=base) as http:
         form = await http.get("/signin")
-        token = form.text.split('name="csrf" value="')[1].split('"')[0]
         statuses = []
-        for _ in range(6):
-            answer = await http.post(
-                "/signin", data={"email": admin.email, "password": "wrong", "csrf": token}
+        for _ in range(6):  # each form answered carries the next one's token and cookie
+            form = await http.post(
+                "/signin",
+                data={"email": admin.email, "password": "wrong", "csrf": csrf_of(form)},
             )
-            statuses.append(answer.status_code)
+            statuses.append(form.status_code)
         assert statuses[:5] == [401] * 5
         assert statuses[5] == 429
         # Locked: even the right password is refused now.
         right = await http.post(
             "/signin",
-            data={"email": admin.email, "password": console_ops.PASSWORD, "csrf": token},
+            data={"email": admin.email, "password": console_ops.PASSWORD, "csrf": csrf_of(form)},
         )
         assert right.status_code == 429
-        # A form without its token does nothing.
+        # Login CSRF: a sign-in form's token fetched by another browser is refused here.
+        elsewhere = httpx.AsyncClient(base_url=base)
+        foreign = csrf_of(await elsewhere.get("/signin"))
+        await elsewhere.aclose()
         other = accounts[3]
+        planted = await http.post(
+            "/signin",
+            data={"email": other.email, "password": console_ops.PASSWORD, "csrf": foreign},
+        )
+        assert planted.status_code == 400
+        # Its own token signs in; then a form without its token does nothing.
         signed = await http.post(
             "/signin",
-            data={"email": other.email, "password": console_ops.PASSWORD, "csrf": token},
+            data={"email": other.email, "password": console_ops.PASSWORD, "csrf": csrf_of(planted)},
         )
         assert signed.status_code == 303
         forged = await http.post(
@@ -359,13 +373,16 @@ async def test_sign_in_locks_after_repeated_failures_and_forms_need_their_token(
     front_desk = accounts[0]
     clinic = front_desk.clinics[0]
     async with httpx.AsyncClient(base_url=base) as http:
-        token = (await http.get("/signin")).text.split('name="csrf" value="')[1].split('"')[0]
         await http.post(
             "/signin",
-            data={"email": front_desk.email, "password": console_ops.PASSWORD, "csrf": token},
+            data={
+                "email": front_desk.email,
+                "password": console_ops.PASSWORD,
+                "csrf": csrf_of(await http.get("/signin")),
+            },
         )
         page = await http.get(f"/clinics/{clinic}/clients")
-        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+        csrf = csrf_of(page)
         screening = await http.post(
             f"/clinics/{clinic}/clients/{uuid.uuid4()}/screening",
             data={"csrf": csrf, "systolic_bp": "120", "diastolic_bp": "80"},

@@ -8,7 +8,6 @@ is ever downloaded."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
+from ops.stack import free_port as stack_free_port
 from services.intake.config import Settings
 from services.intake.main import create_app
 from shared import topics
@@ -48,9 +48,7 @@ pytestmark = [
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return stack_free_port()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -34,6 +33,7 @@ from chassis.kafka import group_id
 from chassis.unit_of_work import UnitOfWork
 from ops import mailcatcher
 from ops.sms_sink import SmsSink, read_sms
+from ops.stack import free_port as stack_free_port
 from services.notifier import handlers
 from services.notifier.channels import EmailChannel, Sender
 from services.notifier.contacts import ContactChange, Contacts
@@ -78,9 +78,7 @@ def at(text: str) -> datetime:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return stack_free_port()
 
 
 async def eventually(
