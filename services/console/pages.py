@@ -509,6 +509,40 @@ def routes(
             ),
         )
 
+    @router.get("/clinics/{clinic_id}/week")
+    async def week(request: Request, clinic_id: str, date: str = "") -> Response:
+        """Seven days from the given one (today by default), each day's appointments in
+        time order, therapist and room named: the scheduler's day view, once a day."""
+        who = await viewer(request, clinic_id)
+        if isinstance(who, Response):
+            return who
+        zone = zone_of(clinic_id)
+        try:
+            first = dt.date.fromisoformat(date) if date else now().astimezone(ZoneInfo(zone)).date()
+        except ValueError:
+            return refused(who, clinic_id, 422, "date: a date as YYYY-MM-DD")
+        days = [first + dt.timedelta(days=n) for n in range(7)]
+        try:
+            answers = await asyncio.gather(*(services.day(clinic_id, d) for d in days))
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
+        bad = next((a for a in answers if not a.ok), None)
+        if bad is not None:
+            return refused(who, clinic_id, bad.status, bad.problems.get("date", bad.message))
+        by_day = [(d, a.body["appointments"]) for d, a in zip(days, answers, strict=True)]
+        clients = {x["client_id"] for _, appointments in by_day for x in appointments}
+        return page(
+            "week.html",
+            **frame(
+                who,
+                clinic_id,
+                by_day=by_day,
+                names=await client_names(clinic_id, clients),
+                previous=(first - dt.timedelta(days=7)).isoformat(),
+                following=(first + dt.timedelta(days=7)).isoformat(),
+            ),
+        )
+
     async def client_names(clinic_id: str, clients: set[str]) -> dict[str, str]:
         """Each client's name, from intake (one read each, side by side); a client
         intake does not know (yet) shows as their id."""

@@ -242,6 +242,25 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     assert f"{local:%H:%M}" in await row.inner_text()
     await accessible(page, "today")
     await page.screenshot(path=str(SHOTS / "today.png"), full_page=True)
+    # The week from that day lists the course's sessions of those seven days.
+    await page.get_by_role("link", name="Week").click()
+    await page.goto(f"{base}/clinics/{clinic}/week?date={local.date().isoformat()}")
+    week_rows = page.get_by_role("row").filter(has_text=person)
+    await week_rows.first.wait_for()
+    in_week = [
+        a
+        for a in [*schedule["course"]["appointments"], schedule["consultation"]]
+        if 0
+        <= (
+            datetime.fromisoformat(a["starts_at"])
+            .astimezone(ZoneInfo(CLINICS[clinic]["timezone"]))
+            .date()
+            - local.date()
+        ).days
+        < 7
+    ]
+    assert await week_rows.count() == len(in_week)
+    await accessible(page, "week")
     await page.goto(client_url)
 
     # The clinician opens the first medicine session: its check-in is refused (it opens
