@@ -468,6 +468,15 @@ def routes(
 
     # --- the day: every appointment by therapist or by room ----------------------------
 
+    def local_day(typed: str, clinic_id: str) -> dt.date | None:
+        """The date asked for (YYYY-MM-DD), or today on the clinic's clock; None: not a date."""
+        if not typed:
+            return now().astimezone(ZoneInfo(zone_of(clinic_id))).date()
+        try:
+            return dt.date.fromisoformat(typed)
+        except ValueError:
+            return None
+
     @router.get("/clinics/{clinic_id}/today")
     async def today(
         request: Request, clinic_id: str, date: str = "", by: str = "therapist"
@@ -475,10 +484,8 @@ def routes(
         who = await viewer(request, clinic_id)
         if isinstance(who, Response):
             return who
-        zone = zone_of(clinic_id)
-        try:
-            day = dt.date.fromisoformat(date) if date else now().astimezone(ZoneInfo(zone)).date()
-        except ValueError:
+        day = local_day(date, clinic_id)
+        if day is None:
             return refused(who, clinic_id, 422, "date: a date as YYYY-MM-DD")
         by = "room" if by == "room" else "therapist"
         try:
@@ -516,10 +523,8 @@ def routes(
         who = await viewer(request, clinic_id)
         if isinstance(who, Response):
             return who
-        zone = zone_of(clinic_id)
-        try:
-            first = dt.date.fromisoformat(date) if date else now().astimezone(ZoneInfo(zone)).date()
-        except ValueError:
+        first = local_day(date, clinic_id)
+        if first is None:
             return refused(who, clinic_id, 422, "date: a date as YYYY-MM-DD")
         days = [first + dt.timedelta(days=n) for n in range(7)]
         try:
