@@ -107,6 +107,12 @@ class Services:
             "scheduler", "GET", clinic_id, "/calendar/day", params={"date": day.isoformat()}
         )
 
+    async def free_times(self, clinic_id: str, appointment_id: UUID, day: date) -> Answer:
+        """The times a course session could move to on one clinic-local date."""
+        path = f"/appointments/{appointment_id}/free-times"
+        params = {"date": day.isoformat()}
+        return await self._call("scheduler", "GET", clinic_id, path, params=params)
+
     async def schedule(self, clinic_id: str, client_id: UUID) -> Answer:
         return await self._call("scheduler", "GET", clinic_id, f"/clients/{client_id}/schedule")
 
@@ -147,7 +153,7 @@ class Services:
     async def appointment(
         self, clinic_id: str, appointment_id: UUID, what: str, body: dict[str, Any]
     ) -> Answer:
-        """One of a session's actions: check-in, completion, missed, cancellation,
+        """One of a session's actions: check-in, record, completion, missed, cancellation,
         reschedule (the scheduler's route of that name)."""
         path = f"/appointments/{appointment_id}/{what}"
         return await self._call("scheduler", "POST", clinic_id, path, json=body)

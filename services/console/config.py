@@ -1,4 +1,4 @@
-"""The console's settings: where the three services answer, the clinics' keys it calls
+"""The console's settings: where the services answer, the clinics' keys it calls
 them with, and how staff sessions are signed and kept."""
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ class Settings(ServiceSettings):
     )
     notifier_url: str = Field(
         default="http://127.0.0.1:8003", validation_alias="KAP_CONSOLE_NOTIFIER_URL"
+    )
+    # Only for the Operations page's readiness: the console calls no webhooks API.
+    webhooks_url: str = Field(
+        default="http://127.0.0.1:8004", validation_alias="KAP_CONSOLE_WEBHOOKS_URL"
     )
     # Each clinic's API key, as JSON {"lisbon": "...", ...}: the console calls the services
     # as the clinic its signed-in staff member works at (their own keys, their own limits).

@@ -28,6 +28,7 @@ class Action(StrEnum):
     RECORD_SCREENING = "record_screening"
     ENROL = "enrol"
     CHECK_IN = "check_in"
+    RECORD_SESSION = "record_session"
     COMPLETE_SESSION = "complete_session"
     MARK_MISSED = "mark_missed"
     CANCEL_SESSION = "cancel_session"
@@ -45,6 +46,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.RECORD_SCREENING: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
     Action.ENROL: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
     Action.CHECK_IN: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
+    Action.RECORD_SESSION: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
     Action.COMPLETE_SESSION: frozenset({Role.CLINICIAN, Role.CLINIC_ADMIN}),
     Action.MARK_MISSED: frozenset(Role),
     Action.CANCEL_SESSION: frozenset(Role),

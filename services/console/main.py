@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from chassis.clock import Clock
+from chassis.kafka import client_options
 from chassis.service import ServiceRuntime, http_app, serve
 from chassis.staff_tokens import StaffTokens
-from services.console import pages
+from services.console import operations, pages
 from services.console.backends import Services
 from services.console.config import DEV_SESSION_SECRET, Settings
 from services.console.staff import Policy, Staff
@@ -49,6 +50,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         clinic = runtime.clinics.get(clinic_id)
         return clinic.timezone if clinic is not None else "UTC"
 
+    def operations_pages(kit: pages.Kit) -> APIRouter:
+        kafka = operations.Kafka(settings.kafka_bootstrap_servers, client_options(settings))
+        urls = {
+            "intake": settings.intake_url,
+            "scheduler": settings.scheduler_url,
+            "notifier": settings.notifier_url,
+            "webhooks": settings.webhooks_url,
+        }
+        return operations.routes(kit, kafka, urls, runtime.readiness)
+
     router = pages.routes(
         staff,
         services,
@@ -57,6 +68,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         zone_of,
         settings.secure_cookies,
         runtime.clock.now,
+        more=[operations_pages],
     )
     app = http_app(runtime, title="KAP console", routers=[router])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -15,7 +15,8 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from services.console.chart import measures_svg
 from services.console.domain import Action, StaffMember
 from services.console.staff import Locked, SignInRefused, Staff
 from services.console.store import Session
+from shared.events import AdverseEventKind
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,19 @@ class Signed:
         self.member = member
 
 
+@dataclass(frozen=True)
+class Kit:
+    """What other page modules (operations.py) take from `routes`: the same sign-in,
+    CSRF check, frame and templates, so every page signs in and renders one way."""
+
+    signed: Callable[[Request], Awaitable[Signed | None]]
+    csrf_ok: Callable[[Any, Signed], bool]
+    frame: Callable[..., dict[str, Any]]
+    page: Callable[..., HTMLResponse]
+    refused: Callable[[Signed, str, int, str], HTMLResponse]
+    to_sign_in: Callable[[], RedirectResponse]
+
+
 def routes(
     staff: Staff,
     services: Services,
@@ -73,6 +88,7 @@ def routes(
     zone_of: Callable[[str], str],
     secure_cookies: bool,
     now: Callable[[], datetime],
+    more: Sequence[Callable[[Kit], APIRouter]] = (),
 ) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     signer = URLSafeTimedSerializer(secret, salt="kap-console")
@@ -580,6 +596,7 @@ def routes(
         status: int = 200,
         problems: dict[str, str] | None = None,
         values: dict[str, Any] | None = None,
+        free_on: str = "",
     ) -> HTMLResponse:
         try:
             schedule = await services.schedule(clinic_id, client_id)
@@ -589,6 +606,9 @@ def routes(
         found = find(schedule.body if schedule.ok else None, appointment_id)
         if found is None or not intake.ok:
             return refused(who, clinic_id, 404, "No such appointment for this client.")
+        zone = zone_of(clinic_id)
+        own_day = datetime.fromisoformat(found["starts_at"]).astimezone(ZoneInfo(zone)).date()
+        offer = await free_times(who, clinic_id, found, free_on or own_day.isoformat())
         return page(
             "appointment.html",
             status,
@@ -599,17 +619,44 @@ def routes(
                 appointment=found,
                 problems=problems or {},
                 values=values or {},
+                offer=offer,
+                staff_id=who.member.staff_id,
+                adverse_kinds=[kind.value for kind in AdverseEventKind],
             ),
         )
 
+    async def free_times(
+        who: Signed, clinic_id: str, appointment: dict[str, Any], typed: str
+    ) -> dict[str, Any] | None:
+        """The times the session could move to on the day asked (its own by default),
+        or why none are offered; None when this member may not move it or it is done."""
+        if not who.member.may(Action.RESCHEDULE) or appointment.get("status") not in (
+            None,
+            "booked",
+        ):
+            return None
+        day = local_day(typed, clinic_id)
+        if day is None:
+            return {"date": typed, "times": [], "problem": "a date as YYYY-MM-DD"}
+        try:
+            answer = await services.free_times(clinic_id, UUID(appointment["appointment_id"]), day)
+        except Unavailable:
+            return {"date": typed, "times": [], "problem": "the scheduler is not answering"}
+        if not answer.ok:
+            problem = answer.problems.get("date", answer.message)
+            return {"date": day.isoformat(), "times": [], "problem": problem}
+        return {"date": day.isoformat(), "times": answer.body["times"], "problem": None}
+
     @router.get("/clinics/{clinic_id}/clients/{client_id}/appointments/{appointment_id}")
     async def appointment(
-        request: Request, clinic_id: str, client_id: UUID, appointment_id: UUID
+        request: Request, clinic_id: str, client_id: UUID, appointment_id: UUID, free_on: str = ""
     ) -> Response:
         who = await viewer(request, clinic_id)
         if isinstance(who, Response):
             return who
-        return await appointment_page(who, clinic_id, client_id, appointment_id)
+        return await appointment_page(
+            who, clinic_id, client_id, appointment_id, free_on=free_on.strip()
+        )
 
     @router.post("/clinics/{clinic_id}/clients/{client_id}/appointments/{appointment_id}/{what}")
     async def session_action(
@@ -624,9 +671,9 @@ def routes(
         who, form = checked
         try:
             body = body_of(form, zone_of(clinic_id))
-        except ValueError as wrong:  # a local time that is not one (a DST gap), or not a time
+        except Unreadable as wrong:  # a local time that is not one (a DST gap), or not a time
             values = {k: str(v) for k, v in form.items() if k != "csrf"}
-            problems = {"new_starts_at": str(wrong)}
+            problems = {wrong.field: wrong.reason}
             return await appointment_page(
                 who, clinic_id, client_id, appointment_id, 422, problems, values
             )
@@ -642,6 +689,9 @@ def routes(
         log.info("console: %s did %s", who.member.role.value, action.value)
         return RedirectResponse(f"/clinics/{clinic_id}/clients/{client_id}", 303, headers=HEADERS)
 
+    kit = Kit(signed, csrf_ok, frame, page, refused, to_sign_in)
+    for other in more:  # pages of their own (operations.py), signed in the same way
+        router.include_router(other(kit))
     return router
 
 
@@ -680,10 +730,57 @@ def _dropped(form: Any, zone: str) -> dict[str, Any]:
     return {"allow_short_notice": _checked(form, "allow_short_notice")}
 
 
+class Unreadable(ValueError):
+    """A form's field the console cannot turn into what the service reads."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field, self.reason = field, reason
+
+
+def _local(form: Any, name: str, zone: str) -> str | None:
+    """A `datetime-local` field as an instant (empty: left to the service to name)."""
+    typed = str(form.get(name, "")).strip()
+    if not typed:
+        return None
+    try:
+        return local_instant(typed, zone)
+    except ValueError as wrong:
+        raise Unreadable(name, str(wrong)) from None
+
+
 def _rescheduled(form: Any, zone: str) -> dict[str, Any]:
+    """A time typed wins over one picked from the free times offered (an instant
+    already, so an hour the clocks repeat is told apart)."""
+    typed = _local(form, "typed_starts_at", zone)
     return {
-        "new_starts_at": local_instant(str(form.get("new_starts_at", "")), zone),
+        "new_starts_at": typed or str(form.get("new_starts_at", "")).strip() or None,
         "allow_short_notice": _checked(form, "allow_short_notice"),
+    }
+
+
+def _vitals(form: Any, prefix: str) -> dict[str, str | None]:
+    return {k: _number(form, f"{prefix}_{k}") for k in ("systolic", "diastolic", "heart_rate")}
+
+
+def _recorded(form: Any, zone: str) -> dict[str, Any]:
+    """A medicine session's record: what was given, by whom, and the vital signs."""
+    kind = str(form.get("adverse_kind", "")).strip()
+    return {
+        "medicine": str(form.get("medicine", "")) or "ketamine",
+        "route": str(form.get("route", "")) or None,
+        "dose_mg": _number(form, "dose_mg"),
+        "administered_by": str(form.get("administered_by", "")).strip() or None,
+        "dosed_at": _local(form, "dosed_at", zone),
+        "discharged_at": _local(form, "discharged_at", zone),
+        "vitals_at_dosing": _vitals(form, "dosing"),
+        "vitals_at_40_min": _vitals(form, "at40"),
+        "vitals_at_discharge": _vitals(form, "discharge"),
+        "adverse_events": (
+            [{"kind": kind, "severity": str(form.get("adverse_severity", "")) or None}]
+            if kind
+            else []
+        ),
     }
 
 
@@ -704,6 +801,7 @@ def local_instant(typed: str, zone: str) -> str:
 COURSE_CHANGES = ("pause", "resume", "withdrawal", "discharge")
 SESSION_ACTIONS: dict[str, tuple[Action, Callable[[Any, str], dict[str, Any]]]] = {
     "check-in": (Action.CHECK_IN, _check_in),
+    "record": (Action.RECORD_SESSION, _recorded),
     "completion": (Action.COMPLETE_SESSION, _completion),
     "missed": (Action.MARK_MISSED, _dropped),
     "cancellation": (Action.CANCEL_SESSION, _dropped),

@@ -32,6 +32,7 @@ from services.scheduler.domain.clinic import (
 from services.scheduler.domain.feasibility import why_no_course_fits
 from services.scheduler.domain.planner import find_consultation_slot, plan_course
 from services.scheduler.domain.plans import PlanFailure
+from services.scheduler.free_times import FreeTimes, free_times
 from services.scheduler.scheduler import Scheduler
 
 Guarded = Callable[[Any], Awaitable[Any]]
@@ -162,6 +163,32 @@ def calendar_routes(scheduler: Scheduler, guarded: Guarded) -> APIRouter:
         """
         result: CalendarDay = await guarded(calendar_day(scheduler, clinic.id, day))
         return result
+
+    @router.get(
+        "/appointments/{appointment_id}/free-times",
+        summary="The times a course session could move to on one clinic-local date",
+        responses=CONFLICT,
+        response_model=FreeTimes,
+    )
+    async def read_free_times(
+        clinic: AuthorisedClinic,
+        appointment_id: UUID,
+        day: Annotated[
+            SaneDate,
+            Query(alias="date", description="The clinic-local date (YYYY-MM-DD), 2000 to 2100"),
+        ],
+        allow_short_notice: bool = False,
+    ) -> FreeTimes:
+        """Each start on the policy's slot grid of `date` that `POST .../reschedule` would
+        accept now (therapist and room free, opening hours, the client's availability, the
+        course's spacing and window, the minimum notice unless `allow_short_notice`), with
+        how many other sessions of the course would move with it. A read, not a hold."""
+        found: FreeTimes = await guarded(
+            free_times(
+                scheduler, clinic.id, appointment_id, day, allow_short_notice=allow_short_notice
+            )
+        )
+        return found
 
     @router.get(
         "/availability", summary="The earliest consultation and course start", responses=CONFLICT
