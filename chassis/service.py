@@ -45,7 +45,7 @@ from chassis.redis_client import connect_redis, eviction_policies
 from chassis.staff_tokens import StaffTokens
 from chassis.unit_of_work import UnitOfWork
 from chassis.workers import Supervisor, Worker
-from shared.topics import CLINIC_CHANGES, CLINIC_REGISTRY, Service, produced_by
+from shared.topics import AUDIT_TOPICS, CLINIC_CHANGES, CLINIC_REGISTRY, Service, produced_by
 
 WORKER_STOP_S = 10.0
 
@@ -142,6 +142,7 @@ class ServiceRuntime:
         records = (
             dataclasses.replace(CLINIC_REGISTRY, name=self.settings.clinics_topic),
             CLINIC_CHANGES,
+            *(audit for audit in AUDIT_TOPICS if self.name in audit.producers),
         )
         security = client_options(self.settings)
         bootstrap = self.settings.kafka_bootstrap_servers

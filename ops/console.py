@@ -27,6 +27,7 @@ from ops import demo_clinics
 from ops.stack import BIN, ROOT, Process, Stack, free_port
 from services.console.staff import Policy, Staff
 from services.console.store import ConsoleStore
+from shared.events import StaffSignIn
 
 PASSWORD = "console-demo-password"  # noqa: S105 - the local try's seeded accounts only
 SESSION_SECRET = "console-local-session-secret-0123456789abcdef"  # noqa: S105 - local only
@@ -51,12 +52,16 @@ def sign_ins(clinic_ids: list[str]) -> list[SignIn]:
     ]
 
 
+async def _signs_nobody_in(record: StaffSignIn) -> None:
+    raise RuntimeError("seeding adds accounts; it signs nobody in")
+
+
 async def seed(redis_url: str, accounts: list[SignIn], password: str = PASSWORD) -> None:
     """The accounts, written through the console's own write step."""
     redis = connect_redis(redis_url, ServiceSettings().redis_mode)
     try:
         work = UnitOfWork(redis, "console", DroppingPublisher("console"), relayed=False)
-        staff = Staff(ConsoleStore(redis), work, Policy(3600, 5, 900))
+        staff = Staff(ConsoleStore(redis), work, Policy(3600, 5, 900), _signs_nobody_in)
         for account in accounts:
             name = account.email.split("@")[0].replace("-", " ").title()
             await staff.add(

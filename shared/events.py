@@ -704,3 +704,21 @@ class ClinicConfigured(Contract):
     changed_by: str = Field(min_length=1, max_length=200, description="Who made the change")
     changed_at: AwareDatetime
     schema_version: Literal[1] = 1
+
+
+class StaffSignIn(Contract):
+    """One console sign-in attempt, or a sign-out: the staff audit trail (a record keyed by
+    the staff id, not a client event). Pseudonymous: the staff id is derived from the
+    account's email, which is not carried; no password, no address."""
+
+    record_id: UUID = Field(description="This attempt's id")
+    staff_id: UUID = Field(description="Pseudonymous: derived from the account's email")
+    outcome: Literal["signed_in", "refused", "locked", "signed_out"] = Field(
+        description="refused: unknown account or wrong password (not told apart); locked: "
+        "too many failures in the window, the password not checked"
+    )
+    clinic_id: ClinicId | None = Field(
+        default=None, description="Where the session works (signed in or out); else none"
+    )
+    role: str | None = Field(default=None, description="The account's role, when it is known")
+    at: AwareDatetime

@@ -389,9 +389,10 @@ def produced_by(service: Service) -> tuple[Topic, ...]:
 
 @dataclass(frozen=True)
 class RecordTopic:
-    """A topic of configuration records (not client events): keyed by clinic id, written
-    by operators, read whole by every service. No dead-letter topic: a record a reader
-    cannot use is a configuration error, logged and counted, and the last good one kept."""
+    """A topic of records, not client events: configuration (keyed by clinic id, written
+    by operators, read whole by every service), or an audit trail (STAFF_SIGN_INS). No
+    dead-letter topic: a record a reader cannot use is a configuration error, logged and
+    counted, and the last good one kept."""
 
     name: str
     record: type[ev.Contract]
@@ -426,3 +427,15 @@ CLINIC_CHANGES = RecordTopic(
     config={"cleanup.policy": "delete", "retention.ms": str(7 * 365 * DAY_MS)},
 )
 RECORD_TOPICS: tuple[RecordTopic, ...] = (CLINIC_REGISTRY, CLINIC_CHANGES)
+# The console's audit of who signed in (and who tried): a record per attempt, keyed by
+# the staff id, kept as long as the clinic changes. Written by the console only; not a
+# configuration record, so not among RECORD_TOPICS (which every service reads whole).
+STAFF_SIGN_INS = RecordTopic(
+    "console.staff-sign-ins.v1",
+    ev.StaffSignIn,
+    "Audit trail: every console sign-in attempt and sign-out (pseudonymous staff id, "
+    "outcome, clinic, role, when), never compacted.",
+    producers=("console",),
+    config={"cleanup.policy": "delete", "retention.ms": str(7 * 365 * DAY_MS)},
+)
+AUDIT_TOPICS: tuple[RecordTopic, ...] = (STAFF_SIGN_INS,)

@@ -58,6 +58,12 @@ ALLOWED: dict[Action, frozenset[Role]] = {
 }
 
 
+def staff_id_of(email: str) -> str:
+    """A staff member's pseudonymous id: the same for the same address, whatever its case
+    (an address typed at a sign-in names the account it would be, known or not)."""
+    return str(uuid.uuid5(STAFF_NAMESPACE, email.strip().lower()))
+
+
 class StaffMember(BaseModel):
     """A staff account: never shown or logged with its password hash."""
 
@@ -72,7 +78,7 @@ class StaffMember(BaseModel):
 
     @property
     def staff_id(self) -> str:
-        return str(uuid.uuid5(STAFF_NAMESPACE, self.email.strip().lower()))
+        return staff_id_of(self.email)
 
     def may(self, action: Action) -> bool:
         return self.role in ALLOWED[action]

@@ -16,7 +16,8 @@ from services.console.backends import Services
 from services.console.config import DEV_SESSION_SECRET, Settings
 from services.console.staff import Policy, Staff
 from services.console.store import ConsoleStore
-from shared.topics import Service
+from shared.events import StaffSignIn
+from shared.topics import STAFF_SIGN_INS, Service
 
 SERVICE: Service = "console"
 STATIC = pages.TEMPLATES.parent / "static"
@@ -27,10 +28,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     settings = settings or Settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call to a service
     runtime = ServiceRuntime.create(SERVICE, settings, clock)
+
+    async def audit(record: StaffSignIn) -> None:
+        # The broker's producer: idempotent, acks=all, awaited until acknowledged.
+        key = str(record.staff_id).encode()
+        await runtime.broker.publish(
+            record.model_dump_json().encode(), STAFF_SIGN_INS.name, key=key
+        )
+
     staff = Staff(
         ConsoleStore(runtime.redis),
         runtime.unit_of_work,
         Policy(settings.session_ttl_s, settings.lockout_failures, settings.lockout_s),
+        audit,
+        runtime.clock.now,
     )
     services = Services(
         settings.intake_url,

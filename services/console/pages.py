@@ -33,7 +33,7 @@ from chassis.staff_tokens import Actor, acting
 from services.console.backends import Answer, Services, Unavailable
 from services.console.chart import measures_svg
 from services.console.domain import Action, StaffMember
-from services.console.staff import Locked, SignInRefused, Staff
+from services.console.staff import AuditUnavailable, Locked, SignInRefused, Staff
 from services.console.store import Session
 from shared.events import AdverseEventKind
 
@@ -205,6 +205,9 @@ def routes(
             )
         except SignInRefused:
             return sign_in_page(401, email, "The email or the password is not right.")
+        except AuditUnavailable:  # no session starts unaudited
+            log.warning("console: a sign-in not granted: its audit record was not written")
+            return sign_in_page(503, email, "Signing in is not possible just now: try again.")
         response = RedirectResponse(
             f"/clinics/{session.clinic_id}/clients", status_code=303, headers=HEADERS
         )
@@ -222,7 +225,10 @@ def routes(
     async def sign_out(request: Request) -> Response:
         who = await signed(request)
         if who is not None and csrf_ok(await request.form(), who):
-            await staff.sign_out(who.session.id)
+            try:
+                await staff.sign_out(who.session, who.member)
+            except AuditUnavailable:  # signed out all the same; the record is what is lost
+                log.warning("console: a sign-out's audit record was not written")
         response = to_sign_in()
         response.delete_cookie(COOKIE)
         return response

@@ -417,6 +417,9 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
 
     # A clinic admin changes the clinic's settings: a refusal first, named; then saved.
     await sign_out(page)
+    # The clinician's sign-in and sign-out are on the audit topic, under their staff id.
+    audited = await topic_messages(kafka, topics.STAFF_SIGN_INS.name, key=str(staff_id), expect=2)
+    assert [a["value"]["outcome"] for a in audited] == ["signed_in", "signed_out"]
     admin = accounts[2]
     await sign_in(page, base, admin, console_ops.PASSWORD)
     await page.get_by_role("link", name="Settings").click()
@@ -461,7 +464,7 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
 async def test_sign_in_locks_after_repeated_failures_and_forms_need_their_token(
     served: Any,
 ) -> None:
-    _, base, accounts = served
+    stack, base, accounts = served
     admin = accounts[2]
     async with httpx.AsyncClient(base_url=base) as http:
         form = await http.get("/signin")
@@ -503,6 +506,22 @@ async def test_sign_in_locks_after_repeated_failures_and_forms_need_their_token(
         assert forged.status_code == 403
         assert "expired" in forged.text
         await http.post("/signout", data={})
+
+    # Each attempt is on the audit topic under the account's pseudonymous id, in order,
+    # without its address: five refused, then locked (the right password too).
+    kafka = stack.service_env()["KAFKA_BOOTSTRAP_SERVERS"]
+    admin_id = str(uuid.uuid5(STAFF_NAMESPACE, admin.email))
+    audited = await topic_messages(kafka, topics.STAFF_SIGN_INS.name, key=admin_id, expect=7)
+    attempts = [a["value"]["outcome"] for a in audited]
+    # (The other test signs this admin in and out once, before or after: those aside.)
+    failed = [a for a in attempts if a not in ("signed_in", "signed_out")]
+    assert failed == ["refused"] * 5 + ["locked"] * 2, attempts
+    assert all(admin.email not in json.dumps(a["value"]) for a in audited)
+    other_id = str(uuid.uuid5(STAFF_NAMESPACE, other.email))
+    *_, signed_in = await topic_messages(kafka, topics.STAFF_SIGN_INS.name, key=other_id)
+    assert signed_in["value"]["outcome"] == "signed_in"
+    assert signed_in["value"]["role"] == other.role
+    assert signed_in["value"]["clinic_id"] == other.clinics[0]
 
     # A front desk's posted clinical form is refused by the console, whatever the page offered.
     front_desk = accounts[0]
