@@ -172,6 +172,17 @@ class Services:
             return await self._call("scheduler", "DELETE", clinic_id, path)
         return await self._call("scheduler", "PUT", clinic_id, path, json=plan)
 
+    async def templates(self, clinic_id: str, kind: str) -> Answer:
+        """The clinic's message template overrides, and the built-in parts of `kind`."""
+        params = {"kind": kind}
+        return await self._call("scheduler", "GET", clinic_id, "/message-templates", params=params)
+
+    async def change_template(self, clinic_id: str, kind: str, parts: dict[str, str]) -> Answer:
+        """One kind's overrides (a part left empty: the built-in one), written by the
+        scheduler into the clinic's registry entry."""
+        path = f"/message-templates/{kind}"
+        return await self._call("scheduler", "PUT", clinic_id, path, json=parts)
+
     async def calendar(self, clinic_id: str) -> Answer:
         return await self._call("scheduler", "GET", clinic_id, "/calendar")
 

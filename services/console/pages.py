@@ -488,6 +488,70 @@ def routes(
         log.info("console: %s changed the clinic's calendar", who.member.role.value)
         return page("settings.html", **frame(who, clinic_id, text=text, problems={}, saved=True))
 
+    # --- the clinic's message templates (clinic admins) --------------------------------
+
+    async def templates_page(
+        who: Signed,
+        clinic_id: str,
+        kind: str,
+        status: int = 200,
+        problems: dict[str, str] | None = None,
+        values: dict[str, str] | None = None,
+        saved: bool = False,
+    ) -> HTMLResponse:
+        try:
+            answer = await services.templates(clinic_id, kind or "consultation_booked")
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
+        if not answer.ok:
+            return refused(
+                who, clinic_id, answer.status, answer.problems.get("kind", answer.message)
+            )
+        body = answer.body
+        kind = kind or "consultation_booked"
+        overrides = body["overrides"].get(kind, {})
+        return page(
+            "templates.html",
+            status,
+            **frame(
+                who,
+                clinic_id,
+                kinds=body["kinds"],
+                kind=kind,
+                parts=body["parts"],
+                built_in=body["built_in"],
+                values=values if values is not None else overrides,
+                overridden=sorted(body["overrides"]),
+                problems=problems or {},
+                saved=saved,
+            ),
+        )
+
+    @router.get("/clinics/{clinic_id}/settings/templates")
+    async def templates(request: Request, clinic_id: str, kind: str = "") -> Response:
+        who = await viewer(request, clinic_id)
+        if isinstance(who, Response):
+            return who
+        if not who.member.may(Action.EDIT_SETTINGS):
+            return refused(who, clinic_id, 403, "Your role may not do this.")
+        return await templates_page(who, clinic_id, kind.strip())
+
+    @router.post("/clinics/{clinic_id}/settings/templates/{kind}")
+    async def save_template(request: Request, clinic_id: str, kind: str) -> Response:
+        checked = await posted(request, clinic_id, Action.EDIT_SETTINGS)
+        if isinstance(checked, Response):
+            return checked
+        who, form = checked
+        parts = {p: str(form.get(p, "")) for p in TEMPLATE_PARTS}
+        try:
+            answer = await services.change_template(clinic_id, kind, parts)
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
+        if not answer.ok:
+            return await templates_page(who, clinic_id, kind, 422, _or_form(answer), parts)
+        log.info("console: %s changed a message template", who.member.role.value)
+        return await templates_page(who, clinic_id, kind, values=answer.body["parts"], saved=True)
+
     # --- the day: every appointment by therapist or by room ----------------------------
 
     def local_day(typed: str, clinic_id: str) -> dt.date | None:
@@ -805,6 +869,7 @@ def local_instant(typed: str, zone: str) -> str:
 
 
 COURSE_CHANGES = ("pause", "resume", "withdrawal", "discharge")
+TEMPLATE_PARTS = ("subject", "text", "html", "sms")
 SESSION_ACTIONS: dict[str, tuple[Action, Callable[[Any, str], dict[str, Any]]]] = {
     "check-in": (Action.CHECK_IN, _check_in),
     "record": (Action.RECORD_SESSION, _recorded),

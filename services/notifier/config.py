@@ -19,7 +19,7 @@ from chassis.clinics import Clinic
 from chassis.config import ServiceSettings
 from chassis.measure_links import MeasureLinks
 from services.notifier.model import ClinicSettings
-from services.notifier.templates import TemplateRenderError, TemplateSet
+from services.notifier.templates import PART_FILES, TemplateRenderError, TemplateSet
 
 TEMPLATES = "templates"
 
@@ -80,5 +80,7 @@ def check_section(clinic: Clinic) -> None:
     try:
         TemplateSet(template_overrides(clinic))
     except TemplateRenderError as error:
-        where = ("notifier", TEMPLATES, error.kind, error.part)
+        # Named by the part, as the override is written ("html"), not by its file.
+        part = next((p for p, f in PART_FILES.items() if f == error.part), error.part)
+        where = ("notifier", TEMPLATES, error.kind, part)
         raise ClinicRefused([(where, str(error))]) from error

@@ -11,8 +11,15 @@ from chassis.clock import Clock
 from chassis.due_work import DueWork
 from chassis.leases import LeaseQueue
 from chassis.service import ServiceRuntime, http_app, serve
-from ops.clinic_registry import SECTION_CHECKS
-from services.scheduler import admin_api, client_api, handlers, offer_api, outcomes_api
+from ops.clinic_registry import MESSAGE_KINDS, SECTION_CHECKS, built_in_templates
+from services.scheduler import (
+    admin_api,
+    client_api,
+    handlers,
+    offer_api,
+    outcomes_api,
+    templates_api,
+)
 from services.scheduler.api import routes
 from services.scheduler.config import Settings
 from services.scheduler.measure_timers import measure_timer
@@ -46,6 +53,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             SECTION_CHECKS,
             settings.admin_api_key_sha256,
             settings.clinics_topic,
+        ),
+        templates_api.routes(
+            _registry_send(runtime),
+            SECTION_CHECKS,
+            settings.clinics_topic,
+            MESSAGE_KINDS,
+            built_in_templates,
+            from_registry=settings.clinics_source == "topic",
         ),
     ]
     return http_app(runtime, title="KAP scheduler", routers=routers)

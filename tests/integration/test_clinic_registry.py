@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from chassis.clinic_registry import (
     write_clinic,
 )
 from chassis.clinics import hash_api_key
+from chassis.config import ServiceSettings
 from chassis.kafka import apply_topics
+from chassis.staff_tokens import Actor, Role, StaffTokens
 from ops import kapctl
 from ops.clinic_registry import SECTION_CHECKS
 from ops.reading import read_to_end
@@ -230,3 +233,64 @@ async def _end(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
 
 async def _records(bootstrap: str, topic: str) -> list[Any]:
     return await read_to_end(bootstrap, [topic])
+
+
+async def test_a_clinic_admin_overrides_a_template_through_the_registry_a_broken_one_refused(
+    scheduler: httpx.AsyncClient, kafka_bootstrap: str, registry: str, unique: str
+) -> None:
+    """The console's message templates (issue 21): written into the clinic's registry entry
+    by the one checked write, its audit copy naming the staff member; a template that does
+    not compile is refused with its part named and writes nothing; a front desk may not."""
+    clinic_id = f"tpl-{unique}"
+    async with registry_producer(kafka_bootstrap) as send:
+        entry = clinic(clinic_id, "kt", notifier={"send_window": ["08:00", "20:00"]})
+        await write_clinic(send, entry, SECTION_CHECKS, "test", registry=registry)
+    await until(lambda: _answers(scheduler, clinic_id, "kt", 200), "the view has the clinic")
+    path = f"/v1/clinics/{clinic_id}/message-templates"
+    tokens = StaffTokens(ServiceSettings().staff_token_secret_list())
+    admin = Actor(uuid.uuid4().hex, Role.CLINIC_ADMIN, clinic_id)
+    front_desk = Actor(uuid.uuid4().hex, Role.FRONT_DESK, clinic_id)
+    as_admin = {"X-API-Key": "kt", "X-Staff-Token": tokens.issue(admin)}
+
+    listed = await scheduler.get(path, headers={"X-API-Key": "kt"})
+    assert listed.status_code == 200
+    assert "reminder_24h" in listed.json()["kinds"]
+    assert listed.json()["overrides"] == {}
+    with_built_in = await scheduler.get(
+        path, params={"kind": "reminder_24h"}, headers={"X-API-Key": "kt"}
+    )
+    assert "{{ clinic_name }}" in with_built_in.json()["built_in"]["sms"]
+
+    before = await _end(kafka_bootstrap, registry)
+    broken = await scheduler.put(
+        f"{path}/reminder_24h", json={"sms": "{{ unclosed"}, headers=as_admin
+    )
+    assert broken.status_code == 422, broken.text
+    assert broken.json()["detail"][0]["loc"] == ["body", "sms"]
+    refused = await scheduler.put(
+        f"{path}/reminder_24h",
+        json={"sms": "See you tomorrow"},
+        headers={"X-API-Key": "kt", "X-Staff-Token": tokens.issue(front_desk)},
+    )
+    assert refused.status_code == 403
+    unknown = await scheduler.put(f"{path}/no_such_kind", json={"sms": "x"}, headers=as_admin)
+    assert unknown.status_code == 422
+    assert await _end(kafka_bootstrap, registry) == before
+
+    sms = "{{ clinic_name }}: see you tomorrow, {{ starts_at }}."
+    saved = await scheduler.put(f"{path}/reminder_24h", json={"sms": sms}, headers=as_admin)
+    assert saved.status_code == 200, saved.text
+    [written] = [
+        json.loads(r.value)
+        for r in await _records(kafka_bootstrap, registry)
+        if r.key.decode() == clinic_id and "templates" in json.loads(r.value)["config"]["notifier"]
+    ]
+    assert written["config"]["notifier"]["templates"] == {"reminder_24h": {"sms": sms}}
+    assert written["config"]["notifier"]["send_window"] == ["08:00", "20:00"]  # kept
+    assert written["changed_by"] == f"staff:{admin.staff_id}/clinic_admin"
+
+    async def shown() -> bool:
+        answer = await scheduler.get(path, headers={"X-API-Key": "kt"})
+        return bool(answer.json()["overrides"] == {"reminder_24h": {"sms": sms}})
+
+    await until(shown, "the view has the override")

@@ -66,10 +66,19 @@ def served(
     kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Stack, str, list[console_ops.SignIn]]]:
     workdir: Path = tmp_path_factory.mktemp("console")
+    clinics_file = demo_clinics.write(workdir / "clinics.json", CLINICS)
+    # The clinics from the registry topic, as in production (a template a clinic admin
+    # changes is written there); a topic of this run's own, so start-up reads only them.
+    registry = f"test.clinics.console-{RUN}.v1"
+    asyncio.run(
+        demo_clinics.register(kafka_bootstrap, json.loads(clinics_file.read_text()), registry)
+    )
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "REDIS_URL": redis_url,
-        "KAP_CLINICS_FILE": str(demo_clinics.write(workdir / "clinics.json", CLINICS)),
+        "KAP_CLINICS_FILE": str(clinics_file),
+        "KAP_CLINICS_SOURCE": "topic",
+        "KAP_CLINICS_TOPIC": registry,
     }
     stack = Stack(workdir=workdir, env=env)
     clinic_ids = list(CLINICS)
@@ -437,6 +446,26 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     await page.get_by_role("link", name="Settings").click()
     assert f"Ana {RUN}" in await page.get_by_label("Opening hours, therapists, rooms").input_value()
     await page.screenshot(path=str(SHOTS / "settings.png"))
+    # Its own wording of a message: a template that does not compile is refused, the part
+    # named; then saved into the clinic's registry entry, which every service reads back.
+    await page.get_by_role("link", name="Message templates").click()
+    await page.get_by_label("Message").select_option("reminder_24h")
+    await page.get_by_role("button", name="Edit this message").click()
+    sms = page.get_by_label("SMS")
+    await sms.fill("{{ clinic_name }}: see you tomorrow {{ starts_at")
+    await page.get_by_role("button", name="Save the templates").click()
+    await page.locator("#sms-error").wait_for()
+    await accessible(page, "templates refused")
+    await sms.fill("{{ clinic_name }}: see you tomorrow, {{ starts_at }}.")
+    await page.get_by_role("button", name="Save the templates").click()
+    await page.get_by_role("status").filter(has_text="Saved").wait_for()
+    for _ in range(40):  # the scheduler's catalogue reads it back from the registry
+        await page.goto(f"{base}/clinics/{clinic}/settings/templates?kind=reminder_24h")
+        if "(the clinic's own)" in await page.get_by_label("Message").inner_text():
+            break
+        await asyncio.sleep(0.5)
+    assert "see you tomorrow, {{ starts_at }}." in await page.get_by_label("SMS").input_value()
+    await page.screenshot(path=str(SHOTS / "templates.png"), full_page=True)
 
     # The group admin's Operations page: the services' readiness, lag and dead letters.
     await sign_out(page)
