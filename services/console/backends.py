@@ -79,10 +79,18 @@ class Services:
         return clinic_id in self._keys
 
     async def _call(
-        self, service: str, method: str, clinic_id: str, path: str, **kwargs: Any
+        self,
+        service: str,
+        method: str,
+        clinic_id: str,
+        path: str,
+        retry_key: str | None = None,
+        **kwargs: Any,
     ) -> Answer:
         url = f"{self._urls[service]}/v1/clinics/{clinic_id}{path}"
         headers = {"X-API-Key": self._keys.get(clinic_id, "")}
+        if retry_key:  # the form's own: sent twice (a double click), it is one request
+            headers["Idempotency-Key"] = retry_key
         actor = acting.get()
         if actor is not None:  # the signed-in staff member, for this call's clinic
             who = Actor(actor.staff_id, actor.role, clinic_id)
@@ -131,8 +139,11 @@ class Services:
 
     # --- actions -------------------------------------------------------------------
 
-    async def request_consultation(self, clinic_id: str, body: dict[str, Any]) -> Answer:
-        return await self._call("intake", "POST", clinic_id, "/consultation-requests", json=body)
+    async def request_consultation(
+        self, clinic_id: str, body: dict[str, Any], retry_key: str | None = None
+    ) -> Answer:
+        path = "/consultation-requests"
+        return await self._call("intake", "POST", clinic_id, path, retry_key, json=body)
 
     async def record_consultation(self, clinic_id: str, client_id: UUID, outcome: str) -> Answer:
         path = f"/clients/{client_id}/consultation-outcome"

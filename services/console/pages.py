@@ -258,14 +258,48 @@ def routes(
                 )
             found = answer.body if answer.ok else []
             problem = None if answer.ok else answer.problems.get("q", answer.message)
-        return page("clients.html", **frame(who, clinic_id, q=q, found=found, problem=problem))
+        upcoming = await next_appointments(clinic_id, [c["client_id"] for c in found])
+        return page(
+            "clients.html",
+            **frame(who, clinic_id, q=q, found=found, problem=problem, upcoming=upcoming),
+        )
+
+    async def next_appointments(clinic_id: str, clients: list[str]) -> dict[str, dict[str, Any]]:
+        """Each client's next booked appointment, from the scheduler (one read each, side
+        by side); a client it does not know, or away, has none shown."""
+        answers = await asyncio.gather(
+            *(services.schedule(clinic_id, UUID(c)) for c in clients), return_exceptions=True
+        )
+        since = now()
+        upcoming: dict[str, dict[str, Any]] = {}
+        for client_id, answer in zip(clients, answers, strict=True):
+            if not isinstance(answer, Answer) or not answer.ok:
+                continue
+            course = answer.body.get("course") or {}
+            every = [answer.body.get("consultation") or {}, *course.get("appointments", [])]
+            for booster in course.get("booster_sessions") or []:
+                every += booster.get("appointments", [])
+            booked = [
+                (datetime.fromisoformat(a["starts_at"]), a)
+                for a in every
+                if a.get("starts_at") and a.get("status", "booked") == "booked"
+            ]
+            ahead = [(at, a) for at, a in booked if at >= since]
+            if ahead:
+                upcoming[client_id] = min(ahead, key=lambda pair: pair[0])[1]
+        return upcoming
 
     @router.get("/clinics/{clinic_id}/clients/new")
     async def new_client(request: Request, clinic_id: str) -> Response:
         who = await viewer(request, clinic_id)
         if isinstance(who, Response):
             return who
-        return page("new_client.html", **frame(who, clinic_id, values={}, problems={}))
+        # A key per form shown: the same form posted twice (a double click, a resend)
+        # is one consultation request (intake's Idempotency-Key), not two clients.
+        key = secrets.token_urlsafe(16)
+        return page(
+            "new_client.html", **frame(who, clinic_id, values={}, problems={}, request_key=key)
+        )
 
     @router.post("/clinics/{clinic_id}/clients")
     async def create_client(request: Request, clinic_id: str) -> Response:
@@ -284,14 +318,16 @@ def routes(
         }
         if values["phone"]:
             body["phone"] = values["phone"]
+        retry_key = str(form.get("request_key", ""))[:200] or None
         try:
-            answer = await services.request_consultation(clinic_id, body)
+            answer = await services.request_consultation(clinic_id, body, retry_key)
         except Unavailable:
             return refused(who, clinic_id, 503, "The intake service is not answering; try again.")
-        if not answer.ok:
+        if not answer.ok:  # the form again, with a key of its own (this one was answered)
             return page(
                 "new_client.html", 422 if answer.problems else answer.status,
-                **frame(who, clinic_id, values=values, problems=_or_form(answer)),
+                **frame(who, clinic_id, values=values, problems=_or_form(answer),
+                        request_key=secrets.token_urlsafe(16)),
             )  # fmt: skip
         return RedirectResponse(
             f"/clinics/{clinic_id}/clients/{answer.body['client_id']}", 303, headers=HEADERS

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import email
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -206,6 +207,14 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     await page.get_by_label("Name or phone").fill(f"ines console-{RUN}")
     await page.get_by_role("button", name="Search").click()
     await page.get_by_role("link", name=person).wait_for()
+    # The row names the next appointment: the consultation, once the scheduler booked it.
+    row = page.get_by_role("row").filter(has_text=person)
+    for _ in range(40):
+        if "consultation," in await row.inner_text():
+            break
+        await asyncio.sleep(0.5)
+        await page.reload()
+    assert "consultation," in await row.inner_text()
     await accessible(page, "client search")
     await page.screenshot(path=str(SHOTS / "clients.png"), full_page=True)
     await page.get_by_role("link", name=person).click()
@@ -572,6 +581,32 @@ async def test_sign_in_locks_after_repeated_failures_and_forms_need_their_token(
         )
         assert screening.status_code == 403
         assert "role may not" in screening.text
+        # The same request form posted twice (a double click) is one request.
+        form = await http.get(f"/clinics/{clinic}/clients/new")
+        key = re.search(r'name="request_key" value="([^"]+)"', form.text)
+        assert key is not None
+        person = f"Twice {RUN}"
+        fields = {
+            "csrf": csrf_of(form),
+            "request_key": key.group(1),
+            "name": person,
+            "email": f"twice.{RUN}@example.org",
+            "preferred_channel": "email",
+        }
+        first, second = [await http.post(f"/clinics/{clinic}/clients", data=fields) for _ in "12"]
+        # One request on the topic (without the key, intake takes a second one: two).
+        requested = await topic_messages(
+            stack.service_env()["KAFKA_BOOTSTRAP_SERVERS"],
+            topics.CONSULTATION_REQUESTED.name,
+            key=first.headers["location"].rsplit("/", 1)[-1],
+            wait_s=3,
+            expect=2,
+        )
+        assert len(requested) == 1
+        assert first.status_code == second.status_code == 303
+        assert first.headers["location"] == second.headers["location"]
+        found = await http.get(f"/clinics/{clinic}/clients", params={"q": person})
+        assert found.text.count(f">{person}</a>") == 1
         settings = await http.get(f"/clinics/{clinic}/settings")
         assert settings.status_code == 403  # a clinic admin's page
         elsewhere = await http.get(f"/clinics/{accounts[3].clinics[-1]}/clients")
