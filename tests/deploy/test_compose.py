@@ -15,7 +15,8 @@ import yaml
 
 from chassis.config import ServiceSettings
 from chassis.metrics import ServiceMetrics
-from ops.acls import PRINCIPALS, password_variable
+from ops.acls import PARTNER, PRINCIPALS, password_variable
+from services.console.config import Settings as ConsoleSettings
 from services.intake.config import Settings as IntakeSettings
 from services.notifier.config import Settings as NotifierSettings
 from services.scheduler.config import Settings as SchedulerSettings
@@ -28,6 +29,8 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
     "notifier": NotifierSettings,
     "webhooks": WebhooksSettings,
 }
+# Every process that logs in to a secured Kafka: the services and the console.
+KAFKA_CLIENTS: dict[str, type[ServiceSettings]] = {**SETTINGS, "console": ConsoleSettings}
 
 
 def compose(*args: str) -> str:
@@ -209,7 +212,9 @@ def test_secure_overlay_gives_every_service_its_own_principal_created_by_kafka_a
     services = secured["services"]
     acls_env = services["kafka-acls"]["environment"]
     assert services["kafka-acls"]["entrypoint"] == ["bash", "/secure/acls.sh"]
-    for service, settings in SETTINGS.items():
+    # Every principal but the partner's is a process of this deployment, logging in as itself.
+    assert set(PRINCIPALS) - {PARTNER} == set(KAFKA_CLIENTS)
+    for service, settings in KAFKA_CLIENTS.items():
         env = services[service]["environment"]
         assert env["KAFKA_SASL_USERNAME"] == service
         assert env["KAFKA_SASL_PASSWORD"] == acls_env[password_variable(service)]
@@ -217,7 +222,7 @@ def test_secure_overlay_gives_every_service_its_own_principal_created_by_kafka_a
         assert services[service]["depends_on"]["kafka-acls"] == {
             "condition": "service_completed_successfully"
         }
-    assert password_variable("partner") in acls_env
+    assert {password_variable(p) for p in PRINCIPALS} <= set(acls_env)
     script = (SECURE / "acls.sh").read_text()
     for principal in PRINCIPALS:
         assert f'user {principal} "${{{password_variable(principal)}:-' in script
@@ -237,7 +242,7 @@ def test_secure_overlay_points_services_and_acls_at_the_scram_listener(
         and broker[f"listener.name.{name.lower()}.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
     }
     assert scram == {"kafka:19092"}
-    for service in SETTINGS:
+    for service in KAFKA_CLIENTS:
         env = secured["services"][service]["environment"]
         assert set(env["KAFKA_BOOTSTRAP_SERVERS"].split(",")) <= scram
     assert secured["services"]["kafka-acls"]["environment"]["KAFKA_BOOTSTRAP"] == "kafka:19092"
@@ -290,8 +295,6 @@ def security_keys(settings: dict[str, str]) -> set[str]:
 def test_the_console_reads_what_compose_sets_and_waits_for_the_services(
     resolved: dict[str, Any],
 ) -> None:
-    from services.console.config import Settings as ConsoleSettings
-
     console = resolved["services"]["console"]
     readable = env_names(ConsoleSettings)
     assert set(console["environment"]) <= set(readable)

@@ -22,14 +22,27 @@ from aiokafka.errors import (
 )
 
 from chassis.config import ServiceSettings
-from chassis.kafka import apply_topics, client_options
+from chassis.dead_letters import HEADER_SERVICE, HEADER_TOPIC
+from chassis.kafka import apply_topics, check_topics, client_options, make_broker
 from ops.acls import PRINCIPALS, password_variable
+from ops.operations import (
+    OPERATED_GROUPS,
+    REPLAY_GROUP,
+    consumer_lag,
+    dead_letters,
+    replay_dead_letters,
+)
 from shared.topics import (
     ALL,
+    AUDIT_TOPICS,
     CLIENT_ENROLLED,
+    CLINIC_REGISTRY,
+    CONSULTATION_REQUESTED,
+    NOTIFICATION_SENT,
     PUBLIC_STAGE_REACHED,
     RECORD_TOPICS,
     SESSION_SCHEDULED,
+    STAFF_SIGN_INS,
 )
 from tests import infra
 from tests.helpers import partner_reads, publish_stage_reached
@@ -182,3 +195,73 @@ async def test_a_wrong_password_or_no_login_is_refused(
     with pytest.raises(KafkaConnectionError):
         async with consumer(controller, PUBLIC_STAGE_REACHED.name, "partner-x", {}):
             pass
+
+
+# --- the console: its start-up, its sign-in audit, its Operations page ------------------
+
+
+def console_settings(bootstrap: str) -> ServiceSettings:
+    return ServiceSettings(
+        kafka_bootstrap_servers=bootstrap,
+        kafka_sasl_username="console",
+        kafka_sasl_password=PASSWORDS["console"],
+    )
+
+
+async def test_the_console_starts_and_writes_its_audit_as_its_own_principal(
+    secured: str, created: list[str]
+) -> None:
+    settings = console_settings(secured)
+    security = client_options(settings)
+    # As chassis.service.ServiceRuntime.start applies them for the console: intake made
+    # the catalogue; the console adds its audit topic, by name (no Create on the cluster).
+    records = (*RECORD_TOPICS, *(a for a in AUDIT_TOPICS if "console" in a.producers))
+    assert await apply_topics(secured, 1, ALL, security, records) == [STAFF_SIGN_INS.name]
+    await check_topics(secured, ALL, security, records)
+    # The sign-in audit, through the broker's (idempotent) producer as services.console.main.
+    broker = make_broker(settings, "console")
+    await broker.start()
+    try:
+        await broker.publish(b"{}", STAFF_SIGN_INS.name, key=b"staff-1")
+        assert await broker.ping(timeout=10)  # its readiness
+    finally:
+        await broker.stop()
+    # Not the configuration, not a topic no service consumes (nothing to replay to it).
+    for topic in (CLINIC_REGISTRY.name, NOTIFICATION_SENT.name):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await send(secured, "console", topic)
+
+
+async def test_the_console_reads_lag_and_dead_letters_and_replays_them(
+    secured: str, created: list[str]
+) -> None:
+    security = client_options(console_settings(secured))
+    # A dead letter as the notifier writes one (chassis.dead_letters).
+    dlq = CONSULTATION_REQUESTED.dead_letters
+    producer = AIOKafkaProducer(bootstrap_servers=secured, **login("notifier"))
+    await producer.start()
+    try:
+        headers = [(HEADER_TOPIC, CONSULTATION_REQUESTED.name.encode()), (HEADER_SERVICE, b"n")]
+        await producer.send_and_wait(dlq, b"{}", key=b"client-1", headers=headers)
+    finally:
+        await producer.stop()
+
+    await consumer_lag(secured, (*OPERATED_GROUPS, REPLAY_GROUP), security=security)
+    assert [d.dlq_topic for d in await dead_letters(secured, security=security)] == [dlq]
+    sent = await replay_dead_letters(secured, CONSULTATION_REQUESTED.name, security=security)
+    assert sent == 1
+    lags = await consumer_lag(secured, (REPLAY_GROUP,), security=security)
+    assert sum(lag.committed for lag in lags if lag.topic == dlq) == 1
+
+
+async def test_the_console_joins_no_service_or_partner_group(
+    secured: str, created: list[str], unique: str
+) -> None:
+    console = login("console")
+    refused = (GroupAuthorizationFailedError, TopicAuthorizationFailedError)
+    with pytest.raises(GroupAuthorizationFailedError):
+        async with consumer(secured, CONSULTATION_REQUESTED.dead_letters, "kap-notifier", console):
+            pass
+    with pytest.raises(refused):
+        async with consumer(secured, PUBLIC_STAGE_REACHED.name, f"partner-{unique}", console) as c:
+            await asyncio.wait_for(c.getone(), timeout=20)
