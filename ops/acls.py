@@ -89,8 +89,16 @@ def rules() -> list[Rule]:
     consumed = consumers(service_brokers())
     found = [
         # Start-up applies the topic catalogue: describe every topic, create the missing.
+        # Every dead-letter topic too: start-up checks the whole catalogue is there, and
+        # a topic a principal may not describe is one it sees missing (Create on the
+        # cluster lets it create one, not see it): no service started on a secured
+        # cluster before this (tests/integration/test_secured_kafka.py).
         Rule(SERVICES, ("Create", "Describe", "IdempotentWrite"), cluster=True),
-        Rule(RUNTIMES, ("Describe", "Create"), topics=tuple(t.name for t in ALL)),
+        Rule(
+            RUNTIMES,
+            ("Describe", "Create"),
+            topics=tuple(name for t in ALL for name in (t.name, t.dead_letters)),
+        ),
         Rule(RUNTIMES, ("Describe", "Create"), topics=tuple(t.name for t in RECORD_TOPICS)),
         # Every service (and the console) builds its clinic catalogue from the registry,
         # partitions assigned (no group); the scheduler serves the admin API that writes

@@ -21,49 +21,93 @@ acl --allow-principal User:intake --allow-principal User:scheduler --allow-princ
   --cluster
 acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --allow-principal User:webhooks --allow-principal User:console --operation Describe --operation Create \
   --topic intake.consultation.requested.v1 \
+  --topic intake.consultation.requested.v1.dlq \
   --topic intake.consultation.held.v1 \
+  --topic intake.consultation.held.v1.dlq \
   --topic intake.screening.completed.v1 \
+  --topic intake.screening.completed.v1.dlq \
   --topic intake.client.enrolled.v1 \
+  --topic intake.client.enrolled.v1.dlq \
   --topic intake.contact.preferences-changed.v1 \
+  --topic intake.contact.preferences-changed.v1.dlq \
   --topic clinical.alert.raised.v1 \
+  --topic clinical.alert.raised.v1.dlq \
   --topic clinical.alert.acknowledged.v1 \
+  --topic clinical.alert.acknowledged.v1.dlq \
   --topic clinical.alert.escalated.v1 \
+  --topic clinical.alert.escalated.v1.dlq \
   --topic scheduler.consultation.booked.v1 \
+  --topic scheduler.consultation.booked.v1.dlq \
   --topic scheduler.consultation.booking-failed.v1 \
+  --topic scheduler.consultation.booking-failed.v1.dlq \
   --topic scheduler.consultation.waitlisted.v1 \
+  --topic scheduler.consultation.waitlisted.v1.dlq \
   --topic scheduler.consultation.slot-offered.v1 \
+  --topic scheduler.consultation.slot-offered.v1.dlq \
   --topic scheduler.consultation.offer-accepted.v1 \
+  --topic scheduler.consultation.offer-accepted.v1.dlq \
   --topic scheduler.consultation.offer-lapsed.v1 \
+  --topic scheduler.consultation.offer-lapsed.v1.dlq \
   --topic scheduler.consultation.cancelled.v1 \
+  --topic scheduler.consultation.cancelled.v1.dlq \
   --topic scheduler.course.booked.v1 \
+  --topic scheduler.course.booked.v1.dlq \
   --topic scheduler.course.booking-failed.v1 \
+  --topic scheduler.course.booking-failed.v1.dlq \
   --topic scheduler.session.scheduled.v1 \
+  --topic scheduler.session.scheduled.v1.dlq \
   --topic scheduler.session.rescheduled.v1 \
+  --topic scheduler.session.rescheduled.v1.dlq \
   --topic scheduler.session.cancelled.v1 \
+  --topic scheduler.session.cancelled.v1.dlq \
   --topic scheduler.session.completed.v1 \
+  --topic scheduler.session.completed.v1.dlq \
   --topic scheduler.session.missed.v1 \
+  --topic scheduler.session.missed.v1.dlq \
   --topic scheduler.course.completed.v1 \
+  --topic scheduler.course.completed.v1.dlq \
   --topic scheduler.booster.plan-set.v1 \
+  --topic scheduler.booster.plan-set.v1.dlq \
   --topic scheduler.booster.due.v1 \
+  --topic scheduler.booster.due.v1.dlq \
   --topic scheduler.booster.stopped.v1 \
+  --topic scheduler.booster.stopped.v1.dlq \
   --topic scheduler.booster-session.booked.v1 \
+  --topic scheduler.booster-session.booked.v1.dlq \
   --topic scheduler.booster-session.booking-failed.v1 \
+  --topic scheduler.booster-session.booking-failed.v1.dlq \
   --topic scheduler.booster-session.declined.v1 \
+  --topic scheduler.booster-session.declined.v1.dlq \
   --topic scheduler.session.checked-in.v1 \
+  --topic scheduler.session.checked-in.v1.dlq \
   --topic scheduler.session.recorded.v1 \
+  --topic scheduler.session.recorded.v1.dlq \
   --topic scheduler.course.paused.v1 \
+  --topic scheduler.course.paused.v1.dlq \
   --topic scheduler.course.resumed.v1 \
+  --topic scheduler.course.resumed.v1.dlq \
   --topic scheduler.course.held-for-review.v1 \
+  --topic scheduler.course.held-for-review.v1.dlq \
   --topic scheduler.course.ended.v1 \
+  --topic scheduler.course.ended.v1.dlq \
   --topic scheduler.measure.due.v1 \
+  --topic scheduler.measure.due.v1.dlq \
   --topic intake.measure.answered.v1 \
+  --topic intake.measure.answered.v1.dlq \
   --topic notifier.notification.sent.v1 \
+  --topic notifier.notification.sent.v1.dlq \
   --topic notifier.notification.failed.v1 \
+  --topic notifier.notification.failed.v1.dlq \
   --topic public.client.stage-reached.v1 \
+  --topic public.client.stage-reached.v1.dlq \
   --topic public.appointment.status-changed.v1 \
+  --topic public.appointment.status-changed.v1.dlq \
   --topic public.appointment.checked-in.v1 \
+  --topic public.appointment.checked-in.v1.dlq \
   --topic public.course.status-changed.v1 \
-  --topic public.outcomes.cohort-summarized.v1
+  --topic public.course.status-changed.v1.dlq \
+  --topic public.outcomes.cohort-summarized.v1 \
+  --topic public.outcomes.cohort-summarized.v1.dlq
 acl --allow-principal User:intake --allow-principal User:scheduler --allow-principal User:notifier --allow-principal User:webhooks --allow-principal User:console --operation Describe --operation Create \
   --topic clinics.registry.v1 \
   --topic clinics.changes.v1

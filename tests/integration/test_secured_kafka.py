@@ -41,6 +41,7 @@ from shared.topics import (
     NOTIFICATION_SENT,
     PUBLIC_STAGE_REACHED,
     RECORD_TOPICS,
+    SERVICES,
     SESSION_SCHEDULED,
     STAFF_SIGN_INS,
 )
@@ -130,6 +131,24 @@ async def test_a_service_applies_the_topic_catalogue_as_its_own_principal(
     wanted = {name for topic in ALL for name in (topic.name, topic.dead_letters)}
     wanted |= {topic.name for topic in RECORD_TOPICS}
     assert set(created) == wanted
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_every_service_starts_as_its_own_principal(
+    service: str, secured: str, created: list[str]
+) -> None:
+    """What ServiceRuntime.start does before anything else: apply the catalogue (intake made
+    it: nothing left to create) and check every topic of it is there, as the service sees
+    it. A service that cannot describe a topic sees it missing and does not start."""
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=secured,
+        kafka_sasl_username=service,
+        kafka_sasl_password=PASSWORDS[service],
+    )
+    security = client_options(settings)
+    records = (*RECORD_TOPICS, *(a for a in AUDIT_TOPICS if service in a.producers))
+    assert await apply_topics(secured, 1, ALL, security, records) == []
+    await check_topics(secured, ALL, security, records)
 
 
 async def test_a_service_publishes_and_the_partner_reads_it_in_a_partner_group(
