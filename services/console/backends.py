@@ -31,6 +31,8 @@ class Answer:
     status: int
     body: Any
     problems: dict[str, str] = field(default_factory=dict)  # field -> what is wrong
+    # The same, by the whole dotted path (`policy.min_notice_hours`): a nested form's.
+    where: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -53,12 +55,15 @@ def _answer(response: httpx.Response) -> Answer:
             raise Unavailable(f"{response.request.url.host}: not JSON") from None
         body = None
     problems: dict[str, str] = {}
+    paths: dict[str, str] = {}
     detail = body.get("detail") if isinstance(body, dict) else None
     if response.status_code == 422 and isinstance(detail, list):
         for item in detail:
             where = [str(part) for part in item.get("loc", ()) if part not in ("body", "query")]
-            problems.setdefault(where[0] if where else "form", str(item.get("msg", "invalid")))
-    return Answer(response.status_code, body, problems)
+            message = str(item.get("msg", "invalid"))
+            problems.setdefault(where[0] if where else "form", message)
+            paths.setdefault(".".join(where) or "form", message)
+    return Answer(response.status_code, body, problems, paths)
 
 
 class Services:

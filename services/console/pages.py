@@ -477,13 +477,19 @@ def routes(
 
     # --- the clinic's settings (clinic admins) ------------------------------------------
 
-    @router.get("/clinics/{clinic_id}/settings")
-    async def settings_page(request: Request, clinic_id: str) -> Response:
-        who = await viewer(request, clinic_id)
-        if isinstance(who, Response):
-            return who
-        if not who.member.may(Action.EDIT_SETTINGS):
-            return refused(who, clinic_id, 403, "Your role may not do this.")
+    async def settings_view(
+        who: Signed,
+        clinic_id: str,
+        status: int = 200,
+        *,
+        text: str | None = None,
+        problems: dict[str, str] | None = None,
+        policy_values: dict[str, str] | None = None,
+        policy_problems: dict[str, str] | None = None,
+        saved: bool = False,
+    ) -> HTMLResponse:
+        """The calendar as JSON and its course policy as a form of its own (each value
+        by its dotted name), both as the scheduler holds them unless given."""
         try:
             answer = await services.calendar(clinic_id)
         except Unavailable:
@@ -491,8 +497,32 @@ def routes(
         calendar = dict(answer.body) if answer.ok else {}
         for derived in ("clinic_id", "timezone"):  # the clinic's own, not the calendar's
             calendar.pop(derived, None)
-        text = json.dumps(calendar, indent=2, sort_keys=True) if answer.ok else ""
-        return page("settings.html", **frame(who, clinic_id, text=text, problems={}, saved=False))
+        held = policy_fields(calendar.get("policy") or {})
+        return page(
+            "settings.html",
+            status,
+            **frame(
+                who,
+                clinic_id,
+                text=text if text is not None else json.dumps(calendar, indent=2, sort_keys=True),
+                problems=problems or {},
+                policy=[
+                    (name, kind, (policy_values or {}).get(name, shown))
+                    for name, kind, shown in held
+                ],
+                policy_problems=policy_problems or {},
+                saved=saved,
+            ),
+        )
+
+    @router.get("/clinics/{clinic_id}/settings")
+    async def settings_page(request: Request, clinic_id: str) -> Response:
+        who = await viewer(request, clinic_id)
+        if isinstance(who, Response):
+            return who
+        if not who.member.may(Action.EDIT_SETTINGS):
+            return refused(who, clinic_id, 403, "Your role may not do this.")
+        return await settings_view(who, clinic_id)
 
     @router.post("/clinics/{clinic_id}/settings")
     async def save_settings(request: Request, clinic_id: str) -> Response:
@@ -505,24 +535,69 @@ def routes(
             calendar = json.loads(text)
         except ValueError as wrong:
             problems = {"calendar": f"not JSON: {wrong}"}
-            return page(
-                "settings.html",
-                422,
-                **frame(who, clinic_id, text=text, problems=problems, saved=False),
-            )
+            return await settings_view(who, clinic_id, 422, text=text, problems=problems)
         try:
             answer = await services.change_calendar(clinic_id, calendar)
         except Unavailable:
             return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
         if not answer.ok:
             problems = answer.problems or {"form": answer.message}
-            return page(
-                "settings.html",
-                422,
-                **frame(who, clinic_id, text=text, problems=problems, saved=False),
-            )
+            return await settings_view(who, clinic_id, 422, text=text, problems=problems)
         log.info("console: %s changed the clinic's calendar", who.member.role.value)
-        return page("settings.html", **frame(who, clinic_id, text=text, problems={}, saved=True))
+        return await settings_view(who, clinic_id, saved=True)
+
+    @router.post("/clinics/{clinic_id}/settings/policy")
+    async def save_policy(request: Request, clinic_id: str) -> Response:
+        """The course policy's values, from their form, into the calendar as it stands."""
+        checked = await posted(request, clinic_id, Action.EDIT_SETTINGS)
+        if isinstance(checked, Response):
+            return checked
+        who, form = checked
+        try:
+            current = await services.calendar(clinic_id)
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
+        if not current.ok:
+            return refused(who, clinic_id, current.status, current.message)
+        calendar = {k: v for k, v in current.body.items() if k not in ("clinic_id", "timezone")}
+        policy = json.loads(json.dumps(calendar.get("policy") or {}))  # a copy to change
+        typed = {name: str(form.get(name, "")).strip() for name, _, _ in policy_fields(policy)}
+        wrong: dict[str, str] = {}
+        for name, kind, _ in policy_fields(policy):
+            *parents, leaf = name.split(".")
+            holder = policy
+            for parent in parents:
+                holder = holder[parent]
+            if kind == "bool":
+                holder[leaf] = form.get(name) == "on"
+                typed[name] = "true" if holder[leaf] else "false"
+            elif kind == "int":
+                try:
+                    holder[leaf] = int(typed[name])
+                except ValueError:
+                    wrong[name] = "a whole number"
+            else:
+                holder[leaf] = typed[name]
+        if wrong:
+            return await settings_view(
+                who, clinic_id, 422, policy_values=typed, policy_problems=wrong
+            )
+        try:
+            answer = await services.change_calendar(clinic_id, {**calendar, "policy": policy})
+        except Unavailable:
+            return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
+        if not answer.ok:  # by the value's name where the scheduler named one
+            named = {k.removeprefix("policy."): v for k, v in answer.where.items()}
+            named = {("form" if k == "policy" else k): v for k, v in named.items()}
+            return await settings_view(
+                who,
+                clinic_id,
+                422,
+                policy_values=typed,
+                policy_problems=named or {"form": answer.message},
+            )
+        log.info("console: %s changed the clinic's course policy", who.member.role.value)
+        return await settings_view(who, clinic_id, saved=True)
 
     # --- the clinic's message templates (clinic admins) --------------------------------
 
@@ -799,6 +874,24 @@ def routes(
     for other in more:  # pages of their own (operations.py), signed in the same way
         router.include_router(other(kit))
     return router
+
+
+def policy_fields(policy: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    """The course policy's single values, by dotted name (`checkin.opens_minutes_before`),
+    each with its kind (int, bool or text) and its value as a form shows it. Lists and
+    pairs stay with the JSON editor."""
+    found: list[tuple[str, str, str]] = []
+    for key in sorted(policy):
+        value, name = policy[key], f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += policy_fields(value, f"{name}.")
+        elif isinstance(value, bool):
+            found.append((name, "bool", "true" if value else "false"))
+        elif isinstance(value, int):
+            found.append((name, "int", str(value)))
+        elif isinstance(value, str):
+            found.append((name, "text", value))
+    return found
 
 
 def _checked(form: Any, name: str) -> bool:

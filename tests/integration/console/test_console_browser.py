@@ -441,6 +441,24 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     admin = accounts[2]
     await sign_in(page, base, admin, console_ops.PASSWORD)
     await page.get_by_role("link", name="Settings").click()
+    # The course policy's form: a value out of range is named next to it; a window the
+    # doses cannot fit is refused as a whole, said why; a valid change is saved.
+    notice = page.get_by_label("min notice hours", exact=True)
+    await notice.fill("-1")
+    await page.get_by_role("button", name="Save the course policy").click()
+    await page.locator("#p-min_notice_hours-error").wait_for()
+    assert await page.get_by_label("min notice hours", exact=True).input_value() == "-1"
+    await accessible(page, "course policy refused")
+    await page.get_by_label("min notice hours", exact=True).fill("24")
+    await page.get_by_label("course window days", exact=True).fill("1")
+    await page.get_by_role("button", name="Save the course policy").click()
+    await page.get_by_role("alert").filter(has_text="cannot fit the course window").wait_for()
+    await page.get_by_label("course window days", exact=True).fill("21")
+    await page.get_by_label("cancellation window hours", exact=True).fill("36")
+    await page.get_by_role("button", name="Save the course policy").click()
+    await page.get_by_role("status").filter(has_text="Saved").wait_for()
+    await page.get_by_role("link", name="Settings").click()
+    assert await page.get_by_label("cancellation window hours", exact=True).input_value() == "36"
     editor = page.get_by_label("Opening hours, therapists, rooms")
     calendar = json.loads(await editor.input_value())
     broken = {k: v for k, v in calendar.items() if k != "opening_hours"}
