@@ -186,6 +186,10 @@ def _client_view(file: ClientFile) -> dict[str, Any]:
         "phq9_total": totals.phq9_total if totals else None,
         "phq9_band": totals.phq9_band.value if totals else None,
         "gad7_total": totals.gad7_total if totals else None,
+        # When the client consented to their (latest) course; None: not yet.
+        "consent_recorded_at": (
+            record.consent_recorded_at.isoformat() if record.consent_recorded_at else None
+        ),
         "history": file.history,
     }
 

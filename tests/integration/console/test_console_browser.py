@@ -246,6 +246,8 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
             break
         await asyncio.sleep(0.5)
     assert await page.get_by_role("cell", name="medicine 1").count() == 1
+    consent = page.locator("dt:has-text('Consent to treatment') + dd")
+    assert (await consent.inner_text()).startswith("given, ")
 
     # The baseline measure is on the chart; one entered now with the client joins it.
     measures = page.locator("tr.measure")

@@ -80,6 +80,8 @@ async def test_an_eligible_person_is_enrolled_with_every_step_published(
     assert enrolled.json()["phq9_total"] == 14
     assert enrolled.json()["phq9_band"] == "moderate"
     assert enrolled.json()["gad7_total"] == 10
+    viewed = await intake.get(f"/v1/clinics/lisbon/clients/{client}", headers=auth("lisbon"))
+    assert viewed.json()["consent_recorded_at"] is not None
 
     request_event = (
         await topic_messages(kafka_bootstrap, topics.CONSULTATION_REQUESTED.name, key=client)
