@@ -275,13 +275,9 @@ def routes(
         for client_id, answer in zip(clients, answers, strict=True):
             if not isinstance(answer, Answer) or not answer.ok:
                 continue
-            course = answer.body.get("course") or {}
-            every = [answer.body.get("consultation") or {}, *course.get("appointments", [])]
-            for booster in course.get("booster_sessions") or []:
-                every += booster.get("appointments", [])
             booked = [
                 (datetime.fromisoformat(a["starts_at"]), a)
-                for a in every
+                for a in every_appointment(answer.body)
                 if a.get("starts_at") and a.get("status", "booked") == "booked"
             ]
             ahead = [(at, a) for at, a in booked if at >= since]
@@ -587,8 +583,13 @@ def routes(
         except Unavailable:
             return refused(who, clinic_id, 503, "The scheduler is not answering; try again.")
         if not answer.ok:  # by the value's name where the scheduler named one
-            named = {k.removeprefix("policy."): v for k, v in answer.where.items()}
-            named = {("form" if k == "policy" else k): v for k, v in named.items()}
+            named: dict[str, str] = {}
+            for path, message in answer.where.items():
+                value = path.removeprefix("policy.")
+                if value in typed:
+                    named[value] = message
+                else:  # the policy as a whole, or the calendar around it: said at the top
+                    named.setdefault("form", message if path == "policy" else f"{path}: {message}")
             return await settings_view(
                 who,
                 clinic_id,
@@ -763,10 +764,7 @@ def routes(
     def find(schedule: dict[str, Any] | None, appointment_id: UUID) -> dict[str, Any] | None:
         if not schedule:
             return None
-        course = schedule.get("course") or {}
-        every = [schedule.get("consultation") or {}, *course.get("appointments", [])]
-        for booster in course.get("booster_sessions") or []:  # each with its appointments
-            every += booster.get("appointments", [])
+        every = every_appointment(schedule)
         return next((a for a in every if a.get("appointment_id") == str(appointment_id)), None)
 
     async def appointment_page(
@@ -874,6 +872,16 @@ def routes(
     for other in more:  # pages of their own (operations.py), signed in the same way
         router.include_router(other(kit))
     return router
+
+
+def every_appointment(schedule: dict[str, Any]) -> list[dict[str, Any]]:
+    """A client's schedule (the scheduler's view) as one list: the consultation, the
+    course's appointments and each booster's."""
+    course = schedule.get("course") or {}
+    every = [schedule.get("consultation") or {}, *course.get("appointments", [])]
+    for booster in course.get("booster_sessions") or []:  # each with its appointments
+        every += booster.get("appointments", [])
+    return every
 
 
 def policy_fields(policy: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
