@@ -72,10 +72,12 @@ class Rule:
     groups: tuple[str, ...] = ()
     cluster: bool = False
     prefixed: bool = False  # resource names are prefixes (`public.` = every public topic)
+    deny: bool = False  # a DENY rule: it wins over any ALLOW that matches too
 
     def command(self) -> str:
         head = ["acl"]
-        head += [arg for p in self.principals for arg in ("--allow-principal", f"User:{p}")]
+        who = "--deny-principal" if self.deny else "--allow-principal"
+        head += [arg for p in self.principals for arg in (who, f"User:{p}")]
         head += [arg for op in self.operations for arg in ("--operation", op)]
         if self.prefixed:
             head += ["--resource-pattern-type", "prefixed"]
@@ -121,6 +123,10 @@ def rules() -> list[Rule]:
             found.append(Rule((service,), ("Write", "Create", "Describe"), topics=dead_letters))
     found += console_rules(consumed)
     found.append(Rule((PARTNER,), ("Read", "Describe"), topics=("public.",), prefixed=True))
+    # The prefix also matches the public topics' dead-letter topics, whose headers carry
+    # a service's error text and whose records failed the contract: not the partners'.
+    public_dead_letters = tuple(t.dead_letters for t in ALL if t.public)
+    found.append(Rule((PARTNER,), ("Read", "Describe"), topics=public_dead_letters, deny=True))
     found.append(Rule((PARTNER,), ("Read",), groups=("partner-",), prefixed=True))
     return found
 

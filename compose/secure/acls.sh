@@ -376,6 +376,12 @@ acl --allow-principal User:console --operation Describe \
   --group kap-webhooks
 acl --allow-principal User:partner --operation Read --operation Describe --resource-pattern-type prefixed \
   --topic public.
+acl --deny-principal User:partner --operation Read --operation Describe \
+  --topic public.client.stage-reached.v1.dlq \
+  --topic public.appointment.status-changed.v1.dlq \
+  --topic public.appointment.checked-in.v1.dlq \
+  --topic public.course.status-changed.v1.dlq \
+  --topic public.outcomes.cohort-summarized.v1.dlq
 acl --allow-principal User:partner --operation Read --resource-pattern-type prefixed \
   --group partner-
 echo "principals and ACLs in place"

@@ -176,6 +176,17 @@ async def test_the_partner_cannot_read_a_topic_that_is_not_public(
             await asyncio.wait_for(client.getone(), timeout=20)
 
 
+async def test_the_partner_cannot_read_a_public_topics_dead_letters(
+    secured: str, created: list[str], unique: str
+) -> None:
+    """`public.` as a prefix also names `public.*.dlq`: denied by name (a service's error
+    text in the headers, records that failed the contract)."""
+    dead_letters = PUBLIC_STAGE_REACHED.dead_letters
+    with pytest.raises(TopicAuthorizationFailedError):
+        async with consumer(secured, dead_letters, f"partner-{unique}", PARTNER) as client:
+            await asyncio.wait_for(client.getone(), timeout=20)
+
+
 async def test_the_partner_cannot_use_a_services_consumer_group(
     secured: str, created: list[str]
 ) -> None:

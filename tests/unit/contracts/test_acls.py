@@ -32,6 +32,12 @@ def test_partners_read_only_public_topics_in_their_own_groups() -> None:
     assert all(rule.principals == ("partner",) for rule in partner)
     assert partner == [
         acls.Rule(("partner",), ("Read", "Describe"), topics=("public.",), prefixed=True),
+        acls.Rule(
+            ("partner",),
+            ("Read", "Describe"),
+            topics=tuple(t.dead_letters for t in ALL if t.public),
+            deny=True,
+        ),
         acls.Rule(("partner",), ("Read",), groups=("partner-",), prefixed=True),
     ]
 
