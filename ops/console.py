@@ -106,10 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = args.workdir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     clinics = list(demo_clinics.CLINICS)
+    clinics_file = demo_clinics.write(run / "clinics.json")
+    # From the clinic registry, as `make demo` and production read them: a clinic admin's
+    # message templates are written there (a clinics file would refuse them).
+    asyncio.run(demo_clinics.register(args.kafka, json.loads(clinics_file.read_text())))
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": args.kafka,
         "REDIS_URL": args.redis,
-        "KAP_CLINICS_FILE": str(demo_clinics.write(run / "clinics.json")),
+        "KAP_CLINICS_SOURCE": "topic",
+        "KAP_CLINICS_FILE": str(clinics_file),
     }
     stack = Stack(workdir=run, env=env)
     accounts = sign_ins(clinics)
