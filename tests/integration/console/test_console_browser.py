@@ -93,6 +93,16 @@ def served(
         yield stack, f"http://127.0.0.1:{process.http_port}", accounts
 
 
+async def fill_check_in(page: Page) -> None:
+    """A check-in that passes: ride home and fasting confirmed, vital signs in range."""
+    await page.get_by_label("A driver takes the client home").check()
+    await page.get_by_label("Fasting confirmed").check()
+    await page.get_by_label("Systolic (mmHg)", exact=True).fill("124")
+    await page.get_by_label("Diastolic (mmHg)", exact=True).fill("78")
+    await page.get_by_label("Heart rate (per minute)", exact=True).fill("70")
+    await page.get_by_label("PHQ-9 item 9 today").fill("0")
+
+
 def scheduler_on_clock(stack: Stack, origin: datetime, scale: float) -> float:
     """Restart the scheduler with its clock at `origin`, running `scale` times as fast as
     real time from now (the services' clocks are injected: KAP_CLOCK_*); the real time
@@ -316,12 +326,7 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     await page.set_viewport_size(LAPTOP)  # type: ignore[arg-type]
     await page.get_by_role("link", name="medicine 1").click()
     await page.get_by_role("heading", name="Check in").wait_for()
-    await page.get_by_label("A driver takes the client home").check()
-    await page.get_by_label("Fasting confirmed").check()
-    await page.get_by_label("Systolic (mmHg)", exact=True).fill("124")
-    await page.get_by_label("Diastolic (mmHg)", exact=True).fill("78")
-    await page.get_by_label("Heart rate (per minute)", exact=True).fill("70")
-    await page.get_by_label("PHQ-9 item 9 today").fill("0")
+    await fill_check_in(page)
     await accessible(page, "appointment page")
     await page.get_by_role("button", name="Check in").click()
     refusal = page.get_by_role("alert").filter(has_text="check-in opens")
@@ -359,12 +364,7 @@ async def test_a_front_desk_and_a_clinician_take_a_person_from_request_to_enrolm
     )
     dose_page = f"{client_url}/appointments/{first['appointment_id']}"
     await page.goto(dose_page)
-    await page.get_by_label("A driver takes the client home").check()
-    await page.get_by_label("Fasting confirmed").check()
-    await page.get_by_label("Systolic (mmHg)", exact=True).fill("124")
-    await page.get_by_label("Diastolic (mmHg)", exact=True).fill("78")
-    await page.get_by_label("Heart rate (per minute)", exact=True).fill("70")
-    await page.get_by_label("PHQ-9 item 9 today").fill("0")
+    await fill_check_in(page)
     await page.get_by_role("button", name="Check in").click()
     await page.wait_for_url(client_url)
 

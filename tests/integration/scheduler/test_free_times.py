@@ -20,6 +20,16 @@ pytestmark = pytest.mark.integration
 LISBON = ZoneInfo("Europe/Lisbon")
 
 
+async def booked_doses(
+    intake_events: EventPublisher, clock: FrozenClock, kafka_bootstrap: str
+) -> tuple[str, list[ev.Appointment]]:
+    """A client enrolled, and the medicine sessions of the course the scheduler booked."""
+    client, _ = await enrol(intake_events, clock)
+    course = (await booked_course(kafka_bootstrap, client))["value"]
+    doses = [a for a in course["appointments"] if a["kind"] == "medicine"]
+    return client, [ev.Appointment.model_validate(a) for a in doses]
+
+
 async def _offered(
     scheduler: httpx.AsyncClient, appointment_id: object, day: str
 ) -> list[dict[str, object]]:
@@ -40,11 +50,7 @@ async def test_an_offered_time_is_accepted_and_no_time_inside_the_notice_is_offe
     clock: FrozenClock,
     kafka_bootstrap: str,
 ) -> None:
-    client, _ = await enrol(intake_events, clock)
-    course = (await booked_course(kafka_bootstrap, client))["value"]
-    doses = [
-        ev.Appointment.model_validate(a) for a in course["appointments"] if a["kind"] == "medicine"
-    ]
+    client, doses = await booked_doses(intake_events, clock, kafka_bootstrap)
     second = doses[1]
     day = second.starts_at.astimezone(LISBON).date()
     offered = await _offered(scheduler, second.appointment_id, day.isoformat())
@@ -88,11 +94,8 @@ async def test_a_time_not_offered_is_refused_by_the_reschedule(
     clock: FrozenClock,
     kafka_bootstrap: str,
 ) -> None:
-    client, _ = await enrol(intake_events, clock)
-    course = (await booked_course(kafka_bootstrap, client))["value"]
-    third = ev.Appointment.model_validate(
-        [a for a in course["appointments"] if a["kind"] == "medicine"][2]
-    )
+    _, doses = await booked_doses(intake_events, clock, kafka_bootstrap)
+    third = doses[2]
     day = third.starts_at.astimezone(LISBON).date()
     offered = {
         datetime.fromisoformat(str(t["starts_at"]))
