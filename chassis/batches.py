@@ -6,8 +6,10 @@ Kafka round trip and a request naming them all, per message. A service's one
 consumer now takes what `getmany` has (FastStream's batch subscriber, up to
 KAP_CONSUMER_MAX_RECORDS), and for each batch:
 - a partition's records are handled in offset order (so each client's, keyed by
-  client id), partitions side by side: each record through its topic's handler, the
-  same typed handler and single write step as before;
+  client id), partitions side by side, at most KAP_CONSUMER_CONCURRENCY records at
+  once (a step holds up to two Redis connections: with all 90 of a notifier's
+  partitions at once, the pool ran out; issue 19): each record through its topic's
+  handler, the same typed handler and single write step as before;
 - a record's error is classed as the dead-letter policy says (chassis.dead_letters):
   the message's own fault is dead-lettered (published, acks=all, before the commit)
   and its partition goes on; an unknown error is retried, then dead-lettered; the
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[None]]
+CONCURRENCY = 16  # KAP_CONSUMER_CONCURRENCY
 _TRACE = TraceContextTextMapPropagator()
 
 
@@ -81,6 +84,7 @@ class BatchHandler:
         progress: Progress,
         metrics: ServiceMetrics | None = None,
         policy: DeadLetterPolicy | None = None,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         self._service = service
         self._routes: Mapping[str, tuple[Topic, Handler]] = {t.name: (t, h) for t, h in routes}
@@ -88,6 +92,7 @@ class BatchHandler:
         self._progress = progress
         self._metrics = metrics
         self._policy = policy or DeadLetterPolicy()
+        self._turns = asyncio.Semaphore(concurrency)
 
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: Any) -> None:
         by_partition: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
@@ -138,7 +143,9 @@ class BatchHandler:
         for record in records:
             if tp in self._progress.revoked:
                 return tp, None  # another replica's now: abandoned, not rewound
-            if not await self._one(record):
+            async with self._turns:
+                handled = await self._one(record)
+            if not handled:
                 return tp, record.offset
             self._progress.handled[tp] = record.offset + 1
         return tp, None

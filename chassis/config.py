@@ -35,6 +35,16 @@ class ServiceSettings(BaseSettings):
     redis_mode: Literal["standalone", "cluster"] = Field(
         default="standalone", validation_alias="REDIS_MODE"
     )
+    # One process's Redis connections (standalone; a cluster client keeps its own per
+    # node). A task wanting one when all are taken waits up to `redis_pool_timeout_s`
+    # (chassis.redis_client): redis-py's own pool of 100 raised instead, and a burst of
+    # concurrent steps failed deliveries and stalled batches (issue 19).
+    redis_max_connections: int = Field(
+        default=128, ge=8, validation_alias="KAP_REDIS_MAX_CONNECTIONS"
+    )
+    redis_pool_timeout_s: float = Field(
+        default=10.0, gt=0, validation_alias="KAP_REDIS_POOL_TIMEOUT_S"
+    )
     http_host: str = Field(default="127.0.0.1", validation_alias="KAP_HTTP_HOST")
     http_port: int = Field(default=8000, ge=0, le=65535, validation_alias="KAP_HTTP_PORT")
     clinics_file: Path = Field(
@@ -123,6 +133,9 @@ class ServiceSettings(BaseSettings):
     consumer_max_records: int = Field(
         default=500, ge=1, validation_alias="KAP_CONSUMER_MAX_RECORDS"
     )
+    # How many of a batch's records are handled at once (chassis.batches): each holds
+    # up to two Redis connections for its step; more gains nothing on a few cores.
+    consumer_concurrency: int = Field(default=16, ge=1, validation_alias="KAP_CONSUMER_CONCURRENCY")
     otel_exporter: Literal["none", "console"] = Field(
         default="none", validation_alias="KAP_OTEL_EXPORTER"
     )

@@ -307,7 +307,14 @@ def subscribe(
     from the settings (KAP_CONSUMER_*).
     """
     membership = GroupMembership()
-    batches = BatchHandler(service, handlers, broker, membership.progress, metrics)
+    batches = BatchHandler(
+        service,
+        handlers,
+        broker,
+        membership.progress,
+        metrics,
+        concurrency=settings.consumer_concurrency,
+    )
     subscriber = broker.subscriber(
         *(topic.name for topic, _ in handlers),
         group_id=group_id(service),

@@ -40,6 +40,13 @@ class ServiceMetrics:
             ["service", "clinic"],
             registry=self.registry,
         )
+        self.write_conflicts = Counter(
+            "kap_write_conflicts",
+            "Write steps whose watched reads changed before their EXEC, so the step ran again "
+            "(chassis.unit_of_work); a steady rise means inputs of one client racing.",
+            ["service"],
+            registry=self.registry,
+        )
         self.pending_timers = Gauge(
             "kap_pending_timers",
             "Timers waiting to fire (boosters, notifications), by clinic.",
@@ -80,6 +87,9 @@ class ServiceMetrics:
 
     def conflict(self, clinic: str) -> None:
         self.booking_conflicts.labels(self.service, clinic).inc()
+
+    def write_conflict(self) -> None:
+        self.write_conflicts.labels(self.service).inc()
 
     def configuration_error(self, source: str) -> None:
         self.configuration_errors.labels(self.service, source).inc()

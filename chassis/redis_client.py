@@ -10,7 +10,7 @@ from __future__ import annotations
 from copy import copy
 from typing import Any, Literal, cast
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import (
@@ -47,15 +47,35 @@ TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def connect_redis(url: str, mode: RedisMode = "standalone", *, decode: bool = True) -> Redis:
+MAX_CONNECTIONS = 128  # KAP_REDIS_MAX_CONNECTIONS
+POOL_TIMEOUT_S = 10.0  # KAP_REDIS_POOL_TIMEOUT_S
+
+
+def connect_redis(
+    url: str,
+    mode: RedisMode = "standalone",
+    *,
+    decode: bool = True,
+    max_connections: int = MAX_CONNECTIONS,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+) -> Redis:
     """A client for `url`; nothing connects until the first command.
+
+    One node: at most `max_connections`, and a command finding them all taken waits
+    up to `pool_timeout_s` for one (then a ConnectionError: transient, the work comes
+    again). redis-py's default pool raises MaxConnectionsError at once past 100: a
+    notifier's burst of concurrent steps (two connections each while it reads under
+    WATCH) failed deliveries with it and stalled whole batches (issue 19).
 
     The cluster client is typed as `Redis`: the services use only commands both
     clients offer (single-slot transactions, pipelines, scripts with declared keys),
     and one type keeps every store's signature the same in both modes."""
     if mode == "cluster":
         return cast(Redis, RedisCluster.from_url(url, decode_responses=decode))
-    return Redis.from_url(url, decode_responses=decode)
+    pool = BlockingConnectionPool.from_url(
+        url, decode_responses=decode, max_connections=max_connections, timeout=pool_timeout_s
+    )
+    return Redis.from_pool(pool)
 
 
 async def eviction_policies(redis: Redis) -> list[str]:

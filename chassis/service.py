@@ -71,7 +71,12 @@ class ServiceRuntime:
         """Build every client without connecting any (that happens at start-up)."""
         metrics = ServiceMetrics(name)
         broker = make_broker(settings, name, settings.kafka_request_timeout_ms, metrics)
-        redis = connect_redis(settings.redis_url, settings.redis_mode)
+        redis = connect_redis(
+            settings.redis_url,
+            settings.redis_mode,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
+        )
         publisher = EventPublisher(broker, name, produced_by(name), metrics)
         clinics: ClinicDirectory = ClinicDirectory(settings.clinics_file, metrics=metrics)
         if settings.clinics_source == "topic":
@@ -91,7 +96,12 @@ class ServiceRuntime:
             metrics=metrics,
             clinics=clinics,
             unit_of_work=UnitOfWork(
-                redis, name, publisher, settings.relay_grace_ms, settings.due_buckets
+                redis,
+                name,
+                publisher,
+                settings.relay_grace_ms,
+                settings.due_buckets,
+                metrics=metrics,
             ),
         )
         if isinstance(clinics, ClinicRegistryView):

@@ -69,6 +69,7 @@ from redis.exceptions import WatchError
 from chassis.due_index import DueIndex
 from chassis.due_work import DueWork
 from chassis.events import EventPublisher
+from chassis.metrics import ServiceMetrics
 from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output
 from chassis.redis_client import execute_replicated, fresh_slot_map, no_retry_transaction
 from chassis.workers import Worker
@@ -154,8 +155,10 @@ class UnitOfWork:
         due_buckets: int = DUE_BUCKETS,
         *,
         relayed: bool = True,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self._redis = redis
+        self._metrics = metrics
         self._service = service
         self.outbox = Outbox(redis, service, publisher, relay_grace_ms, due_buckets)
         # False: no relay will look (a rebuild, whose publisher drops what it is given),
@@ -232,6 +235,8 @@ class UnitOfWork:
                 try:
                     await execute_replicated(tx, REPLICA_ACK_MS)
                 except WatchError:
+                    if self._metrics is not None:
+                        self._metrics.write_conflict()
                     continue
             await _hint(clinic_id, hints)
             try:

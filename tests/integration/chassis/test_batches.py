@@ -13,6 +13,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -20,7 +21,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from chassis.batches import BatchHandler, Progress
 from chassis.config import ServiceSettings
 from chassis.dead_letters import DeadLetterPolicy, Rejected
+from chassis.events import EventPublisher
 from chassis.kafka import apply_topics, make_broker, subscribe
+from chassis.redis_client import connect_redis
+from chassis.unit_of_work import Decision, Transaction, UnitOfWork
 from shared import events as ev
 from shared import topics
 from shared.envelope import Envelope
@@ -31,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
 PER_PARTITION = 4
+WIDE = 64  # partitions in one batch: more than redis-py's default pool over two
 
 
 @pytest.fixture
@@ -58,14 +63,19 @@ async def consumer(kafka_bootstrap: str, topic: topics.Topic) -> AsyncIterator[A
     await consumer.stop()
 
 
-async def _produce(kafka_bootstrap: str, topic: topics.Topic) -> dict[int, list[str]]:
-    """PER_PARTITION events on each partition; their event ids per partition, in order."""
+async def _produce(
+    kafka_bootstrap: str,
+    topic: topics.Topic,
+    partitions: int = PARTITIONS,
+    per_partition: int = PER_PARTITION,
+) -> dict[int, list[str]]:
+    """`per_partition` events on each partition; their event ids per partition, in order."""
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
-    ids: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
+    ids: dict[int, list[str]] = {p: [] for p in range(partitions)}
     try:
-        for partition in range(PARTITIONS):
-            for _ in range(PER_PARTITION):
+        for partition in range(partitions):
+            for _ in range(per_partition):
                 now = datetime.now(UTC)
                 event = ev.ConsultationHeld(
                     clinic_id="c-batch",
@@ -190,6 +200,64 @@ async def test_a_service_consumer_dead_letters_an_unreadable_record_and_handles_
         assert membership.joined
     finally:
         await broker.stop()
+
+
+async def test_a_batch_over_many_partitions_stays_within_the_redis_pool(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    """A record's step holds two Redis connections while it reads under WATCH (the
+    watched one and its read pipeline's). A batch handling all its partitions at once
+    (90 in a notifier) ran redis-py's default pool of 100 out: MaxConnectionsError,
+    seen 113 times in one short bench, each a partition sought back and a batch asleep
+    (issue 19). Every record of a batch over 64 partitions is handled and committed."""
+    wide = dataclasses.replace(
+        topics.CONSULTATION_HELD,
+        name=f"test.batches.wide.{uuid.uuid4().hex[:8]}.v1",
+        partitions=WIDE,
+    )
+    await apply_topics(kafka_bootstrap, topics=[wide], records=())
+    await _produce(kafka_bootstrap, wide, WIDE, 1)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"test-batches-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    redis = connect_redis(redis_url)  # the services' own client, its pool as theirs
+    work = UnitOfWork(redis, "tests", cast(EventPublisher, None))  # no outputs to publish
+    clinic = f"c-wide-{uuid.uuid4().hex[:8]}"
+    broker = make_broker(ServiceSettings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap), "scheduler")
+    await broker.start()
+
+    async def handler(event: ev.ConsultationHeld, envelope: Envelope) -> None:
+        done = f"tests:{{{clinic}}}:done:{envelope.id}"
+
+        async def step(tx: Transaction) -> Decision[None]:
+            await tx.watch(done)
+            async with tx.reads() as reads:
+                reads.exists(done)
+                await reads.execute()
+                await asyncio.sleep(0.2)  # a slow step: both connections held meanwhile
+            return Decision(lambda p: p.set(done, "1", ex=600))
+
+        await work.run(clinic, [envelope.id], step, marks_of=str(event.client_id))
+
+    try:
+        consumer.assign([_tp(wide, p) for p in range(WIDE)])
+        batches = BatchHandler(
+            "scheduler", [(wide, handler)], broker, Progress(), policy=DeadLetterPolicy()
+        )
+        records = await _all(consumer, WIDE)
+        await batches.handle(records, consumer)
+        committed = [await consumer.committed(_tp(wide, p)) for p in range(WIDE)]
+        assert committed == [1] * WIDE
+        done = [k async for k in redis.scan_iter(match=f"tests:{{{clinic}}}:done:*")]
+        assert len(done) == WIDE
+    finally:
+        await broker.stop()
+        await consumer.stop()
+        await redis.aclose()
 
 
 def _tp(topic: topics.Topic, partition: int) -> TopicPartition:
