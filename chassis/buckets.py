@@ -64,9 +64,7 @@ class BucketOwners:
         self.replica = replica or uuid.uuid4().hex[:12]
         self.owned: dict[int, str] = {}  # bucket -> the owner value written
         self._next_look = 0.0  # monotonic
-        self._heartbeat = redis.register_script(_HEARTBEAT)
         self._take = redis.register_script(_TAKE)
-        self._renew = redis.register_script(_RENEW)
         self._let_go = redis.register_script(_LET_GO)
 
     def owner_key(self, bucket: int) -> str:
@@ -86,12 +84,17 @@ class BucketOwners:
         return set(self.owned)
 
     async def _look(self) -> None:
-        replicas = int(
-            await self._heartbeat(keys=[self.replicas_key()], args=[self.replica, self.lease_ms])
-        )
-        share = math.ceil(self.buckets / max(replicas, 1))
-        for bucket, value in list(self.owned.items()):
-            if not await self._renew(keys=[self.owner_key(bucket)], args=[value, self.lease_ms]):
+        held = list(self.owned.items())
+        # The heartbeat and every renewal in one round trip (EVAL with the source: a
+        # pipelined Script would ask SCRIPT EXISTS first).
+        async with self._redis.pipeline(transaction=False) as looks:
+            looks.eval(_HEARTBEAT, 1, self.replicas_key(), self.replica, self.lease_ms)
+            for bucket, value in held:
+                looks.eval(_RENEW, 1, self.owner_key(bucket), value, self.lease_ms)
+            replicas, *renewed = await looks.execute()
+        share = math.ceil(self.buckets / max(int(replicas), 1))
+        for (bucket, _), kept in zip(held, renewed, strict=True):
+            if not kept:
                 del self.owned[bucket]  # ran out and taken (this replica stalled)
         for bucket in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - share)]:
             await self._let_go(keys=[self.owner_key(bucket)], args=[self.owned.pop(bucket)])

@@ -30,7 +30,8 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import Pipeline
 
 # When a clinic's next item falls due (service clock, epoch s); None: nothing due.
 NextDue = Callable[[str], Awaitable[float | None]]
@@ -54,6 +55,15 @@ class DueIndex:
     async def hint(self, clinic_id: str, at: float) -> None:
         """`clinic_id` has an item due at `at`: looked at by then (an earlier hint wins)."""
         await self.redis.zadd(self.key(self.bucket(clinic_id)), {clinic_id: at}, lt=True)
+
+    def hint_within(self, tx: Pipeline, clinic_id: str, at: float | None) -> float | None:
+        """`hint`, queued on a write step's MULTI (after its slot check) on one Redis node,
+        where it commits with the item (None back); on a cluster the bucket is another
+        slot, and `at` comes back, for `hint` right after the commit."""
+        if at is None or isinstance(self.redis, RedisCluster):
+            return at
+        tx.zadd(self.key(self.bucket(clinic_id)), {clinic_id: at}, lt=True)
+        return None
 
     async def due(self, buckets: Iterable[int], now: float, limit: int) -> list[str]:
         """The clinics of `buckets` with something due by `now`, at most `limit` a bucket."""

@@ -240,8 +240,7 @@ class LeaseQueue:
             return []
         if any(lease.clinic_id != tx.clinic_id for lease in leases):
             raise ValueError("a lease of another clinic than the transaction's")
-        await tx.watch(self.tokens_key(tx.clinic_id))
-        async with tx.reads() as reads:
+        async with await tx.watched_reads(self.tokens_key(tx.clinic_id)) as reads:
             for lease in leases:
                 reads.hget(self.tokens_key(lease.clinic_id), lease.member)
                 reads.zscore(self.leased_key(lease.clinic_id), lease.member)
@@ -335,16 +334,27 @@ class LeaseQueue:
         what a due index settles to: its earliest due member, or sooner the end of its
         earliest lease (its holder may die: the member is claimed again then). Leases run
         on Redis's clock; on a clock that does not move with real time, at once."""
-        due, left_ms = await self._earliest(
-            keys=[self.due_key(clinic_id), self.leased_key(clinic_id)]
-        )
+        when, _ = await self.earliest_counting(clinic_id, clock, ())
+        return when
+
+    async def earliest_counting(
+        self, clinic_id: str, clock: Clock, counted: Sequence[str]
+    ) -> tuple[float | None, list[int]]:
+        """`earliest`, and the sizes (ZCARD) of the sorted sets `counted` (a gauge's),
+        read in the same round trip."""
+        async with self._redis.pipeline(transaction=False) as reads:
+            for name in counted:
+                reads.zcard(name)
+            # EVAL with the source: a pipelined Script would ask SCRIPT EXISTS first.
+            reads.eval(_EARLIEST, 2, self.due_key(clinic_id), self.leased_key(clinic_id))
+            *sizes, (due, left_ms) = await reads.execute()
         times = [float(due)] if due else []
         if left_ms is not None:
             now = clock.now().timestamp()
             left_s = int(left_ms) / 1000
             per_real_s = clock.real_seconds(timedelta(seconds=1))
             times.append(now + left_s / per_real_s if per_real_s > 0 else now)
-        return min(times) if times else None
+        return (min(times) if times else None), [int(size) for size in sizes]
 
     async def next_due(self, clinic_id: str) -> datetime | None:
         """When the clinic's earliest member falls due (service clock); None: nothing due."""

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
+import orjson
+from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chassis.buckets import BucketOwners
@@ -92,7 +91,7 @@ class Outbox:
             return []
         box, written = self._keys(clinic_id)
         now_ms = time.time() * 1000
-        payloads = {o.envelope.id: json.dumps(_payload(o)) for o in outputs}
+        payloads = {o.envelope.id: _payload(o) for o in outputs}
         tx.hset(box, mapping=payloads)  # type: ignore[arg-type]
         tx.zadd(written, dict.fromkeys(payloads, now_ms))
         return list(payloads)
@@ -102,11 +101,7 @@ class Outbox:
         to the relay once this write's outputs waited `grace_ms`. On one node the mark joins
         the MULTI and None comes back; on a cluster, where a MULTI holds one slot, the time
         comes back, for the caller to `index.hint` right after the commit."""
-        at = time.time() + self.grace_ms / 1000
-        if isinstance(self._redis, RedisCluster):
-            return at
-        tx.zadd(self.index.key(self.index.bucket(clinic_id)), {clinic_id: at}, lt=True)
-        return None
+        return self.index.hint_within(tx, clinic_id, time.time() + self.grace_ms / 1000)
 
     async def next_due(self, clinic_id: str) -> float | None:
         """When the clinic's outbox is next due to the relay: its oldest entry + grace (epoch
@@ -212,15 +207,16 @@ class Outbox:
         return outbox_relay
 
 
-def _payload(output: Output) -> dict[str, Any]:
-    return {
-        "topic": topic_for(output.event).name,
-        "event": output.event.model_dump(mode="json"),
-        "envelope": output.envelope.model_dump(mode="json"),
-    }
+def _payload(output: Output) -> str:
+    """The output as one JSON object: its topic, event and envelope (each model serialised
+    by pydantic's own encoder, at a fraction of json.dumps of its dump's cost)."""
+    topic = orjson.dumps(topic_for(output.event).name).decode()
+    event = output.event.model_dump_json()
+    envelope = output.envelope.model_dump_json()
+    return f'{{"topic":{topic},"event":{event},"envelope":{envelope}}}'
 
 
 def _output(raw: bytes | str) -> Output:
-    item = json.loads(raw)
+    item = orjson.loads(raw)
     event = BY_NAME[item["topic"]].event.model_validate(item["event"])
     return Output(event, Envelope.model_validate(item["envelope"]))

@@ -7,6 +7,7 @@ On a cluster every key of a write step carries its clinic's `{clinic_id}` hash t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from copy import copy
 from typing import Any, Literal, cast
 
@@ -165,6 +166,47 @@ def no_retry_transaction(redis: Redis) -> Pipeline:
         strategy._retry = retry
         _refresh_only_here(tx)
     return tx
+
+
+class ReadsAfterWatch(Pipeline):
+    """Reads sent on a MULTI pipeline's own connection, behind a WATCH of `keys`, in one
+    write: one round trip where a step took two (WATCH, then its reads on a second
+    connection), and no second connection held while the step decides (issue 19).
+
+    One Redis node only (a cluster pipeline keeps its connections per node). Reading
+    on the watched connection is what WATCH allows: only EXEC is conditional. A
+    connection lost on the way loses every WATCH of the transaction, so it raises
+    WatchError (redis-py's own rule for a watching pipeline) instead of retrying on a
+    new connection, where the step's earlier WATCHes would be gone."""
+
+    def __init__(self, tx: Pipeline, keys: Sequence[str]) -> None:
+        super().__init__(tx.connection_pool, tx.response_callbacks, False, None)
+        self._tx = tx
+        self._watches = bool(keys)
+        if keys:
+            self.command_stack.append((("WATCH", *keys), {}))
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if not self.command_stack:
+            return []
+        tx = self._tx
+        if tx.connection is None:
+            tx.connection = await tx.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        self.connection = tx.connection
+        self.watching = True  # a connection error: WatchError, no retry (see above)
+        found: list[Any] = await super().execute(raise_on_error)
+        if not self._watches:
+            return found
+        tx.watching = True  # so its reset UNWATCHes, and its MULTI is on this connection
+        return found[1:]
+
+    async def reset(self) -> None:  # type: ignore[override]
+        # The connection is the transaction's, which releases it (after UNWATCH) itself.
+        self.command_stack = []
+        self.scripts = set()
+        self.watching = False
+        self.explicit_transaction = False
+        self.connection = None
 
 
 async def execute_replicated(tx: Pipeline, timeout_ms: int) -> list[Any]:

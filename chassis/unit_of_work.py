@@ -46,10 +46,16 @@ SIGKILL test, tests/integration/chassis/test_write_crashes.py):
    again, with the same event ids; readers drop the duplicate by id.
 Nothing is applied twice (the handled mark), nothing is lost (the outbox).
 
-Due indexes (chassis.due_index) told of with `index_due` get a hint after each
-commit whose MULTI added or moved a due item in one of their due sets: the
-earliest score queued. After, not in the MULTI: the index is in another slot. A
-crash between the commit and the hint leaves the item to the index's sweep.
+Due indexes (chassis.due_index) told of with `index_due` get a hint of each
+MULTI that adds or moves a due item in one of their due sets: the earliest score
+queued. On one Redis node the hint is in the MULTI; on a cluster the index is in
+another slot, so it is written right after the commit, and a crash between the two
+leaves the item to the index's sweep.
+
+Round trips (issue 19): a step's WATCH goes with its reads, on the transaction's
+own connection (`Transaction.watched_reads`), and on one node the hints go in the
+MULTI: a step costs its reads, the EXEC and the publish, not a WATCH before each
+read and a hint after.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import WatchError
 
 from chassis.due_index import DueIndex
@@ -71,7 +78,12 @@ from chassis.due_work import DueWork
 from chassis.events import EventPublisher
 from chassis.metrics import ServiceMetrics
 from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output
-from chassis.redis_client import execute_replicated, fresh_slot_map, no_retry_transaction
+from chassis.redis_client import (
+    ReadsAfterWatch,
+    execute_replicated,
+    fresh_slot_map,
+    no_retry_transaction,
+)
 from chassis.workers import Worker
 from shared.topics import topic_for
 
@@ -132,6 +144,19 @@ class Transaction:
     def reads(self) -> Pipeline:
         """A pipeline on another connection, for reading watched keys in one round trip."""
         return self.redis.pipeline(transaction=False)
+
+    async def watched_reads(self, *keys: str) -> Pipeline:
+        """A pipeline for reading, with `keys` watched first (as `watch`): on one node the
+        WATCH goes with the reads, on the transaction's own connection, in one round trip
+        (chassis.redis_client.ReadsAfterWatch); on a cluster, `watch` then `reads`. Read
+        what the step decides on through it, never before its execute."""
+        if isinstance(self.pipeline, ClusterPipeline):
+            await self.watch(*keys)
+            return self.reads()
+        for key in keys:
+            _in_slot(key, self.clinic_id)
+        self.watched += keys
+        return ReadsAfterWatch(self.pipeline, keys)
 
 
 Step = Callable[[Transaction], Awaitable[Decision[R]]]
@@ -229,9 +254,18 @@ class UnitOfWork:
                 marks.write(tx, transaction.fresh)
                 _check_slot(tx, clinic_id)
                 queued = _queued(tx)
-                hints = [(i, i.hints_of(clinic_id, queued)) for i in self._indexes]
+                # In the MULTI on one node, else after the commit (another slot's keys).
+                hints = [
+                    (i, i.hint_within(tx, clinic_id, i.hints_of(clinic_id, queued)))
+                    for i in self._indexes
+                ]
                 if decision.outputs and self._relayed:  # in the MULTI on one node, else after
                     hints.append((self.outbox.index, self.outbox.mark_due(tx, clinic_id)))
+                if not input_ids and _nothing_queued(tx):
+                    # A step of no input (a timer's, a delivery's) that found nothing to do:
+                    # no EXEC to send. Its loop looks again; an input's step always writes
+                    # at least its handled mark, so its EXEC is never skipped.
+                    return decision.result
                 try:
                     await execute_replicated(tx, REPLICA_ACK_MS)
                 except WatchError:
@@ -265,8 +299,7 @@ class UnitOfWork:
             o.envelope.subject: self.sequence_key(transaction.clinic_id, o.envelope.subject)
             for o in public
         }
-        await transaction.watch(*keys.values())
-        async with transaction.reads() as reads:  # no MGET: a cluster pipeline refuses it
+        async with await transaction.watched_reads(*keys.values()) as reads:  # no MGET
             for key in keys.values():
                 reads.get(key)
             found = await reads.execute()
@@ -353,12 +386,14 @@ class Marks:
         """Whether each input was handled, with the keys holding their marks watched."""
         singles = [self.work.handled_key(self.clinic_id, i) for i in self.input_ids]
         if self.owner is None:
-            await tx.watch(*singles)
-            return [raw is not None for raw in await tx.redis.mget(singles)]
+            # No MGET: a cluster pipeline refuses it.
+            async with await tx.watched_reads(*singles) as reads:
+                for single in singles:
+                    reads.exists(single)
+                return [bool(there) for there in await reads.execute()]
         # The keys of marks written before the hashes are read too, until they expire.
         held = self.work.marks_key(self.clinic_id, self.owner)
-        await tx.watch(held, *singles)
-        async with tx.reads() as reads:  # no MGET: a cluster pipeline refuses it
+        async with await tx.watched_reads(held, *singles) as reads:
             reads.hmget(held, self.input_ids)
             reads.hlen(held)
             for single in singles:
@@ -425,6 +460,10 @@ def _check_slot(tx: Pipeline, clinic_id: str) -> None:
             continue
         for name in names:
             _in_slot(name.decode() if isinstance(name, bytes) else str(name), clinic_id)
+
+
+def _nothing_queued(tx: Pipeline) -> bool:
+    return all(str(args[0]).upper() == "MULTI" for args in _queued(tx))
 
 
 def _queued(tx: Pipeline) -> list[tuple[Any, ...]]:

@@ -290,14 +290,16 @@ class Delivery:
     async def _look_again_at(self, clinic_id: str) -> float | None:
         """When `clinic_id` is next to be looked at (its index score); counts what waits,
         and notes whether any is held for the gate."""
-        due, held = await self._queue.counts(clinic_id)
+        when, (due, held) = await self._queue.leases.earliest_counting(
+            clinic_id, self._clock, self._queue.counted(clinic_id)
+        )
         if held:
             self._gate.held_clinics.add(clinic_id)
         else:
             self._gate.held_clinics.discard(clinic_id)
         if self._metrics is not None:
             self._metrics.pending("notification", clinic_id, due + held)
-        return await self._queue.leases.earliest(clinic_id, self._clock)
+        return when
 
     async def _take_over(self, clinic_id: str) -> None:
         """What the version before the lease queue left in the clinic, once (again next

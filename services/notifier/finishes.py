@@ -179,8 +179,7 @@ class Finishes:
         }
         if not waiting:
             return finishes
-        await tx.watch(*waiting.values())
-        async with tx.reads() as reads:
+        async with await tx.watched_reads(*waiting.values()) as reads:
             for contact in waiting.values():
                 reads.get(contact)
             found = await reads.execute()

@@ -44,8 +44,9 @@ class PlanStore:
         """The client's contact as known, watched: what the plan's prefs and the contact
         written with it both derive from."""
         entry = contact_key(clinic_id, client_id)
-        await tx.watch(entry)
-        raw = await self._redis.get(entry)
+        async with await tx.watched_reads(entry) as reads:
+            reads.get(entry)
+            [raw] = await reads.execute()
         return KnownContact.model_validate_json(raw) if raw else None
 
     async def writes(
@@ -88,11 +89,9 @@ class PlanStore:
             *(key(clinic, "msg", i) for i in new_ids),
             *([awaiting] if brings_contact else []),
         ]
-        if touched:  # an event planning nothing (an opt-out) touches none: WATCH needs a key
-            await tx.watch(*touched)
-        # Read in one round trip on another connection: the keys are watched, so
-        # any change after the WATCH still makes the write fail.
-        async with tx.reads() as reads:
+        # Watched and read in one round trip (an event planning nothing, an opt-out,
+        # touches none): any change after the WATCH still makes the write fail.
+        async with await tx.watched_reads(*touched) as reads:
             if brings_contact:
                 reads.smembers(awaiting)
             for slot_key in slot_keys:
@@ -168,8 +167,7 @@ class PlanStore:
         if not ordered:
             return {}
         msg_keys = [key(clinic, "msg", i) for i in ordered]
-        await tx.watch(*msg_keys)
-        async with tx.reads() as reads:
+        async with await tx.watched_reads(*msg_keys) as reads:
             for msg_key in msg_keys:
                 reads.hmget(msg_key, ["state", "plan", "changed_at", "version", "attempts"])
             rows = await reads.execute()

@@ -147,8 +147,7 @@ class DeliveryQueue:
     async def states(self, tx: Transaction, leases: Sequence[Lease]) -> list[str | None]:
         """The messages' states, watched: planning may have cancelled one meanwhile."""
         messages = [key(lease.clinic_id, "msg", lease.member) for lease in leases]
-        await tx.watch(*messages)
-        async with tx.reads() as reads:
+        async with await tx.watched_reads(*messages) as reads:
             for message in messages:
                 reads.hget(message, "state")
             found = await reads.execute()
@@ -216,19 +215,14 @@ class DeliveryQueue:
 
     # --- what waits ------------------------------------------------------------------
 
-    async def counts(self, clinic_id: str) -> tuple[int, int]:
-        """How many messages are planned (due or later), and how many wait held for the
-        schedule view to catch up."""
-        async with self.redis.pipeline(transaction=False) as reads:
-            reads.zcard(self.leases.due_key(clinic_id))
-            reads.zcard(key(clinic_id, "held"))
-            due, held = await reads.execute()
-        return int(due), int(held)
+    def counted(self, clinic_id: str) -> tuple[str, str]:
+        """The sets a gauge of what waits counts: the planned messages, and those held."""
+        return self.leases.due_key(clinic_id), key(clinic_id, "held")
 
     async def waiting(self, clinic_id: str) -> int:
         """How many messages are planned and not yet sent (due, later, or held)."""
         async with self.redis.pipeline(transaction=False) as reads:
-            reads.zcard(self.leases.due_key(clinic_id))
-            reads.zcard(key(clinic_id, "held"))
+            for name in self.counted(clinic_id):
+                reads.zcard(name)
             due, held = await reads.execute()
         return int(due) + int(held)

@@ -186,8 +186,9 @@ async def old_inputs(tx: Transaction, clinic_id: str, client_id: UUID, at: datet
 async def tidied_at(tx: Transaction, clinic_id: str, client_id: UUID) -> datetime | None:
     """When the client was last tidied (None: never), watched."""
     marker = marker_key(clinic_id, client_id)
-    await tx.watch(marker)
-    raw = await tx.redis.get(marker)
+    async with await tx.watched_reads(marker) as reads:
+        reads.get(marker)
+        [raw] = await reads.execute()
     return datetime.fromisoformat(text(raw)) if raw else None
 
 

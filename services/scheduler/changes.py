@@ -120,8 +120,7 @@ class ScheduleChanges:
         """Decide on the client's schedule and record it, in one write step."""
 
         async def step(tx: Transaction) -> Decision[R]:
-            await tx.watch(self.store.schedule_key(clinic_id, client_id))
-            before = await self.store.load(clinic_id, client_id)
+            before = await self.store.load_watched(tx, clinic_id, client_id)
             booking = self.store.ledger.booking(tx, clinic_id)
             now = self.clock.now()
             booking.now = now

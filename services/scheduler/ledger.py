@@ -186,24 +186,21 @@ class BookingLedger:
         A dry run only checks (nothing is added)."""
         if not claims:
             return Held(added=())
-        keys, args = self._call(clinic_id, claims, releasing, dry_run)
-        index, other, *added = await self._reserve(keys=keys, args=args)
-        if int(index) == 0:
-            return Held(added=tuple(claims[int(i) - 1] for i in added))
-        return Conflict(claims[int(index) - 1], UUID(text(other).split("|")[2]))
+        keys, args = self.reserve_call(clinic_id, claims, releasing, dry_run)
+        return _outcome(claims, await self._reserve(keys=keys, args=args))
 
     def queue_hold(
         self, p: Pipeline, clinic_id: str, claims: Sequence[Claim], releasing: Iterable[UUID]
     ) -> None:
         """The script queued on a write step's MULTI (what it checks was read under WATCH)."""
         if claims:
-            keys, args = self._call(clinic_id, claims, releasing, dry_run=False)
+            keys, args = self.reserve_call(clinic_id, claims, releasing, dry_run=False)
             # EVAL with the source, not EVALSHA: inside MULTI a NOSCRIPT cannot be retried,
             # a Redis Cluster primary promoted after a failover has an empty script cache,
             # and redis-py's cluster pipeline has no script preloading (`p.scripts`) at all.
             p.eval(_RESERVE, len(keys), *keys, *args)
 
-    def _call(
+    def reserve_call(
         self, clinic_id: str, claims: Sequence[Claim], releasing: Iterable[UUID], dry_run: bool
     ) -> tuple[list[str], list[str | int]]:
         released = sorted({str(a) for a in releasing})
@@ -306,10 +303,18 @@ class Booking:
         self, claims: Sequence[Claim], replacing: Sequence[Claim] = ()
     ) -> Conflict | None:
         """Hold `claims` in place of `replacing`, or nothing (a conflict)."""
+        if not claims:
+            return None
         keys = sorted({booking_key(self.clinic_id, c.resource, c.resource_id) for c in claims})
-        await self.tx.watch(*keys)
         letting_go = {c.appointment_id for c in [*self.releasing, *replacing]}
-        result = await self.ledger.hold(self.clinic_id, claims, releasing=letting_go, dry_run=True)
+        script_keys, args = self.ledger.reserve_call(
+            self.clinic_id, claims, letting_go, dry_run=True
+        )
+        # The dry run goes with the WATCH, on the step's own connection: one round trip.
+        async with await self.tx.watched_reads(*keys) as reads:
+            reads.eval(_RESERVE, len(script_keys), *script_keys, *args)
+            [reply] = await reads.execute()
+        result = _outcome(claims, reply)
         if isinstance(result, Conflict):
             return result
         self.held += claims
@@ -336,3 +341,12 @@ class Booking:
                 p.zremrangebyscore(name, "-inf", f"({cut}")
         for write in self.also:
             write(p)
+
+
+def _outcome(claims: Sequence[Claim], reply: Sequence[Any]) -> Held | Conflict:
+    """What the reserve script answered: every claim held (those it added), or the first
+    claim that met a slot held by another appointment."""
+    index, other, *added = reply
+    if int(index) == 0:
+        return Held(added=tuple(claims[int(i) - 1] for i in added))
+    return Conflict(claims[int(index) - 1], UUID(text(other).split("|")[2]))

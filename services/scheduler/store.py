@@ -25,6 +25,7 @@ from redis.asyncio.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from chassis.leases import LeaseQueue
+from chassis.unit_of_work import Transaction
 from services.scheduler.domain import measures
 from services.scheduler.domain.clinic import ClinicCalendar, Interval
 from services.scheduler.domain.plans import Bookings
@@ -156,6 +157,16 @@ class SchedulerStore:
 
     async def load(self, clinic_id: str, client_id: UUID) -> ClientSchedule | None:
         raw = await self.redis.get(key(clinic_id, "client", str(client_id)))
+        return unpack(raw) if raw else None
+
+    async def load_watched(
+        self, tx: Transaction, clinic_id: str, client_id: UUID
+    ) -> ClientSchedule | None:
+        """The schedule a change decides on, its key watched by `tx` (one round trip)."""
+        schedule = self.schedule_key(clinic_id, client_id)
+        async with await tx.watched_reads(schedule) as reads:
+            reads.get(schedule)
+            [raw] = await reads.execute()
         return unpack(raw) if raw else None
 
     async def load_many(

@@ -56,6 +56,38 @@ async def test_a_change_between_read_and_write_reruns_the_step_from_its_reads(
     assert await redis_client.get(counter) == "11"
 
 
+async def test_reads_sent_with_their_watch_guard_the_write_on_the_steps_one_connection(
+    uow: UnitOfWork, redis_client: Redis, redis_url: str, unique: str
+) -> None:
+    """Transaction.watched_reads sends the WATCH with the reads, on the transaction's own
+    connection (issue 19: one round trip, and one connection held, where a step took two
+    of each): a change between those reads and the EXEC still reruns the step."""
+    clinic = f"uow-{unique}"
+    counter = f"tests:{{{clinic}}}:counter"
+    seen: list[int] = []
+    in_use: list[int] = []
+    other = Redis.from_url(redis_url, decode_responses=True)  # another replica's client
+
+    async def add_one(tx: Transaction) -> Decision[int]:
+        async with await tx.watched_reads(counter) as reads:
+            reads.get(counter)
+            [raw] = await reads.execute()
+            in_use.append(len(redis_client.connection_pool._in_use_connections))
+        value = int(raw or 0)
+        seen.append(value)
+        if len(seen) == 1:
+            await other.set(counter, 10)  # between the read and the write
+        return Decision(lambda w: w.set(counter, value + 1), result=value + 1)
+
+    try:
+        assert await uow.run(clinic, [f"in-{unique}"], add_one) == 11
+    finally:
+        await other.aclose()
+    assert seen == [0, 10]
+    assert await redis_client.get(counter) == "11"
+    assert in_use == [1, 1]  # the reads on the watched connection: no second one taken
+
+
 async def test_a_key_outside_the_clinics_slot_is_refused_and_nothing_written(
     uow: UnitOfWork,
     redis_client: Redis,

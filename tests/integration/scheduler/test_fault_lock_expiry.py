@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from chassis.unit_of_work import Transaction
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.store import SchedulerStore
 from shared import events as ev
@@ -35,8 +36,10 @@ class SlowFirstLoad(SchedulerStore):
         self.proceed = asyncio.Event()
         self.loads = 0
 
-    async def load(self, clinic_id: str, client_id: uuid.UUID) -> ClientSchedule | None:
-        schedule = await super().load(clinic_id, client_id)
+    async def load_watched(
+        self, tx: Transaction, clinic_id: str, client_id: uuid.UUID
+    ) -> ClientSchedule | None:
+        schedule = await super().load_watched(tx, clinic_id, client_id)
         self.loads += 1
         if self.loads == 1:
             self.loaded.set()
