@@ -234,8 +234,10 @@ class Seeder:
                         name="Bench Person", email=f"{client.hex[:12]}@bench.example"
                     )
                 )
-                writes.append(
-                    await self.plans.writes(tx, plan, client_id=client, contact=contact, now=now)
+                writes.append(  # new clients: never tidied
+                    await self.plans.writes(
+                        tx, plan, client_id=client, contact=contact, now=now, tidied=None
+                    )
                 )
 
             def write(p: Any) -> None:

@@ -98,6 +98,11 @@ class Finishes:
                 ended[finish.client_id] = max(
                     finish.ended_at, ended.get(finish.client_id, finish.ended_at)
                 )
+        try:
+            ended = await self._tidied_only(clinic, ended)
+        except Exception:
+            log.warning("clinic %s: tidying after deliveries left for later", clinic)
+            return
         for client_id, at in ended.items():
             step = functools.partial(self._tidy_step, clinic, client_id, at)
             try:
@@ -108,6 +113,18 @@ class Finishes:
                     clinic,
                     exc_info=True,
                 )
+
+    async def _tidied_only(self, clinic: str, ended: dict[UUID, datetime]) -> dict[UUID, datetime]:
+        """Of these clients, those ever tidied (a marker), read once for all of them: most
+        never were, and each would cost a step finding so. Read after the finishes were
+        written, so a tidy not seen here comes after them, and takes what they ended."""
+        if not ended:
+            return ended
+        async with self._queue.redis.pipeline(transaction=False) as reads:
+            for client_id in ended:
+                reads.exists(tidy.marker_key(clinic, client_id))
+            markers = await reads.execute()
+        return {c: at for (c, at), there in zip(ended.items(), markers, strict=True) if there}
 
     @staticmethod
     async def _tidy_step(

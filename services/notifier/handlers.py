@@ -74,8 +74,9 @@ class Planner:
 
         async def step(tx: Transaction) -> Decision[datetime]:
             settings = self._settings(event, envelope)
-            # The prefs the messages follow and the contact written with them: one read.
-            known = await deps.plans.contact(tx, event.clinic_id, event.client_id)
+            # The prefs the messages follow, the contact written with them and when the
+            # client was last tidied: one read.
+            known, tidied = await deps.plans.client_view(tx, event.clinic_id, event.client_id)
             changed = contact_change(known) if contact_change is not None else None
             prefs = (changed or known or KnownContact()).prefs
             now = deps.clock.now()
@@ -90,7 +91,7 @@ class Planner:
                 listed=tidy.lists_input(event),
             )
             write = await deps.plans.writes(
-                tx, plan, client_id=event.client_id, contact=changed, now=now
+                tx, plan, client_id=event.client_id, contact=changed, now=now, tidied=tidied
             )
             if isinstance(event, ev.ClinicalAlertRaised) and deps.alerts is not None:
                 write = _with_alert(write, deps.alerts, event, envelope.id, messages)

@@ -38,16 +38,19 @@ class PlanStore:
 
     # --- the planning step (inside a unit of work's transaction) ----------------
 
-    async def contact(
+    async def client_view(
         self, tx: Transaction, clinic_id: str, client_id: UUID
-    ) -> KnownContact | None:
-        """The client's contact as known, watched: what the plan's prefs and the contact
-        written with it both derive from."""
-        entry = contact_key(clinic_id, client_id)
-        async with await tx.watched_reads(entry) as reads:
+    ) -> tuple[KnownContact | None, datetime | None]:
+        """The client's contact as known (what the plan's prefs and the contact written with
+        it derive from) and when the client was last tidied (None: never; what `writes`
+        plans by), watched, in one round trip."""
+        entry, marker = contact_key(clinic_id, client_id), tidy.marker_key(clinic_id, client_id)
+        async with await tx.watched_reads(entry, marker) as reads:
             reads.get(entry)
-            [raw] = await reads.execute()
-        return KnownContact.model_validate_json(raw) if raw else None
+            reads.get(marker)
+            raw, tidied = await reads.execute()
+        known = KnownContact.model_validate_json(raw) if raw else None
+        return known, tidy.marker_time(tidied)
 
     async def writes(
         self,
@@ -57,16 +60,17 @@ class PlanStore:
         client_id: UUID,
         contact: KnownContact | None,
         now: datetime,
+        tidied: datetime | None,
     ) -> Write:
         """What recording `plan` writes (with `contact` as the client's contact, None: left
         as it is), decided from the keys it touches, read with them watched. A contact
-        that reaches the client makes their messages awaiting it due at `now`.
+        that reaches the client makes their messages awaiting it due at `now`. `tidied`:
+        when the client was last tidied, as `client_view` read it.
 
         A concurrent change to any of them (another event for the client, or a message
         being claimed) fails the write, and the unit of work runs the step again.
         """
         clinic = plan.cause.clinic_id
-        tidied = await tidy.tidied_at(tx, clinic, client_id)
         if tidy.too_late(plan.changed_at, tidied):
             # Long before the client's records were tidied (tidy.py): nothing to plan.
             plan = Plan(cause=plan.cause, messages=(), changed_at=plan.changed_at)

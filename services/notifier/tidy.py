@@ -189,6 +189,11 @@ async def tidied_at(tx: Transaction, clinic_id: str, client_id: UUID) -> datetim
     async with await tx.watched_reads(marker) as reads:
         reads.get(marker)
         [raw] = await reads.execute()
+    return marker_time(raw)
+
+
+def marker_time(raw: bytes | str | None) -> datetime | None:
+    """When a client was last tidied, from their marker's value (None: never)."""
     return datetime.fromisoformat(text(raw)) if raw else None
 
 

@@ -100,8 +100,11 @@ class ChangedUnderStep(PlanStore):
         client_id: UUID,
         contact: KnownContact | None,
         now: datetime,
+        tidied: datetime | None,
     ) -> Write:
-        write = await super().writes(tx, plan, client_id=client_id, contact=contact, now=now)
+        write = await super().writes(
+            tx, plan, client_id=client_id, contact=contact, now=now, tidied=tidied
+        )
         self.steps += 1
         if self.steps == 1:
             opted_out = KnownContact(opted_out=frozenset({"email"}))
