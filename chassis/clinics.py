@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -31,6 +32,33 @@ from chassis.metrics import ServiceMetrics
 from shared.events import ClinicId, TimeZoneName
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class PerVersion(Generic[T]):
+    """What a service derives from a clinic's configuration (its section parsed, or as
+    canonical JSON), made once per version of the clinic, not on every event (issue 19).
+
+    Keyed by the Clinic object itself (held, so its id is never reused while kept): the
+    directory and the registry hand out the same object until a new version replaces
+    it. Derived from configuration only, so any replica makes the same; a derivation
+    that raises (a bad section) is not kept, and raises again next time."""
+
+    def __init__(self, make: Callable[[Clinic], T], kept: int = 1024) -> None:
+        self._make = make
+        self._kept = kept
+        self._made: dict[int, tuple[Clinic, T]] = {}
+
+    def __call__(self, clinic: Clinic) -> T:
+        held = self._made.get(id(clinic))
+        if held is not None and held[0] is clinic:
+            return held[1]
+        made = self._make(clinic)
+        if len(self._made) >= self._kept:
+            self._made.clear()  # old versions and retired clinics go with the rest
+        self._made[id(clinic)] = (clinic, made)
+        return made
 
 
 class ConfigurationError(Exception):

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from redis.asyncio.client import Pipeline
 
 from chassis.batches import Handler
-from chassis.clinics import ClinicDirectory
+from chassis.clinics import ClinicDirectory, PerVersion
 from chassis.clock import Clock
 from chassis.config import ServiceSettings
 from chassis.dead_letters import Rejected, describe, one_clinic
@@ -116,9 +116,13 @@ class Planner:
         if clinic is None:
             raise Rejected(f"unknown clinic {event.clinic_id}")
         try:
-            return clinic_settings(clinic)
+            return _clinic_settings(clinic)
         except ValidationError as error:
             raise Rejected(f"clinic {clinic.id} notifier settings: {describe(error)}") from error
+
+
+# Validated once per clinic version, not per event (issue 19).
+_clinic_settings = PerVersion(clinic_settings)
 
 
 def _with_alert(

@@ -24,7 +24,7 @@ from uuid import UUID
 from pydantic import ValidationError
 from redis.asyncio.client import Pipeline
 
-from chassis.clinics import ClinicDirectory
+from chassis.clinics import ClinicDirectory, PerVersion
 from chassis.clock import Clock
 from chassis.dead_letters import Rejected, describe
 from chassis.events import EventPublisher
@@ -86,7 +86,7 @@ class ScheduleChanges:
         if clinic is None:
             raise UnknownClinic(f"unknown clinic {clinic_id!r}")
         override = await self.store.calendar_override(clinic_id)
-        section = override or json.dumps(clinic.section("scheduler"), sort_keys=True)
+        section = override or _section_json(clinic)
         if section == "{}":
             raise CalendarMissing(f"clinic {clinic_id!r} has no scheduler calendar configured")
         try:
@@ -166,6 +166,11 @@ class ScheduleChanges:
             )
             for event, event_id in zip(events, domain_ids.event_ids(cause, events), strict=True)
         ]
+
+
+# Each clinic version's scheduler section as canonical JSON: the key of the calendar
+# caches below (it was serialised on every event).
+_section_json = PerVersion(lambda clinic: json.dumps(clinic.section("scheduler"), sort_keys=True))
 
 
 @functools.lru_cache(maxsize=256)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chassis.clinics import ClinicDirectory
+from chassis.clinics import Clinic, ClinicDirectory, PerVersion
 from chassis.metrics import ServiceMetrics
 from tests.helpers import write_clinics
 
@@ -114,3 +114,40 @@ def test_a_file_completed_within_the_same_timestamp_tick_is_read_again(tmp_path:
     path.write_text(whole)
     os.utime(path, ns=(caught_at, caught_at))  # the same tick
     assert {c.id for c in directory.all()} == {"lisbon", "boston"}
+
+
+def test_what_is_derived_from_a_clinic_is_made_once_per_version(tmp_path: Path) -> None:
+    """PerVersion (issue 19): the notifier validated its section and the scheduler
+    serialised its calendar on every event. Made once per clinic version; a new version
+    of the file is derived afresh, and a derivation that fails is not kept."""
+    path = write_clinics(tmp_path / "clinics.json")
+    directory = ClinicDirectory(path)
+    made: list[str] = []
+
+    def timezone_of(clinic: Clinic) -> str:
+        made.append(clinic.timezone)
+        if clinic.timezone == "Asia/Tokyo":
+            raise ValueError("not this one")
+        return clinic.timezone
+
+    derived = PerVersion(timezone_of)
+    lisbon = directory.get("lisbon")
+    assert lisbon is not None
+    assert [derived(lisbon), derived(lisbon), derived(directory.get("lisbon"))] == [
+        "Europe/Lisbon"
+    ] * 3
+    assert made == ["Europe/Lisbon"]
+
+    entries = json.loads(path.read_text())
+    for entry in entries:
+        if entry["id"] == "lisbon":
+            entry["timezone"] = "Asia/Tokyo"
+    path.write_text(json.dumps(entries))
+    _touch_later(path)
+    moved = directory.get("lisbon")
+    assert moved is not None
+    assert moved.timezone == "Asia/Tokyo"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not this one"):
+            derived(moved)
+    assert made == ["Europe/Lisbon", "Asia/Tokyo", "Asia/Tokyo"]
