@@ -51,14 +51,7 @@ async def topic(kafka_bootstrap: str) -> topics.Topic:
 
 @pytest.fixture
 async def consumer(kafka_bootstrap: str, topic: topics.Topic) -> AsyncIterator[AIOKafkaConsumer]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"test-batches-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    consumer.assign([TopicPartition(topic.name, p) for p in range(PARTITIONS)])
+    consumer = await _assigned(kafka_bootstrap, topic)
     yield consumer
     await consumer.stop()
 
@@ -217,13 +210,7 @@ async def test_a_batch_over_many_partitions_stays_within_the_redis_pool(
     )
     await apply_topics(kafka_bootstrap, topics=[wide], records=())
     await _produce(kafka_bootstrap, wide, WIDE, 1)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"test-batches-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
+    consumer = await _assigned(kafka_bootstrap, wide)
     redis = connect_redis(redis_url)  # the services' own client, its pool as theirs
     work = UnitOfWork(redis, "tests", cast(EventPublisher, None))  # no outputs to publish
     clinic = f"c-wide-{uuid.uuid4().hex[:8]}"
@@ -244,7 +231,6 @@ async def test_a_batch_over_many_partitions_stays_within_the_redis_pool(
         await work.run(clinic, [envelope.id], step, marks_of=str(event.client_id))
 
     try:
-        consumer.assign([_tp(wide, p) for p in range(WIDE)])
         batches = BatchHandler(
             "scheduler", [(wide, handler)], broker, Progress(), policy=DeadLetterPolicy()
         )
@@ -258,6 +244,19 @@ async def test_a_batch_over_many_partitions_stays_within_the_redis_pool(
         await broker.stop()
         await consumer.stop()
         await redis.aclose()
+
+
+async def _assigned(kafka_bootstrap: str, topic: topics.Topic) -> AIOKafkaConsumer:
+    """A started consumer of a group of its own, assigned every partition of `topic`."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"test-batches-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    consumer.assign([_tp(topic, p) for p in range(topic.partitions)])
+    return consumer
 
 
 def _tp(topic: topics.Topic, partition: int) -> TopicPartition:
