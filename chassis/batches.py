@@ -143,9 +143,7 @@ class BatchHandler:
         for record in records:
             if tp in self._progress.revoked:
                 return tp, None  # another replica's now: abandoned, not rewound
-            async with self._turns:
-                handled = await self._one(record)
-            if not handled:
+            if not await self._one(record):
                 return tp, record.offset
             self._progress.handled[tp] = record.offset + 1
         return tp, None
@@ -166,7 +164,10 @@ class BatchHandler:
         while True:
             attempt += 1
             try:
-                await self._handle(record)
+                # A turn bounds the steps (and Redis connections) in flight, not the
+                # backoffs or dead-letter publishes between attempts.
+                async with self._turns:
+                    await self._handle(record)
                 return True
             except Exception as error:
                 outcome = classify(error)
