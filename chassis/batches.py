@@ -7,9 +7,15 @@ consumer now takes what `getmany` has (FastStream's batch subscriber, up to
 KAP_CONSUMER_MAX_RECORDS), and for each batch:
 - a partition's records are handled in offset order (so each client's, keyed by
   client id), partitions side by side, at most KAP_CONSUMER_CONCURRENCY records at
-  once (a step holds up to two Redis connections: with all 90 of a notifier's
+  once (a step holds a Redis connection or two: with all 90 of a notifier's
   partitions at once, the pool ran out; issue 19): each record through its topic's
-  handler, the same typed handler and single write step as before;
+  handler, the same typed handler and single write step as before. The next free turn
+  goes to the waiting record produced first (its Kafka timestamp), and the partitions
+  start oldest first: topics are not ordered with each other, but a batch catching up
+  after a replica died handles a client's events across topics in about the order
+  they happened (a request planned after its client's course had ended and been
+  tidied, ten service days later on a fast clock, was dropped as too late: make test's
+  chaos run, 2026-11-30);
 - a record's error is classed as the dead-letter policy says (chassis.dead_letters):
   the message's own fault is dead-lettered (published, acks=all, before the commit)
   and its partition goes on; an unknown error is retried, then dead-lettered; the
@@ -42,6 +48,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from chassis.dead_letters import DeadLetterPolicy, classify, dead_letter
 from chassis.events import envelope_of
 from chassis.logs import context_of, message_context
+from chassis.turns import Turns
 from shared.topics import Topic
 
 if TYPE_CHECKING:
@@ -92,7 +99,7 @@ class BatchHandler:
         self._progress = progress
         self._metrics = metrics
         self._policy = policy or DeadLetterPolicy()
-        self._turns = asyncio.Semaphore(concurrency)
+        self._turns = Turns(concurrency)
 
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: Any) -> None:
         by_partition: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
@@ -100,9 +107,10 @@ class BatchHandler:
             by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(
                 record
             )
+        oldest_first = sorted(by_partition.items(), key=lambda item: item[1][0].timestamp)
         try:
             stopped = await asyncio.gather(
-                *(self._partition(tp, batch) for tp, batch in by_partition.items())
+                *(self._partition(tp, batch) for tp, batch in oldest_first)
             )
         except BaseException:
             # Not one record's fault (those are classed per record): every partition
@@ -166,7 +174,7 @@ class BatchHandler:
             try:
                 # A turn bounds the steps (and Redis connections) in flight, not the
                 # backoffs or dead-letter publishes between attempts.
-                async with self._turns:
+                async with self._turns.turn(record.timestamp):
                     await self._handle(record)
                 return True
             except Exception as error:

@@ -9,7 +9,7 @@ lease is never claimed by anyone else), so the hand-over needs no round trip
 of its own: only a turn that kept it waiting into the lease's last
 LEASE_MARGIN_S checks it again (`still_held`: the token, and the deadline on
 Redis's clock) before handing over. It is handed over
-up to SEND_CONCURRENCY at once (pacing.Slots):
+up to SEND_CONCURRENCY at once (chassis.turns, urgent ones first):
 many messages fall due at one instant, such as the send window opening, and
 one after the other they would queue behind each channel exchange.
 
@@ -44,6 +44,7 @@ import jinja2
 
 from chassis.clinics import Clinic
 from chassis.clock import Clock
+from chassis.turns import Turns
 from services.notifier.alerts import Alerts
 from services.notifier.channels import Outgoing, PermanentSendError, Sender, TransientSendError
 from services.notifier.config import template_overrides
@@ -56,7 +57,6 @@ from services.notifier.pacing import (
     RECHECK_FOR_S,
     Recheck,
     ScheduleLagGauge,
-    Slots,
     Verdict,
     service_span,
     until,
@@ -141,7 +141,7 @@ class Handover:
         self._outcomes = outcomes
         self._clock = clock
         self._lease_ms = lease_ms
-        self._slots = Slots(send_concurrency)
+        self._slots = Turns(send_concurrency)
         self._recheck = Recheck(schedule_lag) if schedule_lag is not None else None
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
 
@@ -197,7 +197,11 @@ class Handover:
             await outcomes.skip(claim, planned, reason)
             return False
         await until(self._clock, planned.send_at)
-        async with self._slots.turn(urgent=time_bound or planned.kind in STAFF_KINDS):
+        # Urgent ones (time-bound messages, clinical alerts) get the next free turn before
+        # the rest: many fall due at one instant (the send window opening), and a
+        # reminder's timing is part of its truth, a screening outcome's is not.
+        urgent = time_bound or planned.kind in STAFF_KINDS
+        async with self._slots.turn(0 if urgent else 1):
             if time_bound and self._stale_answer(asked_at):
                 # A busy round (a wait for its turn, a backlog): the lag's answer is old
                 # by now. Asked again, then the fact read again after it: a change on

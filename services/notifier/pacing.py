@@ -1,18 +1,15 @@
 """Delivery's small timing and concurrency helpers.
 
-The service clock in real time (`service_span`, `until`), the hand-over slots
-that let urgent messages go first (`Slots`), and one shared request for every
-message asking the schedule lag again (`Recheck`).
+The service clock in real time (`service_span`, `until`), and one shared request
+for every message asking the schedule lag again (`Recheck`). The hand-over's turns,
+urgent messages first, are chassis.turns.Turns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
-import itertools
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -83,46 +80,6 @@ def next_wake_s(clock: Clock, earliest_due: datetime | None, poll_s: float) -> f
     if real <= 0:
         return poll_s
     return min(real + WAKE_SLACK_S, poll_s)
-
-
-class Slots:
-    """At most `size` hand-overs at once; urgent ones (time-bound messages, clinical alerts)
-    get the next free slot before the rest, then first come first served.
-
-    Many messages fall due at one instant (the send window opening): a reminder's
-    timing is part of its truth, a screening outcome's is not.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._free = max(size, 1)
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    @contextlib.asynccontextmanager
-    async def turn(self, urgent: bool) -> AsyncIterator[None]:
-        if self._free > 0 and not self._waiting:
-            self._free -= 1
-        else:
-            given: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), given))
-            try:
-                await given
-            except asyncio.CancelledError:
-                if given.done() and not given.cancelled():
-                    self._release()  # handed a slot as it was cancelled: pass it on
-                raise
-        try:
-            yield
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        while self._waiting:
-            _, _, waiter = heapq.heappop(self._waiting)
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
 
 
 class Recheck:

@@ -19,14 +19,14 @@ from services.notifier.lag_records import Subject
 
 
 async def test_urgent_hand_overs_get_the_next_free_slot_before_the_rest() -> None:
-    from services.notifier.pacing import Slots  # the slots arrived with this behaviour
+    from chassis.turns import Turns  # the hand-over's turns (pacing.Slots before)
 
-    slots = Slots(1)
+    slots = Turns(1)
     order: list[str] = []
     holding, release = asyncio.Event(), asyncio.Event()
 
     async def hand_over(name: str, urgent: bool, hold: bool = False) -> None:
-        async with slots.turn(urgent=urgent):
+        async with slots.turn(0 if urgent else 1):
             order.append(name)
             if hold:
                 holding.set()
@@ -45,15 +45,15 @@ async def test_urgent_hand_overs_get_the_next_free_slot_before_the_rest() -> Non
 
 
 async def test_a_hand_over_cancelled_while_waiting_gives_its_turn_to_the_next() -> None:
-    from services.notifier.pacing import Slots
+    from chassis.turns import Turns
 
-    slots = Slots(1)
+    slots = Turns(1)
     order: list[str] = []
     holding = asyncio.Event()
     release = asyncio.Event()
 
     async def hand_over(name: str, urgent: bool, hold: bool = False) -> None:
-        async with slots.turn(urgent=urgent):
+        async with slots.turn(0 if urgent else 1):
             order.append(name)
             if hold:
                 holding.set()
@@ -69,7 +69,7 @@ async def test_a_hand_over_cancelled_while_waiting_gives_its_turn_to_the_next() 
     await asyncio.gather(first, kept)
     assert order == ["first", "kept"]
     async with asyncio.timeout(1):  # and the slot is free again
-        async with slots.turn(urgent=False):
+        async with slots.turn(1):
             order.append("after")
 
 
