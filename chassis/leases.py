@@ -179,7 +179,6 @@ class LeaseQueue:
         self._let_go = redis.register_script(_LET_GO)
         self._end_now = redis.register_script(_END_NOW)
         self._still_held = redis.register_script(_STILL_HELD)
-        self._earliest = redis.register_script(_EARLIEST)
 
     # --- keys ------------------------------------------------------------------
 
