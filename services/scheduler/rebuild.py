@@ -149,6 +149,9 @@ class SchedulerReplay:
         }
         self._timers: dict[str, Callable[[str], Awaitable[object]]] = {
             topics.BOOSTER_DUE.name: s.fire_due_boosters,
+            # A booster's booking is a step of its own, after its announcement's.
+            topics.BOOSTER_SESSION_BOOKED.name: s.fire_due_boosters,
+            topics.BOOSTER_BOOKING_FAILED.name: s.fire_due_boosters,
             topics.MEASURE_DUE.name: s.fire_due_measures,
             topics.CONSULTATION_OFFER_LAPSED.name: s.fire_expired_offers,
         }

@@ -5,10 +5,15 @@ clinic's lease queue (chassis.leases) is fired in one write step: the leases
 still held are fenced (a replica whose lease ran out, and was taken over,
 writes nothing), their clients' schedules read with their keys watched, every
 announcement decided (booster_lifecycle.booster_fired announces a booster once,
-and only the one still pending), each booster announced booked there and then
-(its slots held through the step's Booking, BoosterTimers._book), and the saves,
-the next timers, the leases let go, the ledger's holds and the announcements
-recorded in one MULTI, published after.
+and only the one still pending), and the saves, the next timers, the leases let
+go and the announcements recorded in one MULTI, published after.
+
+A booster announced is owed its booking (domain.booster_booking.owe_booking) and
+its lease is due again at once: claimed again, after every booster due before it,
+it is booked in a later step (its slots held through the step's Booking,
+BoosterTimers._book). The search for free slots is most of a booster's cost, so a
+clinic's 09:00 boosters are all announced before any is booked (issue 19), and the
+owed booking, saved with the announcement, survives a replica lost in between.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from services.scheduler.domain.facts import Change, course_of
 from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import Booking, claims_for
-from services.scheduler.store import SharedReads, booster_of
+from services.scheduler.store import SharedReads, booster_member, booster_of
 from services.scheduler.timer_loop import timer_loop
 from shared.events import Appointment
 
@@ -45,26 +50,36 @@ LEASE_MS = 30_000  # real time a claimed batch is a replica's before another may
 
 class BoosterTimers(ScheduleChanges):
     async def fire_due_boosters(self, clinic_id: str) -> tuple[int, bool]:
-        """Announce the boosters due by now; (how many, whether more may be due already)."""
-        now = self.clock.now()
+        """Announce the boosters due by now, then book those announced; (how many were
+        announced, whether more may be due already)."""
         calendar = await self.calendar(clinic_id)  # before claiming: a bad calendar claims nothing
+        announced, claimed, owed = await self._round(clinic_id, calendar)
+        if owed and claimed < BOOSTER_BATCH:  # their bookings are due now: at once
+            _, claimed, _ = await self._round(clinic_id, calendar)
+        self.metrics.pending("booster", clinic_id, await self.store.boosters.due(clinic_id))
+        return announced, claimed == BOOSTER_BATCH
+
+    async def _round(self, clinic_id: str, calendar: ClinicCalendar) -> tuple[int, int, bool]:
+        """One claimed batch fired: (boosters announced, leases claimed, bookings owed)."""
+        now = self.clock.now()
         boosters = self.store.boosters
         leases = await boosters.claim(clinic_id, now, LEASE_MS, BOOSTER_BATCH)
-        fired = 0
-        if leases:
-            async with boosters.handed_back_on_failure(leases):
-                outcome = await self.unit_of_work.run(
-                    clinic_id, [], functools.partial(self._fire, calendar, now, leases)
-                )
-            fired = outcome if isinstance(outcome, int) else 0
-        self.metrics.pending("booster", clinic_id, await boosters.due(clinic_id))
-        return fired, len(leases) == BOOSTER_BATCH
+        if not leases:
+            return 0, 0, False
+        async with boosters.handed_back_on_failure(leases):
+            outcome = await self.unit_of_work.run(
+                clinic_id, [], functools.partial(self._fire, calendar, now, leases)
+            )
+        fired = outcome if isinstance(outcome, BoostersFired) else BoostersFired()
+        return fired.announced, len(leases), fired.owed
 
     async def _fire(
         self, calendar: ClinicCalendar, now: datetime, leases: list[Lease], tx: Transaction
-    ) -> Decision[int]:
+    ) -> Decision[BoostersFired]:
         """The write step of a claimed batch: only the leases still held (fenced), their
-        clients' schedules watched from the read, every announcement in one MULTI."""
+        clients' schedules watched from the read, every change in one MULTI. A booster
+        due is announced and owed its booking, its lease due again now; the booster's
+        lease, claimed again, books it."""
         boosters, clinic_id = self.store.boosters, tx.clinic_id
         fenced = await boosters.fence_all(tx, leases)
         held = [lease for lease, ok in zip(leases, fenced, strict=True) if ok]
@@ -76,39 +91,54 @@ class BoosterTimers(ScheduleChanges):
         await tx.watch(*(self.store.schedule_key(clinic_id, c) for c in clients))
         saves: list[tuple[ClientSchedule, ClientSchedule]] = []
         outputs: list[Output] = []
-        booking, holds = self.store.ledger.booking(tx, clinic_id), _Held()
+        owed: set[str] = set()  # the leases due again now, for their bookings
+        booking, holds, fired = self.store.ledger.booking(tx, clinic_id), _Held(), BoostersFired()
         shared = SharedReads()  # the therapists' and rooms' bookings, read once
+        book = calendar.policy.book_boosters
         for schedule in await self.store.load_many(clinic_id, clients):
             if schedule is None or schedule.course is None:
                 continue  # nothing to announce: the timer is let go with the others
-            course_id, before = schedule.course.plan.course_id, schedule
-            announced: list[Output] = []
+            course_id, before, owes = schedule.course.plan.course_id, schedule, False
             for number in by_client[schedule.client_id]:  # several: the scheduler was away
                 due_at = schedule.course.next_booster_due_at if schedule.course else None
                 schedule, events = booster_lifecycle.booster_fired(schedule, number, calendar, now)
                 if events and due_at is not None:
-                    if calendar.policy.book_boosters and booster_booking.may_book(schedule.course):
-                        schedule, booked = await self._book(
-                            calendar, schedule, number, due_at, now, booking, holds, shared
-                        )
-                        events += booked
                     cause = domain_ids.booster_cause(course_id, number, due_at)
-                    announced += self.derived(schedule, events, cause)
-            if announced:  # a booked booster's dose is measured before (domain.measures)
-                policy = calendar.policy.measures
-                schedule = measures.replanned(schedule, policy, calendar.tz, now)
-                saves.append((domain_ids.saved(schedule, before), before))
-                outputs += announced
+                    outputs += self.derived(schedule, events, cause)
+                    fired.announced += 1
+                    if book and booster_booking.may_book(schedule.course):
+                        schedule = booster_booking.owe_booking(schedule, number, due_at)
+                        owed.add(booster_member(schedule.client_id, number))
+                        owes = True
+                elif (to_book := booster_booking.booking_owed(schedule.course, number)) is None:
+                    continue
+                elif book and booster_booking.may_book(schedule.course):
+                    schedule, events = await self._book(
+                        calendar, schedule, number, to_book.due_at, now, booking, holds, shared
+                    )
+                    cause = domain_ids.booster_booking_cause(course_id, number, to_book.due_at)
+                    outputs += self.derived(schedule, events, cause)
+                else:  # stopped, ended, or no longer booked by the clinic: let go
+                    schedule = booster_booking.booking_settled(schedule, number)
+            if schedule is before:
+                continue
+            if not owes:  # a booked booster's dose is measured before (domain.measures)
+                schedule = measures.replanned(schedule, calendar.policy.measures, calendar.tz, now)
+            saves.append((domain_ids.saved(schedule, before), before))
+        fired.owed = bool(owed)
 
         def write(p: Pipeline) -> None:
             for lease in held:
-                boosters.done(p, lease)
+                if lease.member in owed:
+                    boosters.retry_at(p, lease, now)
+                else:
+                    boosters.done(p, lease)
             for schedule, before in saves:  # arms the next booster, if any
                 booked = schedule.client_id in holds.clients
                 self.store.save(p, schedule, same_appointments=not booked, before=before, now=now)
             booking.write(p)
 
-        return Decision(write, outputs, len(saves))
+        return Decision(write, outputs, fired)
 
     async def _book(
         self,
@@ -151,6 +181,14 @@ class BoosterTimers(ScheduleChanges):
             shared.by_horizon.clear()  # taken meanwhile: what was read is out of date
         taken = PlanFailure(reason="the booster's slots kept being taken")
         return booster_booking.booster_booking_failed(schedule, number, due_at, taken, now)
+
+
+@dataclass
+class BoostersFired:
+    """What one write step did: boosters announced, and whether bookings are owed."""
+
+    announced: int = 0
+    owed: bool = False
 
 
 @dataclass

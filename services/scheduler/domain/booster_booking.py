@@ -2,8 +2,10 @@
 
 Pure, like domain.lifecycle: each function returns the new schedule and the
 events it causes (and the sessions it lets go, so the write step frees their
-slots). Where the sessions go is domain.booster_sessions'. Declining a booster
-touches only that booster: the plan's next booster stays armed (rule 19).
+slots). Where the sessions go is domain.booster_sessions'. A booster announced
+is owed a booking (owe_booking) until it is booked, fails to book, or may no
+longer be booked: the announcement does not wait for the search. Declining a
+booster touches only that booster: the plan's next booster stays armed (rule 19).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from services.scheduler.domain.booster_sessions import BoosterSessions
+from services.scheduler.domain.booster_sessions import BoosterSessions, BoosterToBook
 from services.scheduler.domain.facts import Change, base, course_of, status_changed
 from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule, Course, Refused
@@ -27,6 +29,35 @@ def may_book(course: Course | None) -> bool:
     return course is not None and course.standing != "ended" and not course.boosters_stopped
 
 
+def owe_booking(schedule: ClientSchedule, number: int, due_at: datetime) -> ClientSchedule:
+    """Booster `number`, just announced, owed its booking (once)."""
+    course = course_of(schedule)
+    if booking_owed(course, number) or any(b.number == number for b in course.booster_sessions):
+        return schedule
+    owed = (*course.boosters_to_book, BoosterToBook(number=number, due_at=due_at))
+    return _with_to_book(schedule, owed)
+
+
+def booking_owed(course: Course | None, number: int) -> BoosterToBook | None:
+    """The booking booster `number` is owed, if any."""
+    owed = course.boosters_to_book if course is not None else ()
+    return next((b for b in owed if b.number == number), None)
+
+
+def booking_settled(schedule: ClientSchedule, number: int) -> ClientSchedule:
+    """Booster `number` owed no booking any more (booked, failed, or not to be booked)."""
+    course = course_of(schedule)
+    left = tuple(b for b in course.boosters_to_book if b.number != number)
+    if left == course.boosters_to_book:
+        return schedule
+    return _with_to_book(schedule, left)
+
+
+def _with_to_book(schedule: ClientSchedule, owed: tuple[BoosterToBook, ...]) -> ClientSchedule:
+    course = course_of(schedule).model_copy(update={"boosters_to_book": owed})
+    return schedule.model_copy(update={"course": course})
+
+
 def booster_booked(
     schedule: ClientSchedule,
     number: int,
@@ -34,9 +65,10 @@ def booster_booked(
     appointments: tuple[ev.Appointment, ...],
     now: datetime,
 ) -> Change:
-    course = course_of(schedule)
-    if not may_book(course):
+    if not may_book(schedule.course):
         raise Refused("boosters are stopped or the course has ended: nothing is booked")
+    schedule = booking_settled(schedule, number)
+    course = course_of(schedule)
     if any(b.number == number for b in course.booster_sessions):
         return schedule, []  # booked already (a timer fired again)
     booked = BoosterSessions(number=number, due_at=due_at, appointments=appointments)
@@ -55,6 +87,7 @@ def booster_booked(
 def booster_booking_failed(
     schedule: ClientSchedule, number: int, due_at: datetime, failure: PlanFailure, now: datetime
 ) -> Change:
+    schedule = booking_settled(schedule, number)
     course = course_of(schedule)
     failed = ev.BoosterBookingFailed(
         **base(schedule, now),

@@ -57,7 +57,12 @@ def stop_boosters(
     if course.boosters_stopped:
         return schedule, []
     course = course.model_copy(
-        update={"boosters_stopped": True, "next_booster": None, "next_booster_due_at": None}
+        update={
+            "boosters_stopped": True,
+            "next_booster": None,
+            "next_booster_due_at": None,
+            "boosters_to_book": (),  # a plan set again later books none of these
+        }
     )
     stopped = ev.BoostersStopped(
         **base(schedule, now),

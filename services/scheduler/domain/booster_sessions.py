@@ -40,6 +40,14 @@ class BoosterSessions(Value):
     declined: bool = False
 
 
+class BoosterToBook(Value):
+    """A booster announced and not booked yet: its sessions are booked in a step of their
+    own (services.scheduler.timers), so announcing a clinic's boosters waits for no search."""
+
+    number: int = Field(ge=1)
+    due_at: AwareDatetime
+
+
 def booster_ids(course_id: UUID, number: int) -> tuple[UUID, UUID]:
     """The ids of booster `number`'s sessions: the same every time it is planned."""
     return uuid5(course_id, f"booster-{number}"), uuid5(course_id, f"booster-{number}-integration")

@@ -107,6 +107,7 @@ def end_course(
             "boosters_stopped": True,
             "next_booster": None,
             "next_booster_due_at": None,
+            "boosters_to_book": (),
         }
     )
     updated = updated.model_copy(update={"course": ended})

@@ -35,6 +35,12 @@ def booster_cause(course_id: UUID, number: int, due_at: datetime) -> str:
     return f"{course_id}/booster-{number}/{due_at.timestamp():.0f}"
 
 
+def booster_booking_cause(course_id: UUID, number: int, due_at: datetime) -> str:
+    """What booking announced booster `number` (its own step, after the announcement)
+    is named by."""
+    return f"{booster_cause(course_id, number, due_at)}/booking"
+
+
 def measure_cause(measure_id: UUID) -> str:
     """What announcing measure `measure_id` due is named by."""
     return f"measure/{measure_id}"

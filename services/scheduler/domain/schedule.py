@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from services.scheduler.domain.booster_sessions import BoosterSessions
+from services.scheduler.domain.booster_sessions import BoosterSessions, BoosterToBook
 from services.scheduler.domain.checkin import CheckIn
 from services.scheduler.domain.measure_state import ScheduledMeasure
 from services.scheduler.domain.plans import ClientAvailability, CoursePlan
@@ -89,6 +89,8 @@ class Course(BaseModel):
     end_code: ev.CourseEndCode | None = None
     # Added with booked boosters (issue 16): each booster booked when it fell due.
     booster_sessions: tuple[BoosterSessions, ...] = ()
+    # Added with announcing apart from booking (issue 19): announced, booking owed.
+    boosters_to_book: tuple[BoosterToBook, ...] = ()
     # Added with measures (issue 17): the course's schedule of measures (domain.measures).
     measures: tuple[ScheduledMeasure, ...] = ()
 

@@ -23,6 +23,7 @@ from services.scheduler.config import Settings
 from services.scheduler.main import SERVICE, scheduler_for
 from services.scheduler.scheduler import Scheduler
 from services.scheduler.store import key
+from services.scheduler.timers import BoostersFired
 from shared import topics
 from tests.builders.scheduler import completed_course, due_at
 from tests.helpers import topic_messages
@@ -60,7 +61,7 @@ async def test_a_change_made_during_the_batch_is_kept_and_every_booster_fires_on
         fired, more_due = await scheduler.fire_due_boosters(clinic)
 
         assert (fired, more_due) == (2, False)
-        assert reads == 2  # the step decided again
+        assert reads == 3  # the announcing step decided again, then the bookings' step
         free_now, busy_now = await load_many(clinic, [free, busy])
         assert free_now is not None
         assert free_now.course is not None
@@ -69,6 +70,9 @@ async def test_a_change_made_during_the_batch_is_kept_and_every_booster_fires_on
         assert free_now.course.next_booster == 2
         assert busy_now.course.next_booster == 2
         assert busy_now.correlation_id == "changed-meanwhile"  # not overwritten
+        for course in (free_now.course, busy_now.course):  # each booked once, none owed
+            assert [b.number for b in course.booster_sessions] == [1]
+            assert course.boosters_to_book == ()
         assert await redis_client.zcard(key(clinic, "boosters", "inflight")) == 0
 
 
@@ -122,7 +126,7 @@ async def test_a_replica_whose_leases_were_taken_over_announces_nothing(
         late = await scheduler.unit_of_work.run(
             clinic, [], functools.partial(scheduler._fire, calendar, now, stale)
         )
-        assert late == 0  # fenced out: it wrote and published nothing
+        assert late == BoostersFired()  # fenced out: it wrote and published nothing
         announced = [
             m
             for c in clients

@@ -5,12 +5,16 @@ falls due and is booked in turn."""
 from __future__ import annotations
 
 import itertools
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from ops.reading import read_to_end
+from services.scheduler import timers
 from services.scheduler.domain.schedule import ClientSchedule
+from services.scheduler.store import booster_member, key
 from shared import events as ev
 from shared import topics
 from tests.helpers import topic_messages
@@ -124,3 +128,71 @@ async def test_boosters_falling_due_together_are_booked_in_one_batch_without_ove
             spans.sort()
             for (_, ended), (started, _) in itertools.pairwise(spans):
                 assert ended <= started, (resource, spans)
+
+
+async def test_a_clinics_boosters_are_all_announced_before_any_is_booked(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: the slot search is most of a booster's cost, so boosters falling due
+    together are announced first, batch after batch, and booked after. Checked on the
+    topics: every client's BoosterDue was produced before the first BoosterSessionBooked
+    (in one step, batches of 2 would announce the third client after two bookings)."""
+    monkeypatch.setattr(timers, "BOOSTER_BATCH", 2)
+    async with world(kafka_bootstrap, redis_url, tmp_path) as w:
+        clients = {str((await w.completed_client()).client_id) for _ in range(5)}
+        first = (await w.load(uuid.UUID(min(clients)))).course
+        assert first is not None
+        assert first.next_booster_due_at is not None
+        w.clock.advance(first.next_booster_due_at - w.clock.now() + timedelta(minutes=1))
+        rounds = [await w.scheduler.fire_due_boosters(w.clinic)]
+        while rounds[-1][1]:
+            rounds.append(await w.scheduler.fire_due_boosters(w.clinic))
+        names = [topics.BOOSTER_DUE.name, topics.BOOSTER_SESSION_BOOKED.name]
+        records = [
+            r for r in await read_to_end(kafka_bootstrap, names) if r.key.decode() in clients
+        ]
+    due = [r.timestamp for r in records if r.topic == topics.BOOSTER_DUE.name]
+    booked = [r.timestamp for r in records if r.topic == topics.BOOSTER_SESSION_BOOKED.name]
+    assert sum(fired for fired, _ in rounds) == len(due) == len(booked) == len(clients)
+    assert max(due) <= min(booked)
+
+
+async def test_an_announced_boosters_booking_is_owed_until_booked_or_stopped(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The announcement's step saves the booking owed and makes the booster's lease due
+    again: a later round (any replica's) books it once; boosters stopped in between, it
+    books nothing (a plan set again later would not book it either)."""
+    async with world(kafka_bootstrap, redis_url, tmp_path) as w:
+        kept, stopped = await w.completed_client(), await w.completed_client()
+        assert kept.course is not None
+        assert kept.course.next_booster_due_at is not None
+        w.clock.advance(kept.course.next_booster_due_at - w.clock.now() + timedelta(minutes=1))
+        calendar = await w.scheduler.calendar(w.clinic)
+        announced, claimed, owed = await w.scheduler._round(w.clinic, calendar)  # then lost
+        assert (announced, claimed, owed) == (2, 2, True)
+        due_set = key(w.clinic, "boosters", "due")
+        for client in (kept, stopped):
+            course = (await w.load(client.client_id)).course
+            assert course is not None
+            assert [b.number for b in course.boosters_to_book] == [1]
+            assert await w.redis.zscore(due_set, booster_member(client.client_id, 1)) is not None
+        await w.scheduler.set_boosters(w.clinic, stopped.client_id, None)
+
+        for _ in range(2):  # again: nothing more
+            assert await w.replica().fire_due_boosters(w.clinic) == (0, False)
+        held = await held_ids(w)
+        booked = [
+            (r.key.decode(), ev.BoosterSessionBooked.model_validate_json(r.value).booster_number)
+            for r in await read_to_end(kafka_bootstrap, [topics.BOOSTER_SESSION_BOOKED.name])
+            if r.key.decode() in {str(kept.client_id), str(stopped.client_id)}
+        ]
+        after = {client.client_id: await w.load(client.client_id) for client in (kept, stopped)}
+    assert booked == [(str(kept.client_id), 1)]  # once, and none for the stopped one
+    kept_course, stopped_course = after[kept.client_id].course, after[stopped.client_id].course
+    assert kept_course is not None
+    assert stopped_course is not None
+    assert [b.number for b in kept_course.booster_sessions] == [1]
+    assert {str(a.appointment_id) for a in kept_course.booster_sessions[0].appointments} <= held
+    assert stopped_course.booster_sessions == ()
+    assert kept_course.boosters_to_book == stopped_course.boosters_to_book == ()

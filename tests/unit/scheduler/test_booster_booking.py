@@ -202,3 +202,28 @@ def test_an_ending_releases_booked_boosters_and_nothing_is_booked_after_it() -> 
     assert not booster_booking.may_book(ended.course)
     with pytest.raises(Refused):
         booster_booking.booster_booked(ended, 2, due, sessions, due)
+
+
+def test_an_announced_booster_is_owed_its_booking_once_until_booked_failed_or_stopped() -> None:
+    calendar = clinic()
+    schedule, due = completed(calendar)
+    schedule, _ = booster_lifecycle.booster_fired(schedule, 1, calendar, due)
+
+    owed = booster_booking.owe_booking(booster_booking.owe_booking(schedule, 1, due), 1, due)
+
+    assert owed.course is not None
+    assert [(b.number, b.due_at) for b in owed.course.boosters_to_book] == [(1, due)]
+    assert booster_booking.booking_owed(owed.course, 1) is not None
+    assert booster_booking.booking_owed(owed.course, 2) is None
+    found = place_booster(calendar, Bookings(), owed.course.plan.course_id, 1, due, due, "ana")
+    assert not isinstance(found, PlanFailure)
+    booked_now, _ = booster_booking.booster_booked(owed, 1, due, found, due)
+    failure = PlanFailure(reason="no room")
+    failed, _ = booster_booking.booster_booking_failed(owed, 1, due, failure, due)
+    stopped, _ = booster_lifecycle.stop_boosters(owed, "stopped_by_care_team", due)
+    for settled in (booked_now, failed, stopped):
+        assert settled.course is not None
+        assert settled.course.boosters_to_book == ()
+    assert booked_now.course is not None
+    # Booked already: owing it again is nothing.
+    assert booster_booking.owe_booking(booked_now, 1, due) == booked_now

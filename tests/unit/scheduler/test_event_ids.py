@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
+import zlib
 from datetime import UTC, datetime, timedelta
 
 from services.scheduler import store
@@ -72,12 +74,18 @@ def test_a_schedule_saved_before_versions_existed_reads_as_version_0() -> None:
     assert ClientSchedule.model_validate_json(old).version == 0
 
 
-def test_a_schedule_is_stored_compressed_and_a_plain_json_one_still_reads() -> None:
+def test_a_schedule_is_stored_compressed_and_older_forms_still_read() -> None:
     old = json.dumps({"clinic_id": "lisbon", "client_id": str(CLIENT), "correlation_id": "c"})
     schedule = ClientSchedule.model_validate_json(old)
+    base85 = "z1:" + base64.b85encode(zlib.compress(old.encode())).decode()
 
     packed = store.pack(schedule)
 
-    assert packed.startswith("z1:")
+    assert packed.startswith("z2:")
+    assert (
+        zlib.decompress(base64.b64decode(packed[3:]))
+        == schedule.model_dump_json(exclude_defaults=True).encode()
+    )
     assert store.unpack(packed) == schedule
+    assert store.unpack(base85) == schedule  # saved before issue 19
     assert store.unpack(old.encode()) == schedule

@@ -12,6 +12,8 @@ reference model of what must hold after every step:
   same change from the same state;
 - a replay reproduces the ids it produced the first time;
 - no booster is announced before its due time, nor twice for one (course, number);
+- an announced booster is owed its booking, its timer due again: booked once (or
+  failed) by a later round while boosters run, never after they were stopped;
 - the client is never in two appointments at once;
 - boosters stopped stay stopped until the care team sets a plan again.
 """
@@ -34,8 +36,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from services.scheduler.domain import booster_lifecycle, lifecycle
+from services.scheduler.domain import booster_booking, booster_lifecycle, lifecycle
 from services.scheduler.domain import ids as domain_ids
+from services.scheduler.domain.booster_sessions import place_booster
 from services.scheduler.domain.planner import is_late_cancellation, plan_course
 from services.scheduler.domain.plans import (
     Bookings,
@@ -102,6 +105,7 @@ class ClientLifecycle(RuleBasedStateMachine):
         self.announced: dict[tuple[uuid.UUID, int], datetime] = {}
         self.timers: dict[int, datetime] = {}  # the due set: booster number -> due instant
         self.stopped = False
+        self.unbookable: set[tuple[uuid.UUID, int]] = set()  # not booked when stopped
         self.last: Done | None = None
         self.last_booster: tuple[ClientSchedule, int, datetime, tuple[str, ...]] | None = None
         self.earlier_starts: dict[uuid.UUID, list[datetime]] = {}
@@ -137,36 +141,73 @@ class ClientLifecycle(RuleBasedStateMachine):
         self.last = Done(before, action, decide, self.now, tuple(ids))
         if any(isinstance(e, ev.BoostersStopped) for e in events):
             self.stopped = True
+            course = before.course
+            assert course is not None
+            booked = {(course.plan.course_id, b.number) for b in course.booster_sessions}
+            self.unbookable |= set(self.announced) - booked  # even once a plan is set again
 
     def advance_to(self, instant: datetime) -> None:
-        """Time passes; the booster timer claims what fell due and fires it, as one batch."""
+        """Time passes; the booster timer claims what fell due and fires it, as one batch
+        (an announced booster's member is due again at once: a later round books it)."""
         self.now = max(self.now, instant)
         claimed = sorted(n for n, due in self.timers.items() if due <= self.now)
-        if not claimed:
-            return
         for number in claimed:
             del self.timers[number]
+        if claimed:
+            self.fire(claimed)
+
+    def fire(self, claimed: list[int]) -> None:
         before = schedule = self.schedule
-        fired = False
+        owed: list[int] = []
         for number in claimed:
             course = schedule.course
             assert course is not None
             due_at, prior = course.next_booster_due_at, schedule
             schedule, events = booster_lifecycle.booster_fired(schedule, number, CALENDAR, self.now)
-            if not events:
-                continue
-            assert due_at is not None
-            assert due_at <= self.now, "a booster announced before its due time"
-            assert not self.stopped, "a stopped booster plan announced a booster"
-            key = (course.plan.course_id, number)
-            assert key not in self.announced, "a booster announced twice"
-            self.announced[key] = due_at
-            cause = domain_ids.booster_cause(course.plan.course_id, number, due_at)
-            ids = self.published(cause, events, ("booster", cause))
-            self.last_booster = (prior, number, self.now, tuple(ids))
-            fired = True
+            if events:
+                assert due_at is not None
+                assert due_at <= self.now, "a booster announced before its due time"
+                assert not self.stopped, "a stopped booster plan announced a booster"
+                key = (course.plan.course_id, number)
+                assert key not in self.announced, "a booster announced twice"
+                self.announced[key] = due_at
+                cause = domain_ids.booster_cause(course.plan.course_id, number, due_at)
+                ids = self.published(cause, events, ("booster", cause))
+                self.last_booster = (prior, number, self.now, tuple(ids))
+                if booster_booking.may_book(schedule.course):
+                    schedule = booster_booking.owe_booking(schedule, number, due_at)
+                    owed.append(number)
+            elif (to_book := booster_booking.booking_owed(course, number)) is not None:
+                if booster_booking.may_book(course):
+                    schedule = self.book(schedule, number, to_book.due_at)
+                else:
+                    schedule = booster_booking.booking_settled(schedule, number)
         # Saved whether or not anything fired: the next booster's timer is set again.
-        self.saved(domain_ids.saved(schedule, before) if fired else schedule)
+        self.saved(domain_ids.saved(schedule, before) if schedule is not before else schedule)
+        for number in owed:  # the lease due again now (LeaseQueue.retry_at)
+            self.timers[number] = self.now
+
+    def book(self, schedule: ClientSchedule, number: int, due_at: datetime) -> ClientSchedule:
+        course = schedule.course
+        assert course is not None
+        assert (course.plan.course_id, number) in self.announced, "booked, never announced"
+        assert not self.stopped, "a stopped booster plan booked a booster"
+        key = (course.plan.course_id, number)
+        assert key not in self.unbookable, "a booster owed when stopped, booked after"
+        placed = place_booster(
+            CALENDAR, Bookings(), course.plan.course_id, number, due_at, self.now, "ana"
+        )
+        if isinstance(placed, PlanFailure):
+            schedule, events = booster_booking.booster_booking_failed(
+                schedule, number, due_at, placed, self.now
+            )
+        else:
+            schedule, events = booster_booking.booster_booked(
+                schedule, number, due_at, placed, self.now
+            )
+        cause = domain_ids.booster_booking_cause(course.plan.course_id, number, due_at)
+        self.published(cause, events, ("booster booking", cause))
+        return schedule
 
     def booked(self) -> list[ev.Appointment]:
         course = self.schedule.course
@@ -275,6 +316,11 @@ class ClientLifecycle(RuleBasedStateMachine):
             lambda s, now: booster_lifecycle.stop_boosters(s, "stopped_by_care_team", now),
         )
 
+    @rule()
+    def a_timer_round(self) -> None:
+        """The timer's next round, no time passing: what its last round made due again."""
+        self.advance_to(self.now)
+
     @rule(days=st.integers(1, 45))
     def time_passes(self, days: int) -> None:
         self.advance_to(self.now + timedelta(days=days))
@@ -328,6 +374,21 @@ class ClientLifecycle(RuleBasedStateMachine):
         if self.stopped and course is not None:
             assert course.boosters_stopped
             assert course.next_booster is None
+
+    @invariant()
+    def a_booking_owed_has_its_timer(self) -> None:
+        course = self.schedule.course
+        if course is not None:
+            for owed in course.boosters_to_book:
+                assert owed.number in self.timers, "a booking owed, with no timer to book it"
+
+    @invariant()
+    def a_booster_is_booked_once_and_only_once_announced(self) -> None:
+        course = self.schedule.course
+        if course is not None:
+            numbers = [b.number for b in course.booster_sessions]
+            assert len(numbers) == len(set(numbers)), "a booster booked twice"
+            assert {(course.plan.course_id, n) for n in numbers} <= set(self.announced)
 
     @invariant()
     def the_pending_booster_comes_after_every_one_announced(self) -> None:
