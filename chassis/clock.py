@@ -8,6 +8,9 @@ from typing import Protocol
 
 from chassis.config import ServiceSettings
 
+# A timer may fire a hair before its instant; this much later the item is surely due.
+WAKE_SLACK_S = 0.001
+
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
@@ -78,3 +81,22 @@ def clock_from(settings: ServiceSettings) -> Clock:
         anchor=settings.clock_anchor or started,
         scale=settings.clock_scale,
     )
+
+
+def next_wake_s(clock: Clock, earliest_due: datetime | None, poll_s: float) -> float:
+    """Real seconds to sleep until the earliest due item (a message, a timer) falls
+    due, within [0, poll_s].
+
+    The poll bound still applies: other replicas' plans and hints, expired leases and
+    clock changes are found by it. A clock that does not move by itself (a test's
+    manual clock: `real_seconds` is 0 for any span) leaves only the poll.
+    """
+    if earliest_due is None:
+        return poll_s
+    ahead = earliest_due - clock.now()
+    if ahead <= timedelta(0):
+        return 0.0
+    real = clock.real_seconds(ahead)
+    if real <= 0:
+        return poll_s
+    return min(real + WAKE_SLACK_S, poll_s)

@@ -55,6 +55,11 @@ class DueWork:
         seen = set(due)
         return due, [c for c in self._sweep_share(mine) if c not in seen]
 
+    async def earliest(self) -> float | None:
+        """The earliest due time (service clock, epoch s) in the buckets this replica held
+        at its last round; None: nothing due there."""
+        return await self.index.earliest(self.owners.owned)
+
     async def settle(self, clinic_id: str) -> None:
         await self.index.settle(clinic_id, self.next_due)
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from chassis.buckets import BucketOwners
 from chassis.clinics import Clinic, ClinicDirectory
-from chassis.clock import Clock
+from chassis.clock import WAKE_SLACK_S, Clock, next_wake_s
 from chassis.config import ServiceSettings
 from chassis.due_index import DueIndex
 from chassis.due_work import DueWork
@@ -58,13 +58,7 @@ from services.notifier.handover import Handover
 from services.notifier.lag_gate import LagGate
 from services.notifier.measures import MeasureRequests
 from services.notifier.outcomes import Outcomes
-from services.notifier.pacing import (
-    WAKE_SLACK_S,
-    ScheduleLagGauge,
-    Verdict,
-    next_wake_s,
-    service_span,
-)
+from services.notifier.pacing import ScheduleLagGauge, Verdict, service_span
 from services.notifier.plans import PlanStore
 from services.notifier.queue import Claim, DeliveryQueue
 from shared import events as ev

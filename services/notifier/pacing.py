@@ -23,8 +23,6 @@ from services.notifier.lag_records import Subject
 # going out as soon as it caught up beats a hold, a release and a claim again.
 RECHECK_FOR_S = 0.03
 RECHECK_S = 0.001
-# A timer may fire a hair before its instant; this much later the message is surely due.
-WAKE_SLACK_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -62,24 +60,6 @@ async def until(clock: Clock, instant: datetime) -> None:
         if real_s <= 0:
             return
         await asyncio.sleep(real_s)
-
-
-def next_wake_s(clock: Clock, earliest_due: datetime | None, poll_s: float) -> float:
-    """Real seconds to sleep until the earliest planned message falls due, within [0, poll_s].
-
-    The poll bound still applies: other replicas' plans, expired leases and
-    clock changes are found by it. A clock that does not move by itself (a
-    test's manual clock: `real_seconds` is 0 for any span) leaves only the poll.
-    """
-    if earliest_due is None:
-        return poll_s
-    ahead = earliest_due - clock.now()
-    if ahead <= timedelta(0):
-        return 0.0
-    real = clock.real_seconds(ahead)
-    if real <= 0:
-        return poll_s
-    return min(real + WAKE_SLACK_S, poll_s)
 
 
 class Recheck:

@@ -13,12 +13,11 @@ from zoneinfo import ZoneInfo
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from chassis.clock import FrozenClock, ScaledClock, SystemClock
+from chassis.clock import WAKE_SLACK_S, FrozenClock, ScaledClock, SystemClock, next_wake_s
 from services.notifier.appointment_facts import appointment_facts
 from services.notifier.context import clinic_time
 from services.notifier.lag_records import Change, Subject, uncommitted, waiting
 from services.notifier.model import MessageKind, PlannedMessage
-from services.notifier.pacing import WAKE_SLACK_S, next_wake_s
 from services.notifier.staleness import AppointmentFact, announced_start, staleness
 from shared import events as ev
 from tests.unit.notifier.samples import (
