@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotEnoughRe
 from pydantic import ValidationError
 
 from chassis.clinics import ConfigurationError
-from chassis.redis_client import TRANSIENT_REDIS_ERRORS
+from chassis.redis_client import TRANSIENT_REDIS_ERRORS, torn_connection
 from shared.envelope import EnvelopeError
 from shared.topics import DLQ_SUFFIX
 
@@ -92,7 +92,7 @@ def classify(error: BaseException) -> Outcome:
     """What a handler's error means for its message: `redeliver` (the infrastructure's
     fault, never dead-lettered), `dead_letter` (the message's own), or `retry` (unknown:
     a few attempts, then the dead-letter topic)."""
-    if isinstance(error, INFRASTRUCTURE_ERRORS):
+    if isinstance(error, INFRASTRUCTURE_ERRORS) or torn_connection(error):
         return "redeliver"
     if isinstance(error, PERMANENT_ERRORS):
         return "dead_letter"

@@ -146,6 +146,25 @@ def transaction(redis: Redis) -> Pipeline:
     return tx
 
 
+class TornConnection(RedisConnectionError):
+    """A command on a redis-py connection that another task disconnected under it."""
+
+
+def torn_connection(error: BaseException) -> bool:
+    """Whether `error` is redis-py's asyncio connection used after another task
+    disconnected it: its writer or reader is None mid-command, an AttributeError from
+    redis.asyncio.connection. redis-py 8's cluster client, refreshing its nodes while a
+    primary fails over, disconnects a node's connections, those in use too (seen in
+    clean-clone CI's failover test, 2026-11-30)."""
+    if not isinstance(error, AttributeError):
+        return False
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = frame.tb_frame.f_code.co_filename if frame is not None else ""
+    return where.replace("\\", "/").endswith("redis/asyncio/connection.py")
+
+
 def no_retry_transaction(redis: Redis) -> Pipeline:
     """A MULTI/EXEC pipeline that never retries by itself.
 

@@ -80,9 +80,11 @@ from chassis.metrics import ServiceMetrics
 from chassis.outbox import DUE_BUCKETS, GRACE_MS, Outbox, Output
 from chassis.redis_client import (
     ReadsAfterWatch,
+    TornConnection,
     execute_replicated,
     fresh_slot_map,
     no_retry_transaction,
+    torn_connection,
 )
 from chassis.workers import Worker
 from shared.topics import topic_for
@@ -228,6 +230,21 @@ class UnitOfWork:
         A failed publish raises (an event is then redelivered, and its replay publishes)
         unless `leave_to_relay`: an HTTP request whose write is recorded is answered, and
         the relay publishes its outputs once the broker is back."""
+        try:
+            return await self._run(clinic_id, input_ids, step, leave_to_relay, marks_of)
+        except AttributeError as error:
+            if torn_connection(error):  # Redis's fault, not the input's: it comes again
+                raise TornConnection("a Redis connection was closed under the step") from error
+            raise
+
+    async def _run(
+        self,
+        clinic_id: str,
+        input_ids: Sequence[str],
+        step: Step[R],
+        leave_to_relay: bool,
+        marks_of: str | None,
+    ) -> R | Replayed | None:
         marks = Marks(self, clinic_id, list(input_ids), marks_of)
         for _ in range(CONFLICT_TRIES):
             await fresh_slot_map(self._redis)

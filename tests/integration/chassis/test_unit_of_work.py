@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection as RedisConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chassis.config import ServiceSettings
+from chassis.dead_letters import classify
 from chassis.events import EventPublisher
 from chassis.kafka import make_broker
 from chassis.outbox import Output
@@ -233,3 +236,38 @@ async def test_public_outputs_are_numbered_per_client_once_and_a_replay_takes_no
         assert "ce_clientsequence" not in internal[0]["headers"]
     finally:
         await broker.stop()
+
+
+async def test_a_connection_closed_under_the_step_is_redis_fault_and_the_input_comes_again(
+    uow: UnitOfWork, redis_client: Redis, unique: str
+) -> None:
+    """redis-py 8's cluster client, refreshing its nodes while a primary fails over,
+    disconnects connections other tasks are using: their next command fails with an
+    AttributeError on the missing writer (clean-clone CI, the failover test). The unit
+    of work makes it a Redis connection error, redelivered, never a dead letter."""
+    clinic = f"uow-{unique}"
+    counter = f"tests:{{{clinic}}}:counter"
+    torn = True
+
+    async def step(tx: Transaction) -> Decision[int]:
+        nonlocal torn
+        await tx.watch(counter)
+        if torn:
+            torn = False
+            shared = RedisConnection(**redis_client.connection_pool.connection_kwargs)
+            await shared.connect()
+
+            async def disconnected_meanwhile() -> None:  # by another task, as in a failover
+                await shared.disconnect()
+
+            shared.check_health = disconnected_meanwhile  # type: ignore[method-assign]
+            await shared.send_packed_command(b"PING")
+        return Decision(lambda w: w.incr(counter), result=1)
+
+    with pytest.raises(RedisConnectionError) as raised:
+        await uow.run(clinic, [f"in-{unique}"], step)
+
+    assert classify(raised.value) == "redeliver"
+    assert await redis_client.get(counter) is None  # nothing written
+    assert await uow.run(clinic, [f"in-{unique}"], step) == 1  # the input, again
+    assert await redis_client.get(counter) == "1"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, ValidationError
 from redis._parsers.base import BaseParser
+from redis.asyncio.connection import Connection
 from redis.exceptions import ClusterError, ResponseError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -59,3 +60,23 @@ def test_another_redis_reply_is_retried_then_dead_lettered() -> None:
     error = BaseParser.parse_error("WRONGTYPE Operation against a key holding the wrong kind")
     assert isinstance(error, ResponseError)
     assert classify(error) == "retry"
+
+
+async def test_a_connection_closed_under_a_command_redelivers_not_our_attribute_error() -> None:
+    """redis-py 8's cluster client disconnects a dropped node's connections, those in use
+    too: the next command on one fails with an AttributeError inside redis-py (clean-clone
+    CI's failover test). That is Redis's fault; an AttributeError of our own is a bug."""
+    connection = Connection()
+    connection._reader, connection._writer = object(), object()  # type: ignore[assignment]
+
+    async def disconnected_meanwhile() -> None:  # by another task, as in a failover
+        connection._reader = connection._writer = None
+
+    connection.check_health = disconnected_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(AttributeError) as torn:
+        await connection.send_packed_command(b"PING")
+    with pytest.raises(AttributeError) as ours:
+        None.missing  # type: ignore[attr-defined]  # noqa: B018
+
+    assert classify(torn.value) == "redeliver"
+    assert classify(ours.value) == "retry"
