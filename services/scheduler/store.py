@@ -74,6 +74,13 @@ def unpack(raw: str | bytes) -> ClientSchedule:
     return ClientSchedule.model_validate_json(stored)
 
 
+@functools.lru_cache(maxsize=16_384)
+def _interval(starts_at: datetime, ends_at: datetime) -> Interval:
+    """A booked span as the planner takes it, validated once per span: the same bookings
+    are read for every request (an Interval is frozen, so one is shared)."""
+    return Interval(starts_at=starts_at, ends_at=ends_at)
+
+
 # The appointment index (appointment -> client, for the clinic's routes) is one hash per
 # clinic whose fields and values are the ids' 16 bytes in base64url (22 characters): a
 # key per appointment (about 20 per course) cost 168 bytes each, mostly the key's own
@@ -307,9 +314,7 @@ class SchedulerStore:
             shared.by_horizon[since, until] = {r: found[r] for r in everyone}
         taken = {
             resource: tuple(
-                Interval(starts_at=b.starts_at, ends_at=b.ends_at)
-                for b in held
-                if b.appointment_id not in ignored
+                _interval(b.starts_at, b.ends_at) for b in held if b.appointment_id not in ignored
             )
             for resource, held in found.items()
         }
