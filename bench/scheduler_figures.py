@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 from bench.system import percentile
 from chassis.clock import SystemClock
 from chassis.due_work import DueWork
-from chassis.service import ServiceRuntime
+from chassis.service import ServiceRuntime, settle_heap
 from ops import demo_clinics
 from ops.reading import read_to_end
 from services.scheduler.config import Settings
@@ -336,6 +336,7 @@ async def _timer_loop(settings: Settings) -> AsyncIterator[tuple[Scheduler, DueW
     work = due_works(runtime, scheduler.store)["booster"]
     poll_s = settings.timer_poll_ms / 1000
     runtime.workers.append(booster_timer(scheduler, work, poll_s, runtime.supervisor.stopping))
+    settle_heap()  # as the service's `serve` does before it starts
     try:
         await runtime.start()
         yield scheduler, work

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -250,8 +251,22 @@ def http_app(runtime: ServiceRuntime, *, title: str, routers: Sequence[APIRouter
     return app
 
 
+def settle_heap() -> None:
+    """Take what the process has built so far out of the cyclic collector's sight.
+
+    A service's modules, classes, pydantic schemas and composed objects (about 110,000
+    tracked objects) live as long as the process, yet every full collection walks them
+    all, the event loop stopped meanwhile: 64 ms each, every few hundred write steps,
+    a quarter of a 1,000-booster burst's time (issue 19). Frozen (gc.freeze), they are
+    never walked again; what is made from here on is collected as before. Collected
+    first, so no garbage is kept."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:
     configure_logging(service, settings.log_level)
+    settle_heap()  # the app is composed: what lives as long as the process is built
     uvicorn.run(
         app,
         host=settings.http_host,
