@@ -175,8 +175,8 @@ class Finishes:
                 results.append(finish.state == "gone")
 
         def write(p: Pipeline) -> None:
+            self._queue.write_all(p, writes)
             for finish in writes:
-                self._queue.write(p, finish)
                 if finish.awaits_contact is not None and finish.state == "planned":
                     waiting = awaiting_key(finish.lease.clinic_id, finish.awaits_contact[0])
                     p.sadd(waiting, finish.lease.member)

@@ -153,30 +153,33 @@ class DeliveryQueue:
             found = await reads.execute()
         return [None if state is None else text(state) for state in found]
 
-    def write(self, p: Pipeline, finish: Finish) -> None:
-        """Queue `finish`'s writes: the message's state and fields, and its lease done (or
-        due again, for a retry)."""
-        lease = finish.lease
-        clinic, notification_id = lease.clinic_id, lease.member
-        message = key(clinic, "msg", notification_id)
-        if finish.state == "gone":
-            self.leases.done(p, lease)
-            return
-        stored = "planned" if finish.state == "held" else finish.state
-        if finish.state in ("sent", "failed", "skipped"):
-            # Written anew, short (keys.finished_fields): its plan and correlation go.
-            p.delete(message)
-        p.hset(message, mapping={"state": stored, **finish.fields})  # type: ignore[dict-item]
-        if finish.state == "planned":
-            assert finish.at is not None
-            self.leases.retry_at(p, lease, finish.at)
-            return
-        self.leases.done(p, lease)
-        if finish.state == "held":
-            assert finish.at is not None
-            p.zadd(key(clinic, "held"), {notification_id: finish.at.timestamp()})
-        else:
-            p.expire(message, FINISHED_KEPT_S)
+    def write_all(self, p: Pipeline, finishes: Sequence[Finish]) -> None:
+        """Queue each finish's writes: the message's state and fields, and its lease done
+        (or due again, for a retry); the leases done in one command per key."""
+        done: list[Lease] = []
+        for finish in finishes:
+            lease = finish.lease
+            clinic, notification_id = lease.clinic_id, lease.member
+            message = key(clinic, "msg", notification_id)
+            if finish.state == "gone":
+                done.append(lease)
+                continue
+            stored = "planned" if finish.state == "held" else finish.state
+            if finish.state in ("sent", "failed", "skipped"):
+                # Written anew, short (keys.finished_fields): its plan and correlation go.
+                p.delete(message)
+            p.hset(message, mapping={"state": stored, **finish.fields})  # type: ignore[dict-item]
+            if finish.state == "planned":
+                assert finish.at is not None
+                self.leases.retry_at(p, lease, finish.at)
+                continue
+            done.append(lease)
+            if finish.state == "held":
+                assert finish.at is not None
+                p.zadd(key(clinic, "held"), {notification_id: finish.at.timestamp()})
+            else:
+                p.expire(message, FINISHED_KEPT_S)
+        self.leases.done_all(p, done)
 
     # --- held for the schedule lag ---------------------------------------------------
 

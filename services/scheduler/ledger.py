@@ -89,20 +89,24 @@ return result
 # by start, so the end is read from each member that started by then.
 _TRIM_ENDED = """
 local gone = 0
-for _, member in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1])) do
-  local ends = tonumber(string.match(member, "^[^|]*|([^|]*)|"))
-  if ends ~= nil and ends <= tonumber(ARGV[1]) then
-    gone = gone + redis.call("ZREM", KEYS[1], member)
+for _, name in ipairs(KEYS) do
+  for _, member in ipairs(redis.call("ZRANGEBYSCORE", name, "-inf", ARGV[1])) do
+    local ends = tonumber(string.match(member, "^[^|]*|([^|]*)|"))
+    if ends ~= nil and ends <= tonumber(ARGV[1]) then
+      gone = gone + redis.call("ZREM", name, member)
+    end
   end
 end
 return gone
 """
 
 
-def queue_trim_ended(p: Pipeline, name: str, now: datetime) -> None:
-    """Queue, on a write step's MULTI, the removal of `name`'s slots ended by `now`
-    (EVAL with the source, as `queue_hold`, for the same reasons)."""
-    p.eval(_TRIM_ENDED, 1, name, _epoch(now))
+def queue_trim_ended(p: Pipeline, names: Sequence[str], now: datetime) -> None:
+    """Queue, on a write step's MULTI, the removal of the slots of `names` (booking sets
+    of one clinic's slot) ended by `now`: one script for them all (EVAL with the source,
+    as `queue_hold`, for the same reasons)."""
+    if names:
+        p.eval(_TRIM_ENDED, len(names), *names, _epoch(now))
 
 
 @dataclass(frozen=True)

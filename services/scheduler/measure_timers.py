@@ -31,7 +31,7 @@ from services.scheduler.domain import measures
 from services.scheduler.domain.clinic import ClinicCalendar
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.measure_log import log_key
-from services.scheduler.store import measure_member, measure_of
+from services.scheduler.store import ScheduleWrite, measure_member, measure_of
 from services.scheduler.timer_loop import timer_loop
 
 MEASURE_BATCH = 50  # measures claimed, and fired together, per round
@@ -91,12 +91,9 @@ class MeasureTimers(ScheduleChanges):
                 outputs += self.derived(after, [event], domain_ids.measure_cause(event.measure_id))
 
         def write(p: Pipeline) -> None:
-            for lease in held:
-                queue.done(p, lease)
-            for member, opens_at in not_yet:  # fired early: the measure opens later now
-                queue.schedule(p, clinic_id, member, opens_at)
-            for schedule, before in saves:
-                self.store.save(p, schedule, same_appointments=True, before=before, now=now)
+            queue.done_all(p, held)
+            queue.schedule_all(p, clinic_id, dict(not_yet))  # fired early: opens later now
+            self.store.save_all(p, [ScheduleWrite(s, b, True) for s, b in saves], now=now)
 
         return Decision(write, outputs, len(outputs))
 

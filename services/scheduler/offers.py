@@ -188,8 +188,7 @@ class Offers(WaitlistSteps):
             lapsed_count += 1
 
         def write(p: Pipeline) -> None:
-            for lease in held:
-                waitlist.expiries.done(p, lease)
+            waitlist.expiries.done_all(p, held)
             for also in booking.also:
                 also(p)
 

@@ -156,6 +156,27 @@ class SharedReads:
     )
 
 
+@dataclass(frozen=True)
+class ScheduleWrite:
+    """One client's schedule for `SchedulerStore.save_all`: `before` as read (its measures
+    no longer pending lose their timers), `same_appointments` when none changed (the
+    appointment index stands)."""
+
+    schedule: ClientSchedule
+    before: ClientSchedule | None = None
+    same_appointments: bool = False
+
+
+def _index_of(schedule: ClientSchedule) -> dict[FieldT, EncodableT]:
+    """The appointment index's fields for the schedule's appointments."""
+    appointments = [schedule.consultation] if schedule.consultation else []
+    if schedule.course:
+        appointments += list(schedule.course.plan.appointments)
+        appointments += [a for b in schedule.course.booster_sessions for a in b.appointments]
+    owner = compact_id(schedule.client_id)
+    return {compact_id(a.appointment_id): owner for a in appointments}
+
+
 class SchedulerStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -242,35 +263,51 @@ class SchedulerStore:
         `before`: the schedule as read; the timers of its measures no longer pending go.
         `now`: the step's instant; the client's own booking set loses what ended before it.
         """
-        clinic, client = schedule.clinic_id, str(schedule.client_id)
-        tx.set(key(clinic, "client", client), pack(schedule))
-        appointments = [schedule.consultation] if schedule.consultation else []
-        if schedule.course:
-            appointments += list(schedule.course.plan.appointments)
-            appointments += [a for b in schedule.course.booster_sessions for a in b.appointments]
-        owner = compact_id(schedule.client_id)
-        index: dict[FieldT, EncodableT] = {
-            compact_id(a.appointment_id): owner for a in appointments
-        }
-        if index and not same_appointments:
+        self.save_all(tx, [ScheduleWrite(schedule, before, same_appointments)], now=now)
+
+    def save_all(
+        self, tx: Pipeline, writes: Sequence[ScheduleWrite], *, now: datetime | None = None
+    ) -> None:
+        """`save` for several clients of one clinic, each key's commands merged into one
+        (a batch's reply parsing is per command, chassis.leases)."""
+        if not writes:
+            return
+        clinic = writes[0].schedule.clinic_id
+        clients = [str(w.schedule.client_id) for w in writes]
+        if any(w.schedule.clinic_id != clinic for w in writes) or len(set(clients)) < len(writes):
+            raise ValueError("one write per client, all of one clinic")
+        index: dict[FieldT, EncodableT] = {}
+        boosters: dict[str, datetime] = {}
+        measures_due: dict[str, datetime] = {}
+        measures_gone: list[str] = []
+        for write, client in zip(writes, clients, strict=True):
+            schedule = write.schedule
+            tx.set(key(clinic, "client", client), pack(schedule))
+            if not write.same_appointments:
+                index |= _index_of(schedule)
+            course = schedule.course
+            if course and course.next_booster and course.next_booster_due_at:
+                member = booster_member(schedule.client_id, course.next_booster)
+                boosters[member] = course.next_booster_due_at
+            timer = functools.partial(measure_member, schedule.client_id)
+            waiting = {m.measure_id: m.opens_at for m in measures.pending(schedule)}
+            measures_due |= {timer(measure_id): at for measure_id, at in waiting.items()}
+            measures_gone += [
+                timer(gone.measure_id)
+                for gone in measures.pending(write.before)
+                if gone.measure_id not in waiting
+            ]
+        if index:
             tx.hset(appointments_key(clinic), mapping=index)
         if now is not None:
             # A client's own slots guard only against booking them twice at once; no
             # booking is made in the past, so what ended goes: a client whose sessions
             # are all over keeps no booking set at all (issue 18).
-            queue_trim_ended(tx, booking_key(clinic, "client", client), now)
-        course = schedule.course
-        if course and course.next_booster and course.next_booster_due_at:
-            member = booster_member(schedule.client_id, course.next_booster)
-            self.boosters.schedule(tx, clinic, member, course.next_booster_due_at)
-        timer = functools.partial(measure_member, schedule.client_id)
-        waiting = {m.measure_id: m.opens_at for m in measures.pending(schedule)}
-        for measure_id, opens_at in waiting.items():
-            self.measures.schedule(tx, clinic, timer(measure_id), opens_at)
-        for gone in measures.pending(before):
-            if gone.measure_id not in waiting:
-                self.measures.cancel(tx, clinic, timer(gone.measure_id))
-        tx.sadd(key(clinic, "clients"), client)
+            queue_trim_ended(tx, [booking_key(clinic, "client", c) for c in clients], now)
+        self.boosters.schedule_all(tx, clinic, boosters)
+        self.measures.schedule_all(tx, clinic, measures_due)
+        self.measures.cancel_all(tx, clinic, measures_gone)
+        tx.sadd(key(clinic, "clients"), *clients)
 
     # --- calendars --------------------------------------------------------
 

@@ -40,7 +40,7 @@ from services.scheduler.domain.facts import Change, course_of
 from services.scheduler.domain.plans import PlanFailure
 from services.scheduler.domain.schedule import ClientSchedule
 from services.scheduler.ledger import Booking, claims_for
-from services.scheduler.store import SharedReads, booster_member, booster_of
+from services.scheduler.store import ScheduleWrite, SharedReads, booster_member, booster_of
 from services.scheduler.timer_loop import timer_loop
 from shared.events import Appointment
 
@@ -128,14 +128,16 @@ class BoosterTimers(ScheduleChanges):
         fired.owed = bool(owed)
 
         def write(p: Pipeline) -> None:
-            for lease in held:
-                if lease.member in owed:
-                    boosters.retry_at(p, lease, now)
-                else:
-                    boosters.done(p, lease)
-            for schedule, before in saves:  # arms the next booster, if any
-                booked = schedule.client_id in holds.clients
-                self.store.save(p, schedule, same_appointments=not booked, before=before, now=now)
+            boosters.retry_all_at(p, [lease for lease in held if lease.member in owed], now)
+            boosters.done_all(p, [lease for lease in held if lease.member not in owed])
+            self.store.save_all(  # arms the next boosters, if any
+                p,
+                [
+                    ScheduleWrite(schedule, before, schedule.client_id not in holds.clients)
+                    for schedule, before in saves
+                ],
+                now=now,
+            )
             booking.write(p)
 
         return Decision(write, outputs, fired)
