@@ -18,7 +18,6 @@ from aiokafka.helpers import create_ssl_context
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -26,7 +25,7 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from chassis.batches import BatchHandler, Handler, Progress
 from chassis.config import ServiceSettings
 from chassis.metrics import ServiceMetrics
-from chassis.tracing import tracer_provider
+from chassis.tracing import telemetry_middleware
 from shared.topics import ALL, DAY_MS, RECORD_TOPICS, RecordTopic, Topic
 
 if TYPE_CHECKING:
@@ -71,9 +70,7 @@ def make_broker(
         broker.add_middleware(
             KafkaPrometheusMiddleware(registry=metrics.registry, app_name=f"kap-{service}")
         )
-    broker.add_middleware(
-        KafkaTelemetryMiddleware(tracer_provider=tracer_provider(service, settings.otel_exporter))
-    )
+    broker.add_middleware(telemetry_middleware(service, settings.otel_exporter))
     return broker
 
 
