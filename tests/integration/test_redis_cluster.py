@@ -362,3 +362,35 @@ async def test_leases_compare_with_the_clock_of_the_node_holding_them(cluster: R
     assert await queue.earliest(clinic, SystemClock()) == pytest.approx(
         (now + timedelta(hours=1)).timestamp()
     )
+
+
+async def test_a_batch_of_leases_is_fenced_and_finished_in_one_cluster_write_step(
+    uow: UnitOfWork, cluster: Redis
+) -> None:
+    """A batch's leases are fenced with one HMGET and one ZMSCORE and finished with one
+    command per key (issue 19): on a cluster too, inside the write step's WATCH."""
+    clinic = f"cl-{uuid.uuid4().hex[:8]}"
+    queue = LeaseQueue(cluster, "tests-leases")
+    now = datetime.now(UTC)
+    async with cluster.pipeline(transaction=True) as p:
+        queue.schedule_all(p, clinic, {f"m-{n}": now - timedelta(seconds=1) for n in range(4)})
+        await p.execute()
+    leases = await queue.claim(clinic, now, 60_000, 4)
+    lost = leases[3]  # taken over by another holder: fenced out
+    await cluster.hset(queue.tokens_key(clinic), lost.member, lost.token + 100)
+
+    async def step(tx: Transaction) -> Decision[list[bool]]:
+        held = await queue.fence_all(tx, leases)
+        ok = [lease for lease, fenced in zip(leases, held, strict=True) if fenced]
+
+        def write(w: Any) -> None:
+            queue.done_all(w, ok[:2])
+            queue.retry_all_at(w, ok[2:], now + timedelta(hours=1))
+
+        return Decision(write, result=held)
+
+    assert await uow.run(clinic, [], step) == [True, True, True, False]
+    assert await cluster.zrange(queue.leased_key(clinic), 0, -1) == [lost.member]
+    assert await cluster.zrange(queue.due_key(clinic), 0, -1) == [leases[2].member]
+    assert set(await cluster.hkeys(queue.tokens_key(clinic))) >= {lost.member}
+    assert leases[0].member not in await cluster.hkeys(queue.tokens_key(clinic))
