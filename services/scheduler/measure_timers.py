@@ -93,7 +93,9 @@ class MeasureTimers(ScheduleChanges):
         def write(p: Pipeline) -> None:
             queue.done_all(p, held)
             queue.schedule_all(p, clinic_id, dict(not_yet))  # fired early: opens later now
-            self.store.save_all(p, [ScheduleWrite(s, b, True) for s, b in saves], now=now)
+            self.store.save_all(
+                p, [ScheduleWrite(after, before, True) for after, before in saves], now=now
+            )
 
         return Decision(write, outputs, len(outputs))
 
