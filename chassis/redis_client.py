@@ -7,7 +7,7 @@ On a cluster every key of a write step carries its clinic's `{clinic_id}` hash t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from copy import copy
 from typing import Any, Literal, cast
 
@@ -202,8 +202,14 @@ class ReadsAfterWatch(Pipeline):
         super().__init__(tx.connection_pool, tx.response_callbacks, False, None)
         self._tx = tx
         self._watches = bool(keys)
+        self._leading: tuple[int, Callable[[list[Any]], None]] | None = None
         if keys:
             self.command_stack.append((("WATCH", *keys), {}))
+
+    def lead(self, replies: int, took: Callable[[list[Any]], None]) -> None:
+        """The first `replies` replies are someone else's reads, queued first: `took` gets
+        them, `execute` returns the rest (chassis.unit_of_work.Prelude)."""
+        self._leading = (replies, took)
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         if not self.command_stack:
@@ -214,10 +220,14 @@ class ReadsAfterWatch(Pipeline):
         self.connection = tx.connection
         self.watching = True  # a connection error: WatchError, no retry (see above)
         found: list[Any] = await super().execute(raise_on_error)
-        if not self._watches:
-            return found
-        tx.watching = True  # so its reset UNWATCHes, and its MULTI is on this connection
-        return found[1:]
+        if self._watches:
+            tx.watching = True  # so its reset UNWATCHes, and its MULTI is on this connection
+            found = found[1:]
+        if self._leading is not None:
+            replies, took = self._leading
+            took(found[:replies])
+            found = found[replies:]
+        return found
 
     async def reset(self) -> None:  # type: ignore[override]
         # The connection is the transaction's, which releases it (after UNWATCH) itself.

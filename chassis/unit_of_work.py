@@ -55,7 +55,11 @@ leaves the item to the index's sweep.
 Round trips (issue 19): a step's WATCH goes with its reads, on the transaction's
 own connection (`Transaction.watched_reads`), and on one node the hints go in the
 MULTI: a step costs its reads, the EXEC and the publish, not a WATCH before each
-read and a hint after.
+read and a hint after. A step about one client (`marks_of`) on one node sends its
+inputs' marks, and its client's last public number, in front of its own first read
+(`Prelude`): its inputs not handled before (`Transaction.fresh`) are known once that
+read is back. An input handled before is then one whose step ran, but what it decided
+(or raised) is dropped, as if it had never run: the step only reads before its EXEC.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ from chassis.redis_client import (
     torn_connection,
 )
 from chassis.workers import Worker
-from shared.topics import topic_for
+from shared.topics import produced_by, topic_for
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +135,24 @@ class Transaction:
     redis: Redis
     pipeline: Pipeline
     clinic_id: str
-    fresh: list[str] = field(default_factory=list)  # the inputs not handled before
     watched: list[str] = field(default_factory=list)
+    # What the step's first watched read also carries, on one node (then None): its
+    # inputs' handled marks and its client's public sequence number (`Prelude`).
+    prelude: Prelude | None = None
+    # Each public sequence read so far (key: last number), for `UnitOfWork._sequenced`.
+    sequences: dict[str, int] = field(default_factory=dict)
+    # Values a watched read also fetched, unwatched, for a later read of the same attempt
+    # to take instead of a round trip (the scheduler's calendar); gone with the attempt.
+    unwatched: dict[str, Any] = field(default_factory=dict)
+    _fresh: list[str] | None = None
+
+    @property
+    def fresh(self) -> list[str]:
+        """The inputs not handled before: known once the step's first watched read is
+        back (the marks come with it), so a step reads before it looks."""
+        if self._fresh is None:
+            raise RuntimeError("Transaction.fresh before the step's first watched read")
+        return self._fresh
 
     async def watch(self, *keys: str) -> None:
         """Make the write fail should any of `keys` change before it (read them after)."""
@@ -155,10 +175,42 @@ class Transaction:
         if isinstance(self.pipeline, ClusterPipeline):
             await self.watch(*keys)
             return self.reads()
+        prelude, self.prelude = self.prelude, None
+        if prelude is not None:
+            keys = (*prelude.keys(), *keys)
         for key in keys:
             _in_slot(key, self.clinic_id)
         self.watched += keys
-        return ReadsAfterWatch(self.pipeline, keys)
+        reads = ReadsAfterWatch(self.pipeline, keys)
+        if prelude is not None:
+            reads.lead(prelude.queue(reads), lambda found: prelude.took(self, found))
+        return reads
+
+
+@dataclass
+class Prelude:
+    """Reads a step's first watched read carries in front of its own, on one node (issue
+    19): the handled marks of its inputs, and with `sequence_key` its client's public
+    sequence number. One round trip a step where they took one each before it."""
+
+    marks: Marks
+    sequence_key: str | None
+
+    def keys(self) -> list[str]:
+        return [*self.marks.keys(), *([self.sequence_key] if self.sequence_key else [])]
+
+    def queue(self, reads: Pipeline) -> int:
+        """Queue the reads on `reads`; how many replies they take."""
+        taken = self.marks.queue(reads)
+        if self.sequence_key is not None:
+            reads.get(self.sequence_key)
+            taken += 1
+        return taken
+
+    def took(self, tx: Transaction, found: list[Any]) -> None:
+        if self.sequence_key is not None:
+            tx.sequences[self.sequence_key] = int(found.pop() or 0)
+        tx._fresh = self.marks.fresh(found)
 
 
 Step = Callable[[Transaction], Awaitable[Decision[R]]]
@@ -192,6 +244,9 @@ class UnitOfWork:
         # so a write marks no outbox due: the target holds its clinics' keys only.
         self._relayed = relayed
         self._indexes: list[DueIndex] = []
+        # A service that publishes on public topics numbers them per client (`_sequenced`):
+        # its one-client steps read the client's last number with their marks (`Prelude`).
+        self._numbers = any(topic.public for topic in produced_by(service))  # type: ignore[arg-type]
 
     def index_due(self, index: DueIndex) -> None:
         """Hint `index` after every commit that writes a due item into one of its sources."""
@@ -246,22 +301,33 @@ class UnitOfWork:
         marks_of: str | None,
     ) -> R | Replayed | None:
         marks = Marks(self, clinic_id, list(input_ids), marks_of)
+        numbered = self.sequence_key(clinic_id, marks_of) if marks_of and self._numbers else None
         for _ in range(CONFLICT_TRIES):
             await fresh_slot_map(self._redis)
             async with no_retry_transaction(self._redis) as tx:
                 transaction = Transaction(self._redis, tx, clinic_id)
                 if input_ids:
-                    handled = await marks.read(transaction)
-                    if any(handled):
-                        # What the clinic's outbox holds past the grace, this input's own
-                        # outputs among them should its writer have died before publishing.
-                        await self.outbox.relay_once([clinic_id])
-                    transaction.fresh = [
-                        i for i, done in zip(input_ids, handled, strict=True) if not done
-                    ]
-                    if not transaction.fresh:
+                    transaction.prelude = Prelude(marks, numbered)
+                    # One client's inputs, on one node: the marks come with the step's
+                    # first watched read. Else they are read, and replays known, first.
+                    ahead = marks_of is None or isinstance(tx, ClusterPipeline)
+                    if ahead and await self._replayed(transaction, marks):
                         return REPLAYED
-                decision = await step(transaction)
+                else:
+                    transaction._fresh = []
+                try:
+                    decision = await step(transaction)
+                except Exception:
+                    # Inputs all handled before never reach their step when their marks
+                    # are read first: what it made of them now does not count.
+                    known = transaction.prelude is not None or transaction._fresh is not None
+                    if input_ids and known and await self._replayed(transaction, marks):
+                        return REPLAYED
+                    raise
+                if input_ids:
+                    if await self._replayed(transaction, marks):
+                        return REPLAYED
+                    await marks.find_stale(transaction)
                 decision, sequences = await self._sequenced(transaction, decision)
                 tx.multi()  # type: ignore[no-untyped-call]
                 decision.write(tx)
@@ -301,6 +367,19 @@ class UnitOfWork:
             return decision.result
         raise WriteConflict(f"{self._service}: the step kept conflicting in clinic {clinic_id}")
 
+    async def _replayed(self, transaction: Transaction, marks: Marks) -> bool:
+        """Whether every input was handled before, their marks read now if the step's reads
+        did not bring them. Once any was, the clinic's outbox is relayed: what it holds
+        past the grace, these inputs' own outputs among them should their writer have
+        died before publishing."""
+        if transaction._fresh is None:
+            transaction.prelude = None
+            transaction._fresh = marks.fresh(await marks.read(transaction))
+        if marks.any_handled and not marks.relayed:
+            marks.relayed = True
+            await self.outbox.relay_once([transaction.clinic_id])
+        return not transaction.fresh
+
     def sequence_key(self, clinic_id: str, client: str) -> str:
         return f"{self._service}:{{{clinic_id}}}:public-seq:{client}"
 
@@ -316,11 +395,15 @@ class UnitOfWork:
             o.envelope.subject: self.sequence_key(transaction.clinic_id, o.envelope.subject)
             for o in public
         }
-        async with await transaction.watched_reads(*keys.values()) as reads:  # no MGET
-            for key in keys.values():
-                reads.get(key)
-            found = await reads.execute()
-        last = {subject: int(raw or 0) for subject, raw in zip(keys, found, strict=True)}
+        known = transaction.sequences
+        unread = [key for key in keys.values() if key not in known]
+        if unread:
+            async with await transaction.watched_reads(*unread) as reads:  # no MGET
+                for key in unread:
+                    reads.get(key)
+                found = await reads.execute()
+            known.update((key, int(raw or 0)) for key, raw in zip(unread, found, strict=True))
+        last = {subject: known[key] for subject, key in keys.items()}
         numbered: list[Output] = []
         for output in decision.outputs:
             if topic_for(output.event).public:
@@ -397,31 +480,56 @@ class Marks:
     clinic_id: str
     input_ids: list[str]
     owner: str | None
+    any_handled: bool = False
+    relayed: bool = False  # the clinic's outbox, once an input was found handled
+    size: int = 0  # the client's marks hash, as read
     stale: list[str] = field(default_factory=list)  # fields past REMEMBER_S, to go
 
-    async def read(self, tx: Transaction) -> list[bool]:
-        """Whether each input was handled, with the keys holding their marks watched."""
+    def keys(self) -> list[str]:
+        """The keys the marks are in, to watch before reading them."""
         singles = [self.work.handled_key(self.clinic_id, i) for i in self.input_ids]
         if self.owner is None:
-            # No MGET: a cluster pipeline refuses it.
-            async with await tx.watched_reads(*singles) as reads:
-                for single in singles:
-                    reads.exists(single)
-                return [bool(there) for there in await reads.execute()]
+            return singles
         # The keys of marks written before the hashes are read too, until they expire.
-        held = self.work.marks_key(self.clinic_id, self.owner)
-        async with await tx.watched_reads(held, *singles) as reads:
+        return [self.work.marks_key(self.clinic_id, self.owner), *singles]
+
+    def queue(self, reads: Pipeline) -> int:
+        """Queue the reads of the marks (no MGET: a cluster pipeline refuses it); how many
+        replies they take."""
+        if self.owner is not None:
+            held = self.work.marks_key(self.clinic_id, self.owner)
             reads.hmget(held, self.input_ids)
             reads.hlen(held)
-            for single in singles:
-                reads.exists(single)
-            in_hash, size, *in_keys = await reads.execute()
+        for input_id in self.input_ids:
+            reads.exists(self.work.handled_key(self.clinic_id, input_id))
+        return len(self.input_ids) + (0 if self.owner is None else 2)
+
+    async def read(self, tx: Transaction) -> list[Any]:
+        """The marks' replies, their keys watched first (a round trip of their own)."""
+        async with await tx.watched_reads(*self.keys()) as reads:
+            self.queue(reads)
+            found: list[Any] = await reads.execute()
+            return found
+
+    def fresh(self, found: list[Any]) -> list[str]:
+        """The inputs not handled before, from the replies to `queue`'s reads."""
+        if self.owner is None:
+            handled = [bool(there) for there in found]
+        else:
+            in_hash, self.size, *in_keys = found
+            handled = [a is not None or bool(b) for a, b in zip(in_hash, in_keys, strict=True)]
+        self.any_handled = any(handled)
+        return [i for i, done in zip(self.input_ids, handled, strict=True) if not done]
+
+    async def find_stale(self, tx: Transaction) -> None:
+        """Once the client's hash holds more than TRIM_MARKS_OVER marks, those older than
+        REMEMBER_S, for `write` to take out (the hash is watched: read after the WATCH)."""
         self.stale = []
-        if size > TRIM_MARKS_OVER:
-            horizon = time.time() - REMEMBER_S
-            every = await tx.redis.hgetall(held)
-            self.stale = [_text(f) for f, at in every.items() if _written_at(at) < horizon]
-        return [a is not None or bool(b) for a, b in zip(in_hash, in_keys, strict=True)]
+        if self.owner is None or self.size <= TRIM_MARKS_OVER:
+            return
+        horizon = time.time() - REMEMBER_S
+        every = await tx.redis.hgetall(self.work.marks_key(self.clinic_id, self.owner))
+        self.stale = [_text(f) for f, at in every.items() if _written_at(at) < horizon]
 
     def write(self, tx: Pipeline, fresh: Sequence[str]) -> None:
         """Queue the marks of the `fresh` inputs on the MULTI."""

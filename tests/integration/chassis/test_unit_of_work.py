@@ -14,7 +14,7 @@ from redis.asyncio.connection import Connection as RedisConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chassis.config import ServiceSettings
-from chassis.dead_letters import classify
+from chassis.dead_letters import Rejected, classify
 from chassis.events import EventPublisher
 from chassis.kafka import make_broker
 from chassis.outbox import Output
@@ -271,3 +271,75 @@ async def test_a_connection_closed_under_the_step_is_redis_fault_and_the_input_c
     assert await redis_client.get(counter) is None  # nothing written
     assert await uow.run(clinic, [f"in-{unique}"], step) == 1  # the input, again
     assert await redis_client.get(counter) == "1"
+
+
+async def test_a_clients_step_reads_its_marks_and_last_number_with_its_own_first_read(
+    kafka_bootstrap: str, redis_client: Redis, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: a step about one client, on one node, sends its inputs' handled marks and
+    its client's last public number with its own first watched read: three round trips
+    in all (that read, the EXEC, the outbox's clear after the publish), where each of
+    those two reads took one of its own. What it decides is what it did: only the
+    inputs not handled before (known once that read is back, and not before), the next
+    number, and a replay whose step now fails is still a replay."""
+    broker = make_broker(ServiceSettings(kafka_bootstrap_servers=kafka_bootstrap), "scheduler")
+    publisher = EventPublisher(broker, "scheduler", topics.produced_by("scheduler"))
+    await broker.start()
+    sent: list[bytes] = []
+    real_send = RedisConnection.send_packed_command
+
+    async def counted(self: RedisConnection, command: Any, check_health: bool = True) -> None:
+        packed = b"".join(command) if isinstance(command, list) else command
+        if packed.split(b"\r\n")[2] not in (b"HELLO", b"CLIENT"):  # a new connection's
+            sent.append(packed)
+        await real_send(self, command, check_health)
+
+    try:
+        work = UnitOfWork(redis_client, "scheduler", publisher)
+        clinic, client = f"uow-{unique}", uuid.uuid4()
+        state = f"tests:{{{clinic}}}:state:{client}"
+        await redis_client.set(work.sequence_key(clinic, str(client)), 4)
+        decided: list[list[str]] = []
+
+        async def step(tx: Transaction) -> Decision[None]:
+            with pytest.raises(RuntimeError):
+                tx.fresh  # noqa: B018 (not known before the step's first read)
+            async with await tx.watched_reads(state) as reads:
+                reads.get(state)
+                [before] = await reads.execute()
+            decided.append(list(tx.fresh))
+            event = ev.ClientStageReached(
+                clinic_id=clinic,
+                client_id=client,
+                occurred_at=datetime.now(UTC),
+                stage=ev.ClientStage.ENROLLED,
+            )
+            output = Output(event, publisher.envelope_for(event))
+            after = f"{before or ''}{''.join(tx.fresh)}"
+            return Decision(lambda w: w.set(state, after), outputs=[output])
+
+        await work.run(clinic, ["a"], step, marks_of=str(client))
+        monkeypatch.setattr(RedisConnection, "send_packed_command", counted)
+        await work.run(clinic, ["b", "c"], step, marks_of=str(client))
+        monkeypatch.undo()
+        assert [s.split(b"\r\n")[2] for s in sent] == [b"WATCH", b"MULTI", b"MULTI"]
+        await work.run(clinic, ["c", "d"], step, marks_of=str(client))  # c: handled before
+        assert decided == [["a"], ["b", "c"], ["d"]]
+        assert await redis_client.get(state) == "abcd"
+        found = await topic_messages(
+            kafka_bootstrap, topics.PUBLIC_STAGE_REACHED.name, key=str(client), expect=3
+        )
+        assert [m["headers"].get("ce_clientsequence") for m in found] == ["5", "6", "7"]
+
+        async def fails_now(tx: Transaction) -> Decision[None]:
+            async with await tx.watched_reads(state) as reads:
+                reads.get(state)
+                await reads.execute()
+            raise Rejected("the state moved on since")
+
+        assert await work.run(clinic, ["b"], fails_now, marks_of=str(client)) is REPLAYED
+        with pytest.raises(Rejected):
+            await work.run(clinic, ["e"], fails_now, marks_of=str(client))
+        assert await redis_client.get(work.sequence_key(clinic, str(client))) == "7"
+    finally:
+        await broker.stop()
