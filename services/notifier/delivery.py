@@ -54,7 +54,7 @@ from services.notifier.channels import DEFAULT_CONNECTIONS, Sender
 from services.notifier.contacts import Contacts
 from services.notifier.earlier import take_over
 from services.notifier.finishes import Finishes
-from services.notifier.handover import Handover
+from services.notifier.handover import ContactsRead, Handover
 from services.notifier.lag_gate import LagGate
 from services.notifier.measures import MeasureRequests
 from services.notifier.outcomes import Outcomes
@@ -275,8 +275,9 @@ class Delivery:
         # while these wait for their instant or their channel.
         gate = asyncio.create_task(self._gate.behind(batch))
         self._track(gate)
+        contacts = await self._handover.contacts_for(claim for _, claim in batch)
         for clinic, claim in batch:
-            self._track(asyncio.create_task(self._deliver(clinic, claim, gate)))
+            self._track(asyncio.create_task(self._deliver(clinic, claim, gate, contacts)))
         while len(self._in_flight) >= MAX_IN_FLIGHT:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
         return result
@@ -315,8 +316,10 @@ class Delivery:
             # Redis or Kafka away: the message's lease runs out and it is claimed again.
             log.error("delivery failed; left to its lease", exc_info=error)
 
-    async def _deliver(self, clinic: Clinic, claim: Claim, gate: asyncio.Task[Verdict]) -> None:
-        if await self._handover.deliver(clinic, claim, gate):
+    async def _deliver(
+        self, clinic: Clinic, claim: Claim, gate: asyncio.Task[Verdict], contacts: ContactsRead
+    ) -> None:
+        if await self._handover.deliver(clinic, claim, gate, contacts):
             self._gate.held_clinics.add(clinic.id)
 
 

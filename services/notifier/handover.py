@@ -37,8 +37,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from uuid import UUID
 
 import jinja2
 
@@ -48,10 +49,16 @@ from chassis.turns import Turns
 from services.notifier.alerts import Alerts
 from services.notifier.channels import Outgoing, PermanentSendError, Sender, TransientSendError
 from services.notifier.config import template_overrides
-from services.notifier.contacts import Contacts
+from services.notifier.contacts import Contacts, KnownContact
 from services.notifier.lag_records import Subject
 from services.notifier.measures import MeasureRequests
-from services.notifier.model import STAFF_KINDS, TIME_BOUND_KINDS, MessageKind, PlannedMessage
+from services.notifier.model import (
+    STAFF_KINDS,
+    STAFF_RECIPIENTS,
+    TIME_BOUND_KINDS,
+    MessageKind,
+    PlannedMessage,
+)
 from services.notifier.outcomes import MAX_ATTEMPTS, Outcomes, UnknownClient, claim_ids
 from services.notifier.pacing import (
     RECHECK_FOR_S,
@@ -74,6 +81,9 @@ log = logging.getLogger(__name__)
 # long before a message falls due. Measured in make demo (2 shared cores, one notifier):
 # from this instant to the checks' end 6 ms at the median, 12 to 18 ms at the 90th
 # percentile; a 12 ms lead left a fifth of the late reminders late for their checks alone.
+# The contacts a round's client messages go to, by (clinic id, client id).
+ContactsRead = Mapping[tuple[str, UUID], KnownContact | None]
+
 GATE_LEAD_S = 0.03
 # Real seconds: a time-bound message is handed over on a lag answer whose question was
 # put at most this long before its turn (or the lag's bound, if longer): older, it is
@@ -145,9 +155,20 @@ class Handover:
         self._recheck = Recheck(schedule_lag) if schedule_lag is not None else None
         self._templates: dict[str, tuple[str, ClinicTemplates]] = {}
 
-    async def deliver(self, clinic: Clinic, claim: Claim, gate: asyncio.Task[Verdict]) -> bool:
+    async def contacts_for(self, claims: Iterable[Claim]) -> ContactsRead:
+        """The contacts of the clients a round's claimed messages go to, read together: one
+        round trip a round, not one a message (issue 19)."""
+        return await self._contacts.get_many(
+            (c.message.clinic_id, c.message.client_id)
+            for c in claims
+            if c.message.recipient not in STAFF_RECIPIENTS
+        )
+
+    async def deliver(
+        self, clinic: Clinic, claim: Claim, gate: asyncio.Task[Verdict], contacts: ContactsRead
+    ) -> bool:
         """Send one claimed message at its due instant, or record why not, or hold it for the
-        schedule view (True: held)."""
+        schedule view (True: held). `contacts`: its round's (`contacts_for`)."""
         planned = claim.message
         outcomes = self._outcomes
         if claim.attempts > MAX_ATTEMPTS:
@@ -164,7 +185,7 @@ class Handover:
             await outcomes.skip(claim, planned, reason)
             return False
         try:
-            message, outgoing = await self._prepare(clinic, planned)
+            message, outgoing = self._prepare(clinic, planned, contacts)
         except (PermanentSendError, TransientSendError) as error:
             await outcomes.send_failed(claim, error)
             return False
@@ -300,11 +321,11 @@ class Handover:
     async def _stale(self, planned: PlannedMessage, clinic: Clinic) -> str | None:
         return staleness(planned, await self._fact(planned), self._clock.now(), clinic.zone)
 
-    async def _prepare(
-        self, clinic: Clinic, planned: PlannedMessage
+    def _prepare(
+        self, clinic: Clinic, planned: PlannedMessage, contacts: ContactsRead
     ) -> tuple[PlannedMessage, Outgoing]:
         client_name = None
-        if planned.recipient in ("staff", "on_call"):
+        if planned.recipient in STAFF_RECIPIENTS:
             # An escalation goes to the on-call contact, or to staff if the clinic has none.
             address = clinic.on_call_email if planned.recipient == "on_call" else None
             address = address or clinic.staff_email
@@ -312,7 +333,7 @@ class Handover:
                 raise PermanentSendError("the clinic has no staff email address")
             message, to = planned, address
         else:
-            known = await self._contacts.get(planned.clinic_id, planned.client_id)
+            known = contacts[(planned.clinic_id, planned.client_id)]
             if known is None or known.contact is None:
                 raise UnknownClient("unknown client: no contact details received")
             readdressed = readdress(planned, known.prefs)

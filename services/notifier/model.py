@@ -23,6 +23,7 @@ from shared.envelope import EVENT_ID_NAMESPACE
 from shared.events import AppointmentKind, Channel, ClinicId, TimeZoneName
 
 Recipient = Literal["client", "staff", "on_call"]
+STAFF_RECIPIENTS: frozenset[Recipient] = frozenset({"staff", "on_call"})  # the clinic's
 
 NOTIFICATION_NAMESPACE = uuid.uuid5(EVENT_ID_NAMESPACE, "kap/notifier/notification")
 
