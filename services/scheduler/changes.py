@@ -81,11 +81,13 @@ class ScheduleChanges:
 
     # --- calendars --------------------------------------------------------
 
-    async def calendar(self, clinic_id: str) -> ClinicCalendar:
+    async def calendar(self, clinic_id: str, tx: Transaction | None = None) -> ClinicCalendar:
+        """The clinic's calendar; inside a change (`tx`: its step's transaction, or its
+        Booking's), the one its schedule's read fetched."""
         clinic = self.clinics.get(clinic_id)
         if clinic is None:
             raise UnknownClinic(f"unknown clinic {clinic_id!r}")
-        override = await self.store.calendar_override(clinic_id)
+        override = await self.store.calendar_override(clinic_id, tx)
         section = override or _section_json(clinic)
         if section == "{}":
             raise CalendarMissing(f"clinic {clinic_id!r} has no scheduler calendar configured")
@@ -127,7 +129,7 @@ class ScheduleChanges:
             changed = await decide(before, tx.fresh, now, booking)
             after = changed.schedule
             if after is not None and after.course is not None:
-                calendar = await self.calendar(clinic_id)
+                calendar = await self.calendar(clinic_id, tx)
                 after = measures.replanned(after, calendar.policy.measures, calendar.tz, now)
             if after is not None and before is not None:
                 after = domain_ids.saved(after, before)

@@ -75,7 +75,7 @@ class Reactions(WaitlistSteps):
                 return schedule, []  # the same person asking again: booked, or held already
             # A cancelled consultation (or a no-show past its rebooks) is booked anew:
             # the client asked for another time.
-            calendar = await self.calendar(event.clinic_id)
+            calendar = await self.calendar(event.clinic_id, booking.tx)
             schedule = schedule.model_copy(update={"preferred_times": event.preferred_times})
             requested = facts.stage(schedule, ev.ClientStage.CONSULTATION_REQUESTED, now)
             appointment_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/consultation")
@@ -158,7 +158,7 @@ class Reactions(WaitlistSteps):
         closed: ev.Event,
     ) -> Reaction:
         """A consultation no-show is rebooked (once by default), then waitlisted."""
-        calendar = await self.calendar(schedule.clinic_id)
+        calendar = await self.calendar(schedule.clinic_id, booking.tx)
         if waitlist.rebook_after_no_show(schedule, calendar.policy):
             appointment_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/rebooked")
             not_before = minimum_notice(calendar, now)
@@ -206,7 +206,7 @@ class Reactions(WaitlistSteps):
                         ),
                     ]
                 schedule, archived = returning.archived(schedule, now)
-            calendar = await self.calendar(event.clinic_id)
+            calendar = await self.calendar(event.clinic_id, booking.tx)
             course_id = uuid5(EVENT_ID_NAMESPACE, f"{cause.id}/course")
             preferred = schedule.consultation.therapist_id if schedule.consultation else None
             not_before = now + timedelta(hours=1)

@@ -95,6 +95,11 @@ def id_of_compact(value: str) -> UUID:
     return UUID(bytes=base64.urlsafe_b64decode(value + "=="))
 
 
+def calendar_key(clinic_id: str) -> str:
+    """The clinic's calendar set through the API (JSON)."""
+    return key(clinic_id, "calendar")
+
+
 def appointments_key(clinic_id: str) -> str:
     return key(clinic_id, "appointments")
 
@@ -195,11 +200,14 @@ class SchedulerStore:
     async def load_watched(
         self, tx: Transaction, clinic_id: str, client_id: UUID
     ) -> ClientSchedule | None:
-        """The schedule a change decides on, its key watched by `tx` (one round trip)."""
-        schedule = self.schedule_key(clinic_id, client_id)
+        """The schedule a change decides on, its key watched by `tx` (one round trip). The
+        clinic's calendar set through the API comes with it, unwatched, for the change's
+        `calendar_override` (most changes plan on the calendar)."""
+        schedule, calendar = self.schedule_key(clinic_id, client_id), calendar_key(clinic_id)
         async with await tx.watched_reads(schedule) as reads:
             reads.get(schedule)
-            [raw] = await reads.execute()
+            reads.get(calendar)
+            raw, tx.unwatched[calendar] = await reads.execute()
         return unpack(raw) if raw else None
 
     async def load_many(
@@ -311,16 +319,21 @@ class SchedulerStore:
 
     # --- calendars --------------------------------------------------------
 
-    async def calendar_override(self, clinic_id: str) -> str | None:
-        """The calendar set through the API (JSON), if any; it wins over the clinics file."""
-        raw = await self.redis.get(key(clinic_id, "calendar"))
+    async def calendar_override(self, clinic_id: str, tx: Transaction | None = None) -> str | None:
+        """The calendar set through the API (JSON), if any; it wins over the clinics file.
+        Inside a change (`tx`), as its schedule's read fetched it."""
+        calendar = calendar_key(clinic_id)
+        if tx is not None and calendar in tx.unwatched:
+            raw = tx.unwatched[calendar]
+        else:
+            raw = await self.redis.get(calendar)
         return str(raw) if raw else None
 
     async def has_calendar_override(self, clinic_id: str) -> bool:
-        return bool(await self.redis.exists(key(clinic_id, "calendar")))
+        return bool(await self.redis.exists(calendar_key(clinic_id)))
 
     async def save_calendar(self, calendar: ClinicCalendar) -> None:
-        await self.redis.set(key(calendar.clinic_id, "calendar"), calendar.model_dump_json())
+        await self.redis.set(calendar_key(calendar.clinic_id), calendar.model_dump_json())
 
     async def bookings(
         self,
