@@ -306,15 +306,15 @@ class UnitOfWork:
             await fresh_slot_map(self._redis)
             async with no_retry_transaction(self._redis) as tx:
                 transaction = Transaction(self._redis, tx, clinic_id)
-                if input_ids:
-                    transaction.prelude = Prelude(marks, numbered)
-                    # One client's inputs, on one node: the marks come with the step's
-                    # first watched read. Else they are read, and replays known, first.
-                    ahead = marks_of is None or isinstance(tx, ClusterPipeline)
-                    if ahead and await self._replayed(transaction, marks):
-                        return REPLAYED
-                else:
+                if not input_ids:
                     transaction._fresh = []
+                elif marks_of is None or isinstance(tx, ClusterPipeline):
+                    # Not one client's inputs, or on a cluster: the marks are read, and
+                    # replays known, before the step.
+                    if await self._replayed(transaction, marks):
+                        return REPLAYED
+                else:  # the marks come with the step's first watched read
+                    transaction.prelude = Prelude(marks, numbered)
                 try:
                     decision = await step(transaction)
                 except Exception:

@@ -77,13 +77,13 @@ from shared import events as ev
 
 log = logging.getLogger(__name__)
 
+# The contacts a round's client messages go to, by (clinic id, client id).
+ContactsRead = Mapping[tuple[str, UUID], KnownContact | None]
+
 # Real seconds: the schedule lag is asked, the lease renewed and the appointment read this
 # long before a message falls due. Measured in make demo (2 shared cores, one notifier):
 # from this instant to the checks' end 6 ms at the median, 12 to 18 ms at the 90th
 # percentile; a 12 ms lead left a fifth of the late reminders late for their checks alone.
-# The contacts a round's client messages go to, by (clinic id, client id).
-ContactsRead = Mapping[tuple[str, UUID], KnownContact | None]
-
 GATE_LEAD_S = 0.03
 # Real seconds: a time-bound message is handed over on a lag answer whose question was
 # put at most this long before its turn (or the lag's bound, if longer): older, it is
