@@ -85,6 +85,7 @@ async def topic_messages(
                         found.append(
                             {
                                 "key": (record.key or b"").decode(),
+                                "partition": record.partition,
                                 "value": json.loads(record.value),
                                 "headers": {k: v.decode() for k, v in record.headers},
                             }
