@@ -24,7 +24,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from chassis.batches import BatchHandler, Handler, Progress
+from chassis.batches import BatchHandler, Handler, Progress, Together
 from chassis.config import ServiceSettings
 from chassis.metrics import ServiceMetrics
 from chassis.tracing import telemetry_middleware
@@ -329,9 +329,11 @@ def subscribe(
     description: str,
     settings: ServiceSettings,
     metrics: ServiceMetrics | None = None,
+    together: Together | None = None,
 ) -> GroupMembership:
     """One consumer in `service`'s group for all its topics, consuming in batches
-    (chassis.batches), each record handed to its topic's typed handler.
+    (chassis.batches), each record handed to its topic's typed handler, or with
+    `together`, the records of its topics several at a time to its handler.
 
     One consumer per topic would make each replica a dozen group members, every
     join a rebalance of all the others (measured: 23 s before a notifier with
@@ -347,6 +349,7 @@ def subscribe(
         membership.progress,
         metrics,
         concurrency=settings.consumer_concurrency,
+        together=together,
     )
     subscriber = broker.subscriber(
         *(topic.name for topic, _ in handlers),

@@ -68,7 +68,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -96,6 +96,7 @@ from shared.topics import produced_by, topic_for
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 CONFLICT_TRIES = 20
 RELAY_GRACE_MS = GRACE_MS
@@ -186,6 +187,132 @@ class Transaction:
             reads.lead(prelude.queue(reads), lambda found: prelude.took(self, found))
         return reads
 
+    async def gather(self, parts: Sequence[Callable[[Transaction], Awaitable[T]]]) -> list[T]:
+        """Run `parts` (each one client's share of a step of several clients' inputs) side
+        by side on this attempt, and what they read under WATCH sent together: on one node,
+        the reads all of them make before waiting on any go in one round trip (the first
+        with the marks), where one after another they took one each. Parts must read
+        apart: a key watched by two raises SharedRead (one client's step each, then). On a
+        cluster, one after another. The first error of a part is raised once all ended."""
+        if isinstance(self.pipeline, ClusterPipeline) or len(parts) < 2:
+            return [await part(self) for part in parts]
+        reads = _GatheredReads(self)
+        views = [
+            _Part(self.redis, self.pipeline, self.clinic_id, whole=self, gathered=reads, index=n)
+            for n in range(len(parts))
+        ]
+        done = await asyncio.gather(
+            *(part(view) for part, view in zip(parts, views, strict=True)),
+            return_exceptions=True,
+        )
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return done  # type: ignore[return-value]
+
+
+class SharedRead(RuntimeError):
+    """Two clients' shares of one step read the same key: neither would see the other's
+    write. The inputs go one step each."""
+
+
+@dataclass
+class _Part(Transaction):
+    """One part's view of a gathered step's attempt: its watched reads wait for the
+    others' and go with them (`_GatheredReads`)."""
+
+    whole: Transaction | None = None
+    gathered: _GatheredReads | None = None
+    index: int = 0
+
+    @property
+    def fresh(self) -> list[str]:
+        assert self.whole is not None
+        return self.whole.fresh
+
+    async def watch(self, *keys: str) -> None:
+        assert self.gathered is not None
+        await self.gathered.submit(self.index, keys, [])
+
+    async def watched_reads(self, *keys: str) -> Pipeline:
+        assert self.gathered is not None
+        return _PartReads(self.gathered, self.index, keys)
+
+
+class _PartReads(Pipeline):
+    """A part's reads, recorded, and sent with the other parts' (`execute`)."""
+
+    def __init__(self, gathered: _GatheredReads, index: int, keys: Sequence[str]) -> None:
+        redis = gathered.whole.redis
+        super().__init__(redis.connection_pool, redis.response_callbacks, False, None)
+        self._gathered, self._index, self._keys = gathered, index, keys
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack, self.command_stack = self.command_stack, []
+        return await self._gathered.submit(self._index, self._keys, stack)
+
+
+class _GatheredReads:
+    """The parts' watched reads, sent as one `watched_reads` of the whole step once every
+    part that could run has queued its own (the next turn of the event loop)."""
+
+    def __init__(self, whole: Transaction) -> None:
+        self.whole = whole
+        self._queued: list[tuple[Sequence[str], list[Any], asyncio.Future[list[Any]]]] = []
+        self._watched_by: dict[str, int] = {}
+        self._sending = asyncio.Lock()  # one read at a time on the watched connection
+        self._scheduled = False
+        self._sends: set[asyncio.Task[None]] = set()
+
+    def submit(
+        self, index: int, keys: Sequence[str], stack: list[Any]
+    ) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        for key in keys:
+            _in_slot(key, self.whole.clinic_id)
+            if self._watched_by.setdefault(key, index) != index:
+                raise SharedRead(f"two clients' shares of a step read {key!r}")
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not keys and not stack:
+            future.set_result([])
+            return future
+        self._queued.append((keys, stack, future))
+        if not self._scheduled:
+            # After the parts already woken have run up to their own reads.
+            self._scheduled = True
+            loop.call_soon(self._start)
+        return future
+
+    def _start(self) -> None:
+        self._scheduled = False
+        send = asyncio.ensure_future(self._send())
+        self._sends.add(send)
+        send.add_done_callback(self._sends.discard)
+
+    async def _send(self) -> None:
+        async with self._sending:
+            batch, self._queued = self._queued, []
+            if not batch:
+                return
+            try:
+                keys = [key for watched, _, _ in batch for key in watched]
+                async with await self.whole.watched_reads(*keys) as reads:
+                    for _, stack, _ in batch:
+                        reads.command_stack.extend(stack)
+                    found = await reads.execute()
+            except BaseException as error:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+                return
+            at = 0
+            for _, stack, future in batch:
+                if not future.done():
+                    future.set_result(found[at : at + len(stack)])
+                at += len(stack)
+
 
 @dataclass
 class Prelude:
@@ -214,6 +341,9 @@ class Prelude:
 
 
 Step = Callable[[Transaction], Awaitable[Decision[R]]]
+# Whose marks hash holds a step's inputs' handled marks: one client's, each input's
+# client by its id, or none (a key per input).
+Owners = str | Mapping[str, str] | None
 
 
 @dataclass(frozen=True)
@@ -273,14 +403,15 @@ class UnitOfWork:
         step: Step[R],
         *,
         leave_to_relay: bool = False,
-        marks_of: str | None = None,
+        marks_of: Owners = None,
     ) -> R | Replayed | None:
         """Run `step` for the inputs `input_ids` (none: an input that needs no handled
         mark, such as a timer's write made idempotent by the state it checks) in
         `clinic_id`'s slot; publish after. REPLAYED when every input was handled before
         (the clinic's outbox relayed: their outputs, if still there, go again).
         `marks_of`: the client the inputs are about, whose marks hash holds their handled
-        marks (None: a key each).
+        marks, or each input's client by its id (a step of several clients' inputs:
+        `Transaction.gather`); None: a key each.
 
         A failed publish raises (an event is then redelivered, and its replay publishes)
         unless `leave_to_relay`: an HTTP request whose write is recorded is answered, and
@@ -298,18 +429,21 @@ class UnitOfWork:
         input_ids: Sequence[str],
         step: Step[R],
         leave_to_relay: bool,
-        marks_of: str | None,
+        marks_of: Owners,
     ) -> R | Replayed | None:
-        marks = Marks(self, clinic_id, list(input_ids), marks_of)
-        numbered = self.sequence_key(clinic_id, marks_of) if marks_of and self._numbers else None
+        marks = Marks.of(self, clinic_id, input_ids, marks_of)
+        one_client = marks_of if isinstance(marks_of, str) else None
+        numbered = (
+            self.sequence_key(clinic_id, one_client) if one_client and self._numbers else None
+        )
         for _ in range(CONFLICT_TRIES):
             await fresh_slot_map(self._redis)
             async with no_retry_transaction(self._redis) as tx:
                 transaction = Transaction(self._redis, tx, clinic_id)
                 if not input_ids:
                     transaction._fresh = []
-                elif marks_of is None or isinstance(tx, ClusterPipeline):
-                    # Not one client's inputs, or on a cluster: the marks are read, and
+                elif not marks.owned or isinstance(tx, ClusterPipeline):
+                    # Not clients' inputs, or on a cluster: the marks are read, and
                     # replays known, before the step.
                     if await self._replayed(transaction, marks):
                         return REPLAYED
@@ -474,35 +608,58 @@ def marks_key(service: str, clinic_id: str, owner: str) -> str:
 
 @dataclass
 class Marks:
-    """Where a step's handled marks are read and written."""
+    """Where a step's handled marks are read and written: per client (`owner`), a field of
+    the client's hash each; inputs of no client (owner None), a key each."""
 
     work: UnitOfWork
     clinic_id: str
-    input_ids: list[str]
-    owner: str | None
+    groups: list[tuple[str | None, list[str]]]
     any_handled: bool = False
     relayed: bool = False  # the clinic's outbox, once an input was found handled
-    size: int = 0  # the client's marks hash, as read
-    stale: list[str] = field(default_factory=list)  # fields past REMEMBER_S, to go
+    sizes: dict[str, int] = field(default_factory=dict)  # each client's marks hash, as read
+    stale: dict[str, list[str]] = field(default_factory=dict)  # fields past REMEMBER_S, to go
+
+    @classmethod
+    def of(
+        cls, work: UnitOfWork, clinic_id: str, input_ids: Sequence[str], owners: Owners
+    ) -> Marks:
+        """`owners`: the client of every input (one client's id, or by input id), or None."""
+        if owners is None or isinstance(owners, str):
+            return cls(work, clinic_id, [(owners, list(input_ids))])
+        groups: dict[str, list[str]] = {}
+        for input_id in input_ids:
+            groups.setdefault(owners[input_id], []).append(input_id)
+        return cls(work, clinic_id, list(groups.items()))
+
+    @property
+    def owned(self) -> bool:
+        """Every input's mark is in its client's hash."""
+        return all(owner is not None for owner, _ in self.groups)
 
     def keys(self) -> list[str]:
         """The keys the marks are in, to watch before reading them."""
-        singles = [self.work.handled_key(self.clinic_id, i) for i in self.input_ids]
-        if self.owner is None:
-            return singles
-        # The keys of marks written before the hashes are read too, until they expire.
-        return [self.work.marks_key(self.clinic_id, self.owner), *singles]
+        keys = []
+        for owner, input_ids in self.groups:
+            if owner is not None:
+                keys.append(self.work.marks_key(self.clinic_id, owner))
+            # The keys of marks written before the hashes are read too, until they expire.
+            keys += [self.work.handled_key(self.clinic_id, i) for i in input_ids]
+        return keys
 
     def queue(self, reads: Pipeline) -> int:
         """Queue the reads of the marks (no MGET: a cluster pipeline refuses it); how many
         replies they take."""
-        if self.owner is not None:
-            held = self.work.marks_key(self.clinic_id, self.owner)
-            reads.hmget(held, self.input_ids)
-            reads.hlen(held)
-        for input_id in self.input_ids:
-            reads.exists(self.work.handled_key(self.clinic_id, input_id))
-        return len(self.input_ids) + (0 if self.owner is None else 2)
+        taken = 0
+        for owner, input_ids in self.groups:
+            if owner is not None:
+                held = self.work.marks_key(self.clinic_id, owner)
+                reads.hmget(held, input_ids)
+                reads.hlen(held)
+                taken += 2
+            for input_id in input_ids:
+                reads.exists(self.work.handled_key(self.clinic_id, input_id))
+            taken += len(input_ids)
+        return taken
 
     async def read(self, tx: Transaction) -> list[Any]:
         """The marks' replies, their keys watched first (a round trip of their own)."""
@@ -513,38 +670,47 @@ class Marks:
 
     def fresh(self, found: list[Any]) -> list[str]:
         """The inputs not handled before, from the replies to `queue`'s reads."""
-        if self.owner is None:
-            handled = [bool(there) for there in found]
-        else:
-            in_hash, self.size, *in_keys = found
-            handled = [a is not None or bool(b) for a, b in zip(in_hash, in_keys, strict=True)]
-        self.any_handled = any(handled)
-        return [i for i, done in zip(self.input_ids, handled, strict=True) if not done]
+        replies, fresh = iter(found), []
+        for owner, input_ids in self.groups:
+            in_hash: list[Any] = [None] * len(input_ids)
+            if owner is not None:
+                in_hash, self.sizes[owner] = next(replies), next(replies)
+            for input_id, in_its_hash in zip(input_ids, in_hash, strict=True):
+                in_its_key = next(replies)
+                if in_its_hash is not None or in_its_key:
+                    self.any_handled = True
+                else:
+                    fresh.append(input_id)
+        return fresh
 
     async def find_stale(self, tx: Transaction) -> None:
-        """Once the client's hash holds more than TRIM_MARKS_OVER marks, those older than
+        """Once a client's hash holds more than TRIM_MARKS_OVER marks, those older than
         REMEMBER_S, for `write` to take out (the hash is watched: read after the WATCH)."""
-        self.stale = []
-        if self.owner is None or self.size <= TRIM_MARKS_OVER:
-            return
+        self.stale = {}
         horizon = time.time() - REMEMBER_S
-        every = await tx.redis.hgetall(self.work.marks_key(self.clinic_id, self.owner))
-        self.stale = [_text(f) for f, at in every.items() if _written_at(at) < horizon]
+        for owner, _ in self.groups:
+            if owner is None or self.sizes.get(owner, 0) <= TRIM_MARKS_OVER:
+                continue
+            every = await tx.redis.hgetall(self.work.marks_key(self.clinic_id, owner))
+            self.stale[owner] = [_text(f) for f, at in every.items() if _written_at(at) < horizon]
 
     def write(self, tx: Pipeline, fresh: Sequence[str]) -> None:
         """Queue the marks of the `fresh` inputs on the MULTI."""
-        if self.owner is None:
-            for input_id in fresh:
-                tx.set(self.work.handled_key(self.clinic_id, input_id), "", ex=REMEMBER_S)
-            return
-        held = self.work.marks_key(self.clinic_id, self.owner)
-        if self.stale:
-            tx.hdel(held, *self.stale)
-        if fresh:
-            # Each field holds when it was written, short enough (under Redis's
-            # hash-max-listpack-value, 64) to keep the hash a compact listpack.
-            tx.hset(held, mapping=dict.fromkeys(fresh, str(int(time.time()))))
-            tx.expire(held, REMEMBER_S)
+        wanted = set(fresh)
+        for owner, input_ids in self.groups:
+            now_fresh = [i for i in input_ids if i in wanted]
+            if owner is None:
+                for input_id in now_fresh:
+                    tx.set(self.work.handled_key(self.clinic_id, input_id), "", ex=REMEMBER_S)
+                continue
+            held = self.work.marks_key(self.clinic_id, owner)
+            if self.stale.get(owner):
+                tx.hdel(held, *self.stale[owner])
+            if now_fresh:
+                # Each field holds when it was written, short enough (under Redis's
+                # hash-max-listpack-value, 64) to keep the hash a compact listpack.
+                tx.hset(held, mapping=dict.fromkeys(now_fresh, str(int(time.time()))))
+                tx.expire(held, REMEMBER_S)
 
 
 def _text(raw: Any) -> str:

@@ -14,15 +14,17 @@ before a replica consumes at all, against a twentieth of a second for one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 from redis.asyncio.client import Pipeline
 
-from chassis.batches import Handler
+from chassis.batches import Handler, Together
 from chassis.clinics import ClinicDirectory, PerVersion
 from chassis.clock import Clock
 from chassis.config import ServiceSettings
@@ -60,6 +62,10 @@ class Deps:
     measures: MeasureRequests | None = None  # which measures were answered
 
 
+# An event to plan, with the contact change it brings (None: none).
+ToPlan = tuple[ev.Event, Envelope, "ContactChange | None"]
+
+
 class Planner:
     """What every handler does: once per event, plan its messages under the clinic's policy."""
 
@@ -69,47 +75,82 @@ class Planner:
     async def plan(
         self, event: ev.Event, envelope: Envelope, contact_change: ContactChange | None = None
     ) -> None:
+        await self.plan_together([(event, envelope, contact_change)])
+
+    async def plan_together(self, items: Sequence[ToPlan]) -> None:
+        """Plan several clients' events of one clinic in one write step: each client's
+        share reads what its own would, the shares' reads sent together
+        (chassis.unit_of_work.Transaction.gather), and one MULTI records every plan and
+        handled mark. At most one event per client (a later one plans on what an
+        earlier one wrote: it goes in a step after it)."""
         deps = self._deps
-        clinic_id = one_clinic(event, envelope)  # one id for the watch and the handled mark
+        clinic_ids = {one_clinic(event, envelope) for event, envelope, _ in items}
+        if len(clinic_ids) != 1:
+            raise ValueError(f"one clinic's events planned together, not {sorted(clinic_ids)}")
+        clients = {envelope.id: str(event.client_id) for event, envelope, _ in items}
+        if len(set(clients.values())) != len(items):
+            raise ValueError("at most one event per client planned together")
 
         async def step(tx: Transaction) -> Decision[datetime]:
-            settings = self._settings(event, envelope)
-            # The prefs the messages follow, the contact written with them and when the
-            # client was last tidied: one read.
-            known, tidied = await deps.plans.client_view(tx, event.clinic_id, event.client_id)
-            changed = contact_change(known) if contact_change is not None else None
-            prefs = (changed or known or KnownContact()).prefs
-            now = deps.clock.now()
-            messages = domain.messages_for(event, prefs, settings, now, cause_event_id=envelope.id)
-            plan = Plan(
-                cause=envelope,
-                messages=messages,
-                superseded_appointments=superseded_appointments(event),
-                changed_at=event.occurred_at,
-                appointments=appointment_facts(event),
-                tidy_at=event.occurred_at if tidy.tidies(event) else None,
-                listed=tidy.lists_input(event),
-            )
-            write = await deps.plans.writes(
-                tx, plan, client_id=event.client_id, contact=changed, now=now, tidied=tidied
-            )
-            if isinstance(event, ev.ClinicalAlertRaised) and deps.alerts is not None:
-                write = _with_alert(write, deps.alerts, event, envelope.id, messages)
-            # A contact arriving makes the messages that awaited it due now.
-            arrived = (
-                changed is not None
-                and changed.contact is not None
-                and not (known and known.contact)
-            )
-            sends = [m.send_at for m in messages] + ([now] if arrived else [])
-            earliest = min(sends, default=None)
+            parts = [functools.partial(self._decide, *item) for item in items]
+            decisions = await tx.gather(parts)
+            fresh = set(tx.fresh)  # an event handled before: what its share decided is dropped
+            kept = [
+                d
+                for (_, envelope, _), d in zip(items, decisions, strict=True)
+                if envelope.id in fresh
+            ]
+
+            def write(p: Pipeline) -> None:
+                for decision in kept:
+                    decision.write(p)
+
+            earliest = min((d.result for d in kept if d.result is not None), default=None)
             return Decision(write, result=earliest)
 
-        earliest = await deps.unit_of_work.run(
-            clinic_id, [envelope.id], step, marks_of=str(event.client_id)
-        )
+        (clinic_id,) = clinic_ids
+        owners: str | dict[str, str] = clients if len(items) > 1 else next(iter(clients.values()))
+        earliest = await deps.unit_of_work.run(clinic_id, list(clients), step, marks_of=owners)
         if isinstance(earliest, datetime):
-            deps.due_now(event.clinic_id, earliest)
+            deps.due_now(clinic_id, earliest)
+
+    async def _decide(
+        self,
+        event: ev.Event,
+        envelope: Envelope,
+        contact_change: ContactChange | None,
+        tx: Transaction,
+    ) -> Decision[datetime]:
+        """One event's plan, decided from what it reads under WATCH."""
+        deps = self._deps
+        settings = self._settings(event, envelope)
+        # The prefs the messages follow, the contact written with them and when the
+        # client was last tidied: one read.
+        known, tidied = await deps.plans.client_view(tx, event.clinic_id, event.client_id)
+        changed = contact_change(known) if contact_change is not None else None
+        prefs = (changed or known or KnownContact()).prefs
+        now = deps.clock.now()
+        messages = domain.messages_for(event, prefs, settings, now, cause_event_id=envelope.id)
+        plan = Plan(
+            cause=envelope,
+            messages=messages,
+            superseded_appointments=superseded_appointments(event),
+            changed_at=event.occurred_at,
+            appointments=appointment_facts(event),
+            tidy_at=event.occurred_at if tidy.tidies(event) else None,
+            listed=tidy.lists_input(event),
+        )
+        write = await deps.plans.writes(
+            tx, plan, client_id=event.client_id, contact=changed, now=now, tidied=tidied
+        )
+        if isinstance(event, ev.ClinicalAlertRaised) and deps.alerts is not None:
+            write = _with_alert(write, deps.alerts, event, envelope.id, messages)
+        # A contact arriving makes the messages that awaited it due now.
+        arrived = (
+            changed is not None and changed.contact is not None and not (known and known.contact)
+        )
+        sends = [m.send_at for m in messages] + ([now] if arrived else [])
+        return Decision(write, result=min(sends, default=None))
 
     def _settings(self, event: ev.Event, envelope: Envelope) -> ClinicSettings:
         clinic = self._deps.clinics.get(event.clinic_id)
@@ -179,7 +220,30 @@ def register(
         "notifier reacts: plans the messages each lifecycle event causes",
         settings,
         metrics,
+        together=planned_together(deps),
     )
+
+
+def planned_together(deps: Deps) -> Together:
+    """The planning topics' events of one clinic, planned in one step (issue 19): every
+    topic `reactions` hands to the planner, each event with the contact change its own
+    handler brings."""
+    planner = Planner(deps)
+
+    async def plan(items: Sequence[tuple[Any, Envelope]]) -> None:
+        await planner.plan_together([(e, envelope, contact_change(e)) for e, envelope in items])
+
+    planned = frozenset(t.name for t, _ in reactions(deps) if t is not topics.MEASURE_ANSWERED)
+    return Together(planned, plan)
+
+
+def contact_change(event: ev.Event) -> ContactChange | None:
+    """The change to the client's contact an event brings, as its handler gives it."""
+    if isinstance(event, ev.ConsultationRequested):
+        return requested(event)
+    if isinstance(event, ev.ContactPreferencesChanged):
+        return preferences(event)
+    return None
 
 
 def reactions(deps: Deps) -> list[tuple[Topic, Handler]]:
@@ -190,12 +254,12 @@ def reactions(deps: Deps) -> list[tuple[Topic, Handler]]:
     async def on_consultation_requested(
         event: ev.ConsultationRequested, envelope: Envelope
     ) -> None:
-        await planner.plan(event, envelope, requested(event))
+        await planner.plan(event, envelope, contact_change(event))
 
     async def on_contact_preferences_changed(
         event: ev.ContactPreferencesChanged, envelope: Envelope
     ) -> None:
-        await planner.plan(event, envelope, preferences(event))
+        await planner.plan(event, envelope, contact_change(event))
 
     async def on_consultation_booking_failed(
         event: ev.ConsultationBookingFailed, envelope: Envelope

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from chassis.batches import BatchHandler, Progress
+from chassis.batches import BatchHandler, Progress, Together
 from chassis.config import ServiceSettings
 from chassis.dead_letters import DeadLetterPolicy, Rejected
 from chassis.events import EventPublisher
@@ -73,40 +73,9 @@ async def _produce_at(
 ) -> dict[int, list[str]]:
     """An event per stamp on its partition, with that Kafka timestamp (None: the broker's
     time of sending); their event ids per partition, in order."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    ids: dict[int, list[str]] = {p: [] for p in stamps}
-    try:
-        for partition, at in stamps.items():
-            for stamp in at:
-                now = datetime.now(UTC)
-                event = ev.ConsultationHeld(
-                    clinic_id="c-batch",
-                    client_id=uuid.uuid4(),
-                    occurred_at=now,
-                    outcome="proceed_to_screening",
-                )
-                envelope = Envelope(
-                    id=str(uuid.uuid4()),
-                    source="/kap/intake",
-                    type=f"kap.{topic.name}",
-                    time=now,
-                    subject=str(event.client_id),
-                    clinic_id="c-batch",
-                    correlation_id=str(uuid.uuid4()),
-                )
-                await producer.send_and_wait(
-                    topic.name,
-                    event.model_dump_json().encode(),
-                    key=str(event.client_id).encode(),
-                    partition=partition,
-                    headers=envelope.to_headers(),
-                    timestamp_ms=stamp,
-                )
-                ids[partition].append(envelope.id)
-    finally:
-        await producer.stop()
-    return ids
+    records = [(p, "c-batch", uuid.uuid4(), stamp) for p, at in stamps.items() for stamp in at]
+    ids = iter(await _produce_clients(kafka_bootstrap, topic, records))
+    return {p: [next(ids) for _ in at] for p, at in stamps.items()}
 
 
 async def test_a_batch_commits_each_partition_up_to_what_it_handled_and_redelivers_the_rest(
@@ -290,6 +259,121 @@ async def test_a_batch_hands_its_turns_to_the_records_produced_first(
         await broker.stop()
         await consumer.stop()
     assert handled == [1_000, 2_000, 3_000, 4_000, 5_000]
+
+
+async def test_a_batch_in_waves_hands_each_clinic_its_clients_records_together(
+    kafka_bootstrap: str, topic: topics.Topic, consumer: AIOKafkaConsumer
+) -> None:
+    """With `Together` (the notifier's planning): one call per clinic and wave, a client's
+    second record in the wave after its first; a group that fails goes again a record
+    at a time, each error its own record's; a partition stopped by the infrastructure
+    handles none of its later records, and is committed up to its first not handled."""
+    a, b, c, d, e = (uuid.uuid4() for _ in range(5))
+    ids = await _produce_clients(
+        kafka_bootstrap,
+        topic,
+        [
+            (p, clinic, client, None)
+            for p, clinic, client in [
+                *[(0, "c-x", a), (1, "c-x", b), (2, "c-x", c), (0, "c-x", d), (2, "c-y", e)],
+                *[(0, "c-x", a), (1, "c-x", b), (2, "c-x", c)],  # a second record each
+            ]
+        ],
+    )
+    a1, b1, c1, d1, e1, a2, b2, c2 = ids
+    refuse, down = b2, e1  # the message's fault; the infrastructure's (partition 2 stops)
+    infrastructure_down = True
+    together: list[set[str]] = []
+    alone: list[str] = []
+
+    def check(envelope: Envelope) -> None:
+        if envelope.id == refuse:
+            raise Rejected("not for this client's state")
+        if envelope.id == down and infrastructure_down:
+            raise ConnectionError("redis is down")
+
+    async def handler(event: ev.ConsultationHeld, envelope: Envelope) -> None:
+        check(envelope)
+        alone.append(envelope.id)
+
+    async def handle_together(items: Sequence[tuple[ev.Event, Envelope]]) -> None:
+        assert len({event.clinic_id for event, _ in items}) == 1
+        for _, envelope in items:
+            check(envelope)
+        together.append({envelope.id for _, envelope in items})
+
+    broker = make_broker(ServiceSettings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap), "scheduler")
+    await broker.start()
+    try:
+        batches = BatchHandler(
+            "scheduler",
+            [(topic, handler)],
+            broker,
+            Progress(),
+            policy=DeadLetterPolicy(max_backoff_s=0.0),
+            together=Together(frozenset({topic.name}), handle_together),
+        )
+        await batches.handle(await _all(consumer, len(ids)), consumer)
+
+        # Wave 1: c-x's four clients together, c-y's one alone (down). Wave 2: a2 and b2
+        # together, refused, then each alone; c2 not handled (after e1 on partition 2).
+        assert together == [{a1, b1, c1, d1}]
+        assert alone == [a2]
+        [dead] = await topic_messages(kafka_bootstrap, topic.dead_letters, expect=1)
+        assert dead["headers"]["ce_id"] == refuse
+        committed = {p: await consumer.committed(_tp(topic, p)) for p in range(PARTITIONS)}
+        assert committed == {0: 3, 1: 2, 2: 1}
+
+        infrastructure_down = False
+        again = await _all(consumer, 2)  # partition 2 from e1 on
+        assert [r.offset for r in again] == [1, 2]  # type: ignore[attr-defined]
+        await batches.handle(again, consumer)
+        assert sorted(alone[1:]) == sorted([e1, c2])  # both first of their client: one wave
+        assert await consumer.committed(_tp(topic, 2)) == 3
+    finally:
+        await broker.stop()
+
+
+async def _produce_clients(
+    kafka_bootstrap: str,
+    topic: topics.Topic,
+    records: Sequence[tuple[int, str, uuid.UUID, int | None]],
+) -> list[str]:
+    """An event for each (partition, clinic, client, Kafka timestamp), in order (a None
+    timestamp: the time of sending); their event ids."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    ids = []
+    try:
+        for partition, clinic_id, client_id, stamp in records:
+            now = datetime.now(UTC)
+            event = ev.ConsultationHeld(
+                clinic_id=clinic_id,
+                client_id=client_id,
+                occurred_at=now,
+                outcome="proceed_to_screening",
+            )
+            envelope = Envelope(
+                id=str(uuid.uuid4()),
+                source="/kap/intake",
+                type=f"kap.{topic.name}",
+                time=now,
+                subject=str(client_id),
+                clinic_id=clinic_id,
+                correlation_id=str(uuid.uuid4()),
+            )
+            await producer.send_and_wait(
+                topic.name,
+                event.model_dump_json().encode(),
+                key=str(client_id).encode(),
+                partition=partition,
+                headers=envelope.to_headers(),
+                timestamp_ms=stamp,
+            )
+            ids.append(envelope.id)
+    finally:
+        await producer.stop()
+    return ids
 
 
 async def _assigned(kafka_bootstrap: str, topic: topics.Topic) -> AIOKafkaConsumer:
