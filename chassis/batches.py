@@ -40,8 +40,10 @@ record's. A partition stopped at a record (the infrastructure's fault) handles n
 of its later records in later waves; the commit is each partition's prefix of
 handled records, and it is sought back to its first record not handled.
 
-Each record is handled in its own trace context (its `traceparent`) and log context,
-as the per-message middlewares gave it, so a journey stays one trace.
+Each record handled alone is handled in its own trace context (its `traceparent`) and
+log context, as the per-message middlewares gave it, so a journey stays one trace. A
+step for several records belongs to no one record's trace: the notifier's planning
+publishes nothing, so no journey's trace is cut there.
 """
 
 from __future__ import annotations

@@ -194,17 +194,23 @@ class Transaction:
         with the marks), where one after another they took one each. Parts must read
         apart: a key watched by two raises SharedRead (one client's step each, then). On a
         cluster, one after another. The first error of a part is raised once all ended."""
-        if isinstance(self.pipeline, ClusterPipeline) or len(parts) < 2:
+        if len(parts) < 2:
             return [await part(self) for part in parts]
-        reads = _GatheredReads(self)
+        reads = _GatheredReads(self, together=not isinstance(self.pipeline, ClusterPipeline))
         views = [
             _Part(self.redis, self.pipeline, self.clinic_id, whole=self, gathered=reads, index=n)
             for n in range(len(parts))
         ]
-        done = await asyncio.gather(
-            *(part(view) for part, view in zip(parts, views, strict=True)),
-            return_exceptions=True,
-        )
+        try:
+            if not reads.together:
+                return [await part(view) for part, view in zip(parts, views, strict=True)]
+            done = await asyncio.gather(
+                *(part(view) for part, view in zip(parts, views, strict=True)),
+                return_exceptions=True,
+            )
+        finally:
+            # Cancelled (a drain): no read may go on on the connection the attempt gives back.
+            await reads.stop()
         for outcome in done:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -232,10 +238,18 @@ class _Part(Transaction):
 
     async def watch(self, *keys: str) -> None:
         assert self.gathered is not None
+        assert self.whole is not None
+        if not self.gathered.together:
+            self.gathered.claim(self.index, keys)
+            return await self.whole.watch(*keys)
         await self.gathered.submit(self.index, keys, [])
 
     async def watched_reads(self, *keys: str) -> Pipeline:
         assert self.gathered is not None
+        assert self.whole is not None
+        if not self.gathered.together:
+            self.gathered.claim(self.index, keys)
+            return await self.whole.watched_reads(*keys)
         return _PartReads(self.gathered, self.index, keys)
 
 
@@ -254,24 +268,37 @@ class _PartReads(Pipeline):
 
 class _GatheredReads:
     """The parts' watched reads, sent as one `watched_reads` of the whole step once every
-    part that could run has queued its own (the next turn of the event loop)."""
+    part that could run has queued its own (the next turn of the event loop); on a
+    cluster (not `together`), only which part watched which key."""
 
-    def __init__(self, whole: Transaction) -> None:
+    def __init__(self, whole: Transaction, *, together: bool) -> None:
         self.whole = whole
+        self.together = together
         self._queued: list[tuple[Sequence[str], list[Any], asyncio.Future[list[Any]]]] = []
         self._watched_by: dict[str, int] = {}
         self._sending = asyncio.Lock()  # one read at a time on the watched connection
         self._scheduled = False
         self._sends: set[asyncio.Task[None]] = set()
 
-    def submit(
-        self, index: int, keys: Sequence[str], stack: list[Any]
-    ) -> asyncio.Future[list[Any]]:
-        loop = asyncio.get_running_loop()
+    def claim(self, index: int, keys: Sequence[str]) -> None:
+        """`keys` are part `index`'s to watch, or SharedRead."""
         for key in keys:
             _in_slot(key, self.whole.clinic_id)
             if self._watched_by.setdefault(key, index) != index:
                 raise SharedRead(f"two clients' shares of a step read {key!r}")
+
+    async def stop(self) -> None:
+        """Any read still being sent cancelled, and waited for."""
+        for send in list(self._sends):
+            send.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
+
+    def submit(
+        self, index: int, keys: Sequence[str], stack: list[Any]
+    ) -> asyncio.Future[list[Any]]:
+        """Part `index`'s reads (`stack`), with `keys` watched first: to go with the others'."""
+        loop = asyncio.get_running_loop()
+        self.claim(index, keys)
         future: asyncio.Future[list[Any]] = loop.create_future()
         if not keys and not stack:
             future.set_result([])

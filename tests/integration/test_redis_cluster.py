@@ -34,6 +34,7 @@ from chassis.unit_of_work import REPLAYED, Decision, Transaction, UnitOfWork
 from services.scheduler.ledger import BookingLedger, Claim, booking_key
 from shared import events as ev
 from tests.infra import ROOT
+from tests.integration.chassis.test_unit_of_work import check_clients_shares
 
 pytestmark = pytest.mark.integration
 
@@ -394,3 +395,11 @@ async def test_a_batch_of_leases_is_fenced_and_finished_in_one_cluster_write_ste
     assert await cluster.zrange(queue.due_key(clinic), 0, -1) == [leases[2].member]
     assert set(await cluster.hkeys(queue.tokens_key(clinic))) >= {lost.member}
     assert leases[0].member not in await cluster.hkeys(queue.tokens_key(clinic))
+
+
+async def test_several_clients_shares_of_a_step_run_one_after_another_on_a_cluster(
+    uow: UnitOfWork, cluster: Redis
+) -> None:
+    """On a cluster the shares of a step of several clients' inputs read one after another
+    (a cluster pipeline keeps its connections per node), with the same outcome."""
+    await check_clients_shares(uow, cluster, f"cl-{uuid.uuid4().hex[:8]}")

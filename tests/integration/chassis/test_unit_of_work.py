@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,8 @@ from chassis.unit_of_work import (
     TRIM_MARKS_OVER,
     Decision,
     OutsideSlot,
+    SharedRead,
+    Step,
     Transaction,
     UnitOfWork,
 )
@@ -343,3 +346,82 @@ async def test_a_clients_step_reads_its_marks_and_last_number_with_its_own_first
         assert await redis_client.get(work.sequence_key(clinic, str(client))) == "7"
     finally:
         await broker.stop()
+
+
+def clients_shares(
+    counters: dict[str, str], inputs: dict[str, str], *, also_read: str | None = None
+) -> Step[list[tuple[str, int]]]:
+    """A step of several clients' inputs (`inputs`: input id -> client): each client's
+    share reads its own counter under WATCH (and `also_read`, another's, to share a read),
+    and the step adds one to the counter of each client whose input is not handled yet."""
+
+    def share(client: str) -> Callable[[Transaction], Awaitable[tuple[str, int]]]:
+        async def part(tx: Transaction) -> tuple[str, int]:
+            keys = [counters[client], *([also_read] if also_read else [])]
+            async with await tx.watched_reads(*keys) as reads:
+                for key in keys:
+                    reads.get(key)
+                value, *_ = await reads.execute()
+            return client, int(value or 0)
+
+        return part
+
+    async def step(tx: Transaction) -> Decision[list[tuple[str, int]]]:
+        read = await tx.gather([share(client) for client in counters])
+        fresh = {inputs[i] for i in tx.fresh}
+        counts = [(client, value) for client, value in read if client in fresh]
+
+        def write(w: Any) -> None:
+            for client, value in counts:
+                w.set(counters[client], value + 1)
+
+        return Decision(write, result=counts)
+
+    return step
+
+
+async def check_clients_shares(work: UnitOfWork, redis: Redis, clinic: str) -> None:
+    """Three clients' inputs in one step: each share reads its own, one MULTI writes every
+    count and mark; again with one new input, only that one counts; a share reading another
+    client's key is refused (SharedRead) and nothing is written."""
+    counters = {c: f"tests:{{{clinic}}}:count:{c}" for c in ("a", "b", "c")}
+    await redis.set(counters["b"], 5)
+    inputs = {"in-a": "a", "in-b": "b", "in-c": "c"}
+    done = await work.run(clinic, list(inputs), clients_shares(counters, inputs), marks_of=inputs)
+    assert done == [("a", 0), ("b", 5), ("c", 0)]
+    assert [await redis.get(counters[c]) for c in "abc"] == ["1", "6", "1"]
+    for input_id, client in inputs.items():
+        assert await redis.hkeys(work.marks_key(clinic, client)) == [input_id]
+
+    again = {"in-a": "a", "in-b2": "b", "in-c": "c"}
+    done = await work.run(clinic, list(again), clients_shares(counters, again), marks_of=again)
+    assert done == [("b", 6)]
+    assert [await redis.get(counters[c]) for c in "abc"] == ["1", "7", "1"]
+
+    shared = {"in-a3": "a", "in-b3": "b", "in-c3": "c"}
+    step = clients_shares(counters, shared, also_read=counters["a"])
+    with pytest.raises(SharedRead):
+        await work.run(clinic, list(shared), step, marks_of=shared)
+    assert [await redis.get(counters[c]) for c in "abc"] == ["1", "7", "1"]
+    assert not await redis.hexists(work.marks_key(clinic, "b"), "in-b3")
+
+
+async def test_several_clients_shares_read_together_and_write_in_one_multi(
+    uow: UnitOfWork, redis_client: Redis, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clinic = f"uow-{unique}"
+    sent: list[bytes] = []
+    real_send = RedisConnection.send_packed_command
+
+    async def counted(self: RedisConnection, command: Any, check_health: bool = True) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        await real_send(self, command, check_health)
+
+    monkeypatch.setattr(RedisConnection, "send_packed_command", counted)
+    await check_clients_shares(uow, redis_client, clinic)
+    monkeypatch.undo()
+    # The first step's three shares and the marks: one write with its WATCH.
+    counters = [f"tests:{{{clinic}}}:count:{c}".encode() for c in "abc"]
+    reads = [s for s in sent if b"WATCH" in s and any(c in s for c in counters)]
+    assert all(c in reads[0] for c in counters)
+    assert uow.marks_key(clinic, "c").encode() in reads[0]
