@@ -7,13 +7,17 @@ On a cluster every key of a write step carries its clinic's `{clinic_id}` hash t
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from copy import copy
 from typing import Any, Literal, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -50,6 +54,81 @@ TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
 
 MAX_CONNECTIONS = 128  # KAP_REDIS_MAX_CONNECTIONS
 POOL_TIMEOUT_S = 10.0  # KAP_REDIS_POOL_TIMEOUT_S
+# A pipeline's replies get this long together, plus a millisecond a command (redis-py's
+# default socket timeout, which it gives each reply alone).
+READ_TIMEOUT_S = 5.0
+
+
+# --- one deadline a pipeline ------------------------------------------------------
+#
+# redis-py reads a pipeline's replies one by one, each under an asyncio timeout of
+# its own: a timer armed and cancelled per reply, 8% of the notifier's CPU samples
+# and 4% of the scheduler's in the 20:47 bench (issue 19; a MULTI of 200 boosters
+# has 1,404 replies). A standalone client's pipelines read theirs under one deadline
+# instead, so a Redis that stops answering still fails the pipeline within
+# READ_TIMEOUT_S (and a command alone keeps redis-py's own timeout).
+
+_UNDER_ONE_DEADLINE: ContextVar[bool] = ContextVar("redis_under_one_deadline", default=False)
+
+
+class _RepliesUnderOneDeadline:
+    """A connection whose replies, read inside `DeadlinePipeline.execute`, take that
+    pipeline's one deadline instead of a timer each."""
+
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (redis-py's signature)
+        *,
+        disconnect_on_error: bool = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        if timeout is None and _UNDER_ONE_DEADLINE.get():
+            timeout = math.inf  # redis-py's "no timer": the pipeline's deadline holds
+        return await super().read_response(  # type: ignore[misc]
+            disable_decoding,
+            timeout,
+            disconnect_on_error=disconnect_on_error,
+            push_request=push_request,
+        )
+
+
+class DeadlineConnection(_RepliesUnderOneDeadline, Connection):
+    pass
+
+
+class DeadlineSSLConnection(_RepliesUnderOneDeadline, SSLConnection):
+    pass
+
+
+class DeadlinePipeline(Pipeline):
+    """A pipeline whose replies are read under one deadline (see above). The connection
+    is taken from the pool first: waiting for one has its own timeout."""
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if not self.command_stack and not self.watching:
+            return []
+        if self.connection is None:
+            self.connection = await self.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        deadline_s = READ_TIMEOUT_S + len(self.command_stack) / 1000
+        covered = _UNDER_ONE_DEADLINE.set(True)
+        try:
+            async with asyncio.timeout(deadline_s):
+                found: list[Any] = await super().execute(raise_on_error)
+                return found
+        except TimeoutError as late:  # asyncio's: Redis's own error, as redis-py raises it
+            raise RedisTimeoutError(f"no reply from Redis within {deadline_s:g} s") from late
+        finally:
+            _UNDER_ONE_DEADLINE.reset(covered)
+
+
+class StandaloneRedis(Redis):
+    """The one-node client: its pipelines are `DeadlinePipeline`s."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return DeadlinePipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
 
 
 def connect_redis(
@@ -73,10 +152,17 @@ def connect_redis(
     and one type keeps every store's signature the same in both modes."""
     if mode == "cluster":
         return cast(Redis, RedisCluster.from_url(url, decode_responses=decode))
+    # A unix socket's URL keeps redis-py's own connection (and its timer per reply).
+    scheme = url.split(":", 1)[0]
+    deadline = {"redis": DeadlineConnection, "rediss": DeadlineSSLConnection}.get(scheme)
     pool = BlockingConnectionPool.from_url(
-        url, decode_responses=decode, max_connections=max_connections, timeout=pool_timeout_s
+        url,
+        decode_responses=decode,
+        max_connections=max_connections,
+        timeout=pool_timeout_s,
+        **({"connection_class": deadline} if deadline else {}),
     )
-    return Redis.from_pool(pool)
+    return StandaloneRedis.from_pool(pool)
 
 
 async def eviction_policies(redis: Redis) -> list[str]:
@@ -187,7 +273,7 @@ def no_retry_transaction(redis: Redis) -> Pipeline:
     return tx
 
 
-class ReadsAfterWatch(Pipeline):
+class ReadsAfterWatch(DeadlinePipeline):
     """Reads sent on a MULTI pipeline's own connection, behind a WATCH of `keys`, in one
     write: one round trip where a step took two (WATCH, then its reads on a second
     connection), and no second connection held while the step decides (issue 19).
