@@ -198,7 +198,7 @@ class Transaction:
             return [await part(self) for part in parts]
         reads = _GatheredReads(self, together=not isinstance(self.pipeline, ClusterPipeline))
         views = [
-            _Part(self.redis, self.pipeline, self.clinic_id, whole=self, gathered=reads, index=n)
+            _Part(self.redis, self.pipeline, self.clinic_id, gathered=reads, index=n)
             for n in range(len(parts))
         ]
         try:
@@ -224,46 +224,48 @@ class SharedRead(RuntimeError):
 
 @dataclass
 class _Part(Transaction):
-    """One part's view of a gathered step's attempt: its watched reads wait for the
-    others' and go with them (`_GatheredReads`)."""
+    """One part's view of a gathered step's attempt: the keys it watches are its own
+    (`_GatheredReads.claim`), and its watched reads wait for the others' and go with
+    them (one node), or go as the whole step's (a cluster)."""
 
-    whole: Transaction | None = None
     gathered: _GatheredReads | None = None
     index: int = 0
 
     @property
     def fresh(self) -> list[str]:
-        assert self.whole is not None
-        return self.whole.fresh
+        assert self.gathered is not None
+        return self.gathered.whole.fresh
+
+    def _claimed(self, keys: Sequence[str]) -> _GatheredReads:
+        assert self.gathered is not None
+        self.gathered.claim(self.index, keys)
+        return self.gathered
 
     async def watch(self, *keys: str) -> None:
-        assert self.gathered is not None
-        assert self.whole is not None
-        if not self.gathered.together:
-            self.gathered.claim(self.index, keys)
-            return await self.whole.watch(*keys)
-        await self.gathered.submit(self.index, keys, [])
+        gathered = self._claimed(keys)
+        if gathered.together:
+            await gathered.submit(keys, [])
+        else:
+            await gathered.whole.watch(*keys)
 
     async def watched_reads(self, *keys: str) -> Pipeline:
-        assert self.gathered is not None
-        assert self.whole is not None
-        if not self.gathered.together:
-            self.gathered.claim(self.index, keys)
-            return await self.whole.watched_reads(*keys)
-        return _PartReads(self.gathered, self.index, keys)
+        gathered = self._claimed(keys)
+        if gathered.together:
+            return _PartReads(gathered, keys)
+        return await gathered.whole.watched_reads(*keys)
 
 
 class _PartReads(Pipeline):
     """A part's reads, recorded, and sent with the other parts' (`execute`)."""
 
-    def __init__(self, gathered: _GatheredReads, index: int, keys: Sequence[str]) -> None:
+    def __init__(self, gathered: _GatheredReads, keys: Sequence[str]) -> None:
         redis = gathered.whole.redis
         super().__init__(redis.connection_pool, redis.response_callbacks, False, None)
-        self._gathered, self._index, self._keys = gathered, index, keys
+        self._gathered, self._keys = gathered, keys
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack, self.command_stack = self.command_stack, []
-        return await self._gathered.submit(self._index, self._keys, stack)
+        return await self._gathered.submit(self._keys, stack)
 
 
 class _GatheredReads:
@@ -293,12 +295,10 @@ class _GatheredReads:
             send.cancel()
         await asyncio.gather(*self._sends, return_exceptions=True)
 
-    def submit(
-        self, index: int, keys: Sequence[str], stack: list[Any]
-    ) -> asyncio.Future[list[Any]]:
-        """Part `index`'s reads (`stack`), with `keys` watched first: to go with the others'."""
+    def submit(self, keys: Sequence[str], stack: list[Any]) -> asyncio.Future[list[Any]]:
+        """A part's reads (`stack`), with `keys` (claimed) watched first: to go with the
+        others'."""
         loop = asyncio.get_running_loop()
-        self.claim(index, keys)
         future: asyncio.Future[list[Any]] = loop.create_future()
         if not keys and not stack:
             future.set_result([])

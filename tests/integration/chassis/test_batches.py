@@ -17,8 +17,9 @@ from typing import cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faststream.kafka import KafkaBroker
 
-from chassis.batches import BatchHandler, Progress, Together
+from chassis.batches import BatchHandler, Handler, Progress, Together
 from chassis.config import ServiceSettings
 from chassis.dead_letters import DeadLetterPolicy, Rejected
 from chassis.events import EventPublisher
@@ -97,13 +98,7 @@ async def test_a_batch_commits_each_partition_up_to_what_it_handled_and_redelive
     broker = make_broker(ServiceSettings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap), "scheduler")
     await broker.start()
     try:
-        batches = BatchHandler(
-            "scheduler",
-            [(topic, handler)],
-            broker,
-            Progress(),
-            policy=DeadLetterPolicy(max_backoff_s=0.0),
-        )
+        batches = _refusing_batches(broker, topic, handler)
         records = await _all(consumer, PARTITIONS * PER_PARTITION)
         await batches.handle(records, consumer)
 
@@ -305,14 +300,8 @@ async def test_a_batch_in_waves_hands_each_clinic_its_clients_records_together(
     broker = make_broker(ServiceSettings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap), "scheduler")
     await broker.start()
     try:
-        batches = BatchHandler(
-            "scheduler",
-            [(topic, handler)],
-            broker,
-            Progress(),
-            policy=DeadLetterPolicy(max_backoff_s=0.0),
-            together=Together(frozenset({topic.name}), handle_together),
-        )
+        grouping = Together(frozenset({topic.name}), handle_together)
+        batches = _refusing_batches(broker, topic, handler, grouping)
         await batches.handle(await _all(consumer, len(ids)), consumer)
 
         # Wave 1: c-x's four clients together, c-y's one alone (down). Wave 2: a2 and b2
@@ -374,6 +363,20 @@ async def _produce_clients(
     finally:
         await producer.stop()
     return ids
+
+
+def _refusing_batches(
+    broker: KafkaBroker, topic: topics.Topic, handler: Handler, together: Together | None = None
+) -> BatchHandler:
+    """A scheduler's batch handler of `topic`, whose refused records come again at once."""
+    return BatchHandler(
+        "scheduler",
+        [(topic, handler)],
+        broker,
+        Progress(),
+        policy=DeadLetterPolicy(max_backoff_s=0.0),
+        together=together,
+    )
 
 
 async def _assigned(kafka_bootstrap: str, topic: topics.Topic) -> AIOKafkaConsumer:
