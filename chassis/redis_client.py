@@ -54,9 +54,6 @@ TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
 
 MAX_CONNECTIONS = 128  # KAP_REDIS_MAX_CONNECTIONS
 POOL_TIMEOUT_S = 10.0  # KAP_REDIS_POOL_TIMEOUT_S
-# A pipeline's replies get this long together, plus a millisecond a command (redis-py's
-# default socket timeout, which it gives each reply alone).
-READ_TIMEOUT_S = 5.0
 
 
 # --- one deadline a pipeline ------------------------------------------------------
@@ -65,8 +62,9 @@ READ_TIMEOUT_S = 5.0
 # its own: a timer armed and cancelled per reply, 8% of the notifier's CPU samples
 # and 4% of the scheduler's in the 20:47 bench (issue 19; a MULTI of 200 boosters
 # has 1,404 replies). A standalone client's pipelines read theirs under one deadline
-# instead, so a Redis that stops answering still fails the pipeline within
-# READ_TIMEOUT_S (and a command alone keeps redis-py's own timeout).
+# instead: the connection's socket timeout (redis-py's 5 s unless the URL says
+# otherwise) plus a millisecond a command, so a Redis that stops answering still fails
+# the pipeline (and a command alone keeps redis-py's own timer).
 
 _UNDER_ONE_DEADLINE: ContextVar[bool] = ContextVar("redis_under_one_deadline", default=False)
 
@@ -110,11 +108,15 @@ class DeadlinePipeline(Pipeline):
             return []
         if self.connection is None:
             self.connection = await self.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        deadline_s = READ_TIMEOUT_S + len(self.command_stack) / 1000
+        read_timeout_s = self.connection.socket_timeout
+        if read_timeout_s is None:  # none configured: none per reply either
+            found: list[Any] = await super().execute(raise_on_error)
+            return found
+        deadline_s = read_timeout_s + len(self.command_stack) / 1000
         covered = _UNDER_ONE_DEADLINE.set(True)
         try:
             async with asyncio.timeout(deadline_s):
-                found: list[Any] = await super().execute(raise_on_error)
+                found = await super().execute(raise_on_error)
                 return found
         except TimeoutError as late:  # asyncio's: Redis's own error, as redis-py raises it
             raise RedisTimeoutError(f"no reply from Redis within {deadline_s:g} s") from late

@@ -18,7 +18,6 @@ import redis.asyncio.connection as redis_connection
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chassis import redis_client
 from chassis.dead_letters import classify
 from chassis.redis_client import POOL_TIMEOUT_S, connect_redis
 
@@ -82,11 +81,10 @@ def paused_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 
 async def test_a_redis_that_stops_answering_fails_the_pipeline_within_its_deadline(
-    paused_redis: tuple[str, subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+    paused_redis: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     url, server = paused_redis
-    monkeypatch.setattr(redis_client, "READ_TIMEOUT_S", 0.3)
-    client = connect_redis(url)
+    client = connect_redis(f"{url}?socket_timeout=0.3")
     try:
         await client.set("tests:{deadline}:k", "v")
         server.send_signal(signal.SIGSTOP)
